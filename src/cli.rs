@@ -1,0 +1,315 @@
+//! The command line: `import`, `get`, `stats`, `check` on a data directory (and, in later
+//! issues, `serve`, `token`, `query`, `export`). Parsing is clap's; each command is a thin
+//! call into the service.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::model::{Actor, NewFeedback};
+use crate::service::{ImportRecord, Service, ServiceError, StatsQuery};
+
+/// Command-line errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Configuration could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A service operation failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// Reading input or writing output failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An import file has bad lines; nothing was written.
+    #[error("{path}: {count} bad line(s), nothing imported:\n{details}")]
+    BadImport {
+        /// The file.
+        path: String,
+        /// How many bad lines.
+        count: usize,
+        /// The first few, one per line, `line N: problem`.
+        details: String,
+    },
+    /// An import stopped at a line the service refused.
+    #[error("{path}: line {line}: {source} (lines before it were imported and are durable)")]
+    ImportFailed {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        source: ServiceError,
+    },
+    /// The consistency check found a difference.
+    #[error("graph and store disagree: {0}")]
+    Inconsistent(String),
+    /// Output could not be rendered.
+    #[error("cannot render output: {0}")]
+    Render(#[from] serde_json::Error),
+}
+
+/// feedgraph: a graph-centric feedback store for LLM answers and LoRA adapters.
+#[derive(Debug, Parser)]
+#[command(name = "feedgraph", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: ./feedgraph.toml if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides the configuration). Default: ./data.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import a JSONL file of feedback (and adapter) records, validating each line.
+    Import {
+        /// The JSONL file (one JSON object per line).
+        file: PathBuf,
+        /// Org for lines without an `org` field.
+        #[arg(long)]
+        org: Option<String>,
+        /// Recorded as the actor in each record's history.
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
+    /// Print one feedback item as JSON.
+    Get {
+        /// The feedback id.
+        id: String,
+        /// The org that owns it.
+        #[arg(long)]
+        org: String,
+        /// Also print its history.
+        #[arg(long)]
+        history: bool,
+    },
+    /// Print the feedback counters of an org as JSON.
+    Stats {
+        /// The org.
+        #[arg(long)]
+        org: String,
+        /// Only feedback linked to this adapter.
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Only this model version.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only the last N hours.
+        #[arg(long)]
+        hours: Option<u64>,
+    },
+    /// Check that the graph index rebuilt from the store matches the live one.
+    Check,
+    /// Submit random feedback in a loop and print each id once it is durable (crash tests).
+    #[command(hide = true)]
+    Torture {
+        /// Org to write to.
+        #[arg(long, default_value = "torture")]
+        org: String,
+        /// Concurrent writer threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Stop after this many items per thread (0 = run until killed).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+}
+
+impl Cli {
+    /// The configuration these flags select.
+    pub fn load_config(&self) -> Result<Config, CliError> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(v)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").map_err(|source| CliError::Io {
+        context: "writing output".into(),
+        source,
+    })
+}
+
+/// Runs a command that works on a data directory.
+pub fn run(cli: &Cli) -> Result<(), CliError> {
+    let config = cli.load_config()?;
+    match &cli.command {
+        Command::Import { file, org, actor } => import(&config, file, org.as_deref(), actor),
+        Command::Get { id, org, history } => {
+            let service = Service::open(&config)?;
+            let fb = service.get(org, id)?;
+            if *history {
+                let versions = service.history(org, id)?;
+                print_json(&serde_json::json!({ "feedback": fb, "history": versions }))
+            } else {
+                print_json(&fb)
+            }
+        }
+        Command::Stats {
+            org,
+            adapter,
+            model,
+            hours,
+        } => {
+            let service = Service::open(&config)?;
+            print_json(&service.stats(
+                org,
+                &StatsQuery {
+                    adapter: adapter.clone(),
+                    model: model.clone(),
+                    window_hours: *hours,
+                },
+            )?)
+        }
+        Command::Check => {
+            let service = Service::open(&config)?;
+            match service.verify()? {
+                None => {
+                    eprintln!("ok: graph index matches the store");
+                    Ok(())
+                }
+                Some(diff) => Err(CliError::Inconsistent(diff)),
+            }
+        }
+        Command::Torture {
+            org,
+            threads,
+            count,
+        } => torture(&config, org, *threads, *count),
+    }
+}
+
+fn import(
+    config: &Config,
+    file: &PathBuf,
+    default_org: Option<&str>,
+    actor: &str,
+) -> Result<(), CliError> {
+    let path = file.display().to_string();
+    let reader = std::fs::File::open(file)
+        .map(std::io::BufReader::new)
+        .map_err(|source| CliError::Io {
+            context: format!("opening {path}"),
+            source,
+        })?;
+    // Parse everything first: a file with a bad line writes nothing.
+    let mut records = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|source| CliError::Io {
+            context: format!("reading {path} line {}", i + 1),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match ImportRecord::parse(&line) {
+            Ok(r) => records.push((i + 1, r)),
+            Err(e) => bad.push(format!("line {}: {e}", i + 1)),
+        }
+    }
+    if !bad.is_empty() {
+        let count = bad.len();
+        bad.truncate(20);
+        return Err(CliError::BadImport {
+            path,
+            count,
+            details: bad.join("\n"),
+        });
+    }
+    let service = Service::open(config)?;
+    let bar = indicatif::ProgressBar::new(records.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} importing [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let result = service.import(default_org, actor, records, 1000, |n| bar.set_position(n));
+    bar.finish_and_clear();
+    match result {
+        Ok(summary) => {
+            eprintln!(
+                "imported {} feedback item(s), {} adapter(s) and {} link(s) from {path}; \
+                 skipped {} existing item(s)",
+                summary.feedback, summary.adapters, summary.links, summary.skipped
+            );
+            print_json(&summary)
+        }
+        Err((line, source)) => Err(CliError::ImportFailed { path, line, source }),
+    }
+}
+
+fn torture(config: &Config, org: &str, threads: usize, count: u64) -> Result<(), CliError> {
+    let service = Service::open(config)?;
+    let actor = Actor::new(org, "torture");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|t| {
+                let service = &service;
+                let actor = &actor;
+                s.spawn(move || -> Result<(), CliError> {
+                    let mut n = 0u64;
+                    while count == 0 || n < count {
+                        n += 1;
+                        let item = NewFeedback {
+                            feedback_type: Some(
+                                if n.is_multiple_of(3) {
+                                    "negative"
+                                } else {
+                                    "positive"
+                                }
+                                .into(),
+                            ),
+                            question: Some(format!("Question {n} from writer {t}?")),
+                            answer: Some(format!("Answer number {n}, written by thread {t}.")),
+                            comment: n
+                                .is_multiple_of(3)
+                                .then(|| "The answer missed a step.".into()),
+                            adapter_id: Some(format!("adapter_{}", n % 5)),
+                            session_id: Some(format!("session-{t}-{}", n / 10)),
+                            ..Default::default()
+                        };
+                        let fb = service.submit(actor, item)?;
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "{}", fb.id)
+                            .and_then(|_| out.flush())
+                            .map_err(|source| CliError::Io {
+                                context: "writing id".into(),
+                                source,
+                            })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(CliError::Inconsistent("a writer thread panicked".into()));
+                }
+            }
+        }
+        Ok(())
+    })
+}

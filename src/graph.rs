@@ -1,0 +1,608 @@
+//! The in-memory graph index: Feedback and Adapter nodes with FEEDBACK_FOR and DERIVED_FROM
+//! edges in a petgraph `Graph`, one per org, with node properties in side columns.
+//!
+//! It is derived state: built from the store at start-up and kept in step by applying each
+//! write's [`ChangeSet`] after the write is durable. Queries and filters run here and never
+//! touch sled; long text fields (question, answer, correction, comment) stay in sled.
+//!
+//! Layout choices for speed: strings of low cardinality (model versions, adapter, user and
+//! session ids) are interned to 4-byte symbols; node weights are just a row number into the
+//! typed column vectors; neighbours are walked through petgraph's adjacency lists without
+//! allocating. Each org has its own lock, so tenants never contend.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use petgraph::Direction;
+use petgraph::graph::{EdgeIndex, Graph, NodeIndex};
+use petgraph::visit::EdgeRef;
+
+use crate::model::{
+    Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Millis, ValidationStatus,
+};
+use crate::store::{ChangeSet, Store, StoreError};
+
+/// An interned string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(NonZeroU32);
+
+/// Maps strings to [`Sym`]s and back; each distinct string is stored once.
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    map: HashMap<Arc<str>, Sym>,
+    strings: Vec<Arc<str>>,
+}
+
+impl Interner {
+    /// The symbol of `s`, adding it if new.
+    pub fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&sym) = self.map.get(s) {
+            return sym;
+        }
+        let arc: Arc<str> = Arc::from(s);
+        self.strings.push(arc.clone());
+        // `strings.len()` is at least 1 here, so the symbol is never zero.
+        let sym = Sym(NonZeroU32::MIN.saturating_add(self.strings.len() as u32 - 1));
+        self.map.insert(arc, sym);
+        sym
+    }
+
+    /// The symbol of `s` if it was ever interned.
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        self.map.get(s).copied()
+    }
+
+    /// The string of a symbol.
+    pub fn resolve(&self, sym: Sym) -> &str {
+        self.strings
+            .get(sym.0.get() as usize - 1)
+            .map(|s| &**s)
+            .unwrap_or("")
+    }
+}
+
+/// What a graph node is: a row in the feedback or adapter columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRef {
+    /// Row in [`OrgGraph::feedback`].
+    Feedback(u32),
+    /// Row in [`OrgGraph::adapters`].
+    Adapter(u32),
+}
+
+/// Relationship types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EdgeKind {
+    /// `(Feedback)-[:FEEDBACK_FOR]->(Adapter)`.
+    FeedbackFor,
+    /// `(Adapter)-[:DERIVED_FROM]->(Adapter)`, child to parent.
+    DerivedFrom,
+}
+
+impl EdgeKind {
+    /// The relationship type name as in Cypher.
+    pub fn name(self) -> &'static str {
+        match self {
+            EdgeKind::FeedbackFor => "FEEDBACK_FOR",
+            EdgeKind::DerivedFrom => "DERIVED_FROM",
+        }
+    }
+}
+
+/// Edge weight: its type and properties (edge metadata stays in sled).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EdgeData {
+    /// Relationship type.
+    pub kind: EdgeKind,
+    /// When the edge was made.
+    pub created_at: Millis,
+    /// Auto or manual.
+    pub source: LinkSource,
+}
+
+/// The indexed properties of one feedback item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackNode {
+    /// Its graph node.
+    pub node: NodeIndex,
+    /// Feedback id.
+    pub id: Arc<str>,
+    /// Type.
+    pub feedback_type: FeedbackType,
+    /// Validation status.
+    pub status: ValidationStatus,
+    /// Consumed by training.
+    pub used_for_training: bool,
+    /// Batch that consumed it (0 = none).
+    pub training_batch_id: u64,
+    /// Created, ms.
+    pub created_at: Millis,
+    /// Last changed, ms.
+    pub updated_at: Millis,
+    /// Record version.
+    pub version: u64,
+    /// Model version.
+    pub model_version: Option<Sym>,
+    /// Adapter named at submit.
+    pub adapter_id: Option<Sym>,
+    /// Adapter version named at submit.
+    pub adapter_version: Option<Sym>,
+    /// End user.
+    pub user_id: Option<Sym>,
+    /// Session.
+    pub session_id: Option<Sym>,
+    /// Interaction.
+    pub interaction_id: Option<Sym>,
+    /// Rating.
+    pub score: Option<f64>,
+    /// Has a correction.
+    pub has_correction: bool,
+    /// Has a comment.
+    pub has_comment: bool,
+}
+
+/// The indexed properties of one adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterNode {
+    /// Its graph node.
+    pub node: NodeIndex,
+    /// Adapter id.
+    pub id: Sym,
+    /// Version label.
+    pub version: Option<Sym>,
+    /// Base model.
+    pub base_model: Option<Sym>,
+    /// Parent row (DERIVED_FROM target).
+    pub parent: Option<u32>,
+    /// Created, ms.
+    pub created_at: Millis,
+    /// Auto-created or created explicitly.
+    pub source: LinkSource,
+    /// Record version.
+    pub record_version: u64,
+}
+
+/// The graph of one org.
+#[derive(Debug, Default, Clone)]
+pub struct OrgGraph {
+    graph: Graph<NodeRef, EdgeData, petgraph::Directed, u32>,
+    strings: Interner,
+    feedback: Vec<FeedbackNode>,
+    adapters: Vec<AdapterNode>,
+    feedback_by_id: BTreeMap<Arc<str>, u32>,
+    adapter_by_id: HashMap<Sym, u32>,
+    sessions: HashMap<Sym, Vec<u32>>,
+}
+
+impl OrgGraph {
+    /// The underlying petgraph graph.
+    pub fn graph(&self) -> &Graph<NodeRef, EdgeData, petgraph::Directed, u32> {
+        &self.graph
+    }
+
+    /// Interned strings of this org.
+    pub fn strings(&self) -> &Interner {
+        &self.strings
+    }
+
+    /// Resolves an optional symbol.
+    pub fn text(&self, sym: Option<Sym>) -> Option<&str> {
+        sym.map(|s| self.strings.resolve(s))
+    }
+
+    /// All feedback rows (row number = index).
+    pub fn feedback(&self) -> &[FeedbackNode] {
+        &self.feedback
+    }
+
+    /// All adapter rows.
+    pub fn adapters(&self) -> &[AdapterNode] {
+        &self.adapters
+    }
+
+    /// Row of a feedback id.
+    pub fn feedback_row(&self, id: &str) -> Option<u32> {
+        self.feedback_by_id.get(id).copied()
+    }
+
+    /// Row of an adapter id.
+    pub fn adapter_row(&self, id: &str) -> Option<u32> {
+        let sym = self.strings.get(id)?;
+        self.adapter_by_id.get(&sym).copied()
+    }
+
+    /// Feedback rows newest first (ids are time-ordered), strictly before `before` if given.
+    pub fn feedback_newest_first<'a>(
+        &'a self,
+        before: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = u32> + 'a> {
+        match before {
+            None => Box::new(self.feedback_by_id.values().rev().copied()),
+            Some(c) => Box::new(
+                self.feedback_by_id
+                    .range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(c)))
+                    .rev()
+                    .map(|(_, &r)| r),
+            ),
+        }
+    }
+
+    /// Rows of the feedback in a session.
+    pub fn session_rows(&self, session: &str) -> &[u32] {
+        self.strings
+            .get(session)
+            .and_then(|s| self.sessions.get(&s))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Feedback rows linked to an adapter (FEEDBACK_FOR edges into it).
+    pub fn adapter_feedback(&self, adapter_row: u32) -> impl Iterator<Item = u32> + '_ {
+        let node = self.adapters.get(adapter_row as usize).map(|a| a.node);
+        node.into_iter().flat_map(move |n| {
+            self.graph
+                .edges_directed(n, Direction::Incoming)
+                .filter_map(|e| match self.graph[e.source()] {
+                    NodeRef::Feedback(r) if e.weight().kind == EdgeKind::FeedbackFor => Some(r),
+                    _ => None,
+                })
+        })
+    }
+
+    /// Adapter rows a feedback item is linked to.
+    pub fn feedback_adapters(&self, feedback_row: u32) -> impl Iterator<Item = u32> + '_ {
+        let node = self.feedback.get(feedback_row as usize).map(|f| f.node);
+        node.into_iter().flat_map(move |n| {
+            self.graph
+                .edges_directed(n, Direction::Outgoing)
+                .filter_map(|e| match self.graph[e.target()] {
+                    NodeRef::Adapter(r) => Some(r),
+                    NodeRef::Feedback(_) => None,
+                })
+        })
+    }
+
+    /// Child adapter rows (DERIVED_FROM edges into this adapter).
+    pub fn children(&self, adapter_row: u32) -> impl Iterator<Item = u32> + '_ {
+        let node = self.adapters.get(adapter_row as usize).map(|a| a.node);
+        node.into_iter().flat_map(move |n| {
+            self.graph
+                .edges_directed(n, Direction::Incoming)
+                .filter_map(|e| match self.graph[e.source()] {
+                    NodeRef::Adapter(r) if e.weight().kind == EdgeKind::DerivedFrom => Some(r),
+                    _ => None,
+                })
+        })
+    }
+
+    fn find_edge(&self, from: NodeIndex, to: NodeIndex, kind: EdgeKind) -> Option<EdgeIndex> {
+        self.graph
+            .edges_connecting(from, to)
+            .find(|e| e.weight().kind == kind)
+            .map(|e| e.id())
+    }
+
+    fn adapter_row_or_placeholder(&mut self, id: &str) -> u32 {
+        if let Some(r) = self.adapter_row(id) {
+            return r;
+        }
+        let sym = self.strings.intern(id);
+        let row = self.adapters.len() as u32;
+        let node = self.graph.add_node(NodeRef::Adapter(row));
+        self.adapters.push(AdapterNode {
+            node,
+            id: sym,
+            version: None,
+            base_model: None,
+            parent: None,
+            created_at: 0,
+            source: LinkSource::Auto,
+            record_version: 0,
+        });
+        self.adapter_by_id.insert(sym, row);
+        row
+    }
+
+    /// Inserts or updates an adapter (a newer `record_version` wins) and its parent edge.
+    pub fn upsert_adapter(&mut self, a: &Adapter) {
+        let row = self.adapter_row_or_placeholder(&a.id);
+        if self.adapters[row as usize].record_version >= a.record_version {
+            return;
+        }
+        let version = a.version.as_deref().map(|s| self.strings.intern(s));
+        let base_model = a.base_model.as_deref().map(|s| self.strings.intern(s));
+        let parent = a
+            .derived_from
+            .as_deref()
+            .map(|p| self.adapter_row_or_placeholder(p));
+        let node = &mut self.adapters[row as usize];
+        node.version = version;
+        node.base_model = base_model;
+        node.created_at = a.created_at;
+        node.source = a.source;
+        node.record_version = a.record_version;
+        let old_parent = std::mem::replace(&mut node.parent, parent);
+        let child = node.node;
+        if old_parent != parent {
+            if let Some(old) = old_parent {
+                let old_node = self.adapters[old as usize].node;
+                if let Some(e) = self.find_edge(child, old_node, EdgeKind::DerivedFrom) {
+                    self.graph.remove_edge(e);
+                }
+            }
+            if let Some(p) = parent {
+                let parent_node = self.adapters[p as usize].node;
+                self.graph.add_edge(
+                    child,
+                    parent_node,
+                    EdgeData {
+                        kind: EdgeKind::DerivedFrom,
+                        created_at: a.created_at,
+                        source: LinkSource::Manual,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Inserts or updates a feedback item (a newer `version` wins).
+    pub fn upsert_feedback(&mut self, f: &Feedback) {
+        let existing = self.feedback_row(&f.id);
+        if let Some(r) = existing
+            && self.feedback[r as usize].version >= f.version
+        {
+            return;
+        }
+        let mut sym = |s: &Option<String>| s.as_deref().map(|s| self.strings.intern(s));
+        let model_version = sym(&f.model_version);
+        let adapter_id = sym(&f.adapter_id);
+        let adapter_version = sym(&f.adapter_version);
+        let user_id = sym(&f.user_id);
+        let session_id = sym(&f.session_id);
+        let interaction_id = sym(&f.interaction_id);
+        let (row, node, id) = match existing {
+            Some(r) => {
+                let old = &self.feedback[r as usize];
+                (r, old.node, old.id.clone())
+            }
+            None => {
+                let r = self.feedback.len() as u32;
+                let node = self.graph.add_node(NodeRef::Feedback(r));
+                let id: Arc<str> = Arc::from(f.id.as_str());
+                self.feedback_by_id.insert(id.clone(), r);
+                (r, node, id)
+            }
+        };
+        let new = FeedbackNode {
+            node,
+            id,
+            feedback_type: f.feedback_type,
+            status: f.validation_status,
+            used_for_training: f.used_for_training,
+            training_batch_id: f.training_batch_id,
+            created_at: f.created_at,
+            updated_at: f.updated_at,
+            version: f.version,
+            model_version,
+            adapter_id,
+            adapter_version,
+            user_id,
+            session_id,
+            interaction_id,
+            score: f.score,
+            has_correction: f.correction.is_some(),
+            has_comment: f.comment.is_some(),
+        };
+        let old_session = match existing {
+            Some(r) => {
+                let old = std::mem::replace(&mut self.feedback[r as usize], new);
+                old.session_id
+            }
+            None => {
+                self.feedback.push(new);
+                None
+            }
+        };
+        if old_session != session_id {
+            if let Some(s) = old_session
+                && let Some(rows) = self.sessions.get_mut(&s)
+            {
+                rows.retain(|&x| x != row);
+            }
+            if let Some(s) = session_id {
+                self.sessions.entry(s).or_default().push(row);
+            }
+        }
+    }
+
+    /// Adds a FEEDBACK_FOR edge if absent. Returns false if either end is unknown.
+    pub fn add_link(&mut self, l: &FeedbackLink) -> bool {
+        let Some(f) = self.feedback_row(&l.feedback_id) else {
+            return false;
+        };
+        let a = self.adapter_row_or_placeholder(&l.adapter_id);
+        let from = self.feedback[f as usize].node;
+        let to = self.adapters[a as usize].node;
+        if self.find_edge(from, to, EdgeKind::FeedbackFor).is_none() {
+            self.graph.add_edge(
+                from,
+                to,
+                EdgeData {
+                    kind: EdgeKind::FeedbackFor,
+                    created_at: l.created_at,
+                    source: l.source,
+                },
+            );
+        }
+        true
+    }
+
+    /// A canonical, order-independent rendering of the whole graph, for equality checks.
+    pub fn canonical(&self) -> CanonicalGraph {
+        let mut nodes = BTreeMap::new();
+        let t = |s: Option<Sym>| self.text(s).map(str::to_owned);
+        for f in &self.feedback {
+            let props: BTreeMap<&'static str, String> = [
+                ("type", Some(f.feedback_type.as_str().to_owned())),
+                ("validation_status", Some(f.status.as_str().to_owned())),
+                ("used_for_training", Some(f.used_for_training.to_string())),
+                ("training_batch_id", Some(f.training_batch_id.to_string())),
+                ("created_at", Some(f.created_at.to_string())),
+                ("updated_at", Some(f.updated_at.to_string())),
+                ("version", Some(f.version.to_string())),
+                ("model_version", t(f.model_version)),
+                ("adapter_id", t(f.adapter_id)),
+                ("adapter_version", t(f.adapter_version)),
+                ("user_id", t(f.user_id)),
+                ("session_id", t(f.session_id)),
+                ("interaction_id", t(f.interaction_id)),
+                ("score", f.score.map(|s| s.to_string())),
+                ("has_correction", Some(f.has_correction.to_string())),
+                ("has_comment", Some(f.has_comment.to_string())),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+            nodes.insert(format!("Feedback:{}", f.id), props);
+        }
+        for a in &self.adapters {
+            let props: BTreeMap<&'static str, String> = [
+                ("version", t(a.version)),
+                ("base_model", t(a.base_model)),
+                ("created_at", Some(a.created_at.to_string())),
+                ("source", Some(a.source.as_str().to_owned())),
+                ("record_version", Some(a.record_version.to_string())),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+            nodes.insert(format!("Adapter:{}", self.strings.resolve(a.id)), props);
+        }
+        let name = |n: NodeIndex| match self.graph[n] {
+            NodeRef::Feedback(r) => format!("Feedback:{}", self.feedback[r as usize].id),
+            NodeRef::Adapter(r) => {
+                format!(
+                    "Adapter:{}",
+                    self.strings.resolve(self.adapters[r as usize].id)
+                )
+            }
+        };
+        let edges = self
+            .graph
+            .edge_references()
+            .map(|e| {
+                let w = e.weight();
+                (
+                    w.kind.name(),
+                    name(e.source()),
+                    name(e.target()),
+                    w.created_at,
+                    w.source.as_str(),
+                )
+            })
+            .collect();
+        CanonicalGraph { nodes, edges }
+    }
+}
+
+/// A graph rendered as sorted nodes with properties and sorted edges; two graphs are the
+/// same iff their canonical forms are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CanonicalGraph {
+    /// `Label:id` -> property name -> rendered value.
+    pub nodes: BTreeMap<String, BTreeMap<&'static str, String>>,
+    /// (type, from, to, created_at, source).
+    pub edges: BTreeSet<(&'static str, String, String, Millis, &'static str)>,
+}
+
+/// The graph of every org, each behind its own lock.
+#[derive(Debug, Default)]
+pub struct GraphIndex {
+    orgs: RwLock<HashMap<String, Arc<RwLock<OrgGraph>>>>,
+}
+
+impl GraphIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds the index from every record in the store: adapters first (so parents
+    /// exist), then feedback, then edges.
+    pub fn build(store: &Store) -> Result<Self, StoreError> {
+        let mut orgs: HashMap<String, OrgGraph> = HashMap::new();
+        for a in store.scan_adapters() {
+            let a = a?;
+            orgs.entry(a.org_id.clone()).or_default().upsert_adapter(&a);
+        }
+        for f in store.scan_feedback() {
+            let f = f?;
+            orgs.entry(f.org_id.clone())
+                .or_default()
+                .upsert_feedback(&f);
+        }
+        for l in store.scan_links() {
+            let (org, l) = l?;
+            orgs.entry(org).or_default().add_link(&l);
+        }
+        Ok(GraphIndex {
+            orgs: RwLock::new(
+                orgs.into_iter()
+                    .map(|(k, v)| (k, Arc::new(RwLock::new(v))))
+                    .collect(),
+            ),
+        })
+    }
+
+    /// The graph of `org`, if it has any data.
+    pub fn org(&self, org: &str) -> Option<Arc<RwLock<OrgGraph>>> {
+        self.orgs.read().get(org).cloned()
+    }
+
+    fn org_or_create(&self, org: &str) -> Arc<RwLock<OrgGraph>> {
+        if let Some(g) = self.org(org) {
+            return g;
+        }
+        self.orgs.write().entry(org.to_owned()).or_default().clone()
+    }
+
+    /// Applies a durable write's changes to `org`'s graph.
+    pub fn apply(&self, org: &str, changes: &ChangeSet) {
+        if changes.adapters.is_empty() && changes.feedback.is_empty() && changes.links.is_empty() {
+            return;
+        }
+        let g = self.org_or_create(org);
+        let mut g = g.write();
+        for a in &changes.adapters {
+            g.upsert_adapter(a);
+        }
+        for f in &changes.feedback {
+            g.upsert_feedback(f);
+        }
+        for l in &changes.links {
+            g.add_link(l);
+        }
+    }
+
+    /// Org ids with a graph.
+    pub fn orgs(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.orgs.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Canonical forms of every org's graph.
+    pub fn canonical(&self) -> BTreeMap<String, CanonicalGraph> {
+        let orgs: Vec<(String, Arc<RwLock<OrgGraph>>)> = self
+            .orgs
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        orgs.into_iter()
+            .map(|(k, g)| (k, g.read().canonical()))
+            .collect()
+    }
+}

@@ -1,0 +1,458 @@
+//! Domain types: feedback, adapters, edges, ids, validation outcomes and history versions.
+//!
+//! This module owns the shapes every other layer agrees on. It performs no I/O; the
+//! store decides how these are encoded, the graph decides how they are indexed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp in feedgraph.
+pub type Millis = u64;
+
+/// The current wall-clock time in milliseconds since the Unix epoch.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Whether the user liked the answer (thumbs up) or not (thumbs down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackType {
+    /// Thumbs up: the answer was good.
+    Positive,
+    /// Thumbs down: the answer was wrong or unhelpful.
+    Negative,
+}
+
+impl FeedbackType {
+    /// The wire name (`positive` or `negative`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackType::Positive => "positive",
+            FeedbackType::Negative => "negative",
+        }
+    }
+}
+
+impl FromStr for FeedbackType {
+    type Err = UnknownVariant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "positive" => Ok(FeedbackType::Positive),
+            "negative" => Ok(FeedbackType::Negative),
+            other => Err(UnknownVariant {
+                kind: "feedback type",
+                value: other.to_owned(),
+                expected: "positive, negative",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for FeedbackType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of validation, set by the server and changed only by review.
+///
+/// The derived order is by severity: `Approved < Pending < Flagged < Rejected`, so the
+/// verdict of several rules is their maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationStatus {
+    /// Passed every check; eligible for training.
+    Approved,
+    /// A plugin has not decided yet.
+    Pending,
+    /// Needs a human to look at it before it can be used.
+    Flagged,
+    /// Failed a hard rule (spam, too short, repetition); never used for training.
+    Rejected,
+}
+
+impl ValidationStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValidationStatus::Approved => "approved",
+            ValidationStatus::Pending => "pending",
+            ValidationStatus::Flagged => "flagged",
+            ValidationStatus::Rejected => "rejected",
+        }
+    }
+}
+
+impl FromStr for ValidationStatus {
+    type Err = UnknownVariant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "approved" => Ok(ValidationStatus::Approved),
+            "pending" => Ok(ValidationStatus::Pending),
+            "flagged" => Ok(ValidationStatus::Flagged),
+            "rejected" => Ok(ValidationStatus::Rejected),
+            other => Err(UnknownVariant {
+                kind: "validation status",
+                value: other.to_owned(),
+                expected: "pending, approved, rejected, flagged",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ValidationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that does not name any variant of an enum; the message lists the valid ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} '{value}' (expected one of: {expected})")]
+pub struct UnknownVariant {
+    /// What was being parsed.
+    pub kind: &'static str,
+    /// The rejected input.
+    pub value: String,
+    /// The accepted values.
+    pub expected: &'static str,
+}
+
+/// Free-form JSON attached to feedback, links and adapters.
+///
+/// It is a JSON object on the wire. Inside the store (a non-self-describing encoding) it is
+/// kept as its JSON text, because bincode cannot carry arbitrary JSON values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metadata(pub serde_json::Map<String, serde_json::Value>);
+
+impl Metadata {
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Size of the JSON text, used to bound metadata.
+    pub fn encoded_len(&self) -> usize {
+        serde_json::to_string(&self.0).map(|s| s.len()).unwrap_or(0)
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            self.0.serialize(serializer)
+        } else {
+            let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+            serializer.serialize_str(&text)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            Ok(Metadata(serde_json::Map::deserialize(deserializer)?))
+        } else {
+            let text = String::deserialize(deserializer)?;
+            serde_json::from_str(&text)
+                .map(Metadata)
+                .map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+/// One rule that fired during validation, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationReason {
+    /// Stable rule name, e.g. `answer_too_short`.
+    pub rule: String,
+    /// The status this rule asks for.
+    pub status: ValidationStatus,
+    /// Human-readable explanation naming the field and the threshold.
+    pub message: String,
+}
+
+/// A feedback item as stored and returned.
+///
+/// Field order matters: the store encodes records positionally, and the graph-relevant
+/// fields come first. Add fields only at the end, with a codec version bump.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// Time-ordered id, `feedback-<ULID>`.
+    pub id: String,
+    /// The tenant that owns the item (from the writer's token).
+    pub org_id: String,
+    /// Thumbs up or down.
+    #[serde(rename = "type")]
+    pub feedback_type: FeedbackType,
+    /// Server-set outcome of validation.
+    pub validation_status: ValidationStatus,
+    /// Which rules decided the status.
+    pub validation_reasons: Vec<ValidationReason>,
+    /// Creation time, ms since epoch.
+    pub created_at: Millis,
+    /// Last change, ms since epoch.
+    pub updated_at: Millis,
+    /// Bumped on every change; equals the number of versions in the history.
+    pub version: u64,
+    /// True once a training batch has consumed the item.
+    pub used_for_training: bool,
+    /// The batch that consumed it; 0 when none (as the seed does).
+    pub training_batch_id: u64,
+    /// The model that produced the answer.
+    pub model_version: Option<String>,
+    /// The LoRA adapter that produced the answer, if any.
+    pub adapter_id: Option<String>,
+    /// The adapter's version.
+    pub adapter_version: Option<String>,
+    /// The end user who gave the feedback.
+    pub user_id: Option<String>,
+    /// Conversation or session the item belongs to.
+    pub session_id: Option<String>,
+    /// The LLM interaction (trace) the item is about.
+    pub interaction_id: Option<String>,
+    /// Optional numeric rating (e.g. 1-5 or 0.0-1.0).
+    pub score: Option<f64>,
+    /// The question the user asked.
+    pub question: String,
+    /// The model's answer.
+    pub answer: String,
+    /// For negative feedback: the answer the user expected.
+    pub correction: Option<String>,
+    /// Free-text comment.
+    pub comment: Option<String>,
+    /// Small JSON object of extra context.
+    pub metadata: Metadata,
+}
+
+/// A LoRA adapter (or a base model acting as a lineage root).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adapter {
+    /// Caller-chosen id, e.g. `themis_help_lora_v2`.
+    pub id: String,
+    /// Owning tenant.
+    pub org_id: String,
+    /// Adapter version label.
+    pub version: Option<String>,
+    /// The base model the adapter applies to.
+    pub base_model: Option<String>,
+    /// The parent adapter (DERIVED_FROM target), if any. At most one parent.
+    pub derived_from: Option<String>,
+    /// Extra JSON context.
+    pub metadata: Metadata,
+    /// Creation time.
+    pub created_at: Millis,
+    /// How the adapter came to exist.
+    pub source: LinkSource,
+    /// Bumped on every change.
+    pub record_version: u64,
+}
+
+/// Whether an edge or node was created implicitly (named by feedback) or by an explicit call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkSource {
+    /// Created because a feedback item named the adapter.
+    Auto,
+    /// Created by an explicit request.
+    Manual,
+}
+
+impl LinkSource {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkSource::Auto => "auto",
+            LinkSource::Manual => "manual",
+        }
+    }
+}
+
+/// The `(Feedback)-[:FEEDBACK_FOR]->(Adapter)` edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackLink {
+    /// Feedback end.
+    pub feedback_id: String,
+    /// Adapter end.
+    pub adapter_id: String,
+    /// When the link was made.
+    pub created_at: Millis,
+    /// Auto (from `adapter_id` on submit) or manual (link endpoint).
+    pub source: LinkSource,
+    /// Extra JSON context (e.g. confidence).
+    pub metadata: Metadata,
+}
+
+/// What kind of change a history version records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeAction {
+    /// The record was created by a submit.
+    Submit,
+    /// The record was created by a bulk import.
+    Import,
+    /// A FEEDBACK_FOR edge was added.
+    Link,
+    /// A reviewer changed the validation status.
+    Review,
+    /// The item was leased to a training batch.
+    Lease,
+    /// A training batch committed the item.
+    Commit,
+    /// A lease was released.
+    Abort,
+    /// The item was marked used directly.
+    MarkUsed,
+    /// An adapter was created.
+    Create,
+}
+
+/// One field's value before and after a change (`None` = absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// Field name as on the wire.
+    pub field: String,
+    /// Value before, rendered as JSON text.
+    pub old: Option<String>,
+    /// Value after, rendered as JSON text.
+    pub new: Option<String>,
+}
+
+/// One entry of a record's history: who changed what, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryVersion {
+    /// The record version this change produced (1 = creation).
+    pub version: u64,
+    /// When, ms since epoch.
+    pub at: Millis,
+    /// Who (the `sub` of the token, or `cli`).
+    pub actor: String,
+    /// What kind of change.
+    pub action: ChangeAction,
+    /// Field-level changes.
+    pub changes: Vec<FieldChange>,
+}
+
+/// The caller of an operation: the tenant it acts in and the user it acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Tenant (the token's `org`).
+    pub org: String,
+    /// User (the token's `sub`).
+    pub user: String,
+}
+
+impl Actor {
+    /// An actor for `user` in `org`.
+    pub fn new(org: impl Into<String>, user: impl Into<String>) -> Self {
+        Actor {
+            org: org.into(),
+            user: user.into(),
+        }
+    }
+}
+
+/// A feedback submission as a client sends it, before validation and id assignment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewFeedback {
+    /// `positive` or `negative` (required; kept as text so a bad value is a clear 400).
+    #[serde(rename = "type")]
+    pub feedback_type: Option<String>,
+    /// Required question.
+    pub question: Option<String>,
+    /// Required answer.
+    pub answer: Option<String>,
+    /// Optional end-user id.
+    pub user_id: Option<String>,
+    /// Optional interaction (trace) id.
+    pub interaction_id: Option<String>,
+    /// Optional session id.
+    pub session_id: Option<String>,
+    /// Optional correction.
+    pub correction: Option<String>,
+    /// Optional comment.
+    pub comment: Option<String>,
+    /// Optional model version.
+    pub model_version: Option<String>,
+    /// Optional adapter id; the adapter is created and linked on the fly.
+    pub adapter_id: Option<String>,
+    /// Optional adapter version.
+    pub adapter_version: Option<String>,
+    /// Optional numeric rating.
+    pub score: Option<f64>,
+    /// Optional JSON object.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A time-ordered feedback id generator (`feedback-<ULID>`): ids sort by creation time, and
+/// are strictly increasing within one process even inside one millisecond.
+#[derive(Default)]
+pub struct IdGenerator {
+    inner: parking_lot::Mutex<ulid::Generator>,
+}
+
+impl fmt::Debug for IdGenerator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdGenerator")
+    }
+}
+
+/// Prefix of every generated feedback id.
+pub const FEEDBACK_ID_PREFIX: &str = "feedback-";
+
+impl IdGenerator {
+    /// A new generator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next id for an item created at `at` (ms). Falls back to a fresh random ULID if the
+    /// monotonic counter would overflow inside one millisecond.
+    pub fn next_at(&self, at: Millis) -> String {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at);
+        let ulid = self
+            .inner
+            .lock()
+            .generate_from_datetime(time)
+            .unwrap_or_else(|_| ulid::Ulid::from_datetime(time));
+        format!("{FEEDBACK_ID_PREFIX}{ulid}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_time_ordered_and_unique() {
+        let g = IdGenerator::new();
+        let a = g.next_at(1_000);
+        let b = g.next_at(1_000);
+        let c = g.next_at(2_000);
+        assert!(a < b && b < c, "{a} {b} {c}");
+        assert!(a.starts_with(FEEDBACK_ID_PREFIX));
+    }
+
+    #[test]
+    fn status_order_is_severity() {
+        use ValidationStatus::*;
+        assert!(Approved < Pending && Pending < Flagged && Flagged < Rejected);
+        assert_eq!("flagged".parse::<ValidationStatus>(), Ok(Flagged));
+        assert!("bogus".parse::<ValidationStatus>().is_err());
+    }
+
+    #[test]
+    fn metadata_is_an_object_in_json() {
+        let mut m = serde_json::Map::new();
+        m.insert("k".into(), serde_json::json!(1));
+        let text = serde_json::to_string(&Metadata(m)).unwrap();
+        assert_eq!(text, r#"{"k":1}"#);
+    }
+}

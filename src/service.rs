@@ -1,0 +1,934 @@
+//! The operations feedgraph offers, as a library API that the HTTP layer and the CLI call:
+//! submit, get, list, stats, link, by-adapter, find by session, adapters, history, import.
+//!
+//! Every operation is scoped to one org. Writes go to the store first (durable before they
+//! return) and then into the graph index; reads and filters run on the graph and load only
+//! the records they return from the store. No lock is held across store I/O.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::graph::{FeedbackNode, GraphIndex, OrgGraph, Sym};
+use crate::model::{
+    Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FeedbackType, HistoryVersion,
+    IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
+};
+use crate::store::{AdapterOutcome, Store, StoreError, SyncMode};
+use crate::validate::{self, FieldLimits, ValidationError, Validator};
+
+/// Default page size of lists.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Largest page size of lists.
+pub const MAX_LIMIT: usize = 1000;
+/// Longest org id accepted.
+pub const MAX_ORG_CHARS: usize = 128;
+
+/// Errors of the service layer; the HTTP layer maps each to one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The submission breaks the request contract (400, or 413 for size).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// Another bad argument (limit, cursor, org, lineage).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The record does not exist in the caller's org.
+    #[error("{kind} '{id}' not found")]
+    NotFound {
+        /// `feedback` or `adapter`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The request contradicts the stored state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The store failed (I/O, corruption, durability).
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { kind, id } => ServiceError::NotFound { kind, id },
+            e @ (StoreError::UnknownParent(_) | StoreError::Cycle { .. }) => {
+                ServiceError::BadRequest(e.to_string())
+            }
+            e @ (StoreError::Conflict(_) | StoreError::Exists { .. }) => {
+                ServiceError::Conflict(e.to_string())
+            }
+            e => ServiceError::Store(e),
+        }
+    }
+}
+
+/// Filters and paging of [`Service::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only this type.
+    pub feedback_type: Option<FeedbackType>,
+    /// Only this validation status.
+    pub status: Option<ValidationStatus>,
+    /// Only items not yet used for training.
+    pub unused: bool,
+    /// Only this model version.
+    pub model: Option<String>,
+    /// Only items linked to this adapter.
+    pub adapter: Option<String>,
+    /// Only this session.
+    pub session: Option<String>,
+    /// Page size (default 100, 1..=1000).
+    pub limit: Option<usize>,
+    /// Continue after this id (the `next_cursor` of the previous page).
+    pub cursor: Option<String>,
+}
+
+/// One page of a list, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    /// The items.
+    pub items: Vec<Feedback>,
+    /// The effective limit.
+    pub limit: usize,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Scope of [`Service::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsQuery {
+    /// Only items linked to this adapter.
+    pub adapter: Option<String>,
+    /// Only this model version.
+    pub model: Option<String>,
+    /// Only items created in the last N hours.
+    pub window_hours: Option<u64>,
+}
+
+/// The seed's counters, plus the mean score where items carry one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Items in scope.
+    pub total_feedback: u64,
+    /// Thumbs up.
+    pub positive_count: u64,
+    /// Thumbs down.
+    pub negative_count: u64,
+    /// Status pending.
+    pub pending_validation: u64,
+    /// Status approved.
+    pub approved_count: u64,
+    /// Status rejected.
+    pub rejected_count: u64,
+    /// Status flagged.
+    pub flagged_count: u64,
+    /// Not yet consumed by training.
+    pub unused_for_training: u64,
+    /// Consumed by training.
+    pub used_for_training: u64,
+    /// positive / total (0 when empty).
+    pub positive_ratio: f64,
+    /// Mean of `score` over items that have one.
+    pub average_score: Option<f64>,
+}
+
+/// Result of [`Service::by_adapter`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ByAdapter {
+    /// The adapter asked for.
+    pub adapter_id: String,
+    /// Matching items, newest first.
+    pub feedback: Vec<Feedback>,
+    /// Number of items returned.
+    pub count: usize,
+    /// All FEEDBACK_FOR edges into the adapter, whatever the filters.
+    pub total_linked: usize,
+    /// Cursor for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging of [`Service::by_adapter`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ByAdapterQuery {
+    /// Page size.
+    pub limit: Option<usize>,
+    /// Only unused items.
+    pub unused: bool,
+    /// Continue after this id.
+    pub cursor: Option<String>,
+}
+
+/// Result of [`Service::link`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkOutcome {
+    /// The edge (as stored; for an existing edge, as first made).
+    pub link: FeedbackLink,
+    /// False when the edge already existed (idempotent repeat).
+    pub created: bool,
+}
+
+/// An adapter creation request.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdapter {
+    /// Adapter id.
+    pub id: Option<String>,
+    /// Version label.
+    pub version: Option<String>,
+    /// Base model.
+    pub base_model: Option<String>,
+    /// Parent adapter.
+    pub derived_from: Option<String>,
+    /// JSON object.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One line of an import file: feedback (default) or an adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImportRecord {
+    /// A feedback item, optionally with its original id and creation time.
+    Feedback {
+        /// Org of the item (else the import's default org).
+        org: Option<String>,
+        /// Keep this id instead of generating one.
+        id: Option<String>,
+        /// Keep this creation time (ms).
+        created_at: Option<Millis>,
+        /// The submission.
+        item: Box<NewFeedback>,
+    },
+    /// An adapter, possibly with a parent.
+    Adapter {
+        /// Org (else the default).
+        org: Option<String>,
+        /// The adapter.
+        adapter: NewAdapter,
+    },
+    /// A manual FEEDBACK_FOR link between existing records.
+    Link {
+        /// Org (else the default).
+        org: Option<String>,
+        /// Feedback end.
+        feedback_id: Option<String>,
+        /// Adapter end.
+        adapter_id: Option<String>,
+        /// Edge metadata.
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+}
+
+impl ImportRecord {
+    /// Parses one JSON line. `kind` selects `feedback` (default) or `adapter`; `org`, `id`
+    /// and `created_at` are import-only fields; the rest is the API's request body.
+    pub fn parse(line: &str) -> Result<ImportRecord, String> {
+        let mut map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+        let take_str =
+            |map: &mut serde_json::Map<String, serde_json::Value>, k: &str| match map.remove(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s)),
+                Some(other) => Err(format!("'{k}' must be a string, got {other}")),
+            };
+        let kind = take_str(&mut map, "kind")?;
+        let org = take_str(&mut map, "org")?;
+        match kind.as_deref().unwrap_or("feedback") {
+            "feedback" => {
+                let id = take_str(&mut map, "id")?;
+                let created_at =
+                    match map.remove("created_at") {
+                        None | Some(serde_json::Value::Null) => None,
+                        Some(v) => Some(v.as_u64().ok_or_else(|| {
+                            format!("'created_at' must be ms since epoch, got {v}")
+                        })?),
+                    };
+                let item = serde_json::from_value(serde_json::Value::Object(map))
+                    .map(Box::new)
+                    .map_err(|e| e.to_string())?;
+                Ok(ImportRecord::Feedback {
+                    org,
+                    id,
+                    created_at,
+                    item,
+                })
+            }
+            "adapter" => {
+                let adapter = serde_json::from_value(serde_json::Value::Object(map))
+                    .map_err(|e| e.to_string())?;
+                Ok(ImportRecord::Adapter { org, adapter })
+            }
+            "link" => {
+                let feedback_id = take_str(&mut map, "feedback_id")?;
+                let adapter_id = take_str(&mut map, "adapter_id")?;
+                let metadata = match map.remove("metadata") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::Object(m)) => Some(m),
+                    Some(other) => {
+                        return Err(format!("'metadata' must be an object, got {other}"));
+                    }
+                };
+                if let Some(k) = map.keys().next() {
+                    return Err(format!("unknown field '{k}' on a link line"));
+                }
+                Ok(ImportRecord::Link {
+                    org,
+                    feedback_id,
+                    adapter_id,
+                    metadata,
+                })
+            }
+            other => Err(format!(
+                "unknown kind '{other}' (expected feedback, adapter or link)"
+            )),
+        }
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportSummary {
+    /// Feedback items stored.
+    pub feedback: u64,
+    /// Adapters created or updated.
+    pub adapters: u64,
+    /// Manual links created.
+    pub links: u64,
+    /// Lines skipped because their id already existed.
+    pub skipped: u64,
+}
+
+/// Checks an org id: non-empty, bounded, printable.
+pub fn check_org(org: &str) -> Result<(), ServiceError> {
+    if org.is_empty() || org.chars().count() > MAX_ORG_CHARS || org.chars().any(char::is_control) {
+        return Err(ServiceError::BadRequest(format!(
+            "invalid org id '{}': 1 to {MAX_ORG_CHARS} printable characters",
+            org.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+fn effective_limit(limit: Option<usize>) -> Result<usize, ServiceError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(ServiceError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {n}"
+        ))),
+    }
+}
+
+/// A compiled list filter: strings resolved to symbols once, so matching is integer compares.
+struct Filter {
+    feedback_type: Option<FeedbackType>,
+    status: Option<ValidationStatus>,
+    unused: bool,
+    model: Option<Sym>,
+    session: Option<Sym>,
+    since: Option<Millis>,
+}
+
+impl Filter {
+    fn matches(&self, f: &FeedbackNode) -> bool {
+        self.feedback_type.is_none_or(|t| f.feedback_type == t)
+            && self.status.is_none_or(|s| f.status == s)
+            && (!self.unused || !f.used_for_training)
+            && self.model.is_none_or(|m| f.model_version == Some(m))
+            && self.session.is_none_or(|s| f.session_id == Some(s))
+            && self.since.is_none_or(|t| f.created_at >= t)
+    }
+}
+
+/// Resolves an optional filter string; `Err(())` means no item can match.
+fn resolve(g: &OrgGraph, s: &Option<String>) -> Result<Option<Sym>, ()> {
+    match s {
+        None => Ok(None),
+        Some(s) => g.strings().get(s).map(Some).ok_or(()),
+    }
+}
+
+/// The feedgraph service: store, graph index and validator together.
+#[derive(Debug)]
+pub struct Service {
+    store: Store,
+    graph: GraphIndex,
+    validator: Validator,
+    ids: IdGenerator,
+    limits: FieldLimits,
+}
+
+impl Service {
+    /// Opens the data directory of `config`, building the graph index from the store.
+    pub fn open(config: &Config) -> Result<Self, ServiceError> {
+        let validator = Validator::from_config(&config.validation)
+            .map_err(|e| ServiceError::Config(e.to_string()))?;
+        let store = Store::open(&config.data_dir, &config.storage)?;
+        let graph = GraphIndex::build(&store)?;
+        Ok(Service {
+            store,
+            graph,
+            validator,
+            ids: IdGenerator::new(),
+            limits: config.validation.limits.clone(),
+        })
+    }
+
+    /// The store (for tools that need raw access, such as consistency checks).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The graph index.
+    pub fn graph(&self) -> &GraphIndex {
+        &self.graph
+    }
+
+    /// Validates and stores a feedback item; returns it once durable.
+    pub fn submit(&self, actor: &Actor, new: NewFeedback) -> Result<Feedback, ServiceError> {
+        self.submit_with(actor, new, None, None, ChangeAction::Submit, SyncMode::Wait)
+    }
+
+    fn submit_with(
+        &self,
+        actor: &Actor,
+        new: NewFeedback,
+        id: Option<String>,
+        created_at: Option<Millis>,
+        action: ChangeAction,
+        sync: SyncMode,
+    ) -> Result<Feedback, ServiceError> {
+        check_org(&actor.org)?;
+        let valid = self.validator.check_shape(new)?;
+        let verdict = self.validator.judge(&valid);
+        let created_at = created_at.unwrap_or_else(now_millis);
+        let id = match id {
+            Some(id) => validate::check_id("id", Some(id), &self.limits)?.ok_or(
+                ValidationError::Missing {
+                    field: "id",
+                    hint: "",
+                },
+            )?,
+            None => self.ids.next_at(created_at),
+        };
+        let fb = Feedback {
+            id,
+            org_id: actor.org.clone(),
+            feedback_type: valid.feedback_type,
+            validation_status: verdict.status,
+            validation_reasons: verdict.reasons,
+            created_at,
+            updated_at: created_at,
+            version: 1,
+            used_for_training: false,
+            training_batch_id: 0,
+            model_version: valid.model_version,
+            adapter_id: valid.adapter_id,
+            adapter_version: valid.adapter_version,
+            user_id: valid.user_id,
+            session_id: valid.session_id,
+            interaction_id: valid.interaction_id,
+            score: valid.score,
+            question: valid.question,
+            answer: valid.answer,
+            correction: valid.correction,
+            comment: valid.comment,
+            metadata: valid.metadata,
+        };
+        let changes = self.store.insert_feedback(actor, &fb, action, sync)?;
+        self.graph.apply(&actor.org, &changes);
+        Ok(fb)
+    }
+
+    /// One feedback item of the org.
+    pub fn get(&self, org: &str, id: &str) -> Result<Feedback, ServiceError> {
+        self.store
+            .get_feedback(org, id)?
+            .ok_or_else(|| ServiceError::NotFound {
+                kind: "feedback",
+                id: id.to_owned(),
+            })
+    }
+
+    /// Every version of a feedback item's history, oldest first.
+    pub fn history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, ServiceError> {
+        let versions = self.store.feedback_history(org, id)?;
+        if versions.is_empty() {
+            return Err(ServiceError::NotFound {
+                kind: "feedback",
+                id: id.to_owned(),
+            });
+        }
+        Ok(versions)
+    }
+
+    fn load(&self, org: &str, ids: Vec<Arc<str>>) -> Result<Vec<Feedback>, ServiceError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // The graph only holds ids whose records are durable; a miss means the store
+            // lost a record the index has, which is corruption, not a 404.
+            let fb = self.store.get_feedback(org, &id)?.ok_or_else(|| {
+                ServiceError::Store(StoreError::Corrupt {
+                    tree: "feedback",
+                    key: format!("{org}/{id}"),
+                    source: crate::store::codec::CodecError::Empty,
+                })
+            })?;
+            out.push(fb);
+        }
+        Ok(out)
+    }
+
+    /// Lists the org's feedback newest first, filtered, one page at a time.
+    pub fn list(&self, org: &str, q: &ListQuery) -> Result<Page, ServiceError> {
+        let limit = effective_limit(q.limit)?;
+        let (ids, more) = match self.graph.org(org) {
+            None => (Vec::new(), false),
+            Some(g) => {
+                let g = g.read();
+                collect_page(&g, q, limit)
+            }
+        };
+        let next_cursor = if more {
+            ids.last().map(|s| s.to_string())
+        } else {
+            None
+        };
+        Ok(Page {
+            items: self.load(org, ids)?,
+            limit,
+            next_cursor,
+        })
+    }
+
+    /// Every item of a session, newest first.
+    pub fn find_by_session(&self, org: &str, session: &str) -> Result<Vec<Feedback>, ServiceError> {
+        let ids = match self.graph.org(org) {
+            None => Vec::new(),
+            Some(g) => {
+                let g = g.read();
+                let mut ids: Vec<Arc<str>> = g
+                    .session_rows(session)
+                    .iter()
+                    .map(|&r| g.feedback()[r as usize].id.clone())
+                    .collect();
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                ids
+            }
+        };
+        self.load(org, ids)
+    }
+
+    /// The seed's counters over the org's feedback, optionally narrowed.
+    pub fn stats(&self, org: &str, q: &StatsQuery) -> Result<Stats, ServiceError> {
+        let Some(g) = self.graph.org(org) else {
+            return Ok(Stats::default());
+        };
+        let g = g.read();
+        let since = q
+            .window_hours
+            .map(|h| now_millis().saturating_sub(h.saturating_mul(3_600_000)));
+        let Ok(model) = resolve(&g, &q.model) else {
+            return Ok(Stats::default());
+        };
+        let filter = Filter {
+            feedback_type: None,
+            status: None,
+            unused: false,
+            model,
+            session: None,
+            since,
+        };
+        let mut acc = StatsAcc::default();
+        match &q.adapter {
+            Some(a) => {
+                let Some(row) = g.adapter_row(a) else {
+                    return Ok(Stats::default());
+                };
+                for r in g.adapter_feedback(row) {
+                    let f = &g.feedback()[r as usize];
+                    if filter.matches(f) {
+                        acc.add(f);
+                    }
+                }
+            }
+            None => {
+                for f in g.feedback() {
+                    if filter.matches(f) {
+                        acc.add(f);
+                    }
+                }
+            }
+        }
+        Ok(acc.finish())
+    }
+
+    /// Links a feedback item to an adapter by hand (idempotent).
+    pub fn link(
+        &self,
+        actor: &Actor,
+        feedback_id: &str,
+        adapter_id: Option<String>,
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<LinkOutcome, ServiceError> {
+        self.link_with(actor, feedback_id, adapter_id, metadata, SyncMode::Wait)
+    }
+
+    fn link_with(
+        &self,
+        actor: &Actor,
+        feedback_id: &str,
+        adapter_id: Option<String>,
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+        sync: SyncMode,
+    ) -> Result<LinkOutcome, ServiceError> {
+        check_org(&actor.org)?;
+        let adapter_id = validate::check_id("adapter_id", adapter_id, &self.limits)?.ok_or(
+            ValidationError::Missing {
+                field: "adapter_id",
+                hint: "",
+            },
+        )?;
+        let adapter_id = validate::check_adapter_id("adapter_id", adapter_id)?;
+        let metadata = validate::check_metadata("metadata", metadata, &self.limits)?;
+        let link = FeedbackLink {
+            feedback_id: feedback_id.to_owned(),
+            adapter_id: adapter_id.clone(),
+            created_at: now_millis(),
+            source: LinkSource::Manual,
+            metadata,
+        };
+        let (changes, created) = self.store.link(actor, &link, sync)?;
+        self.graph.apply(&actor.org, &changes);
+        let link = match changes.links.into_iter().next() {
+            Some(l) => l,
+            None => self
+                .store
+                .links_of(&actor.org, feedback_id)?
+                .into_iter()
+                .find(|l| l.adapter_id == adapter_id)
+                .ok_or_else(|| ServiceError::Conflict("link vanished while reading".into()))?,
+        };
+        Ok(LinkOutcome { link, created })
+    }
+
+    /// The FEEDBACK_FOR edges of one feedback item.
+    pub fn links_of(
+        &self,
+        org: &str,
+        feedback_id: &str,
+    ) -> Result<Vec<FeedbackLink>, ServiceError> {
+        Ok(self.store.links_of(org, feedback_id)?)
+    }
+
+    /// Feedback linked to an adapter, newest first, with the total number of links.
+    pub fn by_adapter(
+        &self,
+        org: &str,
+        adapter_id: &str,
+        q: &ByAdapterQuery,
+    ) -> Result<ByAdapter, ServiceError> {
+        let limit = effective_limit(q.limit)?;
+        let not_found = || ServiceError::NotFound {
+            kind: "adapter",
+            id: adapter_id.to_owned(),
+        };
+        let g = self.graph.org(org).ok_or_else(not_found)?;
+        let (ids, total, more) = {
+            let g = g.read();
+            let row = g.adapter_row(adapter_id).ok_or_else(not_found)?;
+            let mut rows: Vec<&FeedbackNode> = g
+                .adapter_feedback(row)
+                .map(|r| &g.feedback()[r as usize])
+                .collect();
+            let total = rows.len();
+            rows.retain(|f| {
+                (!q.unused || !f.used_for_training)
+                    && q.cursor.as_deref().is_none_or(|c| &*f.id < c)
+            });
+            rows.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+            let more = rows.len() > limit;
+            let ids: Vec<Arc<str>> = rows.iter().take(limit).map(|f| f.id.clone()).collect();
+            (ids, total, more)
+        };
+        let next_cursor = if more {
+            ids.last().map(|s| s.to_string())
+        } else {
+            None
+        };
+        let feedback = self.load(org, ids)?;
+        Ok(ByAdapter {
+            adapter_id: adapter_id.to_owned(),
+            count: feedback.len(),
+            feedback,
+            total_linked: total,
+            next_cursor,
+        })
+    }
+
+    /// Creates (or idempotently re-creates) an adapter with an optional parent.
+    pub fn create_adapter(
+        &self,
+        actor: &Actor,
+        new: NewAdapter,
+    ) -> Result<(Adapter, AdapterOutcome), ServiceError> {
+        self.create_adapter_with(actor, new, SyncMode::Wait)
+    }
+
+    fn create_adapter_with(
+        &self,
+        actor: &Actor,
+        new: NewAdapter,
+        sync: SyncMode,
+    ) -> Result<(Adapter, AdapterOutcome), ServiceError> {
+        check_org(&actor.org)?;
+        let l = &self.limits;
+        let id = validate::check_id("id", new.id, l)?.ok_or(ValidationError::Missing {
+            field: "id",
+            hint: "",
+        })?;
+        let id = validate::check_adapter_id("id", id)?;
+        let derived_from = match validate::check_id("derived_from", new.derived_from, l)? {
+            Some(p) => Some(validate::check_adapter_id("derived_from", p)?),
+            None => None,
+        };
+        let adapter = Adapter {
+            id: id.clone(),
+            org_id: actor.org.clone(),
+            version: validate::check_id("version", new.version, l)?,
+            base_model: validate::check_id("base_model", new.base_model, l)?,
+            derived_from,
+            metadata: validate::check_metadata("metadata", new.metadata, l)?,
+            created_at: now_millis(),
+            source: LinkSource::Manual,
+            record_version: 1,
+        };
+        let (changes, outcome) = self.store.create_adapter(actor, &adapter, sync)?;
+        self.graph.apply(&actor.org, &changes);
+        let stored = match changes.adapters.into_iter().next() {
+            Some(a) => a,
+            None => self.get_adapter(&actor.org, &id)?,
+        };
+        Ok((stored, outcome))
+    }
+
+    /// One adapter of the org.
+    pub fn get_adapter(&self, org: &str, id: &str) -> Result<Adapter, ServiceError> {
+        self.store
+            .get_adapter(org, id)?
+            .ok_or_else(|| ServiceError::NotFound {
+                kind: "adapter",
+                id: id.to_owned(),
+            })
+    }
+
+    /// Imports parsed records: adapters and feedback go through the same validation as the
+    /// API, ids that already exist are skipped (so a re-run is harmless), and everything is
+    /// made durable in one group commit every `sync_every` records and at the end.
+    /// `progress` is called after each record.
+    pub fn import(
+        &self,
+        default_org: Option<&str>,
+        actor_user: &str,
+        records: Vec<(usize, ImportRecord)>,
+        sync_every: usize,
+        mut progress: impl FnMut(u64),
+    ) -> Result<ImportSummary, (usize, ServiceError)> {
+        let mut summary = ImportSummary::default();
+        let org_of = |org: Option<String>, line: usize| {
+            org.or_else(|| default_org.map(str::to_owned)).ok_or((
+                line,
+                ServiceError::BadRequest("no 'org' on the line and no default org given".into()),
+            ))
+        };
+        for (n, (line, rec)) in records.into_iter().enumerate() {
+            match rec {
+                ImportRecord::Adapter { org, adapter } => {
+                    let actor = Actor::new(org_of(org, line)?, actor_user);
+                    let (_, outcome) = self
+                        .create_adapter_with(&actor, adapter, SyncMode::Defer)
+                        .map_err(|e| (line, e))?;
+                    if outcome != AdapterOutcome::Unchanged {
+                        summary.adapters += 1;
+                    }
+                }
+                ImportRecord::Feedback {
+                    org,
+                    id,
+                    created_at,
+                    item,
+                } => {
+                    let actor = Actor::new(org_of(org, line)?, actor_user);
+                    match self.submit_with(
+                        &actor,
+                        *item,
+                        id,
+                        created_at,
+                        ChangeAction::Import,
+                        SyncMode::Defer,
+                    ) {
+                        Ok(_) => summary.feedback += 1,
+                        Err(ServiceError::Conflict(_)) => summary.skipped += 1,
+                        Err(e) => return Err((line, e)),
+                    }
+                }
+                ImportRecord::Link {
+                    org,
+                    feedback_id,
+                    adapter_id,
+                    metadata,
+                } => {
+                    let actor = Actor::new(org_of(org, line)?, actor_user);
+                    let feedback_id = feedback_id.ok_or((
+                        line,
+                        ServiceError::Invalid(ValidationError::Missing {
+                            field: "feedback_id",
+                            hint: "",
+                        }),
+                    ))?;
+                    let outcome = self
+                        .link_with(&actor, &feedback_id, adapter_id, metadata, SyncMode::Defer)
+                        .map_err(|e| (line, e))?;
+                    if outcome.created {
+                        summary.links += 1;
+                    }
+                }
+            }
+            if sync_every > 0 && (n + 1) % sync_every == 0 {
+                self.store.make_durable().map_err(|e| (line, e.into()))?;
+            }
+            progress(n as u64 + 1);
+        }
+        self.store.make_durable().map_err(|e| (0, e.into()))?;
+        Ok(summary)
+    }
+
+    /// Checks that the graph index equals one rebuilt from the store right now. Returns a
+    /// description of the first difference found, or `None` when they agree.
+    pub fn verify(&self) -> Result<Option<String>, ServiceError> {
+        let fresh = GraphIndex::build(&self.store)?.canonical();
+        let live = self.graph.canonical();
+        if fresh == live {
+            return Ok(None);
+        }
+        for (org, g) in &fresh {
+            let Some(l) = live.get(org) else {
+                return Ok(Some(format!(
+                    "org '{org}' is in the store but not in the graph"
+                )));
+            };
+            if let Some((k, v)) = g.nodes.iter().find(|(k, v)| l.nodes.get(*k) != Some(v)) {
+                return Ok(Some(format!(
+                    "org '{org}': node {k} is {v:?} in the store but {:?} in the graph",
+                    l.nodes.get(k)
+                )));
+            }
+            if let Some(e) = g.edges.symmetric_difference(&l.edges).next() {
+                return Ok(Some(format!("org '{org}': edge {e:?} differs")));
+            }
+            if g.nodes.len() != l.nodes.len() {
+                return Ok(Some(format!("org '{org}': the graph has extra nodes")));
+            }
+        }
+        Ok(Some("the graph has orgs the store does not".into()))
+    }
+}
+
+fn collect_page(g: &OrgGraph, q: &ListQuery, limit: usize) -> (Vec<Arc<str>>, bool) {
+    let (Ok(model), Ok(session)) = (resolve(g, &q.model), resolve(g, &q.session)) else {
+        return (Vec::new(), false);
+    };
+    let filter = Filter {
+        feedback_type: q.feedback_type,
+        status: q.status,
+        unused: q.unused,
+        model,
+        session,
+        since: None,
+    };
+    let cursor = q.cursor.as_deref();
+    let mut ids = Vec::with_capacity(limit.min(64));
+    let mut more = false;
+    let mut push = |f: &FeedbackNode| {
+        if ids.len() == limit {
+            more = true;
+            return false;
+        }
+        ids.push(f.id.clone());
+        true
+    };
+    match &q.adapter {
+        Some(a) => {
+            let Some(row) = g.adapter_row(a) else {
+                return (Vec::new(), false);
+            };
+            let mut rows: Vec<&FeedbackNode> = g
+                .adapter_feedback(row)
+                .map(|r| &g.feedback()[r as usize])
+                .filter(|f| filter.matches(f) && cursor.is_none_or(|c| &*f.id < c))
+                .collect();
+            rows.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+            for f in rows {
+                if !push(f) {
+                    break;
+                }
+            }
+        }
+        None => {
+            for r in g.feedback_newest_first(cursor) {
+                let f = &g.feedback()[r as usize];
+                if filter.matches(f) && !push(f) {
+                    break;
+                }
+            }
+        }
+    }
+    (ids, more)
+}
+
+#[derive(Default)]
+struct StatsAcc {
+    s: Stats,
+    score_sum: f64,
+    score_n: u64,
+}
+
+impl StatsAcc {
+    fn add(&mut self, f: &FeedbackNode) {
+        let s = &mut self.s;
+        s.total_feedback += 1;
+        match f.feedback_type {
+            FeedbackType::Positive => s.positive_count += 1,
+            FeedbackType::Negative => s.negative_count += 1,
+        }
+        match f.status {
+            ValidationStatus::Approved => s.approved_count += 1,
+            ValidationStatus::Pending => s.pending_validation += 1,
+            ValidationStatus::Rejected => s.rejected_count += 1,
+            ValidationStatus::Flagged => s.flagged_count += 1,
+        }
+        if f.used_for_training {
+            s.used_for_training += 1;
+        } else {
+            s.unused_for_training += 1;
+        }
+        if let Some(score) = f.score {
+            self.score_sum += score;
+            self.score_n += 1;
+        }
+    }
+
+    fn finish(mut self) -> Stats {
+        if self.s.total_feedback > 0 {
+            self.s.positive_ratio = self.s.positive_count as f64 / self.s.total_feedback as f64;
+        }
+        if self.score_n > 0 {
+            self.s.average_score = Some(self.score_sum / self.score_n as f64);
+        }
+        self.s
+    }
+}

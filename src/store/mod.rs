@@ -1,0 +1,739 @@
+//! The durable store: sled trees, key layout, record codec, group-commit durability and the
+//! per-record history. sled is the source of truth; everything else is derived from it.
+//!
+//! Trees (see ARCHITECTURE.md for the full layout):
+//! - `meta`: `schema_version` -> u32 big-endian
+//! - `feedback`: `org \0 feedback_id` -> [`Feedback`]
+//! - `adapters`: `org \0 adapter_id` -> [`Adapter`]
+//! - `links`: `org \0 feedback_id \0 adapter_id` -> [`FeedbackLink`]
+//! - `history`: `org \0 kind id \0 version_be64` -> [`HistoryVersion`]
+//!
+//! Every write is one sled transaction across the trees it touches (all or nothing, also
+//! across a crash) and returns the [`ChangeSet`] the graph index applies. Write methods
+//! return only once the write is durable, unless the caller asks for [`SyncMode::Defer`]
+//! and later calls [`Store::make_durable`] (bulk import).
+
+pub mod codec;
+pub mod durability;
+pub mod keys;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+
+use crate::model::{
+    Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FieldChange, HistoryVersion, LinkSource,
+    Metadata, Millis,
+};
+use codec::CodecError;
+pub use durability::{Durability, SyncError, Syncer};
+
+/// The schema this build writes. Bump it (and add a migration) when the key layout or a
+/// record's meaning changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Store settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// What an acknowledged write survives (`fsync` or `flush`).
+    pub durability: Durability,
+    /// Whether concurrent writers share one flush + fsync.
+    pub group_commit: bool,
+    /// sled's page cache in MiB (sled's own default is 1 GiB).
+    pub cache_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: Durability::Fsync,
+            group_commit: true,
+            cache_mb: 128,
+        }
+    }
+}
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error.
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A file-system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A stored value could not be decoded.
+    #[error("corrupt record in tree '{tree}' at key '{key}': {source}")]
+    Corrupt {
+        /// Tree name.
+        tree: &'static str,
+        /// The key, rendered printable.
+        key: String,
+        /// What the codec said.
+        source: CodecError,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode record: {0}")]
+    Encode(CodecError),
+    /// The data directory was written with a schema this build cannot read.
+    #[error(
+        "data directory has schema version {found}, this build supports up to {SCHEMA_VERSION}; \
+         upgrade feedgraph"
+    )]
+    Schema {
+        /// The version found in `meta`.
+        found: u32,
+    },
+    /// The record does not exist (in this org).
+    #[error("{kind} '{id}' not found")]
+    NotFound {
+        /// `feedback` or `adapter`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A record with this id already exists.
+    #[error("{kind} '{id}' already exists")]
+    Exists {
+        /// `feedback` or `adapter`.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// A DERIVED_FROM parent does not exist.
+    #[error("parent adapter '{0}' does not exist")]
+    UnknownParent(String),
+    /// The DERIVED_FROM edge would close a cycle.
+    #[error("adapter '{child}' cannot derive from '{parent}': that would close a cycle ({path})")]
+    Cycle {
+        /// The adapter being created.
+        child: String,
+        /// The requested parent.
+        parent: String,
+        /// The chain found, `a -> b -> ... -> a`.
+        path: String,
+    },
+    /// The request contradicts the stored state (e.g. re-parenting an adapter).
+    #[error("{0}")]
+    Conflict(String),
+    /// A flush or fsync failed.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+/// Whether a write waits for durability before returning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Wait (group commit). What every acknowledged client write uses.
+    Wait,
+    /// Return once in sled's memory; the caller calls [`Store::make_durable`] later.
+    Defer,
+}
+
+/// Records a write created or changed: what the graph index must apply.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeSet {
+    /// New or changed feedback records (full new state).
+    pub feedback: Vec<Feedback>,
+    /// New or changed adapters (full new state).
+    pub adapters: Vec<Adapter>,
+    /// New FEEDBACK_FOR edges.
+    pub links: Vec<FeedbackLink>,
+}
+
+/// What creating an adapter did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterOutcome {
+    /// A new adapter was stored.
+    Created,
+    /// It existed and was filled in (e.g. auto-created, now described).
+    Updated,
+    /// It existed exactly as asked: nothing written.
+    Unchanged,
+}
+
+/// The sled-backed store. Cheap to share behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct Store {
+    db: sled::Db,
+    meta: Tree,
+    feedback: Tree,
+    adapters: Tree,
+    links: Tree,
+    history: Tree,
+    syncer: Syncer,
+    dir: PathBuf,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    codec::encode(v).map_err(StoreError::Encode)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|source| StoreError::Corrupt {
+        tree,
+        key: keys::display(key),
+        source,
+    })
+}
+
+fn flatten<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    })
+}
+
+/// Renders a value as compact JSON for history entries.
+fn json_text<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| format!("<unrenderable: {e}>"))
+}
+
+/// The field changes that describe creating `record`: every non-null field.
+pub fn creation_changes<T: Serialize>(record: &T, skip: &[&str]) -> Vec<FieldChange> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(record) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .filter(|(k, v)| !v.is_null() && !skip.contains(&k.as_str()))
+        .filter(|(_, v)| !matches!(v, serde_json::Value::Object(m) if m.is_empty()))
+        .filter(|(_, v)| !matches!(v, serde_json::Value::Array(a) if a.is_empty()))
+        .map(|(field, v)| FieldChange {
+            field,
+            old: None,
+            new: Some(v.to_string()),
+        })
+        .collect()
+}
+
+/// One field change from `old` to `new`, rendered as JSON.
+pub fn field_change<T: Serialize>(field: &str, old: Option<&T>, new: Option<&T>) -> FieldChange {
+    FieldChange {
+        field: field.to_owned(),
+        old: old.map(json_text),
+        new: new.map(json_text),
+    }
+}
+
+const FEEDBACK_SKIP: &[&str] = &["id", "org_id", "version", "created_at", "updated_at"];
+const ADAPTER_SKIP: &[&str] = &["id", "org_id", "record_version", "created_at"];
+
+fn put_history(
+    h: &TransactionalTree,
+    org: &str,
+    kind: u8,
+    id: &str,
+    entry: &HistoryVersion,
+) -> TxResult<()> {
+    let bytes = encode(entry).or_else(abort)?;
+    h.insert(keys::history(org, kind, id, entry.version), bytes)?;
+    Ok(())
+}
+
+fn get_tx<T: serde::de::DeserializeOwned>(
+    t: &TransactionalTree,
+    tree: &'static str,
+    key: &[u8],
+) -> TxResult<Option<T>> {
+    match t.get(key)? {
+        Some(v) => decode(tree, key, &v).map(Some).or_else(abort),
+        None => Ok(None),
+    }
+}
+
+/// Ensures the adapter exists inside a transaction; returns it if it had to be created.
+fn ensure_adapter_tx(
+    a: &TransactionalTree,
+    h: &TransactionalTree,
+    actor: &Actor,
+    adapter_id: &str,
+    at: Millis,
+) -> TxResult<Option<Adapter>> {
+    let key = keys::record(&actor.org, adapter_id);
+    if a.get(&key)?.is_some() {
+        return Ok(None);
+    }
+    let adapter = Adapter {
+        id: adapter_id.to_owned(),
+        org_id: actor.org.clone(),
+        version: None,
+        base_model: None,
+        derived_from: None,
+        metadata: Metadata::default(),
+        created_at: at,
+        source: LinkSource::Auto,
+        record_version: 1,
+    };
+    a.insert(key, encode(&adapter).or_else(abort)?)?;
+    let entry = HistoryVersion {
+        version: 1,
+        at,
+        actor: actor.user.clone(),
+        action: ChangeAction::Create,
+        changes: creation_changes(&adapter, ADAPTER_SKIP),
+    };
+    put_history(h, &actor.org, keys::KIND_ADAPTER, adapter_id, &entry)?;
+    Ok(Some(adapter))
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir/sled`, checking the schema version.
+    pub fn open(data_dir: &Path, config: &StorageConfig) -> Result<Self, StoreError> {
+        let io = |context: String| move |source| StoreError::Io { context, source };
+        std::fs::create_dir_all(data_dir).map_err(io(format!(
+            "creating data directory {}",
+            data_dir.display()
+        )))?;
+        let dir = data_dir.join("sled");
+        let db = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
+            .open()?;
+        // Persist the directory entries of sled's files once, so that fsyncs of the data
+        // file are enough from here on.
+        for d in [&dir, data_dir] {
+            std::fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(io(format!("syncing directory {}", d.display())))?;
+        }
+        let syncer = Syncer::new(
+            db.clone(),
+            &dir.join("db"),
+            config.durability,
+            config.group_commit,
+        )
+        .map_err(io(format!("opening {}", dir.join("db").display())))?;
+        let store = Store {
+            meta: db.open_tree("meta")?,
+            feedback: db.open_tree("feedback")?,
+            adapters: db.open_tree("adapters")?,
+            links: db.open_tree("links")?,
+            history: db.open_tree("history")?,
+            db,
+            syncer,
+            dir: data_dir.to_owned(),
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        const KEY: &[u8] = b"schema_version";
+        match self.meta.get(KEY)? {
+            None => {
+                self.meta.insert(KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.make_durable()?;
+                Ok(())
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        tree: "meta",
+                        key: "schema_version".into(),
+                        source: CodecError::Trailing(v.len()),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::Schema { found });
+                }
+                // Versions below the current one would be migrated here, in order, each
+                // migration rewriting records without dropping any. There are none yet.
+                Ok(())
+            }
+        }
+    }
+
+    /// The data directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes every write completed so far durable (shared with concurrent callers).
+    pub fn make_durable(&self) -> Result<(), StoreError> {
+        Ok(self.syncer.wait_durable()?)
+    }
+
+    fn finish(&self, sync: SyncMode) -> Result<(), StoreError> {
+        match sync {
+            SyncMode::Wait => self.make_durable(),
+            SyncMode::Defer => Ok(()),
+        }
+    }
+
+    /// Size of the database on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Stores a new feedback item (version 1) with its history entry; if it names an
+    /// adapter, creates that adapter if needed and the FEEDBACK_FOR edge (source auto).
+    pub fn insert_feedback(
+        &self,
+        actor: &Actor,
+        fb: &Feedback,
+        action: ChangeAction,
+        sync: SyncMode,
+    ) -> Result<ChangeSet, StoreError> {
+        let fkey = keys::record(&actor.org, &fb.id);
+        let fbytes = encode(fb)?;
+        let entry = HistoryVersion {
+            version: fb.version,
+            at: fb.created_at,
+            actor: actor.user.clone(),
+            action,
+            changes: creation_changes(fb, FEEDBACK_SKIP),
+        };
+        let changes = flatten(
+            (&self.feedback, &self.adapters, &self.links, &self.history).transaction(
+                |(f, a, l, h)| {
+                    if f.get(&fkey)?.is_some() {
+                        return abort(StoreError::Exists {
+                            kind: "feedback",
+                            id: fb.id.clone(),
+                        });
+                    }
+                    f.insert(fkey.as_slice(), fbytes.as_slice())?;
+                    put_history(h, &actor.org, keys::KIND_FEEDBACK, &fb.id, &entry)?;
+                    let mut cs = ChangeSet {
+                        feedback: vec![fb.clone()],
+                        ..Default::default()
+                    };
+                    if let Some(adapter_id) = &fb.adapter_id {
+                        if let Some(created) =
+                            ensure_adapter_tx(a, h, actor, adapter_id, fb.created_at)?
+                        {
+                            cs.adapters.push(created);
+                        }
+                        let link = FeedbackLink {
+                            feedback_id: fb.id.clone(),
+                            adapter_id: adapter_id.clone(),
+                            created_at: fb.created_at,
+                            source: LinkSource::Auto,
+                            metadata: Metadata::default(),
+                        };
+                        l.insert(
+                            keys::link(&actor.org, &fb.id, adapter_id),
+                            encode(&link).or_else(abort)?,
+                        )?;
+                        cs.links.push(link);
+                    }
+                    Ok(cs)
+                },
+            ),
+        )?;
+        self.finish(sync)?;
+        Ok(changes)
+    }
+
+    /// Adds a FEEDBACK_FOR edge. Idempotent: an existing edge is left as it is and the
+    /// result says `false`. A new edge bumps the feedback's version and history.
+    pub fn link(
+        &self,
+        actor: &Actor,
+        new: &FeedbackLink,
+        sync: SyncMode,
+    ) -> Result<(ChangeSet, bool), StoreError> {
+        let (feedback_id, adapter_id, at, source) = (
+            &new.feedback_id,
+            &new.adapter_id,
+            new.created_at,
+            new.source,
+        );
+        let fkey = keys::record(&actor.org, feedback_id);
+        let lkey = keys::link(&actor.org, feedback_id, adapter_id);
+        let result = flatten(
+            (&self.feedback, &self.adapters, &self.links, &self.history).transaction(
+                |(f, a, l, h)| {
+                    let Some(mut fb) = get_tx::<Feedback>(f, "feedback", &fkey)? else {
+                        return abort(StoreError::NotFound {
+                            kind: "feedback",
+                            id: feedback_id.to_owned(),
+                        });
+                    };
+                    if l.get(&lkey)?.is_some() {
+                        return Ok((ChangeSet::default(), false));
+                    }
+                    let mut cs = ChangeSet::default();
+                    if let Some(created) = ensure_adapter_tx(a, h, actor, adapter_id, at)? {
+                        cs.adapters.push(created);
+                    }
+                    let link = new.clone();
+                    l.insert(lkey.as_slice(), encode(&link).or_else(abort)?)?;
+                    fb.version += 1;
+                    fb.updated_at = at.max(fb.updated_at);
+                    f.insert(fkey.as_slice(), encode(&fb).or_else(abort)?)?;
+                    let mut change = field_change::<String>("link", None, Some(&link.adapter_id));
+                    change.field = "links".into();
+                    let entry = HistoryVersion {
+                        version: fb.version,
+                        at,
+                        actor: actor.user.clone(),
+                        action: ChangeAction::Link,
+                        changes: vec![
+                            change,
+                            field_change("link_source", None, Some(&source.as_str())),
+                        ],
+                    };
+                    put_history(h, &actor.org, keys::KIND_FEEDBACK, feedback_id, &entry)?;
+                    cs.feedback.push(fb);
+                    cs.links.push(link);
+                    Ok((cs, true))
+                },
+            ),
+        )?;
+        if result.1 {
+            self.finish(sync)?;
+        }
+        Ok(result)
+    }
+
+    /// Creates an adapter (with its DERIVED_FROM edge if `derived_from` is set).
+    ///
+    /// Re-creating an identical adapter changes nothing. An existing adapter without a
+    /// parent may gain one; changing an existing parent is a [`StoreError::Conflict`]. A
+    /// missing parent or a parent chain leading back to the adapter is refused and nothing
+    /// is written.
+    pub fn create_adapter(
+        &self,
+        actor: &Actor,
+        new: &Adapter,
+        sync: SyncMode,
+    ) -> Result<(ChangeSet, AdapterOutcome), StoreError> {
+        let akey = keys::record(&actor.org, &new.id);
+        let result = flatten((&self.adapters, &self.history).transaction(|(a, h)| {
+            if let Some(parent) = &new.derived_from {
+                // Walk up from the parent; meeting the new id means a cycle.
+                let mut chain = vec![new.id.clone(), parent.clone()];
+                let mut cursor = parent.clone();
+                loop {
+                    if cursor == new.id {
+                        return abort(StoreError::Cycle {
+                            child: new.id.clone(),
+                            parent: parent.clone(),
+                            path: chain.join(" -> "),
+                        });
+                    }
+                    let key = keys::record(&actor.org, &cursor);
+                    let Some(node) = get_tx::<Adapter>(a, "adapters", &key)? else {
+                        if &cursor == parent {
+                            return abort(StoreError::UnknownParent(parent.clone()));
+                        }
+                        return abort(StoreError::Conflict(format!(
+                            "adapter '{cursor}' in the lineage of '{parent}' is missing"
+                        )));
+                    };
+                    match node.derived_from {
+                        Some(next) => {
+                            chain.push(next.clone());
+                            cursor = next;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            let existing = get_tx::<Adapter>(a, "adapters", &akey)?;
+            let (record, outcome, changes, action) = match existing {
+                None => {
+                    let rec = Adapter {
+                        org_id: actor.org.clone(),
+                        record_version: 1,
+                        ..new.clone()
+                    };
+                    let ch = creation_changes(&rec, ADAPTER_SKIP);
+                    (rec, AdapterOutcome::Created, ch, ChangeAction::Create)
+                }
+                Some(old) => {
+                    if let (Some(p_old), Some(p_new)) = (&old.derived_from, &new.derived_from)
+                        && p_old != p_new
+                    {
+                        return abort(StoreError::Conflict(format!(
+                            "adapter '{}' already derives from '{p_old}'; an adapter has one \
+                             parent and it cannot be changed to '{p_new}'",
+                            new.id
+                        )));
+                    }
+                    let mut rec = old.clone();
+                    let mut ch = Vec::new();
+                    macro_rules! fill {
+                        ($field:ident) => {
+                            if new.$field.is_some() && new.$field != old.$field {
+                                ch.push(field_change(
+                                    stringify!($field),
+                                    old.$field.as_ref(),
+                                    new.$field.as_ref(),
+                                ));
+                                rec.$field = new.$field.clone();
+                            }
+                        };
+                    }
+                    fill!(derived_from);
+                    fill!(version);
+                    fill!(base_model);
+                    if !new.metadata.is_empty() && new.metadata != old.metadata {
+                        ch.push(field_change(
+                            "metadata",
+                            Some(&old.metadata),
+                            Some(&new.metadata),
+                        ));
+                        rec.metadata = new.metadata.clone();
+                    }
+                    if ch.is_empty() {
+                        return Ok((ChangeSet::default(), AdapterOutcome::Unchanged));
+                    }
+                    rec.record_version += 1;
+                    (rec, AdapterOutcome::Updated, ch, ChangeAction::Create)
+                }
+            };
+            a.insert(akey.as_slice(), encode(&record).or_else(abort)?)?;
+            let entry = HistoryVersion {
+                version: record.record_version,
+                at: new.created_at,
+                actor: actor.user.clone(),
+                action,
+                changes,
+            };
+            put_history(h, &actor.org, keys::KIND_ADAPTER, &new.id, &entry)?;
+            Ok((
+                ChangeSet {
+                    adapters: vec![record],
+                    ..Default::default()
+                },
+                outcome,
+            ))
+        }))?;
+        if result.1 != AdapterOutcome::Unchanged {
+            self.finish(sync)?;
+        }
+        Ok(result)
+    }
+
+    /// One feedback item of `org`, if present.
+    pub fn get_feedback(&self, org: &str, id: &str) -> Result<Option<Feedback>, StoreError> {
+        let key = keys::record(org, id);
+        match self.feedback.get(&key)? {
+            Some(v) => decode("feedback", &key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// One adapter of `org`, if present.
+    pub fn get_adapter(&self, org: &str, id: &str) -> Result<Option<Adapter>, StoreError> {
+        let key = keys::record(org, id);
+        match self.adapters.get(&key)? {
+            Some(v) => decode("adapters", &key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The FEEDBACK_FOR edges leaving one feedback item.
+    pub fn links_of(&self, org: &str, feedback_id: &str) -> Result<Vec<FeedbackLink>, StoreError> {
+        self.links
+            .scan_prefix(keys::links_of(org, feedback_id))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("links", &k, &v)
+            })
+            .collect()
+    }
+
+    /// Every version of a feedback item's history, oldest first.
+    pub fn feedback_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
+        self.history_of(org, keys::KIND_FEEDBACK, id)
+    }
+
+    /// Every version of an adapter's history, oldest first.
+    pub fn adapter_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
+        self.history_of(org, keys::KIND_ADAPTER, id)
+    }
+
+    fn history_of(&self, org: &str, kind: u8, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
+        self.history
+            .scan_prefix(keys::history_prefix(org, kind, id))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("history", &k, &v)
+            })
+            .collect()
+    }
+
+    /// Every feedback record of every org, in key order (org, then id).
+    pub fn scan_feedback(&self) -> impl Iterator<Item = Result<Feedback, StoreError>> + '_ {
+        scan(&self.feedback, "feedback")
+    }
+
+    /// Every adapter of every org.
+    pub fn scan_adapters(&self) -> impl Iterator<Item = Result<Adapter, StoreError>> + '_ {
+        scan(&self.adapters, "adapters")
+    }
+
+    /// Every FEEDBACK_FOR edge of every org, with the org it belongs to.
+    pub fn scan_links(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, FeedbackLink), StoreError>> + '_ {
+        self.links.iter().map(|kv| {
+            let (k, v) = kv?;
+            let link = decode("links", &k, &v)?;
+            let org = keys::split_org(&k).map(|(o, _)| String::from_utf8_lossy(o).into_owned());
+            Ok((org.unwrap_or_default(), link))
+        })
+    }
+
+    /// The org ids present, from the org prefix of feedback and adapter keys.
+    pub fn orgs(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        for tree in [&self.feedback, &self.adapters] {
+            let mut from: Vec<u8> = Vec::new();
+            // Skip from one org to the next instead of walking every key.
+            while let Some(kv) = tree.range(from.clone()..).next() {
+                let (k, _) = kv?;
+                let Some((org, _)) = keys::split_org(&k) else {
+                    break;
+                };
+                out.insert(String::from_utf8_lossy(org).into_owned());
+                from = org.to_vec();
+                from.push(keys::SEP + 1);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Test and fault-injection hook: overwrites a stored feedback value with raw bytes.
+    #[doc(hidden)]
+    pub fn corrupt_feedback_for_tests(
+        &self,
+        org: &str,
+        id: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.feedback.insert(keys::record(org, id), bytes)?;
+        Ok(())
+    }
+}
+
+fn scan<T: serde::de::DeserializeOwned>(
+    tree: &Tree,
+    name: &'static str,
+) -> impl Iterator<Item = Result<T, StoreError>> + use<T> {
+    tree.iter().map(move |kv| {
+        let (k, v) = kv?;
+        decode(name, &k, &v)
+    })
+}

@@ -1,0 +1,880 @@
+//! The validation pipeline: shape checks (which make a request invalid) and content rules
+//! (which decide an item's status), with a plugin trait so teams can bring their own.
+//!
+//! Shape problems are errors: nothing is stored and the client hears a 400 naming the field.
+//! Content rules never fail a request; they set `validation_status` and record every rule
+//! that fired in `validation_reasons`. The verdict is the most severe status any rule asked
+//! for (rejected > flagged > pending > approved). All lengths count Unicode scalar values
+//! (`char`s) of the trimmed text, never bytes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{FeedbackType, Metadata, NewFeedback, ValidationReason, ValidationStatus};
+
+/// A submission that breaks the request contract; maps to HTTP 400 (or 413 for size).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// A required field is absent or empty.
+    #[error("missing required field '{field}'{hint}")]
+    Missing {
+        /// Field name.
+        field: &'static str,
+        /// Extra guidance, e.g. the allowed values.
+        hint: &'static str,
+    },
+    /// A field has a value outside its domain.
+    #[error("invalid value for '{field}': {reason}")]
+    Invalid {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A field is longer than the configured limit.
+    #[error("field '{field}' is too long: {actual} {unit}, the limit is {limit}")]
+    TooLong {
+        /// Field name.
+        field: &'static str,
+        /// Measured size.
+        actual: usize,
+        /// Configured maximum.
+        limit: usize,
+        /// `characters` or `bytes`.
+        unit: &'static str,
+    },
+}
+
+/// Size limits on submitted fields (configurable; defaults suit chat-sized answers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FieldLimits {
+    /// Maximum characters of question, answer, correction and comment.
+    pub max_text_chars: usize,
+    /// Maximum characters of identifier-like fields (user, session, model, adapter ids...).
+    pub max_id_chars: usize,
+    /// Maximum bytes of the metadata object as JSON text.
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for FieldLimits {
+    fn default() -> Self {
+        FieldLimits {
+            max_text_chars: 32_768,
+            max_id_chars: 256,
+            max_metadata_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Thresholds of the quality rules that flag items for review.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QualityThresholds {
+    /// Texts shorter than this (chars) are rejected (`text_too_short`), seed rule: 3.
+    pub min_text_chars: usize,
+    /// Questions and answers shorter than this are rejected, seed rule: 5.
+    pub min_question_answer_chars: usize,
+    /// A run of this many identical non-space characters rejects the item, seed rule: 10.
+    pub max_repeated_run: usize,
+    /// Below this share of letters among non-space characters a text is flagged.
+    pub min_letter_ratio: f64,
+    /// `min_letter_ratio` applies only to texts with at least this many non-space chars.
+    pub letter_ratio_min_chars: usize,
+    /// At or above this share of all-capital words a text is flagged as shouting.
+    pub max_uppercase_ratio: f64,
+    /// `max_uppercase_ratio` applies only to texts with at least this many words.
+    pub shouting_min_words: usize,
+}
+
+impl Default for QualityThresholds {
+    fn default() -> Self {
+        QualityThresholds {
+            min_text_chars: 3,
+            min_question_answer_chars: 5,
+            max_repeated_run: 10,
+            min_letter_ratio: 0.25,
+            letter_ratio_min_chars: 8,
+            max_uppercase_ratio: 0.8,
+            shouting_min_words: 4,
+        }
+    }
+}
+
+/// The default spam keywords (matched case-insensitively on word boundaries).
+pub const DEFAULT_SPAM_KEYWORDS: &[&str] = &[
+    "buy now",
+    "click here",
+    "free money",
+    "viagra",
+    "casino",
+    "lottery winner",
+    "crypto giveaway",
+    "work from home",
+    "limited time offer",
+    "subscribe to my channel",
+];
+
+/// Validation settings: which plugin, its keyword list and thresholds, and field limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ValidationConfig {
+    /// `basic` (default) or `noop`.
+    pub plugin: String,
+    /// Spam keywords or phrases for the basic plugin.
+    pub spam_keywords: Vec<String>,
+    /// Quality thresholds for the basic plugin.
+    pub thresholds: QualityThresholds,
+    /// Shape limits (apply whatever the plugin).
+    pub limits: FieldLimits,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            plugin: "basic".into(),
+            spam_keywords: DEFAULT_SPAM_KEYWORDS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            thresholds: QualityThresholds::default(),
+            limits: FieldLimits::default(),
+        }
+    }
+}
+
+/// A configuration that names no known plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown validation plugin '{0}' (expected basic or noop)")]
+pub struct UnknownPlugin(pub String);
+
+/// A submission whose shape is valid: required fields present, types and sizes in range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidFeedback {
+    /// Thumbs up or down.
+    pub feedback_type: FeedbackType,
+    /// Trimmed-nonempty question.
+    pub question: String,
+    /// Trimmed-nonempty answer.
+    pub answer: String,
+    /// Correction, `None` if absent or blank.
+    pub correction: Option<String>,
+    /// Comment, `None` if absent or blank.
+    pub comment: Option<String>,
+    /// End-user id.
+    pub user_id: Option<String>,
+    /// Interaction id.
+    pub interaction_id: Option<String>,
+    /// Session id.
+    pub session_id: Option<String>,
+    /// Model version.
+    pub model_version: Option<String>,
+    /// Adapter id.
+    pub adapter_id: Option<String>,
+    /// Adapter version.
+    pub adapter_version: Option<String>,
+    /// Finite rating.
+    pub score: Option<f64>,
+    /// Bounded JSON object.
+    pub metadata: Metadata,
+}
+
+impl ValidFeedback {
+    /// The free-text fields that content rules look at, with their names.
+    pub fn texts(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("question", Some(self.question.as_str())),
+            ("answer", Some(self.answer.as_str())),
+            ("correction", self.correction.as_deref()),
+            ("comment", self.comment.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(n, t)| t.map(|t| (n, t)))
+    }
+}
+
+/// A content check that decides an item's status. Implement this to add your own checks.
+pub trait ValidationPlugin: Send + Sync + fmt::Debug {
+    /// Short plugin name used in configuration.
+    fn name(&self) -> &str;
+    /// Every rule that fires on `item`; an empty list means approved.
+    fn check(&self, item: &ValidFeedback) -> Vec<ValidationReason>;
+}
+
+/// Accepts everything: every item is approved.
+#[derive(Debug, Default, Clone)]
+pub struct NoopPlugin;
+
+impl ValidationPlugin for NoopPlugin {
+    fn name(&self) -> &str {
+        "noop"
+    }
+    fn check(&self, _item: &ValidFeedback) -> Vec<ValidationReason> {
+        Vec::new()
+    }
+}
+
+/// The seed's rules plus our quality thresholds; see the module docs and README for each.
+#[derive(Debug, Clone)]
+pub struct BasicPlugin {
+    keywords: Vec<String>,
+    t: QualityThresholds,
+}
+
+/// Every rule of the basic plugin, by name: spam and length rules reject, quality rules flag.
+pub const BASIC_RULES: &[&str] = &[
+    "text_too_short",
+    "question_too_short",
+    "answer_too_short",
+    "repeated_characters",
+    "spam_keyword",
+    "negative_without_explanation",
+    "correction_same_as_answer",
+    "low_letter_ratio",
+    "shouting",
+];
+
+impl BasicPlugin {
+    /// A basic plugin with these keywords (matched case-insensitively) and thresholds.
+    pub fn new(keywords: &[String], thresholds: QualityThresholds) -> Self {
+        BasicPlugin {
+            keywords: keywords
+                .iter()
+                .map(|k| k.trim().to_lowercase())
+                .filter(|k| !k.is_empty())
+                .collect(),
+            t: thresholds,
+        }
+    }
+}
+
+fn reason(rule: &str, status: ValidationStatus, message: String) -> ValidationReason {
+    ValidationReason {
+        rule: rule.to_owned(),
+        status,
+        message,
+    }
+}
+
+/// Length of the longest run of one repeated non-whitespace character, and that character.
+fn longest_run(text: &str) -> (usize, char) {
+    let mut best = (0, ' ');
+    let mut current = (0usize, '\0');
+    for c in text.chars() {
+        if c == current.1 {
+            current.0 += 1;
+        } else {
+            current = (1, c);
+        }
+        if !c.is_whitespace() && current.0 > best.0 {
+            best = (current.0, c);
+        }
+    }
+    best
+}
+
+/// Finds `needle` (already lower-case) in `haystack_lower` at word boundaries.
+fn contains_word(haystack_lower: &str, needle: &str) -> bool {
+    let mut start = 0;
+    while let Some(pos) = haystack_lower[start..].find(needle) {
+        let at = start + pos;
+        let end = at + needle.len();
+        let before_ok = haystack_lower[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
+        let after_ok = haystack_lower[end..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric());
+        if before_ok && after_ok {
+            return true;
+        }
+        // Step one character forward (not one byte: stay on a char boundary).
+        start = at
+            + haystack_lower[at..]
+                .chars()
+                .next()
+                .map_or(1, char::len_utf8);
+    }
+    false
+}
+
+fn normalized(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+impl ValidationPlugin for BasicPlugin {
+    fn name(&self) -> &str {
+        "basic"
+    }
+
+    fn check(&self, item: &ValidFeedback) -> Vec<ValidationReason> {
+        use ValidationStatus::{Flagged, Rejected};
+        let t = &self.t;
+        let mut out = Vec::new();
+
+        for (field, text) in [
+            ("correction", item.correction.as_deref()),
+            ("comment", item.comment.as_deref()),
+        ] {
+            if let Some(text) = text {
+                let n = text.trim().chars().count();
+                if n < t.min_text_chars {
+                    out.push(reason(
+                        "text_too_short",
+                        Rejected,
+                        format!(
+                            "{field} has {n} characters, at least {} required",
+                            t.min_text_chars
+                        ),
+                    ));
+                }
+            }
+        }
+        for (rule, field, text) in [
+            ("question_too_short", "question", &item.question),
+            ("answer_too_short", "answer", &item.answer),
+        ] {
+            let n = text.trim().chars().count();
+            if n < t.min_question_answer_chars {
+                out.push(reason(
+                    rule,
+                    Rejected,
+                    format!(
+                        "{field} has {n} characters, at least {} required",
+                        t.min_question_answer_chars
+                    ),
+                ));
+            }
+        }
+        for (field, text) in item.texts() {
+            let (run, c) = longest_run(text);
+            if run >= t.max_repeated_run {
+                out.push(reason(
+                    "repeated_characters",
+                    Rejected,
+                    format!(
+                        "{field} repeats '{c}' {run} times in a row (limit {})",
+                        t.max_repeated_run - 1
+                    ),
+                ));
+                break;
+            }
+        }
+        'spam: for (field, text) in item.texts() {
+            let lower = text.to_lowercase();
+            for k in &self.keywords {
+                if contains_word(&lower, k) {
+                    out.push(reason(
+                        "spam_keyword",
+                        Rejected,
+                        format!("{field} contains the spam keyword '{k}'"),
+                    ));
+                    break 'spam;
+                }
+            }
+        }
+        if item.feedback_type == FeedbackType::Negative
+            && item.correction.is_none()
+            && item.comment.is_none()
+        {
+            out.push(reason(
+                "negative_without_explanation",
+                Flagged,
+                "negative feedback has neither a correction nor a comment".into(),
+            ));
+        }
+        if let Some(correction) = &item.correction
+            && normalized(correction) == normalized(&item.answer)
+        {
+            out.push(reason(
+                "correction_same_as_answer",
+                Flagged,
+                "the correction repeats the answer it corrects".into(),
+            ));
+        }
+        for (field, text) in item.texts() {
+            let non_space = text.chars().filter(|c| !c.is_whitespace()).count();
+            if non_space < t.letter_ratio_min_chars {
+                continue;
+            }
+            let letters = text.chars().filter(|c| c.is_alphabetic()).count();
+            let ratio = letters as f64 / non_space as f64;
+            if ratio < t.min_letter_ratio {
+                out.push(reason(
+                    "low_letter_ratio",
+                    Flagged,
+                    format!(
+                        "{field} is {:.0}% letters, below the {:.0}% threshold",
+                        ratio * 100.0,
+                        t.min_letter_ratio * 100.0
+                    ),
+                ));
+                break;
+            }
+        }
+        for (field, text) in item.texts() {
+            // Words of two or more letters; a word is "shouted" if it has no lower case.
+            // Counting words rather than letters keeps SQL keywords in a sentence fine.
+            let (mut shouted, mut words) = (0usize, 0usize);
+            for word in text.split(|c: char| !c.is_alphabetic()) {
+                if word.chars().count() < 2 {
+                    continue;
+                }
+                words += 1;
+                if !word.chars().any(char::is_lowercase) {
+                    shouted += 1;
+                }
+            }
+            if words >= t.shouting_min_words
+                && shouted as f64 >= t.max_uppercase_ratio * words as f64
+            {
+                out.push(reason(
+                    "shouting",
+                    Flagged,
+                    format!("{field} has {shouted} of {words} words in capitals"),
+                ));
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Shape checks plus the configured plugin; owned by the service.
+#[derive(Debug)]
+pub struct Validator {
+    limits: FieldLimits,
+    plugin: Box<dyn ValidationPlugin>,
+}
+
+/// The decision on one item: status plus the rules behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The most severe status any rule asked for; approved if none fired.
+    pub status: ValidationStatus,
+    /// Every rule that fired.
+    pub reasons: Vec<ValidationReason>,
+}
+
+impl Validator {
+    /// Builds the validator named by `config.plugin`.
+    pub fn from_config(config: &ValidationConfig) -> Result<Self, UnknownPlugin> {
+        let plugin: Box<dyn ValidationPlugin> = match config.plugin.as_str() {
+            "basic" => Box::new(BasicPlugin::new(
+                &config.spam_keywords,
+                config.thresholds.clone(),
+            )),
+            "noop" => Box::new(NoopPlugin),
+            other => return Err(UnknownPlugin(other.to_owned())),
+        };
+        Ok(Self::with_plugin(config.limits.clone(), plugin))
+    }
+
+    /// A validator with a custom plugin.
+    pub fn with_plugin(limits: FieldLimits, plugin: Box<dyn ValidationPlugin>) -> Self {
+        Validator { limits, plugin }
+    }
+
+    /// The active plugin's name.
+    pub fn plugin_name(&self) -> &str {
+        self.plugin.name()
+    }
+
+    /// The configured field limits.
+    pub fn limits(&self) -> &FieldLimits {
+        &self.limits
+    }
+
+    /// Checks the shape of a submission; the first problem found is the error.
+    pub fn check_shape(&self, new: NewFeedback) -> Result<ValidFeedback, ValidationError> {
+        let l = &self.limits;
+        let feedback_type = match new.feedback_type.as_deref().map(str::trim) {
+            None | Some("") => {
+                return Err(ValidationError::Missing {
+                    field: "type",
+                    hint: " (positive or negative)",
+                });
+            }
+            Some(s) => s
+                .parse::<FeedbackType>()
+                .map_err(|e| ValidationError::Invalid {
+                    field: "type",
+                    reason: e.to_string(),
+                })?,
+        };
+        let question = required_text("question", new.question, l)?;
+        let answer = required_text("answer", new.answer, l)?;
+        let correction = optional_text("correction", new.correction, l)?;
+        let comment = optional_text("comment", new.comment, l)?;
+        let user_id = check_id("user_id", new.user_id, l)?;
+        let interaction_id = check_id("interaction_id", new.interaction_id, l)?;
+        let session_id = check_id("session_id", new.session_id, l)?;
+        let model_version = check_id("model_version", new.model_version, l)?;
+        let adapter_id = match check_id("adapter_id", new.adapter_id, l)? {
+            Some(id) => Some(check_adapter_id("adapter_id", id)?),
+            None => None,
+        };
+        let adapter_version = check_id("adapter_version", new.adapter_version, l)?;
+        if let Some(score) = new.score
+            && !score.is_finite()
+        {
+            return Err(ValidationError::Invalid {
+                field: "score",
+                reason: "must be a finite number".into(),
+            });
+        }
+        let metadata = check_metadata("metadata", new.metadata, l)?;
+        Ok(ValidFeedback {
+            feedback_type,
+            question,
+            answer,
+            correction,
+            comment,
+            user_id,
+            interaction_id,
+            session_id,
+            model_version,
+            adapter_id,
+            adapter_version,
+            score: new.score,
+            metadata,
+        })
+    }
+
+    /// Runs the plugin and folds its reasons into a verdict.
+    pub fn judge(&self, item: &ValidFeedback) -> Verdict {
+        let reasons = self.plugin.check(item);
+        let status = reasons
+            .iter()
+            .map(|r| r.status)
+            .max()
+            .unwrap_or(ValidationStatus::Approved);
+        Verdict { status, reasons }
+    }
+}
+
+fn required_text(
+    field: &'static str,
+    value: Option<String>,
+    l: &FieldLimits,
+) -> Result<String, ValidationError> {
+    match optional_text(field, value, l)? {
+        Some(v) => Ok(v),
+        None => Err(ValidationError::Missing { field, hint: "" }),
+    }
+}
+
+fn optional_text(
+    field: &'static str,
+    value: Option<String>,
+    l: &FieldLimits,
+) -> Result<Option<String>, ValidationError> {
+    let Some(v) = value else { return Ok(None) };
+    if v.trim().is_empty() {
+        return Ok(None);
+    }
+    let n = v.chars().count();
+    if n > l.max_text_chars {
+        return Err(ValidationError::TooLong {
+            field,
+            actual: n,
+            limit: l.max_text_chars,
+            unit: "characters",
+        });
+    }
+    if v.contains('\0') {
+        return Err(ValidationError::Invalid {
+            field,
+            reason: "contains a NUL character".into(),
+        });
+    }
+    Ok(Some(v))
+}
+
+/// Checks an identifier-like field: bounded, no control characters; blank means absent.
+pub fn check_id(
+    field: &'static str,
+    value: Option<String>,
+    l: &FieldLimits,
+) -> Result<Option<String>, ValidationError> {
+    let Some(v) = value else { return Ok(None) };
+    let v = v.trim().to_owned();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let n = v.chars().count();
+    if n > l.max_id_chars {
+        return Err(ValidationError::TooLong {
+            field,
+            actual: n,
+            limit: l.max_id_chars,
+            unit: "characters",
+        });
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ValidationError::Invalid {
+            field,
+            reason: "contains control characters".into(),
+        });
+    }
+    Ok(Some(v))
+}
+
+/// Adapter ids appear in URL paths and Cypher literals: no slashes, no whitespace.
+pub fn check_adapter_id(field: &'static str, id: String) -> Result<String, ValidationError> {
+    if id.chars().any(|c| c == '/' || c.is_whitespace()) {
+        return Err(ValidationError::Invalid {
+            field,
+            reason: format!("'{id}' contains '/' or whitespace"),
+        });
+    }
+    Ok(id)
+}
+
+/// Checks a metadata object against the byte limit.
+pub fn check_metadata(
+    field: &'static str,
+    value: Option<serde_json::Map<String, serde_json::Value>>,
+    l: &FieldLimits,
+) -> Result<Metadata, ValidationError> {
+    let m = Metadata(value.unwrap_or_default());
+    let n = m.encoded_len();
+    if n > l.max_metadata_bytes {
+        return Err(ValidationError::TooLong {
+            field,
+            actual: n,
+            limit: l.max_metadata_bytes,
+            unit: "bytes",
+        });
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ValidationStatus::*;
+
+    fn validator() -> Validator {
+        Validator::from_config(&ValidationConfig::default()).unwrap()
+    }
+
+    fn item(t: &str, q: &str, a: &str) -> NewFeedback {
+        NewFeedback {
+            feedback_type: Some(t.into()),
+            question: Some(q.into()),
+            answer: Some(a.into()),
+            ..Default::default()
+        }
+    }
+
+    fn judge(new: NewFeedback) -> Verdict {
+        let v = validator();
+        let valid = v.check_shape(new).unwrap();
+        v.judge(&valid)
+    }
+
+    fn rules(v: &Verdict) -> Vec<&str> {
+        v.reasons.iter().map(|r| r.rule.as_str()).collect()
+    }
+
+    const Q: &str = "How do I enable sharding?";
+    const A: &str = "Use the SHARD BY clause when you create the collection.";
+
+    #[test]
+    fn a_clean_positive_item_is_approved() {
+        let v = judge(item("positive", Q, A));
+        assert_eq!(v.status, Approved);
+        assert!(v.reasons.is_empty());
+    }
+
+    #[test]
+    fn question_and_answer_boundary_is_five_chars() {
+        assert_eq!(
+            rules(&judge(item("positive", "abcd", A))),
+            ["question_too_short"]
+        );
+        assert_eq!(judge(item("positive", "abcd", A)).status, Rejected);
+        assert_eq!(judge(item("positive", "abcde", A)).status, Approved);
+        assert_eq!(
+            rules(&judge(item("positive", Q, "wxyz"))),
+            ["answer_too_short"]
+        );
+        assert_eq!(judge(item("positive", Q, "vwxyz")).status, Approved);
+    }
+
+    #[test]
+    fn lengths_count_characters_not_bytes() {
+        // Four CJK characters are 12 bytes but only 4 characters: too short.
+        assert_eq!(judge(item("positive", "分片怎么", A)).status, Rejected);
+        assert_eq!(judge(item("positive", "分片怎么用", A)).status, Approved);
+        // Surrounding whitespace does not count.
+        assert_eq!(judge(item("positive", "  abcd  ", A)).status, Rejected);
+    }
+
+    #[test]
+    fn short_text_boundary_is_three_chars() {
+        let mut n = item("negative", Q, A);
+        n.comment = Some("no".into());
+        let v = judge(n.clone());
+        assert_eq!(v.status, Rejected);
+        assert!(rules(&v).contains(&"text_too_short"));
+        n.comment = Some("bad".into());
+        assert_eq!(judge(n.clone()).status, Approved);
+        n.comment = Some("é!".into());
+        assert_eq!(judge(n.clone()).status, Rejected);
+        n.comment = Some("ééé".into());
+        assert_eq!(judge(n).status, Approved);
+    }
+
+    #[test]
+    fn repetition_boundary_is_ten() {
+        let nine = format!("Answer {}", "a".repeat(9));
+        let ten = format!("Answer {}", "a".repeat(10));
+        assert_eq!(judge(item("positive", Q, &nine)).status, Approved);
+        let v = judge(item("positive", Q, &ten));
+        assert_eq!(v.status, Rejected);
+        assert_eq!(rules(&v), ["repeated_characters"]);
+        // Unicode: ten of one emoji in a row.
+        let emoji = format!("Nice {}", "🎉".repeat(10));
+        assert_eq!(judge(item("positive", Q, &emoji)).status, Rejected);
+        let emoji9 = format!("Nice {}", "🎉".repeat(9));
+        assert_eq!(judge(item("positive", Q, &emoji9)).status, Approved);
+        // Whitespace runs (indentation in code) do not count.
+        let indented = format!("fn main() {{\n{}println!(\"hi\");\n}}", " ".repeat(16));
+        assert_eq!(judge(item("positive", Q, &indented)).status, Approved);
+    }
+
+    #[test]
+    fn spam_keywords_are_case_insensitive_on_word_boundaries() {
+        let v = judge(item("positive", Q, "Great answer, CLICK HERE for more"));
+        assert_eq!(v.status, Rejected);
+        assert_eq!(rules(&v), ["spam_keyword"]);
+        // "casinos" is not the word "casino"; "occasion" does not contain a keyword word.
+        assert_eq!(
+            judge(item("positive", Q, "On occasion casinos appear")).status,
+            Approved
+        );
+        let custom = Validator::from_config(&ValidationConfig {
+            spam_keywords: vec!["Wombat".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let valid = custom
+            .check_shape(item("positive", Q, "I like wombat facts"))
+            .unwrap();
+        assert_eq!(custom.judge(&valid).status, Rejected);
+        let valid = custom
+            .check_shape(item("positive", Q, "click here"))
+            .unwrap();
+        assert_eq!(custom.judge(&valid).status, Approved);
+    }
+
+    #[test]
+    fn negative_needs_correction_or_comment() {
+        let v = judge(item("negative", Q, A));
+        assert_eq!(v.status, Flagged);
+        assert_eq!(rules(&v), ["negative_without_explanation"]);
+        let mut n = item("negative", Q, A);
+        n.correction = Some("Use CREATE COLLECTION ... SHARD BY key.".into());
+        assert_eq!(judge(n).status, Approved);
+        let mut n = item("negative", Q, A);
+        n.comment = Some("Outdated syntax".into());
+        assert_eq!(judge(n).status, Approved);
+        // Blank strings count as absent.
+        let mut n = item("negative", Q, A);
+        n.comment = Some("   ".into());
+        assert_eq!(judge(n).status, Flagged);
+    }
+
+    #[test]
+    fn quality_rules_flag() {
+        let mut n = item("negative", Q, A);
+        n.correction = Some(format!("  {}  ", A.to_uppercase()));
+        let v = judge(n);
+        assert_eq!(v.status, Flagged);
+        assert!(rules(&v).contains(&"correction_same_as_answer"), "{v:?}");
+
+        let v = judge(item("positive", Q, "1234 5678 90 = 42 + 17"));
+        assert_eq!(rules(&v), ["low_letter_ratio"]);
+        assert_eq!(v.status, Flagged);
+
+        let v = judge(item("positive", "WHY IS THIS SO SLOW TODAY", A));
+        assert_eq!(rules(&v), ["shouting"]);
+        // Acronyms and SQL keywords inside a sentence are fine; short texts are not judged.
+        assert_eq!(judge(item("positive", "What is SQL?", A)).status, Approved);
+        assert_eq!(
+            judge(item("positive", "Use CREATE INDEX ON users", A)).status,
+            Approved
+        );
+        assert_eq!(judge(item("positive", "WHY NOT?", A)).status, Approved);
+    }
+
+    #[test]
+    fn most_severe_rule_decides() {
+        // Negative without explanation (flagged) and spam (rejected): rejected wins.
+        let v = judge(item("negative", Q, "buy now and save"));
+        assert_eq!(v.status, Rejected);
+        assert!(rules(&v).contains(&"negative_without_explanation"));
+        assert!(rules(&v).contains(&"spam_keyword"));
+    }
+
+    #[test]
+    fn noop_plugin_approves_everything() {
+        let v = Validator::from_config(&ValidationConfig {
+            plugin: "noop".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let valid = v.check_shape(item("negative", "ab", "cd")).unwrap();
+        assert_eq!(v.judge(&valid).status, Approved);
+        assert_eq!(v.plugin_name(), "noop");
+        assert!(
+            Validator::from_config(&ValidationConfig {
+                plugin: "ml".into(),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let v = validator();
+        let err = v.check_shape(NewFeedback::default()).unwrap_err();
+        assert!(err.to_string().contains("'type'"), "{err}");
+        let err = v.check_shape(item("meh", Q, A)).unwrap_err();
+        assert!(err.to_string().contains("meh"), "{err}");
+        let mut n = item("positive", Q, A);
+        n.question = None;
+        assert!(
+            v.check_shape(n)
+                .unwrap_err()
+                .to_string()
+                .contains("question")
+        );
+        let n = item("positive", Q, &"x".repeat(32_769));
+        assert!(matches!(
+            v.check_shape(n).unwrap_err(),
+            ValidationError::TooLong {
+                field: "answer",
+                ..
+            }
+        ));
+        let mut n = item("positive", Q, A);
+        n.score = Some(f64::NAN);
+        assert!(v.check_shape(n).is_err());
+        let mut n = item("positive", Q, A);
+        n.adapter_id = Some("a/b".into());
+        assert!(v.check_shape(n).is_err());
+        let mut n = item("positive", Q, A);
+        n.user_id = Some("bad\nid".into());
+        assert!(v.check_shape(n).is_err());
+    }
+}
