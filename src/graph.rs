@@ -537,14 +537,14 @@ impl GraphIndex {
             let a = a?;
             orgs.entry(a.org_id.clone()).or_default().upsert_adapter(&a);
         }
-        for f in store.scan_feedback() {
-            let f = f?;
-            orgs.entry(f.org_id.clone())
-                .or_default()
-                .upsert_feedback(&f);
+        let mut links = Vec::new();
+        for r in store.scan_records() {
+            let r = r?;
+            let g = orgs.entry(r.feedback.org_id.clone()).or_default();
+            g.upsert_feedback(&r.feedback);
+            links.extend(r.links.into_iter().map(|l| (r.feedback.org_id.clone(), l)));
         }
-        for l in store.scan_links() {
-            let (org, l) = l?;
+        for (org, l) in links {
             orgs.entry(org).or_default().add_link(&l);
         }
         Ok(GraphIndex {

@@ -19,21 +19,6 @@ pub fn record(org: &str, id: &str) -> Vec<u8> {
     k
 }
 
-/// `org \0 feedback_id \0 adapter_id` — a FEEDBACK_FOR edge.
-pub fn link(org: &str, feedback_id: &str, adapter_id: &str) -> Vec<u8> {
-    let mut k = record(org, feedback_id);
-    k.push(SEP);
-    k.extend_from_slice(adapter_id.as_bytes());
-    k
-}
-
-/// `org \0 feedback_id \0` — prefix of every edge leaving one feedback item.
-pub fn links_of(org: &str, feedback_id: &str) -> Vec<u8> {
-    let mut k = record(org, feedback_id);
-    k.push(SEP);
-    k
-}
-
 /// `org \0 kind id \0` — prefix of one record's history.
 pub fn history_prefix(org: &str, kind: u8, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(org.len() + id.len() + 3);
