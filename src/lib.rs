@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod cypher;
 pub mod graph;
 pub mod model;
 pub mod service;

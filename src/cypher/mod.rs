@@ -1,0 +1,1 @@
+//! The openCypher engine over the graph index (being built; see issue 5).
