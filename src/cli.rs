@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
+use crate::http::auth::Role;
 use crate::model::{Actor, NewFeedback};
 use crate::service::{ImportRecord, Service, ServiceError, StatsQuery};
 
@@ -54,6 +55,15 @@ pub enum CliError {
     /// Output could not be rendered.
     #[error("cannot render output: {0}")]
     Render(#[from] serde_json::Error),
+    /// The HTTP server failed.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+    /// Token minting failed.
+    #[error(transparent)]
+    Auth(#[from] crate::http::auth::AuthError),
+    /// A command-line value is invalid.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// feedgraph: a graph-centric feedback store for LLM answers and LoRA adapters.
@@ -74,6 +84,27 @@ pub struct Cli {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the HTTP service (default: 127.0.0.1:8080 on ./data).
+    Serve {
+        /// Address to bind (overrides server.bind); port 0 picks a free port.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+    },
+    /// Mint a bearer token signed with the configured HS256 secret.
+    Token {
+        /// The tenant the token acts in.
+        #[arg(long)]
+        org: String,
+        /// The user (the token's `sub`).
+        #[arg(long)]
+        sub: String,
+        /// Role(s): user, trainer, admin (repeat or comma-separate).
+        #[arg(long = "role", value_delimiter = ',', default_value = "user")]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 3600, 90m, 12h, 30d.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
     /// Import a JSONL file of feedback (and adapter) records, validating each line.
     Import {
         /// The JSONL file (one JSON object per line).
@@ -152,6 +183,35 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
 pub fn run(cli: &Cli) -> Result<(), CliError> {
     let config = cli.load_config()?;
     match &cli.command {
+        Command::Serve { bind } => {
+            let mut config = config;
+            if let Some(b) = bind {
+                config.server.bind = b.clone();
+            }
+            serve(config)
+        }
+        Command::Token {
+            org,
+            sub,
+            roles,
+            ttl,
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| {
+                    Role::parse(r.trim()).ok_or_else(|| {
+                        CliError::Usage(format!("unknown role '{r}' (user, trainer, admin)"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ttl = parse_ttl(ttl)?;
+            let token = crate::http::auth::mint(&config, org, sub, &roles, ttl)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{token}").map_err(|source| CliError::Io {
+                context: "writing output".into(),
+                source,
+            })
+        }
         Command::Import { file, org, actor } => import(&config, file, org.as_deref(), actor),
         Command::Get { id, org, history } => {
             let service = Service::open(&config)?;
@@ -195,6 +255,74 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             count,
         } => torture(&config, org, *threads, *count),
     }
+}
+
+/// Parses `3600`, `90s`, `15m`, `12h` or `30d` into seconds.
+pub fn parse_ttl(s: &str) -> Result<u64, CliError> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| CliError::Usage(format!("bad --ttl '{s}': use e.g. 3600, 90m, 12h, 30d")))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(CliError::Usage(format!(
+                "bad --ttl unit in '{s}': s, m, h or d"
+            )));
+        }
+    };
+    if n == 0 {
+        return Err(CliError::Usage("--ttl must be positive".into()));
+    }
+    Ok(n.saturating_mul(mult))
+}
+
+fn serve(config: Config) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            context: "starting the async runtime".into(),
+            source,
+        })?;
+    runtime.block_on(async move {
+        let data_dir = config.data_dir.clone();
+        let mut server = crate::http::start(config, crate::http::shutdown_signal()).await?;
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "feedgraph listening on http://{}", server.addr);
+            let _ = writeln!(out, "data directory: {}", data_dir.display());
+            if server.created_secret {
+                let _ = writeln!(
+                    out,
+                    "created a signing secret in {}",
+                    data_dir.join(crate::http::auth::SECRET_FILE).display()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "mint a token with: feedgraph token --data-dir {} --org acme --sub alice --role admin",
+                data_dir.display()
+            );
+            let _ = out.flush();
+        }
+        tracing::info!(addr = %server.addr, "listening");
+        if let Err(e) = server.ready().await {
+            server.shutdown();
+            let _ = server.wait().await;
+            return Err(e.into());
+        }
+        server.wait().await?;
+        tracing::info!("stopped; every acknowledged write is durable");
+        Ok(())
+    })
 }
 
 fn import(

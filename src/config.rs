@@ -24,6 +24,131 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Validation plugin and thresholds.
     pub validation: ValidationConfig,
+    /// HTTP listener and request limits.
+    pub server: ServerConfig,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// Request rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Graph query limits.
+    pub query: QueryConfig,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free port (the log says which).
+    pub bind: String,
+    /// Largest accepted request body, in bytes (larger is a 413).
+    pub body_limit_bytes: usize,
+    /// Requests taking longer are answered 503 (seconds).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            body_limit_bytes: 256 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// One public key for RS256 or EdDSA tokens, chosen by the token's `kid`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicKeyConfig {
+    /// The key id tokens name in their header.
+    pub kid: String,
+    /// `RS256` or `EdDSA`.
+    pub alg: String,
+    /// PEM file with the public key.
+    pub pem_file: PathBuf,
+}
+
+/// How bearer tokens are verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// HS256 secret given inline (prefer `secret_file`).
+    pub secret: Option<String>,
+    /// HS256 secret file; default `<data_dir>/jwt-secret`, created (mode 0600) if missing.
+    pub secret_file: Option<PathBuf>,
+    /// Accept HS256 tokens signed with the secret (default true).
+    pub hs256: bool,
+    /// RS256/EdDSA public keys; tokens must name one by `kid`.
+    pub public_keys: Vec<PublicKeyConfig>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            secret: None,
+            secret_file: None,
+            hs256: true,
+            public_keys: Vec::new(),
+            leeway_secs: 30,
+        }
+    }
+}
+
+/// Request rate limits (the seed's: 100 per minute per user, 10,000 per hour per org).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    /// Turn rate limiting on or off.
+    pub enabled: bool,
+    /// Requests per user per window.
+    pub per_user: u32,
+    /// The user window, seconds.
+    pub per_user_window_secs: u64,
+    /// Requests per org per window.
+    pub per_org: u32,
+    /// The org window, seconds.
+    pub per_org_window_secs: u64,
+    /// Past this many tracked users, idle entries are dropped at once (memory bound).
+    pub max_tracked_keys: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            per_user: 100,
+            per_user_window_secs: 60,
+            per_org: 10_000,
+            per_org_window_secs: 3600,
+            max_tracked_keys: 100_000,
+        }
+    }
+}
+
+/// Limits on each graph query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueryConfig {
+    /// Wall time, milliseconds.
+    pub timeout_ms: u64,
+    /// Rows returned.
+    pub max_rows: usize,
+    /// Traversal steps (edges and nodes visited).
+    pub max_work: u64,
+    /// Cap on unbounded variable-length patterns (`*`).
+    pub max_depth: u32,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout_ms: 5_000,
+            max_rows: 10_000,
+            max_work: 50_000_000,
+            max_depth: 30,
+        }
+    }
 }
 
 impl Default for Config {
@@ -32,6 +157,10 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             storage: StorageConfig::default(),
             validation: ValidationConfig::default(),
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            query: QueryConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod cypher;
 pub mod graph;
+pub mod http;
 pub mod model;
 pub mod service;
 pub mod store;

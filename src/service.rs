@@ -15,7 +15,7 @@ use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FeedbackType, HistoryVersion,
     IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
 };
-use crate::store::{AdapterOutcome, Store, StoreError, SyncMode};
+use crate::store::{AdapterOutcome, IdempotencyKey, Inserted, Store, StoreError, SyncMode};
 use crate::validate::{self, FieldLimits, ValidationError, Validator};
 
 /// Default page size of lists.
@@ -393,6 +393,43 @@ impl Service {
         self.submit_with(actor, new, None, None, ChangeAction::Submit, SyncMode::Wait)
     }
 
+    /// Like [`Service::submit`], at most once per `(user, idempotency key)`: a repeat of an
+    /// earlier request returns the item stored then (and `true`), storing nothing new; the
+    /// same key with a different request is a conflict.
+    pub fn submit_idempotent(
+        &self,
+        actor: &Actor,
+        new: NewFeedback,
+        key: Option<IdempotencyKey>,
+    ) -> Result<(Feedback, bool), ServiceError> {
+        let Some(key) = key else {
+            return self.submit(actor, new).map(|f| (f, false));
+        };
+        if key.key.is_empty()
+            || key.key.chars().count() > 255
+            || key.key.chars().any(char::is_control)
+        {
+            return Err(ServiceError::BadRequest(
+                "Idempotency-Key must be 1 to 255 printable characters".into(),
+            ));
+        }
+        check_org(&actor.org)?;
+        let fb = self.prepare(new, None, None, &actor.org)?;
+        match self.store.insert_feedback_once(
+            actor,
+            &fb,
+            ChangeAction::Submit,
+            Some(&key),
+            SyncMode::Wait,
+        )? {
+            Inserted::New(changes) => {
+                self.graph.apply(&actor.org, &changes);
+                Ok((fb, false))
+            }
+            Inserted::Replay(existing) => Ok((*existing, true)),
+        }
+    }
+
     fn submit_with(
         &self,
         actor: &Actor,
@@ -403,6 +440,20 @@ impl Service {
         sync: SyncMode,
     ) -> Result<Feedback, ServiceError> {
         check_org(&actor.org)?;
+        let fb = self.prepare(new, id, created_at, &actor.org)?;
+        let changes = self.store.insert_feedback(actor, &fb, action, sync)?;
+        self.graph.apply(&actor.org, &changes);
+        Ok(fb)
+    }
+
+    /// Validates a submission and builds its version-1 record (id, time, verdict).
+    fn prepare(
+        &self,
+        new: NewFeedback,
+        id: Option<String>,
+        created_at: Option<Millis>,
+        org: &str,
+    ) -> Result<Feedback, ServiceError> {
         let valid = self.validator.check_shape(new)?;
         let verdict = self.validator.judge(&valid);
         let created_at = created_at.unwrap_or_else(now_millis);
@@ -417,7 +468,7 @@ impl Service {
         };
         let fb = Feedback {
             id,
-            org_id: actor.org.clone(),
+            org_id: org.to_owned(),
             feedback_type: valid.feedback_type,
             validation_status: verdict.status,
             validation_reasons: verdict.reasons,
@@ -439,8 +490,6 @@ impl Service {
             comment: valid.comment,
             metadata: valid.metadata,
         };
-        let changes = self.store.insert_feedback(actor, &fb, action, sync)?;
-        self.graph.apply(&actor.org, &changes);
         Ok(fb)
     }
 

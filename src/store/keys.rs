@@ -19,6 +19,14 @@ pub fn record(org: &str, id: &str) -> Vec<u8> {
     k
 }
 
+/// `org \0 user \0 key` — a used idempotency key.
+pub fn idempotency(org: &str, user: &str, key: &str) -> Vec<u8> {
+    let mut k = record(org, user);
+    k.push(SEP);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
 /// `org \0 kind id \0` — prefix of one record's history.
 pub fn history_prefix(org: &str, kind: u8, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(org.len() + id.len() + 3);

@@ -6,6 +6,7 @@
 //! - `feedback`: `org \0 feedback_id` -> [`FeedbackRecord`] (the item and its FEEDBACK_FOR edges)
 //! - `adapters`: `org \0 adapter_id` -> [`Adapter`] (with its DERIVED_FROM parent)
 //! - `history`: `org \0 kind id \0 version_be64` -> [`HistoryVersion`]
+//! - `idempotency`: `org \0 user \0 key` -> the feedback id and request hash of a used key
 //!
 //! Crash consistency without sled transactions: sled recovers a contiguous prefix of its
 //! log, so a thread's inserts survive in the order it made them. Every write puts the
@@ -39,6 +40,8 @@ pub use durability::{Durability, SyncError, Syncer};
 
 /// Number of lock stripes serialising writers of the same feedback record.
 const STRIPES: usize = 256;
+/// Number of lock stripes serialising uses of the same idempotency key.
+const IDEM_STRIPES: usize = 64;
 
 /// The schema this build writes. Bump it (and add a migration) when the key layout or a
 /// record's meaning changes.
@@ -180,6 +183,39 @@ pub struct FeedbackRecord {
     pub links: Vec<FeedbackLink>,
 }
 
+/// A client-chosen key that makes a submit happen at most once per user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key as sent (the `Idempotency-Key` header).
+    pub key: String,
+    /// A stable hash of the request, to tell a retry from a different request.
+    pub request_hash: u64,
+}
+
+/// What the `idempotency` tree remembers about a used key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct IdempotencyRecord {
+    feedback_id: String,
+    request_hash: u64,
+    at: Millis,
+}
+
+/// Result of [`Store::insert_feedback_once`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// Stored now.
+    New(ChangeSet),
+    /// The idempotency key was used before for this request: the item stored then.
+    Replay(Box<Feedback>),
+}
+
+/// FNV-1a, 64 bit: a hash that is stable across builds and platforms, for values we persist.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The sled-backed store. Cheap to share behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct Store {
@@ -188,9 +224,11 @@ pub struct Store {
     feedback: Tree,
     adapters: Tree,
     history: Tree,
+    idempotency: Tree,
     syncer: Syncer,
     dir: PathBuf,
     stripes: Vec<Mutex<()>>,
+    idem_stripes: Vec<Mutex<()>>,
     adapter_lock: Mutex<()>,
 }
 
@@ -288,10 +326,12 @@ impl Store {
             feedback: db.open_tree("feedback")?,
             adapters: db.open_tree("adapters")?,
             history: db.open_tree("history")?,
+            idempotency: db.open_tree("idempotency")?,
             db,
             syncer,
             dir: data_dir.to_owned(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            idem_stripes: (0..IDEM_STRIPES).map(|_| Mutex::new(())).collect(),
             adapter_lock: Mutex::new(()),
         };
         store.check_schema()?;
@@ -412,6 +452,44 @@ impl Store {
         action: ChangeAction,
         sync: SyncMode,
     ) -> Result<ChangeSet, StoreError> {
+        match self.insert_feedback_once(actor, fb, action, None, sync)? {
+            Inserted::New(cs) => Ok(cs),
+            Inserted::Replay(existing) => Err(StoreError::Exists {
+                kind: "feedback",
+                id: existing.id.clone(),
+            }),
+        }
+    }
+
+    /// Like [`Store::insert_feedback`], but at most once per idempotency key: if the key was
+    /// used before by the same user with the same request, the item stored then is returned
+    /// and nothing is written; with a different request it is a conflict.
+    pub fn insert_feedback_once(
+        &self,
+        actor: &Actor,
+        fb: &Feedback,
+        action: ChangeAction,
+        idempotency: Option<&IdempotencyKey>,
+        sync: SyncMode,
+    ) -> Result<Inserted, StoreError> {
+        let _idem_guard = idempotency
+            .map(|k| self.idem_stripes[stripe_of(&actor.org, &k.key) % IDEM_STRIPES].lock());
+        let idem_key = idempotency.map(|k| keys::idempotency(&actor.org, &actor.user, &k.key));
+        if let (Some(k), Some(ikey)) = (idempotency, &idem_key)
+            && let Some(v) = self.idempotency.get(ikey)?
+        {
+            let seen: IdempotencyRecord = decode("idempotency", ikey, &v)?;
+            // An entry whose record is missing belongs to a write that never committed.
+            if let Some(existing) = self.get_feedback(&actor.org, &seen.feedback_id)? {
+                if seen.request_hash != k.request_hash {
+                    return Err(StoreError::Conflict(format!(
+                        "Idempotency-Key '{}' was already used for a different request",
+                        k.key
+                    )));
+                }
+                return Ok(Inserted::Replay(Box::new(existing)));
+            }
+        }
         let fkey = keys::record(&actor.org, &fb.id);
         let mut cs = ChangeSet::default();
         {
@@ -445,12 +523,20 @@ impl Store {
                 changes: creation_changes(fb, FEEDBACK_SKIP),
             };
             self.put_history(&actor.org, keys::KIND_FEEDBACK, &fb.id, &entry)?;
+            if let (Some(k), Some(ikey)) = (idempotency, &idem_key) {
+                let seen = IdempotencyRecord {
+                    feedback_id: fb.id.clone(),
+                    request_hash: k.request_hash,
+                    at: fb.created_at,
+                };
+                self.idempotency.insert(ikey.as_slice(), encode(&seen)?)?;
+            }
             self.feedback.insert(fkey.as_slice(), encode(&record)?)?;
             cs.links = record.links;
             cs.feedback.push(record.feedback);
         }
         self.finish(sync)?;
-        Ok(cs)
+        Ok(Inserted::New(cs))
     }
 
     /// Changes one feedback record under its stripe lock: `change` gets the current record

@@ -1,0 +1,333 @@
+//! Bearer-token authentication: JWT verification (HS256 with the configured secret, and
+//! optionally RS256/EdDSA public keys chosen by `kid`), roles, the signing secret's file,
+//! and token minting for `feedgraph token`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AuthConfig, Config};
+
+/// Name of the generated secret file inside the data directory.
+pub const SECRET_FILE: &str = "jwt-secret";
+
+/// What a caller may do. Each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Submit feedback and read the org's data.
+    User,
+    /// Also claim, mark and export training batches.
+    Trainer,
+    /// Also review feedback and manage adapters.
+    Admin,
+}
+
+impl Role {
+    /// Parses a role name; unknown names are `None` (and ignored in tokens).
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "user" => Some(Role::User),
+            "trainer" => Some(Role::Trainer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Trainer => "trainer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The claims feedgraph reads from a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user.
+    pub sub: String,
+    /// The tenant.
+    pub org: String,
+    /// Role names (`user`, `trainer`, `admin`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Expiry, seconds since epoch (required).
+    pub exp: u64,
+    /// Not valid before, seconds since epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// Who is calling, after the token checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`.
+    pub user: String,
+    /// The token's `org`.
+    pub org: String,
+    /// The highest role the token grants, if any.
+    pub role: Option<Role>,
+}
+
+/// Why a token was refused, or the auth setup is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No or malformed `Authorization` header, or an invalid token (401).
+    #[error("{0}")]
+    Invalid(String),
+    /// The secret or a key file could not be read or created.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The auth configuration is unusable.
+    #[error("auth configuration: {0}")]
+    Config(String),
+}
+
+struct PublicKey {
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies bearer tokens against the configured secret and keys.
+pub struct Authenticator {
+    hs256: Option<DecodingKey>,
+    public: HashMap<String, PublicKey>,
+    leeway: u64,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("hs256", &self.hs256.is_some())
+            .field("kids", &self.public.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> AuthError {
+    move |source| AuthError::Io { context, source }
+}
+
+/// Where the HS256 secret file is for this configuration.
+pub fn secret_path(config: &Config) -> PathBuf {
+    config
+        .auth
+        .secret_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(SECRET_FILE))
+}
+
+/// The HS256 secret: inline, or read from its file, which is created with 32 random bytes
+/// (hex, mode 0600) if it does not exist yet. Returns the secret and whether it was created.
+pub fn load_or_create_secret(config: &Config) -> Result<(Vec<u8>, bool), AuthError> {
+    if let Some(s) = &config.auth.secret {
+        if s.len() < 32 {
+            return Err(AuthError::Config(
+                "auth.secret must be at least 32 bytes".into(),
+            ));
+        }
+        return Ok((s.as_bytes().to_vec(), false));
+    }
+    let path = secret_path(config);
+    match read_secret(&path) {
+        Ok(s) => return Ok((s, false)),
+        Err(AuthError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    let secret: String = {
+        use rand::Rng;
+        let bytes: [u8; 32] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(&path) {
+        Ok(mut f) => {
+            f.write_all(format!("{secret}\n").as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(io(format!("writing {}", path.display())))?;
+            Ok((secret.into_bytes(), true))
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_secret(&path).map(|s| (s, false))
+        }
+        Err(e) => Err(io(format!("creating {}", path.display()))(e)),
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
+    let secret = text.trim();
+    if secret.len() < 32 {
+        return Err(AuthError::Config(format!(
+            "{} holds fewer than 32 bytes; use a longer secret",
+            path.display()
+        )));
+    }
+    Ok(secret.as_bytes().to_vec())
+}
+
+impl Authenticator {
+    /// Builds the verifier from the configuration (creating the secret file if needed).
+    pub fn from_config(config: &Config) -> Result<Self, AuthError> {
+        let auth: &AuthConfig = &config.auth;
+        let hs256 = if auth.hs256 {
+            let (secret, _) = load_or_create_secret(config)?;
+            Some(DecodingKey::from_secret(&secret))
+        } else {
+            None
+        };
+        let mut public = HashMap::new();
+        for k in &auth.public_keys {
+            let pem = std::fs::read(&k.pem_file)
+                .map_err(io(format!("reading key file {}", k.pem_file.display())))?;
+            let (alg, key) = match k.alg.as_str() {
+                "RS256" => (Algorithm::RS256, DecodingKey::from_rsa_pem(&pem)),
+                "EdDSA" => (Algorithm::EdDSA, DecodingKey::from_ed_pem(&pem)),
+                other => {
+                    return Err(AuthError::Config(format!(
+                        "key '{}': algorithm {other} is not supported (RS256 or EdDSA)",
+                        k.kid
+                    )));
+                }
+            };
+            let key = key.map_err(|e| {
+                AuthError::Config(format!("key '{}' in {}: {e}", k.kid, k.pem_file.display()))
+            })?;
+            public.insert(k.kid.clone(), PublicKey { alg, key });
+        }
+        if hs256.is_none() && public.is_empty() {
+            return Err(AuthError::Config(
+                "no way to verify tokens: enable hs256 or configure public_keys".into(),
+            ));
+        }
+        Ok(Authenticator {
+            hs256,
+            public,
+            leeway: auth.leeway_secs,
+        })
+    }
+
+    /// Checks an `Authorization` header value and returns the caller.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        let header =
+            header.ok_or_else(|| AuthError::Invalid("missing Authorization header".into()))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                AuthError::Invalid("Authorization header must be 'Bearer <token>'".into())
+            })?;
+        self.verify(token)
+    }
+
+    /// Verifies a token: signature with a configured key for its algorithm, `exp` (and
+    /// `nbf` if present) within the leeway, and non-empty `sub` and `org`.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let invalid = |m: String| AuthError::Invalid(m);
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| invalid(format!("malformed token: {e}")))?;
+        let (key, alg) = match header.alg {
+            Algorithm::HS256 => match &self.hs256 {
+                Some(k) => (k, Algorithm::HS256),
+                None => return Err(invalid("HS256 tokens are not accepted here".into())),
+            },
+            alg @ (Algorithm::RS256 | Algorithm::EdDSA) => {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or_else(|| invalid(format!("{alg:?} token without a 'kid'")))?;
+                match self.public.get(kid) {
+                    Some(pk) if pk.alg == alg => (&pk.key, alg),
+                    Some(_) => {
+                        return Err(invalid(format!("key '{kid}' is not a {alg:?} key")));
+                    }
+                    None => return Err(invalid(format!("unknown key id '{kid}'"))),
+                }
+            }
+            other => return Err(invalid(format!("algorithm {other:?} is not accepted"))),
+        };
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            invalid(match e.kind() {
+                K::ExpiredSignature => "token expired".into(),
+                K::ImmatureSignature => "token not valid yet (nbf)".into(),
+                K::InvalidSignature => "bad token signature".into(),
+                K::MissingRequiredClaim(c) => format!("token lacks the '{c}' claim"),
+                K::Json(_) => format!("token claims are invalid: {e}"),
+                _ => format!("invalid token: {e}"),
+            })
+        })?;
+        let c = data.claims;
+        if c.sub.trim().is_empty() {
+            return Err(invalid("token has an empty 'sub'".into()));
+        }
+        if c.org.trim().is_empty() {
+            return Err(invalid("token has an empty 'org'".into()));
+        }
+        let role = c.roles.iter().filter_map(|r| Role::parse(r)).max();
+        Ok(Principal {
+            user: c.sub,
+            org: c.org,
+            role,
+        })
+    }
+}
+
+/// Mints an HS256 token with the configured secret (for `feedgraph token`).
+pub fn mint(
+    config: &Config,
+    org: &str,
+    sub: &str,
+    roles: &[Role],
+    ttl_secs: u64,
+) -> Result<String, AuthError> {
+    let (secret, _) = load_or_create_secret(config)?;
+    let now = crate::model::now_millis() / 1000;
+    let claims = Claims {
+        sub: sub.to_owned(),
+        org: org.to_owned(),
+        roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        exp: now + ttl_secs,
+        nbf: None,
+        iat: Some(now),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&secret),
+    )
+    .map_err(|e| AuthError::Config(format!("cannot sign token: {e}")))
+}

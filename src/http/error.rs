@@ -1,0 +1,151 @@
+//! The one error type of the HTTP layer and its mapping to status codes and the
+//! `{error, details}` body every error response carries.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::service::ServiceError;
+use crate::validate::ValidationError;
+
+/// Every way a request can fail, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or breaks a rule.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no valid bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token's roles do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such record (in the caller's org) or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the route exists but not for this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 409: the request contradicts stored state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is over the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 400: a graph query went over a configured limit (rows, time, work).
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// 429: over a rate limit; retry after this many seconds.
+    #[error("{details}")]
+    TooManyRequests {
+        /// Explanation.
+        details: String,
+        /// Seconds until a request would be allowed.
+        retry_after_secs: u64,
+    },
+    /// 503: the service is still starting (opening the store, building the graph).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: something broke on our side; details are logged, not sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// Short category, e.g. `Invalid request`.
+    pub error: &'static str,
+    /// What exactly is wrong.
+    pub details: String,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Invalid request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "Not Found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
+            }
+            ApiError::LimitExceeded(_) => (StatusCode::BAD_REQUEST, "Query limit exceeded"),
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+            }
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+        }
+    }
+
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(ValidationError::TooLong { .. }) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            ServiceError::Invalid(v) => ApiError::BadRequest(v.to_string()),
+            ServiceError::BadRequest(m) => ApiError::BadRequest(m),
+            ServiceError::NotFound { kind, id } => {
+                ApiError::NotFound(format!("{} '{id}' not found", capitalize(kind)))
+            }
+            ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Config(m) => ApiError::Internal(m),
+            ServiceError::Store(s) => ApiError::Internal(s.to_string()),
+        }
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error) = self.parts();
+        let details = match &self {
+            ApiError::Internal(m) => {
+                // The cause goes to the log; the client gets a stable message.
+                tracing::error!(cause = %m, "internal error");
+                "The request could not be completed; the cause is in the server log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let retry = match &self {
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let mut response = (status, Json(ErrorBody { error, details })).into_response();
+        if let Some(secs) = retry
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

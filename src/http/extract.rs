@@ -1,0 +1,232 @@
+//! Request extractors that turn every malformed input into an [`ApiError`] with the usual
+//! `{error, details}` body: the caller (`Caller`), JSON bodies (`ApiJson`), query strings
+//! (`QueryParams`) and path segments (`ApiPath`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::auth::{Principal, Role};
+use super::error::ApiError;
+use crate::model::Actor;
+
+/// The authenticated, rate-checked caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl Caller {
+    /// The service-level actor (org and user).
+    pub fn actor(&self) -> Actor {
+        Actor::new(self.0.org.clone(), self.0.user.clone())
+    }
+
+    /// The caller's org.
+    pub fn org(&self) -> &str {
+        &self.0.org
+    }
+
+    /// Refuses (403) unless the caller has at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        match self.0.role {
+            Some(r) if r >= role => Ok(()),
+            Some(r) => Err(ApiError::Forbidden(format!(
+                "this needs the '{}' role; the token grants '{}'",
+                role.as_str(),
+                r.as_str()
+            ))),
+            None => Err(ApiError::Forbidden(format!(
+                "this needs the '{}' role; the token grants no known role",
+                role.as_str()
+            ))),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = match parts.headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| {
+                ApiError::Unauthorized("Valid Bearer Token required: unreadable header".into())
+            })?),
+        };
+        let principal = state
+            .auth
+            .verify_header(header)
+            .map_err(|e| ApiError::Unauthorized(format!("Valid Bearer Token required: {e}")))?;
+        state
+            .limits
+            .check(&principal.org, &principal.user)
+            .map_err(|l| ApiError::TooManyRequests {
+                details: format!(
+                    "rate limit of {} exceeded; retry in {} s",
+                    l.limit, l.retry_after_secs
+                ),
+                retry_after_secs: l.retry_after_secs,
+            })?;
+        Ok(Caller(principal))
+    }
+}
+
+/// A JSON body whose problems become 400/413/415 with a precise message.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+            "the body must be JSON with 'Content-Type: application/json'".into(),
+        ),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::BadRequest(format!("malformed JSON: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => ApiError::BadRequest(e.body_text()),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(
+                "the request body is larger than the configured limit (server.body_limit_bytes)"
+                    .into(),
+            )
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+/// Query parameters as a name -> value map; unknown names are refused by the handlers
+/// through [`QueryParams::take`] and [`QueryParams::finish`].
+#[derive(Debug, Default)]
+pub struct QueryParams(BTreeMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    ApiError::BadRequest(format!("bad query string: {}", e.body_text()))
+                })?;
+        let mut map = BTreeMap::new();
+        for (k, v) in pairs {
+            if map.insert(k.clone(), v).is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter '{k}' is given more than once"
+                )));
+            }
+        }
+        Ok(QueryParams(map))
+    }
+}
+
+impl QueryParams {
+    /// Removes and returns a parameter (empty values count as absent).
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name).filter(|v| !v.is_empty())
+    }
+
+    /// Removes and parses a parameter with `parse`, naming it in the error.
+    pub fn parse<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) => parse(&v).map(Some).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "invalid value '{v}' for query parameter '{name}': expected {expected}"
+                ))
+            }),
+        }
+    }
+
+    /// A `true`/`false` parameter.
+    pub fn flag(&mut self, name: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .parse(name, "true or false", |v| match v {
+                "true" | "1" => Some(true),
+                "false" | "0" => Some(false),
+                _ => None,
+            })?
+            .unwrap_or(false))
+    }
+
+    /// A positive integer parameter.
+    pub fn number(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.parse(name, "a non-negative integer", |v| v.parse().ok())
+    }
+
+    /// Refuses any parameter not taken yet.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.0.into_keys().next() {
+            None => Ok(()),
+            Some(k) => Err(ApiError::BadRequest(format!(
+                "unknown query parameter '{k}'"
+            ))),
+        }
+    }
+}
+
+/// The raw request body (kept as bytes so it can be hashed for idempotency), with the
+/// size limit turned into a 413 with the usual body.
+#[derive(Debug)]
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(
+                        "the request body is larger than the configured limit \
+                         (server.body_limit_bytes)"
+                            .into(),
+                    )
+                } else {
+                    ApiError::BadRequest(format!("cannot read the request body: {}", e.body_text()))
+                }
+            })
+    }
+}
+
+/// One path segment, with a bad segment reported in the usual body.
+#[derive(Debug)]
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(p)| ApiPath(p))
+            .map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))
+    }
+}
