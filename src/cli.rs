@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError};
 use crate::http::auth::Role;
 use crate::model::{Actor, NewFeedback};
+use crate::service::training::ExportFormat;
 use crate::service::{ImportRecord, Service, ServiceError, StatsQuery};
 
 /// Command-line errors.
@@ -144,6 +145,18 @@ pub enum Command {
     },
     /// Check that the graph index rebuilt from the store matches the live one.
     Check,
+    /// Write a training batch as JSONL for a trainer (to stdout).
+    Export {
+        /// The batch id.
+        #[arg(long)]
+        batch: u64,
+        /// sft, dpo, openai-dpo or kto.
+        #[arg(long)]
+        format: String,
+        /// The org that owns the batch.
+        #[arg(long)]
+        org: String,
+    },
     /// Submit random feedback in a loop and print each id once it is durable (crash tests).
     #[command(hide = true)]
     Torture {
@@ -248,6 +261,30 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 }
                 Some(diff) => Err(CliError::Inconsistent(diff)),
             }
+        }
+        Command::Export { batch, format, org } => {
+            let format: ExportFormat = format.parse()?;
+            let service = Service::open(&config)?;
+            let e = service.export(org, *batch, format)?;
+            let mut out = std::io::stdout().lock();
+            for line in &e.lines {
+                writeln!(out, "{line}").map_err(|source| CliError::Io {
+                    context: "writing output".into(),
+                    source,
+                })?;
+            }
+            eprintln!(
+                "batch {batch}: {} item(s), {} line(s), {} skipped for this format{}",
+                e.items,
+                e.lines.len(),
+                e.skipped,
+                if format == ExportFormat::Kto {
+                    format!("; desirable {}, undesirable {}", e.desirable, e.undesirable)
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
         }
         Command::Torture {
             org,

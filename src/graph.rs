@@ -22,7 +22,7 @@ use petgraph::visit::EdgeRef;
 use crate::model::{
     Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Millis, ValidationStatus,
 };
-use crate::store::{ChangeSet, Store, StoreError};
+use crate::store::{ChangeSet, Lease, Store, StoreError};
 
 /// An interned string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,6 +141,15 @@ pub struct FeedbackNode {
     pub has_correction: bool,
     /// Has a comment.
     pub has_comment: bool,
+    /// The training batch holding the item, and until when.
+    pub lease: Option<Lease>,
+}
+
+impl FeedbackNode {
+    /// True if a batch holds the item at `now`.
+    pub fn leased_at(&self, now: Millis) -> bool {
+        self.lease.is_some_and(|l| l.expires_at > now)
+    }
 }
 
 /// The indexed properties of one adapter.
@@ -349,6 +358,11 @@ impl OrgGraph {
 
     /// Inserts or updates a feedback item (a newer `version` wins).
     pub fn upsert_feedback(&mut self, f: &Feedback) {
+        self.upsert_feedback_leased(f, None);
+    }
+
+    /// Inserts or updates a feedback item with its lease (a newer `version` wins).
+    pub fn upsert_feedback_leased(&mut self, f: &Feedback, lease: Option<Lease>) {
         let existing = self.feedback_row(&f.id);
         if let Some(r) = existing
             && self.feedback[r as usize].version >= f.version
@@ -394,6 +408,7 @@ impl OrgGraph {
             score: f.score,
             has_correction: f.correction.is_some(),
             has_comment: f.comment.is_some(),
+            lease,
         };
         let old_session = match existing {
             Some(r) => {
@@ -461,6 +476,10 @@ impl OrgGraph {
                 ("score", f.score.map(|s| s.to_string())),
                 ("has_correction", Some(f.has_correction.to_string())),
                 ("has_comment", Some(f.has_comment.to_string())),
+                (
+                    "lease",
+                    f.lease.map(|l| format!("{}@{}", l.batch_id, l.expires_at)),
+                ),
             ]
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -541,7 +560,7 @@ impl GraphIndex {
         for r in store.scan_records() {
             let r = r?;
             let g = orgs.entry(r.feedback.org_id.clone()).or_default();
-            g.upsert_feedback(&r.feedback);
+            g.upsert_feedback_leased(&r.feedback, r.lease);
             links.extend(r.links.into_iter().map(|l| (r.feedback.org_id.clone(), l)));
         }
         for (org, l) in links {
@@ -578,8 +597,8 @@ impl GraphIndex {
         for a in &changes.adapters {
             g.upsert_adapter(a);
         }
-        for f in &changes.feedback {
-            g.upsert_feedback(f);
+        for r in &changes.feedback {
+            g.upsert_feedback_leased(&r.feedback, r.lease);
         }
         for l in &changes.links {
             g.add_link(l);

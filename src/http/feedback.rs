@@ -81,7 +81,7 @@ pub async fn submit(
 }
 
 /// Parses the already-buffered body (the submit handler keeps the bytes to hash them).
-fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<ApiJson<T>, ApiError> {
@@ -276,6 +276,7 @@ pub async fn by_adapter(
         limit: limit_param(&mut q)?,
         unused: q.flag("unused")?,
         cursor: q.take("cursor"),
+        include_descendants: q.flag("include_descendants")?,
     };
     q.finish()?;
     let org = caller.org().to_owned();
@@ -289,4 +290,74 @@ pub async fn by_adapter(
         total_linked: r.total_linked,
         next_cursor: r.next_cursor,
     }))
+}
+
+/// `GET /feedback/{id}/history`: every version, oldest first.
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::User)?;
+    let org = caller.org().to_owned();
+    let fid = id.clone();
+    let versions = state.run(move |s| s.history(&org, &fid)).await?;
+    Ok(Json(serde_json::json!({
+        "feedback_id": id,
+        "count": versions.len(),
+        "versions": versions,
+    })))
+}
+
+/// `GET /feedback/{id}/impact`: the batches and adapters an item's training reached.
+pub async fn impact(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath,
+) -> Result<Json<crate::service::training::Impact>, ApiError> {
+    caller.require(Role::User)?;
+    let org = caller.org().to_owned();
+    Ok(Json(state.run(move |s| s.impact(&org, &id)).await?))
+}
+
+/// `PATCH /feedback/{id}` `{validation_status, reason}` (admin): review an item.
+pub async fn review(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath,
+    ApiJson(req): ApiJson<crate::service::training::ReviewRequest>,
+) -> Result<Json<crate::service::training::Reviewed>, ApiError> {
+    caller.require(Role::Admin)?;
+    let actor = caller.actor();
+    Ok(Json(state.run(move |s| s.review(&actor, &id, req)).await?))
+}
+
+/// The body of `POST /feedback/mark-used`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkUsedRequest {
+    ids: Vec<String>,
+    training_batch_id: u64,
+}
+
+/// `POST /feedback/mark-used {ids, training_batch_id}` (trainer): per-id results.
+pub async fn mark_used(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(req): ApiJson<MarkUsedRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Trainer)?;
+    let actor = caller.actor();
+    let batch = req.training_batch_id;
+    let results = state
+        .run(move |s| s.mark_used(&actor, req.ids, batch))
+        .await?;
+    let marked = results.iter().filter(|r| r.result == "marked").count();
+    let conflicts = results.iter().filter(|r| r.status == 409).count();
+    Ok(Json(serde_json::json!({
+        "training_batch_id": batch,
+        "marked": marked,
+        "conflicts": conflicts,
+        "results": results,
+    })))
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod feedback;
 pub mod ratelimit;
+pub mod training;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -107,8 +108,20 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
             "/feedback/by-adapter/{adapter_id}",
             get(feedback::by_adapter),
         )
-        .route("/feedback/{id}", get(feedback::get))
-        .route("/feedback/{id}/link", post(feedback::link));
+        .route("/feedback/mark-used", post(feedback::mark_used))
+        .route("/feedback/{id}", get(feedback::get).patch(feedback::review))
+        .route("/feedback/{id}/link", post(feedback::link))
+        .route("/feedback/{id}/history", get(feedback::history))
+        .route("/feedback/{id}/impact", get(feedback::impact))
+        .route("/adapters", post(training::create_adapter))
+        .route("/adapters/{id}", get(training::get_adapter))
+        .route("/adapters/{id}/lineage", get(training::lineage))
+        .route("/adapters/{id}/descendants", get(training::descendants))
+        .route("/training/batches", post(training::claim))
+        .route("/training/batches/{id}", get(training::get_batch))
+        .route("/training/batches/{id}/commit", post(training::commit))
+        .route("/training/batches/{id}/abort", post(training::abort))
+        .route("/training/batches/{id}/export", get(training::export));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -216,12 +229,17 @@ pub async fn start(
         });
     }
     {
-        let state = state.clone();
+        // A weak handle: the sweeper must not keep the service (and sled's lock) alive
+        // after the server stops.
+        let state = Arc::downgrade(&state);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tick.tick().await;
-                state.limits.sweep();
+                match state.upgrade() {
+                    Some(s) => s.limits.sweep(),
+                    None => break,
+                }
             }
         });
     }

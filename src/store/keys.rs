@@ -9,6 +9,15 @@ pub const SEP: u8 = 0;
 pub const KIND_FEEDBACK: u8 = b'F';
 /// History key tag for adapter records.
 pub const KIND_ADAPTER: u8 = b'A';
+/// History key tag for training batches.
+pub const KIND_BATCH: u8 = b'B';
+
+/// `org \0 batch_id(u64 big-endian)` — a training batch.
+pub fn batch(org: &str, id: u64) -> Vec<u8> {
+    let mut k = record(org, "");
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
 
 /// `org \0 id` — the key of a feedback or adapter record in its tree.
 pub fn record(org: &str, id: &str) -> Vec<u8> {

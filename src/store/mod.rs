@@ -7,6 +7,7 @@
 //! - `adapters`: `org \0 adapter_id` -> [`Adapter`] (with its DERIVED_FROM parent)
 //! - `history`: `org \0 kind id \0 version_be64` -> [`HistoryVersion`]
 //! - `idempotency`: `org \0 user \0 key` -> the feedback id and request hash of a used key
+//! - `batches`: `org \0 batch_id_be64` -> [`Batch`]
 //!
 //! Crash consistency without sled transactions: sled recovers a contiguous prefix of its
 //! log, so a thread's inserts survive in the order it made them. Every write puts the
@@ -155,7 +156,7 @@ pub enum SyncMode {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChangeSet {
     /// New or changed feedback records (full new state).
-    pub feedback: Vec<Feedback>,
+    pub feedback: Vec<FeedbackRecord>,
     /// New or changed adapters (full new state).
     pub adapters: Vec<Adapter>,
     /// New FEEDBACK_FOR edges.
@@ -173,14 +174,81 @@ pub enum AdapterOutcome {
     Unchanged,
 }
 
-/// What the `feedback` tree stores: the item and its outgoing FEEDBACK_FOR edges, so that
-/// one insert commits both.
+/// What the `feedback` tree stores: the item, its outgoing FEEDBACK_FOR edges and its
+/// training lease, so that one insert commits all of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedbackRecord {
     /// The item.
     pub feedback: Feedback,
     /// Its FEEDBACK_FOR edges, in the order they were made.
     pub links: Vec<FeedbackLink>,
+    /// The training batch currently holding the item, if any.
+    pub lease: Option<Lease>,
+}
+
+/// A training batch's hold on an item until `expires_at`; after that the item is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The batch.
+    pub batch_id: u64,
+    /// When the hold ends, ms since epoch.
+    pub expires_at: Millis,
+}
+
+/// Where a training batch is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchState {
+    /// Items are leased to it until `lease_expires_at`.
+    Leased,
+    /// Its items were trained on and marked used; the manifest is final.
+    Committed,
+    /// Given up; its items went back to the pool.
+    Aborted,
+}
+
+/// One item as it was trained: its id and a hash of its content at commit time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Feedback id.
+    pub feedback_id: String,
+    /// FNV-1a 64 of the item's type, question, answer, correction and comment (hex).
+    pub content_hash: String,
+}
+
+/// A training batch: items claimed together, then committed (used) or aborted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Numeric id (the items' `training_batch_id` once committed).
+    pub id: u64,
+    /// Owning tenant.
+    pub org_id: String,
+    /// Life-cycle state.
+    pub state: BatchState,
+    /// Bumped on every change; equals the number of history versions.
+    pub version: u64,
+    /// When it was claimed.
+    pub created_at: Millis,
+    /// Who claimed it.
+    pub created_by: String,
+    /// When the lease ends if not committed.
+    pub lease_expires_at: Millis,
+    /// Claim filter: only feedback linked to this adapter.
+    pub adapter_id: Option<String>,
+    /// Claim filter: only this model version.
+    pub model: Option<String>,
+    /// Claim filter: also feedback of the adapter's descendants.
+    pub include_descendants: bool,
+    /// The items leased to the batch, in claim order.
+    pub items: Vec<String>,
+    /// The items trained on, with content hashes (set at commit, then immutable).
+    pub manifest: Vec<ManifestEntry>,
+    /// The adapter trained on this batch.
+    pub trained_adapter_id: Option<String>,
+    /// Its version.
+    pub trained_adapter_version: Option<String>,
+    /// When it was committed or aborted.
+    pub finished_at: Option<Millis>,
 }
 
 /// A client-chosen key that makes a submit happen at most once per user.
@@ -225,6 +293,7 @@ pub struct Store {
     adapters: Tree,
     history: Tree,
     idempotency: Tree,
+    batches: Tree,
     syncer: Syncer,
     dir: PathBuf,
     stripes: Vec<Mutex<()>>,
@@ -327,6 +396,7 @@ impl Store {
             adapters: db.open_tree("adapters")?,
             history: db.open_tree("history")?,
             idempotency: db.open_tree("idempotency")?,
+            batches: db.open_tree("batches")?,
             db,
             syncer,
             dir: data_dir.to_owned(),
@@ -503,6 +573,7 @@ impl Store {
             let mut record = FeedbackRecord {
                 feedback: fb.clone(),
                 links: Vec::new(),
+                lease: None,
             };
             if let Some(adapter_id) = &fb.adapter_id {
                 cs.adapters
@@ -532,8 +603,8 @@ impl Store {
                 self.idempotency.insert(ikey.as_slice(), encode(&seen)?)?;
             }
             self.feedback.insert(fkey.as_slice(), encode(&record)?)?;
-            cs.links = record.links;
-            cs.feedback.push(record.feedback);
+            cs.links = record.links.clone();
+            cs.feedback.push(record);
         }
         self.finish(sync)?;
         Ok(Inserted::New(cs))
@@ -620,7 +691,7 @@ impl Store {
         let created = updated.is_some();
         if let Some(record) = updated {
             cs.links.push(new.clone());
-            cs.feedback.push(record.feedback);
+            cs.feedback.push(record);
         } else if !cs.adapters.is_empty() {
             self.finish(sync)?;
         }
@@ -753,6 +824,61 @@ impl Store {
         }
     }
 
+    /// A fresh, never reused batch id (crash-safe; not necessarily contiguous).
+    pub fn new_batch_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    /// Writes a batch: its history entry first, then the record (the commit point). The
+    /// caller sets `batch.version` to one more than the stored version and serialises
+    /// writers of one org's batches.
+    pub fn put_batch(
+        &self,
+        actor: &Actor,
+        batch: &Batch,
+        action: ChangeAction,
+        changes: Vec<FieldChange>,
+        sync: SyncMode,
+    ) -> Result<(), StoreError> {
+        let entry = HistoryVersion {
+            version: batch.version,
+            at: crate::model::now_millis(),
+            actor: actor.user.clone(),
+            action,
+            changes,
+        };
+        self.put_history(&actor.org, keys::KIND_BATCH, &batch.id.to_string(), &entry)?;
+        self.batches
+            .insert(keys::batch(&actor.org, batch.id), encode(batch)?)?;
+        self.finish(sync)
+    }
+
+    /// One batch of `org`, if present.
+    pub fn get_batch(&self, org: &str, id: u64) -> Result<Option<Batch>, StoreError> {
+        let key = keys::batch(org, id);
+        match self.batches.get(&key)? {
+            Some(v) => decode("batches", &key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every committed version of a batch's history, oldest first.
+    pub fn batch_history(&self, org: &str, id: u64) -> Result<Vec<HistoryVersion>, StoreError> {
+        let current = self.get_batch(org, id)?.map_or(0, |b| b.version);
+        self.history_of(org, keys::KIND_BATCH, &id.to_string(), current)
+    }
+
+    /// Every batch of `org`, by id.
+    pub fn batches_of(&self, org: &str) -> Result<Vec<Batch>, StoreError> {
+        self.batches
+            .scan_prefix(keys::record(org, ""))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("batches", &k, &v)
+            })
+            .collect()
+    }
+
     /// One feedback record (item and edges) of `org`, if present.
     pub fn get_record(&self, org: &str, id: &str) -> Result<Option<FeedbackRecord>, StoreError> {
         self.read_record(&keys::record(org, id))
@@ -859,7 +985,7 @@ impl Store {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         self.feedback.insert(keys::record(org, id), bytes)?;
-        Ok(())
+        self.make_durable()
     }
 }
 

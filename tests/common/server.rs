@@ -26,7 +26,11 @@ impl TestServer {
 
     /// Starts a server after `tweak` adjusts the configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), tweak).await
+    }
+
+    /// Starts a server on an existing data directory.
+    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config {
             data_dir: dir.path().to_owned(),
             ..Config::default()
@@ -87,11 +91,36 @@ impl TestServer {
     }
 
     /// Stops the server gracefully.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keep().await;
+    }
+
+    /// Stops the server gracefully and hands back its data directory.
+    pub async fn stop_keep(mut self) -> tempfile::TempDir {
         if let Some(mut s) = self.server.take() {
             s.shutdown();
             s.wait().await.unwrap();
         }
+        self.dir
+    }
+
+    /// PATCH JSON with a token.
+    pub async fn patch(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 }
 

@@ -5,6 +5,10 @@
 //! return) and then into the graph index; reads and filters run on the graph and load only
 //! the records they return from the store. No lock is held across store I/O.
 
+pub mod lineage;
+pub mod training;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -162,6 +166,8 @@ pub struct ByAdapterQuery {
     pub unused: bool,
     /// Continue after this id.
     pub cursor: Option<String>,
+    /// Also feedback linked to the adapter's descendants.
+    pub include_descendants: bool,
 }
 
 /// Result of [`Service::link`].
@@ -360,6 +366,7 @@ pub struct Service {
     validator: Validator,
     ids: IdGenerator,
     limits: FieldLimits,
+    claim_locks: parking_lot::Mutex<HashMap<String, Arc<parking_lot::Mutex<()>>>>,
 }
 
 impl Service {
@@ -375,6 +382,7 @@ impl Service {
             validator,
             ids: IdGenerator::new(),
             limits: config.validation.limits.clone(),
+            claim_locks: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -690,10 +698,17 @@ impl Service {
         let (ids, total, more) = {
             let g = g.read();
             let row = g.adapter_row(adapter_id).ok_or_else(not_found)?;
-            let mut rows: Vec<&FeedbackNode> = g
-                .adapter_feedback(row)
-                .map(|r| &g.feedback()[r as usize])
-                .collect();
+            let mut rows: Vec<&FeedbackNode> =
+                training::adapter_family(&g, row, q.include_descendants)
+                    .into_iter()
+                    .flat_map(|a| g.adapter_feedback(a))
+                    .map(|r| &g.feedback()[r as usize])
+                    .collect();
+            if q.include_descendants {
+                // One item may be linked to several adapters of the family.
+                rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                rows.dedup_by(|a, b| a.id == b.id);
+            }
             let total = rows.len();
             rows.retain(|f| {
                 (!q.unused || !f.used_for_training)

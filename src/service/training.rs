@@ -1,0 +1,904 @@
+//! The training workflow: claim a batch (lease items), commit it (mark them used, freeze a
+//! manifest), abort it, mark items used directly, export a batch for trainers, review items,
+//! and report the retraction impact of an item.
+//!
+//! Exactly-once: claims, commits and aborts of one org run under that org's claim lock, so
+//! two claims never select the same item, and every item change re-checks its state under
+//! the record's stripe lock. Leases are stored in the records and batches in sled, so they
+//! survive restarts; an expired lease frees its items for the next claim, and the expired
+//! batch can no longer commit items someone else has since leased.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Service, ServiceError};
+use crate::graph::OrgGraph;
+use crate::model::{
+    Actor, ChangeAction, Feedback, FeedbackType, Millis, ValidationReason, ValidationStatus,
+    now_millis,
+};
+use crate::store::{
+    Batch, BatchState, ChangeSet, FeedbackRecord, Lease, ManifestEntry, SyncMode, field_change,
+    stable_hash,
+};
+
+/// Most items one claim may take.
+pub const MAX_CLAIM: usize = 10_000;
+/// Default lease, seconds.
+pub const DEFAULT_LEASE_SECS: u64 = 3600;
+/// Longest lease, seconds (7 days).
+pub const MAX_LEASE_SECS: u64 = 7 * 86_400;
+
+/// A claim request.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// Only feedback linked to this adapter.
+    pub adapter_id: Option<String>,
+    /// Only this model version.
+    pub model: Option<String>,
+    /// With `adapter_id`: also feedback of its descendants.
+    #[serde(default)]
+    pub include_descendants: bool,
+    /// How many items at most (1..=10,000).
+    pub limit: Option<usize>,
+    /// Lease length in seconds (default 3600, at most 7 days).
+    pub lease_seconds: Option<u64>,
+}
+
+/// A commit request.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    /// The adapter trained on the batch (created if unknown).
+    pub trained_adapter_id: Option<String>,
+    /// Its version.
+    pub trained_adapter_version: Option<String>,
+}
+
+/// A batch as clients see it: the stored batch plus derived state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchView {
+    /// `leased`, `expired`, `committed` or `aborted`.
+    pub state: &'static str,
+    /// The batch id.
+    pub batch_id: u64,
+    /// Items leased (or, once committed, trained on).
+    pub count: usize,
+    /// The stored batch.
+    #[serde(flatten)]
+    pub batch: Batch,
+}
+
+impl BatchView {
+    /// Wraps a batch, computing `expired` from the lease time.
+    pub fn new(batch: Batch, now: Millis) -> Self {
+        let state = match batch.state {
+            BatchState::Leased if batch.lease_expires_at <= now => "expired",
+            BatchState::Leased => "leased",
+            BatchState::Committed => "committed",
+            BatchState::Aborted => "aborted",
+        };
+        let count = match batch.state {
+            BatchState::Committed => batch.manifest.len(),
+            _ => batch.items.len(),
+        };
+        BatchView {
+            state,
+            batch_id: batch.id,
+            count,
+            batch,
+        }
+    }
+}
+
+/// A claimed batch and its items.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Claimed {
+    /// The batch.
+    #[serde(flatten)]
+    pub batch: BatchView,
+    /// The leased items, in claim order (oldest first).
+    pub feedback: Vec<Feedback>,
+}
+
+/// What happened to one id of a mark-used request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MarkResult {
+    /// The feedback id.
+    pub id: String,
+    /// HTTP-style status for this id: 200 marked (or already by this batch), 404, 409.
+    pub status: u16,
+    /// `marked`, `already_marked`, `not_found`, `used_by_other_batch`, `leased_to_other_batch`.
+    pub result: &'static str,
+    /// The batch already holding the item, on conflict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<u64>,
+}
+
+/// Export layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Chat messages, question -> answer (positive) or -> correction (corrected negative).
+    Sft,
+    /// TRL preference pairs: prompt, chosen (correction), rejected (answer).
+    Dpo,
+    /// OpenAI preference fine-tuning: input messages, preferred and non-preferred output.
+    OpenAiDpo,
+    /// TRL unpaired: prompt, completion, label (thumbs up = true).
+    Kto,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = ServiceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sft" => Ok(ExportFormat::Sft),
+            "dpo" => Ok(ExportFormat::Dpo),
+            "openai-dpo" => Ok(ExportFormat::OpenAiDpo),
+            "kto" => Ok(ExportFormat::Kto),
+            other => Err(ServiceError::BadRequest(format!(
+                "unknown export format '{other}' (sft, dpo, openai-dpo, kto)"
+            ))),
+        }
+    }
+}
+
+/// An export: JSONL lines plus counts trainers use to weight classes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Export {
+    /// One JSON object per line.
+    pub lines: Vec<String>,
+    /// Items in the batch.
+    pub items: usize,
+    /// Items that produced no line in this format (e.g. negatives without correction for DPO).
+    pub skipped: usize,
+    /// KTO: thumbs up.
+    pub desirable: usize,
+    /// KTO: thumbs down.
+    pub undesirable: usize,
+}
+
+/// Where a feedback item's training reached.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Impact {
+    /// The item.
+    pub feedback_id: String,
+    /// Whether it was trained on.
+    pub used_for_training: bool,
+    /// The batches that used it (exactly one when used through a batch).
+    pub batches: Vec<BatchImpact>,
+    /// Adapters trained on those batches.
+    pub trained_adapters: Vec<String>,
+    /// Adapters derived from those (they inherit the data).
+    pub derived_adapters: Vec<String>,
+}
+
+/// One batch in an impact report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchImpact {
+    /// The batch id.
+    pub batch_id: u64,
+    /// Its state, or `external` for a batch id set by mark-used with no batch record.
+    pub state: &'static str,
+    /// The adapter trained on it.
+    pub trained_adapter_id: Option<String>,
+    /// Its version.
+    pub trained_adapter_version: Option<String>,
+    /// When it was committed.
+    pub committed_at: Option<Millis>,
+}
+
+/// A review decision.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// `approved` or `rejected`.
+    pub validation_status: Option<String>,
+    /// Why (required).
+    pub reason: Option<String>,
+}
+
+/// The result of a review.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reviewed {
+    /// The item after review.
+    pub feedback: Feedback,
+    /// False when the item already had that status (nothing written).
+    pub changed: bool,
+    /// For a rejected item that training already used: where it went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impact: Option<Impact>,
+}
+
+/// The hash recorded in a manifest for an item's trained content.
+pub fn content_hash(f: &Feedback) -> String {
+    let canonical = serde_json::json!([
+        f.feedback_type.as_str(),
+        f.question,
+        f.answer,
+        f.correction,
+        f.comment
+    ]);
+    format!("{:016x}", stable_hash(canonical.to_string().as_bytes()))
+}
+
+fn claimable(f: &crate::graph::FeedbackNode, now: Millis) -> bool {
+    f.status == ValidationStatus::Approved && !f.used_for_training && !f.leased_at(now)
+}
+
+/// Adapter rows of `root` and, if asked, every descendant.
+pub(crate) fn adapter_family(g: &OrgGraph, root: u32, descendants: bool) -> Vec<u32> {
+    let mut out = vec![root];
+    if descendants {
+        let mut seen: HashSet<u32> = HashSet::from([root]);
+        let mut i = 0;
+        while i < out.len() {
+            let row = out[i];
+            for c in g.children(row) {
+                if seen.insert(c) {
+                    out.push(c);
+                }
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+impl Service {
+    fn claim_lock(&self, org: &str) -> Arc<parking_lot::Mutex<()>> {
+        self.claim_locks
+            .lock()
+            .entry(org.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn batch_or_404(&self, org: &str, id: u64) -> Result<Batch, ServiceError> {
+        self.store
+            .get_batch(org, id)?
+            .ok_or_else(|| ServiceError::NotFound {
+                kind: "training batch",
+                id: id.to_string(),
+            })
+    }
+
+    /// Claims up to `limit` approved, unused, unleased items (oldest first) into a new
+    /// batch. Returns `None` when nothing is claimable.
+    pub fn claim(&self, actor: &Actor, req: ClaimRequest) -> Result<Option<Claimed>, ServiceError> {
+        super::check_org(&actor.org)?;
+        let limit = req.limit.unwrap_or(100);
+        if !(1..=MAX_CLAIM).contains(&limit) {
+            return Err(ServiceError::BadRequest(format!(
+                "limit must be between 1 and {MAX_CLAIM}, got {limit}"
+            )));
+        }
+        let lease_secs = req.lease_seconds.unwrap_or(DEFAULT_LEASE_SECS);
+        if !(1..=MAX_LEASE_SECS).contains(&lease_secs) {
+            return Err(ServiceError::BadRequest(format!(
+                "lease_seconds must be between 1 and {MAX_LEASE_SECS}, got {lease_secs}"
+            )));
+        }
+        if req.include_descendants && req.adapter_id.is_none() {
+            return Err(ServiceError::BadRequest(
+                "include_descendants needs adapter_id".into(),
+            ));
+        }
+        let lock = self.claim_lock(&actor.org);
+        let _claiming = lock.lock();
+        let now = now_millis();
+        let ids: Vec<String> = match self.graph.org(&actor.org) {
+            None => Vec::new(),
+            Some(g) => {
+                let g = g.read();
+                self.select_claimable(&g, &req, limit, now)?
+            }
+        };
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let mut batch = Batch {
+            id: self.store.new_batch_id()?,
+            org_id: actor.org.clone(),
+            state: BatchState::Leased,
+            version: 1,
+            created_at: now,
+            created_by: actor.user.clone(),
+            lease_expires_at: now + lease_secs * 1000,
+            adapter_id: req.adapter_id.clone(),
+            model: req.model.clone(),
+            include_descendants: req.include_descendants,
+            items: ids,
+            manifest: Vec::new(),
+            trained_adapter_id: None,
+            trained_adapter_version: None,
+            finished_at: None,
+        };
+        // The batch first: every lease then points at a stored batch.
+        let creation =
+            crate::store::creation_changes(&batch, &["id", "org_id", "version", "items"]);
+        self.store.put_batch(
+            actor,
+            &batch,
+            ChangeAction::Lease,
+            creation,
+            SyncMode::Defer,
+        )?;
+        let lease = Lease {
+            batch_id: batch.id,
+            expires_at: batch.lease_expires_at,
+        };
+        let mut changes = ChangeSet::default();
+        let mut leased = Vec::with_capacity(batch.items.len());
+        for id in &batch.items {
+            let updated = self
+                .store
+                .update_feedback(actor, id, now, SyncMode::Defer, |cur| {
+                    let f = &cur.feedback;
+                    let free = cur.lease.is_none_or(|l| l.expires_at <= now);
+                    if f.validation_status != ValidationStatus::Approved
+                        || f.used_for_training
+                        || !free
+                    {
+                        return Ok(None);
+                    }
+                    let mut next = cur.clone();
+                    let old = cur.lease.map(|l| l.batch_id);
+                    next.lease = Some(lease);
+                    Ok(Some((
+                        next,
+                        ChangeAction::Lease,
+                        vec![field_change("lease", old.as_ref(), Some(&batch.id))],
+                    )))
+                })?;
+            if let Some(r) = updated {
+                leased.push(r.feedback.id.clone());
+                changes.feedback.push(r);
+            }
+        }
+        if leased.len() != batch.items.len() {
+            batch.items = leased;
+            batch.version += 1;
+            self.store.put_batch(
+                actor,
+                &batch,
+                ChangeAction::Lease,
+                vec![field_change("items", None, Some(&batch.items.len()))],
+                SyncMode::Defer,
+            )?;
+        }
+        self.store.make_durable()?;
+        self.graph.apply(&actor.org, &changes);
+        let feedback = changes.feedback.into_iter().map(|r| r.feedback).collect();
+        Ok(Some(Claimed {
+            batch: BatchView::new(batch, now),
+            feedback,
+        }))
+    }
+
+    fn select_claimable(
+        &self,
+        g: &OrgGraph,
+        req: &ClaimRequest,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Vec<String>, ServiceError> {
+        let model = match &req.model {
+            None => None,
+            Some(m) => match g.strings().get(m) {
+                Some(sym) => Some(sym),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let ok = |f: &crate::graph::FeedbackNode| {
+            claimable(f, now) && model.is_none_or(|m| f.model_version == Some(m))
+        };
+        match &req.adapter_id {
+            Some(a) => {
+                let Some(root) = g.adapter_row(a) else {
+                    return Err(ServiceError::NotFound {
+                        kind: "adapter",
+                        id: a.clone(),
+                    });
+                };
+                let mut rows: BTreeSet<(&str, u32)> = BTreeSet::new();
+                for ad in adapter_family(g, root, req.include_descendants) {
+                    for r in g.adapter_feedback(ad) {
+                        let f = &g.feedback()[r as usize];
+                        if ok(f) {
+                            rows.insert((&f.id, r));
+                        }
+                    }
+                }
+                Ok(rows
+                    .into_iter()
+                    .take(limit)
+                    .map(|(id, _)| id.to_owned())
+                    .collect())
+            }
+            None => Ok(g
+                .feedback_newest_first(None)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .map(|r| &g.feedback()[r as usize])
+                .filter(|f| ok(f))
+                .take(limit)
+                .map(|f| f.id.to_string())
+                .collect()),
+        }
+    }
+
+    /// A batch of the org, with its derived state.
+    pub fn batch(&self, org: &str, id: u64) -> Result<BatchView, ServiceError> {
+        Ok(BatchView::new(self.batch_or_404(org, id)?, now_millis()))
+    }
+
+    /// Commits a leased batch: every item still leased to it and still approved is marked
+    /// used with the batch id, and the manifest (ids and content hashes) is frozen. If the
+    /// lease expired and another batch took an item, nothing is written (409). Committing
+    /// a committed batch again returns it unchanged.
+    pub fn commit(
+        &self,
+        actor: &Actor,
+        id: u64,
+        req: CommitRequest,
+    ) -> Result<BatchView, ServiceError> {
+        let lock = self.claim_lock(&actor.org);
+        let _claiming = lock.lock();
+        let now = now_millis();
+        let mut batch = self.batch_or_404(&actor.org, id)?;
+        match batch.state {
+            BatchState::Committed => return Ok(BatchView::new(batch, now)),
+            BatchState::Aborted => {
+                return Err(ServiceError::Conflict(format!(
+                    "training batch {id} was aborted; claim a new batch"
+                )));
+            }
+            BatchState::Leased => {}
+        }
+        // Check every item before writing anything.
+        let mut records: Vec<FeedbackRecord> = Vec::with_capacity(batch.items.len());
+        for fid in &batch.items {
+            let Some(r) = self.store.get_record(&actor.org, fid)? else {
+                continue;
+            };
+            let ours = r.lease.is_some_and(|l| l.batch_id == id);
+            let done = r.feedback.used_for_training && r.feedback.training_batch_id == id;
+            if !ours && !done {
+                return Err(ServiceError::Conflict(format!(
+                    "the lease of training batch {id} expired and item {fid} was taken by \
+                     another batch; nothing was committed, claim a new batch"
+                )));
+            }
+            records.push(r);
+        }
+        if let Some(a) = &req.trained_adapter_id {
+            self.create_adapter_with(
+                actor,
+                super::NewAdapter {
+                    id: Some(a.clone()),
+                    version: req.trained_adapter_version.clone(),
+                    ..Default::default()
+                },
+                SyncMode::Defer,
+            )?;
+        }
+        let mut changes = ChangeSet::default();
+        let mut manifest = Vec::with_capacity(records.len());
+        for r in records {
+            let fid = r.feedback.id.clone();
+            let approved = r.feedback.validation_status == ValidationStatus::Approved;
+            let updated = self
+                .store
+                .update_feedback(actor, &fid, now, SyncMode::Defer, |cur| {
+                    let ours = cur.lease.is_some_and(|l| l.batch_id == id);
+                    if !ours {
+                        return Ok(None);
+                    }
+                    let mut next = cur.clone();
+                    next.lease = None;
+                    if cur.feedback.validation_status != ValidationStatus::Approved {
+                        // Reviewed away while leased: released, not trained.
+                        return Ok(Some((
+                            next,
+                            ChangeAction::Abort,
+                            vec![field_change("lease", Some(&id), None)],
+                        )));
+                    }
+                    next.feedback.used_for_training = true;
+                    next.feedback.training_batch_id = id;
+                    Ok(Some((
+                        next,
+                        ChangeAction::Commit,
+                        vec![
+                            field_change("used_for_training", Some(&false), Some(&true)),
+                            field_change("training_batch_id", Some(&0u64), Some(&id)),
+                            field_change("lease", Some(&id), None),
+                        ],
+                    )))
+                })?;
+            let final_state = match updated {
+                Some(u) => {
+                    let f = u.feedback.clone();
+                    changes.feedback.push(u);
+                    f
+                }
+                None => r.feedback,
+            };
+            if approved && final_state.used_for_training && final_state.training_batch_id == id {
+                manifest.push(ManifestEntry {
+                    feedback_id: fid,
+                    content_hash: content_hash(&final_state),
+                });
+            }
+        }
+        batch.state = BatchState::Committed;
+        batch.manifest = manifest;
+        batch.trained_adapter_id = req.trained_adapter_id;
+        batch.trained_adapter_version = req.trained_adapter_version;
+        batch.finished_at = Some(now);
+        batch.version += 1;
+        let ch = vec![
+            field_change("state", Some("leased"), Some("committed")),
+            field_change("manifest", None, Some(&batch.manifest.len())),
+            field_change::<String>(
+                "trained_adapter_id",
+                None,
+                batch.trained_adapter_id.as_ref(),
+            ),
+        ];
+        self.store
+            .put_batch(actor, &batch, ChangeAction::Commit, ch, SyncMode::Defer)?;
+        self.store.make_durable()?;
+        self.graph.apply(&actor.org, &changes);
+        Ok(BatchView::new(batch, now))
+    }
+
+    /// Aborts a leased batch: its items go back to the pool.
+    pub fn abort(&self, actor: &Actor, id: u64) -> Result<BatchView, ServiceError> {
+        let lock = self.claim_lock(&actor.org);
+        let _claiming = lock.lock();
+        let now = now_millis();
+        let mut batch = self.batch_or_404(&actor.org, id)?;
+        match batch.state {
+            BatchState::Aborted => return Ok(BatchView::new(batch, now)),
+            BatchState::Committed => {
+                return Err(ServiceError::Conflict(format!(
+                    "training batch {id} is committed; it cannot be aborted"
+                )));
+            }
+            BatchState::Leased => {}
+        }
+        let mut changes = ChangeSet::default();
+        for fid in &batch.items {
+            let updated = self
+                .store
+                .update_feedback(actor, fid, now, SyncMode::Defer, |cur| {
+                    if cur.lease.is_none_or(|l| l.batch_id != id) {
+                        return Ok(None);
+                    }
+                    let mut next = cur.clone();
+                    next.lease = None;
+                    Ok(Some((
+                        next,
+                        ChangeAction::Abort,
+                        vec![field_change("lease", Some(&id), None)],
+                    )))
+                });
+            match updated {
+                Ok(Some(u)) => changes.feedback.push(u),
+                Ok(None) | Err(crate::store::StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        batch.state = BatchState::Aborted;
+        batch.finished_at = Some(now);
+        batch.version += 1;
+        self.store.put_batch(
+            actor,
+            &batch,
+            ChangeAction::Abort,
+            vec![field_change("state", Some("leased"), Some("aborted"))],
+            SyncMode::Defer,
+        )?;
+        self.store.make_durable()?;
+        self.graph.apply(&actor.org, &changes);
+        Ok(BatchView::new(batch, now))
+    }
+
+    /// Marks items used by `batch_id` directly (for pipelines that select on their own).
+    /// Reports each id: marked, already marked by this batch, or a conflict.
+    pub fn mark_used(
+        &self,
+        actor: &Actor,
+        ids: Vec<String>,
+        batch_id: u64,
+    ) -> Result<Vec<MarkResult>, ServiceError> {
+        super::check_org(&actor.org)?;
+        if batch_id == 0 {
+            return Err(ServiceError::BadRequest(
+                "training_batch_id must be a positive integer (0 means none)".into(),
+            ));
+        }
+        if ids.is_empty() || ids.len() > MAX_CLAIM {
+            return Err(ServiceError::BadRequest(format!(
+                "ids must list 1 to {MAX_CLAIM} feedback ids"
+            )));
+        }
+        let lock = self.claim_lock(&actor.org);
+        let _claiming = lock.lock();
+        let now = now_millis();
+        let mut changes = ChangeSet::default();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut verdict: (u16, &'static str, Option<u64>) = (200, "marked", None);
+            let updated = self
+                .store
+                .update_feedback(actor, &id, now, SyncMode::Defer, |cur| {
+                    let f = &cur.feedback;
+                    if f.used_for_training {
+                        verdict = if f.training_batch_id == batch_id {
+                            (200, "already_marked", None)
+                        } else {
+                            (409, "used_by_other_batch", Some(f.training_batch_id))
+                        };
+                        return Ok(None);
+                    }
+                    if let Some(l) = cur.lease
+                        && l.expires_at > now
+                        && l.batch_id != batch_id
+                    {
+                        verdict = (409, "leased_to_other_batch", Some(l.batch_id));
+                        return Ok(None);
+                    }
+                    let mut next = cur.clone();
+                    next.lease = None;
+                    next.feedback.used_for_training = true;
+                    next.feedback.training_batch_id = batch_id;
+                    Ok(Some((
+                        next,
+                        ChangeAction::MarkUsed,
+                        vec![
+                            field_change("used_for_training", Some(&false), Some(&true)),
+                            field_change("training_batch_id", Some(&0u64), Some(&batch_id)),
+                        ],
+                    )))
+                });
+            match updated {
+                Ok(Some(u)) => changes.feedback.push(u),
+                Ok(None) => {}
+                Err(crate::store::StoreError::NotFound { .. }) => {
+                    verdict = (404, "not_found", None)
+                }
+                Err(e) => return Err(e.into()),
+            }
+            out.push(MarkResult {
+                id,
+                status: verdict.0,
+                result: verdict.1,
+                batch_id: verdict.2,
+            });
+        }
+        self.store.make_durable()?;
+        self.graph.apply(&actor.org, &changes);
+        Ok(out)
+    }
+
+    /// Renders a batch's items for a trainer. Committed batches export their manifest;
+    /// leased ones their current items. Only approved items are ever exported.
+    pub fn export(&self, org: &str, id: u64, format: ExportFormat) -> Result<Export, ServiceError> {
+        let batch = self.batch_or_404(org, id)?;
+        let ids: Vec<String> = match batch.state {
+            BatchState::Committed => batch
+                .manifest
+                .iter()
+                .map(|m| m.feedback_id.clone())
+                .collect(),
+            BatchState::Leased => batch.items.clone(),
+            BatchState::Aborted => {
+                return Err(ServiceError::Conflict(format!(
+                    "training batch {id} was aborted; there is nothing to export"
+                )));
+            }
+        };
+        let mut e = Export {
+            lines: Vec::with_capacity(ids.len()),
+            items: 0,
+            skipped: 0,
+            desirable: 0,
+            undesirable: 0,
+        };
+        for fid in ids {
+            let Some(f) = self.store.get_feedback(org, &fid)? else {
+                continue;
+            };
+            if f.validation_status != ValidationStatus::Approved {
+                continue;
+            }
+            e.items += 1;
+            let user = |q: &str| serde_json::json!({"role": "user", "content": q});
+            let assistant = |a: &str| serde_json::json!({"role": "assistant", "content": a});
+            let line = match (format, f.feedback_type, f.correction.as_deref()) {
+                (ExportFormat::Sft, FeedbackType::Positive, _) => Some(serde_json::json!({
+                    "messages": [user(&f.question), assistant(&f.answer)]
+                })),
+                (ExportFormat::Sft, FeedbackType::Negative, Some(c)) => Some(serde_json::json!({
+                    "messages": [user(&f.question), assistant(c)]
+                })),
+                (ExportFormat::Dpo, FeedbackType::Negative, Some(c)) => Some(serde_json::json!({
+                    "prompt": f.question, "chosen": c, "rejected": f.answer
+                })),
+                (ExportFormat::OpenAiDpo, FeedbackType::Negative, Some(c)) => {
+                    Some(serde_json::json!({
+                        "input": {"messages": [user(&f.question)]},
+                        "preferred_output": [assistant(c)],
+                        "non_preferred_output": [assistant(&f.answer)]
+                    }))
+                }
+                (ExportFormat::Kto, t, _) => {
+                    let good = t == FeedbackType::Positive;
+                    if good {
+                        e.desirable += 1;
+                    } else {
+                        e.undesirable += 1;
+                    }
+                    Some(serde_json::json!({
+                        "prompt": f.question, "completion": f.answer, "label": good
+                    }))
+                }
+                _ => None,
+            };
+            match line {
+                Some(l) => e.lines.push(l.to_string()),
+                None => e.skipped += 1,
+            }
+        }
+        Ok(e)
+    }
+
+    /// Where an item's training went: its batch, the adapter trained on it, and that
+    /// adapter's descendants.
+    pub fn impact(&self, org: &str, id: &str) -> Result<Impact, ServiceError> {
+        let f = self.get(org, id)?;
+        let mut impact = Impact {
+            feedback_id: f.id.clone(),
+            used_for_training: f.used_for_training,
+            batches: Vec::new(),
+            trained_adapters: Vec::new(),
+            derived_adapters: Vec::new(),
+        };
+        if !f.used_for_training || f.training_batch_id == 0 {
+            return Ok(impact);
+        }
+        match self.store.get_batch(org, f.training_batch_id)? {
+            Some(b) => {
+                let view = BatchView::new(b, now_millis());
+                if let Some(a) = &view.batch.trained_adapter_id {
+                    impact.trained_adapters.push(a.clone());
+                }
+                impact.batches.push(BatchImpact {
+                    batch_id: view.batch.id,
+                    state: view.state,
+                    trained_adapter_id: view.batch.trained_adapter_id,
+                    trained_adapter_version: view.batch.trained_adapter_version,
+                    committed_at: view.batch.finished_at,
+                });
+            }
+            None => impact.batches.push(BatchImpact {
+                batch_id: f.training_batch_id,
+                state: "external",
+                trained_adapter_id: None,
+                trained_adapter_version: None,
+                committed_at: None,
+            }),
+        }
+        if let Some(g) = self.graph.org(org) {
+            let g = g.read();
+            let mut derived = BTreeSet::new();
+            for a in &impact.trained_adapters {
+                if let Some(row) = g.adapter_row(a) {
+                    for d in adapter_family(&g, row, true).into_iter().skip(1) {
+                        derived.insert(g.strings().resolve(g.adapters()[d as usize].id).to_owned());
+                    }
+                }
+            }
+            impact.derived_adapters = derived.into_iter().collect();
+        }
+        Ok(impact)
+    }
+
+    /// Moves an item to approved or rejected with a reason (admin review). Rejecting an
+    /// item that training already used reports the retraction impact.
+    pub fn review(
+        &self,
+        actor: &Actor,
+        id: &str,
+        req: ReviewRequest,
+    ) -> Result<Reviewed, ServiceError> {
+        let status: ValidationStatus = match req.validation_status.as_deref() {
+            None => {
+                return Err(ServiceError::BadRequest(
+                    "missing required field 'validation_status' (approved or rejected)".into(),
+                ));
+            }
+            Some(s) => s.parse().map_err(|e: crate::model::UnknownVariant| {
+                ServiceError::BadRequest(e.to_string())
+            })?,
+        };
+        if !matches!(
+            status,
+            ValidationStatus::Approved | ValidationStatus::Rejected
+        ) {
+            return Err(ServiceError::BadRequest(format!(
+                "a review moves an item to approved or rejected, not {status}"
+            )));
+        }
+        let reason = req
+            .reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| ServiceError::BadRequest("missing required field 'reason'".into()))?;
+        if reason.chars().count() > 2000 {
+            return Err(ServiceError::BadRequest(
+                "'reason' is longer than 2000 characters".into(),
+            ));
+        }
+        let now = now_millis();
+        let updated = self
+            .store
+            .update_feedback(actor, id, now, SyncMode::Wait, |cur| {
+                let old = cur.feedback.validation_status;
+                if old == status {
+                    return Ok(None);
+                }
+                let mut next = cur.clone();
+                next.feedback.validation_status = status;
+                next.feedback.validation_reasons.push(ValidationReason {
+                    rule: "manual_review".into(),
+                    status,
+                    message: format!("{} by {}: {reason}", status, actor.user),
+                });
+                Ok(Some((
+                    next,
+                    ChangeAction::Review,
+                    vec![
+                        field_change(
+                            "validation_status",
+                            Some(old.as_str()),
+                            Some(status.as_str()),
+                        ),
+                        field_change::<str>("reason", None, Some(&reason)),
+                    ],
+                )))
+            })?;
+        let changed = updated.is_some();
+        let feedback = match updated {
+            Some(r) => {
+                let f = r.feedback.clone();
+                self.graph.apply(
+                    &actor.org,
+                    &ChangeSet {
+                        feedback: vec![r],
+                        ..Default::default()
+                    },
+                );
+                f
+            }
+            None => self.get(&actor.org, id)?,
+        };
+        let impact = if status == ValidationStatus::Rejected && feedback.used_for_training {
+            Some(self.impact(&actor.org, id)?)
+        } else {
+            None
+        };
+        Ok(Reviewed {
+            feedback,
+            changed,
+            impact,
+        })
+    }
+}
