@@ -145,6 +145,24 @@ pub enum Command {
     },
     /// Check that the graph index rebuilt from the store matches the live one.
     Check,
+    /// Bulk-load a graph dump (JSONL with kind adapter, derived_from, feedback,
+    /// feedback_for) into an org: all or nothing, one durable sync at the end.
+    Load {
+        /// The dump file.
+        file: PathBuf,
+        /// The org to load into.
+        #[arg(long)]
+        org: String,
+    },
+    /// Write an org as a graph dump (to stdout, or --out FILE).
+    Dump {
+        /// The org.
+        #[arg(long)]
+        org: String,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write a training batch as JSONL for a trainer (to stdout).
     Export {
         /// The batch id.
@@ -262,6 +280,26 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 Some(diff) => Err(CliError::Inconsistent(diff)),
             }
         }
+        Command::Load { file, org } => load(&config, file, org),
+        Command::Dump { org, out } => {
+            let service = Service::open(&config)?;
+            let lines = match out {
+                Some(path) => {
+                    let f = std::fs::File::create(path).map_err(|source| CliError::Io {
+                        context: format!("creating {}", path.display()),
+                        source,
+                    })?;
+                    let mut w = std::io::BufWriter::new(f);
+                    service.dump(org, &mut w)?
+                }
+                None => {
+                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                    service.dump(org, &mut w)?
+                }
+            };
+            eprintln!("dumped {lines} line(s) of org '{org}'");
+            Ok(())
+        }
         Command::Export { batch, format, org } => {
             let format: ExportFormat = format.parse()?;
             let service = Service::open(&config)?;
@@ -360,6 +398,59 @@ fn serve(config: Config) -> Result<(), CliError> {
         tracing::info!("stopped; every acknowledged write is durable");
         Ok(())
     })
+}
+
+fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
+    let path = file.display().to_string();
+    let started = std::time::Instant::now();
+    let reader = std::fs::File::open(file)
+        .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+        .map_err(|source| CliError::Io {
+            context: format!("opening {path}"),
+            source,
+        })?;
+    let parse_bar = indicatif::ProgressBar::new_spinner();
+    parse_bar.set_message(format!("checking {path}"));
+    let mut records = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|source| CliError::Io {
+            context: format!("reading {path} line {}", i + 1),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let rec = serde_json::from_str::<crate::service::dump::DumpRecord>(&line).map_err(|e| {
+            CliError::Usage(format!("{path}: line {}: {e}; nothing was loaded", i + 1))
+        })?;
+        records.push((i + 1, rec));
+        if i % 10_000 == 0 {
+            parse_bar.set_position(i as u64);
+        }
+    }
+    parse_bar.finish_and_clear();
+    let service = Service::open(config)?;
+    let bar = indicatif::ProgressBar::new(records.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} loading [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let summary = service
+        .load_dump(org, records, |n| bar.set_position(n))
+        .map_err(|e| CliError::Usage(format!("{path}: {e}; nothing was loaded")))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "loaded {} adapters, {} DERIVED_FROM, {} feedback, {} FEEDBACK_FOR into '{org}' in {:.1} s",
+        summary.adapters,
+        summary.derived_from,
+        summary.feedback,
+        summary.feedback_for,
+        started.elapsed().as_secs_f64()
+    );
+    print_json(&summary)
 }
 
 fn import(

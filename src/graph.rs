@@ -605,6 +605,18 @@ impl GraphIndex {
         }
     }
 
+    /// Applies loaded records, adding the FEEDBACK_FOR edges stored inside them.
+    pub fn apply_records(&self, org: &str, changes: &ChangeSet) {
+        self.apply(org, changes);
+        let g = self.org_or_create(org);
+        let mut g = g.write();
+        for r in &changes.feedback {
+            for l in &r.links {
+                g.add_link(l);
+            }
+        }
+    }
+
     /// Org ids with a graph.
     pub fn orgs(&self) -> Vec<String> {
         let mut v: Vec<String> = self.orgs.read().keys().cloned().collect();

@@ -824,6 +824,65 @@ impl Store {
         }
     }
 
+    /// Bulk-loads records that were checked beforehand (no existence or lineage checks
+    /// here): each gets history version 1 (`Import`) and is written with plain inserts,
+    /// history first. Nothing is durable until [`Store::make_durable`].
+    pub fn load(
+        &self,
+        actor: &Actor,
+        adapters: &[Adapter],
+        records: &[FeedbackRecord],
+    ) -> Result<(), StoreError> {
+        for a in adapters {
+            let entry = HistoryVersion {
+                version: a.record_version,
+                at: a.created_at,
+                actor: actor.user.clone(),
+                action: ChangeAction::Import,
+                changes: Vec::new(),
+            };
+            self.put_history(&actor.org, keys::KIND_ADAPTER, &a.id, &entry)?;
+            self.adapters
+                .insert(keys::record(&actor.org, &a.id), encode(a)?)?;
+        }
+        for r in records {
+            let f = &r.feedback;
+            let entry = HistoryVersion {
+                version: f.version,
+                at: f.created_at,
+                actor: actor.user.clone(),
+                action: ChangeAction::Import,
+                changes: Vec::new(),
+            };
+            self.put_history(&actor.org, keys::KIND_FEEDBACK, &f.id, &entry)?;
+            self.feedback
+                .insert(keys::record(&actor.org, &f.id), encode(r)?)?;
+        }
+        Ok(())
+    }
+
+    /// Every adapter of one org.
+    pub fn adapters_of(&self, org: &str) -> Result<Vec<Adapter>, StoreError> {
+        self.adapters
+            .scan_prefix(keys::record(org, ""))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("adapters", &k, &v)
+            })
+            .collect()
+    }
+
+    /// Every feedback record of one org, in id order.
+    pub fn records_of(
+        &self,
+        org: &str,
+    ) -> impl Iterator<Item = Result<FeedbackRecord, StoreError>> + '_ {
+        self.feedback.scan_prefix(keys::record(org, "")).map(|kv| {
+            let (k, v) = kv?;
+            decode("feedback", &k, &v)
+        })
+    }
+
     /// A fresh, never reused batch id (crash-safe; not necessarily contiguous).
     pub fn new_batch_id(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()? + 1)

@@ -1,0 +1,543 @@
+//! The graph dump format (JSONL, one record per line with a `kind`), used for backup,
+//! restore and benchmarks: `adapter`, `derived_from`, `feedback`, `feedback_for`.
+//!
+//! `load` checks the whole file before writing anything (syntax, ids, duplicates,
+//! references, one parent per adapter, no DERIVED_FROM cycles), then writes every record and
+//! makes it durable once. Statuses and ids are kept as given: a load restores, it does not
+//! re-validate. `dump` writes an org back in the same format (parents before children), so
+//! dump then load gives the same graph.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Service, ServiceError};
+use crate::model::{
+    Actor, Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Metadata, Millis,
+    ValidationStatus, now_millis,
+};
+use crate::store::FeedbackRecord;
+use crate::validate;
+
+/// One line of a dump.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DumpRecord {
+    /// An adapter (parents come before children in a dump).
+    Adapter {
+        /// Adapter id.
+        id: String,
+        /// Display name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// LoRA rank.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rank: Option<u32>,
+        /// Life-cycle status (e.g. active, retired).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        /// Creation time, ms.
+        #[serde(default)]
+        created_at: Millis,
+        /// Version label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        /// Base model.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_model: Option<String>,
+    },
+    /// `(child)-[:DERIVED_FROM]->(parent)`.
+    DerivedFrom {
+        /// Child adapter.
+        from: String,
+        /// Parent adapter.
+        to: String,
+    },
+    /// A feedback item.
+    Feedback(Box<DumpFeedback>),
+    /// `(feedback)-[:FEEDBACK_FOR]->(adapter)`.
+    FeedbackFor {
+        /// Feedback id.
+        from: String,
+        /// Adapter id.
+        to: String,
+        /// When the edge was made (default: the feedback's creation time).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_at: Option<Millis>,
+        /// auto or manual (default manual).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<LinkSource>,
+    },
+}
+
+/// A feedback line of a dump.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpFeedback {
+    /// Id, kept as given.
+    pub id: String,
+    /// positive or negative.
+    #[serde(rename = "type")]
+    pub feedback_type: FeedbackType,
+    /// Status, kept as given.
+    pub validation_status: ValidationStatus,
+    /// Used by training.
+    pub used_for_training: bool,
+    /// Model version.
+    pub model_version: Option<String>,
+    /// Question.
+    pub question: String,
+    /// Answer.
+    pub answer: String,
+    /// Creation time, ms.
+    pub created_at: Millis,
+    /// Optional fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<String>,
+    /// Comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// End user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Interaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interaction_id: Option<String>,
+    /// Adapter named at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_id: Option<String>,
+    /// Its version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_version: Option<String>,
+    /// Rating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Batch that used it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub training_batch_id: u64,
+    /// Extra JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A FEEDBACK_FOR line waiting for its ends to be checked: line, from, to, time, source.
+type PendingEdge = (usize, String, String, Option<Millis>, Option<LinkSource>);
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoadSummary {
+    /// Adapters written.
+    pub adapters: usize,
+    /// DERIVED_FROM edges.
+    pub derived_from: usize,
+    /// Feedback items.
+    pub feedback: usize,
+    /// FEEDBACK_FOR edges.
+    pub feedback_for: usize,
+}
+
+/// A load refused before anything was written: the first bad line and why.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct LoadError {
+    /// 1-based line number (0 when the problem is not one line's).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(line: usize, message: impl Into<String>) -> LoadError {
+    LoadError {
+        line,
+        message: message.into(),
+    }
+}
+
+/// Parses dump text into records with their line numbers; the first bad line is the error.
+pub fn parse_dump(text: &str) -> Result<Vec<(usize, DumpRecord)>, LoadError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let rec: DumpRecord = serde_json::from_str(line).map_err(|e| bad(i + 1, e.to_string()))?;
+        out.push((i + 1, rec));
+    }
+    Ok(out)
+}
+
+impl Service {
+    /// Loads parsed dump records into `org` (all or nothing; one durable sync at the end).
+    /// `progress` is called with the number of records written so far.
+    pub fn load_dump(
+        &self,
+        org: &str,
+        records: Vec<(usize, DumpRecord)>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<LoadSummary, LoadError> {
+        super::check_org(org).map_err(|e| bad(0, e.to_string()))?;
+        let limits = self.limits.clone();
+        let id_ok = |line: usize, field: &'static str, v: &str| -> Result<(), LoadError> {
+            let checked = validate::check_id(field, Some(v.to_owned()), &limits)
+                .map_err(|e| bad(line, e.to_string()))?;
+            if checked.as_deref() != Some(v) {
+                return Err(bad(
+                    line,
+                    format!("{field} '{v}' is empty or has surrounding spaces"),
+                ));
+            }
+            Ok(())
+        };
+        // Pass 1: collect and check everything.
+        let mut adapters: Vec<Adapter> = Vec::new();
+        let mut adapter_line: HashMap<String, usize> = HashMap::new();
+        let mut parents: HashMap<String, (String, usize)> = HashMap::new();
+        let mut feedback: Vec<FeedbackRecord> = Vec::new();
+        let mut feedback_index: HashMap<String, usize> = HashMap::new();
+        let mut edges: Vec<PendingEdge> = Vec::new();
+        let now = now_millis();
+        for (line, rec) in records {
+            match rec {
+                DumpRecord::Adapter {
+                    id,
+                    name,
+                    rank,
+                    status,
+                    created_at,
+                    version,
+                    base_model,
+                } => {
+                    id_ok(line, "id", &id)?;
+                    validate::check_adapter_id("id", id.clone())
+                        .map_err(|e| bad(line, e.to_string()))?;
+                    if adapter_line.insert(id.clone(), line).is_some()
+                        || self
+                            .store
+                            .get_adapter(org, &id)
+                            .map_err(|e| bad(line, e.to_string()))?
+                            .is_some()
+                    {
+                        return Err(bad(
+                            line,
+                            format!("adapter '{id}' appears twice or already exists"),
+                        ));
+                    }
+                    let mut meta = serde_json::Map::new();
+                    if let Some(n) = name {
+                        meta.insert("name".into(), n.into());
+                    }
+                    if let Some(r) = rank {
+                        meta.insert("rank".into(), r.into());
+                    }
+                    if let Some(s) = status {
+                        meta.insert("status".into(), s.into());
+                    }
+                    adapters.push(Adapter {
+                        id,
+                        org_id: org.to_owned(),
+                        version,
+                        base_model,
+                        derived_from: None,
+                        metadata: Metadata(meta),
+                        created_at: if created_at == 0 { now } else { created_at },
+                        source: LinkSource::Manual,
+                        record_version: 1,
+                    });
+                }
+                DumpRecord::DerivedFrom { from, to } => {
+                    if let Some((p, l)) = parents.get(&from) {
+                        return Err(bad(
+                            line,
+                            format!(
+                                "adapter '{from}' already derives from '{p}' (line {l}); one parent each"
+                            ),
+                        ));
+                    }
+                    parents.insert(from, (to, line));
+                }
+                DumpRecord::Feedback(f) => {
+                    let f = *f;
+                    id_ok(line, "id", &f.id)?;
+                    if feedback_index.contains_key(&f.id)
+                        || self
+                            .store
+                            .get_record(org, &f.id)
+                            .map_err(|e| bad(line, e.to_string()))?
+                            .is_some()
+                    {
+                        return Err(bad(
+                            line,
+                            format!("feedback '{}' appears twice or already exists", f.id),
+                        ));
+                    }
+                    if f.question.chars().count() > limits.max_text_chars
+                        || f.answer.chars().count() > limits.max_text_chars
+                    {
+                        return Err(bad(line, "question or answer over the text limit"));
+                    }
+                    let metadata = validate::check_metadata("metadata", f.metadata, &limits)
+                        .map_err(|e| bad(line, e.to_string()))?;
+                    feedback_index.insert(f.id.clone(), feedback.len());
+                    feedback.push(FeedbackRecord {
+                        feedback: Feedback {
+                            id: f.id,
+                            org_id: org.to_owned(),
+                            feedback_type: f.feedback_type,
+                            validation_status: f.validation_status,
+                            validation_reasons: Vec::new(),
+                            created_at: f.created_at,
+                            updated_at: f.created_at,
+                            version: 1,
+                            used_for_training: f.used_for_training,
+                            training_batch_id: f.training_batch_id,
+                            model_version: f.model_version,
+                            adapter_id: f.adapter_id,
+                            adapter_version: f.adapter_version,
+                            user_id: f.user_id,
+                            session_id: f.session_id,
+                            interaction_id: f.interaction_id,
+                            score: f.score,
+                            question: f.question,
+                            answer: f.answer,
+                            correction: f.correction,
+                            comment: f.comment,
+                            metadata,
+                        },
+                        links: Vec::new(),
+                        lease: None,
+                    });
+                }
+                DumpRecord::FeedbackFor {
+                    from,
+                    to,
+                    created_at,
+                    source,
+                } => edges.push((line, from, to, created_at, source)),
+            }
+        }
+        let adapter_known = |id: &str| -> Result<bool, LoadError> {
+            Ok(adapter_line.contains_key(id)
+                || self
+                    .store
+                    .get_adapter(org, id)
+                    .map_err(|e| bad(0, e.to_string()))?
+                    .is_some())
+        };
+        for (child, (parent, line)) in &parents {
+            if !adapter_line.contains_key(child) {
+                return Err(bad(
+                    *line,
+                    format!("derived_from names adapter '{child}' that is not in the file"),
+                ));
+            }
+            if !adapter_known(parent)? {
+                return Err(bad(
+                    *line,
+                    format!("derived_from names unknown parent adapter '{parent}'"),
+                ));
+            }
+        }
+        // No cycles: walk up from every child (existing adapters have acyclic lineage).
+        for (child, (_, line)) in &parents {
+            let mut seen = HashSet::from([child.as_str()]);
+            let mut cur = child.as_str();
+            while let Some((p, _)) = parents.get(cur) {
+                if !seen.insert(p.as_str()) {
+                    return Err(bad(
+                        *line,
+                        format!("DERIVED_FROM from '{child}' closes a cycle"),
+                    ));
+                }
+                cur = p;
+            }
+        }
+        for (line, from, to, created_at, source) in edges {
+            let Some(&i) = feedback_index.get(&from) else {
+                return Err(bad(
+                    line,
+                    format!("feedback_for names feedback '{from}' that is not in the file"),
+                ));
+            };
+            if !adapter_known(&to)? {
+                return Err(bad(
+                    line,
+                    format!("feedback_for names unknown adapter '{to}'"),
+                ));
+            }
+            let r = &mut feedback[i];
+            if r.links.iter().any(|l| l.adapter_id == to) {
+                return Err(bad(line, format!("duplicate edge {from} -> {to}")));
+            }
+            let at = created_at.unwrap_or(r.feedback.created_at);
+            r.links.push(FeedbackLink {
+                feedback_id: from,
+                adapter_id: to,
+                created_at: at,
+                source: source.unwrap_or(LinkSource::Manual),
+                metadata: Metadata::default(),
+            });
+        }
+        for a in &mut adapters {
+            a.derived_from = parents.get(&a.id).map(|(p, _)| p.clone());
+        }
+        // Parents before children, so the graph never sees a dangling parent.
+        let depth_of = |id: &str| {
+            let mut d = 0usize;
+            let mut cur = id;
+            while let Some((p, _)) = parents.get(cur) {
+                d += 1;
+                cur = p;
+            }
+            d
+        };
+        adapters.sort_by_cached_key(|a| depth_of(&a.id));
+
+        // Pass 2: write, then one durable sync.
+        let actor = Actor::new(org, "load");
+        let summary = LoadSummary {
+            adapters: adapters.len(),
+            derived_from: parents.len(),
+            feedback: feedback.len(),
+            feedback_for: feedback.iter().map(|r| r.links.len()).sum(),
+        };
+        let mut written = 0u64;
+        self.store
+            .load(&actor, &adapters, &[])
+            .map_err(|e| bad(0, e.to_string()))?;
+        written += adapters.len() as u64;
+        progress(written);
+        for chunk in feedback.chunks(10_000) {
+            self.store
+                .load(&actor, &[], chunk)
+                .map_err(|e| bad(0, e.to_string()))?;
+            written += chunk.len() as u64;
+            progress(written);
+        }
+        self.store
+            .make_durable()
+            .map_err(|e| bad(0, e.to_string()))?;
+        let changes = crate::store::ChangeSet {
+            adapters,
+            links: Vec::new(),
+            feedback,
+        };
+        // Links are inside the records; the graph adds them from there.
+        self.graph.apply_records(org, &changes);
+        Ok(summary)
+    }
+
+    /// Writes `org` as a dump: adapters (parents first), DERIVED_FROM edges, feedback,
+    /// FEEDBACK_FOR edges. Returns the number of lines.
+    pub fn dump(&self, org: &str, out: &mut dyn Write) -> Result<u64, ServiceError> {
+        let io = |e: std::io::Error| ServiceError::BadRequest(format!("writing the dump: {e}"));
+        let mut adapters = self.store.adapters_of(org)?;
+        let parent: HashMap<String, Option<String>> = adapters
+            .iter()
+            .map(|a| (a.id.clone(), a.derived_from.clone()))
+            .collect();
+        let depth = |id: &str| {
+            let mut d = 0usize;
+            let mut cur = id.to_owned();
+            while let Some(Some(p)) = parent.get(&cur) {
+                d += 1;
+                if d > parent.len() {
+                    break;
+                }
+                cur = p.clone();
+            }
+            d
+        };
+        adapters.sort_by_cached_key(|a| (depth(&a.id), a.id.clone()));
+        let mut lines = 0u64;
+        let mut emit = |rec: &DumpRecord, out: &mut dyn Write| -> Result<(), ServiceError> {
+            let text =
+                serde_json::to_string(rec).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+            writeln!(out, "{text}").map_err(io)?;
+            lines += 1;
+            Ok(())
+        };
+        for a in &adapters {
+            let m = &a.metadata.0;
+            emit(
+                &DumpRecord::Adapter {
+                    id: a.id.clone(),
+                    name: m.get("name").and_then(|v| v.as_str()).map(str::to_owned),
+                    rank: m
+                        .get("rank")
+                        .and_then(|v| v.as_u64())
+                        .and_then(|r| u32::try_from(r).ok()),
+                    status: m.get("status").and_then(|v| v.as_str()).map(str::to_owned),
+                    created_at: a.created_at,
+                    version: a.version.clone(),
+                    base_model: a.base_model.clone(),
+                },
+                out,
+            )?;
+        }
+        for a in &adapters {
+            if let Some(p) = &a.derived_from {
+                emit(
+                    &DumpRecord::DerivedFrom {
+                        from: a.id.clone(),
+                        to: p.clone(),
+                    },
+                    out,
+                )?;
+            }
+        }
+        let mut links = Vec::new();
+        for r in self.store.records_of(org) {
+            let r = r?;
+            let f = r.feedback;
+            links.extend(r.links);
+            emit(
+                &DumpRecord::Feedback(Box::new(DumpFeedback {
+                    id: f.id,
+                    feedback_type: f.feedback_type,
+                    validation_status: f.validation_status,
+                    used_for_training: f.used_for_training,
+                    model_version: f.model_version,
+                    question: f.question,
+                    answer: f.answer,
+                    created_at: f.created_at,
+                    correction: f.correction,
+                    comment: f.comment,
+                    user_id: f.user_id,
+                    session_id: f.session_id,
+                    interaction_id: f.interaction_id,
+                    adapter_id: f.adapter_id,
+                    adapter_version: f.adapter_version,
+                    score: f.score,
+                    training_batch_id: f.training_batch_id,
+                    metadata: if f.metadata.is_empty() {
+                        None
+                    } else {
+                        Some(f.metadata.0)
+                    },
+                })),
+                out,
+            )?;
+        }
+        for l in links {
+            emit(
+                &DumpRecord::FeedbackFor {
+                    from: l.feedback_id,
+                    to: l.adapter_id,
+                    created_at: Some(l.created_at),
+                    source: Some(l.source),
+                },
+                out,
+            )?;
+        }
+        out.flush().map_err(io)?;
+        Ok(lines)
+    }
+}
