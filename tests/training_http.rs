@@ -214,6 +214,17 @@ async fn review_commit_retraction_impact_and_history() {
     assert_eq!(b["state"], "committed");
     assert_eq!(b["manifest"][0]["feedback_id"], id.as_str());
     assert_eq!(b["manifest"][0]["content_hash"].as_str().unwrap().len(), 16);
+    let (_, trained) = s
+        .get(&trainer, "/training/batches?trained_adapter_id=lora_v9")
+        .await;
+    assert_eq!(trained["count"], 1);
+    assert_eq!(trained["batches"][0]["batch_id"], batch);
+    let (_, none) = s.get(&trainer, "/training/batches?state=leased").await;
+    assert_eq!(none["count"], 0);
+    assert_eq!(
+        s.get(&trainer, "/training/batches?state=cooking").await.0,
+        400
+    );
     // A committed batch cannot be aborted; committing again changes nothing.
     assert_eq!(
         s.post(

@@ -117,7 +117,10 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/adapters/{id}", get(training::get_adapter))
         .route("/adapters/{id}/lineage", get(training::lineage))
         .route("/adapters/{id}/descendants", get(training::descendants))
-        .route("/training/batches", post(training::claim))
+        .route(
+            "/training/batches",
+            post(training::claim).get(training::list_batches),
+        )
         .route("/training/batches/{id}", get(training::get_batch))
         .route("/training/batches/{id}/commit", post(training::commit))
         .route("/training/batches/{id}/abort", post(training::abort))

@@ -116,6 +116,42 @@ pub async fn claim(
     }
 }
 
+/// `GET /training/batches?trained_adapter_id&state` (trainer): the org's batches, newest
+/// first, without their item lists (see one batch for those).
+pub async fn list_batches(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    mut q: QueryParams,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Trainer)?;
+    let adapter = q.take("trained_adapter_id");
+    let st = q.take("state");
+    q.finish()?;
+    let org = caller.org().to_owned();
+    let batches = state
+        .run(move |s| s.batches(&org, adapter.as_deref(), st.as_deref()))
+        .await?;
+    let rows: Vec<serde_json::Value> = batches
+        .into_iter()
+        .map(|v| {
+            serde_json::json!({
+                "batch_id": v.batch_id,
+                "state": v.state,
+                "count": v.count,
+                "created_at": v.batch.created_at,
+                "created_by": v.batch.created_by,
+                "lease_expires_at": v.batch.lease_expires_at,
+                "trained_adapter_id": v.batch.trained_adapter_id,
+                "trained_adapter_version": v.batch.trained_adapter_version,
+                "finished_at": v.batch.finished_at,
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "count": rows.len(), "batches": rows }),
+    ))
+}
+
 /// `GET /training/batches/{id}` (trainer): state, counts, manifest.
 pub async fn get_batch(
     State(state): State<Arc<AppState>>,

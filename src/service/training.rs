@@ -432,6 +432,34 @@ impl Service {
         }
     }
 
+    /// The org's batches, newest first, optionally only those that trained `adapter` or are
+    /// in `state` (`leased`, `expired`, `committed`, `aborted`).
+    pub fn batches(
+        &self,
+        org: &str,
+        trained_adapter: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<BatchView>, ServiceError> {
+        if let Some(st) = state
+            && !["leased", "expired", "committed", "aborted"].contains(&st)
+        {
+            return Err(ServiceError::BadRequest(format!(
+                "unknown batch state '{st}' (leased, expired, committed, aborted)"
+            )));
+        }
+        let now = now_millis();
+        let mut out: Vec<BatchView> = self
+            .store
+            .batches_of(org)?
+            .into_iter()
+            .filter(|b| trained_adapter.is_none_or(|a| b.trained_adapter_id.as_deref() == Some(a)))
+            .map(|b| BatchView::new(b, now))
+            .filter(|v| state.is_none_or(|s| v.state == s))
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
     /// A batch of the org, with its derived state.
     pub fn batch(&self, org: &str, id: u64) -> Result<BatchView, ServiceError> {
         Ok(BatchView::new(self.batch_or_404(org, id)?, now_millis()))
