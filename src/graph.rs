@@ -18,11 +18,12 @@ use parking_lot::RwLock;
 use petgraph::Direction;
 use petgraph::graph::{EdgeIndex, Graph, NodeIndex};
 use petgraph::visit::EdgeRef;
+use rustc_hash::FxHashMap;
 
 use crate::model::{
     Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Millis, ValidationStatus,
 };
-use crate::store::{ChangeSet, Lease, Store, StoreError};
+use crate::store::{ChangeSet, FeedbackHead, FeedbackHeadRef, Lease, Store, StoreError};
 
 /// An interned string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,7 +32,7 @@ pub struct Sym(NonZeroU32);
 /// Maps strings to [`Sym`]s and back; each distinct string is stored once.
 #[derive(Debug, Default, Clone)]
 pub struct Interner {
-    map: HashMap<Arc<str>, Sym>,
+    map: FxHashMap<Arc<str>, Sym>,
     strings: Vec<Arc<str>>,
 }
 
@@ -181,8 +182,8 @@ pub struct OrgGraph {
     feedback: Vec<FeedbackNode>,
     adapters: Vec<AdapterNode>,
     feedback_by_id: BTreeMap<Arc<str>, u32>,
-    adapter_by_id: HashMap<Sym, u32>,
-    sessions: HashMap<Sym, Vec<u32>>,
+    adapter_by_id: FxHashMap<Sym, u32>,
+    sessions: FxHashMap<Sym, Vec<u32>>,
 }
 
 impl OrgGraph {
@@ -363,19 +364,26 @@ impl OrgGraph {
 
     /// Inserts or updates a feedback item with its lease (a newer `version` wins).
     pub fn upsert_feedback_leased(&mut self, f: &Feedback, lease: Option<Lease>) {
-        let existing = self.feedback_row(&f.id);
+        let head = FeedbackHead::from(f);
+        self.upsert_head(&FeedbackHeadRef::from(&head), lease, true);
+    }
+
+    /// Inserts or updates from a record's leading fields. With `index == false` the id is
+    /// not put into the id map (bulk build does that once at the end, from sorted ids).
+    fn upsert_head(&mut self, f: &FeedbackHeadRef<'_>, lease: Option<Lease>, index: bool) -> u32 {
+        let existing = if index { self.feedback_row(f.id) } else { None };
         if let Some(r) = existing
             && self.feedback[r as usize].version >= f.version
         {
-            return;
+            return r;
         }
-        let mut sym = |s: &Option<String>| s.as_deref().map(|s| self.strings.intern(s));
-        let model_version = sym(&f.model_version);
-        let adapter_id = sym(&f.adapter_id);
-        let adapter_version = sym(&f.adapter_version);
-        let user_id = sym(&f.user_id);
-        let session_id = sym(&f.session_id);
-        let interaction_id = sym(&f.interaction_id);
+        let mut sym = |s: Option<&str>| s.map(|s| self.strings.intern(s));
+        let model_version = sym(f.model_version);
+        let adapter_id = sym(f.adapter_id);
+        let adapter_version = sym(f.adapter_version);
+        let user_id = sym(f.user_id);
+        let session_id = sym(f.session_id);
+        let interaction_id = sym(f.interaction_id);
         let (row, node, id) = match existing {
             Some(r) => {
                 let old = &self.feedback[r as usize];
@@ -384,8 +392,10 @@ impl OrgGraph {
             None => {
                 let r = self.feedback.len() as u32;
                 let node = self.graph.add_node(NodeRef::Feedback(r));
-                let id: Arc<str> = Arc::from(f.id.as_str());
-                self.feedback_by_id.insert(id.clone(), r);
+                let id: Arc<str> = Arc::from(f.id);
+                if index {
+                    self.feedback_by_id.insert(id.clone(), r);
+                }
                 (r, node, id)
             }
         };
@@ -430,6 +440,7 @@ impl OrgGraph {
                 self.sessions.entry(s).or_default().push(row);
             }
         }
+        row
     }
 
     /// Adds a FEEDBACK_FOR edge if absent. Returns false if either end is unknown.
@@ -556,15 +567,58 @@ impl GraphIndex {
             let a = a?;
             orgs.entry(a.org_id.clone()).or_default().upsert_adapter(&a);
         }
-        let mut links = Vec::new();
-        for r in store.scan_records() {
-            let r = r?;
-            let g = orgs.entry(r.feedback.org_id.clone()).or_default();
-            g.upsert_feedback_leased(&r.feedback, r.lease);
-            links.extend(r.links.into_iter().map(|l| (r.feedback.org_id.clone(), l)));
+        // Records come in key order: org, then id. Ids are indexed once per org at the
+        // end, from that sorted order, and edges are added after every node exists (a
+        // record's edges are unique by construction, so no duplicate check is needed).
+        let mut ids: HashMap<String, Vec<(Arc<str>, u32)>> = HashMap::new();
+        let mut edges: HashMap<String, Vec<(u32, u32, EdgeData)>> = HashMap::new();
+        let mut current: Option<(String, Vec<(Arc<str>, u32)>, Vec<(u32, u32, EdgeData)>)> = None;
+        let mut finished = Vec::new();
+        store.for_each_record_head(|r| {
+            // Orgs are contiguous in key order: switch buffers when the org changes.
+            if current
+                .as_ref()
+                .is_none_or(|(o, _, _)| o != r.feedback.org_id)
+            {
+                finished.extend(current.take());
+                current = Some((r.feedback.org_id.to_owned(), Vec::new(), Vec::new()));
+            }
+            let Some((org, org_ids, org_edges)) = current.as_mut() else {
+                return;
+            };
+            let g = orgs.entry(org.clone()).or_default();
+            let row = g.upsert_head(&r.feedback, r.lease, false);
+            org_ids.push((g.feedback[row as usize].id.clone(), row));
+            for l in &r.links {
+                let a = g.adapter_row_or_placeholder(l.adapter_id);
+                org_edges.push((
+                    row,
+                    a,
+                    EdgeData {
+                        kind: EdgeKind::FeedbackFor,
+                        created_at: l.created_at,
+                        source: l.source,
+                    },
+                ));
+            }
+        })?;
+        finished.extend(current.take());
+        for (org, org_ids, org_edges) in finished {
+            ids.entry(org.clone()).or_default().extend(org_ids);
+            edges.entry(org).or_default().extend(org_edges);
         }
-        for (org, l) in links {
-            orgs.entry(org).or_default().add_link(&l);
+        for (org, sorted) in ids {
+            if let Some(g) = orgs.get_mut(&org) {
+                g.feedback_by_id = sorted.into_iter().collect();
+            }
+        }
+        for (org, list) in edges {
+            if let Some(g) = orgs.get_mut(&org) {
+                for (f, a, data) in list {
+                    let (from, to) = (g.feedback[f as usize].node, g.adapters[a as usize].node);
+                    g.graph.add_edge(from, to, data);
+                }
+            }
         }
         Ok(GraphIndex {
             orgs: RwLock::new(

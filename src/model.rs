@@ -180,8 +180,9 @@ pub struct ValidationReason {
 
 /// A feedback item as stored and returned.
 ///
-/// Field order matters: the store encodes records positionally, and the graph-relevant
-/// fields come first. Add fields only at the end, with a codec version bump.
+/// Field order matters: the store encodes records positionally, and the fields the graph
+/// index needs come first (up to `comment`), so that start-up decodes only that prefix
+/// (see `store::FeedbackHead`). Add fields only at the end, with a codec version bump.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Feedback {
     /// Time-ordered id, `feedback-<ULID>`.
@@ -193,8 +194,6 @@ pub struct Feedback {
     pub feedback_type: FeedbackType,
     /// Server-set outcome of validation.
     pub validation_status: ValidationStatus,
-    /// Which rules decided the status.
-    pub validation_reasons: Vec<ValidationReason>,
     /// Creation time, ms since epoch.
     pub created_at: Millis,
     /// Last change, ms since epoch.
@@ -219,14 +218,16 @@ pub struct Feedback {
     pub interaction_id: Option<String>,
     /// Optional numeric rating (e.g. 1-5 or 0.0-1.0).
     pub score: Option<f64>,
-    /// The question the user asked.
-    pub question: String,
-    /// The model's answer.
-    pub answer: String,
     /// For negative feedback: the answer the user expected.
     pub correction: Option<String>,
     /// Free-text comment.
     pub comment: Option<String>,
+    /// Which rules decided the status.
+    pub validation_reasons: Vec<ValidationReason>,
+    /// The question the user asked.
+    pub question: String,
+    /// The model's answer.
+    pub answer: String,
     /// Small JSON object of extra context.
     pub metadata: Metadata,
 }

@@ -58,6 +58,29 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Decodes the leading part of a record written by [`encode`] as `T`, ignoring the bytes
+/// after it (for reading a record's prefix without decoding its tail).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError::UnknownVersion { found: version });
+    }
+    let (value, _) = bincode::serde::decode_from_slice(body, config())?;
+    Ok(value)
+}
+
+/// Like [`decode_prefix`], with strings borrowed from `bytes` instead of copied.
+pub fn decode_prefix_borrowed<'de, T: serde::Deserialize<'de>>(
+    bytes: &'de [u8],
+) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError::UnknownVersion { found: version });
+    }
+    let (value, _) = bincode::serde::borrow_decode_from_slice(body, config())?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

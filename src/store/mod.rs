@@ -178,12 +178,185 @@ pub enum AdapterOutcome {
 /// training lease, so that one insert commits all of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedbackRecord {
-    /// The item.
-    pub feedback: Feedback,
-    /// Its FEEDBACK_FOR edges, in the order they were made.
-    pub links: Vec<FeedbackLink>,
     /// The training batch currently holding the item, if any.
     pub lease: Option<Lease>,
+    /// Its FEEDBACK_FOR edges, in the order they were made.
+    pub links: Vec<FeedbackLink>,
+    /// The item (last, so that its long text fields end the record).
+    pub feedback: Feedback,
+}
+
+/// The leading fields of a stored [`Feedback`]: everything the graph index needs, and
+/// nothing of the long texts after them. It mirrors `Feedback`'s field order up to
+/// `comment`; a unit test keeps the two in step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackHead {
+    /// See [`Feedback::id`].
+    pub id: String,
+    /// See [`Feedback::org_id`].
+    pub org_id: String,
+    /// See [`Feedback::feedback_type`].
+    pub feedback_type: crate::model::FeedbackType,
+    /// See [`Feedback::validation_status`].
+    pub validation_status: crate::model::ValidationStatus,
+    /// See [`Feedback::created_at`].
+    pub created_at: Millis,
+    /// See [`Feedback::updated_at`].
+    pub updated_at: Millis,
+    /// See [`Feedback::version`].
+    pub version: u64,
+    /// See [`Feedback::used_for_training`].
+    pub used_for_training: bool,
+    /// See [`Feedback::training_batch_id`].
+    pub training_batch_id: u64,
+    /// See [`Feedback::model_version`].
+    pub model_version: Option<String>,
+    /// See [`Feedback::adapter_id`].
+    pub adapter_id: Option<String>,
+    /// See [`Feedback::adapter_version`].
+    pub adapter_version: Option<String>,
+    /// See [`Feedback::user_id`].
+    pub user_id: Option<String>,
+    /// See [`Feedback::session_id`].
+    pub session_id: Option<String>,
+    /// See [`Feedback::interaction_id`].
+    pub interaction_id: Option<String>,
+    /// See [`Feedback::score`].
+    pub score: Option<f64>,
+    /// See [`Feedback::correction`].
+    pub correction: Option<String>,
+    /// See [`Feedback::comment`].
+    pub comment: Option<String>,
+}
+
+impl From<&Feedback> for FeedbackHead {
+    fn from(f: &Feedback) -> Self {
+        FeedbackHead {
+            id: f.id.clone(),
+            org_id: f.org_id.clone(),
+            feedback_type: f.feedback_type,
+            validation_status: f.validation_status,
+            created_at: f.created_at,
+            updated_at: f.updated_at,
+            version: f.version,
+            used_for_training: f.used_for_training,
+            training_batch_id: f.training_batch_id,
+            model_version: f.model_version.clone(),
+            adapter_id: f.adapter_id.clone(),
+            adapter_version: f.adapter_version.clone(),
+            user_id: f.user_id.clone(),
+            session_id: f.session_id.clone(),
+            interaction_id: f.interaction_id.clone(),
+            score: f.score,
+            correction: f.correction.clone(),
+            comment: f.comment.clone(),
+        }
+    }
+}
+
+/// A FEEDBACK_FOR edge read in place from a stored record (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct LinkRef<'a> {
+    /// Feedback end.
+    pub feedback_id: &'a str,
+    /// Adapter end.
+    pub adapter_id: &'a str,
+    /// When the edge was made.
+    pub created_at: Millis,
+    /// Auto or manual.
+    pub source: LinkSource,
+    /// Edge metadata as JSON text.
+    pub metadata: &'a str,
+}
+
+/// [`FeedbackHead`] read in place: strings borrow from the stored bytes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct FeedbackHeadRef<'a> {
+    /// Id.
+    pub id: &'a str,
+    /// Org.
+    pub org_id: &'a str,
+    /// Type.
+    pub feedback_type: crate::model::FeedbackType,
+    /// Status.
+    pub validation_status: crate::model::ValidationStatus,
+    /// Created.
+    pub created_at: Millis,
+    /// Updated.
+    pub updated_at: Millis,
+    /// Version.
+    pub version: u64,
+    /// Used.
+    pub used_for_training: bool,
+    /// Batch.
+    pub training_batch_id: u64,
+    /// Model.
+    pub model_version: Option<&'a str>,
+    /// Adapter.
+    pub adapter_id: Option<&'a str>,
+    /// Adapter version.
+    pub adapter_version: Option<&'a str>,
+    /// User.
+    pub user_id: Option<&'a str>,
+    /// Session.
+    pub session_id: Option<&'a str>,
+    /// Interaction.
+    pub interaction_id: Option<&'a str>,
+    /// Score.
+    pub score: Option<f64>,
+    /// Correction.
+    pub correction: Option<&'a str>,
+    /// Comment.
+    pub comment: Option<&'a str>,
+}
+
+/// [`RecordHead`] read in place, for the start-up scan.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RecordHeadRef<'a> {
+    /// The lease.
+    pub lease: Option<Lease>,
+    /// The edges.
+    #[serde(borrow)]
+    pub links: Vec<LinkRef<'a>>,
+    /// The leading fields.
+    #[serde(borrow)]
+    pub feedback: FeedbackHeadRef<'a>,
+}
+
+impl<'a> From<&'a FeedbackHead> for FeedbackHeadRef<'a> {
+    fn from(f: &'a FeedbackHead) -> Self {
+        FeedbackHeadRef {
+            id: &f.id,
+            org_id: &f.org_id,
+            feedback_type: f.feedback_type,
+            validation_status: f.validation_status,
+            created_at: f.created_at,
+            updated_at: f.updated_at,
+            version: f.version,
+            used_for_training: f.used_for_training,
+            training_batch_id: f.training_batch_id,
+            model_version: f.model_version.as_deref(),
+            adapter_id: f.adapter_id.as_deref(),
+            adapter_version: f.adapter_version.as_deref(),
+            user_id: f.user_id.as_deref(),
+            session_id: f.session_id.as_deref(),
+            interaction_id: f.interaction_id.as_deref(),
+            score: f.score,
+            correction: f.correction.as_deref(),
+            comment: f.comment.as_deref(),
+        }
+    }
+}
+
+/// The prefix of a stored [`FeedbackRecord`] that start-up decodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordHead {
+    /// The lease.
+    pub lease: Option<Lease>,
+    /// The FEEDBACK_FOR edges.
+    pub links: Vec<FeedbackLink>,
+    /// The leading fields of the item.
+    pub feedback: FeedbackHead,
 }
 
 /// A training batch's hold on an item until `expires_at`; after that the item is free.
@@ -1006,6 +1179,26 @@ impl Store {
         scan(&self.feedback, "feedback")
     }
 
+    /// Calls `f` with the graph-relevant prefix of every feedback record of every org, in
+    /// key order, read in place from the stored bytes (no text decoded, no allocation per
+    /// field). Used to build the graph at start-up.
+    pub fn for_each_record_head(
+        &self,
+        mut f: impl FnMut(RecordHeadRef<'_>),
+    ) -> Result<(), StoreError> {
+        for kv in self.feedback.iter() {
+            let (k, v) = kv?;
+            let head: RecordHeadRef<'_> =
+                codec::decode_prefix_borrowed(&v).map_err(|source| StoreError::Corrupt {
+                    tree: "feedback",
+                    key: keys::display(&k),
+                    source,
+                })?;
+            f(head);
+        }
+        Ok(())
+    }
+
     /// Every feedback item of every org, in key order.
     pub fn scan_feedback(&self) -> impl Iterator<Item = Result<Feedback, StoreError>> + '_ {
         self.scan_records().map(|r| r.map(|r| r.feedback))
@@ -1056,4 +1249,67 @@ fn scan<T: serde::de::DeserializeOwned>(
         let (k, v) = kv?;
         decode(name, &k, &v)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FeedbackType, ValidationReason, ValidationStatus};
+
+    #[test]
+    fn record_head_is_a_prefix_of_the_record() {
+        let f = Feedback {
+            id: "feedback-1".into(),
+            org_id: "acme".into(),
+            feedback_type: FeedbackType::Negative,
+            validation_status: ValidationStatus::Flagged,
+            created_at: 1,
+            updated_at: 2,
+            version: 3,
+            used_for_training: true,
+            training_batch_id: 9,
+            model_version: Some("m".into()),
+            adapter_id: Some("a".into()),
+            adapter_version: Some("v".into()),
+            user_id: Some("u".into()),
+            session_id: Some("s".into()),
+            interaction_id: Some("i".into()),
+            score: Some(4.5),
+            correction: Some("c".into()),
+            comment: None,
+            validation_reasons: vec![ValidationReason {
+                rule: "r".into(),
+                status: ValidationStatus::Flagged,
+                message: "m".into(),
+            }],
+            question: "q".repeat(100),
+            answer: "a".repeat(100),
+            metadata: Metadata::default(),
+        };
+        let record = FeedbackRecord {
+            lease: Some(Lease {
+                batch_id: 7,
+                expires_at: 8,
+            }),
+            links: vec![FeedbackLink {
+                feedback_id: "feedback-1".into(),
+                adapter_id: "a".into(),
+                created_at: 1,
+                source: LinkSource::Auto,
+                metadata: Metadata::default(),
+            }],
+            feedback: f.clone(),
+        };
+        let bytes = codec::encode(&record).unwrap();
+        let head: RecordHead = codec::decode_prefix(&bytes).unwrap();
+        let owned = FeedbackHead::from(&f);
+        assert_eq!(head.feedback, owned);
+        assert_eq!(head.links, record.links);
+        assert_eq!(head.lease, record.lease);
+        let borrowed: RecordHeadRef<'_> = codec::decode_prefix_borrowed(&bytes).unwrap();
+        assert_eq!(borrowed.feedback, FeedbackHeadRef::from(&owned));
+        assert_eq!(borrowed.links[0].adapter_id, "a");
+        assert_eq!(borrowed.links[0].metadata, "{}");
+        assert_eq!(borrowed.lease, record.lease);
+    }
 }
