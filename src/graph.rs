@@ -562,63 +562,52 @@ impl GraphIndex {
     /// Builds the index from every record in the store: adapters first (so parents
     /// exist), then feedback, then edges.
     pub fn build(store: &Store) -> Result<Self, StoreError> {
-        let mut orgs: HashMap<String, OrgGraph> = HashMap::new();
+        /// One org's graph while it is being built.
+        #[derive(Default)]
+        struct Building {
+            graph: OrgGraph,
+            ids: Vec<(Arc<str>, u32)>,
+            edges: Vec<(u32, u32, EdgeData)>,
+        }
+        let mut builds: HashMap<String, Building> = HashMap::new();
         for a in store.scan_adapters() {
             let a = a?;
-            orgs.entry(a.org_id.clone()).or_default().upsert_adapter(&a);
+            builds
+                .entry(a.org_id.clone())
+                .or_default()
+                .graph
+                .upsert_adapter(&a);
         }
         // Records come in key order: org, then id. Ids are indexed once per org at the
         // end, from that sorted order, and edges are added after every node exists (a
         // record's edges are unique by construction, so no duplicate check is needed).
-        let mut ids: HashMap<String, Vec<(Arc<str>, u32)>> = HashMap::new();
-        let mut edges: HashMap<String, Vec<(u32, u32, EdgeData)>> = HashMap::new();
-        let mut current: Option<(String, Vec<(Arc<str>, u32)>, Vec<(u32, u32, EdgeData)>)> = None;
-        let mut finished = Vec::new();
         store.for_each_record_head(|r| {
-            // Orgs are contiguous in key order: switch buffers when the org changes.
-            if current
-                .as_ref()
-                .is_none_or(|(o, _, _)| o != r.feedback.org_id)
-            {
-                finished.extend(current.take());
-                current = Some((r.feedback.org_id.to_owned(), Vec::new(), Vec::new()));
-            }
-            let Some((org, org_ids, org_edges)) = current.as_mut() else {
-                return;
+            let org = r.feedback.org_id;
+            let b = match builds.get_mut(org) {
+                Some(b) => b,
+                None => builds.entry(org.to_owned()).or_default(),
             };
-            let g = orgs.entry(org.clone()).or_default();
-            let row = g.upsert_head(&r.feedback, r.lease, false);
-            org_ids.push((g.feedback[row as usize].id.clone(), row));
+            let row = b.graph.upsert_head(&r.feedback, r.lease, false);
+            b.ids.push((b.graph.feedback[row as usize].id.clone(), row));
             for l in &r.links {
-                let a = g.adapter_row_or_placeholder(l.adapter_id);
-                org_edges.push((
-                    row,
-                    a,
-                    EdgeData {
-                        kind: EdgeKind::FeedbackFor,
-                        created_at: l.created_at,
-                        source: l.source,
-                    },
-                ));
+                let a = b.graph.adapter_row_or_placeholder(l.adapter_id);
+                let data = EdgeData {
+                    kind: EdgeKind::FeedbackFor,
+                    created_at: l.created_at,
+                    source: l.source,
+                };
+                b.edges.push((row, a, data));
             }
         })?;
-        finished.extend(current.take());
-        for (org, org_ids, org_edges) in finished {
-            ids.entry(org.clone()).or_default().extend(org_ids);
-            edges.entry(org).or_default().extend(org_edges);
-        }
-        for (org, sorted) in ids {
-            if let Some(g) = orgs.get_mut(&org) {
-                g.feedback_by_id = sorted.into_iter().collect();
+        let mut orgs: HashMap<String, OrgGraph> = HashMap::with_capacity(builds.len());
+        for (org, b) in builds {
+            let mut g = b.graph;
+            g.feedback_by_id = b.ids.into_iter().collect();
+            for (f, a, data) in b.edges {
+                let (from, to) = (g.feedback[f as usize].node, g.adapters[a as usize].node);
+                g.graph.add_edge(from, to, data);
             }
-        }
-        for (org, list) in edges {
-            if let Some(g) = orgs.get_mut(&org) {
-                for (f, a, data) in list {
-                    let (from, to) = (g.feedback[f as usize].node, g.adapters[a as usize].node);
-                    g.graph.add_edge(from, to, data);
-                }
-            }
+            orgs.insert(org, g);
         }
         Ok(GraphIndex {
             orgs: RwLock::new(
