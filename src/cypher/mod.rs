@@ -1,1 +1,421 @@
-//! The openCypher engine over the graph index (being built; see issue 5).
+//! The openCypher engine over the graph index.
+//!
+//! A query goes through four stages, each with its own typed form:
+//!
+//! 1. [`dialect`]: the seed's `RETURN ... GROUP BY ... HAVING ...` is rewritten to standard
+//!    openCypher (an offset map keeps error positions pointing at the user's text);
+//! 2. `open_cypher::parse` turns the text into a spanned AST;
+//! 3. `planner` lowers the AST into a [`plan::Plan`]: typed operators over row slots,
+//!    patterns ordered by a cost model, filters as early as possible;
+//! 4. `exec` runs the plan over one org's [`OrgGraph`] and builds JSON rows.
+//!
+//! The executor never sees query text. Queries are read-only: write clauses are refused.
+//!
+//! # Values in results
+//!
+//! - A node is a JSON object of its properties plus `_id` (the node's internal index, the
+//!   same number `id(n)` returns; stable while the process runs, not across restarts) and
+//!   `_labels` (`["Feedback"]` or `["Adapter"]`). Absent (null) properties are left out.
+//!   Feedback nodes include `question`, `answer`, `correction` and `comment`, loaded through
+//!   the [`TextSource`].
+//! - A relationship is an object of its properties (`created_at`, `source`) plus `_id`,
+//!   `_type`, `_start` and `_end` (node `_id`s).
+//! - A path is a list alternating nodes and relationships, starting and ending with a node.
+//! - Floats that are NaN or infinite become `null` (JSON has no spelling for them).
+//!
+//! # Properties
+//!
+//! Feedback: `id, type, validation_status, used_for_training, training_batch_id, created_at,
+//! updated_at, version, model_version, adapter_id, adapter_version, user_id, session_id,
+//! interaction_id, score` from the graph, and `question, answer, correction, comment` from
+//! the [`TextSource`] (read lazily, only when a query uses them or returns the node).
+//! Adapter: `id, version, base_model, created_at, source`. Relationships: `created_at,
+//! source`; `type(r)` gives the type.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::graph::OrgGraph;
+
+pub mod dialect;
+pub mod error;
+mod eval;
+mod exec;
+pub mod plan;
+mod planner;
+mod value;
+
+pub use error::{CypherError, Limit, Position};
+
+/// Loads the long text fields of feedback items, which the graph does not hold.
+///
+/// The executor calls it only when a query reads `question`, `answer`, `correction` or
+/// `comment`, or returns a Feedback node.
+pub trait TextSource {
+    /// The text of `field` (`question`, `answer`, `correction` or `comment`) of the feedback
+    /// item `id`, or `None` if it has none.
+    fn feedback_text(&self, id: &str, field: &str) -> Option<String>;
+
+    /// Several fields of one item at once, in the order asked (the executor uses this when
+    /// it returns a whole node). The default asks [`TextSource::feedback_text`] per field;
+    /// a store can override it to read the record once.
+    fn feedback_texts(&self, id: &str, fields: &[&str]) -> Vec<Option<String>> {
+        fields.iter().map(|f| self.feedback_text(id, f)).collect()
+    }
+}
+
+/// A [`TextSource`] without any text: text properties read as null.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoText;
+
+impl TextSource for NoText {
+    fn feedback_text(&self, _id: &str, _field: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Bounds on one query. Exceeding any of them stops the query with
+/// [`CypherError::LimitExceeded`] naming the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Wall-clock time (checked every few thousand units of work and per output batch).
+    pub timeout: Duration,
+    /// Rows returned.
+    pub max_rows: usize,
+    /// Traversal work: nodes scanned plus relationships examined.
+    pub max_work: u64,
+    /// Longest variable-length path; `*` without an upper bound is capped here (and reaching
+    /// the cap with more to follow is an error, not a silent cut). Values above 1000 act as
+    /// 1000, since the traversal recurses once per relationship.
+    pub max_depth: u32,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            timeout: Duration::from_secs(5),
+            max_rows: 10_000,
+            max_work: 50_000_000,
+            max_depth: 30,
+        }
+    }
+}
+
+/// How much a query did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QueryStats {
+    /// Rows returned.
+    pub rows: usize,
+    /// Traversal work (see [`QueryLimits::max_work`]).
+    pub work: u64,
+    /// Wall-clock time, microseconds.
+    pub elapsed_us: u64,
+}
+
+/// The answer to a query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryResult {
+    /// Column names: aliases, or the expression as written.
+    pub columns: Vec<String>,
+    /// Rows, one JSON value per column.
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// What it cost.
+    pub stats: QueryStats,
+}
+
+/// Runs a read-only openCypher query (with the GROUP BY / HAVING dialect) on one org's graph.
+///
+/// `params` are the query's `$name` parameters. Errors carry the position in `query` where
+/// that makes sense.
+pub fn execute(
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+) -> Result<QueryResult, CypherError> {
+    let started = Instant::now();
+    let run = || -> Result<QueryResult, CypherError> {
+        let p = prepare(graph, query, params, limits)?;
+        let out = exec::run(&p, graph, text, limits, started).map_err(|e| *e)?;
+        Ok(QueryResult {
+            columns: p.columns,
+            stats: QueryStats {
+                rows: out.rows.len(),
+                work: out.work,
+                elapsed_us: started.elapsed().as_micros() as u64,
+            },
+            rows: out.rows,
+        })
+    };
+    run().map_err(|e| e.locate(query))
+}
+
+/// Plans a query without running it (for EXPLAIN-style tooling and tests).
+pub fn explain(
+    graph: &OrgGraph,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+) -> Result<plan::Plan, CypherError> {
+    prepare(graph, query, params, limits).map_err(|e| e.locate(query))
+}
+
+fn prepare(
+    graph: &OrgGraph,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+) -> Result<plan::Plan, CypherError> {
+    let rw = dialect::rewrite(query)?;
+    let parsed = open_cypher::parse(&rw.text).map_err(|errs| {
+        let first = errs.diagnostics().first();
+        let (message, offset) = match first {
+            Some(d) => (d.message.clone(), rw.map.to_original(d.primary_span.start)),
+            None => ("invalid query".to_owned(), 0),
+        };
+        CypherError::Syntax {
+            message,
+            line: 0,
+            column: 0,
+            offset,
+        }
+    })?;
+    planner::plan(&parsed.program, &rw.text, &rw.map, params, graph, limits)
+}
+
+/// A query shipped with feedgraph (from `queries/`), runnable by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedQuery {
+    /// Name (the file name without `.cypher`).
+    pub name: &'static str,
+    /// One-line description (the file's first `//` line).
+    pub description: &'static str,
+    /// Parameter names without `$` (the file's `// params:` line).
+    pub params: Vec<&'static str>,
+    /// The query text (the whole file, comments included).
+    pub query: &'static str,
+}
+
+const QUERY_FILES: [(&str, &str); 4] = [
+    (
+        "by_adapter",
+        include_str!("../../queries/by_adapter.cypher"),
+    ),
+    (
+        "adapter_stats",
+        include_str!("../../queries/adapter_stats.cypher"),
+    ),
+    ("lineage", include_str!("../../queries/lineage.cypher")),
+    (
+        "shared_feedback",
+        include_str!("../../queries/shared_feedback.cypher"),
+    ),
+];
+
+fn named_query(name: &'static str, text: &'static str) -> NamedQuery {
+    let mut description = "";
+    let mut params = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let Some(comment) = line.strip_prefix("//") else {
+            break;
+        };
+        let comment = comment.trim();
+        if let Some(list) = comment.strip_prefix("params:") {
+            params = list
+                .split(',')
+                .map(|p| p.trim().trim_start_matches('$'))
+                .filter(|p| !p.is_empty() && *p != "none")
+                .collect();
+        } else if description.is_empty() {
+            description = comment;
+        }
+    }
+    NamedQuery {
+        name,
+        description,
+        params,
+        query: text,
+    }
+}
+
+/// The named queries of `queries/`, compiled into the binary.
+pub fn named_queries() -> Vec<NamedQuery> {
+    QUERY_FILES
+        .iter()
+        .map(|(name, text)| named_query(name, text))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan::{Op, Sink};
+    use super::*;
+    use crate::model::ValidationStatus;
+    use crate::model::{Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Metadata};
+
+    fn feedback(id: &str, adapter: Option<&str>) -> Feedback {
+        Feedback {
+            id: id.into(),
+            org_id: "t".into(),
+            feedback_type: FeedbackType::Positive,
+            validation_status: ValidationStatus::Approved,
+            validation_reasons: Vec::new(),
+            created_at: 1,
+            updated_at: 1,
+            version: 1,
+            used_for_training: false,
+            training_batch_id: 0,
+            model_version: Some("m".into()),
+            adapter_id: adapter.map(str::to_owned),
+            adapter_version: None,
+            user_id: None,
+            session_id: None,
+            interaction_id: None,
+            score: None,
+            question: "q".into(),
+            answer: "a".into(),
+            correction: None,
+            comment: None,
+            metadata: Metadata::default(),
+        }
+    }
+
+    /// Two adapters (child -> root) and three feedback items linked to them.
+    fn graph() -> OrgGraph {
+        let mut g = OrgGraph::default();
+        for (id, parent) in [("root", None), ("child", Some("root"))] {
+            g.upsert_adapter(&Adapter {
+                id: id.into(),
+                org_id: "t".into(),
+                version: None,
+                base_model: None,
+                derived_from: parent.map(str::to_owned),
+                metadata: Metadata::default(),
+                created_at: 1,
+                source: LinkSource::Manual,
+                record_version: 1,
+            });
+        }
+        for (i, a) in [(1, "child"), (2, "child"), (3, "root")] {
+            let f = feedback(&format!("feedback-{i}"), Some(a));
+            g.upsert_feedback(&f);
+            g.add_link(&FeedbackLink {
+                feedback_id: f.id.clone(),
+                adapter_id: a.into(),
+                created_at: 1,
+                source: LinkSource::Auto,
+                metadata: Metadata::default(),
+            });
+        }
+        g
+    }
+
+    fn first_op(g: &OrgGraph, q: &str) -> Op {
+        let mut params = serde_json::Map::new();
+        params.insert("x".into(), "child".into());
+        let p = explain(g, q, &params, &QueryLimits::default()).unwrap();
+        p.segments[0].ops[0].clone()
+    }
+
+    #[test]
+    fn planner_seeks_by_id() {
+        let g = graph();
+        for q in [
+            "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter {id: $x}) RETURN f.id",
+            "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter) WHERE a.id = 'child' RETURN f.id",
+            "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter) WHERE $x = a.id AND f.type = 'positive' RETURN f.id",
+            "MATCH (a:Adapter)<-[:FEEDBACK_FOR]-(f) WHERE f.id = 'feedback-1' RETURN a.id",
+        ] {
+            let op = first_op(&g, q);
+            assert!(matches!(op, Op::Seek { .. }), "{q}: {op:?}");
+        }
+        // The key must not depend on the pattern itself: that is a filter, not a seek.
+        let op = first_op(
+            &g,
+            "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter) WHERE a.id = f.adapter_id RETURN f.id",
+        );
+        assert!(matches!(op, Op::Scan { .. }), "{op:?}");
+        // Seeks run: two items are linked to `child`.
+        let r = execute(
+            &g,
+            &NoText,
+            "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter {id: 'child'}) RETURN f.id ORDER BY f.id",
+            &serde_json::Map::new(),
+            &QueryLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            r.rows,
+            vec![
+                vec![serde_json::json!("feedback-1")],
+                vec![serde_json::json!("feedback-2")]
+            ]
+        );
+    }
+
+    #[test]
+    fn planner_starts_from_the_seek_and_filters_early() {
+        let g = graph();
+        let p = explain(
+            &g,
+            "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*]->(a2:Adapter) \
+             WHERE a2.id = 'root' AND f.type = 'positive' RETURN f.id",
+            &serde_json::Map::new(),
+            &QueryLimits::default(),
+        )
+        .unwrap();
+        let ops = &p.segments[0].ops;
+        assert!(matches!(ops[0], Op::Seek { .. }), "{}", p.explain());
+        assert!(matches!(ops[1], Op::VarExpand(_)), "{}", p.explain());
+        assert!(matches!(ops[2], Op::Expand(_)), "{}", p.explain());
+        // The filter on f comes right after f is bound.
+        assert!(matches!(ops[3], Op::Filter(_)), "{}", p.explain());
+        // Grouping by a node's id groups by node.
+        let p = explain(
+            &g,
+            "MATCH (f)-[:FEEDBACK_FOR]->(a:Adapter) RETURN a.id, count(f)",
+            &serde_json::Map::new(),
+            &QueryLimits::default(),
+        )
+        .unwrap();
+        assert!(
+            matches!(&p.segments[0].sink, Sink::Aggregate { nodes: Some(n), .. } if n.len() == 1)
+        );
+    }
+
+    #[test]
+    fn syntax_errors_point_into_the_original_text() {
+        let g = graph();
+        let none = serde_json::Map::new();
+        let err = |q: &str| execute(&g, &NoText, q, &none, &QueryLimits::default()).unwrap_err();
+        match err("MATCH (f:Feedback)\nWHERE f.type = = 'x'\nRETURN f") {
+            CypherError::Syntax { line, column, .. } => assert_eq!((line, column), (2, 16)),
+            e => panic!("{e:?}"),
+        }
+        // After the GROUP BY / HAVING rewrite the position is still the user's.
+        let q = "MATCH (f)-->(a)\nRETURN a.id, count(f) AS n\nGROUP BY a.id\nHAVING n > > 1";
+        match err(q) {
+            CypherError::Syntax {
+                line,
+                column,
+                offset,
+                ..
+            } => {
+                assert_eq!(line, 4, "{q}");
+                assert_eq!(offset, q.rfind("> 1").unwrap(), "{q}");
+                assert_eq!(column, 12);
+            }
+            e => panic!("{e:?}"),
+        }
+        // Semantic errors carry positions too.
+        let q = "MATCH (f) RETURN g";
+        match err(q) {
+            CypherError::Semantic { position, .. } => {
+                assert_eq!(position.unwrap().column, 18);
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+}

@@ -1,0 +1,1269 @@
+//! Expression evaluation over a row, property reads from the graph's columns, the scalar
+//! functions, and turning values into JSON for the result.
+//!
+//! Nothing here allocates for the common cases (property reads, comparisons, arithmetic on
+//! numbers, CASE): strings are borrowed from the graph or the plan. Long text fields are
+//! loaded through the [`TextSource`] only when an expression reads one or a Feedback node is
+//! returned.
+
+use std::rc::Rc;
+
+use petgraph::graph::{EdgeIndex, NodeIndex};
+use serde_json::json;
+
+use super::TextSource;
+use super::error::{CypherError, Fail};
+use super::plan::*;
+use super::value::{PathVal, Value, cypher_cmp, cypher_eq};
+use crate::graph::{EdgeKind, FeedbackNode, NodeRef, OrgGraph, Sym};
+
+/// Largest list `range()` may build.
+const MAX_RANGE: i64 = 1_000_000;
+
+/// What expressions are evaluated against: the graph, the text source and the constants.
+pub(crate) struct Env<'a> {
+    pub g: &'a OrgGraph,
+    pub text: &'a dyn TextSource,
+    pub consts: Vec<Value<'a>>,
+}
+
+fn const_value(c: &Const) -> Value<'_> {
+    match c {
+        Const::Null => Value::Null,
+        Const::Bool(b) => Value::Bool(*b),
+        Const::Int(i) => Value::Int(*i),
+        Const::Float(f) => Value::Float(*f),
+        Const::Str(s) => Value::Str(s),
+        Const::List(items) => Value::List(items.iter().map(const_value).collect()),
+        Const::Map(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (Rc::from(&**k), const_value(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn not_a_list(v: &Value<'_>, pos: usize) -> Fail {
+    type_err(format!("expected a list, got {}", v.type_name()), pos)
+}
+
+fn type_err(msg: String, pos: usize) -> Fail {
+    Box::new(CypherError::type_error(msg, pos))
+}
+
+fn json_f64(f: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// Cypher's spelling of a float (`1.0`, not `1`).
+fn float_text(f: f64) -> String {
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 {
+        format!("{f:.1}")
+    } else {
+        format!("{f}")
+    }
+}
+
+impl<'a> Env<'a> {
+    /// An environment for running `plan` on `g`.
+    pub fn new(plan: &'a Plan, g: &'a OrgGraph, text: &'a dyn TextSource) -> Self {
+        Env {
+            g,
+            text,
+            consts: plan.consts.iter().map(const_value).collect(),
+        }
+    }
+
+    fn sym(&self, s: Option<Sym>) -> Value<'a> {
+        match s {
+            Some(s) => Value::Str(self.g.strings().resolve(s)),
+            None => Value::Null,
+        }
+    }
+
+    fn feedback(&self, r: u32) -> Option<&'a FeedbackNode> {
+        self.g.feedback().get(r as usize)
+    }
+
+    /// The petgraph index of a node.
+    pub fn node_index(&self, n: NodeRef) -> Option<NodeIndex> {
+        match n {
+            NodeRef::Feedback(r) => self.g.feedback().get(r as usize).map(|f| f.node),
+            NodeRef::Adapter(r) => self.g.adapters().get(r as usize).map(|a| a.node),
+        }
+    }
+
+    /// A Feedback property.
+    pub fn fprop(&self, r: u32, p: FProp) -> Value<'a> {
+        let Some(f) = self.feedback(r) else {
+            return Value::Null;
+        };
+        let int = |v: u64| Value::Int(i64::try_from(v).unwrap_or(i64::MAX));
+        match p {
+            FProp::Id => Value::Str(&f.id),
+            FProp::Type => Value::Str(f.feedback_type.as_str()),
+            FProp::Status => Value::Str(f.status.as_str()),
+            FProp::Used => Value::Bool(f.used_for_training),
+            FProp::Batch => int(f.training_batch_id),
+            FProp::CreatedAt => int(f.created_at),
+            FProp::UpdatedAt => int(f.updated_at),
+            FProp::Version => int(f.version),
+            FProp::ModelVersion => self.sym(f.model_version),
+            FProp::AdapterId => self.sym(f.adapter_id),
+            FProp::AdapterVersion => self.sym(f.adapter_version),
+            FProp::UserId => self.sym(f.user_id),
+            FProp::SessionId => self.sym(f.session_id),
+            FProp::InteractionId => self.sym(f.interaction_id),
+            FProp::Score => f.score.map_or(Value::Null, Value::Float),
+            FProp::Text(field) => {
+                let present = match field {
+                    TextField::Correction => f.has_correction,
+                    TextField::Comment => f.has_comment,
+                    TextField::Question | TextField::Answer => true,
+                };
+                if !present {
+                    return Value::Null;
+                }
+                match self.text.feedback_text(&f.id, field.name()) {
+                    Some(s) => Value::Text(Rc::from(s)),
+                    None => Value::Null,
+                }
+            }
+        }
+    }
+
+    /// An Adapter property.
+    pub fn aprop(&self, r: u32, p: AProp) -> Value<'a> {
+        let Some(a) = self.g.adapters().get(r as usize) else {
+            return Value::Null;
+        };
+        match p {
+            AProp::Id => Value::Str(self.g.strings().resolve(a.id)),
+            AProp::Version => self.sym(a.version),
+            AProp::BaseModel => self.sym(a.base_model),
+            AProp::CreatedAt => Value::Int(i64::try_from(a.created_at).unwrap_or(i64::MAX)),
+            AProp::Source => Value::Str(a.source.as_str()),
+        }
+    }
+
+    /// A relationship property.
+    pub fn rprop(&self, e: u32, p: RProp) -> Value<'a> {
+        let Some(w) = self.g.graph().edge_weight(EdgeIndex::new(e as usize)) else {
+            return Value::Null;
+        };
+        match p {
+            RProp::CreatedAt => Value::Int(i64::try_from(w.created_at).unwrap_or(i64::MAX)),
+            RProp::Source => Value::Str(w.source.as_str()),
+        }
+    }
+
+    fn prop(&self, base: &Value<'a>, key: &PropKey, pos: usize) -> Result<Value<'a>, Fail> {
+        Ok(match base {
+            Value::Null => Value::Null,
+            Value::Node(NodeRef::Feedback(r)) => key.f.map_or(Value::Null, |p| self.fprop(*r, p)),
+            Value::Node(NodeRef::Adapter(r)) => key.a.map_or(Value::Null, |p| self.aprop(*r, p)),
+            Value::Rel(e) => key.r.map_or(Value::Null, |p| self.rprop(*e, p)),
+            Value::Map(m) => m
+                .iter()
+                .find(|(k, _)| **k == *key.name)
+                .map_or(Value::Null, |(_, v)| v.clone()),
+            other => {
+                return Err(type_err(
+                    format!(
+                        "cannot read property `{}` of a {}",
+                        key.name,
+                        other.type_name()
+                    ),
+                    pos,
+                ));
+            }
+        })
+    }
+
+    fn prop_pair(&self, a: &Value<'a>, b: &Value<'a>, sel: PairSel) -> Option<bool> {
+        match (a, b, sel) {
+            (
+                Value::Node(NodeRef::Feedback(x)),
+                Value::Node(NodeRef::Feedback(y)),
+                PairSel::Feedback(p),
+            ) => {
+                if p == FProp::Id {
+                    return Some(x == y);
+                }
+                let (f, g) = (self.feedback(*x)?, self.feedback(*y)?);
+                match p {
+                    FProp::Type => Some(f.feedback_type == g.feedback_type),
+                    FProp::Status => Some(f.status == g.status),
+                    _ => Some(fsym(f, p)? == fsym(g, p)?),
+                }
+            }
+            (
+                Value::Node(NodeRef::Adapter(x)),
+                Value::Node(NodeRef::Adapter(y)),
+                PairSel::Adapter(p),
+            ) => {
+                if p == AProp::Id {
+                    return Some(x == y);
+                }
+                let (f, g) = (
+                    self.g.adapters().get(*x as usize)?,
+                    self.g.adapters().get(*y as usize)?,
+                );
+                match p {
+                    AProp::Version => Some(f.version? == g.version?),
+                    AProp::BaseModel => Some(f.base_model? == g.base_model?),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn prop_test(&self, v: &Value<'a>, test: PropTest) -> Option<bool> {
+        match (v, test) {
+            (Value::Node(NodeRef::Feedback(r)), t) => {
+                let f = self.feedback(*r)?;
+                match t {
+                    PropTest::FType(t) => Some(t == Some(f.feedback_type)),
+                    PropTest::FStatus(s) => Some(s == Some(f.status)),
+                    PropTest::FUsed(b) => Some(f.used_for_training == b),
+                    PropTest::FSym(p, s) => Some(s == Some(fsym(f, p)?)),
+                    PropTest::ASym(..) => None,
+                }
+            }
+            (Value::Node(NodeRef::Adapter(r)), PropTest::ASym(p, s)) => {
+                let a = self.g.adapters().get(*r as usize)?;
+                let have = match p {
+                    AProp::Id => Some(a.id),
+                    AProp::Version => a.version,
+                    AProp::BaseModel => a.base_model,
+                    _ => None,
+                }?;
+                Some(s == Some(have))
+            }
+            _ => None,
+        }
+    }
+
+    /// A predicate's verdict: null counts as false; anything but a boolean is a type error.
+    #[inline]
+    pub fn test(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<bool, Fail> {
+        Ok(self.truth(e, row)? == Some(true))
+    }
+
+    /// The three-valued truth of a boolean expression (`None` = null), computed without
+    /// building `Value`s for the common predicate forms.
+    pub fn truth(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Option<bool>, Fail> {
+        match &e.kind {
+            ExprKind::PropIs {
+                slot,
+                test,
+                negated,
+            } => Ok(row
+                .get(*slot)
+                .and_then(|v| self.prop_test(v, *test))
+                .map(|x| x != *negated)),
+            ExprKind::PropPair { a, b, sel, negated } => Ok(match (row.get(*a), row.get(*b)) {
+                (Some(x), Some(y)) => self.prop_pair(x, y, *sel).map(|v| v != *negated),
+                _ => None,
+            }),
+            ExprKind::Not(x) => Ok(self.truth(x, row)?.map(|v| !v)),
+            ExprKind::And(x, y) => {
+                let l = self.truth(x, row)?;
+                if l == Some(false) {
+                    return Ok(Some(false));
+                }
+                Ok(match (l, self.truth(y, row)?) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                })
+            }
+            ExprKind::Or(x, y) => {
+                let l = self.truth(x, row)?;
+                if l == Some(true) {
+                    return Ok(Some(true));
+                }
+                Ok(match (l, self.truth(y, row)?) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                })
+            }
+            ExprKind::Xor(x, y) => Ok(match (self.truth(x, row)?, self.truth(y, row)?) {
+                (Some(p), Some(q)) => Some(p != q),
+                _ => None,
+            }),
+            ExprKind::IsNull(x, negated) => Ok(Some(match &x.kind {
+                ExprKind::Slot(s) => row.get(*s).is_none_or(Value::is_null) != *negated,
+                _ => self.eval(x, row)?.is_null() != *negated,
+            })),
+            ExprKind::Slot(s) => Self::bool_of(row.get(*s).unwrap_or(&Value::Null), e.pos),
+            _ => Self::bool_of(&self.eval(e, row)?, e.pos),
+        }
+    }
+
+    fn bool_of(v: &Value<'a>, pos: usize) -> Result<Option<bool>, Fail> {
+        match v {
+            Value::Bool(b) => Ok(Some(*b)),
+            Value::Null => Ok(None),
+            other => Err(type_err(
+                format!("expected a boolean, got {}", other.type_name()),
+                pos,
+            )),
+        }
+    }
+
+    /// Evaluates `e` on `row`. The common forms are handled here, in a small function; the
+    /// rest in [`Env::eval_full`].
+    #[inline]
+    pub fn eval(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
+        let b = |x: Option<bool>| x.map_or(Value::Null, Value::Bool);
+        match &e.kind {
+            ExprKind::Const(i) => Ok(self.consts.get(*i).cloned().unwrap_or(Value::Null)),
+            ExprKind::Slot(s) => Ok(row.get(*s).cloned().unwrap_or(Value::Null)),
+            ExprKind::PropIs { .. }
+            | ExprKind::PropPair { .. }
+            | ExprKind::Not(_)
+            | ExprKind::And(..)
+            | ExprKind::Or(..)
+            | ExprKind::Xor(..) => Ok(b(self.truth(e, row)?)),
+            ExprKind::Case {
+                operand: None,
+                arms,
+                default,
+            } => {
+                for (w, t) in arms {
+                    if self.truth(w, row)? == Some(true) {
+                        return self.eval(t, row);
+                    }
+                }
+                match default {
+                    Some(d) => self.eval(d, row),
+                    None => Ok(Value::Null),
+                }
+            }
+            _ => self.eval_full(e, row),
+        }
+    }
+
+    /// Evaluates every form of expression: a dispatcher, so that nested expressions recurse
+    /// through small stack frames.
+    #[inline(never)]
+    fn eval_full(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
+        match &e.kind {
+            ExprKind::Const(i) => Ok(self.consts.get(*i).cloned().unwrap_or(Value::Null)),
+            ExprKind::Slot(s) => Ok(row.get(*s).cloned().unwrap_or(Value::Null)),
+            ExprKind::PropIs { .. }
+            | ExprKind::PropPair { .. }
+            | ExprKind::Not(_)
+            | ExprKind::And(..)
+            | ExprKind::Or(..)
+            | ExprKind::Xor(..) => Ok(self.truth(e, row)?.map_or(Value::Null, Value::Bool)),
+            ExprKind::IsNull(x, negated) => {
+                Ok(Value::Bool(self.eval(x, row)?.is_null() != *negated))
+            }
+            ExprKind::Call(f, args) => self.call(*f, args, row, e.pos),
+            ExprKind::Prop(..) => self.eval_prop(e, row),
+            ExprKind::Path(..) | ExprKind::List(..) | ExprKind::Map(..) => self.eval_build(e, row),
+            ExprKind::Cmp(..)
+            | ExprKind::Arith(..)
+            | ExprKind::Neg(..)
+            | ExprKind::In(..)
+            | ExprKind::StrOp(..)
+            | ExprKind::HasLabels(..) => self.eval_ops(e, row),
+            ExprKind::Case { .. } => self.eval_case(e, row),
+            ExprKind::Index(..) | ExprKind::Slice(..) => self.eval_index(e, row),
+            ExprKind::ListComp { .. } | ExprKind::Quant { .. } => self.eval_iter(e, row),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_prop(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
+        Ok(match &e.kind {
+            ExprKind::Prop(base, key) => {
+                if let ExprKind::Slot(s) = base.kind {
+                    match row.get(s) {
+                        Some(v) => return self.prop(v, key, e.pos),
+                        None => return Ok(Value::Null),
+                    }
+                }
+                let v = self.eval(base, row)?;
+                self.prop(&v, key, e.pos)?
+            }
+            _ => Value::Null,
+        })
+    }
+
+    #[inline(never)]
+    fn eval_build(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
+        Ok(match &e.kind {
+            ExprKind::Path(spec) => self.path(spec, row, e.pos)?,
+            ExprKind::List(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(self.eval(i, row)?);
+                }
+                Value::list(out)
+            }
+            ExprKind::Map(entries) => {
+                let mut out = Vec::with_capacity(entries.len());
+                for (k, v) in entries {
+                    out.push((k.clone(), self.eval(v, row)?));
+                }
+                Value::Map(out.into())
+            }
+            _ => Value::Null,
+        })
+    }
+
+    #[inline(never)]
+    fn eval_ops(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
+        let b = |x: Option<bool>| x.map_or(Value::Null, Value::Bool);
+        Ok(match &e.kind {
+            ExprKind::Cmp(op, x, y) => {
+                let (l, r) = (self.eval(x, row)?, self.eval(y, row)?);
+                match op {
+                    CmpOp::Eq => b(cypher_eq(&l, &r)),
+                    CmpOp::Ne => b(cypher_eq(&l, &r).map(|v| !v)),
+                    CmpOp::Lt => b(cypher_cmp(&l, &r).map(|o| o.is_lt())),
+                    CmpOp::Le => b(cypher_cmp(&l, &r).map(|o| o.is_le())),
+                    CmpOp::Gt => b(cypher_cmp(&l, &r).map(|o| o.is_gt())),
+                    CmpOp::Ge => b(cypher_cmp(&l, &r).map(|o| o.is_ge())),
+                }
+            }
+            ExprKind::Arith(op, x, y) => {
+                let (l, r) = (self.eval(x, row)?, self.eval(y, row)?);
+                arith(*op, l, r, e.pos)?
+            }
+            ExprKind::Neg(x) => match self.eval(x, row)? {
+                Value::Null => Value::Null,
+                Value::Int(i) => Value::Int(
+                    i.checked_neg()
+                        .ok_or_else(|| type_err("integer overflow in negation".into(), e.pos))?,
+                ),
+                Value::Float(f) => Value::Float(-f),
+                other => {
+                    return Err(type_err(
+                        format!("cannot negate a {}", other.type_name()),
+                        e.pos,
+                    ));
+                }
+            },
+            ExprKind::In(x, list) => {
+                let needle = self.eval(x, row)?;
+                match self.eval(list, row)? {
+                    Value::Null => Value::Null,
+                    Value::List(items) => {
+                        let mut unknown = false;
+                        for it in items.iter() {
+                            match cypher_eq(&needle, it) {
+                                Some(true) => return Ok(Value::Bool(true)),
+                                None => unknown = true,
+                                Some(false) => {}
+                            }
+                        }
+                        if unknown {
+                            Value::Null
+                        } else {
+                            Value::Bool(false)
+                        }
+                    }
+                    other => {
+                        return Err(type_err(
+                            format!("IN expects a list on its right, got {}", other.type_name()),
+                            list.pos,
+                        ));
+                    }
+                }
+            }
+            ExprKind::StrOp(op, x, y) => {
+                let (l, r) = (self.eval(x, row)?, self.eval(y, row)?);
+                match (l.as_str(), r.as_str()) {
+                    (Some(s), Some(t)) => Value::Bool(match op {
+                        StrOp::StartsWith => s.starts_with(t),
+                        StrOp::EndsWith => s.ends_with(t),
+                        StrOp::Contains => s.contains(t),
+                    }),
+                    _ => Value::Null,
+                }
+            }
+            ExprKind::HasLabels(x, kinds) => match self.eval(x, row)? {
+                Value::Null => Value::Null,
+                Value::Node(n) => Value::Bool(kinds.allows(n)),
+                other => {
+                    return Err(type_err(
+                        format!("label test on a {}", other.type_name()),
+                        e.pos,
+                    ));
+                }
+            },
+            _ => Value::Null,
+        })
+    }
+
+    #[inline(never)]
+    fn eval_case(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
+        Ok(match &e.kind {
+            ExprKind::Case {
+                operand,
+                arms,
+                default,
+            } => {
+                match operand {
+                    Some(o) => {
+                        let subject = self.eval(o, row)?;
+                        for (w, t) in arms {
+                            if cypher_eq(&subject, &self.eval(w, row)?) == Some(true) {
+                                return self.eval(t, row);
+                            }
+                        }
+                    }
+                    None => {
+                        for (w, t) in arms {
+                            if self.truth(w, row)? == Some(true) {
+                                return self.eval(t, row);
+                            }
+                        }
+                    }
+                }
+                match default {
+                    Some(d) => self.eval(d, row)?,
+                    None => Value::Null,
+                }
+            }
+            _ => Value::Null,
+        })
+    }
+
+    #[inline(never)]
+    fn eval_index(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
+        Ok(match &e.kind {
+            ExprKind::Index(x, i) => {
+                let (base, idx) = (self.eval(x, row)?, self.eval(i, row)?);
+                match (&base, &idx) {
+                    (Value::Null, _) | (_, Value::Null) => Value::Null,
+                    (Value::List(items), Value::Int(n)) => {
+                        let len = items.len() as i64;
+                        let at = if *n < 0 { len + n } else { *n };
+                        if (0..len).contains(&at) {
+                            items[at as usize].clone()
+                        } else {
+                            Value::Null
+                        }
+                    }
+                    (Value::Map(_) | Value::Node(_) | Value::Rel(_), _)
+                        if idx.as_str().is_some() =>
+                    {
+                        let key = PropKey::new(idx.as_str().unwrap_or(""));
+                        self.prop(&base, &key, e.pos)?
+                    }
+                    _ => {
+                        return Err(type_err(
+                            format!(
+                                "cannot index a {} with a {}",
+                                base.type_name(),
+                                idx.type_name()
+                            ),
+                            e.pos,
+                        ));
+                    }
+                }
+            }
+            ExprKind::Slice(x, lo, hi) => {
+                let base = self.eval(x, row)?;
+                let bound = |v: &'a Option<Box<Expr>>| -> Result<Option<Value<'a>>, Fail> {
+                    match v {
+                        Some(v) => Ok(Some(self.eval(v, row)?)),
+                        None => Ok(None),
+                    }
+                };
+                let (lo, hi) = (bound(lo)?, bound(hi)?);
+                match base {
+                    Value::Null => Value::Null,
+                    Value::List(items) => {
+                        let len = items.len() as i64;
+                        let norm = |v: Option<Value<'a>>, dflt: i64| -> Result<Option<i64>, Fail> {
+                            match v {
+                                None => Ok(Some(dflt)),
+                                Some(Value::Null) => Ok(None),
+                                Some(Value::Int(i)) => {
+                                    Ok(Some(if i < 0 { (len + i).max(0) } else { i.min(len) }))
+                                }
+                                Some(o) => Err(type_err(
+                                    format!(
+                                        "list slice bounds must be integers, got {}",
+                                        o.type_name()
+                                    ),
+                                    e.pos,
+                                )),
+                            }
+                        };
+                        match (norm(lo, 0)?, norm(hi, len)?) {
+                            (Some(a), Some(z)) if a < z => {
+                                Value::List(items[a as usize..z as usize].into())
+                            }
+                            (Some(_), Some(_)) => Value::list(Vec::new()),
+                            _ => Value::Null,
+                        }
+                    }
+                    other => {
+                        return Err(type_err(
+                            format!("cannot slice a {}", other.type_name()),
+                            e.pos,
+                        ));
+                    }
+                }
+            }
+            _ => Value::Null,
+        })
+    }
+
+    #[inline(never)]
+    fn eval_iter(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
+        Ok(match &e.kind {
+            ExprKind::ListComp {
+                slot,
+                list,
+                pred,
+                proj,
+            } => {
+                let items = match self.eval(list, row)? {
+                    Value::Null => return Ok(Value::Null),
+                    Value::List(items) => items,
+                    other => return Err(not_a_list(&other, list.pos)),
+                };
+                let mut scratch = row.to_vec();
+                let mut out = Vec::with_capacity(items.len());
+                for it in items.iter() {
+                    if let Some(cell) = scratch.get_mut(*slot) {
+                        *cell = it.clone();
+                    }
+                    if let Some(p) = pred
+                        && self.truth(p, &scratch)? != Some(true)
+                    {
+                        continue;
+                    }
+                    out.push(match proj {
+                        Some(x) => self.eval(x, &scratch)?,
+                        None => it.clone(),
+                    });
+                }
+                Value::list(out)
+            }
+            ExprKind::Quant {
+                kind,
+                slot,
+                list,
+                pred,
+            } => {
+                let items = match self.eval(list, row)? {
+                    Value::Null => return Ok(Value::Null),
+                    Value::List(items) => items,
+                    other => return Err(not_a_list(&other, list.pos)),
+                };
+                let mut scratch = row.to_vec();
+                let (mut yes, mut no, mut unknown) = (0usize, 0usize, false);
+                for it in items.iter() {
+                    if let Some(cell) = scratch.get_mut(*slot) {
+                        *cell = it.clone();
+                    }
+                    match self.truth(pred, &scratch)? {
+                        Some(true) => yes += 1,
+                        Some(false) => no += 1,
+                        None => unknown = true,
+                    }
+                }
+                // Three-valued: a decided answer wins over nulls, otherwise null is null.
+                let decided = match kind {
+                    QuantKind::All => (no > 0).then_some(false),
+                    QuantKind::Any => (yes > 0).then_some(true),
+                    QuantKind::None => (yes > 0).then_some(false),
+                    QuantKind::Single => (yes > 1).then_some(false),
+                };
+                match (decided, unknown) {
+                    (Some(v), _) => Value::Bool(v),
+                    (None, true) => Value::Null,
+                    (None, false) => Value::Bool(match kind {
+                        QuantKind::All | QuantKind::None => true,
+                        QuantKind::Any => false,
+                        QuantKind::Single => yes == 1,
+                    }),
+                }
+            }
+            _ => Value::Null,
+        })
+    }
+
+    fn path(&self, spec: &PathSpec, row: &[Value<'a>], pos: usize) -> Result<Value<'a>, Fail> {
+        let start = match row.get(spec.start) {
+            Some(Value::Node(n)) => *n,
+            _ => return Ok(Value::Null),
+        };
+        let mut p = PathVal {
+            nodes: vec![start],
+            rels: Vec::new(),
+        };
+        let mut cur = start;
+        let push = |e: u32, p: &mut PathVal, cur: &mut NodeRef| -> Result<(), Fail> {
+            let pg = self.g.graph();
+            let here = self.node_index(*cur);
+            let ends = pg.edge_endpoints(EdgeIndex::new(e as usize));
+            let (Some(here), Some((a, b))) = (here, ends) else {
+                return Err(type_err(
+                    "a path refers to a missing relationship".into(),
+                    pos,
+                ));
+            };
+            let next = if a == here { b } else { a };
+            let Some(n) = pg.node_weight(next) else {
+                return Err(type_err("a path refers to a missing node".into(), pos));
+            };
+            p.rels.push(e);
+            p.nodes.push(*n);
+            *cur = *n;
+            Ok(())
+        };
+        for step in &spec.steps {
+            match step {
+                PathStep::Rel(s) => match row.get(*s) {
+                    Some(Value::Rel(e)) => push(*e, &mut p, &mut cur)?,
+                    _ => return Ok(Value::Null),
+                },
+                PathStep::Rels(s) => match row.get(*s) {
+                    Some(Value::List(items)) => {
+                        for it in items.iter() {
+                            if let Value::Rel(e) = it {
+                                push(*e, &mut p, &mut cur)?;
+                            }
+                        }
+                    }
+                    _ => return Ok(Value::Null),
+                },
+            }
+        }
+        Ok(Value::Path(Rc::new(p)))
+    }
+
+    fn edge_ends(&self, e: u32) -> Option<(NodeRef, NodeRef)> {
+        let pg = self.g.graph();
+        let (a, b) = pg.edge_endpoints(EdgeIndex::new(e as usize))?;
+        Some((*pg.node_weight(a)?, *pg.node_weight(b)?))
+    }
+
+    fn properties(&self, v: &Value<'a>) -> Vec<(Rc<str>, Value<'a>)> {
+        match v {
+            Value::Node(NodeRef::Feedback(r)) => FProp::ALL
+                .iter()
+                .filter(|(_, p)| !matches!(p, FProp::Text(_)))
+                .map(|(n, p)| (Rc::from(*n), self.fprop(*r, *p)))
+                .chain(
+                    TextField::ALL
+                        .iter()
+                        .map(|t| (Rc::from(t.name()), self.fprop(*r, FProp::Text(*t)))),
+                )
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+            Value::Node(NodeRef::Adapter(r)) => AProp::ALL
+                .iter()
+                .map(|(n, p)| (Rc::from(*n), self.aprop(*r, *p)))
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+            Value::Rel(e) => RProp::ALL
+                .iter()
+                .map(|(n, p)| (Rc::from(*n), self.rprop(*e, *p)))
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+            Value::Map(m) => m.to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn call(
+        &self,
+        f: Func,
+        args: &'a [Expr],
+        row: &[Value<'a>],
+        pos: usize,
+    ) -> Result<Value<'a>, Fail> {
+        if f == Func::Coalesce {
+            for a in args {
+                let v = self.eval(a, row)?;
+                if !v.is_null() {
+                    return Ok(v);
+                }
+            }
+            return Ok(Value::Null);
+        }
+        let mut vals = Vec::with_capacity(args.len());
+        for a in args {
+            vals.push(self.eval(a, row)?);
+        }
+        let bad = |v: &Value<'_>| {
+            type_err(
+                format!("{}() cannot take a {}", f.name(), v.type_name()),
+                pos,
+            )
+        };
+        let first = vals.first().cloned().unwrap_or(Value::Null);
+        if first.is_null() && f != Func::Range {
+            return Ok(Value::Null);
+        }
+        let int_arg = |i: usize| -> Result<Option<i64>, Fail> {
+            match vals.get(i) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Int(n)) => Ok(Some(*n)),
+                Some(v) => Err(bad(v)),
+            }
+        };
+        let str_arg = |i: usize| -> Result<Option<&str>, Fail> {
+            match vals.get(i) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_str().map(Some).ok_or_else(|| bad(v)),
+            }
+        };
+        let num = |v: &Value<'_>| -> Result<f64, Fail> {
+            match v {
+                Value::Int(i) => Ok(*i as f64),
+                Value::Float(x) => Ok(*x),
+                other => Err(bad(other)),
+            }
+        };
+        Ok(match f {
+            Func::Coalesce => Value::Null,
+            Func::Id => match first {
+                Value::Node(n) => Value::Int(self.node_index(n).map_or(-1, |i| i.index() as i64)),
+                Value::Rel(e) => Value::Int(e as i64),
+                v => return Err(bad(&v)),
+            },
+            Func::Labels => match first {
+                Value::Node(NodeRef::Feedback(_)) => Value::list(vec![Value::Str("Feedback")]),
+                Value::Node(NodeRef::Adapter(_)) => Value::list(vec![Value::Str("Adapter")]),
+                v => return Err(bad(&v)),
+            },
+            Func::Type => match first {
+                Value::Rel(e) => match self.g.graph().edge_weight(EdgeIndex::new(e as usize)) {
+                    Some(w) => Value::Str(w.kind.name()),
+                    None => Value::Null,
+                },
+                v => return Err(bad(&v)),
+            },
+            Func::ToLower => Value::text(&str_arg(0)?.unwrap_or("").to_lowercase()),
+            Func::ToUpper => Value::text(&str_arg(0)?.unwrap_or("").to_uppercase()),
+            Func::Trim => Value::text(str_arg(0)?.unwrap_or("").trim()),
+            Func::LTrim => Value::text(str_arg(0)?.unwrap_or("").trim_start()),
+            Func::RTrim => Value::text(str_arg(0)?.unwrap_or("").trim_end()),
+            Func::Size => match &first {
+                Value::List(items) => Value::Int(items.len() as i64),
+                v => match v.as_str() {
+                    Some(s) => Value::Int(s.chars().count() as i64),
+                    None => return Err(bad(v)),
+                },
+            },
+            Func::Length => match &first {
+                Value::Path(p) => Value::Int(p.rels.len() as i64),
+                Value::List(items) => Value::Int(items.len() as i64),
+                v => match v.as_str() {
+                    Some(s) => Value::Int(s.chars().count() as i64),
+                    None => return Err(bad(v)),
+                },
+            },
+            Func::Nodes => match &first {
+                Value::Path(p) => Value::List(p.nodes.iter().map(|n| Value::Node(*n)).collect()),
+                v => return Err(bad(v)),
+            },
+            Func::Relationships => match &first {
+                Value::Path(p) => Value::List(p.rels.iter().map(|e| Value::Rel(*e)).collect()),
+                v => return Err(bad(v)),
+            },
+            Func::StartNode | Func::EndNode => match first {
+                Value::Rel(e) => match self.edge_ends(e) {
+                    Some((a, b)) => Value::Node(if f == Func::StartNode { a } else { b }),
+                    None => Value::Null,
+                },
+                v => return Err(bad(&v)),
+            },
+            Func::Properties => match &first {
+                Value::Node(_) | Value::Rel(_) | Value::Map(_) => {
+                    Value::Map(self.properties(&first).into())
+                }
+                v => return Err(bad(v)),
+            },
+            Func::Keys => match &first {
+                Value::Node(_) | Value::Rel(_) | Value::Map(_) => Value::List(
+                    self.properties(&first)
+                        .into_iter()
+                        .map(|(k, _)| Value::Text(k))
+                        .collect(),
+                ),
+                v => return Err(bad(v)),
+            },
+            Func::Head | Func::Last | Func::Tail => match &first {
+                Value::List(items) => match f {
+                    Func::Head => items.first().cloned().unwrap_or(Value::Null),
+                    Func::Last => items.last().cloned().unwrap_or(Value::Null),
+                    _ => Value::List(items.get(1..).unwrap_or(&[]).into()),
+                },
+                v => return Err(bad(v)),
+            },
+            Func::ToString => match &first {
+                Value::Int(i) => Value::text(&i.to_string()),
+                Value::Float(x) => Value::text(&float_text(*x)),
+                Value::Bool(b) => Value::Str(if *b { "true" } else { "false" }),
+                v => match v.as_str() {
+                    Some(_) => first.clone(),
+                    None => return Err(bad(v)),
+                },
+            },
+            Func::ToInteger => match &first {
+                Value::Int(_) => first.clone(),
+                Value::Float(x) => float_to_int(*x),
+                Value::Bool(b) => Value::Int(*b as i64),
+                v => match v.as_str() {
+                    Some(s) => match s.trim().parse::<i64>() {
+                        Ok(i) => Value::Int(i),
+                        Err(_) => s.trim().parse::<f64>().map_or(Value::Null, float_to_int),
+                    },
+                    None => return Err(bad(v)),
+                },
+            },
+            Func::ToFloat => match &first {
+                Value::Int(i) => Value::Float(*i as f64),
+                Value::Float(_) => first.clone(),
+                v => match v.as_str() {
+                    Some(s) => s.trim().parse::<f64>().map_or(Value::Null, Value::Float),
+                    None => return Err(bad(v)),
+                },
+            },
+            Func::ToBoolean => match &first {
+                Value::Bool(_) => first.clone(),
+                Value::Int(i) => Value::Bool(*i != 0),
+                v => match v.as_str() {
+                    Some(s) if s.trim().eq_ignore_ascii_case("true") => Value::Bool(true),
+                    Some(s) if s.trim().eq_ignore_ascii_case("false") => Value::Bool(false),
+                    Some(_) => Value::Null,
+                    None => return Err(bad(v)),
+                },
+            },
+            Func::Abs => match first {
+                Value::Int(i) => Value::Int(
+                    i.checked_abs()
+                        .ok_or_else(|| type_err("integer overflow in abs()".into(), pos))?,
+                ),
+                Value::Float(x) => Value::Float(x.abs()),
+                v => return Err(bad(&v)),
+            },
+            Func::Ceil => Value::Float(num(&first)?.ceil()),
+            Func::Floor => Value::Float(num(&first)?.floor()),
+            Func::Round => Value::Float(num(&first)?.round()),
+            Func::Sqrt => Value::Float(num(&first)?.sqrt()),
+            Func::Sign => {
+                let x = num(&first)?;
+                Value::Int(if x > 0.0 {
+                    1
+                } else if x < 0.0 {
+                    -1
+                } else {
+                    0
+                })
+            }
+            Func::Replace => match (str_arg(0)?, str_arg(1)?, str_arg(2)?) {
+                (Some(s), Some(a), Some(b)) => Value::text(&s.replace(a, b)),
+                _ => Value::Null,
+            },
+            Func::Substring => {
+                let s = str_arg(0)?.unwrap_or("");
+                let Some(start) = int_arg(1)? else {
+                    return Ok(Value::Null);
+                };
+                if start < 0
+                    || vals
+                        .get(2)
+                        .is_some_and(|v| matches!(v, Value::Int(n) if *n < 0))
+                {
+                    return Err(type_err(
+                        "substring() takes non-negative start and length".into(),
+                        pos,
+                    ));
+                }
+                let it = s.chars().skip(start as usize);
+                match vals.get(2) {
+                    None => Value::text(&it.collect::<String>()),
+                    Some(_) => match int_arg(2)? {
+                        Some(n) => Value::text(&it.take(n as usize).collect::<String>()),
+                        None => Value::Null,
+                    },
+                }
+            }
+            Func::Split => match (str_arg(0)?, str_arg(1)?) {
+                (Some(s), Some(d)) => Value::List(s.split(d).map(Value::text).collect()),
+                _ => Value::Null,
+            },
+            Func::Reverse => match &first {
+                Value::List(items) => Value::List(items.iter().rev().cloned().collect()),
+                v => match v.as_str() {
+                    Some(s) => Value::text(&s.chars().rev().collect::<String>()),
+                    None => return Err(bad(v)),
+                },
+            },
+            Func::Range => {
+                let (Some(a), Some(z)) = (int_arg(0)?, int_arg(1)?) else {
+                    return Ok(Value::Null);
+                };
+                let step = int_arg(2)?.unwrap_or(1);
+                if step == 0 {
+                    return Err(type_err("range() step must not be zero".into(), pos));
+                }
+                let n = if (step > 0 && z < a) || (step < 0 && z > a) {
+                    0
+                } else {
+                    ((z as i128 - a as i128) / step as i128 + 1) as i64
+                };
+                if n > MAX_RANGE {
+                    return Err(type_err(
+                        format!("range() would build {n} elements (at most {MAX_RANGE})"),
+                        pos,
+                    ));
+                }
+                Value::List((0..n).map(|k| Value::Int(a + k * step)).collect())
+            }
+        })
+    }
+
+    /// Turns a value into JSON for the result: nodes become maps of their properties plus
+    /// `_id` and `_labels`, relationships maps plus `_id`, `_type`, `_start`, `_end`, paths
+    /// lists alternating nodes and relationships.
+    pub fn to_json(&self, v: &Value<'a>) -> serde_json::Value {
+        match v {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => json!(b),
+            Value::Int(i) => json!(i),
+            Value::Float(f) => json_f64(*f),
+            Value::Str(_) | Value::Text(_) => json!(v.as_str().unwrap_or("")),
+            Value::Node(n) => self.node_json(*n),
+            Value::Rel(e) => self.rel_json(*e),
+            Value::List(items) => {
+                serde_json::Value::Array(items.iter().map(|x| self.to_json(x)).collect())
+            }
+            Value::Map(m) => serde_json::Value::Object(
+                m.iter()
+                    .map(|(k, x)| (k.to_string(), self.to_json(x)))
+                    .collect(),
+            ),
+            Value::Path(p) => {
+                let mut out = Vec::with_capacity(p.nodes.len() + p.rels.len());
+                for (i, n) in p.nodes.iter().enumerate() {
+                    if i > 0
+                        && let Some(e) = p.rels.get(i - 1)
+                    {
+                        out.push(self.rel_json(*e));
+                    }
+                    out.push(self.node_json(*n));
+                }
+                serde_json::Value::Array(out)
+            }
+        }
+    }
+
+    fn node_json(&self, n: NodeRef) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "_id".into(),
+            json!(self.node_index(n).map_or(-1, |i| i.index() as i64)),
+        );
+        match n {
+            NodeRef::Feedback(r) => {
+                m.insert("_labels".into(), json!(["Feedback"]));
+                for (name, p) in FProp::ALL
+                    .iter()
+                    .filter(|(_, p)| !matches!(p, FProp::Text(_)))
+                {
+                    let v = self.fprop(r, *p);
+                    if !v.is_null() {
+                        m.insert((*name).into(), self.to_json(&v));
+                    }
+                }
+                if let Some(f) = self.feedback(r) {
+                    let mut fields = vec!["question", "answer"];
+                    if f.has_correction {
+                        fields.push("correction");
+                    }
+                    if f.has_comment {
+                        fields.push("comment");
+                    }
+                    let texts = self.text.feedback_texts(&f.id, &fields);
+                    for (name, t) in fields.iter().zip(texts) {
+                        if let Some(t) = t {
+                            m.insert((*name).into(), json!(t));
+                        }
+                    }
+                }
+            }
+            NodeRef::Adapter(r) => {
+                m.insert("_labels".into(), json!(["Adapter"]));
+                for (name, p) in AProp::ALL {
+                    let v = self.aprop(r, p);
+                    if !v.is_null() {
+                        m.insert(name.into(), self.to_json(&v));
+                    }
+                }
+            }
+        }
+        serde_json::Value::Object(m)
+    }
+
+    fn rel_json(&self, e: u32) -> serde_json::Value {
+        let pg = self.g.graph();
+        let idx = EdgeIndex::new(e as usize);
+        let mut m = serde_json::Map::new();
+        m.insert("_id".into(), json!(e));
+        if let (Some(w), Some((a, b))) = (pg.edge_weight(idx), pg.edge_endpoints(idx)) {
+            m.insert(
+                "_type".into(),
+                json!(match w.kind {
+                    EdgeKind::FeedbackFor => "FEEDBACK_FOR",
+                    EdgeKind::DerivedFrom => "DERIVED_FROM",
+                }),
+            );
+            m.insert("_start".into(), json!(a.index()));
+            m.insert("_end".into(), json!(b.index()));
+            m.insert("created_at".into(), json!(w.created_at));
+            m.insert("source".into(), json!(w.source.as_str()));
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+/// An interned Feedback property.
+fn fsym(f: &FeedbackNode, p: FProp) -> Option<Sym> {
+    match p {
+        FProp::ModelVersion => f.model_version,
+        FProp::AdapterId => f.adapter_id,
+        FProp::AdapterVersion => f.adapter_version,
+        FProp::UserId => f.user_id,
+        FProp::SessionId => f.session_id,
+        FProp::InteractionId => f.interaction_id,
+        _ => None,
+    }
+}
+
+fn float_to_int(x: f64) -> Value<'static> {
+    if x.is_finite() && x.abs() < 9.2e18 {
+        Value::Int(x.trunc() as i64)
+    } else {
+        Value::Null
+    }
+}
+
+/// Arithmetic with Cypher's rules: integers stay integers (overflow is an error), a float on
+/// either side makes a float, `+` also concatenates strings and lists.
+pub(crate) fn arith<'a>(
+    op: ArithOp,
+    l: Value<'a>,
+    r: Value<'a>,
+    pos: usize,
+) -> Result<Value<'a>, Fail> {
+    use ArithOp::*;
+    let sym = match op {
+        Add => "+",
+        Sub => "-",
+        Mul => "*",
+        Div => "/",
+        Mod => "%",
+        Pow => "^",
+        Concat => "||",
+    };
+    let bad = |l: &Value<'_>, r: &Value<'_>| {
+        type_err(
+            format!(
+                "cannot apply {sym} to {} and {}",
+                l.type_name(),
+                r.type_name()
+            ),
+            pos,
+        )
+    };
+    let overflow = || type_err(format!("integer overflow in {sym}"), pos);
+    if l.is_null() || r.is_null() {
+        return Ok(Value::Null);
+    }
+    if matches!(op, Add | Concat) {
+        match (&l, &r) {
+            (Value::List(a), Value::List(b)) => {
+                return Ok(Value::List(a.iter().chain(b.iter()).cloned().collect()));
+            }
+            (Value::List(a), x) if op == Add => {
+                return Ok(Value::List(
+                    a.iter()
+                        .cloned()
+                        .chain(std::iter::once(x.clone()))
+                        .collect(),
+                ));
+            }
+            (x, Value::List(b)) if op == Add => {
+                return Ok(Value::List(
+                    std::iter::once(x.clone())
+                        .chain(b.iter().cloned())
+                        .collect(),
+                ));
+            }
+            _ => {}
+        }
+        let text = |v: &Value<'_>| -> Option<String> {
+            match v {
+                Value::Int(i) if op == Add => Some(i.to_string()),
+                Value::Float(f) if op == Add => Some(float_text(*f)),
+                _ => v.as_str().map(str::to_owned),
+            }
+        };
+        if l.as_str().is_some() || r.as_str().is_some() || op == Concat {
+            return match (text(&l), text(&r)) {
+                (Some(a), Some(b)) => Ok(Value::Text(Rc::from(a + &b))),
+                _ => Err(bad(&l, &r)),
+            };
+        }
+    }
+    match (&l, &r) {
+        (Value::Int(a), Value::Int(b)) => {
+            let (a, b) = (*a, *b);
+            Ok(Value::Int(match op {
+                Add => a.checked_add(b).ok_or_else(overflow)?,
+                Sub => a.checked_sub(b).ok_or_else(overflow)?,
+                Mul => a.checked_mul(b).ok_or_else(overflow)?,
+                Div => {
+                    if b == 0 {
+                        return Err(type_err("division by zero".into(), pos));
+                    }
+                    a.checked_div(b).ok_or_else(overflow)?
+                }
+                Mod => {
+                    if b == 0 {
+                        return Err(type_err("modulo by zero".into(), pos));
+                    }
+                    a.checked_rem(b).ok_or_else(overflow)?
+                }
+                Pow => return Ok(Value::Float((a as f64).powf(b as f64))),
+                Concat => return Err(bad(&l, &r)),
+            }))
+        }
+        (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
+            let f = |v: &Value<'_>| match v {
+                Value::Int(i) => *i as f64,
+                Value::Float(x) => *x,
+                _ => 0.0,
+            };
+            let (a, b) = (f(&l), f(&r));
+            Ok(Value::Float(match op {
+                Add => a + b,
+                Sub => a - b,
+                Mul => a * b,
+                Div => a / b,
+                Mod => a % b,
+                Pow => a.powf(b),
+                Concat => return Err(bad(&l, &r)),
+            }))
+        }
+        _ => Err(bad(&l, &r)),
+    }
+}

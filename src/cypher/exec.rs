@@ -1,0 +1,1134 @@
+//! The executor: runs a [`Plan`] over one org's [`OrgGraph`].
+//!
+//! Operators are push-based: each one binds slots of a single reusable row and calls the rest
+//! of the pipeline, so a MATCH over millions of edges allocates nothing per row (nodes and
+//! relationships are bound as indices). A LIMIT that is satisfied returns [`Flow::Stop`],
+//! which unwinds every loop above it at once. Aggregation and sorting collect rows and feed
+//! the next segment; the output sink turns rows into JSON.
+//!
+//! Every node scanned and every edge examined counts as one unit of work; the work and the
+//! wall clock are checked against the [`QueryLimits`] as the query runs, and the number of
+//! returned rows when it produces them.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use petgraph::Direction;
+use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+
+use super::QueryLimits;
+use super::TextSource;
+use super::error::{CypherError, Fail, Limit};
+use super::eval::Env;
+use super::plan::*;
+use super::value::{FastBuild, Value, order_cmp};
+use crate::graph::{NodeRef, OrgGraph};
+
+type Row<'a> = Vec<Value<'a>>;
+
+/// Binds a node in `row[slot]`. When the slot already holds a node (the previous iteration's),
+/// only the `NodeRef` is overwritten: building a whole `Value` on the stack and copying it
+/// in costs a store-forwarding stall per row in the hot loops.
+#[inline(always)]
+fn set_node(row: &mut [Value<'_>], slot: Slot, n: NodeRef) {
+    match &mut row[slot] {
+        Value::Node(m) => *m = n,
+        other => *other = Value::Node(n),
+    }
+}
+
+/// Binds a relationship in `row[slot]` (see [`set_node`]).
+#[inline(always)]
+fn set_rel(row: &mut [Value<'_>], slot: Slot, e: u32) {
+    match &mut row[slot] {
+        Value::Rel(x) => *x = e,
+        other => *other = Value::Rel(e),
+    }
+}
+
+/// Whether upstream operators should keep producing rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Keep going.
+    Go,
+    /// A LIMIT is satisfied: stop producing.
+    Stop,
+}
+
+type R = Result<Flow, Fail>;
+type SinkFn<'s, 'a> = dyn FnMut(&mut Exec<'a>, &mut Row<'a>) -> R + 's;
+
+/// How often (in work units) the clock is read.
+const CHECK_EVERY: u64 = 4096;
+
+pub(crate) struct Exec<'a> {
+    env: Env<'a>,
+    limits: &'a QueryLimits,
+    started: Instant,
+    work: u64,
+    next_check: u64,
+    counters: Vec<u64>,
+    counts: Vec<Option<u64>>,
+    seen: Vec<HashSet<Box<[Value<'a>]>, FastBuild>>,
+}
+
+/// Result rows and the work done.
+pub(crate) struct Output {
+    pub rows: Vec<Vec<serde_json::Value>>,
+    pub work: u64,
+}
+
+/// Runs `plan` on `g`.
+pub(crate) fn run(
+    plan: &Plan,
+    g: &OrgGraph,
+    text: &dyn TextSource,
+    limits: &QueryLimits,
+    started: Instant,
+) -> Result<Output, Fail> {
+    let mut ex = Exec {
+        env: Env::new(plan, g, text),
+        limits,
+        started,
+        work: 0,
+        next_check: CHECK_EVERY.min(limits.max_work.saturating_add(1)),
+        counters: vec![0; plan.states],
+        counts: vec![None; plan.states],
+        seen: (0..plan.states).map(|_| HashSet::default()).collect(),
+    };
+    ex.check()?;
+    let mut input: Vec<Row<'_>> = vec![vec![Value::Null; plan.slots]];
+    for seg in &plan.segments {
+        match &seg.sink {
+            Sink::Aggregate { keys, aggs, nodes } => {
+                let mut st =
+                    AggState::new(&ex.env, keys.len(), aggs, nodes.as_deref(), ex.max_held());
+                for row in input.iter_mut() {
+                    let flow = ex.run(&seg.ops, row, &mut |ex, row| {
+                        st.add(&ex.env, keys, aggs, row)?;
+                        Ok(Flow::Go)
+                    })?;
+                    if flow == Flow::Stop {
+                        break;
+                    }
+                }
+                input = st.finish(plan.slots, keys, aggs);
+            }
+            Sink::Sort { keys, top } => {
+                let keep = match top {
+                    Some((skip, limit)) => {
+                        let skip = match skip {
+                            Some(s) => ex.count_value(s)?,
+                            None => 0,
+                        };
+                        Some(skip.saturating_add(ex.count_value(limit)?) as usize)
+                    }
+                    None => None,
+                };
+                let mut buf: Vec<Row<'_>> = Vec::new();
+                for row in input.iter_mut() {
+                    let flow = ex.run(&seg.ops, row, &mut |ex, row| {
+                        buf.push(row.clone());
+                        ex.tick()?;
+                        ex.hold(buf.len())?;
+                        if let Some(k) = keep
+                            && buf.len() >= k.saturating_mul(2).max(1024)
+                        {
+                            sort_rows(&mut buf, keys);
+                            buf.truncate(k);
+                        }
+                        Ok(Flow::Go)
+                    })?;
+                    if flow == Flow::Stop {
+                        break;
+                    }
+                }
+                sort_rows(&mut buf, keys);
+                if let Some(k) = keep {
+                    buf.truncate(k);
+                }
+                input = buf;
+            }
+            Sink::Output { slots } => {
+                let mut out: Vec<Vec<serde_json::Value>> = Vec::new();
+                let max_rows = ex.limits.max_rows;
+                for row in input.iter_mut() {
+                    let flow = ex.run(&seg.ops, row, &mut |ex, row| {
+                        if out.len() >= max_rows {
+                            return Err(CypherError::limit(
+                                Limit::MaxRows,
+                                format!(
+                                    "the query returns more than {max_rows} rows; add a LIMIT or narrow the MATCH"
+                                ),
+                            ).into());
+                        }
+                        out.push(
+                            slots
+                                .iter()
+                                .map(|s| ex.env.to_json(row.get(*s).unwrap_or(&Value::Null)))
+                                .collect(),
+                        );
+                        ex.check_clock_every(out.len())?;
+                        Ok(Flow::Go)
+                    })?;
+                    if flow == Flow::Stop {
+                        break;
+                    }
+                }
+                ex.check()?;
+                return Ok(Output {
+                    rows: out,
+                    work: ex.work,
+                });
+            }
+        }
+        ex.check()?;
+    }
+    Ok(Output {
+        rows: Vec::new(),
+        work: ex.work,
+    })
+}
+
+fn sort_rows(rows: &mut [Row<'_>], keys: &[(Slot, bool)]) {
+    rows.sort_by(|a, b| {
+        for &(s, desc) in keys {
+            let (x, y) = (a.get(s), b.get(s));
+            let o = match (x, y) {
+                (Some(x), Some(y)) => order_cmp(x, y),
+                _ => std::cmp::Ordering::Equal,
+            };
+            let o = if desc { o.reverse() } else { o };
+            if o.is_ne() {
+                return o;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+}
+
+impl<'a> Exec<'a> {
+    /// Counts one unit of work and enforces the work and time limits.
+    #[inline]
+    fn tick(&mut self) -> Result<(), Fail> {
+        self.work += 1;
+        if self.work >= self.next_check {
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<(), Fail> {
+        if self.work > self.limits.max_work {
+            return Err(CypherError::limit(
+                Limit::MaxWork,
+                format!(
+                    "the query examined more than {} nodes and relationships; narrow the MATCH or add filters",
+                    self.limits.max_work
+                ),
+            ).into());
+        }
+        let elapsed = self.started.elapsed();
+        if elapsed > self.limits.timeout {
+            return Err(CypherError::limit(
+                Limit::Timeout,
+                format!(
+                    "the query ran longer than {} ms",
+                    self.limits.timeout.as_millis()
+                ),
+            )
+            .into());
+        }
+        self.next_check = self
+            .work
+            .saturating_add(CHECK_EVERY)
+            .min(self.limits.max_work.saturating_add(1));
+        Ok(())
+    }
+
+    /// Most rows a sort, a grouping or a DISTINCT may hold at once: a tenth of the work
+    /// limit, so memory stays bounded well before the work limit is reached.
+    fn max_held(&self) -> usize {
+        usize::try_from((self.limits.max_work / 10).max(1)).unwrap_or(usize::MAX)
+    }
+
+    #[inline]
+    fn hold(&self, n: usize) -> Result<(), Fail> {
+        let max = self.max_held();
+        if n > max {
+            return Err(held_too_many(max));
+        }
+        Ok(())
+    }
+
+    fn check_clock_every(&mut self, n: usize) -> Result<(), Fail> {
+        if n.is_multiple_of(256) {
+            self.check()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The value of a SKIP/LIMIT expression (a non-negative integer constant).
+    fn count_value(&mut self, e: &'a Expr) -> Result<u64, Fail> {
+        match self.env.eval(e, &[])? {
+            Value::Int(n) if n >= 0 => Ok(n as u64),
+            other => Err(CypherError::type_error(
+                format!(
+                    "SKIP and LIMIT take a non-negative integer, got {}",
+                    other.type_name()
+                ),
+                e.pos,
+            )
+            .into()),
+        }
+    }
+
+    fn count_of(&mut self, state: usize, e: &'a Expr) -> Result<u64, Fail> {
+        if let Some(Some(n)) = self.counts.get(state) {
+            return Ok(*n);
+        }
+        let n = self.count_value(e)?;
+        if let Some(c) = self.counts.get_mut(state) {
+            *c = Some(n);
+        }
+        Ok(n)
+    }
+
+    fn node_of(&self, v: &Value<'a>, pos: usize) -> Result<Option<(NodeRef, NodeIndex)>, Fail> {
+        match v {
+            Value::Node(n) => Ok(self.env.node_index(*n).map(|i| (*n, i))),
+            Value::Null => Ok(None),
+            other => Err(CypherError::type_error(
+                format!(
+                    "expected a node to match a pattern from, got {}",
+                    other.type_name()
+                ),
+                pos,
+            )
+            .into()),
+        }
+    }
+
+    /// Runs `ops` on `row`, handing every resulting row to `sink`.
+    fn run(&mut self, ops: &'a [Op], row: &mut Row<'a>, sink: &mut SinkFn<'_, 'a>) -> R {
+        let Some((op, rest)) = ops.split_first() else {
+            return sink(self, row);
+        };
+        match op {
+            Op::Expand(e) => self.expand(e, rest, row, sink),
+            Op::Filter(pred) => {
+                if self.env.test(pred, row)? {
+                    self.run(rest, row, sink)
+                } else {
+                    Ok(Flow::Go)
+                }
+            }
+            _ => self.run_op(op, rest, row, sink),
+        }
+    }
+
+    /// The operators that run once per input row rather than once per output row.
+    #[inline(never)]
+    fn run_op(
+        &mut self,
+        op: &'a Op,
+        rest: &'a [Op],
+        row: &mut Row<'a>,
+        sink: &mut SinkFn<'_, 'a>,
+    ) -> R {
+        match op {
+            Op::Scan { slot, kinds } => {
+                let g = self.env.g;
+                if kinds.feedback {
+                    for r in 0..g.feedback().len() as u32 {
+                        self.tick()?;
+                        set_node(row, *slot, NodeRef::Feedback(r));
+                        if self.run(rest, row, sink)? == Flow::Stop {
+                            return Ok(Flow::Stop);
+                        }
+                    }
+                }
+                if kinds.adapter {
+                    for r in 0..g.adapters().len() as u32 {
+                        self.tick()?;
+                        set_node(row, *slot, NodeRef::Adapter(r));
+                        if self.run(rest, row, sink)? == Flow::Stop {
+                            return Ok(Flow::Stop);
+                        }
+                    }
+                }
+                Ok(Flow::Go)
+            }
+            Op::Seek { slot, kinds, key } => {
+                let g = self.env.g;
+                let key = self.env.eval(key, row)?;
+                let Some(id) = key.as_str() else {
+                    return Ok(Flow::Go);
+                };
+                self.tick()?;
+                let mut found = Vec::with_capacity(2);
+                if kinds.feedback
+                    && let Some(r) = g.feedback_row(id)
+                {
+                    found.push(NodeRef::Feedback(r));
+                }
+                if kinds.adapter
+                    && let Some(r) = g.adapter_row(id)
+                {
+                    found.push(NodeRef::Adapter(r));
+                }
+                for n in found {
+                    set_node(row, *slot, n);
+                    if self.run(rest, row, sink)? == Flow::Stop {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                Ok(Flow::Go)
+            }
+            Op::Expand(e) => self.expand(e, rest, row, sink),
+            Op::VarExpand(v) => {
+                let Some((from, _)) = self.node_of(&row[v.step.from], 0)? else {
+                    return Ok(Flow::Go);
+                };
+                let mut path = Vec::new();
+                if v.min == 0 && self.var_emit(v, rest, row, sink, from, &path)? == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+                self.var_dfs(v, rest, row, sink, from, &mut path)
+            }
+            Op::Filter(pred) => {
+                if self.env.test(pred, row)? {
+                    self.run(rest, row, sink)
+                } else {
+                    Ok(Flow::Go)
+                }
+            }
+            Op::Optional { body, nulls } => {
+                let mut matched = false;
+                let flow = {
+                    let mut inner = |ex: &mut Exec<'a>, row: &mut Row<'a>| {
+                        matched = true;
+                        ex.run(rest, row, sink)
+                    };
+                    self.run(body, row, &mut inner)?
+                };
+                if flow == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+                if matched {
+                    return Ok(Flow::Go);
+                }
+                for s in nulls {
+                    row[*s] = Value::Null;
+                }
+                self.run(rest, row, sink)
+            }
+            Op::Unwind { list, slot } => match self.env.eval(list, row)? {
+                Value::Null => Ok(Flow::Go),
+                Value::List(items) => {
+                    for it in items.iter() {
+                        self.tick()?;
+                        row[*slot] = it.clone();
+                        if self.run(rest, row, sink)? == Flow::Stop {
+                            return Ok(Flow::Stop);
+                        }
+                    }
+                    Ok(Flow::Go)
+                }
+                other => {
+                    row[*slot] = other;
+                    self.run(rest, row, sink)
+                }
+            },
+            Op::Project(items) => {
+                for (slot, e) in items {
+                    let v = self.env.eval(e, row)?;
+                    row[*slot] = v;
+                }
+                self.run(rest, row, sink)
+            }
+            Op::Distinct { slots, state } => {
+                let key: Box<[Value<'a>]> = slots.iter().map(|s| row[*s].clone()).collect();
+                let (fresh, held) = match self.seen.get_mut(*state) {
+                    Some(set) => (set.insert(key), set.len()),
+                    None => (true, 0),
+                };
+                self.hold(held)?;
+                if fresh {
+                    self.run(rest, row, sink)
+                } else {
+                    Ok(Flow::Go)
+                }
+            }
+            Op::Skip { count, state } => {
+                let n = self.count_of(*state, count)?;
+                if self.counters[*state] < n {
+                    self.counters[*state] += 1;
+                    return Ok(Flow::Go);
+                }
+                self.run(rest, row, sink)
+            }
+            Op::Limit { count, state } => {
+                let n = self.count_of(*state, count)?;
+                if self.counters[*state] >= n {
+                    return Ok(Flow::Stop);
+                }
+                self.counters[*state] += 1;
+                let flow = self.run(rest, row, sink)?;
+                if self.counters[*state] >= n {
+                    Ok(Flow::Stop)
+                } else {
+                    Ok(flow)
+                }
+            }
+        }
+    }
+
+    /// Is edge `eid` already used by another relationship of the same MATCH?
+    #[inline]
+    fn taken(&self, e: &Expand, row: &Row<'a>, eid: u32) -> bool {
+        e.unique
+            .iter()
+            .any(|s| matches!(row[*s], Value::Rel(x) if x == eid))
+            || e.unique_lists.iter().any(|s| match &row[*s] {
+                Value::List(items) => items
+                    .iter()
+                    .any(|v| matches!(v, Value::Rel(x) if *x == eid)),
+                _ => false,
+            })
+    }
+
+    fn expand(
+        &mut self,
+        e: &'a Expand,
+        rest: &'a [Op],
+        row: &mut Row<'a>,
+        sink: &mut SinkFn<'_, 'a>,
+    ) -> R {
+        let Some((_, idx)) = self.node_of(&row[e.from], 0)? else {
+            return Ok(Flow::Go);
+        };
+        let pg = self.env.g.graph();
+        let dirs: &[Direction] = match e.dir {
+            Dir::Out => &[Direction::Outgoing],
+            Dir::In => &[Direction::Incoming],
+            Dir::Both => &[Direction::Outgoing, Direction::Incoming],
+        };
+        for &d in dirs {
+            for er in pg.edges_directed(idx, d) {
+                self.tick()?;
+                if !e.types.allows(er.weight().kind) {
+                    continue;
+                }
+                let other_idx = if d == Direction::Outgoing {
+                    er.target()
+                } else {
+                    er.source()
+                };
+                let other = pg[other_idx];
+                if e.into {
+                    if !matches!(row[e.to], Value::Node(n) if n == other) {
+                        continue;
+                    }
+                } else if !e.to_kinds.allows(other) {
+                    continue;
+                }
+                let eid = er.id().index() as u32;
+                if self.taken(e, row, eid) {
+                    continue;
+                }
+                if !e.into {
+                    set_node(row, e.to, other);
+                }
+                if let Some(rs) = e.rel {
+                    set_rel(row, rs, eid);
+                }
+                if self.run(rest, row, sink)? == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+            }
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Emits one variable-length match ending at `end` with relationships `path`.
+    fn var_emit(
+        &mut self,
+        v: &'a VarExpand,
+        rest: &'a [Op],
+        row: &mut Row<'a>,
+        sink: &mut SinkFn<'_, 'a>,
+        end: NodeRef,
+        path: &[u32],
+    ) -> R {
+        let e = &v.step;
+        if e.into {
+            if !matches!(row[e.to], Value::Node(n) if n == end) {
+                return Ok(Flow::Go);
+            }
+        } else if !e.to_kinds.allows(end) {
+            return Ok(Flow::Go);
+        }
+        if !e.into {
+            set_node(row, e.to, end);
+        }
+        if let Some(rs) = e.rel {
+            let rels: Vec<Value<'a>> = if v.reverse {
+                path.iter().rev().map(|x| Value::Rel(*x)).collect()
+            } else {
+                path.iter().map(|x| Value::Rel(*x)).collect()
+            };
+            row[rs] = Value::list(rels);
+        }
+        self.run(rest, row, sink)
+    }
+
+    fn var_dfs(
+        &mut self,
+        v: &'a VarExpand,
+        rest: &'a [Op],
+        row: &mut Row<'a>,
+        sink: &mut SinkFn<'_, 'a>,
+        cur: NodeRef,
+        path: &mut Vec<u32>,
+    ) -> R {
+        let e = &v.step;
+        let depth = path.len() as u32;
+        let Some(idx) = self.env.node_index(cur) else {
+            return Ok(Flow::Go);
+        };
+        let pg = self.env.g.graph();
+        let dirs: &[Direction] = match e.dir {
+            Dir::Out => &[Direction::Outgoing],
+            Dir::In => &[Direction::Incoming],
+            Dir::Both => &[Direction::Outgoing, Direction::Incoming],
+        };
+        for &d in dirs {
+            for er in pg.edges_directed(idx, d) {
+                self.tick()?;
+                if !e.types.allows(er.weight().kind) {
+                    continue;
+                }
+                let eid = er.id().index() as u32;
+                if path.contains(&eid) || self.taken(e, row, eid) {
+                    continue;
+                }
+                if depth >= v.max {
+                    if v.capped {
+                        return Err(CypherError::limit(
+                            Limit::MaxDepth,
+                            format!(
+                                "a variable-length pattern without an upper bound reached {} relationships and could go further; give it an upper bound (*..N) or raise max_depth",
+                                v.max
+                            ),
+                        ).into());
+                    }
+                    return Ok(Flow::Go);
+                }
+                let other_idx = if d == Direction::Outgoing {
+                    er.target()
+                } else {
+                    er.source()
+                };
+                let next = pg[other_idx];
+                path.push(eid);
+                let mut flow = Flow::Go;
+                if depth + 1 >= v.min {
+                    flow = self.var_emit(v, rest, row, sink, next, path)?;
+                }
+                if flow == Flow::Go && (depth + 1 < v.max || v.capped) {
+                    flow = self.var_dfs(v, rest, row, sink, next, path)?;
+                }
+                path.pop();
+                if flow == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+            }
+        }
+        Ok(Flow::Go)
+    }
+}
+
+fn held_too_many(max: usize) -> Fail {
+    CypherError::limit(
+        Limit::MaxWork,
+        format!(
+            "the query would hold more than {max} rows in memory (sorting, grouping or DISTINCT; a tenth of max_work); add a LIMIT or narrow the MATCH"
+        ),
+    )
+    .into()
+}
+
+/// A number or null: what most aggregate arguments are, small enough for registers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Num {
+    Null,
+    Int(i64),
+    Float(f64),
+}
+
+/// An aggregate's argument, classified once per query so the common shapes skip the
+/// general evaluator.
+enum AggArg<'a> {
+    /// `count(*)`.
+    Star,
+    /// A variable, read in place.
+    Slot,
+    /// `CASE WHEN c1 THEN n1 ... ELSE n END` with number (or null) results, not DISTINCT:
+    /// the conditional-counting idiom.
+    CaseNum {
+        arms: Vec<(&'a Expr, Num)>,
+        default: Num,
+    },
+    /// Anything else.
+    General,
+}
+
+impl<'a> AggArg<'a> {
+    fn compile(a: &'a Agg, env: &Env<'a>) -> Self {
+        let num = |e: &Expr| match e.kind {
+            ExprKind::Const(i) => match env.consts.get(i) {
+                Some(Value::Int(n)) => Some(Num::Int(*n)),
+                Some(Value::Float(f)) => Some(Num::Float(*f)),
+                Some(Value::Null) => Some(Num::Null),
+                _ => None,
+            },
+            _ => None,
+        };
+        match &a.arg {
+            None => AggArg::Star,
+            Some(Expr {
+                kind: ExprKind::Slot(_),
+                ..
+            }) => AggArg::Slot,
+            Some(Expr {
+                kind:
+                    ExprKind::Case {
+                        operand: None,
+                        arms,
+                        default,
+                    },
+                ..
+            }) if !a.distinct => {
+                let mut out = Vec::with_capacity(arms.len());
+                for (w, t) in arms {
+                    match num(t) {
+                        Some(n) => out.push((w, n)),
+                        None => return AggArg::General,
+                    }
+                }
+                let default = match default {
+                    None => Num::Null,
+                    Some(d) => match num(d) {
+                        Some(n) => n,
+                        None => return AggArg::General,
+                    },
+                };
+                AggArg::CaseNum { arms: out, default }
+            }
+            Some(_) => AggArg::General,
+        }
+    }
+}
+
+/// The running state of one aggregate.
+#[derive(Debug, Clone)]
+///
+/// Kept to 16 bytes (the rare large states are boxed) so one group's accumulators share a
+/// cache line: groups are hit in random order.
+enum Acc<'a> {
+    Count(i64),
+    SumInt(i64),
+    SumFloat(f64),
+    /// `n` counts values; a query stops at `max_work` rows, far below `u32::MAX`.
+    Avg {
+        sum: f64,
+        n: u32,
+    },
+    Min(Box<Value<'a>>),
+    Max(Box<Value<'a>>),
+    // Boxed on purpose: a bare Vec would make every accumulator 32 bytes.
+    #[allow(clippy::box_collection)]
+    Collect(Box<Vec<Value<'a>>>),
+}
+
+impl<'a> Acc<'a> {
+    fn new(f: AggFunc) -> Self {
+        match f {
+            AggFunc::Count => Acc::Count(0),
+            AggFunc::Sum => Acc::SumInt(0),
+            AggFunc::Avg => Acc::Avg { sum: 0.0, n: 0 },
+            AggFunc::Min => Acc::Min(Box::new(Value::Null)),
+            AggFunc::Max => Acc::Max(Box::new(Value::Null)),
+            AggFunc::Collect => Acc::Collect(Box::default()),
+        }
+    }
+
+    fn add(&mut self, v: &Value<'a>, pos: usize) -> Result<(), Fail> {
+        let num_err = |name: &str, v: &Value<'_>| -> Fail {
+            CypherError::type_error(
+                format!("{name}() needs numbers, got {}", v.type_name()),
+                pos,
+            )
+            .into()
+        };
+        match self {
+            Acc::Count(n) => *n += 1,
+            Acc::SumInt(s) => match v {
+                Value::Int(i) => match s.checked_add(*i) {
+                    Some(t) => *s = t,
+                    None => {
+                        return Err(
+                            CypherError::type_error("integer overflow in sum()", pos).into()
+                        );
+                    }
+                },
+                Value::Float(f) => *self = Acc::SumFloat(*s as f64 + f),
+                other => return Err(num_err("sum", other)),
+            },
+            Acc::SumFloat(s) => match v {
+                Value::Int(i) => *s += *i as f64,
+                Value::Float(f) => *s += f,
+                other => return Err(num_err("sum", other)),
+            },
+            Acc::Avg { sum, n } => {
+                match v {
+                    Value::Int(i) => *sum += *i as f64,
+                    Value::Float(f) => *sum += f,
+                    other => return Err(num_err("avg", other)),
+                }
+                *n = n.saturating_add(1);
+            }
+            Acc::Min(m) => {
+                if m.is_null() || order_cmp(v, m).is_lt() {
+                    **m = v.clone();
+                }
+            }
+            Acc::Max(m) => {
+                if m.is_null() || order_cmp(v, m).is_gt() {
+                    **m = v.clone();
+                }
+            }
+            Acc::Collect(items) => items.push(v.clone()),
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn add_num(&mut self, v: Num, pos: usize) -> Result<(), Fail> {
+        match (self, v) {
+            (_, Num::Null) => Ok(()),
+            (Acc::Count(n), _) => {
+                *n += 1;
+                Ok(())
+            }
+            (Acc::SumInt(s), Num::Int(i)) => match s.checked_add(i) {
+                Some(t) => {
+                    *s = t;
+                    Ok(())
+                }
+                None => Err(CypherError::type_error("integer overflow in sum()", pos).into()),
+            },
+            (Acc::SumFloat(s), Num::Int(i)) => {
+                *s += i as f64;
+                Ok(())
+            }
+            (Acc::SumFloat(s), Num::Float(f)) => {
+                *s += f;
+                Ok(())
+            }
+            (Acc::Avg { sum, n }, Num::Int(i)) => {
+                *sum += i as f64;
+                *n = n.saturating_add(1);
+                Ok(())
+            }
+            (Acc::Avg { sum, n }, Num::Float(f)) => {
+                *sum += f;
+                *n = n.saturating_add(1);
+                Ok(())
+            }
+            (acc, Num::Int(i)) => acc.add(&Value::Int(i), pos),
+            (acc, Num::Float(f)) => acc.add(&Value::Float(f), pos),
+        }
+    }
+
+    fn result(self) -> Value<'a> {
+        match self {
+            Acc::Count(n) | Acc::SumInt(n) => Value::Int(n),
+            Acc::SumFloat(f) => Value::Float(f),
+            Acc::Avg { n: 0, .. } => Value::Null,
+            Acc::Avg { sum, n } => Value::Float(sum / n as f64),
+            Acc::Min(v) | Acc::Max(v) => *v,
+            Acc::Collect(items) => Value::list(*items),
+        }
+    }
+}
+
+/// How rows find their group.
+enum Grouper<'a> {
+    /// By the key values (hashed), with the previous row's group checked first: consecutive
+    /// rows of one group (common when the plan expands from the grouping node) skip the hash.
+    Values {
+        index: HashMap<Box<[Value<'a>]>, u32, FastBuild>,
+        buf: Vec<Value<'a>>,
+        last: Option<u32>,
+    },
+    /// By one node: a dense array from node row to group, per label, allocated when that
+    /// label is first seen.
+    Node {
+        slot: Slot,
+        feedback: Vec<u32>,
+        adapter: Vec<u32>,
+        sizes: (usize, usize),
+        null: u32,
+    },
+    /// By two nodes packed into one integer.
+    Pair {
+        a: Slot,
+        b: Slot,
+        index: HashMap<u64, u32, FastBuild>,
+    },
+}
+
+const NO_GROUP: u32 = u32::MAX;
+
+/// A node as a 32-bit code (row and label), null as `NO_GROUP`.
+#[inline]
+fn node_code(v: &Value<'_>) -> u32 {
+    match v {
+        Value::Node(NodeRef::Feedback(r)) => r.wrapping_mul(2),
+        Value::Node(NodeRef::Adapter(r)) => r.wrapping_mul(2) | 1,
+        _ => NO_GROUP,
+    }
+}
+
+/// Streaming aggregation: one accumulator per group and aggregate, updated as rows arrive;
+/// nothing but the groups is kept.
+struct AggState<'a> {
+    max_groups: usize,
+    args: Vec<AggArg<'a>>,
+    grouper: Grouper<'a>,
+    keys: Vec<Box<[Value<'a>]>>,
+    accs: Vec<Acc<'a>>,
+    distinct: Vec<Option<HashSet<Value<'a>, FastBuild>>>,
+    init: Vec<Acc<'a>>,
+    init_distinct: Vec<bool>,
+}
+
+impl<'a> AggState<'a> {
+    fn new(
+        env: &Env<'a>,
+        nkeys: usize,
+        aggs: &'a [Agg],
+        nodes: Option<&[Slot]>,
+        max_groups: usize,
+    ) -> Self {
+        let g = env.g;
+        let grouper = match nodes {
+            Some([slot]) => Grouper::Node {
+                slot: *slot,
+                feedback: Vec::new(),
+                adapter: Vec::new(),
+                sizes: (g.feedback().len(), g.adapters().len()),
+                null: NO_GROUP,
+            },
+            Some([a, b]) => Grouper::Pair {
+                a: *a,
+                b: *b,
+                index: HashMap::default(),
+            },
+            _ => Grouper::Values {
+                index: HashMap::default(),
+                buf: Vec::with_capacity(nkeys),
+                last: None,
+            },
+        };
+        AggState {
+            max_groups,
+            args: aggs.iter().map(|a| AggArg::compile(a, env)).collect(),
+            grouper,
+            keys: Vec::new(),
+            accs: Vec::new(),
+            distinct: Vec::new(),
+            init: aggs.iter().map(|a| Acc::new(a.func)).collect(),
+            init_distinct: aggs.iter().map(|a| a.distinct).collect(),
+        }
+    }
+
+    /// The group of `row`; a new group gets its key values and fresh accumulators.
+    fn group(
+        &mut self,
+        env: &Env<'a>,
+        keys: &'a [(Slot, Expr)],
+        row: &Row<'a>,
+    ) -> Result<usize, Fail> {
+        let next = self.keys.len() as u32;
+        let (g, new) = match &mut self.grouper {
+            Grouper::Values { index, buf, last } => {
+                buf.clear();
+                for (_, e) in keys {
+                    let v = env.eval(e, row)?;
+                    buf.push(v);
+                }
+                if let Some(l) = *last
+                    && self.keys.get(l as usize).is_some_and(|k| **k == **buf)
+                {
+                    return Ok(l as usize);
+                }
+                match index.get(&**buf) {
+                    Some(g) => {
+                        *last = Some(*g);
+                        return Ok(*g as usize);
+                    }
+                    None => {
+                        let key: Box<[Value<'a>]> = buf.as_slice().into();
+                        index.insert(key.clone(), next);
+                        self.keys.push(key);
+                        *last = Some(next);
+                        (next, true)
+                    }
+                }
+            }
+            Grouper::Node {
+                slot,
+                feedback,
+                adapter,
+                sizes,
+                null,
+            } => {
+                let cell = match row.get(*slot) {
+                    Some(Value::Node(NodeRef::Feedback(r))) => {
+                        if feedback.is_empty() {
+                            *feedback = vec![NO_GROUP; sizes.0];
+                        }
+                        feedback.get_mut(*r as usize)
+                    }
+                    Some(Value::Node(NodeRef::Adapter(r))) => {
+                        if adapter.is_empty() {
+                            *adapter = vec![NO_GROUP; sizes.1];
+                        }
+                        adapter.get_mut(*r as usize)
+                    }
+                    _ => Some(null),
+                };
+                match cell {
+                    Some(c) if *c != NO_GROUP => return Ok(*c as usize),
+                    Some(c) => {
+                        *c = next;
+                        (next, true)
+                    }
+                    None => (next, true),
+                }
+            }
+            Grouper::Pair { a, b, index } => {
+                let code = |s: &Slot| row.get(*s).map_or(NO_GROUP, node_code) as u64;
+                let k = (code(a) << 32) | code(b);
+                match index.get(&k) {
+                    Some(g) => return Ok(*g as usize),
+                    None => {
+                        index.insert(k, next);
+                        (next, true)
+                    }
+                }
+            }
+        };
+        if new {
+            if self.keys.len() > self.max_groups {
+                return Err(held_too_many(self.max_groups));
+            }
+            if !matches!(self.grouper, Grouper::Values { .. }) {
+                let mut key = Vec::with_capacity(keys.len());
+                for (_, e) in keys {
+                    key.push(env.eval(e, row)?);
+                }
+                self.keys.push(key.into());
+            }
+            self.accs.extend(self.init.iter().cloned());
+            self.distinct
+                .extend(self.init_distinct.iter().map(|d| d.then(HashSet::default)));
+        }
+        Ok(g as usize)
+    }
+
+    fn add(
+        &mut self,
+        env: &Env<'a>,
+        keys: &'a [(Slot, Expr)],
+        aggs: &'a [Agg],
+        row: &Row<'a>,
+    ) -> Result<(), Fail> {
+        let g = self.group(env, keys, row)?;
+        let n = aggs.len();
+        for (j, (a, arg)) in aggs.iter().zip(&self.args).enumerate() {
+            let at = g * n + j;
+            if let AggArg::CaseNum { arms, default } = arg {
+                let mut r = *default;
+                for (cond, v) in arms {
+                    if env.truth(cond, row)? == Some(true) {
+                        r = *v;
+                        break;
+                    }
+                }
+                if let Some(acc) = self.accs.get_mut(at) {
+                    acc.add_num(r, a.pos)?;
+                }
+                continue;
+            }
+            let owned;
+            let v: &Value<'a> = match &a.arg {
+                None => {
+                    if let Some(Acc::Count(c)) = self.accs.get_mut(at) {
+                        *c += 1;
+                    }
+                    continue;
+                }
+                // Variables are read in place.
+                Some(Expr {
+                    kind: ExprKind::Slot(s),
+                    ..
+                }) => row.get(*s).unwrap_or(&Value::Null),
+                Some(e) => {
+                    owned = env.eval(e, row)?;
+                    &owned
+                }
+            };
+            if v.is_null() {
+                continue;
+            }
+            if a.distinct
+                && let Some(Some(seen)) = self.distinct.get_mut(at)
+                && !seen.insert(v.clone())
+            {
+                continue;
+            }
+            if let Some(acc) = self.accs.get_mut(at) {
+                acc.add(v, a.pos)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, width: usize, keys: &[(Slot, Expr)], aggs: &[Agg]) -> Vec<Row<'a>> {
+        if self.keys.is_empty() && keys.is_empty() {
+            self.keys.push(Box::new([]));
+            self.accs.extend(self.init.iter().cloned());
+        }
+        let mut accs = self.accs.into_iter();
+        let mut out = Vec::with_capacity(self.keys.len());
+        for key in self.keys {
+            let mut row = vec![Value::Null; width];
+            for ((slot, _), v) in keys.iter().zip(key.iter()) {
+                row[*slot] = v.clone();
+            }
+            for a in aggs {
+                if let Some(acc) = accs.next() {
+                    row[a.slot] = acc.result();
+                }
+            }
+            out.push(row);
+        }
+        out
+    }
+}
