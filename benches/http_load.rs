@@ -83,6 +83,10 @@ fn spawn(args: &[&str], dir: &std::path::Path) -> Server {
     Server { child, base }
 }
 
+/// Builds request number `n` of connection `c`.
+type MakeRequest =
+    Arc<dyn Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
 #[derive(Default)]
 struct Run {
     ok: usize,
@@ -112,12 +116,7 @@ impl Run {
 }
 
 /// Drives `conns` connections for `secs`; `make` builds request number `n` of a connection.
-async fn drive(
-    conns: usize,
-    secs: f64,
-    expect: u16,
-    make: Arc<dyn Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync>,
-) -> Run {
+async fn drive(conns: usize, secs: f64, expect: u16, make: MakeRequest) -> Run {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for c in 0..conns {
@@ -246,9 +245,7 @@ fn main() {
                 ("POST /feedback (durable)", &server.base),
             ] {
                 let (t, url) = (token.clone(), format!("{base}/api/v1/llm/feedback"));
-                let make: Arc<
-                    dyn Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync,
-                > = Arc::new(move |cl, c, n| {
+                let make: MakeRequest = Arc::new(move |cl, c, n| {
                     cl.post(&url)
                         .bearer_auth(t.as_str())
                         .header("content-type", "application/json")
@@ -279,9 +276,7 @@ fn main() {
         );
         for &conns in &o.conns {
             let (t, base, ids2) = (token.clone(), server.base.clone(), ids.clone());
-            let make: Arc<
-                dyn Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync,
-            > = Arc::new(move |cl, c, n| {
+            let make: MakeRequest = Arc::new(move |cl, c, n| {
                 let id = &ids2[(c * 7919 + n) % ids2.len().max(1)];
                 cl.get(format!("{base}/api/v1/llm/feedback/{id}"))
                     .bearer_auth(t.as_str())
@@ -293,9 +288,7 @@ fn main() {
                     .row("GET /feedback/{id}", conns)
             );
             let (t, base) = (token.clone(), server.base.clone());
-            let make: Arc<
-                dyn Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync,
-            > = Arc::new(move |cl, _c, n| {
+            let make: MakeRequest = Arc::new(move |cl, _c, n| {
                 cl.get(format!(
                     "{base}/api/v1/llm/feedback/by-adapter/adapter_{}?limit=100",
                     n % 16

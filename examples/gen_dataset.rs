@@ -205,7 +205,6 @@ fn main() -> Result<(), String> {
     for (f, ad) in links {
         w(json!({"kind": "feedback_for", "from": format!("fb_{f:08}"), "to": ids[ad]}))?;
     }
-    drop(w);
     out.flush().map_err(|e| e.to_string())?;
     eprintln!(
         "wrote {} ({} feedback, {} adapters)",

@@ -143,8 +143,27 @@ pub enum Command {
         #[arg(long)]
         hours: Option<u64>,
     },
-    /// Check that the graph index rebuilt from the store matches the live one.
+    /// Check the store's invariants (history, edges, leases, lineage) and that the graph
+    /// index rebuilt from it is consistent (run it with the server stopped).
     Check,
+    /// Run a read-only openCypher query (or a named one from queries/) on an org's graph.
+    Query {
+        /// The query text, e.g. 'MATCH (a:Adapter) RETURN a.id'.
+        #[arg(required_unless_present = "named")]
+        query: Option<String>,
+        /// Run a named query instead (by_adapter, adapter_stats, lineage, shared_feedback).
+        #[arg(long, conflicts_with = "query")]
+        named: Option<String>,
+        /// The org whose graph to query.
+        #[arg(long)]
+        org: String,
+        /// A parameter, `name=value`; the value is read as JSON if it parses, else as text.
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Output as a table (default) or JSON.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
     /// Bulk-load a graph dump (JSONL with kind adapter, derived_from, feedback,
     /// feedback_for) into an org: all or nothing, one durable sync at the end.
     Load {
@@ -213,6 +232,22 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
 /// Runs a command that works on a data directory.
 pub fn run(cli: &Cli) -> Result<(), CliError> {
     let config = cli.load_config()?;
+    // Commands that only read must not create an empty store in a mistyped directory.
+    let reads_only = matches!(
+        cli.command,
+        Command::Get { .. }
+            | Command::Stats { .. }
+            | Command::Check
+            | Command::Query { .. }
+            | Command::Export { .. }
+            | Command::Dump { .. }
+    );
+    if reads_only && !config.data_dir.join("sled").exists() {
+        return Err(CliError::Usage(format!(
+            "no feedgraph data in {} (give --data-dir, or import/load/serve first)",
+            config.data_dir.display()
+        )));
+    }
     match &cli.command {
         Command::Serve { bind } => {
             let mut config = config;
@@ -236,6 +271,10 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let ttl = parse_ttl(ttl)?;
+            if org.trim().is_empty() || sub.trim().is_empty() {
+                return Err(CliError::Usage("--org and --sub must not be empty".into()));
+            }
+            crate::service::check_org(org)?;
             let token = crate::http::auth::mint(&config, org, sub, &roles, ttl)?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{token}").map_err(|source| CliError::Io {
@@ -274,13 +313,52 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             let service = Service::open(&config)?;
             match service.verify()? {
                 None => {
-                    eprintln!("ok: graph index matches the store");
+                    eprintln!("ok: store invariants hold and the graph index matches the store");
                     Ok(())
                 }
                 Some(diff) => Err(CliError::Inconsistent(diff)),
             }
         }
         Command::Load { file, org } => load(&config, file, org),
+        Command::Query {
+            query,
+            named,
+            org,
+            params,
+            format,
+        } => {
+            let mut map = serde_json::Map::new();
+            for p in params {
+                let (k, v) = p.split_once('=').ok_or_else(|| {
+                    CliError::Usage(format!("--param '{p}' must look like name=value"))
+                })?;
+                let value = serde_json::from_str(v)
+                    .unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
+                map.insert(k.trim_start_matches('$').to_owned(), value);
+            }
+            let service = Service::open(&config)?;
+            let result = match (query, named) {
+                (_, Some(name)) => service.named_query(org, name, &map)?,
+                (Some(q), None) => service.query(org, q, &map)?,
+                (None, None) => return Err(CliError::Usage("give a query or --named NAME".into())),
+            };
+            if format == "json" {
+                return print_json(&result);
+            }
+            let mut out = std::io::stdout().lock();
+            let text = render_table(&result.columns, &result.rows);
+            write!(out, "{text}").map_err(|source| CliError::Io {
+                context: "writing output".into(),
+                source,
+            })?;
+            eprintln!(
+                "{} row(s), {} units of work, {:.2} ms",
+                result.stats.rows,
+                result.stats.work,
+                result.stats.elapsed_us as f64 / 1000.0
+            );
+            Ok(())
+        }
         Command::Dump { org, out } => {
             let service = Service::open(&config)?;
             let lines = match out {
@@ -330,6 +408,45 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             count,
         } => torture(&config, org, *threads, *count),
     }
+}
+
+/// Renders query rows as an aligned text table (long cells are cut at 60 characters).
+pub fn render_table(columns: &[String], rows: &[Vec<serde_json::Value>]) -> String {
+    let cell = |v: &serde_json::Value| {
+        let s = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if s.chars().count() > 60 {
+            let cut: String = s.chars().take(57).collect();
+            format!("{cut}...")
+        } else {
+            s
+        }
+    };
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for r in &cells {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |values: &mut dyn Iterator<Item = &String>| {
+        let parts: Vec<String> = values
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        format!("| {} |\n", parts.join(" | "))
+    };
+    let mut out = line(&mut columns.iter());
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&format!("|-{}-|\n", rule.join("-|-")));
+    for r in &cells {
+        out.push_str(&line(&mut r.iter()));
+    }
+    out
 }
 
 /// Parses `3600`, `90s`, `15m`, `12h` or `30d` into seconds.
@@ -492,6 +609,20 @@ fn import(
         });
     }
     let service = Service::open(config)?;
+    let problems = service.check_import(default_org, &records);
+    if !problems.is_empty() {
+        let count = problems.len();
+        let details: Vec<String> = problems
+            .into_iter()
+            .take(20)
+            .map(|(line, e)| format!("line {line}: {e}"))
+            .collect();
+        return Err(CliError::BadImport {
+            path,
+            count,
+            details: details.join("\n"),
+        });
+    }
     let bar = indicatif::ProgressBar::new(records.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(

@@ -16,7 +16,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "feedgraph.toml";
 
 /// Everything configurable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the data lives (sled database, secrets). Default `./data`.
     pub data_dir: PathBuf,
@@ -36,14 +36,15 @@ pub struct Config {
 
 /// The HTTP listener.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to bind; port 0 picks a free port (the log says which).
     pub bind: String,
     /// Largest accepted request body, in bytes (larger is a 413).
     pub body_limit_bytes: usize,
-    /// Requests taking longer are answered 503 (seconds).
-    pub request_timeout_secs: u64,
+    /// After SIGINT/SIGTERM, in-flight requests get this long to finish (seconds) before
+    /// the remaining connections are closed; acknowledged writes are durable either way.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -51,13 +52,14 @@ impl Default for ServerConfig {
         ServerConfig {
             bind: "127.0.0.1:8080".into(),
             body_limit_bytes: 256 * 1024,
-            request_timeout_secs: 30,
+            shutdown_grace_secs: 10,
         }
     }
 }
 
 /// One public key for RS256 or EdDSA tokens, chosen by the token's `kid`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PublicKeyConfig {
     /// The key id tokens name in their header.
     pub kid: String,
@@ -69,7 +71,7 @@ pub struct PublicKeyConfig {
 
 /// How bearer tokens are verified.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 secret given inline (prefer `secret_file`).
     pub secret: Option<String>,
@@ -97,7 +99,7 @@ impl Default for AuthConfig {
 
 /// Request rate limits (the seed's: 100 per minute per user, 10,000 per hour per org).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Turn rate limiting on or off.
     pub enabled: bool,
@@ -128,7 +130,7 @@ impl Default for RateLimitConfig {
 
 /// Limits on each graph query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     /// Wall time, milliseconds.
     pub timeout_ms: u64,
@@ -213,6 +215,9 @@ mod tests {
             assert_eq!(c.validation.plugin, "noop");
             assert!(c.storage.group_commit);
             assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
+            jail.create_file("typo.toml", "[server]\nbnid = \"0.0.0.0:1\"\n")?;
+            let err = Config::load(Some(Path::new("typo.toml"))).unwrap_err();
+            assert!(err.0.contains("bnid"), "{}", err.0);
             Ok(())
         });
     }

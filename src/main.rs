@@ -4,7 +4,7 @@
 
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -14,6 +14,17 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = feedgraph::cli::Cli::parse();
-    feedgraph::cli::run(&cli)?;
-    Ok(())
+    match feedgraph::cli::run(&cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // Output piped into `head` and closed early is not an error worth a message.
+        Err(feedgraph::cli::CliError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

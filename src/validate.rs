@@ -48,7 +48,7 @@ pub enum ValidationError {
 
 /// Size limits on submitted fields (configurable; defaults suit chat-sized answers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FieldLimits {
     /// Maximum characters of question, answer, correction and comment.
     pub max_text_chars: usize,
@@ -70,7 +70,7 @@ impl Default for FieldLimits {
 
 /// Thresholds of the quality rules that flag items for review.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct QualityThresholds {
     /// Texts shorter than this (chars) are rejected (`text_too_short`), seed rule: 3.
     pub min_text_chars: usize,
@@ -102,6 +102,9 @@ impl Default for QualityThresholds {
     }
 }
 
+/// Largest accepted absolute `score` (ratings are small numbers; this keeps sums finite).
+pub const MAX_SCORE: f64 = 1e9;
+
 /// The default spam keywords (matched case-insensitively on word boundaries).
 pub const DEFAULT_SPAM_KEYWORDS: &[&str] = &[
     "buy now",
@@ -118,7 +121,7 @@ pub const DEFAULT_SPAM_KEYWORDS: &[&str] = &[
 
 /// Validation settings: which plugin, its keyword list and thresholds, and field limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ValidationConfig {
     /// `basic` (default) or `noop`.
     pub plugin: String,
@@ -522,11 +525,11 @@ impl Validator {
         };
         let adapter_version = check_id("adapter_version", new.adapter_version, l)?;
         if let Some(score) = new.score
-            && !score.is_finite()
+            && !(score.is_finite() && score.abs() <= MAX_SCORE)
         {
             return Err(ValidationError::Invalid {
                 field: "score",
-                reason: "must be a finite number".into(),
+                reason: format!("must be a number between -{MAX_SCORE} and {MAX_SCORE}"),
             });
         }
         let metadata = check_metadata("metadata", new.metadata, l)?;

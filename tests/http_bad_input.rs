@@ -76,7 +76,7 @@ async fn bad_input_table() {
             "malformed JSON",
         ),
         post("not JSON", "hello there".into(), 400, "malformed JSON"),
-        post("JSON array", "[]".into(), 400, "invalid request body"),
+        post("JSON array", "[]".into(), 400, "JSON object, not an array"),
         post(
             "trailing garbage",
             format!("{} extra", good()),

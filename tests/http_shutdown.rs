@@ -108,3 +108,56 @@ async fn sigterm_during_a_burst_loses_no_acknowledged_write() {
     }
     eprintln!("{} acknowledged writes survived SIGTERM", acked.len());
 }
+
+#[test]
+fn a_stalled_client_does_not_hold_shutdown_past_the_grace_period() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_feedgraph"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("FEEDGRAPH__SERVER__SHUTDOWN_GRACE_SECS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("feedgraph listening on http://")
+        .unwrap()
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
+    let token = mint(&config, "acme", "slow", &[Role::User], 600).unwrap();
+    // Headers and half a body, then silence.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/llm/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"type\":"
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shutdown waited {:?} for a stalled client",
+        started.elapsed()
+    );
+    drop(stream);
+}

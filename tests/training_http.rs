@@ -371,9 +371,58 @@ async fn review_commit_retraction_impact_and_history() {
     let (_, imp) = s.get(&user, &format!("/feedback/{id4}/impact")).await;
     assert_eq!(imp["batches"][0]["state"], "external");
 
+    // A lease that runs out shows as expired (and the stored state separately).
+    let (_, fb5) = s
+        .post(&user, "/feedback", &json!({"type": "positive", "question": "How do I drain a node?", "answer": "Run DRAIN NODE and wait for zero shards."}))
+        .await;
+    assert_eq!(fb5["validation_status"], "approved");
+    let (status, short) = s
+        .post(
+            &trainer,
+            "/training/batches",
+            &json!({"limit": 1, "lease_seconds": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{short}");
+    assert_eq!(short["state"], "leased");
+    let b5 = short["batch_id"].as_u64().unwrap();
+    assert_eq!(b5, b3 + 1, "batch ids count up per org");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let raw = s
+        .client
+        .get(s.url(&format!("/training/batches/{b5}")))
+        .bearer_auth(&trainer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(raw.matches("\"state\"").count(), 1, "{raw}");
+    let v: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["stored_state"].as_str()),
+        (Some("expired"), Some("leased"))
+    );
+
     // Stats follow all of this.
     let (_, st) = s.get(&user, "/feedback/stats").await;
     assert_eq!(st["used_for_training"], 2);
+    assert_eq!(
+        s.get(&user, "/training/batches").await.0,
+        403,
+        "users do not see batches"
+    );
+    // The role is checked before the body is read: a user gets 403 even with a bad body.
+    let r = s
+        .client
+        .post(s.url("/training/batches"))
+        .bearer_auth(&user)
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
     assert_eq!(st["rejected_count"], 1);
     s.stop().await;
 }

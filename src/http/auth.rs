@@ -297,6 +297,11 @@ impl Authenticator {
         if c.org.trim().is_empty() {
             return Err(invalid("token has an empty 'org'".into()));
         }
+        if crate::service::check_org(&c.org).is_err() || c.sub.chars().any(char::is_control) {
+            return Err(invalid(
+                "token 'org' or 'sub' is too long or has control characters".into(),
+            ));
+        }
         let role = c.roles.iter().filter_map(|r| Role::parse(r)).max();
         Ok(Principal {
             user: c.sub,

@@ -36,9 +36,12 @@ pub enum ApiError {
     /// 415: the body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 400: a graph query went over a configured limit (rows, time, work).
+    /// 400: a graph query went over a configured limit (rows, time, work, depth).
     #[error("{0}")]
     LimitExceeded(String),
+    /// 400: a graph query is malformed, ill-typed or not allowed (details give the position).
+    #[error("{0}")]
+    InvalidQuery(String),
     /// 429: over a rate limit; retry after this many seconds.
     #[error("{details}")]
     TooManyRequests {
@@ -78,6 +81,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
             }
             ApiError::LimitExceeded(_) => (StatusCode::BAD_REQUEST, "Query limit exceeded"),
+            ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "Invalid query"),
             ApiError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
             }
@@ -106,6 +110,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(m) => ApiError::Conflict(m),
             ServiceError::Config(m) => ApiError::Internal(m),
             ServiceError::Store(s) => ApiError::Internal(s.to_string()),
+            ServiceError::Query(q @ crate::cypher::CypherError::LimitExceeded { .. }) => {
+                ApiError::LimitExceeded(q.to_string())
+            }
+            ServiceError::Query(q) => ApiError::InvalidQuery(q.to_string()),
         }
     }
 }

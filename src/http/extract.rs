@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -87,29 +86,78 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let headers = req.headers().clone();
+        let RawBody(body) = RawBody::from_request(req, state).await?;
+        parse_json(&headers, &body).map(ApiJson)
     }
 }
 
-fn json_rejection(r: JsonRejection) -> ApiError {
-    match r {
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+/// Parses a buffered JSON body: 415 unless the content type is JSON, 400 naming the
+/// problem otherwise. Every JSON body of the API goes through here, so messages agree.
+pub fn parse_json<T: DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
             "the body must be JSON with 'Content-Type: application/json'".into(),
-        ),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::BadRequest(format!("malformed JSON: {}", e.body_text()))
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value = T::deserialize(&mut *de).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::BadRequest(format!("malformed JSON: {e}"))
+        } else if body.first().is_some_and(|b| *b == b'[') {
+            ApiError::BadRequest("the body must be a JSON object, not an array".into())
+        } else {
+            ApiError::BadRequest(format!("invalid request body: {e}"))
         }
-        JsonRejection::JsonDataError(e) => ApiError::BadRequest(e.body_text()),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(
-                "the request body is larger than the configured limit (server.body_limit_bytes)"
-                    .into(),
-            )
-        }
-        other => ApiError::BadRequest(other.body_text()),
+    })?;
+    de.end()
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+/// A caller with at least the trainer role (checked before the body is read).
+#[derive(Debug, Clone)]
+pub struct TrainerCaller(pub Caller);
+
+/// A caller with the admin role (checked before the body is read).
+#[derive(Debug, Clone)]
+pub struct AdminCaller(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for TrainerCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let c = Caller::from_request_parts(parts, state).await?;
+        c.require(Role::Trainer)?;
+        Ok(TrainerCaller(c))
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let c = Caller::from_request_parts(parts, state).await?;
+        c.require(Role::Admin)?;
+        Ok(AdminCaller(c))
     }
 }
 

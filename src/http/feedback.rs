@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::auth::Role;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, Caller, QueryParams, RawBody};
+use super::extract::{
+    AdminCaller, ApiJson, ApiPath, Caller, QueryParams, RawBody, TrainerCaller, parse_json,
+};
 use crate::model::{Feedback, FeedbackType, NewFeedback, ValidationReason, ValidationStatus};
 use crate::service::{ByAdapterQuery, ListQuery, StatsQuery};
 use crate::store::{IdempotencyKey, stable_hash};
@@ -53,7 +55,7 @@ pub async fn submit(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     caller.require(Role::User)?;
-    let ApiJson(new): ApiJson<NewFeedback> = parse_json(&headers, &body)?;
+    let new: NewFeedback = parse_json(&headers, &body)?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(IdempotencyKey {
@@ -78,45 +80,6 @@ pub async fn submit(
         );
     }
     Ok(response)
-}
-
-/// Parses the already-buffered body (the submit handler keeps the bytes to hash them).
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<ApiJson<T>, ApiError> {
-    let is_json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|m| {
-            let m = m.trim().to_ascii_lowercase();
-            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-        })
-        .unwrap_or(false);
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType(
-            "the body must be JSON with 'Content-Type: application/json'".into(),
-        ));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    deserialize_body(de).map(ApiJson)
-}
-
-/// Deserializes, turning serde's message into one that names the field when it can.
-fn deserialize_body<'de, T: serde::de::DeserializeOwned>(
-    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
-) -> Result<T, ApiError> {
-    let value = T::deserialize(&mut *de).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            ApiError::BadRequest(format!("malformed JSON: {e}"))
-        } else {
-            ApiError::BadRequest(format!("invalid request body: {e}"))
-        }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-    Ok(value)
 }
 
 /// `GET /feedback/{id}`.
@@ -323,11 +286,10 @@ pub async fn impact(
 /// `PATCH /feedback/{id}` `{validation_status, reason}` (admin): review an item.
 pub async fn review(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    AdminCaller(caller): AdminCaller,
     ApiPath(id): ApiPath,
     ApiJson(req): ApiJson<crate::service::training::ReviewRequest>,
 ) -> Result<Json<crate::service::training::Reviewed>, ApiError> {
-    caller.require(Role::Admin)?;
     let actor = caller.actor();
     Ok(Json(state.run(move |s| s.review(&actor, &id, req)).await?))
 }
@@ -343,10 +305,9 @@ pub struct MarkUsedRequest {
 /// `POST /feedback/mark-used {ids, training_batch_id}` (trainer): per-id results.
 pub async fn mark_used(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    TrainerCaller(caller): TrainerCaller,
     ApiJson(req): ApiJson<MarkUsedRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(Role::Trainer)?;
     let actor = caller.actor();
     let batch = req.training_batch_id;
     let results = state

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod feedback;
+pub mod graph;
 pub mod ratelimit;
 pub mod training;
 
@@ -124,7 +125,10 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/training/batches/{id}", get(training::get_batch))
         .route("/training/batches/{id}/commit", post(training::commit))
         .route("/training/batches/{id}/abort", post(training::abort))
-        .route("/training/batches/{id}/export", get(training::export));
+        .route("/training/batches/{id}/export", get(training::export))
+        .route("/graph/query", post(graph::query))
+        .route("/graph/queries", get(graph::list))
+        .route("/graph/queries/{name}", post(graph::run_named));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -249,20 +253,34 @@ pub async fn start(
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let app = router(state.clone(), config.server.body_limit_bytes);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown_rx => {}
-                    _ = stop => {}
-                }
-                tracing::info!("shutting down: finishing in-flight requests");
-            })
-            .await
-            .map_err(|source| HttpError::Io {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown_rx => {}
+                _ = stop => {}
+            }
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = draining_tx.send(());
+        });
+        // A client that never finishes its request must not hold the process forever.
+        let deadline = async move {
+            if draining_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = serve => served.map_err(|source| HttpError::Io {
                 context: "serving".into(),
                 source,
-            })
+            }),
+            _ = deadline => {
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing the remaining connections");
+                Ok(())
+            }
+        }
     });
     Ok(RunningServer {
         addr,

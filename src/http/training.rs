@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::auth::Role;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, Caller, QueryParams, RawBody};
+use super::extract::{
+    AdminCaller, ApiJson, ApiPath, Caller, QueryParams, RawBody, TrainerCaller, parse_json,
+};
 use crate::service::NewAdapter;
 use crate::service::training::{ClaimRequest, CommitRequest, ExportFormat};
 use crate::store::AdapterOutcome;
@@ -19,10 +21,9 @@ use crate::store::AdapterOutcome;
 /// 201 when created, 200 when it existed (unchanged or filled in).
 pub async fn create_adapter(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    AdminCaller(caller): AdminCaller,
     ApiJson(req): ApiJson<NewAdapter>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Admin)?;
     let actor = caller.actor();
     let (adapter, outcome) = state.run(move |s| s.create_adapter(&actor, req)).await?;
     let (status, result) = match outcome {
@@ -96,10 +97,9 @@ fn batch_id(raw: &str) -> Result<u64, ApiError> {
 /// batch and its items, or 200 with `count: 0` when nothing is claimable.
 pub async fn claim(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    TrainerCaller(caller): TrainerCaller,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Trainer)?;
     let actor = caller.actor();
     match state.run(move |s| s.claim(&actor, req)).await? {
         Some(claimed) => Ok((StatusCode::CREATED, Json(claimed)).into_response()),
@@ -167,18 +167,17 @@ pub async fn get_batch(
 /// `POST /training/batches/{id}/commit` (trainer).
 pub async fn commit(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    TrainerCaller(caller): TrainerCaller,
     ApiPath(id): ApiPath,
     headers: axum::http::HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Json<crate::service::training::BatchView>, ApiError> {
-    caller.require(Role::Trainer)?;
     let id = batch_id(&id)?;
     // The body is optional: an empty one commits without naming a trained adapter.
     let req: CommitRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CommitRequest::default()
     } else {
-        super::feedback::parse_json(&headers, &body)?.0
+        parse_json(&headers, &body)?
     };
     let actor = caller.actor();
     Ok(Json(state.run(move |s| s.commit(&actor, id, req)).await?))
@@ -197,8 +196,10 @@ pub async fn abort(
 }
 
 /// `GET /training/batches/{id}/export?format=sft|dpo|openai-dpo|kto` (trainer): JSONL.
-/// Counts are in `X-Feedgraph-Items`, `X-Feedgraph-Skipped` and, for KTO,
-/// `X-KTO-Desirable` / `X-KTO-Undesirable`.
+/// Counts are in `X-Feedgraph-Items` (items of the batch), `X-Feedgraph-Skipped` (items with
+/// no line in this format, e.g. uncorrected negatives for DPO, or retracted ones),
+/// `X-Feedgraph-Retracted` (rejected after training) and, for KTO, `X-KTO-Desirable` /
+/// `X-KTO-Undesirable`.
 pub async fn export(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -235,6 +236,7 @@ pub async fn export(
     };
     set("x-feedgraph-items", e.items);
     set("x-feedgraph-skipped", e.skipped);
+    set("x-feedgraph-retracted", e.retracted);
     if format == ExportFormat::Kto {
         set("x-kto-desirable", e.desirable);
         set("x-kto-undesirable", e.undesirable);

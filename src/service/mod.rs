@@ -7,6 +7,7 @@
 
 pub mod dump;
 pub mod lineage;
+pub mod query;
 pub mod training;
 
 use std::collections::HashMap;
@@ -56,6 +57,9 @@ pub enum ServiceError {
     /// The store failed (I/O, corruption, durability).
     #[error(transparent)]
     Store(StoreError),
+    /// A graph query failed (syntax, types, limits...).
+    #[error(transparent)]
+    Query(crate::cypher::CypherError),
 }
 
 impl From<StoreError> for ServiceError {
@@ -368,6 +372,7 @@ pub struct Service {
     ids: IdGenerator,
     limits: FieldLimits,
     claim_locks: parking_lot::Mutex<HashMap<String, Arc<parking_lot::Mutex<()>>>>,
+    query_limits: crate::cypher::QueryLimits,
 }
 
 impl Service {
@@ -384,6 +389,12 @@ impl Service {
             ids: IdGenerator::new(),
             limits: config.validation.limits.clone(),
             claim_locks: parking_lot::Mutex::new(HashMap::new()),
+            query_limits: crate::cypher::QueryLimits {
+                timeout: std::time::Duration::from_millis(config.query.timeout_ms),
+                max_rows: config.query.max_rows,
+                max_work: config.query.max_work,
+                max_depth: config.query.max_depth,
+            },
         })
     }
 
@@ -791,6 +802,89 @@ impl Service {
             })
     }
 
+    /// Checks import records without writing anything: every line's org, shape (the same
+    /// checks as the API), ids, and references (a parent adapter or a linked feedback id
+    /// must exist in the store or earlier in the file). Returns each problem with its line.
+    pub fn check_import(
+        &self,
+        default_org: Option<&str>,
+        records: &[(usize, ImportRecord)],
+    ) -> Vec<(usize, String)> {
+        use std::collections::HashSet;
+        let mut problems = Vec::new();
+        let mut adapters: HashSet<(String, String)> = HashSet::new();
+        let mut feedback: HashSet<(String, String)> = HashSet::new();
+        for (line, rec) in records {
+            let line = *line;
+            let org_of = |org: &Option<String>| -> Result<String, String> {
+                let org = org
+                    .clone()
+                    .or_else(|| default_org.map(str::to_owned))
+                    .ok_or("no 'org' on the line and no --org given")?;
+                check_org(&org).map_err(|e| e.to_string())?;
+                Ok(org)
+            };
+            let result: Result<(), String> = (|| match rec {
+                ImportRecord::Feedback { org, id, item, .. } => {
+                    let org = org_of(org)?;
+                    self.validator
+                        .check_shape((**item).clone())
+                        .map_err(|e| e.to_string())?;
+                    if let Some(id) = id {
+                        validate::check_id("id", Some(id.clone()), &self.limits)
+                            .map_err(|e| e.to_string())?;
+                        feedback.insert((org.clone(), id.clone()));
+                    }
+                    if let Some(a) = &item.adapter_id {
+                        adapters.insert((org, a.trim().to_owned()));
+                    }
+                    Ok(())
+                }
+                ImportRecord::Adapter { org, adapter } => {
+                    let org = org_of(org)?;
+                    let id = adapter.id.clone().ok_or("adapter line without 'id'")?;
+                    validate::check_adapter_id("id", id.clone()).map_err(|e| e.to_string())?;
+                    if let Some(p) = &adapter.derived_from {
+                        let known = adapters.contains(&(org.clone(), p.clone()))
+                            || matches!(self.store.get_adapter(&org, p), Ok(Some(_)));
+                        if !known {
+                            return Err(format!(
+                                "parent adapter '{p}' is neither in the store nor earlier in the file"
+                            ));
+                        }
+                    }
+                    adapters.insert((org, id));
+                    Ok(())
+                }
+                ImportRecord::Link {
+                    org,
+                    feedback_id,
+                    adapter_id,
+                    ..
+                } => {
+                    let org = org_of(org)?;
+                    let fid = feedback_id
+                        .clone()
+                        .ok_or("link line without 'feedback_id'")?;
+                    let aid = adapter_id.clone().ok_or("link line without 'adapter_id'")?;
+                    validate::check_adapter_id("adapter_id", aid).map_err(|e| e.to_string())?;
+                    let known = feedback.contains(&(org.clone(), fid.clone()))
+                        || matches!(self.store.get_record(&org, &fid), Ok(Some(_)));
+                    if !known {
+                        return Err(format!(
+                            "feedback '{fid}' is neither in the store nor earlier in the file"
+                        ));
+                    }
+                    Ok(())
+                }
+            })();
+            if let Err(e) = result {
+                problems.push((line, e));
+            }
+        }
+        problems
+    }
+
     /// Imports parsed records: adapters and feedback go through the same validation as the
     /// API, ids that already exist are skipped (so a re-run is harmless), and everything is
     /// made durable in one group commit every `sync_every` records and at the end.
@@ -872,9 +966,66 @@ impl Service {
         Ok(summary)
     }
 
-    /// Checks that the graph index equals one rebuilt from the store right now. Returns a
-    /// description of the first difference found, or `None` when they agree.
+    /// Checks the store's invariants (every record decodes; its history has exactly the
+    /// versions 1..=version; its edges point at stored adapters; its lease at a stored
+    /// batch; every adapter's parent exists and lineage ends) and that the graph index
+    /// equals one rebuilt from the store now. Returns the first problem found, or `None`.
     pub fn verify(&self) -> Result<Option<String>, ServiceError> {
+        for r in self.store.scan_records() {
+            let r = r?;
+            let f = &r.feedback;
+            let versions: Vec<u64> = self
+                .store
+                .feedback_history(&f.org_id, &f.id)?
+                .iter()
+                .map(|h| h.version)
+                .collect();
+            if versions != (1..=f.version).collect::<Vec<_>>() {
+                return Ok(Some(format!(
+                    "feedback '{}' of '{}' is at version {} but its history has {versions:?}",
+                    f.id, f.org_id, f.version
+                )));
+            }
+            for l in &r.links {
+                if self.store.get_adapter(&f.org_id, &l.adapter_id)?.is_none() {
+                    return Ok(Some(format!(
+                        "feedback '{}' links to missing adapter '{}'",
+                        f.id, l.adapter_id
+                    )));
+                }
+            }
+            if let Some(lease) = r.lease
+                && self.store.get_batch(&f.org_id, lease.batch_id)?.is_none()
+            {
+                return Ok(Some(format!(
+                    "feedback '{}' is leased to missing batch {}",
+                    f.id, lease.batch_id
+                )));
+            }
+        }
+        let adapters: Vec<Adapter> = self.store.scan_adapters().collect::<Result<_, _>>()?;
+        for a in &adapters {
+            let mut cursor = a.derived_from.clone();
+            let mut steps = 0;
+            while let Some(p) = cursor {
+                steps += 1;
+                if steps > adapters.len() {
+                    return Ok(Some(format!(
+                        "the lineage of adapter '{}' has a cycle",
+                        a.id
+                    )));
+                }
+                match self.store.get_adapter(&a.org_id, &p)? {
+                    Some(parent) => cursor = parent.derived_from,
+                    None => {
+                        return Ok(Some(format!(
+                            "adapter '{}' derives from missing adapter '{p}'",
+                            a.id
+                        )));
+                    }
+                }
+            }
+        }
         let fresh = GraphIndex::build(&self.store)?.canonical();
         let live = self.graph.canonical();
         if fresh == live {

@@ -159,6 +159,8 @@ pub struct Export {
     pub desirable: usize,
     /// KTO: thumbs down.
     pub undesirable: usize,
+    /// Items of the batch no longer approved (rejected after training): left out.
+    pub retracted: usize,
 }
 
 /// Where a feedback item's training reached.
@@ -301,7 +303,7 @@ impl Service {
             return Ok(None);
         }
         let mut batch = Batch {
-            id: self.store.new_batch_id()?,
+            id: self.store.new_batch_id(&actor.org)?,
             org_id: actor.org.clone(),
             state: BatchState::Leased,
             version: 1,
@@ -739,15 +741,18 @@ impl Service {
             skipped: 0,
             desirable: 0,
             undesirable: 0,
+            retracted: 0,
         };
         for fid in ids {
             let Some(f) = self.store.get_feedback(org, &fid)? else {
                 continue;
             };
+            e.items += 1;
             if f.validation_status != ValidationStatus::Approved {
+                e.retracted += 1;
+                e.skipped += 1;
                 continue;
             }
-            e.items += 1;
             let user = |q: &str| serde_json::json!({"role": "user", "content": q});
             let assistant = |a: &str| serde_json::json!({"role": "assistant", "content": a});
             let line = match (format, f.feedback_type, f.correction.as_deref()) {

@@ -50,7 +50,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Store settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// What an acknowledged write survives (`fsync` or `flush`).
     pub durability: Durability,
@@ -141,6 +141,12 @@ pub enum StoreError {
     /// A flush or fsync failed.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// Another process has the data directory open.
+    #[error(
+        "the data directory {0} is in use by another feedgraph process (a running server?); \
+         stop it first, or use the HTTP API"
+    )]
+    Locked(String),
 }
 
 /// Whether a write waits for durability before returning.
@@ -396,7 +402,9 @@ pub struct Batch {
     pub id: u64,
     /// Owning tenant.
     pub org_id: String,
-    /// Life-cycle state.
+    /// Life-cycle state as stored (`leased` stays `leased` after the lease runs out; the
+    /// derived `state` of the API says `expired`).
+    #[serde(rename = "stored_state")]
     pub state: BatchState,
     /// Bumped on every change; equals the number of history versions.
     pub version: u64,
@@ -548,7 +556,13 @@ impl Store {
         let db = sled::Config::new()
             .path(&dir)
             .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
-            .open()?;
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(data_dir.display().to_string())
+                }
+                other => StoreError::Sled(other),
+            })?;
         // Persist the directory entries of sled's files once, so that fsyncs of the data
         // file are enough from here on.
         for d in [&dir, data_dir] {
@@ -1056,9 +1070,25 @@ impl Store {
         })
     }
 
-    /// A fresh, never reused batch id (crash-safe; not necessarily contiguous).
-    pub fn new_batch_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()? + 1)
+    /// The next batch id of `org`: 1, 2, 3... per org. The counter lives in `meta` and is
+    /// written before the batch that uses it, so a recovered batch always has its id
+    /// counted and ids are never reused.
+    pub fn new_batch_id(&self, org: &str) -> Result<u64, StoreError> {
+        let mut key = b"next_batch_id\0".to_vec();
+        key.extend_from_slice(org.as_bytes());
+        let next = self.meta.update_and_fetch(&key, |old| {
+            let n = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(n.saturating_add(1).to_be_bytes().to_vec())
+        })?;
+        next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt {
+                tree: "meta",
+                key: "next_batch_id".into(),
+                source: CodecError::Empty,
+            })
     }
 
     /// Writes a batch: its history entry first, then the record (the commit point). The

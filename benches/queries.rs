@@ -1,0 +1,116 @@
+//! Query engine benchmarks: parse + plan + execute + building every result row, on one
+//! org's graph.
+//!
+//! Data: the directory in `FEEDGRAPH_BENCH_DATA` (org `FEEDGRAPH_BENCH_ORG`, default
+//! `bench`), e.g. one `benches/run` loaded from a generated dump; without it, the fixtures
+//! (org `acme`), which is what `cargo test --benches` uses so the benches never rot.
+//! `$adapter` is the adapter with the most FEEDBACK_FOR edges.
+//!
+//! Run: `FEEDGRAPH_BENCH_DATA=target/bench/100k cargo bench --bench queries`
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use feedgraph::config::Config;
+use feedgraph::service::{ByAdapterQuery, ImportRecord, Service};
+
+const Q1: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter {id: $adapter}) WHERE f.validation_status = 'approved' AND f.used_for_training = false RETURN f.id LIMIT 100";
+const Q2: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter) RETURN a.id AS adapter_id, count(f) AS total_feedback, sum(CASE WHEN f.type = 'positive' THEN 1 ELSE 0 END) AS positive_count, sum(CASE WHEN f.type = 'negative' THEN 1 ELSE 0 END) AS negative_count, avg(CASE WHEN f.type = 'positive' THEN 1.0 ELSE 0.0 END) AS positive_ratio";
+const Q3: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*1..30]->(a2:Adapter) WHERE a2.id = 'base_model' RETURN f.id, a1.id";
+const Q3_COUNT: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*1..30]->(a2:Adapter) WHERE a2.id = 'base_model' RETURN count(*)";
+const Q4: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter), (f)-[:FEEDBACK_FOR]->(a2:Adapter) WHERE a1.id <> a2.id WITH a1.id AS x, a2.id AS y, count(f) AS shared WHERE shared > 10 RETURN x, y, shared ORDER BY shared DESC";
+const SEED_BY_ADAPTER: &str = "MATCH (f:Feedback)-[r:FEEDBACK_FOR]->(a:Adapter {id: $adapter}) WHERE f.validation_status = 'approved' AND f.used_for_training = false RETURN f LIMIT 100";
+const SEED_STATS: &str = "MATCH (f:Feedback)-[r:FEEDBACK_FOR]->(a:Adapter) RETURN a.id AS adapter_id, COUNT(f) AS total_feedback, SUM(CASE WHEN f.type = 'positive' THEN 1 ELSE 0 END) AS positive_count, SUM(CASE WHEN f.type = 'negative' THEN 1 ELSE 0 END) AS negative_count, AVG(CASE WHEN f.type = 'positive' THEN 1.0 ELSE 0.0 END) AS positive_ratio GROUP BY a.id";
+const SEED_LINEAGE: &str = "MATCH path = (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*]->(a2:Adapter) WHERE a2.id = 'base_model' RETURN path, f.id, a1.id";
+const SEED_SHARED: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter), (f:Feedback)-[:FEEDBACK_FOR]->(a2:Adapter) WHERE a1.id <> a2.id RETURN a1.id, a2.id, COUNT(f) AS shared_feedback_count GROUP BY a1.id, a2.id HAVING shared_feedback_count > 10 ORDER BY shared_feedback_count DESC";
+
+/// The service to query, its org, and the temp dir that must outlive it.
+fn open() -> (Service, String, Option<tempfile::TempDir>) {
+    let mut config = Config::default();
+    config.query.max_rows = 50_000_000;
+    config.query.max_work = u64::MAX / 4;
+    config.query.timeout_ms = 600_000;
+    config.query.max_depth = 30;
+    match std::env::var_os("FEEDGRAPH_BENCH_DATA") {
+        Some(dir) => {
+            config.data_dir = dir.into();
+            let org = std::env::var("FEEDGRAPH_BENCH_ORG").unwrap_or_else(|_| "bench".into());
+            (Service::open(&config).expect("open bench data"), org, None)
+        }
+        None => {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            config.data_dir = tmp.path().to_owned();
+            let s = Service::open(&config).expect("open");
+            let text = std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fixtures/feedback.jsonl"
+            ))
+            .expect("fixtures");
+            let records = text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| (i + 1, ImportRecord::parse(l).expect("fixture line")))
+                .collect();
+            s.import(None, "bench", records, 1000, |_| {})
+                .expect("import");
+            (s, "acme".into(), Some(tmp))
+        }
+    }
+}
+
+fn hottest_adapter(s: &Service, org: &str) -> String {
+    let g = s.graph().org(org).expect("org has data");
+    let g = g.read();
+    let best = (0..g.adapters().len() as u32)
+        .max_by_key(|&a| g.adapter_feedback(a).count())
+        .expect("at least one adapter");
+    g.strings()
+        .resolve(g.adapters()[best as usize].id)
+        .to_owned()
+}
+
+fn bench(c: &mut Criterion) {
+    let (s, org, _tmp) = open();
+    let adapter = hottest_adapter(&s, &org);
+    let mut params = serde_json::Map::new();
+    params.insert("adapter".into(), adapter.clone().into());
+    let mut group = c.benchmark_group("queries");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(300));
+    group.measurement_time(Duration::from_secs(2));
+    for (name, q) in [
+        ("q1", Q1),
+        ("q2", Q2),
+        ("q3_rows", Q3),
+        ("q3_count", Q3_COUNT),
+        ("q4", Q4),
+        ("seed_by_adapter", SEED_BY_ADAPTER),
+        ("seed_adapter_stats", SEED_STATS),
+        ("seed_lineage", SEED_LINEAGE),
+        ("seed_shared_feedback", SEED_SHARED),
+    ] {
+        let rows = s.query(&org, q, &params).expect(name).rows.len();
+        eprintln!("{name}: {rows} rows");
+        group.bench_function(name, |b| {
+            b.iter(|| s.query(&org, q, &params).expect(name).rows.len())
+        });
+    }
+    group.bench_function("service_by_adapter_100", |b| {
+        b.iter(|| {
+            s.by_adapter(
+                &org,
+                &adapter,
+                &ByAdapterQuery {
+                    limit: Some(100),
+                    ..Default::default()
+                },
+            )
+            .expect("by adapter")
+            .count
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

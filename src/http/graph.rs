@@ -1,0 +1,78 @@
+//! Graph query endpoints: `POST /graph/query`, `GET /graph/queries`,
+//! `POST /graph/queries/{name}`. Every query sees only the caller's org.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::Role;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, Caller};
+use crate::cypher::QueryResult;
+
+/// The body of `POST /graph/query`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    query: Option<String>,
+    #[serde(default)]
+    params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The body of `POST /graph/queries/{name}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedRequest {
+    #[serde(default)]
+    params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /graph/query {query, params}` -> `{columns, rows, stats}`.
+pub async fn query(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(req): ApiJson<QueryRequest>,
+) -> Result<Json<QueryResult>, ApiError> {
+    caller.require(Role::User)?;
+    let text = req
+        .query
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("missing required field 'query'".into()))?;
+    let org = caller.org().to_owned();
+    Ok(Json(
+        state
+            .run(move |s| s.query(&org, &text, &req.params))
+            .await?,
+    ))
+}
+
+/// `GET /graph/queries`: the named queries shipped in `queries/`.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::User)?;
+    let queries = state.service()?.named_queries();
+    Ok(Json(
+        serde_json::json!({ "count": queries.len(), "queries": queries }),
+    ))
+}
+
+/// `POST /graph/queries/{name} {params}`: runs a named query.
+pub async fn run_named(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(name): ApiPath,
+    ApiJson(req): ApiJson<NamedRequest>,
+) -> Result<Json<QueryResult>, ApiError> {
+    caller.require(Role::User)?;
+    let org = caller.org().to_owned();
+    Ok(Json(
+        state
+            .run(move |s| s.named_query(&org, &name, &req.params))
+            .await?,
+    ))
+}

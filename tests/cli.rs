@@ -1,0 +1,151 @@
+//! The command line as a user runs it: import checks, read-only commands, tokens, queries,
+//! and a data directory held by a running server.
+
+use std::process::{Command, Output};
+
+fn feedgraph(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_feedgraph"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn import_checks_every_line_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(
+        &file,
+        [
+            r#"{"org":"acme","type":"positive","question":"How do I shard?","answer":"Use SHARD BY."}"#,
+            r#"{"org":"acme","type":"meh","question":"How do I shard?","answer":"Use SHARD BY."}"#,
+            r#"{"type":"positive","question":"How do I shard?","answer":"Use SHARD BY."}"#,
+            r#"{"kind":"adapter","org":"acme","id":"x","derived_from":"ghost"}"#,
+            r#"{"kind":"link","org":"acme","feedback_id":"nope","adapter_id":"x"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = feedgraph(&data, &["import", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    for needle in [
+        "4 bad line(s)",
+        "line 2",
+        "meh",
+        "line 3",
+        "org",
+        "line 4",
+        "ghost",
+        "line 5",
+        "nope",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+    let stats = feedgraph(&data, &["stats", "--org", "acme"]);
+    let v: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(v["total_feedback"], 0, "nothing imported");
+
+    // The fixtures import, and a re-run skips the items (they carry ids).
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/feedback.jsonl");
+    assert!(feedgraph(&data, &["import", fixtures]).status.success());
+    let again = feedgraph(&data, &["import", fixtures]);
+    let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        (v["feedback"].as_u64(), v["skipped"].as_u64()),
+        (Some(0), Some(240))
+    );
+
+    // Queries from the command line.
+    let out = feedgraph(
+        &data,
+        &[
+            "query",
+            "--org",
+            "acme",
+            "MATCH (a:Adapter) RETURN count(*) AS n",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"][0][0], 9);
+    let out = feedgraph(
+        &data,
+        &[
+            "query",
+            "--org",
+            "acme",
+            "--named",
+            "lineage",
+            "--param",
+            "root=base_model",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("| path"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = feedgraph(&data, &["query", "--org", "acme", "MATCH (a RETURN a"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("line 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn read_only_commands_refuse_a_missing_directory_and_tokens_need_org_and_sub() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    let out = feedgraph(&missing, &["stats", "--org", "acme"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no feedgraph data"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !missing.exists(),
+        "a read-only command created the directory"
+    );
+
+    let out = feedgraph(dir.path(), &["token", "--org", "", "--sub", "alice"]);
+    assert!(!out.status.success());
+    let out = feedgraph(
+        dir.path(),
+        &[
+            "token", "--org", "acme", "--sub", "alice", "--role", "wizard",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("wizard"));
+    let out = feedgraph(
+        dir.path(),
+        &[
+            "token",
+            "--org",
+            "acme",
+            "--sub",
+            "alice",
+            "--role",
+            "admin,trainer",
+            "--ttl",
+            "2h",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim().split('.').count(), 3, "a JWT");
+}
