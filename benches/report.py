@@ -16,6 +16,7 @@ QUERIES = [("q1", "Q1 approved unused of the hottest adapter, LIMIT 100"),
 SEED = [("seed_by_adapter", "seed: by adapter (RETURN f)"),
         ("seed_adapter_stats", "seed: stats by adapter (GROUP BY)"),
         ("seed_lineage", "seed: lineage with path"),
+        ("seed_lineage_limit_10000", "seed: lineage with path, LIMIT 10000 (1M: all rows exceed memory)"),
         ("seed_shared_feedback", "seed: shared feedback (HAVING)"),
         ("service_by_adapter_100", "service API: by-adapter, 100 items")]
 KUZU = {"q1": "q1", "q2": "q2", "q3_rows": "q3", "q3_count": "q3_count", "q4": "q4"}
@@ -46,6 +47,11 @@ def main():
         for line in f:
             k, v = line.split()
             metrics[k] = float(v)
+    ours_rows = {}
+    rows_path = os.path.join(a.work, "rows.json")
+    if os.path.exists(rows_path):
+        with open(rows_path) as f:
+            ours_rows = json.load(f)
     kuzu = {}
     with open(os.path.join(a.work, "kuzu.jsonl")) as f:
         for line in f:
@@ -54,16 +60,20 @@ def main():
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
     print(f"### {a.size} items — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}")
     print(f"Command: `benches/run --size {a.size}`\n")
-    print("| query | feedgraph | Kuzu 0.11.3 | Kuzu / feedgraph | rows (feedgraph = Kuzu) |")
+    print("| query | feedgraph | Kuzu 0.11.3 | Kuzu / feedgraph | rows: feedgraph / Kuzu |")
     print("|---|---|---|---|---|")
     for key, label in QUERIES:
         ours = est(a.criterion, "queries", key)
         k = kuzu.get(KUZU[key], {})
         theirs = k.get("ms_median")
-        ratio = f"{theirs / ours:.1f}x" if ours and theirs else "-"
-        print(f"| {label} | {fmt(ours)} | {fmt(theirs)} | {ratio} | Kuzu {k.get('rows', '-')} |")
+        ratio = (f"{theirs / ours:.1f}x" if theirs / ours >= 1 else f"{theirs / ours:.2f}x") if ours and theirs else "-"
+        mine = ours_rows.get(key, "-")
+        mark = "" if mine == k.get("rows") else " (differ!)"
+        print(f"| {label} | {fmt(ours)} | {fmt(theirs)} | {ratio} | {mine} / {k.get('rows', '-')}{mark} |")
     for key, label in SEED:
-        print(f"| {label} | {fmt(est(a.criterion, 'queries', key))} | - | - | - |")
+        if est(a.criterion, 'queries', key) is None:
+            continue
+        print(f"| {label} | {fmt(est(a.criterion, 'queries', key))} | - | - | {ours_rows.get(key, '-')} / - |")
     print()
     print("| measure | value |")
     print("|---|---|")
