@@ -726,7 +726,7 @@ impl Service {
                 (!q.unused || !f.used_for_training)
                     && q.cursor.as_deref().is_none_or(|c| &*f.id < c)
             });
-            rows.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+            newest_first(&mut rows, limit + 1);
             let more = rows.len() > limit;
             let ids: Vec<Arc<str>> = rows.iter().take(limit).map(|f| f.id.clone()).collect();
             (ids, total, more)
@@ -1054,6 +1054,17 @@ impl Service {
     }
 }
 
+/// Keeps the `keep` newest rows (by id), sorted newest first: a partial selection, so a
+/// page of a hot adapter with 100k links does not sort all of them.
+fn newest_first(rows: &mut Vec<&FeedbackNode>, keep: usize) {
+    let newer = |a: &&FeedbackNode, b: &&FeedbackNode| b.id.cmp(&a.id);
+    if rows.len() > keep {
+        rows.select_nth_unstable_by(keep - 1, newer);
+        rows.truncate(keep);
+    }
+    rows.sort_unstable_by(newer);
+}
+
 fn collect_page(g: &OrgGraph, q: &ListQuery, limit: usize) -> (Vec<Arc<str>>, bool) {
     let (Ok(model), Ok(session)) = (resolve(g, &q.model), resolve(g, &q.session)) else {
         return (Vec::new(), false);
@@ -1087,7 +1098,7 @@ fn collect_page(g: &OrgGraph, q: &ListQuery, limit: usize) -> (Vec<Arc<str>>, bo
                 .map(|r| &g.feedback()[r as usize])
                 .filter(|f| filter.matches(f) && cursor.is_none_or(|c| &*f.id < c))
                 .collect();
-            rows.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+            newest_first(&mut rows, limit + 1);
             for f in rows {
                 if !push(f) {
                     break;
@@ -1146,5 +1157,63 @@ impl StatsAcc {
             self.s.average_score = Some(self.score_sum / self.score_n as f64);
         }
         self.s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::OrgGraph;
+    use crate::model::Feedback;
+    use proptest::prelude::*;
+
+    fn graph_with(ids: &[u32]) -> OrgGraph {
+        let mut g = OrgGraph::default();
+        for id in ids {
+            let f = Feedback {
+                id: format!("f{id:06}"),
+                org_id: "o".into(),
+                feedback_type: FeedbackType::Positive,
+                validation_status: ValidationStatus::Approved,
+                created_at: 1,
+                updated_at: 1,
+                version: 1,
+                used_for_training: false,
+                training_batch_id: 0,
+                model_version: None,
+                adapter_id: None,
+                adapter_version: None,
+                user_id: None,
+                session_id: None,
+                interaction_id: None,
+                score: None,
+                correction: None,
+                comment: None,
+                validation_reasons: Vec::new(),
+                question: String::new(),
+                answer: String::new(),
+                metadata: Default::default(),
+            };
+            g.upsert_feedback(&f);
+        }
+        g
+    }
+
+    proptest! {
+        #[test]
+        fn partial_selection_equals_a_full_sort(
+            ids in proptest::collection::hash_set(0u32..5000, 0..300),
+            keep in 1usize..50,
+        ) {
+            let ids: Vec<u32> = ids.into_iter().collect();
+            let g = graph_with(&ids);
+            let mut rows: Vec<&FeedbackNode> = g.feedback().iter().collect();
+            newest_first(&mut rows, keep);
+            let got: Vec<&str> = rows.iter().map(|f| &*f.id).collect();
+            let mut all: Vec<&str> = g.feedback().iter().map(|f| &*f.id).collect();
+            all.sort_unstable_by(|a, b| b.cmp(a));
+            all.truncate(keep);
+            prop_assert_eq!(got, all);
+        }
     }
 }
