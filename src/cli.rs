@@ -546,6 +546,11 @@ fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
         }
     }
     parse_bar.finish_and_clear();
+    tracing::info!(
+        lines = records.len(),
+        secs = started.elapsed().as_secs_f64(),
+        "dump parsed"
+    );
     let service = Service::open(config)?;
     let bar = indicatif::ProgressBar::new(records.len() as u64);
     bar.set_style(

@@ -196,7 +196,10 @@ impl Service {
             }
             Ok(())
         };
-        // Pass 1: collect and check everything.
+        // Pass 1: collect and check everything. What already exists is looked up in the
+        // graph index (every stored record is in it), not in sled, one lookup per line.
+        let existing_graph = self.graph.org(org);
+        let existing = existing_graph.as_ref().map(|g| g.read());
         let mut adapters: Vec<Adapter> = Vec::new();
         let mut adapter_line: HashMap<String, usize> = HashMap::new();
         let mut parents: HashMap<String, (String, usize)> = HashMap::new();
@@ -219,11 +222,9 @@ impl Service {
                     validate::check_adapter_id("id", id.clone())
                         .map_err(|e| bad(line, e.to_string()))?;
                     if adapter_line.insert(id.clone(), line).is_some()
-                        || self
-                            .store
-                            .get_adapter(org, &id)
-                            .map_err(|e| bad(line, e.to_string()))?
-                            .is_some()
+                        || existing
+                            .as_ref()
+                            .is_some_and(|g| g.adapter_row(&id).is_some())
                     {
                         return Err(bad(
                             line,
@@ -267,11 +268,9 @@ impl Service {
                     let f = *f;
                     id_ok(line, "id", &f.id)?;
                     if feedback_index.contains_key(&f.id)
-                        || self
-                            .store
-                            .get_record(org, &f.id)
-                            .map_err(|e| bad(line, e.to_string()))?
-                            .is_some()
+                        || existing
+                            .as_ref()
+                            .is_some_and(|g| g.feedback_row(&f.id).is_some())
                     {
                         return Err(bad(
                             line,
@@ -325,11 +324,9 @@ impl Service {
         }
         let adapter_known = |id: &str| -> Result<bool, LoadError> {
             Ok(adapter_line.contains_key(id)
-                || self
-                    .store
-                    .get_adapter(org, id)
-                    .map_err(|e| bad(0, e.to_string()))?
-                    .is_some())
+                || existing
+                    .as_ref()
+                    .is_some_and(|g| g.adapter_row(id).is_some()))
         };
         for (child, (parent, line)) in &parents {
             if !adapter_line.contains_key(child) {
@@ -400,6 +397,12 @@ impl Service {
         };
         adapters.sort_by_cached_key(|a| depth_of(&a.id));
 
+        drop(existing);
+        tracing::info!(
+            feedback = feedback.len(),
+            adapters = adapters.len(),
+            "dump checked"
+        );
         // Pass 2: write, then one durable sync.
         let actor = Actor::new(org, "load");
         let summary = LoadSummary {
@@ -421,9 +424,11 @@ impl Service {
             written += chunk.len() as u64;
             progress(written);
         }
+        tracing::info!("records written; syncing");
         self.store
             .make_durable()
             .map_err(|e| bad(0, e.to_string()))?;
+        tracing::info!("durable; indexing");
         let changes = crate::store::ChangeSet {
             adapters,
             links: Vec::new(),
