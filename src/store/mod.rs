@@ -65,7 +65,7 @@ impl Default for StorageConfig {
         StorageConfig {
             durability: Durability::Fsync,
             group_commit: true,
-            cache_mb: 128,
+            cache_mb: 32,
         }
     }
 }
