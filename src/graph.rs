@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use crate::model::{
     Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Millis, ValidationStatus,
 };
-use crate::store::{ChangeSet, FeedbackHead, FeedbackHeadRef, Lease, Store, StoreError};
+use crate::store::{ChangeSet, FeedbackHeadRef, Lease, Store, StoreError};
 
 /// An interned string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -364,8 +364,7 @@ impl OrgGraph {
 
     /// Inserts or updates a feedback item with its lease (a newer `version` wins).
     pub fn upsert_feedback_leased(&mut self, f: &Feedback, lease: Option<Lease>) {
-        let head = FeedbackHead::from(f);
-        self.upsert_head(&FeedbackHeadRef::from(&head), lease, true);
+        self.upsert_head(&FeedbackHeadRef::from(f), lease, true);
     }
 
     /// Inserts or updates from a record's leading fields. With `index == false` the id is

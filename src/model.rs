@@ -182,7 +182,7 @@ pub struct ValidationReason {
 ///
 /// Field order matters: the store encodes records positionally, and the fields the graph
 /// index needs come first (up to `comment`), so that start-up decodes only that prefix
-/// (see `store::FeedbackHead`). Add fields only at the end, with a codec version bump.
+/// (see `store::FeedbackHeadRef`). Add fields only at the end, with a codec version bump.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Feedback {
     /// Time-ordered id, `feedback-<ULID>`.

@@ -59,17 +59,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 }
 
 /// Decodes the leading part of a record written by [`encode`] as `T`, ignoring the bytes
-/// after it (for reading a record's prefix without decoding its tail).
-pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != FORMAT_VERSION {
-        return Err(CodecError::UnknownVersion { found: version });
-    }
-    let (value, _) = bincode::serde::decode_from_slice(body, config())?;
-    Ok(value)
-}
-
-/// Like [`decode_prefix`], with strings borrowed from `bytes` instead of copied.
+/// after it, with strings borrowed from `bytes` (reads a record's prefix without copying).
 pub fn decode_prefix_borrowed<'de, T: serde::Deserialize<'de>>(
     bytes: &'de [u8],
 ) -> Result<T, CodecError> {

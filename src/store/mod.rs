@@ -192,74 +192,6 @@ pub struct FeedbackRecord {
     pub feedback: Feedback,
 }
 
-/// The leading fields of a stored [`Feedback`]: everything the graph index needs, and
-/// nothing of the long texts after them. It mirrors `Feedback`'s field order up to
-/// `comment`; a unit test keeps the two in step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeedbackHead {
-    /// See [`Feedback::id`].
-    pub id: String,
-    /// See [`Feedback::org_id`].
-    pub org_id: String,
-    /// See [`Feedback::feedback_type`].
-    pub feedback_type: crate::model::FeedbackType,
-    /// See [`Feedback::validation_status`].
-    pub validation_status: crate::model::ValidationStatus,
-    /// See [`Feedback::created_at`].
-    pub created_at: Millis,
-    /// See [`Feedback::updated_at`].
-    pub updated_at: Millis,
-    /// See [`Feedback::version`].
-    pub version: u64,
-    /// See [`Feedback::used_for_training`].
-    pub used_for_training: bool,
-    /// See [`Feedback::training_batch_id`].
-    pub training_batch_id: u64,
-    /// See [`Feedback::model_version`].
-    pub model_version: Option<String>,
-    /// See [`Feedback::adapter_id`].
-    pub adapter_id: Option<String>,
-    /// See [`Feedback::adapter_version`].
-    pub adapter_version: Option<String>,
-    /// See [`Feedback::user_id`].
-    pub user_id: Option<String>,
-    /// See [`Feedback::session_id`].
-    pub session_id: Option<String>,
-    /// See [`Feedback::interaction_id`].
-    pub interaction_id: Option<String>,
-    /// See [`Feedback::score`].
-    pub score: Option<f64>,
-    /// See [`Feedback::correction`].
-    pub correction: Option<String>,
-    /// See [`Feedback::comment`].
-    pub comment: Option<String>,
-}
-
-impl From<&Feedback> for FeedbackHead {
-    fn from(f: &Feedback) -> Self {
-        FeedbackHead {
-            id: f.id.clone(),
-            org_id: f.org_id.clone(),
-            feedback_type: f.feedback_type,
-            validation_status: f.validation_status,
-            created_at: f.created_at,
-            updated_at: f.updated_at,
-            version: f.version,
-            used_for_training: f.used_for_training,
-            training_batch_id: f.training_batch_id,
-            model_version: f.model_version.clone(),
-            adapter_id: f.adapter_id.clone(),
-            adapter_version: f.adapter_version.clone(),
-            user_id: f.user_id.clone(),
-            session_id: f.session_id.clone(),
-            interaction_id: f.interaction_id.clone(),
-            score: f.score,
-            correction: f.correction.clone(),
-            comment: f.comment.clone(),
-        }
-    }
-}
-
 /// A FEEDBACK_FOR edge read in place from a stored record (no allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct LinkRef<'a> {
@@ -275,7 +207,10 @@ pub struct LinkRef<'a> {
     pub metadata: &'a str,
 }
 
-/// [`FeedbackHead`] read in place: strings borrow from the stored bytes.
+/// The leading fields of a stored [`Feedback`], read in place (strings borrow from the
+/// stored bytes): everything the graph index needs, and nothing of the long texts after
+/// them. It mirrors `Feedback`'s field order up to `comment`; a unit test keeps the two in
+/// step.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct FeedbackHeadRef<'a> {
     /// Id.
@@ -316,7 +251,7 @@ pub struct FeedbackHeadRef<'a> {
     pub comment: Option<&'a str>,
 }
 
-/// [`RecordHead`] read in place, for the start-up scan.
+/// The prefix of a stored [`FeedbackRecord`] that start-up decodes, read in place.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RecordHeadRef<'a> {
     /// The lease.
@@ -329,8 +264,9 @@ pub struct RecordHeadRef<'a> {
     pub feedback: FeedbackHeadRef<'a>,
 }
 
-impl<'a> From<&'a FeedbackHead> for FeedbackHeadRef<'a> {
-    fn from(f: &'a FeedbackHead) -> Self {
+impl<'a> From<&'a Feedback> for FeedbackHeadRef<'a> {
+    /// A view of a full record's leading fields (no copies).
+    fn from(f: &'a Feedback) -> Self {
         FeedbackHeadRef {
             id: &f.id,
             org_id: &f.org_id,
@@ -352,17 +288,6 @@ impl<'a> From<&'a FeedbackHead> for FeedbackHeadRef<'a> {
             comment: f.comment.as_deref(),
         }
     }
-}
-
-/// The prefix of a stored [`FeedbackRecord`] that start-up decodes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecordHead {
-    /// The lease.
-    pub lease: Option<Lease>,
-    /// The FEEDBACK_FOR edges.
-    pub links: Vec<FeedbackLink>,
-    /// The leading fields of the item.
-    pub feedback: FeedbackHead,
 }
 
 /// A training batch's hold on an item until `expires_at`; after that the item is free.
@@ -1331,13 +1256,8 @@ mod tests {
             feedback: f.clone(),
         };
         let bytes = codec::encode(&record).unwrap();
-        let head: RecordHead = codec::decode_prefix(&bytes).unwrap();
-        let owned = FeedbackHead::from(&f);
-        assert_eq!(head.feedback, owned);
-        assert_eq!(head.links, record.links);
-        assert_eq!(head.lease, record.lease);
         let borrowed: RecordHeadRef<'_> = codec::decode_prefix_borrowed(&bytes).unwrap();
-        assert_eq!(borrowed.feedback, FeedbackHeadRef::from(&owned));
+        assert_eq!(borrowed.feedback, FeedbackHeadRef::from(&f));
         assert_eq!(borrowed.links[0].adapter_id, "a");
         assert_eq!(borrowed.links[0].metadata, "{}");
         assert_eq!(borrowed.lease, record.lease);

@@ -58,17 +58,16 @@ impl TestServer {
         format!("{}/api/v1/llm{path}", self.base)
     }
 
-    /// GET with a token; returns status and JSON body.
-    pub async fn get(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+    /// Sends a request with a token; returns status and JSON body (null if none).
+    async fn send(&self, req: reqwest::RequestBuilder, token: &str) -> (u16, serde_json::Value) {
+        let r = req.bearer_auth(token).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GET with a token; returns status and JSON body.
+    pub async fn get(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        self.send(self.client.get(self.url(path)), token).await
     }
 
     /// POST JSON with a token; returns status and JSON body.
@@ -78,16 +77,19 @@ impl TestServer {
         path: &str,
         body: &serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
+        self.send(self.client.post(self.url(path)).json(body), token)
             .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// PATCH JSON with a token; returns status and JSON body.
+    pub async fn patch(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.send(self.client.patch(self.url(path)).json(body), token)
+            .await
     }
 
     /// Stops the server gracefully.
@@ -102,25 +104,6 @@ impl TestServer {
             s.wait().await.unwrap();
         }
         self.dir
-    }
-
-    /// PATCH JSON with a token.
-    pub async fn patch(
-        &self,
-        token: &str,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> (u16, serde_json::Value) {
-        let r = self
-            .client
-            .patch(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 }
 
