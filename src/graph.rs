@@ -184,6 +184,14 @@ pub struct OrgGraph {
     feedback_by_id: BTreeMap<Arc<str>, u32>,
     adapter_by_id: FxHashMap<Sym, u32>,
     sessions: FxHashMap<Sym, Vec<u32>>,
+    /// Per adapter row: the feedback rows with a FEEDBACK_FOR edge into it, in the order the
+    /// edges were added. The petgraph adjacency list of a popular adapter interleaves its
+    /// few DERIVED_FROM edges with every FEEDBACK_FOR edge and is scattered over the edge
+    /// array; these dense lists let typed walks and degree counts skip both.
+    feedback_in: Vec<Vec<u32>>,
+    /// Per adapter row: the child adapter rows (DERIVED_FROM edges into it), in the order
+    /// the edges were added.
+    children_in: Vec<Vec<u32>>,
 }
 
 impl OrgGraph {
@@ -223,6 +231,38 @@ impl OrgGraph {
         self.adapter_by_id.get(&sym).copied()
     }
 
+    /// Feedback rows with a FEEDBACK_FOR edge into the adapter, in the order the edges were
+    /// added (petgraph's incoming walk, and [`OrgGraph::adapter_feedback`], yield them in
+    /// the reverse order). Its length is the adapter's FEEDBACK_FOR in-degree.
+    pub fn feedback_in(&self, adapter_row: u32) -> &[u32] {
+        self.feedback_in
+            .get(adapter_row as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Child adapter rows (DERIVED_FROM edges into the adapter), in the order the edges were
+    /// added (the reverse of petgraph's incoming walk).
+    pub fn child_rows(&self, adapter_row: u32) -> &[u32] {
+        self.children_in
+            .get(adapter_row as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The edge of `kind` from `from` to `to`, found by walking `from`'s outgoing edges
+    /// (short: a feedback item's links, or an adapter's one parent edge). There is at most
+    /// one such edge: links are added only if absent and an adapter has one parent.
+    pub fn edge_between(&self, from: NodeRef, to: NodeRef, kind: EdgeKind) -> Option<EdgeIndex> {
+        let node = |n: NodeRef| match n {
+            NodeRef::Feedback(r) => self.feedback.get(r as usize).map(|f| f.node),
+            NodeRef::Adapter(r) => self.adapters.get(r as usize).map(|a| a.node),
+        };
+        let (a, b) = (node(from)?, node(to)?);
+        self.graph
+            .edges_directed(a, Direction::Outgoing)
+            .find(|e| e.target() == b && e.weight().kind == kind)
+            .map(|e| e.id())
+    }
+
     /// Feedback rows newest first (ids are time-ordered), strictly before `before` if given.
     pub fn feedback_newest_first<'a>(
         &'a self,
@@ -248,17 +288,9 @@ impl OrgGraph {
             .unwrap_or(&[])
     }
 
-    /// Feedback rows linked to an adapter (FEEDBACK_FOR edges into it).
+    /// Feedback rows linked to an adapter (FEEDBACK_FOR edges into it), newest link first.
     pub fn adapter_feedback(&self, adapter_row: u32) -> impl Iterator<Item = u32> + '_ {
-        let node = self.adapters.get(adapter_row as usize).map(|a| a.node);
-        node.into_iter().flat_map(move |n| {
-            self.graph
-                .edges_directed(n, Direction::Incoming)
-                .filter_map(|e| match self.graph[e.source()] {
-                    NodeRef::Feedback(r) if e.weight().kind == EdgeKind::FeedbackFor => Some(r),
-                    _ => None,
-                })
-        })
+        self.feedback_in(adapter_row).iter().rev().copied()
     }
 
     /// Adapter rows a feedback item is linked to.
@@ -274,17 +306,9 @@ impl OrgGraph {
         })
     }
 
-    /// Child adapter rows (DERIVED_FROM edges into this adapter).
+    /// Child adapter rows (DERIVED_FROM edges into this adapter), newest edge first.
     pub fn children(&self, adapter_row: u32) -> impl Iterator<Item = u32> + '_ {
-        let node = self.adapters.get(adapter_row as usize).map(|a| a.node);
-        node.into_iter().flat_map(move |n| {
-            self.graph
-                .edges_directed(n, Direction::Incoming)
-                .filter_map(|e| match self.graph[e.source()] {
-                    NodeRef::Adapter(r) if e.weight().kind == EdgeKind::DerivedFrom => Some(r),
-                    _ => None,
-                })
-        })
+        self.child_rows(adapter_row).iter().rev().copied()
     }
 
     fn find_edge(&self, from: NodeIndex, to: NodeIndex, kind: EdgeKind) -> Option<EdgeIndex> {
@@ -312,6 +336,8 @@ impl OrgGraph {
             record_version: 0,
         });
         self.adapter_by_id.insert(sym, row);
+        self.feedback_in.push(Vec::new());
+        self.children_in.push(Vec::new());
         row
     }
 
@@ -340,6 +366,11 @@ impl OrgGraph {
                 let old_node = self.adapters[old as usize].node;
                 if let Some(e) = self.find_edge(child, old_node, EdgeKind::DerivedFrom) {
                     self.graph.remove_edge(e);
+                    if let Some(list) = self.children_in.get_mut(old as usize)
+                        && let Some(i) = list.iter().position(|&c| c == row)
+                    {
+                        list.remove(i);
+                    }
                 }
             }
             if let Some(p) = parent {
@@ -353,6 +384,9 @@ impl OrgGraph {
                         source: LinkSource::Manual,
                     },
                 );
+                if let Some(list) = self.children_in.get_mut(p as usize) {
+                    list.push(row);
+                }
             }
         }
     }
@@ -460,6 +494,9 @@ impl OrgGraph {
                     source: l.source,
                 },
             );
+            if let Some(list) = self.feedback_in.get_mut(a as usize) {
+                list.push(f);
+            }
         }
         true
     }
@@ -588,7 +625,12 @@ impl GraphIndex {
             };
             let row = b.graph.upsert_head(&r.feedback, r.lease, false);
             b.ids.push((b.graph.feedback[row as usize].id.clone(), row));
-            for l in &r.links {
+            for (i, l) in r.links.iter().enumerate() {
+                // A record lists each adapter once (links are added only if absent); a
+                // repeat would be a second edge between the same pair, so it is skipped.
+                if r.links[..i].iter().any(|p| p.adapter_id == l.adapter_id) {
+                    continue;
+                }
                 let a = b.graph.adapter_row_or_placeholder(l.adapter_id);
                 let data = EdgeData {
                     kind: EdgeKind::FeedbackFor,
@@ -605,6 +647,9 @@ impl GraphIndex {
             for (f, a, data) in b.edges {
                 let (from, to) = (g.feedback[f as usize].node, g.adapters[a as usize].node);
                 g.graph.add_edge(from, to, data);
+                if let Some(list) = g.feedback_in.get_mut(a as usize) {
+                    list.push(f);
+                }
             }
             orgs.insert(org, g);
         }
@@ -677,5 +722,109 @@ impl GraphIndex {
         orgs.into_iter()
             .map(|(k, g)| (k, g.read().canonical()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Metadata;
+
+    fn adapter(id: &str, parent: Option<&str>, record_version: u64) -> Adapter {
+        Adapter {
+            id: id.into(),
+            org_id: "t".into(),
+            version: None,
+            base_model: None,
+            derived_from: parent.map(str::to_owned),
+            metadata: Metadata::default(),
+            created_at: record_version,
+            source: LinkSource::Manual,
+            record_version,
+        }
+    }
+
+    fn link(f: &str, a: &str) -> FeedbackLink {
+        FeedbackLink {
+            feedback_id: f.into(),
+            adapter_id: a.into(),
+            created_at: 1,
+            source: LinkSource::Auto,
+            metadata: Metadata::default(),
+        }
+    }
+
+    /// The typed lists are petgraph's incoming lists, per type, in reverse, and
+    /// `edge_between` finds every edge.
+    fn check_lists(g: &OrgGraph) {
+        for row in 0..g.adapters().len() as u32 {
+            let node = g.adapters()[row as usize].node;
+            let incoming = |kind: EdgeKind| -> Vec<u32> {
+                g.graph()
+                    .edges_directed(node, Direction::Incoming)
+                    .filter(|e| e.weight().kind == kind)
+                    .map(|e| match g.graph()[e.source()] {
+                        NodeRef::Feedback(r) | NodeRef::Adapter(r) => r,
+                    })
+                    .collect()
+            };
+            let feedback: Vec<u32> = g.adapter_feedback(row).collect();
+            let children: Vec<u32> = g.children(row).collect();
+            assert_eq!(feedback, incoming(EdgeKind::FeedbackFor), "adapter {row}");
+            assert_eq!(children, incoming(EdgeKind::DerivedFrom), "adapter {row}");
+        }
+        for e in g.graph().edge_references() {
+            let (from, to) = (g.graph()[e.source()], g.graph()[e.target()]);
+            assert_eq!(g.edge_between(from, to, e.weight().kind), Some(e.id()));
+        }
+    }
+
+    #[test]
+    fn typed_lists_follow_every_change() {
+        let mut g = OrgGraph::default();
+        for (id, parent) in [("root", None), ("a", Some("root")), ("b", Some("root"))] {
+            g.upsert_adapter(&adapter(id, parent, 1));
+        }
+        for i in 0..6 {
+            let f = Feedback {
+                id: format!("f{i}"),
+                org_id: "t".into(),
+                feedback_type: FeedbackType::Positive,
+                validation_status: ValidationStatus::Approved,
+                validation_reasons: Vec::new(),
+                created_at: 1,
+                updated_at: 1,
+                version: 1,
+                used_for_training: false,
+                training_batch_id: 0,
+                model_version: None,
+                adapter_id: None,
+                adapter_version: None,
+                user_id: None,
+                session_id: None,
+                interaction_id: None,
+                score: None,
+                question: String::new(),
+                answer: String::new(),
+                correction: None,
+                comment: None,
+                metadata: Metadata::default(),
+            };
+            g.upsert_feedback(&f);
+            for a in ["a", "b", "root"].iter().take(i % 3 + 1) {
+                assert!(g.add_link(&link(&f.id, a)));
+                // A repeated link adds nothing.
+                assert!(g.add_link(&link(&f.id, a)));
+            }
+        }
+        check_lists(&g);
+        // Re-parenting removes an edge, which moves the last edge to its index.
+        g.upsert_adapter(&adapter("a", Some("b"), 2));
+        check_lists(&g);
+        g.upsert_adapter(&adapter("b", None, 2));
+        g.upsert_adapter(&adapter("c", Some("a"), 1));
+        check_lists(&g);
+        assert_eq!(g.child_rows(g.adapter_row("b").unwrap()).len(), 1);
+        assert_eq!(g.feedback_in(g.adapter_row("root").unwrap()).len(), 2);
     }
 }

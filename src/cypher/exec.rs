@@ -23,7 +23,7 @@ use super::error::{CypherError, Fail, Limit};
 use super::eval::Env;
 use super::plan::*;
 use super::value::{FastBuild, Value, order_cmp};
-use crate::graph::{NodeRef, OrgGraph};
+use crate::graph::{EdgeKind, NodeRef, OrgGraph};
 
 type Row<'a> = Vec<Value<'a>>;
 
@@ -44,6 +44,39 @@ fn set_rel(row: &mut [Value<'_>], slot: Slot, e: u32) {
     match &mut row[slot] {
         Value::Rel(x) => *x = e,
         other => *other = Value::Rel(e),
+    }
+}
+
+/// The directions to walk for `dir`, in the order the executor walks them.
+fn dirs(dir: Dir) -> &'static [Direction] {
+    match dir {
+        Dir::Out => &[Direction::Outgoing],
+        Dir::In => &[Direction::Incoming],
+        Dir::Both => &[Direction::Outgoing, Direction::Incoming],
+    }
+}
+
+/// The incoming edges of `node` accepted by `types`, as the dense list of their source rows
+/// and the type, when the graph keeps one: a single type into an adapter (the graph's
+/// per-adapter FEEDBACK_FOR and DERIVED_FROM lists) or anything into a feedback node (none:
+/// FEEDBACK_FOR edges start at Feedback nodes and DERIVED_FROM edges join adapters). The list
+/// is in edge order; petgraph's incoming walk is its reverse, which is the order used.
+#[inline]
+fn in_list(g: &OrgGraph, node: NodeRef, types: RelKinds) -> Option<(&[u32], EdgeKind)> {
+    match (node, types.feedback_for, types.derived_from) {
+        (NodeRef::Feedback(_), _, _) => Some((&[], EdgeKind::FeedbackFor)),
+        (NodeRef::Adapter(r), true, false) => Some((g.feedback_in(r), EdgeKind::FeedbackFor)),
+        (NodeRef::Adapter(r), false, true) => Some((g.child_rows(r), EdgeKind::DerivedFrom)),
+        _ => None,
+    }
+}
+
+/// The node a source row of an [`in_list`] stands for.
+#[inline]
+fn source_ref(kind: EdgeKind, row: u32) -> NodeRef {
+    match kind {
+        EdgeKind::FeedbackFor => NodeRef::Feedback(row),
+        EdgeKind::DerivedFrom => NodeRef::Adapter(row),
     }
 }
 
@@ -101,12 +134,21 @@ pub(crate) fn run(
     let mut input: Vec<Row<'_>> = vec![vec![Value::Null; plan.slots]];
     for seg in &plan.segments {
         match &seg.sink {
-            Sink::Aggregate { keys, aggs, nodes } => {
+            Sink::Aggregate {
+                keys,
+                aggs,
+                nodes,
+                weight,
+            } => {
                 let mut st =
                     AggState::new(&ex.env, keys.len(), aggs, nodes.as_deref(), ex.max_held());
                 for row in input.iter_mut() {
                     let flow = ex.run(&seg.ops, row, &mut |ex, row| {
-                        st.add(&ex.env, keys, aggs, row)?;
+                        let w = match weight.and_then(|s| row.get(s)) {
+                            Some(Value::Int(w)) => *w,
+                            _ => 1,
+                        };
+                        st.add(&ex.env, keys, aggs, w, row)?;
                         Ok(Flow::Go)
                     })?;
                     if flow == Flow::Stop {
@@ -388,6 +430,21 @@ impl<'a> Exec<'a> {
                 Ok(Flow::Go)
             }
             Op::Expand(e) => self.expand(e, rest, row, sink),
+            Op::ExpandCount(c) => {
+                let Some((from, idx)) = self.node_of(&row[c.from], 0)? else {
+                    return Ok(Flow::Go);
+                };
+                let d = self.degree(c, from, idx)?;
+                if d == 0 {
+                    return Ok(Flow::Go);
+                }
+                let w = match (c.chained, &row[c.weight]) {
+                    (true, Value::Int(w)) => *w,
+                    _ => 1,
+                };
+                row[c.weight] = Value::Int(w.saturating_mul(d));
+                self.run(rest, row, sink)
+            }
             Op::VarExpand(v) => {
                 let Some((from, _)) = self.node_of(&row[v.step.from], 0)? else {
                     return Ok(Flow::Go);
@@ -507,16 +564,20 @@ impl<'a> Exec<'a> {
         row: &mut Row<'a>,
         sink: &mut SinkFn<'_, 'a>,
     ) -> R {
-        let Some((_, idx)) = self.node_of(&row[e.from], 0)? else {
+        let Some((from, idx)) = self.node_of(&row[e.from], 0)? else {
             return Ok(Flow::Go);
         };
-        let pg = self.env.g.graph();
-        let dirs: &[Direction] = match e.dir {
-            Dir::Out => &[Direction::Outgoing],
-            Dir::In => &[Direction::Incoming],
-            Dir::Both => &[Direction::Outgoing, Direction::Incoming],
-        };
-        for &d in dirs {
+        let g = self.env.g;
+        let pg = g.graph();
+        for &d in dirs(e.dir) {
+            if d == Direction::Incoming
+                && let Some((list, kind)) = in_list(g, from, e.types)
+            {
+                if self.expand_in(e, rest, row, sink, from, list, kind)? == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+                continue;
+            }
             for er in pg.edges_directed(idx, d) {
                 self.tick()?;
                 if !e.types.allows(er.weight().kind) {
@@ -551,6 +612,88 @@ impl<'a> Exec<'a> {
             }
         }
         Ok(Flow::Go)
+    }
+
+    /// [`Exec::expand`] over incoming edges of one type, from the graph's dense list of
+    /// their source rows (newest edge first, as petgraph walks them). The edge index is
+    /// looked up only when a relationship slot or a uniqueness check needs it.
+    #[allow(clippy::too_many_arguments)]
+    fn expand_in(
+        &mut self,
+        e: &'a Expand,
+        rest: &'a [Op],
+        row: &mut Row<'a>,
+        sink: &mut SinkFn<'_, 'a>,
+        to: NodeRef,
+        list: &'a [u32],
+        kind: EdgeKind,
+    ) -> R {
+        if !e.into && !e.to_kinds.allows(source_ref(kind, 0)) {
+            return Ok(Flow::Go);
+        }
+        let g = self.env.g;
+        let need_eid = e.rel.is_some() || !e.unique.is_empty() || !e.unique_lists.is_empty();
+        for &r in list.iter().rev() {
+            self.tick()?;
+            let other = source_ref(kind, r);
+            if e.into && !matches!(row[e.to], Value::Node(n) if n == other) {
+                continue;
+            }
+            let mut eid = 0;
+            if need_eid {
+                let Some(x) = g.edge_between(other, to, kind) else {
+                    continue;
+                };
+                eid = x.index() as u32;
+                if self.taken(e, row, eid) {
+                    continue;
+                }
+            }
+            if !e.into {
+                set_node(row, e.to, other);
+            }
+            if let Some(rs) = e.rel {
+                set_rel(row, rs, eid);
+            }
+            if self.run(rest, row, sink)? == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Go)
+    }
+
+    /// How many relationships `c` stands for at `from`: what [`Exec::expand`] would
+    /// follow, counted from the graph's per-adapter lists where it keeps one.
+    fn degree(&mut self, c: &ExpandCount, from: NodeRef, idx: NodeIndex) -> Result<i64, Fail> {
+        self.tick()?;
+        let g = self.env.g;
+        let pg = g.graph();
+        let mut n: i64 = 0;
+        for &d in dirs(c.dir) {
+            if d == Direction::Incoming
+                && let Some((list, kind)) = in_list(g, from, c.types)
+            {
+                if c.to_kinds.allows(source_ref(kind, 0)) {
+                    n = n.saturating_add(list.len() as i64);
+                }
+                continue;
+            }
+            for er in pg.edges_directed(idx, d) {
+                self.tick()?;
+                if !c.types.allows(er.weight().kind) {
+                    continue;
+                }
+                let other_idx = if d == Direction::Outgoing {
+                    er.target()
+                } else {
+                    er.source()
+                };
+                if c.to_kinds.allows(pg[other_idx]) {
+                    n = n.saturating_add(1);
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Emits one variable-length match ending at `end` with relationships `path`.
@@ -595,37 +738,32 @@ impl<'a> Exec<'a> {
         path: &mut Vec<u32>,
     ) -> R {
         let e = &v.step;
-        let depth = path.len() as u32;
         let Some(idx) = self.env.node_index(cur) else {
             return Ok(Flow::Go);
         };
-        let pg = self.env.g.graph();
-        let dirs: &[Direction] = match e.dir {
-            Dir::Out => &[Direction::Outgoing],
-            Dir::In => &[Direction::Incoming],
-            Dir::Both => &[Direction::Outgoing, Direction::Incoming],
-        };
-        for &d in dirs {
+        let g = self.env.g;
+        let pg = g.graph();
+        for &d in dirs(e.dir) {
+            if d == Direction::Incoming
+                && let Some((list, kind)) = in_list(g, cur, e.types)
+            {
+                for &r in list.iter().rev() {
+                    self.tick()?;
+                    let next = source_ref(kind, r);
+                    let Some(eid) = g.edge_between(next, cur, kind) else {
+                        continue;
+                    };
+                    let flow = self.var_step(v, rest, row, sink, next, eid.index() as u32, path)?;
+                    if flow == Flow::Stop {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                continue;
+            }
             for er in pg.edges_directed(idx, d) {
                 self.tick()?;
                 if !e.types.allows(er.weight().kind) {
                     continue;
-                }
-                let eid = er.id().index() as u32;
-                if path.contains(&eid) || self.taken(e, row, eid) {
-                    continue;
-                }
-                if depth >= v.max {
-                    if v.capped {
-                        return Err(CypherError::limit(
-                            Limit::MaxDepth,
-                            format!(
-                                "a variable-length pattern without an upper bound reached {} relationships and could go further; give it an upper bound (*..N) or raise max_depth",
-                                v.max
-                            ),
-                        ).into());
-                    }
-                    return Ok(Flow::Go);
                 }
                 let other_idx = if d == Direction::Outgoing {
                     er.target()
@@ -633,21 +771,54 @@ impl<'a> Exec<'a> {
                     er.source()
                 };
                 let next = pg[other_idx];
-                path.push(eid);
-                let mut flow = Flow::Go;
-                if depth + 1 >= v.min {
-                    flow = self.var_emit(v, rest, row, sink, next, path)?;
-                }
-                if flow == Flow::Go && (depth + 1 < v.max || v.capped) {
-                    flow = self.var_dfs(v, rest, row, sink, next, path)?;
-                }
-                path.pop();
-                if flow == Flow::Stop {
+                let eid = er.id().index() as u32;
+                if self.var_step(v, rest, row, sink, next, eid, path)? == Flow::Stop {
                     return Ok(Flow::Stop);
                 }
             }
         }
         Ok(Flow::Go)
+    }
+
+    /// One relationship `eid` of a variable-length walk, from the end of `path` to `next`:
+    /// emits the match if long enough and walks on if the path may grow.
+    #[allow(clippy::too_many_arguments)]
+    fn var_step(
+        &mut self,
+        v: &'a VarExpand,
+        rest: &'a [Op],
+        row: &mut Row<'a>,
+        sink: &mut SinkFn<'_, 'a>,
+        next: NodeRef,
+        eid: u32,
+        path: &mut Vec<u32>,
+    ) -> R {
+        let depth = path.len() as u32;
+        if path.contains(&eid) || self.taken(&v.step, row, eid) {
+            return Ok(Flow::Go);
+        }
+        if depth >= v.max {
+            if v.capped {
+                return Err(CypherError::limit(
+                    Limit::MaxDepth,
+                    format!(
+                        "a variable-length pattern without an upper bound reached {} relationships and could go further; give it an upper bound (*..N) or raise max_depth",
+                        v.max
+                    ),
+                ).into());
+            }
+            return Ok(Flow::Go);
+        }
+        path.push(eid);
+        let mut flow = Flow::Go;
+        if depth + 1 >= v.min {
+            flow = self.var_emit(v, rest, row, sink, next, path)?;
+        }
+        if flow == Flow::Go && (depth + 1 < v.max || v.capped) {
+            flow = self.var_dfs(v, rest, row, sink, next, path)?;
+        }
+        path.pop();
+        Ok(flow)
     }
 }
 
@@ -1052,11 +1223,14 @@ impl<'a> AggState<'a> {
         Ok(g as usize)
     }
 
+    /// Adds `row`, standing for `w` identical rows (see [`Op::ExpandCount`]; the planner
+    /// weights rows only for `count`, `min` and `max`, which is all this weights).
     fn add(
         &mut self,
         env: &Env<'a>,
         keys: &'a [(Slot, Expr)],
         aggs: &'a [Agg],
+        w: i64,
         row: &Row<'a>,
     ) -> Result<(), Fail> {
         let g = self.group(env, keys, row)?;
@@ -1072,7 +1246,10 @@ impl<'a> AggState<'a> {
                     }
                 }
                 if let Some(acc) = self.accs.get_mut(at) {
-                    acc.add_num(r, a.pos)?;
+                    match acc {
+                        Acc::Count(c) if r != Num::Null => *c = c.saturating_add(w),
+                        acc => acc.add_num(r, a.pos)?,
+                    }
                 }
                 continue;
             }
@@ -1080,7 +1257,7 @@ impl<'a> AggState<'a> {
             let v: &Value<'a> = match &a.arg {
                 None => {
                     if let Some(Acc::Count(c)) = self.accs.get_mut(at) {
-                        *c += 1;
+                        *c = c.saturating_add(w);
                     }
                     continue;
                 }
@@ -1103,8 +1280,11 @@ impl<'a> AggState<'a> {
             {
                 continue;
             }
-            if let Some(acc) = self.accs.get_mut(at) {
-                acc.add(v, a.pos)?;
+            match self.accs.get_mut(at) {
+                // A DISTINCT value counts once however many rows carry it.
+                Some(Acc::Count(c)) => *c = c.saturating_add(if a.distinct { 1 } else { w }),
+                Some(acc) => acc.add(v, a.pos)?,
+                None => {}
             }
         }
         Ok(())

@@ -124,6 +124,24 @@ pub struct QueryResult {
     pub stats: QueryStats,
 }
 
+/// Planner switches. [`execute`] and [`explain`] use the defaults (everything on); turning an
+/// optimization off gives the plain plan to compare with, which is what tests do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Aggregate pushdown: a count over a final expansion whose far node and relationship
+    /// nothing reads adds the node's degree instead of enumerating the relationships
+    /// ([`plan::Op::ExpandCount`]).
+    pub count_pushdown: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            count_pushdown: true,
+        }
+    }
+}
+
 /// Runs a read-only openCypher query (with the GROUP BY / HAVING dialect) on one org's graph.
 ///
 /// `params` are the query's `$name` parameters. Errors carry the position in `query` where
@@ -135,9 +153,21 @@ pub fn execute(
     params: &serde_json::Map<String, serde_json::Value>,
     limits: &QueryLimits,
 ) -> Result<QueryResult, CypherError> {
+    execute_with(graph, text, query, params, limits, &PlanOptions::default())
+}
+
+/// [`execute`] with explicit [`PlanOptions`].
+pub fn execute_with(
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+    options: &PlanOptions,
+) -> Result<QueryResult, CypherError> {
     let started = Instant::now();
     let run = || -> Result<QueryResult, CypherError> {
-        let p = prepare(graph, query, params, limits)?;
+        let p = prepare(graph, query, params, limits, options)?;
         let out = exec::run(&p, graph, text, limits, started).map_err(|e| *e)?;
         Ok(QueryResult {
             columns: p.columns,
@@ -159,7 +189,18 @@ pub fn explain(
     params: &serde_json::Map<String, serde_json::Value>,
     limits: &QueryLimits,
 ) -> Result<plan::Plan, CypherError> {
-    prepare(graph, query, params, limits).map_err(|e| e.locate(query))
+    explain_with(graph, query, params, limits, &PlanOptions::default())
+}
+
+/// [`explain`] with explicit [`PlanOptions`].
+pub fn explain_with(
+    graph: &OrgGraph,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+    options: &PlanOptions,
+) -> Result<plan::Plan, CypherError> {
+    prepare(graph, query, params, limits, options).map_err(|e| e.locate(query))
 }
 
 fn prepare(
@@ -167,6 +208,7 @@ fn prepare(
     query: &str,
     params: &serde_json::Map<String, serde_json::Value>,
     limits: &QueryLimits,
+    options: &PlanOptions,
 ) -> Result<plan::Plan, CypherError> {
     let rw = dialect::rewrite(query)?;
     let parsed = open_cypher::parse(&rw.text).map_err(|errs| {
@@ -182,7 +224,15 @@ fn prepare(
             offset,
         }
     })?;
-    planner::plan(&parsed.program, &rw.text, &rw.map, params, graph, limits)
+    planner::plan(
+        &parsed.program,
+        &rw.text,
+        &rw.map,
+        params,
+        graph,
+        limits,
+        options,
+    )
 }
 
 /// A query shipped with feedgraph (from `queries/`), runnable by name.
@@ -383,6 +433,54 @@ mod tests {
         assert!(
             matches!(&p.segments[0].sink, Sink::Aggregate { nodes: Some(n), .. } if n.len() == 1)
         );
+    }
+
+    #[test]
+    fn counts_over_a_final_expansion_use_degrees() {
+        let g = graph();
+        let none = serde_json::Map::new();
+        let limits = QueryLimits::default();
+        let q = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*1..30]->(a2:Adapter) \
+                 WHERE a2.id = 'root' RETURN count(*)";
+        let p = explain(&g, q, &none, &limits).unwrap();
+        let text = p.explain();
+        let ops = &p.segments[0].ops;
+        assert!(matches!(ops[0], Op::Seek { .. }), "{text}");
+        assert!(matches!(ops[1], Op::VarExpand(_)), "{text}");
+        assert!(matches!(ops[2], Op::ExpandCount(_)), "{text}");
+        assert_eq!(ops.len(), 3, "{text}");
+        assert!(
+            matches!(
+                &p.segments[0].sink,
+                Sink::Aggregate {
+                    weight: Some(_),
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("ExpandCount a1 -In-> f :Feedback") && text.contains("(weighted)"),
+            "{text}"
+        );
+        // child has two items, and it is the only adapter below root.
+        let r = execute(&g, &NoText, q, &none, &limits).unwrap();
+        assert_eq!(r.rows, vec![vec![serde_json::json!(2)]]);
+        // Off, the same plan enumerates.
+        let off = PlanOptions {
+            count_pushdown: false,
+        };
+        let p = explain_with(&g, q, &none, &limits, &off).unwrap();
+        assert!(
+            matches!(p.segments[0].ops[2], Op::Expand(_)),
+            "{}",
+            p.explain()
+        );
+        // Reading the far node keeps the enumeration.
+        let q = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*1..30]->(a2:Adapter) \
+                 WHERE a2.id = 'root' RETURN count(*), collect(f.id)";
+        let p = explain(&g, q, &none, &limits).unwrap();
+        assert!(!p.explain().contains("ExpandCount"), "{}", p.explain());
     }
 
     #[test]

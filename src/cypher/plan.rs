@@ -784,6 +784,30 @@ pub struct VarExpand {
     pub reverse: bool,
 }
 
+/// Counting instead of enumerating: how many relationships an [`Expand`] would follow from
+/// `from`, when nothing after it reads the relationship or the node at the far end (the
+/// planner's aggregate pushdown). The row goes on once, weighted by that count; a count of
+/// zero drops it. The aggregation at the end of the segment counts each row as `weight`
+/// rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpandCount {
+    /// Node slot to count from.
+    pub from: Slot,
+    /// The far node's slot in the query; never bound (kept for explain).
+    pub to: Slot,
+    /// Direction from `from`.
+    pub dir: Dir,
+    /// Accepted types.
+    pub types: RelKinds,
+    /// Accepted labels of the far end.
+    pub to_kinds: Kinds,
+    /// Slot of the row's weight (an integer).
+    pub weight: Slot,
+    /// An earlier `ExpandCount` of the segment has set `weight`: multiply it rather than
+    /// set it.
+    pub chained: bool,
+}
+
 /// A streaming operator.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -807,6 +831,8 @@ pub enum Op {
     Expand(Box<Expand>),
     /// Follows variable-length paths.
     VarExpand(Box<VarExpand>),
+    /// Counts single relationships instead of following them.
+    ExpandCount(Box<ExpandCount>),
     /// Keeps rows where the predicate is true.
     Filter(Expr),
     /// Runs `body` per row; if it yields nothing, passes the row on with `nulls` set to null.
@@ -848,6 +874,39 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Every slot the operator (and, for `Optional`, its body) reads: bound nodes it starts
+    /// from or checks, relationships it must differ from, and its expressions' slots.
+    pub fn reads(&self, out: &mut Vec<Slot>) {
+        let expand = |e: &Expand, out: &mut Vec<Slot>| {
+            out.push(e.from);
+            if e.into {
+                out.push(e.to);
+            }
+            out.extend(&e.unique);
+            out.extend(&e.unique_lists);
+        };
+        match self {
+            Op::Scan { .. } => {}
+            Op::Seek { key, .. } => key.slots(out),
+            Op::Expand(e) => expand(e, out),
+            Op::VarExpand(v) => expand(&v.step, out),
+            Op::ExpandCount(c) => {
+                out.push(c.from);
+                if c.chained {
+                    out.push(c.weight);
+                }
+            }
+            Op::Filter(e) => e.slots(out),
+            Op::Optional { body, .. } => body.iter().for_each(|op| op.reads(out)),
+            Op::Unwind { list, .. } => list.slots(out),
+            Op::Project(items) => items.iter().for_each(|(_, e)| e.slots(out)),
+            Op::Distinct { slots, .. } => out.extend(slots),
+            Op::Skip { count, .. } | Op::Limit { count, .. } => count.slots(out),
+        }
+    }
+}
+
 /// Where a segment's rows go.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sink {
@@ -860,6 +919,10 @@ pub enum Sink {
         /// When every key is a node or a node's unique `id` (one or two keys): the node
         /// slots, so groups are found by node row instead of by hashing key values.
         nodes: Option<Vec<Slot>>,
+        /// The slot an [`Op::ExpandCount`] keeps the row's weight in: each row counts as
+        /// that many rows. Only set when every aggregate is a non-DISTINCT `count`, `min`
+        /// or `max`, which is all the executor weights.
+        weight: Option<Slot>,
     },
     /// Sorts by the key slots (true = descending); the sorted rows feed the next segment.
     /// With `top`, only the first `skip + limit` rows are kept.
@@ -910,10 +973,16 @@ impl Plan {
             let _ = writeln!(out, "segment {i}:");
             self.explain_ops(&seg.ops, 1, &mut out);
             let _ = match &seg.sink {
-                Sink::Aggregate { keys, aggs, nodes } => writeln!(
+                Sink::Aggregate {
+                    keys,
+                    aggs,
+                    nodes,
+                    weight,
+                } => writeln!(
                     out,
-                    "  -> Aggregate{} keys={:?} aggs={:?}",
+                    "  -> Aggregate{}{} keys={:?} aggs={:?}",
                     if nodes.is_some() { " (by node)" } else { "" },
+                    if weight.is_some() { " (weighted)" } else { "" },
                     keys.iter().map(|k| self.name(k.0)).collect::<Vec<_>>(),
                     aggs.iter()
                         .map(|a| format!(
@@ -972,6 +1041,14 @@ impl Plan {
                     v.min,
                     v.max,
                     self.name(v.step.to)
+                ),
+                Op::ExpandCount(c) => writeln!(
+                    out,
+                    "{pad}ExpandCount {} -{:?}-> {} {} (degree, not enumerated)",
+                    self.name(c.from),
+                    c.dir,
+                    self.name(c.to),
+                    KindsFmt(c.to_kinds)
                 ),
                 Op::Filter(_) => writeln!(out, "{pad}Filter"),
                 Op::Optional { body, .. } => {

@@ -21,10 +21,10 @@ use std::rc::Rc;
 use open_cypher::Span;
 use open_cypher::ast::{self, visit::Visitor};
 
-use super::QueryLimits;
 use super::dialect::OffsetMap;
 use super::error::{CypherError, Limit, Position};
 use super::plan::*;
+use super::{PlanOptions, QueryLimits};
 use crate::graph::OrgGraph;
 use crate::model::{FeedbackType, ValidationStatus};
 
@@ -142,6 +142,7 @@ pub(crate) fn plan(
     params: &serde_json::Map<String, serde_json::Value>,
     graph: &OrgGraph,
     limits: &QueryLimits,
+    options: &PlanOptions,
 ) -> Result<Plan, CypherError> {
     let edges = graph.graph().edge_count() as f64;
     let adapters = graph.adapters().len() as f64;
@@ -158,6 +159,7 @@ pub(crate) fn plan(
         params,
         graph,
         limits,
+        options: *options,
         stats,
         slot_names: Vec::new(),
         consts: Vec::new(),
@@ -191,6 +193,7 @@ struct Planner<'q> {
     params: &'q serde_json::Map<String, serde_json::Value>,
     graph: &'q OrgGraph,
     limits: &'q QueryLimits,
+    options: PlanOptions,
     stats: Stats,
     slot_names: Vec<String>,
     consts: Vec<Const>,
@@ -1676,7 +1679,12 @@ impl<'q> Planner<'q> {
             let aggs = c.aggs.into_iter().map(|(_, a)| a).collect();
             let by_nodes: Option<Vec<Slot>> = node_keys.into_iter().collect();
             let nodes = by_nodes.filter(|n| (1..=2).contains(&n.len()));
-            self.finish_segment(Sink::Aggregate { keys, aggs, nodes });
+            self.finish_segment(Sink::Aggregate {
+                keys,
+                aggs,
+                nodes,
+                weight: None,
+            });
             if !post.is_empty() {
                 self.ops.push(Op::Project(post));
             }
@@ -1758,9 +1766,99 @@ impl<'q> Planner<'q> {
         self.states - 1
     }
 
-    fn finish_segment(&mut self, sink: Sink) {
-        let ops = std::mem::take(&mut self.ops);
+    fn finish_segment(&mut self, mut sink: Sink) {
+        let mut ops = std::mem::take(&mut self.ops);
+        self.push_down_counts(&mut ops, &mut sink);
         self.segments.push(Segment { ops, sink });
+    }
+
+    /// Aggregate pushdown: an expansion whose relationship and far node nothing after it
+    /// reads becomes an [`Op::ExpandCount`], which weights the row by the number of
+    /// relationships instead of producing one row per relationship.
+    ///
+    /// Sound when the segment ends in an aggregation that only counts, or takes `min` /
+    /// `max` (which repeats do not change), without DISTINCT; when the operators after the
+    /// expansion are per-row (no DISTINCT, SKIP or LIMIT counting rows); when the expansion
+    /// binds a fresh node and no other relationship of its MATCH may be the same edge (its
+    /// uniqueness lists are empty, and a later overlapping relationship would read its slot).
+    /// `count(f)` of the far node itself counts like `count(*)`: the expansion binds it, so
+    /// it is never null. Label checks on the far node stay (`to_kinds`); any other
+    /// condition on it is a filter reading it, which keeps the enumeration.
+    fn push_down_counts(&mut self, ops: &mut [Op], sink: &mut Sink) {
+        if !self.options.count_pushdown {
+            return;
+        }
+        let Sink::Aggregate {
+            keys, aggs, weight, ..
+        } = sink
+        else {
+            return;
+        };
+        if aggs
+            .iter()
+            .any(|a| a.distinct || !matches!(a.func, AggFunc::Count | AggFunc::Min | AggFunc::Max))
+        {
+            return;
+        }
+        let mut weight_slot = None;
+        for i in (0..ops.len()).rev() {
+            let Op::Expand(e) = &ops[i] else {
+                continue;
+            };
+            if e.into || !e.unique.is_empty() || !e.unique_lists.is_empty() {
+                continue;
+            }
+            let (from, to, rel, dir, types, to_kinds) =
+                (e.from, e.to, e.rel, e.dir, e.types, e.to_kinds);
+            let rest = &ops[i + 1..];
+            if rest
+                .iter()
+                .any(|op| matches!(op, Op::Distinct { .. } | Op::Skip { .. } | Op::Limit { .. }))
+            {
+                continue;
+            }
+            let gone = |s: Slot| s == to || Some(s) == rel;
+            // `count(x)` of the far node or relationship: a count of rows.
+            let counted = |a: &Agg| {
+                a.func == AggFunc::Count
+                    && matches!(&a.arg, Some(Expr { kind: ExprKind::Slot(s), .. }) if gone(*s))
+            };
+            let mut reads = Vec::new();
+            rest.iter().for_each(|op| op.reads(&mut reads));
+            keys.iter().for_each(|(_, k)| k.slots(&mut reads));
+            for a in aggs.iter().filter(|a| !counted(a)) {
+                if let Some(arg) = &a.arg {
+                    arg.slots(&mut reads);
+                }
+            }
+            if reads.iter().any(|s| gone(*s)) {
+                continue;
+            }
+            for a in aggs.iter_mut() {
+                if counted(a) {
+                    a.arg = None;
+                }
+            }
+            let w = *weight_slot.get_or_insert_with(|| self.new_slot("  weight"));
+            ops[i] = Op::ExpandCount(Box::new(ExpandCount {
+                from,
+                to,
+                dir,
+                types,
+                to_kinds,
+                weight: w,
+                chained: false,
+            }));
+        }
+        // The first counter of a row sets its weight, the later ones multiply it.
+        let mut first = true;
+        for op in ops.iter_mut() {
+            if let Op::ExpandCount(c) = op {
+                c.chained = !first;
+                first = false;
+            }
+        }
+        *weight = weight_slot;
     }
 
     // ----- expressions -------------------------------------------------------------------
