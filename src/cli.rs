@@ -346,7 +346,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 return print_json(&result);
             }
             let mut out = std::io::stdout().lock();
-            let text = render_table(&result.columns, &result.rows);
+            let text = render_table(&result.columns, &result.rows.to_json());
             write!(out, "{text}").map_err(|source| CliError::Io {
                 context: "writing output".into(),
                 source,

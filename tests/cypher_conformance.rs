@@ -104,6 +104,7 @@ fn seed_queries_match_the_independent_computation() {
         assert_eq!(result.columns, want_columns, "{name}: columns");
         let got: Vec<Value> = result
             .rows
+            .to_json()
             .iter()
             .map(|r| normalize(&Value::Array(r.clone()), &ignore))
             .collect();
@@ -118,6 +119,7 @@ fn seed_queries_match_the_independent_computation() {
         if let Some(col) = case.get("order_desc_column").and_then(Value::as_u64) {
             let keys: Vec<f64> = result
                 .rows
+                .to_json()
                 .iter()
                 .map(|r| r[col as usize].as_f64().unwrap())
                 .collect();
@@ -127,6 +129,12 @@ fn seed_queries_match_the_independent_computation() {
             );
         }
         assert_eq!(result.stats.rows, result.rows.len());
+        // The compact rows serialize exactly as their JSON values.
+        assert_eq!(
+            serde_json::to_string(&result.rows).unwrap(),
+            serde_json::to_string(&result.rows.to_json()).unwrap(),
+            "{name}: serialized rows"
+        );
         total_rows += result.rows.len();
     }
     assert!(total_rows > 100, "the fixtures should exercise the queries");

@@ -610,7 +610,8 @@ fn run_with(g: &OrgGraph, query: &str, count_pushdown: bool) -> (Vec<Vec<Value>>
     let limits = QueryLimits::default();
     let rows = cypher::execute_with(g, &NoText, query, &none, &limits, &options)
         .unwrap_or_else(|e| panic!("{query}: {e}"))
-        .rows;
+        .rows
+        .to_json();
     let plan = cypher::explain_with(g, query, &none, &limits, &options)
         .unwrap_or_else(|e| panic!("{query}: {e}"))
         .explain();
@@ -703,6 +704,7 @@ fn compare(g: &OrgGraph, query: &str, ordered: bool, sort_lists: bool) -> Result
     }
     let mut a: Vec<String> = mine
         .rows
+        .to_json()
         .iter()
         .map(|r| ours(&Value::Array(r.clone()), sort_lists).to_string())
         .collect();

@@ -22,6 +22,7 @@ use super::TextSource;
 use super::error::{CypherError, Fail, Limit};
 use super::eval::Env;
 use super::plan::*;
+use super::rows::Rows;
 use super::value::{FastBuild, Value, order_cmp};
 use crate::graph::{EdgeKind, NodeRef, OrgGraph};
 
@@ -80,6 +81,34 @@ fn source_ref(kind: EdgeKind, row: u32) -> NodeRef {
     }
 }
 
+/// How many rows ahead [`warm_feedback`] loads a feedback record; its id string is loaded
+/// half as far ahead, once the record is in cache.
+const WARM_AHEAD: usize = 16;
+
+/// Loads, ahead of use, the feedback records a walk down `list` (from the end) will reach
+/// in a few steps, and their id strings: they are scattered over memory, and reading them
+/// one at a time as the walk arrives leaves the core waiting on each in turn. Issuing the
+/// loads early lets them overlap with the work on the current rows. Plain loads whose
+/// values are discarded through `black_box`, so no unsafe prefetch intrinsics.
+#[inline(always)]
+fn warm_feedback(g: &OrgGraph, list: &[u32], i: usize) {
+    let rows = g.feedback();
+    if let Some(f) = i
+        .checked_sub(WARM_AHEAD)
+        .and_then(|j| list.get(j))
+        .and_then(|&r| rows.get(r as usize))
+    {
+        std::hint::black_box(f.id.len());
+    }
+    if let Some(f) = i
+        .checked_sub(WARM_AHEAD / 2)
+        .and_then(|j| list.get(j))
+        .and_then(|&r| rows.get(r as usize))
+    {
+        std::hint::black_box(f.id.as_bytes().first().copied());
+    }
+}
+
 /// Whether upstream operators should keep producing rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -108,8 +137,36 @@ pub(crate) struct Exec<'a> {
 
 /// Result rows and the work done.
 pub(crate) struct Output {
-    pub rows: Vec<Vec<serde_json::Value>>,
+    pub rows: Rows,
     pub work: u64,
+}
+
+/// Where a column's last borrowed string went: its address and length, and its place in
+/// the result's text buffer.
+type LastStr = Option<(usize, usize, (usize, u32))>;
+
+/// Appends `v` to the row being built in `out`.
+#[inline]
+fn push_cell<'a>(env: &Env<'a>, out: &mut Rows, v: &Value<'a>, last: &mut LastStr) {
+    match v {
+        Value::Null => out.push_null(),
+        Value::Bool(b) => out.push_bool(*b),
+        Value::Int(i) => out.push_int(*i),
+        Value::Float(f) => out.push_float(*f),
+        // A string borrowed from the graph or the plan stays in place, unchanged, for the
+        // whole query: the same address and length is the same string, stored once.
+        Value::Str(s) => {
+            let key = (s.as_ptr() as usize, s.len());
+            match *last {
+                Some((p, l, at)) if (p, l) == key => out.push_stored(at),
+                _ => *last = out.push_str(s).map(|at| (key.0, key.1, at)),
+            }
+        }
+        Value::Text(s) => {
+            out.push_str(s);
+        }
+        other => out.push_json(env.to_json(other)),
+    }
 }
 
 /// Runs `plan` on `g`.
@@ -193,7 +250,8 @@ pub(crate) fn run(
                 input = buf;
             }
             Sink::Output { slots } => {
-                let mut out: Vec<Vec<serde_json::Value>> = Vec::new();
+                let mut out = Rows::new(slots.len());
+                let mut last: Vec<LastStr> = vec![None; slots.len()];
                 let max_rows = ex.limits.max_rows;
                 for row in input.iter_mut() {
                     let flow = ex.run(&seg.ops, row, &mut |ex, row| {
@@ -205,12 +263,10 @@ pub(crate) fn run(
                                 ),
                             ).into());
                         }
-                        out.push(
-                            slots
-                                .iter()
-                                .map(|s| ex.env.to_json(row.get(*s).unwrap_or(&Value::Null)))
-                                .collect(),
-                        );
+                        for (s, last) in slots.iter().zip(last.iter_mut()) {
+                            push_cell(&ex.env, &mut out, row.get(*s).unwrap_or(&Value::Null), last);
+                        }
+                        out.end_row();
                         ex.check_clock_every(out.len())?;
                         Ok(Flow::Go)
                     })?;
@@ -228,7 +284,7 @@ pub(crate) fn run(
         ex.check()?;
     }
     Ok(Output {
-        rows: Vec::new(),
+        rows: Rows::new(plan.columns.len()),
         work: ex.work,
     })
 }
@@ -633,8 +689,12 @@ impl<'a> Exec<'a> {
         }
         let g = self.env.g;
         let need_eid = e.rel.is_some() || !e.unique.is_empty() || !e.unique_lists.is_empty();
-        for &r in list.iter().rev() {
+        let warm = kind == EdgeKind::FeedbackFor;
+        for (i, &r) in list.iter().enumerate().rev() {
             self.tick()?;
+            if warm {
+                warm_feedback(g, list, i);
+            }
             let other = source_ref(kind, r);
             if e.into && !matches!(row[e.to], Value::Node(n) if n == other) {
                 continue;

@@ -7,7 +7,7 @@
 //! 2. `open_cypher::parse` turns the text into a spanned AST;
 //! 3. `planner` lowers the AST into a [`plan::Plan`]: typed operators over row slots,
 //!    patterns ordered by a cost model, filters as early as possible;
-//! 4. `exec` runs the plan over one org's [`OrgGraph`] and builds JSON rows.
+//! 4. `exec` runs the plan over one org's [`OrgGraph`] and builds the result [`Rows`].
 //!
 //! The executor never sees query text. Queries are read-only: write clauses are refused.
 //!
@@ -44,9 +44,11 @@ mod eval;
 mod exec;
 pub mod plan;
 mod planner;
+mod rows;
 mod value;
 
 pub use error::{CypherError, Limit, Position};
+pub use rows::Rows;
 
 /// Loads the long text fields of feedback items, which the graph does not hold.
 ///
@@ -118,8 +120,9 @@ pub struct QueryStats {
 pub struct QueryResult {
     /// Column names: aliases, or the expression as written.
     pub columns: Vec<String>,
-    /// Rows, one JSON value per column.
-    pub rows: Vec<Vec<serde_json::Value>>,
+    /// Rows, one value per column; they serialize as arrays of JSON values
+    /// ([`Rows::to_json`] gives those values).
+    pub rows: Rows,
     /// What it cost.
     pub stats: QueryStats,
 }
