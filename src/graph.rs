@@ -9,6 +9,13 @@
 //! session ids) are interned to 4-byte symbols; node weights are just a row number into the
 //! typed column vectors; neighbours are walked through petgraph's adjacency lists without
 //! allocating. Each org has its own lock, so tenants never contend.
+//!
+//! Edge shapes are fixed by construction, and the query engine relies on them: FEEDBACK_FOR
+//! always runs from a Feedback node to an Adapter node and is unique per pair; DERIVED_FROM
+//! runs from an adapter to its one parent; no edge ends at a Feedback node. Besides
+//! petgraph's adjacency lists, each adapter keeps dense lists of its FEEDBACK_FOR sources
+//! and its children ([`OrgGraph::feedback_in`], [`OrgGraph::child_rows`]), so typed walks
+//! and in-degrees do not step through a popular adapter's whole mixed edge list.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroU32;

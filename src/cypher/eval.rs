@@ -1066,7 +1066,8 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn node_json(&self, n: NodeRef) -> serde_json::Value {
+    /// A node as a JSON object (see the module docs of `cypher` for its shape).
+    pub(crate) fn node_json(&self, n: NodeRef) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         m.insert(
             "_id".into(),
@@ -1113,7 +1114,8 @@ impl<'a> Env<'a> {
         serde_json::Value::Object(m)
     }
 
-    fn rel_json(&self, e: u32) -> serde_json::Value {
+    /// A relationship as a JSON object.
+    pub(crate) fn rel_json(&self, e: u32) -> serde_json::Value {
         let pg = self.g.graph();
         let idx = EdgeIndex::new(e as usize);
         let mut m = serde_json::Map::new();

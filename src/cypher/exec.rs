@@ -11,6 +11,7 @@
 //! returned rows when it produces them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use petgraph::Direction;
@@ -22,7 +23,7 @@ use super::TextSource;
 use super::error::{CypherError, Fail, Limit};
 use super::eval::Env;
 use super::plan::*;
-use super::rows::Rows;
+use super::rows::{Cell, Rows};
 use super::value::{FastBuild, Value, order_cmp};
 use crate::graph::{EdgeKind, NodeRef, OrgGraph};
 
@@ -145,9 +146,76 @@ pub(crate) struct Output {
 /// the result's text buffer.
 type LastStr = Option<(usize, usize, (usize, u32))>;
 
+/// Nodes and relationships this query has already turned into JSON, shared by every cell
+/// that returns them: a lineage path repeats the same adapters and DERIVED_FROM edges in
+/// row after row, and a feedback node's texts are read once.
+#[derive(Default)]
+struct SharedJson {
+    nodes: HashMap<u64, Arc<serde_json::Value>, FastBuild>,
+    rels: HashMap<u32, Arc<serde_json::Value>, FastBuild>,
+}
+
+impl SharedJson {
+    fn node(&mut self, env: &Env<'_>, n: NodeRef) -> Arc<serde_json::Value> {
+        let key = match n {
+            NodeRef::Feedback(r) => u64::from(r),
+            NodeRef::Adapter(r) => (1 << 32) | u64::from(r),
+        };
+        self.nodes
+            .entry(key)
+            .or_insert_with(|| Arc::new(env.node_json(n)))
+            .clone()
+    }
+
+    fn rel(&mut self, env: &Env<'_>, e: u32) -> Arc<serde_json::Value> {
+        self.rels
+            .entry(e)
+            .or_insert_with(|| Arc::new(env.rel_json(e)))
+            .clone()
+    }
+}
+
+/// The result cell of `v`.
+fn value_cell<'a>(env: &Env<'a>, out: &mut Rows, shared: &mut SharedJson, v: &Value<'a>) -> Cell {
+    match v {
+        Value::Null => Cell::Null,
+        Value::Bool(b) => Cell::Bool(*b),
+        Value::Int(i) => Cell::Int(*i),
+        Value::Float(f) => Cell::float(*f),
+        Value::Str(_) | Value::Text(_) => out.str_cell(v.as_str().unwrap_or("")),
+        Value::Node(n) => Cell::Shared(shared.node(env, *n)),
+        Value::Rel(e) => Cell::Shared(shared.rel(env, *e)),
+        Value::List(items) => Cell::List(
+            items
+                .iter()
+                .map(|x| value_cell(env, out, shared, x))
+                .collect(),
+        ),
+        Value::Path(p) => {
+            let mut cells = Vec::with_capacity(p.nodes.len() + p.rels.len());
+            for (i, n) in p.nodes.iter().enumerate() {
+                if i > 0
+                    && let Some(e) = p.rels.get(i - 1)
+                {
+                    cells.push(Cell::Shared(shared.rel(env, *e)));
+                }
+                cells.push(Cell::Shared(shared.node(env, *n)));
+            }
+            Cell::List(cells.into())
+        }
+        Value::Map(_) => Cell::Json(Box::new(env.to_json(v))),
+    }
+}
+
 /// Appends `v` to the row being built in `out`.
 #[inline]
-fn push_cell<'a>(env: &Env<'a>, out: &mut Rows, v: &Value<'a>, last: &mut LastStr) {
+fn push_cell<'a>(
+    env: &Env<'a>,
+    out: &mut Rows,
+    shared: &mut SharedJson,
+    v: &Value<'a>,
+    last: &mut LastStr,
+) {
     match v {
         Value::Null => out.push_null(),
         Value::Bool(b) => out.push_bool(*b),
@@ -165,7 +233,10 @@ fn push_cell<'a>(env: &Env<'a>, out: &mut Rows, v: &Value<'a>, last: &mut LastSt
         Value::Text(s) => {
             out.push_str(s);
         }
-        other => out.push_json(env.to_json(other)),
+        other => {
+            let cell = value_cell(env, out, shared, other);
+            out.push(cell);
+        }
     }
 }
 
@@ -252,6 +323,7 @@ pub(crate) fn run(
             Sink::Output { slots } => {
                 let mut out = Rows::new(slots.len());
                 let mut last: Vec<LastStr> = vec![None; slots.len()];
+                let mut shared = SharedJson::default();
                 let max_rows = ex.limits.max_rows;
                 for row in input.iter_mut() {
                     let flow = ex.run(&seg.ops, row, &mut |ex, row| {
@@ -264,7 +336,7 @@ pub(crate) fn run(
                             ).into());
                         }
                         for (s, last) in slots.iter().zip(last.iter_mut()) {
-                            push_cell(&ex.env, &mut out, row.get(*s).unwrap_or(&Value::Null), last);
+                            push_cell(&ex.env, &mut out, &mut shared, row.get(*s).unwrap_or(&Value::Null), last);
                         }
                         out.end_row();
                         ex.check_clock_every(out.len())?;

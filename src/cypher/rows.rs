@@ -4,19 +4,22 @@
 //! vector and a string allocation per row and cell; [`Rows`] instead keeps every cell in one
 //! flat vector of 16-byte [`Cell`]s and every string in one text buffer, so a row of ids
 //! costs two cell pushes and two short copies. A string borrowed from the graph that repeats
-//! in a column (an adapter id over many feedback rows) is stored once. Nodes,
-//! relationships, paths, lists and maps stay JSON values.
+//! in a column (an adapter id over many feedback rows) is stored once. Nodes and
+//! relationships are JSON values built once per query and shared by every cell that returns
+//! them (a lineage path repeats the same adapters in row after row); paths and lists are
+//! lists of cells; maps stay JSON values.
 //!
 //! [`Rows`] serializes to exactly the JSON of the rows as arrays of JSON values, and
 //! [`Rows::to_json`] gives those values.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
 /// One result cell.
 #[derive(Debug, Clone)]
-enum Cell {
+pub(crate) enum Cell {
     Null,
     Bool(bool),
     Int(i64),
@@ -27,8 +30,82 @@ enum Cell {
         len: u32,
         start: usize,
     },
+    /// A list (a path is the list of its nodes and relationships).
+    List(Box<[Cell]>),
+    /// A value several cells share: a node or relationship, built once per query.
+    Shared(Arc<serde_json::Value>),
     /// Anything else, or a string too long for `len`.
     Json(Box<serde_json::Value>),
+}
+
+impl Cell {
+    /// A float cell; NaN and infinities become `Null`.
+    pub(crate) fn float(f: f64) -> Cell {
+        if f.is_finite() {
+            Cell::Float(f)
+        } else {
+            Cell::Null
+        }
+    }
+}
+
+/// One cell with the rows it belongs to (for its strings).
+struct CellRef<'r>(&'r Rows, &'r Cell);
+
+impl CellRef<'_> {
+    fn str(&self, start: usize, len: u32) -> &str {
+        self.0
+            .text
+            .get(start..start.saturating_add(len as usize))
+            .unwrap_or("")
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self.1 {
+            Cell::Null => serde_json::Value::Null,
+            Cell::Bool(b) => serde_json::Value::Bool(*b),
+            Cell::Int(i) => serde_json::Value::from(*i),
+            Cell::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Cell::Str { len, start } => serde_json::Value::String(self.str(*start, *len).into()),
+            Cell::List(items) => serde_json::Value::Array(
+                items.iter().map(|c| CellRef(self.0, c).to_json()).collect(),
+            ),
+            Cell::Shared(v) => (**v).clone(),
+            Cell::Json(v) => (**v).clone(),
+        }
+    }
+
+    /// Equal to a JSON value (numbers compare as serde_json compares them).
+    fn eq_json(&self, v: &serde_json::Value) -> bool {
+        match (self.1, v) {
+            (Cell::Str { len, start }, serde_json::Value::String(t)) => self.str(*start, *len) == t,
+            (Cell::Shared(x), y) => **x == *y,
+            (Cell::Json(x), y) => **x == *y,
+            (_, y) => self.to_json() == *y,
+        }
+    }
+}
+
+impl Serialize for CellRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.1 {
+            Cell::Null => s.serialize_unit(),
+            Cell::Bool(b) => s.serialize_bool(*b),
+            Cell::Int(i) => s.serialize_i64(*i),
+            Cell::Float(f) => s.serialize_f64(*f),
+            Cell::Str { len, start } => s.serialize_str(self.str(*start, *len)),
+            Cell::List(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for c in items.iter() {
+                    seq.serialize_element(&CellRef(self.0, c))?;
+                }
+                seq.end()
+            }
+            Cell::Shared(v) => v.serialize(s),
+            Cell::Json(v) => v.serialize(s),
+        }
+    }
 }
 
 /// The rows of a query result: `len()` rows of `width()` cells each.
@@ -38,54 +115,6 @@ pub struct Rows {
     rows: usize,
     cells: Vec<Cell>,
     text: String,
-}
-
-/// One cell, borrowed from [`Rows`].
-enum CellRef<'r> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(&'r str),
-    Json(&'r serde_json::Value),
-}
-
-impl CellRef<'_> {
-    fn to_json(&self) -> serde_json::Value {
-        match self {
-            CellRef::Null => serde_json::Value::Null,
-            CellRef::Bool(b) => serde_json::Value::Bool(*b),
-            CellRef::Int(i) => serde_json::Value::from(*i),
-            CellRef::Float(f) => serde_json::Number::from_f64(*f)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
-            CellRef::Str(s) => serde_json::Value::String((*s).to_owned()),
-            CellRef::Json(v) => (*v).clone(),
-        }
-    }
-
-    /// Equal to a JSON value (numbers compare as serde_json compares them).
-    fn eq_json(&self, v: &serde_json::Value) -> bool {
-        match (self, v) {
-            (CellRef::Str(s), serde_json::Value::String(t)) => *s == t,
-            (CellRef::Json(x), y) => *x == y,
-            (CellRef::Null, serde_json::Value::Null) => true,
-            (CellRef::Bool(a), serde_json::Value::Bool(b)) => a == b,
-            (c, y) => &c.to_json() == y,
-        }
-    }
-}
-
-impl Serialize for CellRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            CellRef::Null => s.serialize_unit(),
-            CellRef::Bool(b) => s.serialize_bool(*b),
-            CellRef::Int(i) => s.serialize_i64(*i),
-            CellRef::Float(f) => s.serialize_f64(*f),
-            CellRef::Str(t) => s.serialize_str(t),
-            CellRef::Json(v) => v.serialize(s),
-        }
-    }
 }
 
 impl Rows {
@@ -112,21 +141,6 @@ impl Rows {
         self.width
     }
 
-    fn cell<'r>(&'r self, c: &'r Cell) -> CellRef<'r> {
-        match c {
-            Cell::Null => CellRef::Null,
-            Cell::Bool(b) => CellRef::Bool(*b),
-            Cell::Int(i) => CellRef::Int(*i),
-            Cell::Float(f) => CellRef::Float(*f),
-            Cell::Str { len, start } => CellRef::Str(
-                self.text
-                    .get(*start..start.saturating_add(*len as usize))
-                    .unwrap_or(""),
-            ),
-            Cell::Json(v) => CellRef::Json(v),
-        }
-    }
-
     fn row_cells(&self, i: usize) -> &[Cell] {
         let from = i.saturating_mul(self.width);
         self.cells
@@ -139,7 +153,7 @@ impl Rows {
         (i < self.rows).then(|| {
             self.row_cells(i)
                 .iter()
-                .map(|c| self.cell(c).to_json())
+                .map(|c| CellRef(self, c).to_json())
                 .collect()
         })
     }
@@ -167,37 +181,41 @@ impl Rows {
     }
 
     pub(crate) fn push_float(&mut self, f: f64) {
-        self.cells.push(if f.is_finite() {
-            Cell::Float(f)
-        } else {
-            Cell::Null
-        });
+        self.cells.push(Cell::float(f));
     }
 
     /// Copies `s` into the text buffer; returns where it went, to be reused by
     /// [`Rows::push_stored`] for an identical string.
     pub(crate) fn push_str(&mut self, s: &str) -> Option<(usize, u32)> {
+        let cell = self.str_cell(s);
+        let at = match cell {
+            Cell::Str { len, start } => Some((start, len)),
+            _ => None,
+        };
+        self.cells.push(cell);
+        at
+    }
+
+    /// A cell for `s`, copied into the text buffer.
+    pub(crate) fn str_cell(&mut self, s: &str) -> Cell {
         match u32::try_from(s.len()) {
             Ok(len) => {
                 let start = self.text.len();
                 self.text.push_str(s);
-                self.cells.push(Cell::Str { len, start });
-                Some((start, len))
+                Cell::Str { len, start }
             }
-            Err(_) => {
-                self.push_json(serde_json::Value::String(s.to_owned()));
-                None
-            }
+            Err(_) => Cell::Json(Box::new(serde_json::Value::String(s.to_owned()))),
         }
+    }
+
+    /// Pushes a cell built with [`Rows::str_cell`] or by hand.
+    pub(crate) fn push(&mut self, cell: Cell) {
+        self.cells.push(cell);
     }
 
     /// Pushes a string already in the text buffer (from [`Rows::push_str`]).
     pub(crate) fn push_stored(&mut self, (start, len): (usize, u32)) {
         self.cells.push(Cell::Str { len, start });
-    }
-
-    pub(crate) fn push_json(&mut self, v: serde_json::Value) {
-        self.cells.push(Cell::Json(Box::new(v)));
     }
 }
 
@@ -215,7 +233,7 @@ impl PartialEq for Rows {
                 self.row_cells(i)
                     .iter()
                     .zip(o.row_cells(i))
-                    .all(|(a, b)| self.cell(a).eq_json(&o.cell(b).to_json()))
+                    .all(|(a, b)| CellRef(self, a).eq_json(&CellRef(o, b).to_json()))
             })
     }
 }
@@ -225,7 +243,11 @@ impl PartialEq<Vec<Vec<serde_json::Value>>> for Rows {
         self.rows == o.len()
             && o.iter().enumerate().all(|(i, r)| {
                 let cells = self.row_cells(i);
-                cells.len() == r.len() && cells.iter().zip(r).all(|(c, v)| self.cell(c).eq_json(v))
+                cells.len() == r.len()
+                    && cells
+                        .iter()
+                        .zip(r)
+                        .all(|(c, v)| CellRef(self, c).eq_json(v))
             })
     }
 }
@@ -243,7 +265,7 @@ impl Serialize for RowSer<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.1.len()))?;
         for c in self.1 {
-            seq.serialize_element(&self.0.cell(c))?;
+            seq.serialize_element(&CellRef(self.0, c))?;
         }
         seq.end()
     }
@@ -272,7 +294,7 @@ mod tests {
             r.push_int(i);
             r.push_float(if i == 1 { f64::NAN } else { 0.5 });
             if i == 2 {
-                r.push_json(json!({"b": 1, "a": [true, null]}));
+                r.push(Cell::Json(Box::new(json!({"b": 1, "a": [true, null]}))));
             } else {
                 r.push_null();
             }
@@ -281,7 +303,11 @@ mod tests {
                 r.push_stored(at);
                 r.push_bool(i == 0);
                 r.push_float(2.0);
-                r.push_str("");
+                let inner = r.str_cell("in a list");
+                let node = Arc::new(json!({"_id": 1, "_labels": ["Adapter"]}));
+                r.push(Cell::List(
+                    vec![inner, Cell::Shared(node.clone()), Cell::Shared(node)].into(),
+                ));
                 r.end_row();
             }
         }
@@ -294,9 +320,15 @@ mod tests {
         );
         assert_eq!(r, values);
         assert_eq!(values, r);
+        let node = json!({"_id": 1, "_labels": ["Adapter"]});
         assert_eq!(
             values[1],
-            vec![json!("shared"), json!(true), json!(2.0), json!("")]
+            vec![
+                json!("shared"),
+                json!(true),
+                json!(2.0),
+                json!(["in a list", node, node])
+            ]
         );
         assert_eq!(values[2][2], json!(null));
         assert_eq!(r.row(6), None);
