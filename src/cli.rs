@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError};
 use crate::http::auth::Role;
 use crate::model::{Actor, NewFeedback};
+use crate::service::dump::{DumpRecord, LoadError};
 use crate::service::training::ExportFormat;
 use crate::service::{ImportRecord, Service, ServiceError, StatsQuery};
 
@@ -520,50 +521,46 @@ fn serve(config: Config) -> Result<(), CliError> {
 fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
     let path = file.display().to_string();
     let started = std::time::Instant::now();
-    let reader = std::fs::File::open(file)
-        .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
-        .map_err(|source| CliError::Io {
-            context: format!("opening {path}"),
-            source,
-        })?;
-    let parse_bar = indicatif::ProgressBar::new_spinner();
-    parse_bar.set_message(format!("checking {path}"));
-    let mut records = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|source| CliError::Io {
-            context: format!("reading {path} line {}", i + 1),
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let rec = serde_json::from_str::<crate::service::dump::DumpRecord>(&line).map_err(|e| {
-            CliError::Usage(format!("{path}: line {}: {e}; nothing was loaded", i + 1))
-        })?;
-        records.push((i + 1, rec));
-        if i % 10_000 == 0 {
-            parse_bar.set_position(i as u64);
-        }
-    }
-    parse_bar.finish_and_clear();
-    tracing::info!(
-        lines = records.len(),
-        secs = started.elapsed().as_secs_f64(),
-        "dump parsed"
-    );
+    let input = std::fs::File::open(file).map_err(|source| CliError::Io {
+        context: format!("opening {path}"),
+        source,
+    })?;
+    let size = input.metadata().map_or(0, |m| m.len());
     let service = Service::open(config)?;
-    let bar = indicatif::ProgressBar::new(records.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} loading [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    let summary = service
-        .load_dump(org, records, |n| bar.set_position(n))
-        .map_err(|e| CliError::Usage(format!("{path}: {e}; nothing was loaded")))?;
-    bar.finish_and_clear();
+    let bar_style = |template: &str| {
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ")
+    };
+    let check_bar = indicatif::ProgressBar::new(size).with_style(bar_style(
+        "{spinner} checking [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+    ));
+    let write_bar = indicatif::ProgressBar::hidden();
+    let mut writing = false;
+    // A reader thread parses lines in batches while this thread checks them and writes
+    // history entries: parsing and writing overlap.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<(usize, DumpRecord), LoadError>>>(16);
+    let result = std::thread::scope(|scope| {
+        let reader_bar = check_bar.clone();
+        scope.spawn(move || read_dump(input, &tx, &reader_bar));
+        service.load_dump(org, rx.into_iter().flatten(), |written, total| {
+            if !writing {
+                writing = true;
+                check_bar.finish_and_clear();
+                tracing::info!(secs = started.elapsed().as_secs_f64(), "dump checked");
+                write_bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                write_bar.set_style(bar_style(
+                    "{spinner} writing [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+                ));
+                write_bar.set_length(total);
+            }
+            write_bar.set_position(written);
+        })
+    });
+    check_bar.finish_and_clear();
+    write_bar.finish_and_clear();
+    let summary =
+        result.map_err(|e| CliError::Usage(format!("{path}: {e}; nothing was loaded")))?;
     eprintln!(
         "loaded {} adapters, {} DERIVED_FROM, {} feedback, {} FEEDBACK_FOR into '{org}' in {:.1} s",
         summary.adapters,
@@ -573,6 +570,65 @@ fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
         started.elapsed().as_secs_f64()
     );
     print_json(&summary)
+}
+
+/// Lines per batch handed from the dump reader to the loader.
+const LOAD_BATCH: usize = 1024;
+
+/// Reads and parses a dump file line by line, sending batches of records to the loader;
+/// a bad line or a read error is sent as the last item. Stops early when the loader has
+/// stopped listening.
+fn read_dump(
+    input: std::fs::File,
+    tx: &std::sync::mpsc::SyncSender<Vec<Result<(usize, DumpRecord), LoadError>>>,
+    bar: &indicatif::ProgressBar,
+) {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let mut line = String::new();
+    let mut batch = Vec::with_capacity(LOAD_BATCH);
+    let mut line_no = 0usize;
+    loop {
+        line.clear();
+        line_no += 1;
+        let read = match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let why = if e.kind() == std::io::ErrorKind::InvalidData {
+                    "not UTF-8 text".to_owned()
+                } else {
+                    format!("reading the file: {e}")
+                };
+                batch.push(Err(LoadError {
+                    line: line_no,
+                    message: why,
+                }));
+                break;
+            }
+        };
+        bar.inc(read as u64);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = crate::service::dump::parse_line(line_no, line.trim_end());
+        let failed = parsed.is_err();
+        batch.push(parsed);
+        if failed {
+            break;
+        }
+        if batch.len() == LOAD_BATCH
+            && tx
+                .send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(LOAD_BATCH),
+                ))
+                .is_err()
+        {
+            return;
+        }
+    }
+    // The loader may have stopped already; then nobody needs the rest.
+    let _ = tx.send(batch);
 }
 
 fn import(

@@ -732,6 +732,45 @@ impl GraphIndex {
     }
 }
 
+/// Bulk loads: a new org's graph is built beside the live index while its records are
+/// written, and published once they are durable.
+impl OrgGraph {
+    /// A graph holding exactly `changes`: its adapters, its feedback records and the
+    /// FEEDBACK_FOR edges stored inside them, and the explicit links.
+    pub fn from_changes(changes: &ChangeSet) -> OrgGraph {
+        let mut g = OrgGraph::default();
+        for a in &changes.adapters {
+            g.upsert_adapter(a);
+        }
+        for r in &changes.feedback {
+            g.upsert_feedback_leased(&r.feedback, r.lease);
+        }
+        // The same order as `GraphIndex::apply_records`, so both give the same graph.
+        for l in &changes.links {
+            g.add_link(l);
+        }
+        for r in &changes.feedback {
+            for l in &r.links {
+                g.add_link(l);
+            }
+        }
+        g
+    }
+}
+
+impl GraphIndex {
+    /// Publishes `graph` as the graph of `org` if the org has none yet, and says whether
+    /// it did (if not, the caller applies its changes to the live graph instead).
+    pub fn install(&self, org: &str, graph: OrgGraph) -> bool {
+        let mut orgs = self.orgs.write();
+        if orgs.contains_key(org) {
+            return false;
+        }
+        orgs.insert(org.to_owned(), Arc::new(RwLock::new(graph)));
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,3 +149,82 @@ fn read_only_commands_refuse_a_missing_directory_and_tokens_need_org_and_sub() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim().split('.').count(), 3, "a JWT");
 }
+
+#[test]
+fn load_names_the_bad_line_leaves_nothing_and_then_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let good = [
+        r#"{"kind":"adapter","id":"base","created_at":1}"#,
+        r#"{"kind":"adapter","id":"child","created_at":2}"#,
+        r#"{"kind":"derived_from","from":"child","to":"base"}"#,
+        r#"{"kind":"feedback","id":"f1","type":"positive","validation_status":"approved","used_for_training":false,"model_version":null,"question":"q1","answer":"a1","created_at":10}"#,
+        r#"{"kind":"feedback","id":"f2","type":"negative","validation_status":"approved","used_for_training":false,"model_version":null,"question":"q2","answer":"a2","created_at":11}"#,
+        r#"{"kind":"feedback_for","from":"f1","to":"child"}"#,
+        r#"{"kind":"feedback_for","from":"f2","to":"base"}"#,
+    ];
+    let write = |name: &str, bytes: Vec<u8>| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let with_last = |last: &[u8]| {
+        let mut b = good.join("\n").into_bytes();
+        b.push(b'\n');
+        b.extend_from_slice(last);
+        b
+    };
+    // A bad line, bytes that are not UTF-8, and a reference that fails only after every
+    // feedback line was checked (and its history written): each names its line and leaves
+    // nothing behind.
+    for (file, line, needle) in [
+        (
+            write("syntax.jsonl", with_last(b"{\"kind\":\"feedback\",")),
+            8,
+            "EOF",
+        ),
+        (
+            write(
+                "utf8.jsonl",
+                with_last(b"{\"kind\":\"adapter\",\"id\":\"\xff\"}"),
+            ),
+            8,
+            "UTF-8",
+        ),
+        (
+            write(
+                "ref.jsonl",
+                with_last(br#"{"kind":"feedback_for","from":"f1","to":"ghost"}"#),
+            ),
+            8,
+            "ghost",
+        ),
+    ] {
+        let out = feedgraph(&data, &["load", "--org", "acme", file.to_str().unwrap()]);
+        assert!(!out.status.success(), "{}", file.display());
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("line {line}")), "{err}");
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+        assert!(err.contains("nothing was loaded"), "{err}");
+        let get = feedgraph(&data, &["get", "f1", "--org", "acme", "--history"]);
+        assert!(!get.status.success(), "f1 exists after a failed load");
+        let check = feedgraph(&data, &["check"]);
+        assert!(check.status.success(), "{}", text(&check.stdout));
+    }
+    // The good file loads, with a history entry per item.
+    let file = write("good.jsonl", good.join("\n").into_bytes());
+    let out = feedgraph(&data, &["load", "--org", "acme", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["feedback"], 2);
+    assert_eq!(summary["feedback_for"], 2);
+    let get = feedgraph(&data, &["get", "f2", "--org", "acme", "--history"]);
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    let out = text(&get.stdout);
+    assert!(
+        out.contains("\"import\"") || out.contains("Import"),
+        "{out}"
+    );
+    let check = feedgraph(&data, &["check"]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+}

@@ -30,7 +30,11 @@ fn dump_then_load_gives_the_same_graph() {
     let b = tempfile::tempdir().unwrap();
     let t = common::open(b.path());
     let summary = t
-        .load_dump("acme", parse_dump(&text).unwrap(), |_| {})
+        .load_dump(
+            "acme",
+            parse_dump(&text).unwrap().into_iter().map(Ok),
+            |_, _| {},
+        )
         .unwrap();
     assert_eq!(summary.feedback, 150);
     let mut second = Vec::new();
@@ -102,7 +106,9 @@ fn bad_dumps_load_nothing_and_name_the_line() {
         let text_all = lines.join("\n");
         let err = match parse_dump(&text_all) {
             Err(e) => e,
-            Ok(records) => s.load_dump("acme", records, |_| {}).unwrap_err(),
+            Ok(records) => s
+                .load_dump("acme", records.into_iter().map(Ok), |_, _| {})
+                .unwrap_err(),
         };
         if line > 0 {
             assert_eq!(err.line, line, "{name}: {err}");
@@ -113,12 +119,22 @@ fn bad_dumps_load_nothing_and_name_the_line() {
             "{name}: something was loaded"
         );
         assert!(s.store().adapters_of("acme").unwrap().is_empty(), "{name}");
+        // The history entries written while checking were taken back.
+        assert_eq!(
+            s.store().history_entries(),
+            0,
+            "{name}: history left behind"
+        );
     }
     // And the good part alone loads.
     let dir = tempfile::tempdir().unwrap();
     let s = common::open(dir.path());
     let sum = s
-        .load_dump("acme", parse_dump(&good.join("\n")).unwrap(), |_| {})
+        .load_dump(
+            "acme",
+            parse_dump(&good.join("\n")).unwrap().into_iter().map(Ok),
+            |_, _| {},
+        )
         .unwrap();
     assert_eq!(
         (

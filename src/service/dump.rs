@@ -10,6 +10,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
+use rustc_hash::FxHashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Service, ServiceError};
@@ -163,279 +165,316 @@ fn bad(line: usize, message: impl Into<String>) -> LoadError {
 
 /// Parses dump text into records with their line numbers; the first bad line is the error.
 pub fn parse_dump(text: &str) -> Result<Vec<(usize, DumpRecord)>, LoadError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let rec: DumpRecord = serde_json::from_str(line).map_err(|e| bad(i + 1, e.to_string()))?;
-        out.push((i + 1, rec));
-    }
-    Ok(out)
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| parse_line(i + 1, line))
+        .collect()
+}
+
+/// Parses one line of a dump (`line_no` is 1-based, for the error).
+pub fn parse_line(line_no: usize, line: &str) -> Result<(usize, DumpRecord), LoadError> {
+    serde_json::from_str(line)
+        .map(|rec| (line_no, rec))
+        .map_err(|e| bad(line_no, e.to_string()))
 }
 
 impl Service {
-    /// Loads parsed dump records into `org` (all or nothing; one durable sync at the end).
-    /// `progress` is called with the number of records written so far.
+    /// Loads dump records into `org`, all or nothing, with one durable sync at the end.
+    ///
+    /// `records` may still be being parsed (an `Err` item, a bad line, ends the load): the
+    /// load checks each record as it comes and writes a feedback item's history entry at
+    /// once, so those writes overlap the parsing. The records themselves are written only
+    /// after the whole input has checked out; if anything fails before that, the history
+    /// entries written so far are taken back and nothing of the load remains.
+    /// `progress(written, total)` follows the writing of the records.
     pub fn load_dump(
         &self,
         org: &str,
-        records: Vec<(usize, DumpRecord)>,
-        mut progress: impl FnMut(u64),
+        records: impl IntoIterator<Item = Result<(usize, DumpRecord), LoadError>>,
+        mut progress: impl FnMut(u64, u64),
     ) -> Result<LoadSummary, LoadError> {
         super::check_org(org).map_err(|e| bad(0, e.to_string()))?;
         let limits = self.limits.clone();
         let id_ok = |line: usize, field: &'static str, v: &str| -> Result<(), LoadError> {
-            let checked = validate::check_id(field, Some(v.to_owned()), &limits)
-                .map_err(|e| bad(line, e.to_string()))?;
-            if checked.as_deref() != Some(v) {
+            if v.is_empty() || v.trim() != v {
                 return Err(bad(
                     line,
                     format!("{field} '{v}' is empty or has surrounding spaces"),
                 ));
             }
-            Ok(())
+            validate::check_id_text(field, v, &limits).map_err(|e| bad(line, e.to_string()))
         };
         // Pass 1: collect and check everything. What already exists is looked up in the
         // graph index (every stored record is in it), not in sled, one lookup per line.
         let existing_graph = self.graph.org(org);
         let existing = existing_graph.as_ref().map(|g| g.read());
         let mut adapters: Vec<Adapter> = Vec::new();
-        let mut adapter_line: HashMap<String, usize> = HashMap::new();
-        let mut parents: HashMap<String, (String, usize)> = HashMap::new();
+        let mut adapter_line: FxHashMap<String, usize> = FxHashMap::default();
+        let mut parents: FxHashMap<String, (String, usize)> = FxHashMap::default();
         let mut feedback: Vec<FeedbackRecord> = Vec::new();
-        let mut feedback_index: HashMap<String, usize> = HashMap::new();
+        let mut feedback_index: FxHashMap<String, usize> = FxHashMap::default();
         let mut edges: Vec<PendingEdge> = Vec::new();
         let now = now_millis();
-        for (line, rec) in records {
-            match rec {
-                DumpRecord::Adapter {
-                    id,
-                    name,
-                    rank,
-                    status,
-                    created_at,
-                    version,
-                    base_model,
-                } => {
-                    id_ok(line, "id", &id)?;
-                    validate::check_adapter_id("id", id.clone())
-                        .map_err(|e| bad(line, e.to_string()))?;
-                    if adapter_line.insert(id.clone(), line).is_some()
-                        || existing
-                            .as_ref()
-                            .is_some_and(|g| g.adapter_row(&id).is_some())
-                    {
-                        return Err(bad(
-                            line,
-                            format!("adapter '{id}' appears twice or already exists"),
-                        ));
-                    }
-                    let mut meta = serde_json::Map::new();
-                    if let Some(n) = name {
-                        meta.insert("name".into(), n.into());
-                    }
-                    if let Some(r) = rank {
-                        meta.insert("rank".into(), r.into());
-                    }
-                    if let Some(s) = status {
-                        meta.insert("status".into(), s.into());
-                    }
-                    adapters.push(Adapter {
+        let actor = Actor::new(org, "load");
+        let check = || -> Result<(), LoadError> {
+            for item in records {
+                let (line, rec) = item?;
+                match rec {
+                    DumpRecord::Adapter {
                         id,
-                        org_id: org.to_owned(),
+                        name,
+                        rank,
+                        status,
+                        created_at,
                         version,
                         base_model,
-                        derived_from: None,
-                        metadata: Metadata(meta),
-                        created_at: if created_at == 0 { now } else { created_at },
-                        source: LinkSource::Manual,
-                        record_version: 1,
-                    });
-                }
-                DumpRecord::DerivedFrom { from, to } => {
-                    if let Some((p, l)) = parents.get(&from) {
-                        return Err(bad(
-                            line,
-                            format!(
-                                "adapter '{from}' already derives from '{p}' (line {l}); one parent each"
-                            ),
-                        ));
-                    }
-                    parents.insert(from, (to, line));
-                }
-                DumpRecord::Feedback(f) => {
-                    let f = *f;
-                    id_ok(line, "id", &f.id)?;
-                    if feedback_index.contains_key(&f.id)
-                        || existing
-                            .as_ref()
-                            .is_some_and(|g| g.feedback_row(&f.id).is_some())
-                    {
-                        return Err(bad(
-                            line,
-                            format!("feedback '{}' appears twice or already exists", f.id),
-                        ));
-                    }
-                    if f.question.chars().count() > limits.max_text_chars
-                        || f.answer.chars().count() > limits.max_text_chars
-                    {
-                        return Err(bad(line, "question or answer over the text limit"));
-                    }
-                    let metadata = validate::check_metadata("metadata", f.metadata, &limits)
-                        .map_err(|e| bad(line, e.to_string()))?;
-                    feedback_index.insert(f.id.clone(), feedback.len());
-                    feedback.push(FeedbackRecord {
-                        feedback: Feedback {
-                            id: f.id,
+                    } => {
+                        id_ok(line, "id", &id)?;
+                        validate::check_adapter_id("id", id.clone())
+                            .map_err(|e| bad(line, e.to_string()))?;
+                        if adapter_line.insert(id.clone(), line).is_some()
+                            || existing
+                                .as_ref()
+                                .is_some_and(|g| g.adapter_row(&id).is_some())
+                        {
+                            return Err(bad(
+                                line,
+                                format!("adapter '{id}' appears twice or already exists"),
+                            ));
+                        }
+                        let mut meta = serde_json::Map::new();
+                        if let Some(n) = name {
+                            meta.insert("name".into(), n.into());
+                        }
+                        if let Some(r) = rank {
+                            meta.insert("rank".into(), r.into());
+                        }
+                        if let Some(s) = status {
+                            meta.insert("status".into(), s.into());
+                        }
+                        adapters.push(Adapter {
+                            id,
                             org_id: org.to_owned(),
-                            feedback_type: f.feedback_type,
-                            validation_status: f.validation_status,
-                            validation_reasons: Vec::new(),
-                            created_at: f.created_at,
-                            updated_at: f.created_at,
-                            version: 1,
-                            used_for_training: f.used_for_training,
-                            training_batch_id: f.training_batch_id,
-                            model_version: f.model_version,
-                            adapter_id: f.adapter_id,
-                            adapter_version: f.adapter_version,
-                            user_id: f.user_id,
-                            session_id: f.session_id,
-                            interaction_id: f.interaction_id,
-                            score: f.score,
-                            question: f.question,
-                            answer: f.answer,
-                            correction: f.correction,
-                            comment: f.comment,
-                            metadata,
-                        },
-                        links: Vec::new(),
-                        lease: None,
-                    });
+                            version,
+                            base_model,
+                            derived_from: None,
+                            metadata: Metadata(meta),
+                            created_at: if created_at == 0 { now } else { created_at },
+                            source: LinkSource::Manual,
+                            record_version: 1,
+                        });
+                    }
+                    DumpRecord::DerivedFrom { from, to } => {
+                        if let Some((p, l)) = parents.get(&from) {
+                            return Err(bad(
+                                line,
+                                format!(
+                                    "adapter '{from}' already derives from '{p}' (line {l}); one parent each"
+                                ),
+                            ));
+                        }
+                        parents.insert(from, (to, line));
+                    }
+                    DumpRecord::Feedback(f) => {
+                        let f = *f;
+                        id_ok(line, "id", &f.id)?;
+                        if feedback_index.contains_key(&f.id)
+                            || existing
+                                .as_ref()
+                                .is_some_and(|g| g.feedback_row(&f.id).is_some())
+                        {
+                            return Err(bad(
+                                line,
+                                format!("feedback '{}' appears twice or already exists", f.id),
+                            ));
+                        }
+                        if f.question.chars().count() > limits.max_text_chars
+                            || f.answer.chars().count() > limits.max_text_chars
+                        {
+                            return Err(bad(line, "question or answer over the text limit"));
+                        }
+                        let metadata = validate::check_metadata("metadata", f.metadata, &limits)
+                            .map_err(|e| bad(line, e.to_string()))?;
+                        feedback_index.insert(f.id.clone(), feedback.len());
+                        feedback.push(FeedbackRecord {
+                            feedback: Feedback {
+                                id: f.id,
+                                org_id: org.to_owned(),
+                                feedback_type: f.feedback_type,
+                                validation_status: f.validation_status,
+                                validation_reasons: Vec::new(),
+                                created_at: f.created_at,
+                                updated_at: f.created_at,
+                                version: 1,
+                                used_for_training: f.used_for_training,
+                                training_batch_id: f.training_batch_id,
+                                model_version: f.model_version,
+                                adapter_id: f.adapter_id,
+                                adapter_version: f.adapter_version,
+                                user_id: f.user_id,
+                                session_id: f.session_id,
+                                interaction_id: f.interaction_id,
+                                score: f.score,
+                                question: f.question,
+                                answer: f.answer,
+                                correction: f.correction,
+                                comment: f.comment,
+                                metadata,
+                            },
+                            links: Vec::new(),
+                            lease: None,
+                        });
+                        if let Some(r) = feedback.last() {
+                            self.store
+                                .load_history(&actor, &r.feedback)
+                                .map_err(|e| bad(line, e.to_string()))?;
+                        }
+                    }
+                    DumpRecord::FeedbackFor {
+                        from,
+                        to,
+                        created_at,
+                        source,
+                    } => edges.push((line, from, to, created_at, source)),
                 }
-                DumpRecord::FeedbackFor {
-                    from,
-                    to,
-                    created_at,
-                    source,
-                } => edges.push((line, from, to, created_at, source)),
             }
-        }
-        let adapter_known = |id: &str| -> Result<bool, LoadError> {
-            Ok(adapter_line.contains_key(id)
-                || existing
-                    .as_ref()
-                    .is_some_and(|g| g.adapter_row(id).is_some()))
-        };
-        for (child, (parent, line)) in &parents {
-            if !adapter_line.contains_key(child) {
-                return Err(bad(
-                    *line,
-                    format!("derived_from names adapter '{child}' that is not in the file"),
-                ));
-            }
-            if !adapter_known(parent)? {
-                return Err(bad(
-                    *line,
-                    format!("derived_from names unknown parent adapter '{parent}'"),
-                ));
-            }
-        }
-        // No cycles: walk up from every child (existing adapters have acyclic lineage).
-        for (child, (_, line)) in &parents {
-            let mut seen = HashSet::from([child.as_str()]);
-            let mut cur = child.as_str();
-            while let Some((p, _)) = parents.get(cur) {
-                if !seen.insert(p.as_str()) {
+            let adapter_known = |id: &str| -> Result<bool, LoadError> {
+                Ok(adapter_line.contains_key(id)
+                    || existing
+                        .as_ref()
+                        .is_some_and(|g| g.adapter_row(id).is_some()))
+            };
+            for (child, (parent, line)) in &parents {
+                if !adapter_line.contains_key(child) {
                     return Err(bad(
                         *line,
-                        format!("DERIVED_FROM from '{child}' closes a cycle"),
+                        format!("derived_from names adapter '{child}' that is not in the file"),
                     ));
                 }
-                cur = p;
+                if !adapter_known(parent)? {
+                    return Err(bad(
+                        *line,
+                        format!("derived_from names unknown parent adapter '{parent}'"),
+                    ));
+                }
             }
-        }
-        for (line, from, to, created_at, source) in edges {
-            let Some(&i) = feedback_index.get(&from) else {
-                return Err(bad(
-                    line,
-                    format!("feedback_for names feedback '{from}' that is not in the file"),
-                ));
+            // No cycles: walk up from every child (existing adapters have acyclic lineage).
+            for (child, (_, line)) in &parents {
+                let mut seen = HashSet::from([child.as_str()]);
+                let mut cur = child.as_str();
+                while let Some((p, _)) = parents.get(cur) {
+                    if !seen.insert(p.as_str()) {
+                        return Err(bad(
+                            *line,
+                            format!("DERIVED_FROM from '{child}' closes a cycle"),
+                        ));
+                    }
+                    cur = p;
+                }
+            }
+            for (line, from, to, created_at, source) in edges {
+                let Some(&i) = feedback_index.get(&from) else {
+                    return Err(bad(
+                        line,
+                        format!("feedback_for names feedback '{from}' that is not in the file"),
+                    ));
+                };
+                if !adapter_known(&to)? {
+                    return Err(bad(
+                        line,
+                        format!("feedback_for names unknown adapter '{to}'"),
+                    ));
+                }
+                let r = &mut feedback[i];
+                if r.links.iter().any(|l| l.adapter_id == to) {
+                    return Err(bad(line, format!("duplicate edge {from} -> {to}")));
+                }
+                let at = created_at.unwrap_or(r.feedback.created_at);
+                r.links.push(FeedbackLink {
+                    feedback_id: from,
+                    adapter_id: to,
+                    created_at: at,
+                    source: source.unwrap_or(LinkSource::Manual),
+                    metadata: Metadata::default(),
+                });
+            }
+            for a in &mut adapters {
+                a.derived_from = parents.get(&a.id).map(|(p, _)| p.clone());
+            }
+            // Parents before children, so the graph never sees a dangling parent.
+            let depth_of = |id: &str| {
+                let mut d = 0usize;
+                let mut cur = id;
+                while let Some((p, _)) = parents.get(cur) {
+                    d += 1;
+                    cur = p;
+                }
+                d
             };
-            if !adapter_known(&to)? {
-                return Err(bad(
-                    line,
-                    format!("feedback_for names unknown adapter '{to}'"),
-                ));
-            }
-            let r = &mut feedback[i];
-            if r.links.iter().any(|l| l.adapter_id == to) {
-                return Err(bad(line, format!("duplicate edge {from} -> {to}")));
-            }
-            let at = created_at.unwrap_or(r.feedback.created_at);
-            r.links.push(FeedbackLink {
-                feedback_id: from,
-                adapter_id: to,
-                created_at: at,
-                source: source.unwrap_or(LinkSource::Manual),
-                metadata: Metadata::default(),
-            });
-        }
-        for a in &mut adapters {
-            a.derived_from = parents.get(&a.id).map(|(p, _)| p.clone());
-        }
-        // Parents before children, so the graph never sees a dangling parent.
-        let depth_of = |id: &str| {
-            let mut d = 0usize;
-            let mut cur = id;
-            while let Some((p, _)) = parents.get(cur) {
-                d += 1;
-                cur = p;
-            }
-            d
+            adapters.sort_by_cached_key(|a| depth_of(&a.id));
+            Ok(())
         };
-        adapters.sort_by_cached_key(|a| depth_of(&a.id));
-
+        if let Err(e) = check() {
+            // Take back the history entries written so far: the load leaves nothing.
+            let ids = feedback.iter().map(|r| r.feedback.id.as_str());
+            if let Err(undo) = self.store.unload_history(org, ids) {
+                tracing::warn!(error = %undo, "could not take back a failed load's history entries");
+            }
+            return Err(e);
+        }
         drop(existing);
         tracing::info!(
             feedback = feedback.len(),
             adapters = adapters.len(),
             "dump checked"
         );
-        // Pass 2: write, then one durable sync.
-        let actor = Actor::new(org, "load");
+        // Pass 2: write, then one durable sync. When the org has no graph yet, its graph is
+        // built on another thread while the records are written, and published only once
+        // they are durable; otherwise the records are applied to the live graph after the
+        // sync, as every write is.
         let summary = LoadSummary {
             adapters: adapters.len(),
             derived_from: parents.len(),
             feedback: feedback.len(),
             feedback_for: feedback.iter().map(|r| r.links.len()).sum(),
         };
-        let mut written = 0u64;
-        self.store
-            .load(&actor, &adapters, &[])
-            .map_err(|e| bad(0, e.to_string()))?;
-        written += adapters.len() as u64;
-        progress(written);
-        for chunk in feedback.chunks(10_000) {
-            self.store
-                .load(&actor, &[], chunk)
-                .map_err(|e| bad(0, e.to_string()))?;
-            written += chunk.len() as u64;
-            progress(written);
-        }
-        tracing::info!("records written; syncing");
-        self.store
-            .make_durable()
-            .map_err(|e| bad(0, e.to_string()))?;
-        tracing::info!("durable; indexing");
+        let total = (adapters.len() + feedback.len()) as u64;
+        let adapter_count = adapters.len() as u64;
         let changes = crate::store::ChangeSet {
             adapters,
             links: Vec::new(),
             feedback,
         };
-        // Links are inside the records; the graph adds them from there.
-        self.graph.apply_records(org, &changes);
+        let staged = std::thread::scope(|scope| {
+            let staged = self
+                .graph
+                .org(org)
+                .is_none()
+                .then(|| scope.spawn(|| crate::graph::OrgGraph::from_changes(&changes)));
+            self.store
+                .load(&actor, &changes.adapters, &changes.feedback, &mut |n| {
+                    progress(adapter_count + n, total)
+                })
+                .map_err(|e| bad(0, e.to_string()))?;
+            tracing::info!("records written; syncing");
+            self.store
+                .make_durable()
+                .map_err(|e| bad(0, e.to_string()))?;
+            tracing::info!("durable; indexing");
+            Ok::<_, LoadError>(staged.and_then(|h| h.join().ok()))
+        })?;
+        match staged {
+            Some(graph) => {
+                if !self.graph.install(org, graph) {
+                    // Someone else wrote to the org meanwhile: merge into the live graph.
+                    self.graph.apply_records(org, &changes);
+                }
+            }
+            None => self.graph.apply_records(org, &changes),
+        }
+        // Freeing a million records takes most of a second; the caller need not wait.
+        std::thread::spawn(move || drop(changes));
         Ok(summary)
     }
 

@@ -38,9 +38,11 @@ fn config() -> bincode::config::Configuration {
 
 /// Encodes `value` with the current format version in front.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![FORMAT_VERSION];
-    let body = bincode::serde::encode_to_vec(value, config())?;
-    out.extend_from_slice(&body);
+    // One buffer, written in place: no intermediate body vector to copy, and a starting
+    // capacity that fits a typical record without regrowing.
+    let mut out = Vec::with_capacity(512);
+    out.push(FORMAT_VERSION);
+    bincode::serde::encode_into_std_write(value, &mut out, config())?;
     Ok(out)
 }
 

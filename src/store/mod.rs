@@ -407,6 +407,17 @@ pub struct Store {
     adapter_lock: Mutex<()>,
 }
 
+/// The history entry of a record created by a bulk load.
+fn import_entry(actor: &Actor, version: u64, at: Millis) -> HistoryVersion {
+    HistoryVersion {
+        version,
+        at,
+        actor: actor.user.clone(),
+        action: ChangeAction::Import,
+        changes: Vec::new(),
+    }
+}
+
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     codec::encode(v).map_err(StoreError::Encode)
 }
@@ -936,40 +947,59 @@ impl Store {
         }
     }
 
-    /// Bulk-loads records that were checked beforehand (no existence or lineage checks
-    /// here): each gets history version 1 (`Import`) and is written with plain inserts,
-    /// history first. Nothing is durable until [`Store::make_durable`].
+    /// The first half of a bulk load of a feedback item that was checked beforehand: its
+    /// history version 1 (`Import`). A bulk load writes these while it is still reading
+    /// its file, then the records with [`Store::load`]; until a record is written its
+    /// history entry is inert, like the history written ahead of any record.
+    pub fn load_history(&self, actor: &Actor, f: &Feedback) -> Result<(), StoreError> {
+        let entry = import_entry(actor, f.version, f.created_at);
+        self.put_history(&actor.org, keys::KIND_FEEDBACK, &f.id, &entry)
+    }
+
+    /// Takes back the history entries [`Store::load_history`] wrote for a load that failed
+    /// before writing its records.
+    pub fn unload_history<'a>(
+        &self,
+        org: &str,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        for id in ids {
+            self.history
+                .remove(keys::history(org, keys::KIND_FEEDBACK, id, 1))?;
+        }
+        Ok(())
+    }
+
+    /// The second half of a bulk load of records that were checked beforehand (no
+    /// existence or lineage checks here): adapters with their history version 1, then the
+    /// feedback records, whose history entries [`Store::load_history`] wrote already.
+    /// Records go in key order, whatever the order of `records`, which keeps sled's inserts
+    /// at the right edge of its tree. Nothing is durable until [`Store::make_durable`].
+    /// `progress` gets the number of records written so far.
     pub fn load(
         &self,
         actor: &Actor,
         adapters: &[Adapter],
         records: &[FeedbackRecord],
+        progress: &mut dyn FnMut(u64),
     ) -> Result<(), StoreError> {
         for a in adapters {
-            let entry = HistoryVersion {
-                version: a.record_version,
-                at: a.created_at,
-                actor: actor.user.clone(),
-                action: ChangeAction::Import,
-                changes: Vec::new(),
-            };
+            let entry = import_entry(actor, a.record_version, a.created_at);
             self.put_history(&actor.org, keys::KIND_ADAPTER, &a.id, &entry)?;
             self.adapters
                 .insert(keys::record(&actor.org, &a.id), encode(a)?)?;
         }
-        for r in records {
-            let f = &r.feedback;
-            let entry = HistoryVersion {
-                version: f.version,
-                at: f.created_at,
-                actor: actor.user.clone(),
-                action: ChangeAction::Import,
-                changes: Vec::new(),
-            };
-            self.put_history(&actor.org, keys::KIND_FEEDBACK, &f.id, &entry)?;
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_unstable_by(|&x, &y| records[x].feedback.id.cmp(&records[y].feedback.id));
+        for (n, &i) in order.iter().enumerate() {
+            let r = &records[i];
             self.feedback
-                .insert(keys::record(&actor.org, &f.id), encode(r)?)?;
+                .insert(keys::record(&actor.org, &r.feedback.id), encode(r)?)?;
+            if n % 4096 == 4095 {
+                progress(n as u64 + 1);
+            }
         }
+        progress(records.len() as u64);
         Ok(())
     }
 
@@ -1098,6 +1128,12 @@ impl Store {
     pub fn feedback_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
         let current = self.get_feedback(org, id)?.map_or(0, |f| f.version);
         self.history_of(org, keys::KIND_FEEDBACK, id, current)
+    }
+
+    /// How many history entries the store holds, committed or not, over every org (for
+    /// checks: a failed bulk load must leave none of its own behind).
+    pub fn history_entries(&self) -> usize {
+        self.history.len()
     }
 
     /// Every committed version of an adapter's history, oldest first.
