@@ -2,7 +2,8 @@
 //! `GET /feedback/{id}` and `GET /feedback/by-adapter/{id}` under the same load, and the
 //! ceiling of the same machine: an axum handler that only checks the token and returns 201.
 //!
-//! Full run: `cargo bench --bench http_load -- [--secs 5] [--conns 1,16,64,256]`.
+//! Full run: `cargo bench --bench http_load -- [--secs 5] [--conns 1,16,64,256] [--only POST]`
+//! (`--only` keeps the rows whose label contains the text, e.g. to profile one of them).
 //! Under `cargo test` it runs a short smoke version so it never rots.
 //!
 //! The server runs as a separate `feedgraph serve` process (release build under
@@ -20,6 +21,14 @@ use feedgraph::http::auth::{Authenticator, Role, mint};
 struct Opts {
     secs: f64,
     conns: Vec<usize>,
+    /// Run only the rows whose label contains this (e.g. `POST`, `ceiling`, `GET`).
+    only: Option<String>,
+}
+
+impl Opts {
+    fn wants(&self, what: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| what.contains(o))
+    }
 }
 
 fn opts() -> Opts {
@@ -29,16 +38,19 @@ fn opts() -> Opts {
         Opts {
             secs: 5.0,
             conns: vec![1, 16, 64, 256],
+            only: None,
         }
     } else {
         Opts {
             secs: 0.3,
             conns: vec![1, 4],
+            only: None,
         }
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--only" => o.only = it.next().cloned(),
             "--secs" => o.secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(o.secs),
             "--conns" => {
                 o.conns = it
@@ -244,6 +256,9 @@ fn main() {
                 ("ceiling: token check + 201", &ceiling.base),
                 ("POST /feedback (durable)", &server.base),
             ] {
+                if !o.wants(what) {
+                    continue;
+                }
                 let (t, url) = (token.clone(), format!("{base}/api/v1/llm/feedback"));
                 let make: MakeRequest = Arc::new(move |cl, c, n| {
                     cl.post(&url)
@@ -275,6 +290,9 @@ fn main() {
                 .unwrap_or_default(),
         );
         for &conns in &o.conns {
+            if !o.wants("GET") {
+                continue;
+            }
             let (t, base, ids2) = (token.clone(), server.base.clone(), ids.clone());
             let make: MakeRequest = Arc::new(move |cl, c, n| {
                 let id = &ids2[(c * 7919 + n) % ids2.len().max(1)];

@@ -69,9 +69,9 @@ pub async fn submit(
         }),
     };
     let actor = caller.actor();
-    let (fb, replay) = state
-        .run(move |s| s.submit_idempotent(&actor, new, key))
-        .await?;
+    // Not on the blocking pool: the sled writes take microseconds, and the wait for the
+    // group commit is a future, so thousands of requests can wait on one fsync.
+    let (fb, replay) = state.service()?.submit_durable(&actor, new, key).await?;
     let mut response = (StatusCode::CREATED, Json(SubmitResponse::from(fb))).into_response();
     if replay {
         response.headers_mut().insert(

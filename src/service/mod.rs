@@ -21,7 +21,9 @@ use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FeedbackType, HistoryVersion,
     IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
 };
-use crate::store::{AdapterOutcome, IdempotencyKey, Inserted, Store, StoreError, SyncMode};
+use crate::store::{
+    AdapterOutcome, ChangeSet, IdempotencyKey, Inserted, Store, StoreError, SyncMode,
+};
 use crate::validate::{self, FieldLimits, ValidationError, Validator};
 
 /// Default page size of lists.
@@ -375,6 +377,15 @@ pub struct Service {
     query_limits: crate::cypher::QueryLimits,
 }
 
+/// A submission in sled that waits for its sync before it is acknowledged and indexed.
+struct PendingSubmit {
+    feedback: Feedback,
+    replay: bool,
+    changes: Option<ChangeSet>,
+    org: String,
+    ticket: u64,
+}
+
 impl Service {
     /// Opens the data directory of `config`, building the graph index from the store.
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
@@ -415,19 +426,44 @@ impl Service {
 
     /// Like [`Service::submit`], at most once per `(user, idempotency key)`: a repeat of an
     /// earlier request returns the item stored then (and `true`), storing nothing new; the
-    /// same key with a different request is a conflict.
+    /// same key with a different request is a conflict. Blocks until durable.
     pub fn submit_idempotent(
         &self,
         actor: &Actor,
         new: NewFeedback,
         key: Option<IdempotencyKey>,
     ) -> Result<(Feedback, bool), ServiceError> {
-        let Some(key) = key else {
-            return self.submit(actor, new).map(|f| (f, false));
-        };
-        if key.key.is_empty()
-            || key.key.chars().count() > 255
-            || key.key.chars().any(char::is_control)
+        let pending = self.begin_submit(actor, new, key)?;
+        self.store.wait_ticket(pending.ticket)?;
+        Ok(self.finish_submit(pending))
+    }
+
+    /// [`Service::submit_idempotent`] for async callers: the sled writes run on the
+    /// caller's thread (they take microseconds) and the wait for the group commit is a
+    /// future, so a request waiting for its fsync holds no thread.
+    pub async fn submit_durable(
+        &self,
+        actor: &Actor,
+        new: NewFeedback,
+        key: Option<IdempotencyKey>,
+    ) -> Result<(Feedback, bool), ServiceError> {
+        let pending = self.begin_submit(actor, new, key)?;
+        self.store.durable(pending.ticket).await?;
+        Ok(self.finish_submit(pending))
+    }
+
+    /// Validates and writes a submission (or finds its idempotent original) and asks for
+    /// the sync that makes it durable. Nothing is acknowledged or indexed yet.
+    fn begin_submit(
+        &self,
+        actor: &Actor,
+        new: NewFeedback,
+        key: Option<IdempotencyKey>,
+    ) -> Result<PendingSubmit, ServiceError> {
+        if let Some(key) = &key
+            && (key.key.is_empty()
+                || key.key.chars().count() > 255
+                || key.key.chars().any(char::is_control))
         {
             return Err(ServiceError::BadRequest(
                 "Idempotency-Key must be 1 to 255 printable characters".into(),
@@ -435,19 +471,40 @@ impl Service {
         }
         check_org(&actor.org)?;
         let fb = self.prepare(new, None, None, &actor.org)?;
-        match self.store.insert_feedback_once(
+        let inserted = self.store.insert_feedback_once(
             actor,
             &fb,
             ChangeAction::Submit,
-            Some(&key),
-            SyncMode::Wait,
-        )? {
-            Inserted::New(changes) => {
-                self.graph.apply(&actor.org, &changes);
-                Ok((fb, false))
-            }
-            Inserted::Replay(existing) => Ok((*existing, true)),
+            key.as_ref(),
+            SyncMode::Defer,
+        )?;
+        // Taken after the write (or after reading the original, which may itself still be
+        // waiting for its sync): the ticket's sync covers both.
+        let ticket = self.store.durability_ticket()?;
+        Ok(match inserted {
+            Inserted::New(changes) => PendingSubmit {
+                feedback: fb,
+                replay: false,
+                changes: Some(changes),
+                org: actor.org.clone(),
+                ticket,
+            },
+            Inserted::Replay(existing) => PendingSubmit {
+                feedback: *existing,
+                replay: true,
+                changes: None,
+                org: actor.org.clone(),
+                ticket,
+            },
+        })
+    }
+
+    /// Indexes a durable submission; returns the item and whether it was a replay.
+    fn finish_submit(&self, pending: PendingSubmit) -> (Feedback, bool) {
+        if let Some(changes) = &pending.changes {
+            self.graph.apply(&pending.org, changes);
         }
+        (pending.feedback, pending.replay)
     }
 
     fn submit_with(

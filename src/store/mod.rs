@@ -439,19 +439,28 @@ fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|e| format!("<unrenderable: {e}>"))
 }
 
-/// The field changes that describe creating `record`: every non-null, non-empty field.
+/// The field changes that describe creating `record`: every non-null, non-empty field,
+/// in field-name order.
+///
+/// On the submit path: the record is rendered to JSON once and each field's text is cut
+/// out of it, rather than building a `serde_json::Value` tree and rendering every field
+/// again.
 pub fn creation_changes<T: Serialize>(record: &T, skip: &[&str]) -> Vec<FieldChange> {
-    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(record) else {
+    let Ok(text) = serde_json::to_string(record) else {
         return Vec::new();
     };
-    map.into_iter()
-        .filter(|(k, v)| !v.is_null() && !skip.contains(&k.as_str()))
-        .filter(|(_, v)| !matches!(v, serde_json::Value::Object(m) if m.is_empty()))
-        .filter(|(_, v)| !matches!(v, serde_json::Value::Array(a) if a.is_empty()))
+    let Ok(fields) = serde_json::from_str::<
+        std::collections::BTreeMap<&str, &serde_json::value::RawValue>,
+    >(&text) else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter(|(k, v)| !skip.contains(k) && !matches!(v.get(), "null" | "{}" | "[]"))
         .map(|(field, v)| FieldChange {
-            field,
+            field: field.to_owned(),
             old: None,
-            new: Some(v.to_string()),
+            new: Some(v.get().to_owned()),
         })
         .collect()
 }
@@ -565,6 +574,22 @@ impl Store {
     /// Makes every write completed so far durable (shared with concurrent callers).
     pub fn make_durable(&self) -> Result<(), StoreError> {
         Ok(self.syncer.wait_durable()?)
+    }
+
+    /// Asks for a sync covering every write this thread completed so far; pass the ticket
+    /// to [`Store::durable`] to wait for it without blocking a thread.
+    pub fn durability_ticket(&self) -> Result<u64, StoreError> {
+        Ok(self.syncer.ticket()?)
+    }
+
+    /// Blocks until the sync of `ticket` completed.
+    pub fn wait_ticket(&self, ticket: u64) -> Result<(), StoreError> {
+        Ok(self.syncer.wait(ticket)?)
+    }
+
+    /// Waits until the sync of `ticket` completed: the writes before the ticket are durable.
+    pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        Ok(self.syncer.wait_async(ticket).await?)
     }
 
     fn finish(&self, sync: SyncMode) -> Result<(), StoreError> {
@@ -1246,6 +1271,50 @@ fn scan<T: serde::de::DeserializeOwned>(
 mod tests {
     use super::*;
     use crate::model::{FeedbackType, ValidationReason, ValidationStatus};
+
+    #[test]
+    fn creation_changes_list_every_set_field_in_name_order() {
+        #[derive(Serialize)]
+        struct Inner {
+            z: u8,
+            a: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Rec {
+            id: &'static str,
+            text: &'static str,
+            none: Option<u8>,
+            empty_map: serde_json::Map<String, serde_json::Value>,
+            empty_list: Vec<u8>,
+            list: Vec<Inner>,
+            score: f64,
+            quoted: &'static str,
+        }
+        let rec = Rec {
+            id: "skipped",
+            text: "h\u{e9}llo",
+            none: None,
+            empty_map: serde_json::Map::new(),
+            empty_list: Vec::new(),
+            list: vec![Inner { z: 1, a: "x" }],
+            score: 0.5,
+            quoted: "say \"hi\"\n",
+        };
+        let got: Vec<(String, Option<String>, Option<String>)> = creation_changes(&rec, &["id"])
+            .into_iter()
+            .map(|c| (c.field, c.old, c.new))
+            .collect();
+        let want = |f: &str, v: &str| (f.to_owned(), None, Some(v.to_owned()));
+        assert_eq!(
+            got,
+            vec![
+                want("list", r#"[{"z":1,"a":"x"}]"#),
+                want("quoted", r#""say \"hi\"\n""#),
+                want("score", "0.5"),
+                want("text", "\"h\u{e9}llo\""),
+            ]
+        );
+    }
 
     #[test]
     fn record_head_is_a_prefix_of_the_record() {
