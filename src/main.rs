@@ -10,6 +10,42 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc option numbers, from the `mi_option_e` enum of the mimalloc v2 header the
+/// `libmimalloc-sys` crate builds (its bindings name only some of them).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Sets how eagerly mimalloc hands freed memory back to the OS. The server purges freed
+/// memory at once: building the graph at start-up frees a lot of temporary memory on a
+/// thread that then idles, and with mimalloc's defaults it stays resident (about 640 MiB
+/// instead of 465 MiB after opening 1M items, together with the arena option below). A
+/// bulk load is a short-lived process that frees as it goes; purging there would only
+/// add system time. `MIMALLOC_PURGE_DELAY` is not consulted.
+fn tune_allocator(command: &feedgraph::cli::Command) {
+    let purge_delay_ms = match command {
+        feedgraph::cli::Command::Load { .. } => -1,
+        _ => 0,
+    };
+    // SAFETY: stores a process-wide option value; mimalloc reads options atomically, and
+    // the option number matches the bundled header (see above).
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, purge_delay_ms) };
+}
+
+/// Commits arena memory only as it is used. This must happen before the first arena is
+/// made, that is before the Rust runtime's first allocation, so it runs as an ELF
+/// constructor rather than from `main`.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
+
+#[cfg(target_os = "linux")]
+extern "C" fn lazy_arena_commit() {
+    // SAFETY: as in `tune_allocator`; mimalloc keeps a value set before its own option
+    // initialisation.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -20,6 +56,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = feedgraph::cli::Cli::parse();
+    tune_allocator(&cli.command);
     match feedgraph::cli::run(&cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // Output piped into `head` and closed early is not an error worth a message.
