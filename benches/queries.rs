@@ -11,8 +11,13 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
 use feedgraph::config::Config;
 use feedgraph::service::{ByAdapterQuery, ImportRecord, Service};
+
+/// The allocator the `feedgraph` binary runs with, so the engine is measured as deployed.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const Q1: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter {id: $adapter}) WHERE f.validation_status = 'approved' AND f.used_for_training = false RETURN f.id LIMIT 100";
 const Q2: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter) RETURN a.id AS adapter_id, count(f) AS total_feedback, sum(CASE WHEN f.type = 'positive' THEN 1 ELSE 0 END) AS positive_count, sum(CASE WHEN f.type = 'negative' THEN 1 ELSE 0 END) AS negative_count, avg(CASE WHEN f.type = 'positive' THEN 1.0 ELSE 0.0 END) AS positive_ratio";

@@ -16,7 +16,7 @@ QUERIES = [("q1", "Q1 approved unused of the hottest adapter, LIMIT 100"),
 SEED = [("seed_by_adapter", "seed: by adapter (RETURN f)"),
         ("seed_adapter_stats", "seed: stats by adapter (GROUP BY)"),
         ("seed_lineage", "seed: lineage with path"),
-        ("seed_lineage_limit_10000", "seed: lineage with path, LIMIT 10000 (1M: all rows exceed memory)"),
+        ("seed_lineage_limit_10000", "seed: lineage with path, LIMIT 10000 (benched so above 200k items)"),
         ("seed_shared_feedback", "seed: shared feedback (HAVING)"),
         ("service_by_adapter_100", "service API: by-adapter, 100 items")]
 KUZU = {"q1": "q1", "q2": "q2", "q3_rows": "q3", "q3_count": "q3_count", "q4": "q4"}

@@ -55,6 +55,8 @@ fn dump_then_load_gives_the_same_graph() {
             .collect::<Vec<_>>()
     };
     assert_eq!(edges(&ga), edges(&gb));
+    // The graph built beside the writes equals one rebuilt from the store.
+    assert_eq!(t.verify().unwrap(), None);
     drop(t);
     // The load is durable and rebuilds identically.
     let t = common::open(b.path());
@@ -66,6 +68,31 @@ fn dump_then_load_gives_the_same_graph() {
     // Records and history.
     let f = t.list("acme", &Default::default()).unwrap().items;
     assert_eq!(t.history("acme", &f[0].id).unwrap().len(), 1);
+    // A second load into the same org goes to the live graph, and references what the
+    // first one loaded.
+    let more = [
+        r#"{"kind":"adapter","id":"late_child","created_at":7}"#.to_owned(),
+        r#"{"kind":"feedback","id":"late_1","type":"positive","validation_status":"approved","used_for_training":false,"model_version":null,"question":"q?","answer":"a.","created_at":8}"#.to_owned(),
+        format!(
+            r#"{{"kind":"derived_from","from":"late_child","to":"{}"}}"#,
+            t.store().adapters_of("acme").unwrap()[0].id
+        ),
+        r#"{"kind":"feedback_for","from":"late_1","to":"late_child"}"#.to_owned(),
+    ];
+    let summary = t
+        .load_dump(
+            "acme",
+            parse_dump(&more.join("\n")).unwrap().into_iter().map(Ok),
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!((summary.adapters, summary.feedback), (1, 1));
+    assert_eq!(t.verify().unwrap(), None);
+    let g = t.graph().org("acme").unwrap();
+    let g = g.read();
+    let row = g.adapter_row("late_child").unwrap();
+    assert_eq!(g.adapter_feedback(row).count(), 1);
+    drop(g);
 }
 
 #[test]

@@ -78,7 +78,12 @@ def main() -> None:
     adapter = a.adapter or popularity.most_common(1)[0][0]
 
     db_path = os.path.join(work, "db")
-    shutil.rmtree(db_path, ignore_errors=True)
+    # Kuzu 0.11 keeps a database in one file (plus a WAL); older versions in a directory.
+    if os.path.isdir(db_path):
+        shutil.rmtree(db_path)
+    for path in (db_path, db_path + ".wal"):
+        if os.path.isfile(path):
+            os.remove(path)
     db = kuzu.Database(db_path)
     conn = kuzu.Connection(db)
     started = time.perf_counter()
