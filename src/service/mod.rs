@@ -441,6 +441,10 @@ impl Service {
     /// [`Service::submit_idempotent`] for async callers: the sled writes run on the
     /// caller's thread (they take microseconds) and the wait for the group commit is a
     /// future, so a request waiting for its fsync holds no thread.
+    ///
+    /// Not cancel-safe: dropped after its write but before the sync, the item is stored
+    /// (and made durable by the next sync) but not indexed until the next start. Drive it
+    /// to completion, e.g. in its own task.
     pub async fn submit_durable(
         &self,
         actor: &Actor,
