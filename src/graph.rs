@@ -686,29 +686,15 @@ impl GraphIndex {
         if changes.adapters.is_empty() && changes.feedback.is_empty() && changes.links.is_empty() {
             return;
         }
-        let g = self.org_or_create(org);
-        let mut g = g.write();
-        for a in &changes.adapters {
-            g.upsert_adapter(a);
-        }
-        for r in &changes.feedback {
-            g.upsert_feedback_leased(&r.feedback, r.lease);
-        }
-        for l in &changes.links {
-            g.add_link(l);
-        }
+        self.org_or_create(org).write().apply_changes(changes);
     }
 
     /// Applies loaded records, adding the FEEDBACK_FOR edges stored inside them.
     pub fn apply_records(&self, org: &str, changes: &ChangeSet) {
-        self.apply(org, changes);
         let g = self.org_or_create(org);
         let mut g = g.write();
-        for r in &changes.feedback {
-            for l in &r.links {
-                g.add_link(l);
-            }
-        }
+        g.apply_changes(changes);
+        g.apply_record_links(changes);
     }
 
     /// Org ids with a graph.
@@ -732,29 +718,40 @@ impl GraphIndex {
     }
 }
 
-/// Bulk loads: a new org's graph is built beside the live index while its records are
-/// written, and published once they are durable.
+/// Applying changes; for bulk loads, a new org's graph is built beside the live index while
+/// its records are written, and published once they are durable.
 impl OrgGraph {
     /// A graph holding exactly `changes`: its adapters, its feedback records and the
     /// FEEDBACK_FOR edges stored inside them, and the explicit links.
     pub fn from_changes(changes: &ChangeSet) -> OrgGraph {
+        // The same steps as `GraphIndex::apply_records`, so both give the same graph.
         let mut g = OrgGraph::default();
+        g.apply_changes(changes);
+        g.apply_record_links(changes);
+        g
+    }
+
+    /// Applies a write's changes: adapters first (so parents exist), then feedback, then
+    /// the explicit links.
+    fn apply_changes(&mut self, changes: &ChangeSet) {
         for a in &changes.adapters {
-            g.upsert_adapter(a);
+            self.upsert_adapter(a);
         }
         for r in &changes.feedback {
-            g.upsert_feedback_leased(&r.feedback, r.lease);
+            self.upsert_feedback_leased(&r.feedback, r.lease);
         }
-        // The same order as `GraphIndex::apply_records`, so both give the same graph.
         for l in &changes.links {
-            g.add_link(l);
+            self.add_link(l);
         }
+    }
+
+    /// Adds the FEEDBACK_FOR edges stored inside the changed records (bulk loads).
+    fn apply_record_links(&mut self, changes: &ChangeSet) {
         for r in &changes.feedback {
             for l in &r.links {
-                g.add_link(l);
+                self.add_link(l);
             }
         }
-        g
     }
 }
 
