@@ -691,6 +691,9 @@ impl GraphIndex {
 
     /// Applies loaded records, adding the FEEDBACK_FOR edges stored inside them.
     pub fn apply_records(&self, org: &str, changes: &ChangeSet) {
+        if changes.adapters.is_empty() && changes.feedback.is_empty() && changes.links.is_empty() {
+            return;
+        }
         let g = self.org_or_create(org);
         let mut g = g.write();
         g.apply_changes(changes);

@@ -96,6 +96,22 @@ fn dump_then_load_gives_the_same_graph() {
 }
 
 #[test]
+fn an_empty_dump_loads_nothing_and_makes_no_org() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::open(dir.path());
+    let summary = s
+        .load_dump(
+            "acme",
+            parse_dump("\n\n").unwrap().into_iter().map(Ok),
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(summary, Default::default());
+    assert!(s.graph().org("acme").is_none());
+    assert_eq!(s.verify().unwrap(), None);
+}
+
+#[test]
 fn bad_dumps_load_nothing_and_name_the_line() {
     let good = [
         r#"{"kind":"adapter","id":"base_model","name":"Base","rank":16,"status":"active","created_at":1}"#,

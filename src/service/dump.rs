@@ -447,10 +447,8 @@ impl Service {
             feedback,
         };
         let staged = std::thread::scope(|scope| {
-            let staged = self
-                .graph
-                .org(org)
-                .is_none()
+            let loads_something = !changes.adapters.is_empty() || !changes.feedback.is_empty();
+            let staged = (loads_something && self.graph.org(org).is_none())
                 .then(|| scope.spawn(|| crate::graph::OrgGraph::from_changes(&changes)));
             self.store
                 .load(&actor, &changes.adapters, &changes.feedback, &mut |n| {
