@@ -10,8 +10,10 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc option numbers, from the `mi_option_e` enum of the mimalloc v2 header the
-/// `libmimalloc-sys` crate builds (its bindings name only some of them).
+/// mimalloc option numbers, from the `mi_option_e` enum of the mimalloc headers bundled
+/// with `libmimalloc-sys` (the same numbers in its v2 and v3 headers; it builds v3). Its
+/// bindings name only some options. Re-check them when that crate is upgraded (it is
+/// pinned in Cargo.toml for this reason).
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
@@ -26,8 +28,8 @@ fn tune_allocator(command: &feedgraph::cli::Command) {
         feedgraph::cli::Command::Load { .. } => -1,
         _ => 0,
     };
-    // SAFETY: stores a process-wide option value; mimalloc reads options atomically, and
-    // the option number matches the bundled header (see above).
+    // SAFETY: stores a process-wide option value in mimalloc's static option table before
+    // any other thread exists; the option number matches the bundled header (see above).
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, purge_delay_ms) };
 }
 
@@ -41,8 +43,8 @@ static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
 
 #[cfg(target_os = "linux")]
 extern "C" fn lazy_arena_commit() {
-    // SAFETY: as in `tune_allocator`; mimalloc keeps a value set before its own option
-    // initialisation.
+    // SAFETY: runs before `main`, on the only thread; `mi_option_set` writes mimalloc's
+    // static option table and marks the option set, so mimalloc's own start-up keeps it.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
 }
 

@@ -445,7 +445,7 @@ impl Service {
     /// Not cancel-safe: dropped after its write but before the sync, the item is stored
     /// (and made durable by the next sync) but not indexed until the next start. Drive it
     /// to completion, e.g. in its own task.
-    pub async fn submit_durable(
+    pub(crate) async fn submit_durable(
         &self,
         actor: &Actor,
         new: NewFeedback,

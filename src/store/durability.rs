@@ -78,10 +78,33 @@ struct Shared {
     done: Condvar,
     /// Wakes async waiters likewise.
     published: tokio::sync::watch::Sender<Published>,
+    /// Serialises syncs without group commit.
+    solo: Mutex<()>,
+    /// Set with `State::poisoned`, for a lock-free check on every write.
+    failed: std::sync::atomic::AtomicBool,
+    /// Tests make the next syncs fail or panic.
+    #[cfg(test)]
+    fault: Mutex<Option<Fault>>,
+}
+
+/// A failure a test injects into the syncs.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fault {
+    /// The sync returns an error.
+    Error,
+    /// The sync panics.
+    Panic,
 }
 
 impl Shared {
     fn sync_once(&self) -> Result<(), String> {
+        #[cfg(test)]
+        match *self.fault.lock() {
+            Some(Fault::Error) => return Err("injected failure".into()),
+            Some(Fault::Panic) => panic!("injected panic"),
+            None => {}
+        }
         self.db.flush().map_err(|e| format!("sled flush: {e}"))?;
         if self.mode == Durability::Fsync {
             self.data_file
@@ -89,6 +112,21 @@ impl Shared {
                 .map_err(|e| format!("fdatasync of the sled data file: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Without group commit each writer pays its own flush + fsync (used to measure the
+    /// difference; serialised so the figures are the honest one-sync-per-write cost).
+    fn wait_solo(&self) -> Result<(), SyncError> {
+        let _one = self.solo.lock();
+        if let Some(p) = &self.state.lock().poisoned {
+            return Err(SyncError::Poisoned(p.clone()));
+        }
+        self.sync_once().map_err(|e| {
+            self.state.lock().poisoned = Some(e.clone());
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Release);
+            SyncError::Failed(e)
+        })
     }
 
     /// The worker: runs one sync whenever one is requested that has not started yet.
@@ -106,11 +144,19 @@ impl Shared {
             st.started += 1;
             let number = st.started;
             drop(st);
-            let result = self.sync_once();
+            // A panic inside sled's flush must not leave every waiter hanging: it poisons
+            // the store like a failed fsync.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync_once()))
+                    .unwrap_or_else(|_| Err("the flush panicked".to_owned()));
             st = self.state.lock();
             match result {
                 Ok(()) => st.durable = number,
-                Err(e) => st.poisoned = Some(e),
+                Err(e) => {
+                    st.poisoned = Some(e);
+                    self.failed
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
             }
             self.done.notify_all();
             self.published.send_replace(Published {
@@ -127,7 +173,6 @@ pub struct Syncer {
     shared: Arc<Shared>,
     worker: Option<std::thread::JoinHandle<()>>,
     group: bool,
-    solo: Mutex<()>,
 }
 
 impl Syncer {
@@ -147,6 +192,10 @@ impl Syncer {
             work: Condvar::new(),
             done: Condvar::new(),
             published: tokio::sync::watch::Sender::new(Published::default()),
+            solo: Mutex::new(()),
+            failed: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fault: Mutex::new(None),
         });
         let worker = if group {
             let s = shared.clone();
@@ -162,13 +211,29 @@ impl Syncer {
             shared,
             worker,
             group,
-            solo: Mutex::new(()),
         })
     }
 
     /// Whether concurrent writers share syncs.
     pub fn group_commit(&self) -> bool {
         self.group
+    }
+
+    /// Fails once a sync has failed: the store then refuses writes before making them, so
+    /// nothing a client was told failed can reach the disk later through sled's own
+    /// flushes.
+    pub fn check_writable(&self) -> Result<(), SyncError> {
+        if !self
+            .shared
+            .failed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(());
+        }
+        match &self.shared.state.lock().poisoned {
+            Some(p) => Err(SyncError::Poisoned(p.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Asks for a sync that covers every write this thread completed before the call, and
@@ -194,7 +259,7 @@ impl Syncer {
     /// Blocks until sync `ticket` completed.
     pub fn wait(&self, ticket: u64) -> Result<(), SyncError> {
         if !self.group {
-            return self.wait_solo();
+            return self.shared.wait_solo();
         }
         let mut st = self.shared.state.lock();
         loop {
@@ -208,10 +273,14 @@ impl Syncer {
         }
     }
 
-    /// Waits, without blocking a thread, until sync `ticket` completed.
+    /// Waits, without blocking a thread, until sync `ticket` completed. Without group
+    /// commit the caller's own sync runs on the blocking pool.
     pub async fn wait_async(&self, ticket: u64) -> Result<(), SyncError> {
         if !self.group {
-            return self.wait_solo();
+            let shared = self.shared.clone();
+            return tokio::task::spawn_blocking(move || shared.wait_solo())
+                .await
+                .unwrap_or_else(|e| Err(SyncError::Failed(format!("the sync task failed: {e}"))));
         }
         let mut rx = self.shared.published.subscribe();
         let seen = rx
@@ -229,18 +298,13 @@ impl Syncer {
         let ticket = self.ticket()?;
         self.wait(ticket)
     }
+}
 
-    /// Without group commit each writer pays its own flush + fsync (used to measure the
-    /// difference; serialised so the figures are the honest one-sync-per-write cost).
-    fn wait_solo(&self) -> Result<(), SyncError> {
-        let _one = self.solo.lock();
-        if let Some(p) = &self.shared.state.lock().poisoned {
-            return Err(SyncError::Poisoned(p.clone()));
-        }
-        self.shared.sync_once().map_err(|e| {
-            self.shared.state.lock().poisoned = Some(e.clone());
-            SyncError::Failed(e)
-        })
+#[cfg(test)]
+impl Syncer {
+    /// Makes every later sync fail or panic.
+    pub(crate) fn inject(&self, fault: Fault) {
+        *self.shared.fault.lock() = Some(fault);
     }
 }
 
@@ -251,5 +315,73 @@ impl Drop for Syncer {
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syncer(dir: &Path) -> Syncer {
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .open()
+            .expect("sled");
+        Syncer::new(db, &dir.join("sled").join("db"), Durability::Fsync, true).expect("syncer")
+    }
+
+    /// Waits for `f` on another thread; `None` if it has not returned after 20 s (a hang).
+    fn within_20s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20)).ok()
+    }
+
+    #[test]
+    fn tickets_are_served_in_order_and_cover_earlier_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = syncer(dir.path());
+        let a = s.ticket().expect("ticket");
+        s.wait(a).expect("durable");
+        let b = s.ticket().expect("ticket");
+        assert!(
+            b > a,
+            "a ticket after a completed sync asks for a later one"
+        );
+        s.wait(b).expect("durable");
+        assert!(s.check_writable().is_ok());
+    }
+
+    #[test]
+    fn a_failed_sync_fails_its_waiters_and_refuses_later_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = std::sync::Arc::new(syncer(dir.path()));
+        s.inject(Fault::Error);
+        let t = s.ticket().expect("ticket");
+        let s2 = s.clone();
+        let waited = within_20s(move || s2.wait(t)).expect("the waiter hung");
+        assert!(matches!(waited, Err(SyncError::Failed(_))), "{waited:?}");
+        assert!(matches!(s.check_writable(), Err(SyncError::Poisoned(_))));
+        assert!(matches!(s.ticket(), Err(SyncError::Poisoned(_))));
+    }
+
+    #[test]
+    fn a_panicking_flush_poisons_instead_of_hanging_every_waiter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = std::sync::Arc::new(syncer(dir.path()));
+        s.inject(Fault::Panic);
+        let t = s.ticket().expect("ticket");
+        let s2 = s.clone();
+        let waited = within_20s(move || s2.wait(t)).expect("the waiter hung");
+        assert!(waited.is_err(), "{waited:?}");
+        let s3 = s.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let async_waited = rt.block_on(async move { s3.wait_async(t).await });
+        assert!(async_waited.is_err());
+        assert!(s.check_writable().is_err());
     }
 }

@@ -670,6 +670,7 @@ impl Store {
         action: ChangeAction,
         sync: SyncMode,
     ) -> Result<ChangeSet, StoreError> {
+        self.syncer.check_writable()?;
         match self.insert_feedback_once(actor, fb, action, None, sync)? {
             Inserted::New(cs) => Ok(cs),
             Inserted::Replay(existing) => Err(StoreError::Exists {
@@ -690,6 +691,7 @@ impl Store {
         idempotency: Option<&IdempotencyKey>,
         sync: SyncMode,
     ) -> Result<Inserted, StoreError> {
+        self.syncer.check_writable()?;
         let _idem_guard = idempotency
             .map(|k| self.idem_stripes[stripe_of(&actor.org, &k.key) % IDEM_STRIPES].lock());
         let idem_key = idempotency.map(|k| keys::idempotency(&actor.org, &actor.user, &k.key));
@@ -775,6 +777,7 @@ impl Store {
         )
             -> Result<Option<(FeedbackRecord, ChangeAction, Vec<FieldChange>)>, StoreError>,
     {
+        self.syncer.check_writable()?;
         let fkey = keys::record(&actor.org, feedback_id);
         let updated = {
             let _guard = self.stripes[stripe_of(&actor.org, feedback_id)].lock();
@@ -812,6 +815,7 @@ impl Store {
         new: &FeedbackLink,
         sync: SyncMode,
     ) -> Result<(ChangeSet, bool), StoreError> {
+        self.syncer.check_writable()?;
         let mut cs = ChangeSet::default();
         // Create the adapter first (its own commit), so the edge never points nowhere.
         let key = keys::record(&actor.org, &new.feedback_id);
@@ -858,6 +862,7 @@ impl Store {
         new: &Adapter,
         sync: SyncMode,
     ) -> Result<(ChangeSet, AdapterOutcome), StoreError> {
+        self.syncer.check_writable()?;
         let akey = keys::record(&actor.org, &new.id);
         let (record, outcome) = {
             // All adapter writes hold this lock, so the lineage read below is stable.
@@ -977,6 +982,7 @@ impl Store {
     /// its file, then the records with [`Store::load`]; until a record is written its
     /// history entry is inert, like the history written ahead of any record.
     pub fn load_history(&self, actor: &Actor, f: &Feedback) -> Result<(), StoreError> {
+        self.syncer.check_writable()?;
         let entry = import_entry(actor, f.version, f.created_at);
         self.put_history(&actor.org, keys::KIND_FEEDBACK, &f.id, &entry)
     }
@@ -1008,6 +1014,7 @@ impl Store {
         records: &[FeedbackRecord],
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), StoreError> {
+        self.syncer.check_writable()?;
         for a in adapters {
             let entry = import_entry(actor, a.record_version, a.created_at);
             self.put_history(&actor.org, keys::KIND_ADAPTER, &a.id, &entry)?;
@@ -1054,6 +1061,7 @@ impl Store {
     /// written before the batch that uses it, so a recovered batch always has its id
     /// counted and ids are never reused.
     pub fn new_batch_id(&self, org: &str) -> Result<u64, StoreError> {
+        self.syncer.check_writable()?;
         let mut key = b"next_batch_id\0".to_vec();
         key.extend_from_slice(org.as_bytes());
         let next = self.meta.update_and_fetch(&key, |old| {
@@ -1082,6 +1090,7 @@ impl Store {
         changes: Vec<FieldChange>,
         sync: SyncMode,
     ) -> Result<(), StoreError> {
+        self.syncer.check_writable()?;
         let entry = HistoryVersion {
             version: batch.version,
             at: crate::model::now_millis(),
@@ -1314,6 +1323,77 @@ mod tests {
                 want("text", "\"h\u{e9}llo\""),
             ]
         );
+    }
+
+    #[test]
+    fn after_a_failed_sync_the_store_refuses_writes_before_making_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let actor = Actor::new("acme", "alice");
+        let item = |id: &str| Feedback {
+            id: id.into(),
+            org_id: "acme".into(),
+            feedback_type: FeedbackType::Positive,
+            validation_status: ValidationStatus::Approved,
+            created_at: 1,
+            updated_at: 1,
+            version: 1,
+            used_for_training: false,
+            training_batch_id: 0,
+            model_version: None,
+            adapter_id: None,
+            adapter_version: None,
+            user_id: None,
+            session_id: None,
+            interaction_id: None,
+            score: None,
+            correction: None,
+            comment: None,
+            validation_reasons: Vec::new(),
+            question: "q?".into(),
+            answer: "a.".into(),
+            metadata: Metadata::default(),
+        };
+        store
+            .insert_feedback_once(
+                &actor,
+                &item("ok"),
+                ChangeAction::Submit,
+                None,
+                SyncMode::Wait,
+            )
+            .unwrap();
+        store.syncer.inject(durability::Fault::Error);
+        // This write is in sled when its sync fails: the client hears an error.
+        assert!(
+            store
+                .insert_feedback_once(
+                    &actor,
+                    &item("failed"),
+                    ChangeAction::Submit,
+                    None,
+                    SyncMode::Wait
+                )
+                .is_err()
+        );
+        let before = store.records_of("acme").count();
+        let refused = store.insert_feedback_once(
+            &actor,
+            &item("refused"),
+            ChangeAction::Submit,
+            None,
+            SyncMode::Wait,
+        );
+        assert!(
+            matches!(refused, Err(StoreError::Sync(SyncError::Poisoned(_)))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            store.records_of("acme").count(),
+            before,
+            "a refused write reached sled"
+        );
+        assert!(store.get_feedback("acme", "refused").unwrap().is_none());
     }
 
     #[test]
