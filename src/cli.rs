@@ -539,11 +539,36 @@ fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
     let mut writing = false;
     // A reader thread parses lines in batches while this thread checks them and writes
     // history entries: parsing and writing overlap.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<(usize, DumpRecord), LoadError>>>(16);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Option<DumpBatch>>(16);
     let result = std::thread::scope(|scope| {
         let reader_bar = check_bar.clone();
         scope.spawn(move || read_dump(input, &tx, &reader_bar));
-        service.load_dump(org, rx.into_iter().flatten(), |written, total| {
+        // The reader ends with `None`; a channel that closes without it means the reader
+        // died, which must fail the load rather than look like the end of the file.
+        let mut batch = Vec::new().into_iter();
+        let mut ended = false;
+        let records = std::iter::from_fn(move || {
+            loop {
+                if let Some(item) = batch.next() {
+                    return Some(item);
+                }
+                if ended {
+                    return None;
+                }
+                match rx.recv() {
+                    Ok(Some(next)) => batch = next.into_iter(),
+                    Ok(None) => ended = true,
+                    Err(_) => {
+                        ended = true;
+                        return Some(Err(LoadError::new(
+                            0,
+                            "the dump reader stopped before the end of the file",
+                        )));
+                    }
+                }
+            }
+        });
+        service.load_dump(org, records, |written, total| {
             if !writing {
                 writing = true;
                 check_bar.finish_and_clear();
@@ -559,8 +584,15 @@ fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
     });
     check_bar.finish_and_clear();
     write_bar.finish_and_clear();
-    let summary =
-        result.map_err(|e| CliError::Usage(format!("{path}: {e}; nothing was loaded")))?;
+    let summary = result.map_err(|e| {
+        CliError::Usage(if e.partial {
+            format!(
+                "{path}: {e}; the load may be partly on disk: run `feedgraph check` on this data directory"
+            )
+        } else {
+            format!("{path}: {e}; nothing was loaded")
+        })
+    })?;
     eprintln!(
         "loaded {} adapters, {} DERIVED_FROM, {} feedback, {} FEEDBACK_FOR into '{org}' in {:.1} s",
         summary.adapters,
@@ -575,12 +607,15 @@ fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
 /// Lines per batch handed from the dump reader to the loader.
 const LOAD_BATCH: usize = 1024;
 
+/// Parsed lines of a dump, in file order; a bad line ends its batch.
+type DumpBatch = Vec<Result<(usize, DumpRecord), LoadError>>;
+
 /// Reads and parses a dump file line by line, sending batches of records to the loader;
 /// a bad line or a read error is sent as the last item. Stops early when the loader has
 /// stopped listening.
 fn read_dump(
     input: std::fs::File,
-    tx: &std::sync::mpsc::SyncSender<Vec<Result<(usize, DumpRecord), LoadError>>>,
+    tx: &std::sync::mpsc::SyncSender<Option<DumpBatch>>,
     bar: &indicatif::ProgressBar,
 ) {
     let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
@@ -599,10 +634,7 @@ fn read_dump(
                 } else {
                     format!("reading the file: {e}")
                 };
-                batch.push(Err(LoadError {
-                    line: line_no,
-                    message: why,
-                }));
+                batch.push(Err(LoadError::new(line_no, why)));
                 break;
             }
         };
@@ -618,17 +650,19 @@ fn read_dump(
         }
         if batch.len() == LOAD_BATCH
             && tx
-                .send(std::mem::replace(
+                .send(Some(std::mem::replace(
                     &mut batch,
                     Vec::with_capacity(LOAD_BATCH),
-                ))
+                )))
                 .is_err()
         {
             return;
         }
     }
     // The loader may have stopped already; then nobody needs the rest.
-    let _ = tx.send(batch);
+    if tx.send(Some(batch)).is_ok() {
+        let _ = tx.send(None);
+    }
 }
 
 fn import(

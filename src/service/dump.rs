@@ -146,7 +146,8 @@ pub struct LoadSummary {
     pub feedback_for: usize,
 }
 
-/// A load refused before anything was written: the first bad line and why.
+/// A failed load: the first bad line (or 0) and why. Unless `partial` is set, nothing of
+/// the load is left in the store.
 #[derive(Debug, thiserror::Error)]
 #[error("line {line}: {message}")]
 pub struct LoadError {
@@ -154,13 +155,24 @@ pub struct LoadError {
     pub line: usize,
     /// What is wrong.
     pub message: String,
+    /// The load could not be taken back completely (its final sync failed): some of it
+    /// may be on disk. `feedgraph check` tells what state the store is in.
+    pub partial: bool,
+}
+
+impl LoadError {
+    /// A load error about `line` (0: not one line's) that left nothing behind.
+    pub fn new(line: usize, message: impl Into<String>) -> LoadError {
+        LoadError {
+            line,
+            message: message.into(),
+            partial: false,
+        }
+    }
 }
 
 fn bad(line: usize, message: impl Into<String>) -> LoadError {
-    LoadError {
-        line,
-        message: message.into(),
-    }
+    LoadError::new(line, message)
 }
 
 /// Parses dump text into records with their line numbers; the first bad line is the error.
@@ -450,15 +462,26 @@ impl Service {
             let loads_something = !changes.adapters.is_empty() || !changes.feedback.is_empty();
             let staged = (loads_something && self.graph.org(org).is_none())
                 .then(|| scope.spawn(|| crate::graph::OrgGraph::from_changes(&changes)));
-            self.store
+            let written = self
+                .store
                 .load(&actor, &changes.adapters, &changes.feedback, &mut |n| {
                     progress(adapter_count + n, total)
-                })
-                .map_err(|e| bad(0, e.to_string()))?;
+                });
+            if let Err(e) = written {
+                // Take back what was written: records first (they are the commit points).
+                let undone = self.store.unload(org, &changes.adapters, &changes.feedback);
+                return Err(LoadError {
+                    line: 0,
+                    message: format!("writing the records failed: {e}"),
+                    partial: undone.is_err(),
+                });
+            }
             tracing::info!("records written; syncing");
-            self.store
-                .make_durable()
-                .map_err(|e| bad(0, e.to_string()))?;
+            self.store.make_durable().map_err(|e| LoadError {
+                line: 0,
+                message: format!("the final sync failed: {e}"),
+                partial: true,
+            })?;
             tracing::info!("durable; indexing");
             Ok::<_, LoadError>(staged.and_then(|h| h.join().ok()))
         })?;

@@ -1001,6 +1001,40 @@ impl Store {
         Ok(())
     }
 
+    /// Takes back a bulk load that failed while writing its records: removes the records
+    /// (the commit points) first, then their history entries. Best effort; the first
+    /// error is returned.
+    pub fn unload(
+        &self,
+        org: &str,
+        adapters: &[Adapter],
+        records: &[FeedbackRecord],
+    ) -> Result<(), StoreError> {
+        for r in records {
+            self.feedback.remove(keys::record(org, &r.feedback.id))?;
+        }
+        for a in adapters {
+            self.adapters.remove(keys::record(org, &a.id))?;
+        }
+        for r in records {
+            self.history.remove(keys::history(
+                org,
+                keys::KIND_FEEDBACK,
+                &r.feedback.id,
+                r.feedback.version,
+            ))?;
+        }
+        for a in adapters {
+            self.history.remove(keys::history(
+                org,
+                keys::KIND_ADAPTER,
+                &a.id,
+                a.record_version,
+            ))?;
+        }
+        Ok(())
+    }
+
     /// The second half of a bulk load of records that were checked beforehand (no
     /// existence or lineage checks here): adapters with their history version 1, then the
     /// feedback records, whose history entries [`Store::load_history`] wrote already.
