@@ -82,6 +82,8 @@ struct Shared {
     solo: Mutex<()>,
     /// Set with `State::poisoned`, for a lock-free check on every write.
     failed: std::sync::atomic::AtomicBool,
+    /// sled's directory for large values, which its flush writes but never fsyncs.
+    blobs: Blobs,
     /// Tests make the next syncs fail or panic.
     #[cfg(test)]
     fault: Mutex<Option<Fault>>,
@@ -97,6 +99,75 @@ pub(crate) enum Fault {
     Panic,
 }
 
+/// sled keeps values larger than about a quarter of a log segment (128 KiB by default) in
+/// files of their own under `blobs/`, written with plain writes and never synced; its log
+/// then points at them. Every sync therefore also fsyncs the blob files that appeared since
+/// the last one (and the directory), found cheaply: the directory's modification time
+/// changes only when a file is added or removed.
+#[derive(Debug)]
+struct Blobs {
+    dir: std::path::PathBuf,
+    /// The directory's modification time when it was last listed, and the files synced.
+    seen: Mutex<(
+        Option<std::time::SystemTime>,
+        std::collections::HashSet<std::ffi::OsString>,
+    )>,
+    /// Blob files synced so far (for tests and logs).
+    synced: std::sync::atomic::AtomicU64,
+}
+
+impl Blobs {
+    fn new(data_file: &Path) -> Blobs {
+        let dir = data_file
+            .parent()
+            .map_or_else(|| Path::new("blobs").to_owned(), |d| d.join("blobs"));
+        Blobs {
+            dir,
+            seen: Mutex::new((None, std::collections::HashSet::new())),
+            synced: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn sync_new(&self) -> Result<(), String> {
+        let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.dir.display());
+        let modified = match std::fs::metadata(&self.dir) {
+            Ok(m) => m.modified().map_err(|e| io("reading the time of", e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("reading", e)),
+        };
+        let mut seen = self.seen.lock();
+        if seen.0 == Some(modified) {
+            return Ok(());
+        }
+        let first_time = seen.0.is_none();
+        let mut present = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| io("listing", e))? {
+            let entry = entry.map_err(|e| io("listing", e))?;
+            let name = entry.file_name();
+            if !seen.1.contains(&name) {
+                std::fs::File::open(entry.path())
+                    .and_then(|f| f.sync_data())
+                    .map_err(|e| io("syncing a blob in", e))?;
+                self.synced
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            present.insert(name);
+        }
+        std::fs::File::open(&self.dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("syncing", e))?;
+        if first_time && let Some(parent) = self.dir.parent() {
+            std::fs::File::open(parent)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("syncing the parent of", e))?;
+        }
+        // The time read before listing: a file added meanwhile changes it again, so the
+        // next sync lists once more.
+        *seen = (Some(modified), present);
+        Ok(())
+    }
+}
+
 impl Shared {
     fn sync_once(&self) -> Result<(), String> {
         #[cfg(test)]
@@ -110,6 +181,7 @@ impl Shared {
             self.data_file
                 .sync_data()
                 .map_err(|e| format!("fdatasync of the sled data file: {e}"))?;
+            self.blobs.sync_new()?;
         }
         Ok(())
     }
@@ -194,6 +266,7 @@ impl Syncer {
             published: tokio::sync::watch::Sender::new(Published::default()),
             solo: Mutex::new(()),
             failed: std::sync::atomic::AtomicBool::new(false),
+            blobs: Blobs::new(data_file),
             #[cfg(test)]
             fault: Mutex::new(None),
         });
@@ -302,6 +375,14 @@ impl Syncer {
 
 #[cfg(test)]
 impl Syncer {
+    /// Blob files synced so far.
+    pub(crate) fn blobs_synced(&self) -> u64 {
+        self.shared
+            .blobs
+            .synced
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Makes every later sync fail or panic.
     pub(crate) fn inject(&self, fault: Fault) {
         *self.shared.fault.lock() = Some(fault);

@@ -1431,6 +1431,58 @@ mod tests {
     }
 
     #[test]
+    fn values_sled_keeps_in_blob_files_are_synced_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let actor = Actor::new("acme", "alice");
+        let mut f = Feedback {
+            id: "big".into(),
+            org_id: "acme".into(),
+            feedback_type: FeedbackType::Positive,
+            validation_status: ValidationStatus::Approved,
+            created_at: 1,
+            updated_at: 1,
+            version: 1,
+            used_for_training: false,
+            training_batch_id: 0,
+            model_version: None,
+            adapter_id: None,
+            adapter_version: None,
+            user_id: None,
+            session_id: None,
+            interaction_id: None,
+            score: None,
+            correction: None,
+            comment: None,
+            validation_reasons: Vec::new(),
+            question: "q".repeat(100),
+            answer: "a".repeat(100),
+            metadata: Metadata::default(),
+        };
+        store
+            .insert_feedback_once(&actor, &f, ChangeAction::Submit, None, SyncMode::Wait)
+            .unwrap();
+        assert_eq!(
+            store.syncer.blobs_synced(),
+            0,
+            "a small record needs no blob"
+        );
+        f.id = "bigger".into();
+        f.question = "\u{20ac}".repeat(70_000);
+        store
+            .insert_feedback_once(&actor, &f, ChangeAction::Submit, None, SyncMode::Wait)
+            .unwrap();
+        let blobs = std::fs::read_dir(dir.path().join("sled").join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert!(blobs > 0, "sled kept the large record in its log");
+        assert!(
+            store.syncer.blobs_synced() >= 1,
+            "its blob file was not synced"
+        );
+    }
+
+    #[test]
     fn record_head_is_a_prefix_of_the_record() {
         let f = Feedback {
             id: "feedback-1".into(),
