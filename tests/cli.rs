@@ -228,3 +228,28 @@ fn load_names_the_bad_line_leaves_nothing_and_then_loads() {
     let check = feedgraph(&data, &["check"]);
     assert!(check.status.success(), "{}", text(&check.stdout));
 }
+
+#[test]
+fn a_data_directory_in_use_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/feedback.jsonl");
+    assert!(feedgraph(&data, &["import", fixtures]).status.success());
+    // Held by this process, as a running server would hold it.
+    let config = feedgraph::config::Config {
+        data_dir: data.clone(),
+        ..Default::default()
+    };
+    let held = feedgraph::service::Service::open(&config).unwrap();
+    let out = feedgraph(&data, &["stats", "--org", "acme"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is in use by another feedgraph process"),
+        "{err}"
+    );
+    drop(held);
+    // Once it is released, the directory opens (after sled lets go of its lock).
+    let out = feedgraph(&data, &["stats", "--org", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -498,16 +498,31 @@ impl Store {
             data_dir.display()
         )))?;
         let dir = data_dir.join("sled");
-        let db = sled::Config::new()
-            .path(&dir)
-            .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked(data_dir.display().to_string())
+        // sled releases its file lock from its I/O threads, shortly after the previous
+        // owner in this process (or a process that just exited) let go: a locked directory
+        // is retried for a moment before it counts as held by someone else.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(&dir)
+                .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
+                .open();
+            match opened {
+                Ok(db) => break db,
+                // sled reports a held lock as an `Other` error naming it, with the
+                // `WouldBlock` cause only in the text.
+                Err(sled::Error::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked(data_dir.display().to_string()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                other => StoreError::Sled(other),
-            })?;
+                Err(other) => return Err(StoreError::Sled(other)),
+            }
+        };
         // Persist the directory entries of sled's files once, so that fsyncs of the data
         // file are enough from here on.
         for d in [&dir, data_dir] {
