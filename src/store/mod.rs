@@ -685,7 +685,6 @@ impl Store {
         action: ChangeAction,
         sync: SyncMode,
     ) -> Result<ChangeSet, StoreError> {
-        self.syncer.check_writable()?;
         match self.insert_feedback_once(actor, fb, action, None, sync)? {
             Inserted::New(cs) => Ok(cs),
             Inserted::Replay(existing) => Err(StoreError::Exists {
@@ -1031,14 +1030,7 @@ impl Store {
         for a in adapters {
             self.adapters.remove(keys::record(org, &a.id))?;
         }
-        for r in records {
-            self.history.remove(keys::history(
-                org,
-                keys::KIND_FEEDBACK,
-                &r.feedback.id,
-                r.feedback.version,
-            ))?;
-        }
+        self.unload_history(org, records.iter().map(|r| r.feedback.id.as_str()))?;
         for a in adapters {
             self.history.remove(keys::history(
                 org,
@@ -1374,12 +1366,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn after_a_failed_sync_the_store_refuses_writes_before_making_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
-        let actor = Actor::new("acme", "alice");
-        let item = |id: &str| Feedback {
+    /// A version-1 approved item with short texts and no optional fields.
+    fn small_item(id: &str) -> Feedback {
+        Feedback {
             id: id.into(),
             org_id: "acme".into(),
             feedback_type: FeedbackType::Positive,
@@ -1402,11 +1391,18 @@ mod tests {
             question: "q?".into(),
             answer: "a.".into(),
             metadata: Metadata::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn after_a_failed_sync_the_store_refuses_writes_before_making_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let actor = Actor::new("acme", "alice");
         store
             .insert_feedback_once(
                 &actor,
-                &item("ok"),
+                &small_item("ok"),
                 ChangeAction::Submit,
                 None,
                 SyncMode::Wait,
@@ -1418,7 +1414,7 @@ mod tests {
             store
                 .insert_feedback_once(
                     &actor,
-                    &item("failed"),
+                    &small_item("failed"),
                     ChangeAction::Submit,
                     None,
                     SyncMode::Wait
@@ -1428,7 +1424,7 @@ mod tests {
         let before = store.records_of("acme").count();
         let refused = store.insert_feedback_once(
             &actor,
-            &item("refused"),
+            &small_item("refused"),
             ChangeAction::Submit,
             None,
             SyncMode::Wait,
@@ -1450,30 +1446,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
         let actor = Actor::new("acme", "alice");
-        let mut f = Feedback {
-            id: "big".into(),
-            org_id: "acme".into(),
-            feedback_type: FeedbackType::Positive,
-            validation_status: ValidationStatus::Approved,
-            created_at: 1,
-            updated_at: 1,
-            version: 1,
-            used_for_training: false,
-            training_batch_id: 0,
-            model_version: None,
-            adapter_id: None,
-            adapter_version: None,
-            user_id: None,
-            session_id: None,
-            interaction_id: None,
-            score: None,
-            correction: None,
-            comment: None,
-            validation_reasons: Vec::new(),
-            question: "q".repeat(100),
-            answer: "a".repeat(100),
-            metadata: Metadata::default(),
-        };
+        let mut f = small_item("big");
+        f.question = "q".repeat(100);
+        f.answer = "a".repeat(100);
         store
             .insert_feedback_once(&actor, &f, ChangeAction::Submit, None, SyncMode::Wait)
             .unwrap();
