@@ -232,6 +232,12 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
 
 /// Runs a command that works on a data directory.
 pub fn run(cli: &Cli) -> Result<(), CliError> {
+    run_with(cli, || {})
+}
+
+/// Like [`run`]; `serve` calls `after_ready` once the store is open and the graph built,
+/// which lets the binary retune process-wide settings (its allocator) for steady serving.
+pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
     let config = cli.load_config()?;
     // Commands that only read must not create an empty store in a mistyped directory.
     let reads_only = matches!(
@@ -255,7 +261,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             if let Some(b) = bind {
                 config.server.bind = b.clone();
             }
-            serve(config)
+            serve(config, after_ready)
         }
         Command::Token {
             org,
@@ -477,7 +483,7 @@ pub fn parse_ttl(s: &str) -> Result<u64, CliError> {
     Ok(n.saturating_mul(mult))
 }
 
-fn serve(config: Config) -> Result<(), CliError> {
+fn serve(config: Config, after_ready: fn()) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -512,6 +518,7 @@ fn serve(config: Config) -> Result<(), CliError> {
             let _ = server.wait().await;
             return Err(e.into());
         }
+        after_ready();
         server.wait().await?;
         tracing::info!("stopped; every acknowledged write is durable");
         Ok(())

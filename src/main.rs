@@ -18,7 +18,7 @@ const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Sets how eagerly mimalloc hands freed memory back to the OS. The server purges freed
-/// memory at once: building the graph at start-up frees a lot of temporary memory on a
+/// memory at once while it starts: building the graph frees a lot of temporary memory on a
 /// thread that then idles, and with mimalloc's defaults it stays resident (about 640 MiB
 /// instead of 465 MiB after opening 1M items, together with the arena option below). A
 /// bulk load is a short-lived process that frees as it goes; purging there would only
@@ -28,9 +28,24 @@ fn tune_allocator(command: &feedgraph::cli::Command) {
         feedgraph::cli::Command::Load { .. } => -1,
         _ => 0,
     };
-    // SAFETY: stores a process-wide option value in mimalloc's static option table before
-    // any other thread exists; the option number matches the bundled header (see above).
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, purge_delay_ms) };
+    set_purge_delay(purge_delay_ms);
+}
+
+/// Once the server is ready, freed memory is purged after mimalloc's default delay
+/// instead of at once: purging every free page at once costs the request path an
+/// `madvise` and a page fault per reuse (about a tenth of the server's CPU under a
+/// durable submit load; see the commit that made this change for the figures).
+fn serving_allocator() {
+    set_purge_delay(10);
+}
+
+fn set_purge_delay(ms: std::ffi::c_long) {
+    // SAFETY: stores a process-wide option value in mimalloc's static option table; the
+    // option number matches the bundled header. mimalloc calls the setter not thread-safe
+    // because of the option's lazy initialisation; this option is set before any thread
+    // starts, so a later set is one aligned word store, and a thread purging meanwhile
+    // reads the old delay or the new one.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
 }
 
 /// Commits arena memory only as it is used. This must happen before the first arena is
@@ -59,7 +74,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = feedgraph::cli::Cli::parse();
     tune_allocator(&cli.command);
-    match feedgraph::cli::run(&cli) {
+    match feedgraph::cli::run_with(&cli, serving_allocator) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // Output piped into `head` and closed early is not an error worth a message.
         Err(feedgraph::cli::CliError::Io { source, .. })

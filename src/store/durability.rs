@@ -58,13 +58,6 @@ struct State {
     stop: bool,
 }
 
-/// What async waiters watch: the durable sync number, and the failure once there is one.
-#[derive(Debug, Clone, Default)]
-struct Published {
-    durable: u64,
-    poisoned: Option<String>,
-}
-
 /// The part of the syncer its worker thread shares.
 #[derive(Debug)]
 struct Shared {
@@ -76,8 +69,10 @@ struct Shared {
     work: Condvar,
     /// Wakes blocking waiters when a sync completed or failed.
     done: Condvar,
-    /// Wakes async waiters likewise.
-    published: tokio::sync::watch::Sender<Published>,
+    /// Wakes async waiters likewise, one slot per ticket parity. A waiter's ticket is the
+    /// sync under way or the next one, so each slot wakes only the waiters of the sync that
+    /// just ended, not also those of the next one (which would only go back to sleep).
+    waiters: [tokio::sync::Notify; 2],
     /// Serialises syncs without group commit.
     solo: Mutex<()>,
     /// Set with `State::poisoned`, for a lock-free check on every write.
@@ -231,12 +226,20 @@ impl Shared {
                 }
             }
             self.done.notify_all();
-            self.published.send_replace(Published {
-                durable: st.durable,
-                poisoned: st.poisoned.clone(),
-            });
+            if st.poisoned.is_some() {
+                self.waiters
+                    .iter()
+                    .for_each(tokio::sync::Notify::notify_waiters);
+            } else {
+                self.waiters[slot(number)].notify_waiters();
+            }
         }
     }
+}
+
+/// The async waiter slot of sync `number`.
+fn slot(number: u64) -> usize {
+    (number % 2) as usize
 }
 
 /// Coordinates flush + fsync for all writers of one store.
@@ -263,7 +266,7 @@ impl Syncer {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             done: Condvar::new(),
-            published: tokio::sync::watch::Sender::new(Published::default()),
+            waiters: [tokio::sync::Notify::new(), tokio::sync::Notify::new()],
             solo: Mutex::new(()),
             failed: std::sync::atomic::AtomicBool::new(false),
             blobs: Blobs::new(data_file),
@@ -355,15 +358,23 @@ impl Syncer {
                 .await
                 .unwrap_or_else(|e| Err(SyncError::Failed(format!("the sync task failed: {e}"))));
         }
-        let mut rx = self.shared.published.subscribe();
-        let seen = rx
-            .wait_for(|p| p.durable >= ticket || p.poisoned.is_some())
-            .await
-            .map_err(|_| SyncError::Failed("the store was closed".into()))?;
-        if seen.durable >= ticket {
-            return Ok(());
+        let slot = &self.shared.waiters[slot(ticket)];
+        loop {
+            // Registered before the check, so a sync that ends after it still wakes us.
+            let woken = slot.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            {
+                let st = self.shared.state.lock();
+                if st.durable >= ticket {
+                    return Ok(());
+                }
+                if let Some(p) = &st.poisoned {
+                    return Err(SyncError::Failed(p.clone()));
+                }
+            }
+            woken.await;
         }
-        Err(SyncError::Failed(seen.poisoned.clone().unwrap_or_default()))
     }
 
     /// Returns once every write this thread completed before the call is durable.
