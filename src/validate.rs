@@ -222,6 +222,10 @@ impl ValidationPlugin for NoopPlugin {
 #[derive(Debug, Clone)]
 pub struct BasicPlugin {
     keywords: Vec<String>,
+    /// Every keyword in one automaton (ASCII case folded), so a text is scanned once rather
+    /// than once per keyword. `None` only if it could not be built; then each keyword is
+    /// searched on its own.
+    finder: Option<aho_corasick::AhoCorasick>,
     t: QualityThresholds,
 }
 
@@ -241,14 +245,52 @@ pub const BASIC_RULES: &[&str] = &[
 impl BasicPlugin {
     /// A basic plugin with these keywords (matched case-insensitively) and thresholds.
     pub fn new(keywords: &[String], thresholds: QualityThresholds) -> Self {
+        let keywords: Vec<String> = keywords
+            .iter()
+            .map(|k| k.trim().to_lowercase())
+            .filter(|k| !k.is_empty())
+            .collect();
+        let finder = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&keywords)
+            .ok();
         BasicPlugin {
-            keywords: keywords
-                .iter()
-                .map(|k| k.trim().to_lowercase())
-                .filter(|k| !k.is_empty())
-                .collect(),
+            keywords,
+            finder,
             t: thresholds,
         }
+    }
+
+    /// The first keyword (in configured order) that `text` contains on word boundaries,
+    /// ignoring case.
+    fn spam_keyword(&self, text: &str) -> Option<&str> {
+        if self.keywords.is_empty() {
+            return None;
+        }
+        let lowered;
+        // ASCII text can only hold ASCII keywords, and for those the automaton's ASCII
+        // case folding is lower-casing: no copy needed.
+        let hay = if text.is_ascii() {
+            text
+        } else {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        };
+        let Some(finder) = &self.finder else {
+            return self
+                .keywords
+                .iter()
+                .find(|k| contains_word(hay, k))
+                .map(String::as_str);
+        };
+        let mut first: Option<usize> = None;
+        for m in finder.find_overlapping_iter(hay) {
+            let k = m.pattern().as_usize();
+            if first.is_none_or(|f| k < f) && at_word_boundaries(hay, m.start(), m.end()) {
+                first = Some(k);
+            }
+        }
+        first.map(|k| self.keywords[k].as_str())
     }
 }
 
@@ -283,15 +325,7 @@ fn contains_word(haystack_lower: &str, needle: &str) -> bool {
     while let Some(pos) = haystack_lower[start..].find(needle) {
         let at = start + pos;
         let end = at + needle.len();
-        let before_ok = haystack_lower[..at]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !c.is_alphanumeric());
-        let after_ok = haystack_lower[end..]
-            .chars()
-            .next()
-            .is_none_or(|c| !c.is_alphanumeric());
-        if before_ok && after_ok {
+        if at_word_boundaries(haystack_lower, at, end) {
             return true;
         }
         // Step one character forward (not one byte: stay on a char boundary).
@@ -302,6 +336,13 @@ fn contains_word(haystack_lower: &str, needle: &str) -> bool {
                 .map_or(1, char::len_utf8);
     }
     false
+}
+
+/// Whether `text[start..end]` neither follows nor precedes a letter or digit.
+fn at_word_boundaries(text: &str, start: usize, end: usize) -> bool {
+    let before = text.get(..start).and_then(|t| t.chars().next_back());
+    let after = text.get(end..).and_then(|t| t.chars().next());
+    before.is_none_or(|c| !c.is_alphanumeric()) && after.is_none_or(|c| !c.is_alphanumeric())
 }
 
 fn normalized(text: &str) -> String {
@@ -369,17 +410,14 @@ impl ValidationPlugin for BasicPlugin {
                 break;
             }
         }
-        'spam: for (field, text) in item.texts() {
-            let lower = text.to_lowercase();
-            for k in &self.keywords {
-                if contains_word(&lower, k) {
-                    out.push(reason(
-                        "spam_keyword",
-                        Rejected,
-                        format!("{field} contains the spam keyword '{k}'"),
-                    ));
-                    break 'spam;
-                }
+        for (field, text) in item.texts() {
+            if let Some(k) = self.spam_keyword(text) {
+                out.push(reason(
+                    "spam_keyword",
+                    Rejected,
+                    format!("{field} contains the spam keyword '{k}'"),
+                ));
+                break;
             }
         }
         if item.feedback_type == FeedbackType::Negative
@@ -886,5 +924,46 @@ mod tests {
         let mut n = item("positive", Q, A);
         n.user_id = Some("bad\nid".into());
         assert!(v.check_shape(n).is_err());
+    }
+    /// The reference: each keyword searched on its own in the lower-cased text, in order.
+    fn naive_spam_keyword<'a>(keywords: &'a [String], text: &str) -> Option<&'a str> {
+        let lower = text.to_lowercase();
+        keywords
+            .iter()
+            .find(|k| contains_word(&lower, k))
+            .map(String::as_str)
+    }
+
+    proptest::proptest! {
+        /// The one-pass automaton finds the same keyword as searching each keyword alone,
+        /// on texts built from keyword pieces, case changes, non-ASCII letters and
+        /// boundaries.
+        #[test]
+        fn spam_keywords_match_the_one_by_one_search(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "buy", "BUY", "now", "Now", " ", "-", "x", "\u{e9}", "\u{c9}", "casino",
+                    "CASINO", "9", "lottery", "winner", "K", "\u{212a}", "aa", "\u{130}",
+                    "work from home", "Viagra", ".", "_",
+                ]),
+                0..12,
+            ),
+            extra in proptest::sample::select(vec!["", "aa", "\u{e9}t\u{e9}", "k", "Win"]),
+        ) {
+            let text: String = pieces.concat();
+            let mut keywords: Vec<String> =
+                DEFAULT_SPAM_KEYWORDS.iter().map(|k| (*k).to_owned()).collect();
+            keywords.push(extra.to_owned());
+            let plugin = BasicPlugin::new(&keywords, QualityThresholds::default());
+            let configured: Vec<String> = keywords
+                .iter()
+                .map(|k| k.trim().to_lowercase())
+                .filter(|k| !k.is_empty())
+                .collect();
+            proptest::prop_assert_eq!(
+                plugin.spam_keyword(&text),
+                naive_spam_keyword(&configured, &text)
+            );
+        }
     }
 }

@@ -1035,12 +1035,7 @@ impl Service {
         for r in self.store.scan_records() {
             let r = r?;
             let f = &r.feedback;
-            let versions: Vec<u64> = self
-                .store
-                .feedback_history(&f.org_id, &f.id)?
-                .iter()
-                .map(|h| h.version)
-                .collect();
+            let versions = self.store.feedback_history_versions(&f.org_id, &f.id)?;
             if versions != (1..=f.version).collect::<Vec<_>>() {
                 return Ok(Some(format!(
                     "feedback '{}' of '{}' is at version {} but its history has {versions:?}",

@@ -405,6 +405,9 @@ pub struct Store {
     stripes: Vec<Mutex<()>>,
     idem_stripes: Vec<Mutex<()>>,
     adapter_lock: Mutex<()>,
+    /// Keys of adapters known to be stored, so a submit naming one skips the sled read.
+    /// Filled as adapters are seen; only a taken-back load removes adapters.
+    known_adapters: parking_lot::RwLock<rustc_hash::FxHashSet<Vec<u8>>>,
 }
 
 /// The history entry of a record created by a bulk load.
@@ -550,6 +553,7 @@ impl Store {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             idem_stripes: (0..IDEM_STRIPES).map(|_| Mutex::new(())).collect(),
             adapter_lock: Mutex::new(()),
+            known_adapters: parking_lot::RwLock::default(),
         };
         store.check_schema()?;
         Ok(store)
@@ -646,11 +650,12 @@ impl Store {
         at: Millis,
     ) -> Result<Option<Adapter>, StoreError> {
         let key = keys::record(&actor.org, adapter_id);
-        if self.adapters.contains_key(&key)? {
+        if self.known_adapters.read().contains(&key) {
             return Ok(None);
         }
         let _guard = self.adapter_lock.lock();
         if self.adapters.contains_key(&key)? {
+            self.known_adapters.write().insert(key);
             return Ok(None);
         }
         let adapter = Adapter {
@@ -672,8 +677,30 @@ impl Store {
             changes: creation_changes(&adapter, ADAPTER_SKIP),
         };
         self.put_history(&actor.org, keys::KIND_ADAPTER, adapter_id, &entry)?;
-        self.adapters.insert(key, encode(&adapter)?)?;
+        self.adapters.insert(key.as_slice(), encode(&adapter)?)?;
+        self.known_adapters.write().insert(key);
         Ok(Some(adapter))
+    }
+
+    /// Before the first update of an item, rewrites its compact creation entry (see
+    /// [`Store::feedback_history`]) with the fields of the version about to be replaced.
+    /// Runs under the item's stripe lock, before the new entry and record are written: a
+    /// crash after it leaves a full creation entry beside an unchanged record.
+    fn write_out_creation(&self, org: &str, current: &FeedbackRecord) -> Result<(), StoreError> {
+        let fb = &current.feedback;
+        if fb.version != 1 {
+            return Ok(());
+        }
+        let key = keys::history(org, keys::KIND_FEEDBACK, &fb.id, 1);
+        let Some(v) = self.history.get(&key)? else {
+            return Ok(());
+        };
+        let mut entry: HistoryVersion = decode("history", &key, &v)?;
+        if !entry.changes.is_empty() {
+            return Ok(());
+        }
+        entry.changes = creation_changes(fb, FEEDBACK_SKIP);
+        self.put_history(org, keys::KIND_FEEDBACK, &fb.id, &entry)
     }
 
     /// Stores a new feedback item (version 1) with its history entry; if it names an
@@ -750,12 +777,13 @@ impl Store {
                     metadata: Metadata::default(),
                 });
             }
+            // Written compact: the fields are the record's own until its first update.
             let entry = HistoryVersion {
                 version: fb.version,
                 at: fb.created_at,
                 actor: actor.user.clone(),
                 action,
-                changes: creation_changes(fb, FEEDBACK_SKIP),
+                changes: Vec::new(),
             };
             self.put_history(&actor.org, keys::KIND_FEEDBACK, &fb.id, &entry)?;
             if let (Some(k), Some(ikey)) = (idempotency, &idem_key) {
@@ -804,6 +832,7 @@ impl Store {
             let Some((mut next, action, changes)) = change(&current)? else {
                 return Ok(None);
             };
+            self.write_out_creation(&actor.org, &current)?;
             next.feedback.version = current.feedback.version + 1;
             next.feedback.updated_at = at.max(current.feedback.updated_at);
             let entry = HistoryVersion {
@@ -1028,7 +1057,9 @@ impl Store {
             self.feedback.remove(keys::record(org, &r.feedback.id))?;
         }
         for a in adapters {
-            self.adapters.remove(keys::record(org, &a.id))?;
+            let key = keys::record(org, &a.id);
+            self.known_adapters.write().remove(&key);
+            self.adapters.remove(key)?;
         }
         self.unload_history(org, records.iter().map(|r| r.feedback.id.as_str()))?;
         for a in adapters {
@@ -1200,9 +1231,35 @@ impl Store {
 
     /// Every committed version of a feedback item's history, oldest first (empty if the
     /// item does not exist).
+    ///
+    /// A new item's creation entry is stored without its field changes, which would only
+    /// repeat the record (half the bytes of a submit): while the item is at version 1 they
+    /// are read off the record here, and its first update writes them out in full. Items
+    /// loaded from a dump get the same treatment.
     pub fn feedback_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
-        let current = self.get_feedback(org, id)?.map_or(0, |f| f.version);
-        self.history_of(org, keys::KIND_FEEDBACK, id, current)
+        let Some(current) = self.get_feedback(org, id)? else {
+            return Ok(Vec::new());
+        };
+        let mut entries = self.history_of(org, keys::KIND_FEEDBACK, id, current.version)?;
+        if current.version == 1
+            && let Some(first) = entries.first_mut()
+            && first.version == 1
+            && first.changes.is_empty()
+        {
+            first.changes = creation_changes(&current, FEEDBACK_SKIP);
+        }
+        Ok(entries)
+    }
+
+    /// The version numbers of a feedback item's committed history, oldest first (for
+    /// checks: cheaper than [`Store::feedback_history`], which renders the creation).
+    pub fn feedback_history_versions(&self, org: &str, id: &str) -> Result<Vec<u64>, StoreError> {
+        let up_to = self.get_feedback(org, id)?.map_or(0, |f| f.version);
+        Ok(self
+            .history_of(org, keys::KIND_FEEDBACK, id, up_to)?
+            .iter()
+            .map(|h| h.version)
+            .collect())
     }
 
     /// How many history entries the store holds, committed or not, over every org (for
@@ -1392,6 +1449,59 @@ mod tests {
             answer: "a.".into(),
             metadata: Metadata::default(),
         }
+    }
+
+    /// The creation entry as stored, not as [`Store::feedback_history`] shows it.
+    fn raw_creation(store: &Store, id: &str) -> HistoryVersion {
+        let key = keys::history("acme", keys::KIND_FEEDBACK, id, 1);
+        let bytes = store.history.get(&key).unwrap().unwrap();
+        decode("history", &key, &bytes).unwrap()
+    }
+
+    #[test]
+    fn the_creation_entry_is_stored_compact_shown_whole_and_written_out_on_first_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
+        let actor = Actor::new("acme", "alice");
+        let mut item = small_item("f1");
+        item.comment = Some("first words".into());
+        store
+            .insert_feedback_once(&actor, &item, ChangeAction::Submit, None, SyncMode::Wait)
+            .unwrap();
+        assert!(raw_creation(&store, "f1").changes.is_empty());
+        let shown = store.feedback_history("acme", "f1").unwrap();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].changes, creation_changes(&item, FEEDBACK_SKIP));
+        assert!(
+            shown[0]
+                .changes
+                .iter()
+                .any(|c| c.field == "comment" && c.new.as_deref() == Some("\"first words\"")),
+            "{:?}",
+            shown[0].changes
+        );
+
+        store
+            .update_feedback(&actor, "f1", 5, SyncMode::Wait, |cur| {
+                let mut next = cur.clone();
+                next.feedback.comment = Some("second words".into());
+                let change = field_change(
+                    "comment",
+                    cur.feedback.comment.as_deref(),
+                    next.feedback.comment.as_deref(),
+                );
+                Ok(Some((next, ChangeAction::Review, vec![change])))
+            })
+            .unwrap();
+        // The first version keeps the first comment, though the record no longer has it.
+        assert_eq!(raw_creation(&store, "f1").changes, shown[0].changes);
+        let after = store.feedback_history("acme", "f1").unwrap();
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0], shown[0]);
+        assert_eq!(
+            store.feedback_history_versions("acme", "f1").unwrap(),
+            vec![1, 2]
+        );
     }
 
     #[test]
