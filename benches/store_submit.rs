@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
                 durability: Durability::Fsync,
                 group_commit,
                 cache_mb: 64,
+                ..StorageConfig::default()
             };
             let store = Arc::new(Store::open(dir.path(), &config).expect("open store"));
             let ids = Arc::new(IdGenerator::new());

@@ -22,7 +22,7 @@ use crate::model::{
     IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
 };
 use crate::store::{
-    AdapterOutcome, ChangeSet, IdempotencyKey, Inserted, Store, StoreError, SyncMode,
+    AdapterOutcome, ChangeSet, IdSource, IdempotencyKey, Inserted, Store, StoreError, SyncMode,
 };
 use crate::validate::{self, FieldLimits, ValidationError, Validator};
 
@@ -478,6 +478,7 @@ impl Service {
         let inserted = self.store.insert_feedback_once(
             actor,
             &fb,
+            IdSource::Minted,
             ChangeAction::Submit,
             key.as_ref(),
             SyncMode::Defer,

@@ -10,6 +10,10 @@
 //! ([`Syncer::wait`]) or as a future ([`Syncer::wait_async`]), so an HTTP request waits
 //! for its fsync without holding a thread. No lock is held across the flush or fsync.
 //!
+//! Under load (the previous sync served several writers) the worker lets a sync gather
+//! more writers before it starts, for at most `commit_delay` (PostgreSQL's
+//! `commit_delay` has the same purpose): each flush costs sled a fixed amount of CPU.
+//!
 //! After a failed fsync the store refuses further writes: the kernel may have dropped the
 //! dirty pages, so retrying could report success for data that is gone.
 
@@ -56,7 +60,28 @@ struct State {
     poisoned: Option<String>,
     /// The syncer is being dropped: the worker finishes what was requested and exits.
     stop: bool,
+    /// Tickets taken for the next sync so far.
+    joined: u64,
+    /// Tickets the previous sync served.
+    last_batch: u64,
+    /// While the worker waits for writers to join the next sync: how many it waits for.
+    waiting_for: Option<u64>,
+    /// When the last ticket was taken.
+    last_join: Option<std::time::Instant>,
+    /// Async waiters asleep, by slot (see [`Shared::waiters`]).
+    parked: [u64; 2],
+    /// When the last waiter woken by a sync got going again.
+    resumed_at: Option<std::time::Instant>,
 }
+
+/// A sync waits for more writers only if the one before served at least this many: lone
+/// writers, and a few at a time, never wait (there, waiting costs more latency than the
+/// saved syncs give back).
+const DELAY_FROM_BATCH: u64 = 8;
+
+/// While gathering, a sync starts once no writer has taken a ticket for this long (after
+/// the writers of the previous sync are back at work): nobody else is on the way.
+const QUIET_GAP: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The part of the syncer its worker thread shares.
 #[derive(Debug)]
@@ -79,6 +104,8 @@ struct Shared {
     failed: std::sync::atomic::AtomicBool,
     /// sled's directory for large values, which its flush writes but never fsyncs.
     blobs: Blobs,
+    /// The longest a sync waits for writers to join it.
+    commit_delay: std::time::Duration,
     /// Tests make the next syncs fail or panic.
     #[cfg(test)]
     fault: Mutex<Option<Fault>>,
@@ -196,6 +223,41 @@ impl Shared {
         })
     }
 
+    /// Under load, lets more writers join the sync about to start. A sync costs a fixed
+    /// amount of CPU (sled wakes all its I/O threads for every flush), so with many
+    /// concurrent writers fewer, larger syncs leave more of the machine to the requests.
+    /// Waits until twice as many writers as the previous sync served have taken tickets,
+    /// or `commit_delay` passed, or arrivals paused for [`QUIET_GAP`] once the writers the
+    /// previous sync released are back at work (before that, the runtime is busy
+    /// answering them and takes no new tickets).
+    fn gather(&self, st: &mut parking_lot::MutexGuard<'_, State>) {
+        let until = std::time::Instant::now() + self.commit_delay;
+        let want = st.last_batch.saturating_mul(2);
+        st.waiting_for = Some(want);
+        let done = slot(st.started);
+        while st.joined < want && !st.stop {
+            let now = std::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            if st.parked[done] > 0 {
+                // The writers the last sync released are still answering their clients;
+                // the runtime takes new tickets once they are through.
+                self.work.wait_until(st, until);
+                continue;
+            }
+            let quiet = st
+                .last_join
+                .max(st.resumed_at)
+                .map_or(now, |t| t + QUIET_GAP);
+            if now >= quiet {
+                break;
+            }
+            self.work.wait_until(st, until.min(quiet));
+        }
+        st.waiting_for = None;
+    }
+
     /// The worker: runs one sync whenever one is requested that has not started yet.
     fn run(&self) {
         let mut st = self.state.lock();
@@ -207,7 +269,11 @@ impl Shared {
                 self.work.wait(&mut st);
                 continue;
             }
+            if !self.commit_delay.is_zero() && st.last_batch >= DELAY_FROM_BATCH && !st.stop {
+                self.gather(&mut st);
+            }
             // Every write completed before this point is covered by this sync.
+            st.last_batch = std::mem::take(&mut st.joined);
             st.started += 1;
             let number = st.started;
             drop(st);
@@ -242,6 +308,26 @@ fn slot(number: u64) -> usize {
     (number % 2) as usize
 }
 
+/// An async waiter asleep in its slot; counted so that the sync worker knows when the
+/// writers of the last sync are back at work (see [`Shared::gather`]).
+struct Parked<'a> {
+    shared: &'a Shared,
+    slot: usize,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock();
+        st.parked[self.slot] = st.parked[self.slot].saturating_sub(1);
+        if st.parked[self.slot] == 0 {
+            st.resumed_at = Some(std::time::Instant::now());
+            if st.waiting_for.is_some() {
+                self.shared.work.notify_one();
+            }
+        }
+    }
+}
+
 /// Coordinates flush + fsync for all writers of one store.
 #[derive(Debug)]
 pub struct Syncer {
@@ -258,6 +344,7 @@ impl Syncer {
         data_file: &Path,
         mode: Durability,
         group: bool,
+        commit_delay: std::time::Duration,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             db,
@@ -270,6 +357,7 @@ impl Syncer {
             solo: Mutex::new(()),
             failed: std::sync::atomic::AtomicBool::new(false),
             blobs: Blobs::new(data_file),
+            commit_delay,
             #[cfg(test)]
             fault: Mutex::new(None),
         });
@@ -325,8 +413,12 @@ impl Syncer {
         }
         // A sync that starts after this point covers our write.
         let need = st.started + 1;
+        st.joined += 1;
+        st.last_join = Some(std::time::Instant::now());
         if st.requested < need {
             st.requested = need;
+            self.shared.work.notify_one();
+        } else if st.waiting_for == Some(st.joined) {
             self.shared.work.notify_one();
         }
         Ok(need)
@@ -358,21 +450,26 @@ impl Syncer {
                 .await
                 .unwrap_or_else(|e| Err(SyncError::Failed(format!("the sync task failed: {e}"))));
         }
-        let slot = &self.shared.waiters[slot(ticket)];
+        let i = slot(ticket);
         loop {
             // Registered before the check, so a sync that ends after it still wakes us.
-            let woken = slot.notified();
+            let woken = self.shared.waiters[i].notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            {
-                let st = self.shared.state.lock();
+            let _parked = {
+                let mut st = self.shared.state.lock();
                 if st.durable >= ticket {
                     return Ok(());
                 }
                 if let Some(p) = &st.poisoned {
                     return Err(SyncError::Failed(p.clone()));
                 }
-            }
+                st.parked[i] += 1;
+                Parked {
+                    shared: &self.shared,
+                    slot: i,
+                }
+            };
             woken.await;
         }
     }
@@ -419,7 +516,14 @@ mod tests {
             .path(dir.join("sled"))
             .open()
             .expect("sled");
-        Syncer::new(db, &dir.join("sled").join("db"), Durability::Fsync, true).expect("syncer")
+        Syncer::new(
+            db,
+            &dir.join("sled").join("db"),
+            Durability::Fsync,
+            true,
+            std::time::Duration::from_micros(300),
+        )
+        .expect("syncer")
     }
 
     /// Waits for `f` on another thread; `None` if it has not returned after 20 s (a hang).
@@ -444,6 +548,40 @@ mod tests {
         );
         s.wait(b).expect("durable");
         assert!(s.check_writable().is_ok());
+    }
+
+    #[test]
+    fn many_concurrent_async_writers_all_finish_and_leave_no_waiter_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = std::sync::Arc::new(syncer(dir.path()));
+        let s2 = s.clone();
+        let finished = within_20s(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let tasks: Vec<_> = (0..32)
+                    .map(|_| {
+                        let s = s2.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..40 {
+                                let t = s.ticket().expect("ticket");
+                                s.wait_async(t).await.expect("durable");
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.expect("task");
+                }
+            });
+        });
+        assert!(finished.is_some(), "the writers hung");
+        let st = s.shared.state.lock();
+        assert_eq!(st.parked, [0, 0], "a woken waiter stayed counted");
+        assert!(st.durable >= 40, "fewer syncs than one writer's waits");
+        assert!(st.last_batch <= 32);
     }
 
     #[test]

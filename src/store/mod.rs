@@ -58,6 +58,9 @@ pub struct StorageConfig {
     pub group_commit: bool,
     /// sled's page cache in MiB (sled's own default is 1 GiB).
     pub cache_mb: u64,
+    /// With group commit, how long (µs) a sync may wait for more writers to join it when
+    /// the previous syncs served several at once (see [`durability`]); 0 never waits.
+    pub commit_delay_us: u64,
 }
 
 impl Default for StorageConfig {
@@ -66,6 +69,7 @@ impl Default for StorageConfig {
             durability: Durability::Fsync,
             group_commit: true,
             cache_mb: 32,
+            commit_delay_us: 800,
         }
     }
 }
@@ -374,6 +378,18 @@ struct IdempotencyRecord {
     at: Millis,
 }
 
+/// Where a new item's id came from: it decides whether an insert must look for an item
+/// that already has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdSource {
+    /// Minted for this insert by the service's time-ordered generator: strictly increasing
+    /// within the process, with 80 random bits behind a new millisecond, so no stored item
+    /// can have it and the sled read is skipped.
+    Minted,
+    /// Given by the caller (an import, a dump): checked against the stored items.
+    Given,
+}
+
 /// Result of [`Store::insert_feedback_once`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
@@ -538,6 +554,7 @@ impl Store {
             &dir.join("db"),
             config.durability,
             config.group_commit,
+            std::time::Duration::from_micros(config.commit_delay_us),
         )
         .map_err(io(format!("opening {}", dir.join("db").display())))?;
         let store = Store {
@@ -712,7 +729,7 @@ impl Store {
         action: ChangeAction,
         sync: SyncMode,
     ) -> Result<ChangeSet, StoreError> {
-        match self.insert_feedback_once(actor, fb, action, None, sync)? {
+        match self.insert_feedback_once(actor, fb, IdSource::Given, action, None, sync)? {
             Inserted::New(cs) => Ok(cs),
             Inserted::Replay(existing) => Err(StoreError::Exists {
                 kind: "feedback",
@@ -728,6 +745,7 @@ impl Store {
         &self,
         actor: &Actor,
         fb: &Feedback,
+        id_source: IdSource,
         action: ChangeAction,
         idempotency: Option<&IdempotencyKey>,
         sync: SyncMode,
@@ -755,7 +773,7 @@ impl Store {
         let mut cs = ChangeSet::default();
         {
             let _guard = self.stripes[stripe_of(&actor.org, &fb.id)].lock();
-            if self.feedback.contains_key(&fkey)? {
+            if id_source == IdSource::Given && self.feedback.contains_key(&fkey)? {
                 return Err(StoreError::Exists {
                     kind: "feedback",
                     id: fb.id.clone(),
@@ -1466,7 +1484,14 @@ mod tests {
         let mut item = small_item("f1");
         item.comment = Some("first words".into());
         store
-            .insert_feedback_once(&actor, &item, ChangeAction::Submit, None, SyncMode::Wait)
+            .insert_feedback_once(
+                &actor,
+                &item,
+                IdSource::Given,
+                ChangeAction::Submit,
+                None,
+                SyncMode::Wait,
+            )
             .unwrap();
         assert!(raw_creation(&store, "f1").changes.is_empty());
         let shown = store.feedback_history("acme", "f1").unwrap();
@@ -1513,6 +1538,7 @@ mod tests {
             .insert_feedback_once(
                 &actor,
                 &small_item("ok"),
+                IdSource::Given,
                 ChangeAction::Submit,
                 None,
                 SyncMode::Wait,
@@ -1525,6 +1551,7 @@ mod tests {
                 .insert_feedback_once(
                     &actor,
                     &small_item("failed"),
+                    IdSource::Given,
                     ChangeAction::Submit,
                     None,
                     SyncMode::Wait
@@ -1535,6 +1562,7 @@ mod tests {
         let refused = store.insert_feedback_once(
             &actor,
             &small_item("refused"),
+            IdSource::Given,
             ChangeAction::Submit,
             None,
             SyncMode::Wait,
@@ -1560,7 +1588,14 @@ mod tests {
         f.question = "q".repeat(100);
         f.answer = "a".repeat(100);
         store
-            .insert_feedback_once(&actor, &f, ChangeAction::Submit, None, SyncMode::Wait)
+            .insert_feedback_once(
+                &actor,
+                &f,
+                IdSource::Given,
+                ChangeAction::Submit,
+                None,
+                SyncMode::Wait,
+            )
             .unwrap();
         assert_eq!(
             store.syncer.blobs_synced(),
@@ -1570,7 +1605,14 @@ mod tests {
         f.id = "bigger".into();
         f.question = "\u{20ac}".repeat(70_000);
         store
-            .insert_feedback_once(&actor, &f, ChangeAction::Submit, None, SyncMode::Wait)
+            .insert_feedback_once(
+                &actor,
+                &f,
+                IdSource::Given,
+                ChangeAction::Submit,
+                None,
+                SyncMode::Wait,
+            )
             .unwrap();
         let blobs = std::fs::read_dir(dir.path().join("sled").join("blobs"))
             .map(|d| d.count())
