@@ -108,7 +108,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::NotFound(format!("{} '{id}' not found", capitalize(kind)))
             }
             ServiceError::Conflict(m) => ApiError::Conflict(m),
-            ServiceError::Config(m) => ApiError::Internal(m),
+            ServiceError::Config(m) | ServiceError::Internal(m) => ApiError::Internal(m),
             ServiceError::Store(s) => ApiError::Internal(s.to_string()),
             ServiceError::Query(q @ crate::cypher::CypherError::LimitExceeded { .. }) => {
                 ApiError::LimitExceeded(q.to_string())

@@ -70,13 +70,11 @@ pub async fn submit(
     };
     let actor = caller.actor();
     // Not on the blocking pool: the sled writes take microseconds, and the wait for the
-    // group commit is a future, so thousands of requests can wait on one fsync. It runs
-    // as its own task: if the client goes away, this handler is dropped, but a write that
-    // reached sled must still be indexed once it is durable.
+    // group commit is a future, so thousands of requests can wait on one fsync. If the
+    // client goes away, this handler is dropped; `submit_durable` then still indexes a
+    // write that reached sled once it is durable.
     let service = state.service()?;
-    let (fb, replay) = tokio::spawn(async move { service.submit_durable(&actor, new, key).await })
-        .await
-        .map_err(|e| ApiError::Internal(format!("submit task failed: {e}")))??;
+    let (fb, replay) = service.submit_durable(&actor, new, key).await?;
     let mut response = (StatusCode::CREATED, Json(SubmitResponse::from(fb))).into_response();
     if replay {
         response.headers_mut().insert(

@@ -62,6 +62,9 @@ pub enum ServiceError {
     /// A graph query failed (syntax, types, limits...).
     #[error(transparent)]
     Query(crate::cypher::CypherError),
+    /// A broken internal invariant: a bug, reported instead of panicking.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -386,6 +389,37 @@ struct PendingSubmit {
     ticket: u64,
 }
 
+/// A submit written to sled whose caller stopped waiting for its sync: on drop, a task
+/// waits for the sync and indexes the item, as the caller would have.
+struct FinishOnDrop<'a> {
+    service: &'a Arc<Service>,
+    pending: Option<PendingSubmit>,
+}
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let service = Arc::clone(self.service);
+        let finish = async move {
+            if service.store.durable(pending.ticket).await.is_ok() {
+                service.finish_submit(pending);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(finish);
+            }
+            // Outside a runtime nobody polls futures: the item is stored and will be
+            // durable, and the next start indexes it.
+            Err(_) => tracing::warn!(
+                "a submit was dropped outside the runtime; it is indexed at the next start"
+            ),
+        }
+    }
+}
+
 impl Service {
     /// Opens the data directory of `config`, building the graph index from the store.
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
@@ -442,18 +476,29 @@ impl Service {
     /// caller's thread (they take microseconds) and the wait for the group commit is a
     /// future, so a request waiting for its fsync holds no thread.
     ///
-    /// Not cancel-safe: dropped after its write but before the sync, the item is stored
-    /// (and made durable by the next sync) but not indexed until the next start. Drive it
-    /// to completion, e.g. in its own task.
+    /// Cancel-safe: dropped after its write but before the sync (the client hung up), it
+    /// hands the rest to a task that indexes the item once it is durable. Running the
+    /// common case inline, instead of always in a task of its own, saves a task spawn and
+    /// a wake-up per request.
     pub(crate) async fn submit_durable(
-        &self,
+        self: &Arc<Self>,
         actor: &Actor,
         new: NewFeedback,
         key: Option<IdempotencyKey>,
     ) -> Result<(Feedback, bool), ServiceError> {
         let pending = self.begin_submit(actor, new, key)?;
-        self.store.durable(pending.ticket).await?;
-        Ok(self.finish_submit(pending))
+        let ticket = pending.ticket;
+        let mut unfinished = FinishOnDrop {
+            service: self,
+            pending: Some(pending),
+        };
+        let durable = self.store.durable(ticket).await;
+        // From here on nothing is left for the guard: a failed sync indexes nothing.
+        let pending = unfinished.pending.take();
+        durable?;
+        pending
+            .map(|p| self.finish_submit(p))
+            .ok_or_else(|| ServiceError::Internal("the submit was finished twice".into()))
     }
 
     /// Validates and writes a submission (or finds its idempotent original) and asks for
