@@ -302,21 +302,67 @@ fn reason(rule: &str, status: ValidationStatus, message: String) -> ValidationRe
     }
 }
 
-/// Length of the longest run of one repeated non-whitespace character, and that character.
-fn longest_run(text: &str) -> (usize, char) {
-    let mut best = (0, ' ');
-    let mut current = (0usize, '\0');
-    for c in text.chars() {
-        if c == current.1 {
-            current.0 += 1;
-        } else {
-            current = (1, c);
+/// What the character rules of the basic plugin need from one text, in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TextStats {
+    /// Length of the longest run of one repeated non-whitespace character, and that
+    /// character.
+    longest_run: (usize, char),
+    /// Characters that are not whitespace.
+    non_space: usize,
+    /// Alphabetic characters.
+    letters: usize,
+    /// Words: maximal runs of two or more alphabetic characters. Counting words rather
+    /// than letters keeps SQL keywords in a sentence fine.
+    words: usize,
+    /// Words without a lower-case letter.
+    shouted_words: usize,
+}
+
+impl TextStats {
+    fn of(text: &str) -> TextStats {
+        let mut st = TextStats {
+            longest_run: (0, ' '),
+            non_space: 0,
+            letters: 0,
+            words: 0,
+            shouted_words: 0,
+        };
+        let mut run = (0usize, '\0');
+        // The word being read: its length in characters, and whether it has lower case.
+        let mut word = (0usize, false);
+        fn end_word(word: &mut (usize, bool), st: &mut TextStats) {
+            if word.0 >= 2 {
+                st.words += 1;
+                if !word.1 {
+                    st.shouted_words += 1;
+                }
+            }
+            *word = (0, false);
         }
-        if !c.is_whitespace() && current.0 > best.0 {
-            best = (current.0, c);
+        for c in text.chars() {
+            if c == run.1 {
+                run.0 += 1;
+            } else {
+                run = (1, c);
+            }
+            if !c.is_whitespace() {
+                st.non_space += 1;
+                if run.0 > st.longest_run.0 {
+                    st.longest_run = run;
+                }
+            }
+            if c.is_alphabetic() {
+                st.letters += 1;
+                word.0 += 1;
+                word.1 |= c.is_lowercase();
+            } else {
+                end_word(&mut word, &mut st);
+            }
         }
+        end_word(&mut word, &mut st);
+        st
     }
-    best
 }
 
 /// Finds `needle` (already lower-case) in `haystack_lower` at word boundaries.
@@ -396,8 +442,13 @@ impl ValidationPlugin for BasicPlugin {
                 ));
             }
         }
-        for (field, text) in item.texts() {
-            let (run, c) = longest_run(text);
+        // One pass over each text gathers what the character rules below need.
+        let stats: Vec<(&str, TextStats)> = item
+            .texts()
+            .map(|(field, text)| (field, TextStats::of(text)))
+            .collect();
+        for (field, st) in &stats {
+            let (run, c) = st.longest_run;
             if run >= t.max_repeated_run {
                 out.push(reason(
                     "repeated_characters",
@@ -439,13 +490,12 @@ impl ValidationPlugin for BasicPlugin {
                 "the correction repeats the answer it corrects".into(),
             ));
         }
-        for (field, text) in item.texts() {
-            let non_space = text.chars().filter(|c| !c.is_whitespace()).count();
+        for (field, st) in &stats {
+            let non_space = st.non_space;
             if non_space < t.letter_ratio_min_chars {
                 continue;
             }
-            let letters = text.chars().filter(|c| c.is_alphabetic()).count();
-            let ratio = letters as f64 / non_space as f64;
+            let ratio = st.letters as f64 / non_space as f64;
             if ratio < t.min_letter_ratio {
                 out.push(reason(
                     "low_letter_ratio",
@@ -459,19 +509,8 @@ impl ValidationPlugin for BasicPlugin {
                 break;
             }
         }
-        for (field, text) in item.texts() {
-            // Words of two or more letters; a word is "shouted" if it has no lower case.
-            // Counting words rather than letters keeps SQL keywords in a sentence fine.
-            let (mut shouted, mut words) = (0usize, 0usize);
-            for word in text.split(|c: char| !c.is_alphabetic()) {
-                if word.chars().count() < 2 {
-                    continue;
-                }
-                words += 1;
-                if !word.chars().any(char::is_lowercase) {
-                    shouted += 1;
-                }
-            }
+        for (field, st) in &stats {
+            let (shouted, words) = (st.shouted_words, st.words);
             if words >= t.shouting_min_words
                 && shouted as f64 >= t.max_uppercase_ratio * words as f64
             {
@@ -964,6 +1003,52 @@ mod tests {
                 plugin.spam_keyword(&text),
                 naive_spam_keyword(&configured, &text)
             );
+        }
+    }
+    /// The character rules' inputs computed one rule at a time, as the plugin once did.
+    fn stats_one_by_one(text: &str) -> TextStats {
+        let mut best = (0, ' ');
+        let mut current = (0usize, '\0');
+        for c in text.chars() {
+            current = if c == current.1 {
+                (current.0 + 1, c)
+            } else {
+                (1, c)
+            };
+            if !c.is_whitespace() && current.0 > best.0 {
+                best = current;
+            }
+        }
+        let words: Vec<&str> = text
+            .split(|c: char| !c.is_alphabetic())
+            .filter(|w| w.chars().count() >= 2)
+            .collect();
+        TextStats {
+            longest_run: best,
+            non_space: text.chars().filter(|c| !c.is_whitespace()).count(),
+            letters: text.chars().filter(|c| c.is_alphabetic()).count(),
+            words: words.len(),
+            shouted_words: words
+                .iter()
+                .filter(|w| !w.chars().any(char::is_lowercase))
+                .count(),
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass statistics equal the rule-by-rule ones.
+        #[test]
+        fn text_stats_match_the_rule_by_rule_count(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "a", "A", "aaa", "AAA", " ", "  ", "\t", "!", "!!!", "9", "\u{e9}",
+                    "\u{c9}", "\u{3b1}", "\u{391}", "\u{4e2d}", "\u{2003}", "SQL", "x",
+                ]),
+                0..20,
+            ),
+        ) {
+            let text: String = pieces.concat();
+            proptest::prop_assert_eq!(TextStats::of(&text), stats_one_by_one(&text));
         }
     }
 }

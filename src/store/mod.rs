@@ -1484,14 +1484,7 @@ mod tests {
         let mut item = small_item("f1");
         item.comment = Some("first words".into());
         store
-            .insert_feedback_once(
-                &actor,
-                &item,
-                IdSource::Given,
-                ChangeAction::Submit,
-                None,
-                SyncMode::Wait,
-            )
+            .insert_feedback(&actor, &item, ChangeAction::Submit, SyncMode::Wait)
             .unwrap();
         assert!(raw_creation(&store, "f1").changes.is_empty());
         let shown = store.feedback_history("acme", "f1").unwrap();
@@ -1535,12 +1528,10 @@ mod tests {
         let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
         let actor = Actor::new("acme", "alice");
         store
-            .insert_feedback_once(
+            .insert_feedback(
                 &actor,
                 &small_item("ok"),
-                IdSource::Given,
                 ChangeAction::Submit,
-                None,
                 SyncMode::Wait,
             )
             .unwrap();
@@ -1548,23 +1539,19 @@ mod tests {
         // This write is in sled when its sync fails: the client hears an error.
         assert!(
             store
-                .insert_feedback_once(
+                .insert_feedback(
                     &actor,
                     &small_item("failed"),
-                    IdSource::Given,
                     ChangeAction::Submit,
-                    None,
                     SyncMode::Wait
                 )
                 .is_err()
         );
         let before = store.records_of("acme").count();
-        let refused = store.insert_feedback_once(
+        let refused = store.insert_feedback(
             &actor,
             &small_item("refused"),
-            IdSource::Given,
             ChangeAction::Submit,
-            None,
             SyncMode::Wait,
         );
         assert!(
@@ -1588,14 +1575,7 @@ mod tests {
         f.question = "q".repeat(100);
         f.answer = "a".repeat(100);
         store
-            .insert_feedback_once(
-                &actor,
-                &f,
-                IdSource::Given,
-                ChangeAction::Submit,
-                None,
-                SyncMode::Wait,
-            )
+            .insert_feedback(&actor, &f, ChangeAction::Submit, SyncMode::Wait)
             .unwrap();
         assert_eq!(
             store.syncer.blobs_synced(),
@@ -1605,14 +1585,7 @@ mod tests {
         f.id = "bigger".into();
         f.question = "\u{20ac}".repeat(70_000);
         store
-            .insert_feedback_once(
-                &actor,
-                &f,
-                IdSource::Given,
-                ChangeAction::Submit,
-                None,
-                SyncMode::Wait,
-            )
+            .insert_feedback(&actor, &f, ChangeAction::Submit, SyncMode::Wait)
             .unwrap();
         let blobs = std::fs::read_dir(dir.path().join("sled").join("blobs"))
             .map(|d| d.count())
