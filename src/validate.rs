@@ -277,10 +277,12 @@ impl BasicPlugin {
             lowered.as_str()
         };
         let Some(finder) = &self.finder else {
+            // Without the automaton there is no case folding: search lower-cased text.
+            let lower = text.to_lowercase();
             return self
                 .keywords
                 .iter()
-                .find(|k| contains_word(hay, k))
+                .find(|k| contains_word(&lower, k))
                 .map(String::as_str);
         };
         let mut first: Option<usize> = None;

@@ -403,8 +403,14 @@ impl Drop for FinishOnDrop<'_> {
         };
         let service = Arc::clone(self.service);
         let finish = async move {
-            if service.store.durable(pending.ticket).await.is_ok() {
-                service.finish_submit(pending);
+            match service.store.durable(pending.ticket).await {
+                Ok(()) => {
+                    service.finish_submit(pending);
+                }
+                Err(e) => tracing::error!(
+                    id = %pending.feedback.id,
+                    "a submit whose client left was not made durable: {e}"
+                ),
             }
         };
         match tokio::runtime::Handle::try_current() {

@@ -90,13 +90,15 @@ struct Shared {
     data_file: File,
     mode: Durability,
     state: Mutex<State>,
-    /// Wakes the worker when a sync is requested (or on stop).
+    /// Wakes the worker when a sync is requested, when a gathering sync has its writers or
+    /// the last sync's waiters are back at work, and on stop.
     work: Condvar,
     /// Wakes blocking waiters when a sync completed or failed.
     done: Condvar,
-    /// Wakes async waiters likewise, one slot per ticket parity. A waiter's ticket is the
-    /// sync under way or the next one, so each slot wakes only the waiters of the sync that
-    /// just ended, not also those of the next one (which would only go back to sleep).
+    /// Wakes async waiters likewise, one slot per ticket parity. A ticket names the next
+    /// sync to start, so while one sync runs its waiters and those of the next one sleep
+    /// in different slots: each slot wakes only the waiters of the sync that just ended,
+    /// not also those of the next one (which would only go back to sleep).
     waiters: [tokio::sync::Notify; 2],
     /// Serialises syncs without group commit.
     solo: Mutex<()>,
@@ -292,13 +294,18 @@ impl Shared {
                 }
             }
             self.done.notify_all();
-            if st.poisoned.is_some() {
+            // Outside the lock, which each woken waiter takes at once. A waiter registers
+            // with its slot before it checks under the lock, so none is missed.
+            let failed = st.poisoned.is_some();
+            drop(st);
+            if failed {
                 self.waiters
                     .iter()
                     .for_each(tokio::sync::Notify::notify_waiters);
             } else {
                 self.waiters[slot(number)].notify_waiters();
             }
+            st = self.state.lock();
         }
     }
 }

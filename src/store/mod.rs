@@ -383,7 +383,8 @@ struct IdempotencyRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdSource {
     /// Minted for this insert by the service's time-ordered generator: strictly increasing
-    /// within the process, with 80 random bits behind a new millisecond, so no stored item
+    /// within the process (a fresh random ULID only if its counter overflows within one
+    /// millisecond), with 80 random bits behind each new millisecond, so no stored item
     /// can have it and the sled read is skipped.
     Minted,
     /// Given by the caller (an import, a dump): checked against the stored items.
@@ -1074,10 +1075,15 @@ impl Store {
         for r in records {
             self.feedback.remove(keys::record(org, &r.feedback.id))?;
         }
-        for a in adapters {
-            let key = keys::record(org, &a.id);
-            self.known_adapters.write().remove(&key);
-            self.adapters.remove(key)?;
+        {
+            // Under the adapter lock, and out of sled before out of the cache: a submit
+            // racing this cannot find the adapter in sled and remember it again.
+            let _guard = self.adapter_lock.lock();
+            for a in adapters {
+                let key = keys::record(org, &a.id);
+                self.adapters.remove(key.as_slice())?;
+                self.known_adapters.write().remove(&key);
+            }
         }
         self.unload_history(org, records.iter().map(|r| r.feedback.id.as_str()))?;
         for a in adapters {
@@ -1253,7 +1259,9 @@ impl Store {
     /// A new item's creation entry is stored without its field changes, which would only
     /// repeat the record (half the bytes of a submit): while the item is at version 1 they
     /// are read off the record here, and its first update writes them out in full. Items
-    /// loaded from a dump get the same treatment.
+    /// loaded from a dump (whose `import` entry never listed fields) get the same
+    /// treatment from this version on; one loaded and then updated by an earlier build
+    /// keeps an `import` entry without fields.
     pub fn feedback_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
         let Some(current) = self.get_feedback(org, id)? else {
             return Ok(Vec::new());
