@@ -2,8 +2,11 @@
 //! `GET /feedback/{id}` and `GET /feedback/by-adapter/{id}` under the same load, and the
 //! ceiling of the same machine: an axum handler that only checks the token and returns 201.
 //!
-//! Full run: `cargo bench --bench http_load -- [--secs 5] [--conns 1,16,64,256] [--only POST]`
-//! (`--only` keeps the rows whose label contains the text, e.g. to profile one of them).
+//! Full run: `cargo bench --bench http_load -- [--secs 5] [--rounds 5] [--conns 1,16,64,256]
+//! [--only POST]` (`--only` keeps the rows whose label contains the text, e.g. to profile
+//! one of them). The ceiling and the durable submits alternate in `--rounds` rounds that
+//! share each row's `--secs`, so a slow spell of a shared machine weighs on both rows alike
+//! and their ratio stays comparable.
 //! Under `cargo test` it runs a short smoke version so it never rots.
 //!
 //! The server runs as a separate `feedgraph serve` process (release build under
@@ -20,6 +23,8 @@ use feedgraph::http::auth::{Authenticator, Role, mint};
 
 struct Opts {
     secs: f64,
+    /// Rounds in which the ceiling and the durable submits alternate.
+    rounds: usize,
     conns: Vec<usize>,
     /// Run only the rows whose label contains this (e.g. `POST`, `ceiling`, `GET`).
     only: Option<String>,
@@ -37,12 +42,14 @@ fn opts() -> Opts {
     let mut o = if bench {
         Opts {
             secs: 5.0,
+            rounds: 5,
             conns: vec![1, 16, 64, 256],
             only: None,
         }
     } else {
         Opts {
             secs: 0.3,
+            rounds: 2,
             conns: vec![1, 4],
             only: None,
         }
@@ -52,6 +59,13 @@ fn opts() -> Opts {
         match a.as_str() {
             "--only" => o.only = it.next().cloned(),
             "--secs" => o.secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(o.secs),
+            "--rounds" => {
+                o.rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(o.rounds)
+                    .max(1)
+            }
             "--conns" => {
                 o.conns = it
                     .next()
@@ -108,6 +122,14 @@ struct Run {
 }
 
 impl Run {
+    /// Adds another run of the same row (a later round).
+    fn add(&mut self, other: Run) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.lat_us.extend(other.lat_us);
+        self.secs += other.secs;
+    }
+
     fn row(&mut self, what: &str, conns: usize) -> String {
         self.lat_us.sort_unstable();
         let p = |q: f64| {
@@ -251,22 +273,32 @@ fn main() {
         }
         println!("| request | connections | requests/s | p50 ms | p99 ms | errors |");
         println!("|---|---|---|---|---|---|");
+        let rows = [
+            ("ceiling: token check + 201", &ceiling.base),
+            ("POST /feedback (durable)", &server.base),
+        ];
         for &conns in &o.conns {
-            for (what, base) in [
-                ("ceiling: token check + 201", &ceiling.base),
-                ("POST /feedback (durable)", &server.base),
-            ] {
-                if !o.wants(what) {
-                    continue;
+            let mut totals: Vec<Run> = rows.iter().map(|_| Run::default()).collect();
+            for _ in 0..o.rounds {
+                for ((what, base), total) in rows.iter().zip(totals.iter_mut()) {
+                    if !o.wants(what) {
+                        continue;
+                    }
+                    let (t, url) = (token.clone(), format!("{base}/api/v1/llm/feedback"));
+                    let make: MakeRequest = Arc::new(move |cl, c, n| {
+                        cl.post(&url)
+                            .bearer_auth(t.as_str())
+                            .header("content-type", "application/json")
+                            .body(body(c, n))
+                    });
+                    let secs = o.secs / o.rounds as f64;
+                    total.add(drive(conns, secs, 201, make).await);
                 }
-                let (t, url) = (token.clone(), format!("{base}/api/v1/llm/feedback"));
-                let make: MakeRequest = Arc::new(move |cl, c, n| {
-                    cl.post(&url)
-                        .bearer_auth(t.as_str())
-                        .header("content-type", "application/json")
-                        .body(body(c, n))
-                });
-                println!("{}", drive(conns, o.secs, 201, make).await.row(what, conns));
+            }
+            for ((what, _), total) in rows.iter().zip(totals.iter_mut()) {
+                if o.wants(what) {
+                    println!("{}", total.row(what, conns));
+                }
             }
         }
         // Reads under load: ids from the store.

@@ -96,7 +96,7 @@ def main():
             row.append(f"{w / ms * 1000:,.0f}/s" if ms else "-")
         print(f"| {w} | {row[0]} | {row[1]} |")
     print()
-    print("HTTP (`cargo bench --bench http_load -- --secs 5`, client and server on the same 2 cores):\n")
+    print("HTTP (`cargo bench --bench http_load -- --secs 10`: per row and connection count 10 s, in 5 rounds that alternate the ceiling and the submits; client and server on the same 2 cores):\n")
     with open(os.path.join(a.work, "http.md")) as f:
         print(f.read())
 
