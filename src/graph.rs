@@ -832,30 +832,7 @@ mod tests {
             g.upsert_adapter(&adapter(id, parent, 1));
         }
         for i in 0..6 {
-            let f = Feedback {
-                id: format!("f{i}"),
-                org_id: "t".into(),
-                feedback_type: FeedbackType::Positive,
-                validation_status: ValidationStatus::Approved,
-                validation_reasons: Vec::new(),
-                created_at: 1,
-                updated_at: 1,
-                version: 1,
-                used_for_training: false,
-                training_batch_id: 0,
-                model_version: None,
-                adapter_id: None,
-                adapter_version: None,
-                user_id: None,
-                session_id: None,
-                interaction_id: None,
-                score: None,
-                question: String::new(),
-                answer: String::new(),
-                correction: None,
-                comment: None,
-                metadata: Metadata::default(),
-            };
+            let f = Feedback::sample(&format!("f{i}"), "t");
             g.upsert_feedback(&f);
             for a in ["a", "b", "root"].iter().take(i % 3 + 1) {
                 assert!(g.add_link(&link(&f.id, a)));

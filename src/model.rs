@@ -428,6 +428,37 @@ impl IdGenerator {
 }
 
 #[cfg(test)]
+impl Feedback {
+    /// A test item: version 1, positive, approved, unused, empty texts, no optional field.
+    pub(crate) fn sample(id: &str, org: &str) -> Feedback {
+        Feedback {
+            id: id.into(),
+            org_id: org.into(),
+            feedback_type: FeedbackType::Positive,
+            validation_status: ValidationStatus::Approved,
+            validation_reasons: Vec::new(),
+            created_at: 1,
+            updated_at: 1,
+            version: 1,
+            used_for_training: false,
+            training_batch_id: 0,
+            model_version: None,
+            adapter_id: None,
+            adapter_version: None,
+            user_id: None,
+            session_id: None,
+            interaction_id: None,
+            score: None,
+            question: String::new(),
+            answer: String::new(),
+            correction: None,
+            comment: None,
+            metadata: Metadata::default(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

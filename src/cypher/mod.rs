@@ -305,34 +305,15 @@ pub fn named_queries() -> Vec<NamedQuery> {
 mod tests {
     use super::plan::{Op, Sink};
     use super::*;
-    use crate::model::ValidationStatus;
-    use crate::model::{Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Metadata};
+    use crate::model::{Adapter, Feedback, FeedbackLink, LinkSource, Metadata};
 
     fn feedback(id: &str, adapter: Option<&str>) -> Feedback {
-        Feedback {
-            id: id.into(),
-            org_id: "t".into(),
-            feedback_type: FeedbackType::Positive,
-            validation_status: ValidationStatus::Approved,
-            validation_reasons: Vec::new(),
-            created_at: 1,
-            updated_at: 1,
-            version: 1,
-            used_for_training: false,
-            training_batch_id: 0,
-            model_version: Some("m".into()),
-            adapter_id: adapter.map(str::to_owned),
-            adapter_version: None,
-            user_id: None,
-            session_id: None,
-            interaction_id: None,
-            score: None,
-            question: "q".into(),
-            answer: "a".into(),
-            correction: None,
-            comment: None,
-            metadata: Metadata::default(),
-        }
+        let mut f = Feedback::sample(id, "t");
+        f.model_version = Some("m".into());
+        f.adapter_id = adapter.map(str::to_owned);
+        f.question = "q".into();
+        f.answer = "a".into();
+        f
     }
 
     /// Two adapters (child -> root) and three feedback items linked to them.

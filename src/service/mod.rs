@@ -1087,7 +1087,9 @@ impl Service {
         for r in self.store.scan_records() {
             let r = r?;
             let f = &r.feedback;
-            let versions = self.store.feedback_history_versions(&f.org_id, &f.id)?;
+            let versions = self
+                .store
+                .feedback_history_versions(&f.org_id, &f.id, f.version)?;
             if versions != (1..=f.version).collect::<Vec<_>>() {
                 return Ok(Some(format!(
                     "feedback '{}' of '{}' is at version {} but its history has {versions:?}",
@@ -1278,30 +1280,7 @@ mod tests {
     fn graph_with(ids: &[u32]) -> OrgGraph {
         let mut g = OrgGraph::default();
         for id in ids {
-            let f = Feedback {
-                id: format!("f{id:06}"),
-                org_id: "o".into(),
-                feedback_type: FeedbackType::Positive,
-                validation_status: ValidationStatus::Approved,
-                created_at: 1,
-                updated_at: 1,
-                version: 1,
-                used_for_training: false,
-                training_batch_id: 0,
-                model_version: None,
-                adapter_id: None,
-                adapter_version: None,
-                user_id: None,
-                session_id: None,
-                interaction_id: None,
-                score: None,
-                correction: None,
-                comment: None,
-                validation_reasons: Vec::new(),
-                question: String::new(),
-                answer: String::new(),
-                metadata: Default::default(),
-            };
+            let f = Feedback::sample(&format!("f{id:06}"), "o");
             g.upsert_feedback(&f);
         }
         g

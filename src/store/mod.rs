@@ -1277,10 +1277,15 @@ impl Store {
         Ok(entries)
     }
 
-    /// The version numbers of a feedback item's committed history, oldest first (for
-    /// checks: cheaper than [`Store::feedback_history`], which renders the creation).
-    pub fn feedback_history_versions(&self, org: &str, id: &str) -> Result<Vec<u64>, StoreError> {
-        let up_to = self.get_feedback(org, id)?.map_or(0, |f| f.version);
+    /// The version numbers of a feedback item's committed history up to `up_to` (the
+    /// record's version, which the caller has read), oldest first. For checks: cheaper
+    /// than [`Store::feedback_history`], which reads the record and renders the creation.
+    pub fn feedback_history_versions(
+        &self,
+        org: &str,
+        id: &str,
+        up_to: u64,
+    ) -> Result<Vec<u64>, StoreError> {
         Ok(self
             .history_of(org, keys::KIND_FEEDBACK, id, up_to)?
             .iter()
@@ -1451,30 +1456,10 @@ mod tests {
 
     /// A version-1 approved item with short texts and no optional fields.
     fn small_item(id: &str) -> Feedback {
-        Feedback {
-            id: id.into(),
-            org_id: "acme".into(),
-            feedback_type: FeedbackType::Positive,
-            validation_status: ValidationStatus::Approved,
-            created_at: 1,
-            updated_at: 1,
-            version: 1,
-            used_for_training: false,
-            training_batch_id: 0,
-            model_version: None,
-            adapter_id: None,
-            adapter_version: None,
-            user_id: None,
-            session_id: None,
-            interaction_id: None,
-            score: None,
-            correction: None,
-            comment: None,
-            validation_reasons: Vec::new(),
-            question: "q?".into(),
-            answer: "a.".into(),
-            metadata: Metadata::default(),
-        }
+        let mut f = Feedback::sample(id, "acme");
+        f.question = "q?".into();
+        f.answer = "a.".into();
+        f
     }
 
     /// The creation entry as stored, not as [`Store::feedback_history`] shows it.
@@ -1525,7 +1510,7 @@ mod tests {
         assert_eq!(after.len(), 2);
         assert_eq!(after[0], shown[0]);
         assert_eq!(
-            store.feedback_history_versions("acme", "f1").unwrap(),
+            store.feedback_history_versions("acme", "f1", 2).unwrap(),
             vec![1, 2]
         );
     }
