@@ -65,7 +65,6 @@ fn open() -> (Service, String, Option<tempfile::TempDir>) {
 
 fn hottest_adapter(s: &Service, org: &str) -> String {
     let g = s.graph().org(org).expect("org has data");
-    let g = g.read();
     let best = (0..g.adapters().len() as u32)
         .max_by_key(|&a| g.adapter_feedback(a).count())
         .expect("at least one adapter");
@@ -91,7 +90,7 @@ fn bench(c: &mut Criterion) {
     let big = s
         .graph()
         .org(&org)
-        .is_some_and(|g| g.read().feedback().len() > 200_000);
+        .is_some_and(|g| g.feedback().len() > 200_000);
     let lineage_limited = format!("{SEED_LINEAGE} LIMIT 10000");
     let (lineage_name, lineage_query) = if big {
         ("seed_lineage_limit_10000", lineage_limited.as_str())

@@ -93,7 +93,6 @@ fn seed_queries_match_the_independent_computation() {
         }
         let params = case["params"].as_object().unwrap();
         let graph = service.graph().org(org).unwrap();
-        let graph = graph.read();
         let text = StoreText {
             service: &service,
             org,
@@ -173,7 +172,6 @@ fn seed_queries_run_on_every_org_of_the_fixtures() {
     params.insert("root".into(), "base_model".into());
     for org in ["acme", "globex", "initech"] {
         let graph = service.graph().org(org).unwrap();
-        let graph = graph.read();
         for q in cypher::named_queries() {
             let r = cypher::execute(
                 &graph,

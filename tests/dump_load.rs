@@ -89,7 +89,6 @@ fn dump_then_load_gives_the_same_graph() {
     assert_eq!((summary.adapters, summary.feedback), (1, 1));
     assert_eq!(t.verify().unwrap(), None);
     let g = t.graph().org("acme").unwrap();
-    let g = g.read();
     let row = g.adapter_row("late_child").unwrap();
     assert_eq!(g.adapter_feedback(row).count(), 1);
     drop(g);

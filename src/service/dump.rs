@@ -219,8 +219,7 @@ impl Service {
         };
         // Pass 1: collect and check everything. What already exists is looked up in the
         // graph index (every stored record is in it), not in sled, one lookup per line.
-        let existing_graph = self.graph.org(org);
-        let existing = existing_graph.as_ref().map(|g| g.read());
+        let existing = self.graph.org(org);
         let mut adapters: Vec<Adapter> = Vec::new();
         let mut adapter_line: FxHashMap<String, usize> = FxHashMap::default();
         let mut parents: FxHashMap<String, (String, usize)> = FxHashMap::default();
@@ -489,10 +488,10 @@ impl Service {
             Some(graph) => {
                 if !self.graph.install(org, graph) {
                     // Someone else wrote to the org meanwhile: merge into the live graph.
-                    self.graph.apply_records(org, &changes);
+                    self.graph.apply_records(org, &changes).wait();
                 }
             }
-            None => self.graph.apply_records(org, &changes),
+            None => self.graph.apply_records(org, &changes).wait(),
         }
         // Freeing a million records takes most of a second; the caller need not wait.
         std::thread::spawn(move || drop(changes));

@@ -43,16 +43,13 @@ impl Service {
         )?;
         let mut children: Vec<String> = match self.graph.org(org) {
             None => Vec::new(),
-            Some(g) => {
-                let g = g.read();
-                match g.adapter_row(id) {
-                    None => Vec::new(),
-                    Some(row) => g
-                        .children(row)
-                        .map(|c| g.strings().resolve(g.adapters()[c as usize].id).to_owned())
-                        .collect(),
-                }
-            }
+            Some(g) => match g.adapter_row(id) {
+                None => Vec::new(),
+                Some(row) => g
+                    .children(row)
+                    .map(|c| g.strings().resolve(g.adapters()[c as usize].id).to_owned())
+                    .collect(),
+            },
         };
         children.sort();
         Ok(AdapterSummary {
@@ -69,7 +66,6 @@ impl Service {
             id: id.to_owned(),
         };
         let g = self.graph.org(org).ok_or_else(not_found)?;
-        let g = g.read();
         let mut row = g.adapter_row(id).ok_or_else(not_found)?;
         let mut out = Vec::new();
         // DERIVED_FROM is acyclic (checked on every write); the bound is a safety net.
@@ -97,7 +93,6 @@ impl Service {
             id: id.to_owned(),
         };
         let g = self.graph.org(org).ok_or_else(not_found)?;
-        let g = g.read();
         let root = g.adapter_row(id).ok_or_else(not_found)?;
         let family = adapter_family(&g, root, true);
         let mut depth = std::collections::HashMap::from([(root, 0usize)]);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::graph::{FeedbackNode, GraphIndex, OrgGraph, Sym};
+use crate::graph::{Applied, FeedbackNode, GraphIndex, OrgGraph, Sym};
 use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FeedbackType, HistoryVersion,
     IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
@@ -405,7 +405,8 @@ impl Drop for FinishOnDrop<'_> {
         let finish = async move {
             match service.store.durable(pending.ticket).await {
                 Ok(()) => {
-                    service.finish_submit(pending);
+                    // Nobody waits for it; the graph thread publishes it if it queued.
+                    let _applied = service.finish_submit(pending);
                 }
                 Err(e) => tracing::error!(
                     id = %pending.feedback.id,
@@ -475,7 +476,9 @@ impl Service {
     ) -> Result<(Feedback, bool), ServiceError> {
         let pending = self.begin_submit(actor, new, key)?;
         self.store.wait_ticket(pending.ticket)?;
-        Ok(self.finish_submit(pending))
+        let (feedback, replay, applied) = self.finish_submit(pending);
+        applied.wait();
+        Ok((feedback, replay))
     }
 
     /// [`Service::submit_idempotent`] for async callers: the sled writes run on the
@@ -502,9 +505,11 @@ impl Service {
         // From here on nothing is left for the guard: a failed sync indexes nothing.
         let pending = unfinished.pending.take();
         durable?;
-        pending
-            .map(|p| self.finish_submit(p))
-            .ok_or_else(|| ServiceError::Internal("the submit was finished twice".into()))
+        let pending = pending
+            .ok_or_else(|| ServiceError::Internal("the submit was finished twice".into()))?;
+        let (feedback, replay, applied) = self.finish_submit(pending);
+        applied.wait_async().await;
+        Ok((feedback, replay))
     }
 
     /// Validates and writes a submission (or finds its idempotent original) and asks for
@@ -555,12 +560,14 @@ impl Service {
         })
     }
 
-    /// Indexes a durable submission; returns the item and whether it was a replay.
-    fn finish_submit(&self, pending: PendingSubmit) -> (Feedback, bool) {
-        if let Some(changes) = &pending.changes {
-            self.graph.apply(&pending.org, changes);
-        }
-        (pending.feedback, pending.replay)
+    /// Indexes a durable submission; returns the item, whether it was a replay, and the
+    /// graph's progress on it (to wait for before answering: read-your-writes).
+    fn finish_submit(&self, pending: PendingSubmit) -> (Feedback, bool, Applied) {
+        let applied = match &pending.changes {
+            Some(changes) => self.graph.apply(&pending.org, changes),
+            None => Applied::default(),
+        };
+        (pending.feedback, pending.replay, applied)
     }
 
     fn submit_with(
@@ -575,7 +582,7 @@ impl Service {
         check_org(&actor.org)?;
         let fb = self.prepare(new, id, created_at, &actor.org)?;
         let changes = self.store.insert_feedback(actor, &fb, action, sync)?;
-        self.graph.apply(&actor.org, &changes);
+        self.graph.apply(&actor.org, &changes).wait();
         Ok(fb)
     }
 
@@ -670,10 +677,7 @@ impl Service {
         let limit = effective_limit(q.limit)?;
         let (ids, more) = match self.graph.org(org) {
             None => (Vec::new(), false),
-            Some(g) => {
-                let g = g.read();
-                collect_page(&g, q, limit)
-            }
+            Some(g) => collect_page(&g, q, limit),
         };
         let next_cursor = if more {
             ids.last().map(|s| s.to_string())
@@ -692,7 +696,6 @@ impl Service {
         let ids = match self.graph.org(org) {
             None => Vec::new(),
             Some(g) => {
-                let g = g.read();
                 let mut ids: Vec<Arc<str>> = g
                     .session_rows(session)
                     .iter()
@@ -710,7 +713,6 @@ impl Service {
         let Some(g) = self.graph.org(org) else {
             return Ok(Stats::default());
         };
-        let g = g.read();
         let since = q
             .window_hours
             .map(|h| now_millis().saturating_sub(h.saturating_mul(3_600_000)));
@@ -785,7 +787,7 @@ impl Service {
             metadata,
         };
         let (changes, created) = self.store.link(actor, &link, sync)?;
-        self.graph.apply(&actor.org, &changes);
+        self.graph.apply(&actor.org, &changes).wait();
         let link = match changes.links.into_iter().next() {
             Some(l) => l,
             None => self
@@ -821,7 +823,6 @@ impl Service {
         };
         let g = self.graph.org(org).ok_or_else(not_found)?;
         let (ids, total, more) = {
-            let g = g.read();
             let row = g.adapter_row(adapter_id).ok_or_else(not_found)?;
             let mut rows: Vec<&FeedbackNode> =
                 training::adapter_family(&g, row, q.include_descendants)
@@ -897,7 +898,7 @@ impl Service {
             record_version: 1,
         };
         let (changes, outcome) = self.store.create_adapter(actor, &adapter, sync)?;
-        self.graph.apply(&actor.org, &changes);
+        self.graph.apply(&actor.org, &changes).wait();
         let stored = match changes.adapters.into_iter().next() {
             Some(a) => a,
             None => self.get_adapter(&actor.org, &id)?,

@@ -57,10 +57,7 @@ impl Service {
             org,
         };
         let result = match self.graph.org(org) {
-            Some(g) => {
-                let g = g.read();
-                cypher::execute(&g, &source, text, params, &self.query_limits)
-            }
+            Some(g) => cypher::execute(&g, &source, text, params, &self.query_limits),
             None => {
                 let empty = crate::graph::OrgGraph::default();
                 cypher::execute(&empty, &source, text, params, &self.query_limits)

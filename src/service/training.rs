@@ -294,10 +294,7 @@ impl Service {
         let now = now_millis();
         let ids: Vec<String> = match self.graph.org(&actor.org) {
             None => Vec::new(),
-            Some(g) => {
-                let g = g.read();
-                self.select_claimable(&g, &req, limit, now)?
-            }
+            Some(g) => self.select_claimable(&g, &req, limit, now)?,
         };
         if ids.is_empty() {
             return Ok(None);
@@ -373,7 +370,7 @@ impl Service {
             )?;
         }
         self.store.make_durable()?;
-        self.graph.apply(&actor.org, &changes);
+        self.graph.apply(&actor.org, &changes).wait();
         let feedback = changes.feedback.into_iter().map(|r| r.feedback).collect();
         Ok(Some(Claimed {
             batch: BatchView::new(batch, now),
@@ -584,7 +581,7 @@ impl Service {
         self.store
             .put_batch(actor, &batch, ChangeAction::Commit, ch, SyncMode::Defer)?;
         self.store.make_durable()?;
-        self.graph.apply(&actor.org, &changes);
+        self.graph.apply(&actor.org, &changes).wait();
         Ok(BatchView::new(batch, now))
     }
 
@@ -636,7 +633,7 @@ impl Service {
             SyncMode::Defer,
         )?;
         self.store.make_durable()?;
-        self.graph.apply(&actor.org, &changes);
+        self.graph.apply(&actor.org, &changes).wait();
         Ok(BatchView::new(batch, now))
     }
 
@@ -714,7 +711,7 @@ impl Service {
             });
         }
         self.store.make_durable()?;
-        self.graph.apply(&actor.org, &changes);
+        self.graph.apply(&actor.org, &changes).wait();
         Ok(out)
     }
 
@@ -830,7 +827,6 @@ impl Service {
             }),
         }
         if let Some(g) = self.graph.org(org) {
-            let g = g.read();
             let mut derived = BTreeSet::new();
             for a in &impact.trained_adapters {
                 if let Some(row) = g.adapter_row(a) {
@@ -912,13 +908,15 @@ impl Service {
         let feedback = match updated {
             Some(r) => {
                 let f = r.feedback.clone();
-                self.graph.apply(
-                    &actor.org,
-                    &ChangeSet {
-                        feedback: vec![r],
-                        ..Default::default()
-                    },
-                );
+                self.graph
+                    .apply(
+                        &actor.org,
+                        &ChangeSet {
+                            feedback: vec![r],
+                            ..Default::default()
+                        },
+                    )
+                    .wait();
                 f
             }
             None => self.get(&actor.org, id)?,

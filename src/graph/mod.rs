@@ -8,7 +8,8 @@
 //! Layout choices for speed: strings of low cardinality (model versions, adapter, user and
 //! session ids) are interned to 4-byte symbols; node weights are just a row number into the
 //! typed column vectors; neighbours are walked through petgraph's adjacency lists without
-//! allocating. Each org has its own lock, so tenants never contend.
+//! allocating. Each org's graph is published as immutable snapshots ([`GraphIndex`], in
+//! `index.rs`): readers never lock, and tenants never contend.
 //!
 //! Edge shapes are fixed by construction, and the query engine relies on them: FEEDBACK_FOR
 //! always runs from a Feedback node to an Adapter node and is unique per pair; DERIVED_FROM
@@ -17,11 +18,10 @@
 //! and its children ([`OrgGraph::feedback_in`], [`OrgGraph::child_rows`]), so typed walks
 //! and in-degrees do not step through a popular adapter's whole mixed edge list.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use petgraph::Direction;
 use petgraph::graph::{EdgeIndex, Graph, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -30,7 +30,11 @@ use rustc_hash::FxHashMap;
 use crate::model::{
     Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Millis, ValidationStatus,
 };
-use crate::store::{ChangeSet, FeedbackHeadRef, Lease, Store, StoreError};
+use crate::store::{ChangeSet, FeedbackHeadRef, Lease};
+
+mod index;
+
+pub use index::{Applied, GraphIndex};
 
 /// An interned string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -590,137 +594,6 @@ pub struct CanonicalGraph {
     pub edges: BTreeSet<(&'static str, String, String, Millis, &'static str)>,
 }
 
-/// The graph of every org, each behind its own lock.
-#[derive(Debug, Default)]
-pub struct GraphIndex {
-    orgs: RwLock<HashMap<String, Arc<RwLock<OrgGraph>>>>,
-}
-
-impl GraphIndex {
-    /// An empty index.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Builds the index from every record in the store: adapters first (so parents
-    /// exist), then feedback, then edges.
-    pub fn build(store: &Store) -> Result<Self, StoreError> {
-        /// One org's graph while it is being built.
-        #[derive(Default)]
-        struct Building {
-            graph: OrgGraph,
-            ids: Vec<(Arc<str>, u32)>,
-            edges: Vec<(u32, u32, EdgeData)>,
-        }
-        let mut builds: HashMap<String, Building> = HashMap::new();
-        for a in store.scan_adapters() {
-            let a = a?;
-            builds
-                .entry(a.org_id.clone())
-                .or_default()
-                .graph
-                .upsert_adapter(&a);
-        }
-        // Records come in key order: org, then id. Ids are indexed once per org at the
-        // end, from that sorted order, and edges are added after every node exists (a
-        // record's edges are unique by construction, so no duplicate check is needed).
-        store.for_each_record_head(|r| {
-            let org = r.feedback.org_id;
-            let b = match builds.get_mut(org) {
-                Some(b) => b,
-                None => builds.entry(org.to_owned()).or_default(),
-            };
-            let row = b.graph.upsert_head(&r.feedback, r.lease, false);
-            b.ids.push((b.graph.feedback[row as usize].id.clone(), row));
-            for (i, l) in r.links.iter().enumerate() {
-                // A record lists each adapter once (links are added only if absent); a
-                // repeat would be a second edge between the same pair, so it is skipped.
-                if r.links[..i].iter().any(|p| p.adapter_id == l.adapter_id) {
-                    continue;
-                }
-                let a = b.graph.adapter_row_or_placeholder(l.adapter_id);
-                let data = EdgeData {
-                    kind: EdgeKind::FeedbackFor,
-                    created_at: l.created_at,
-                    source: l.source,
-                };
-                b.edges.push((row, a, data));
-            }
-        })?;
-        let mut orgs: HashMap<String, OrgGraph> = HashMap::with_capacity(builds.len());
-        for (org, b) in builds {
-            let mut g = b.graph;
-            g.feedback_by_id = b.ids.into_iter().collect();
-            for (f, a, data) in b.edges {
-                let (from, to) = (g.feedback[f as usize].node, g.adapters[a as usize].node);
-                g.graph.add_edge(from, to, data);
-                if let Some(list) = g.feedback_in.get_mut(a as usize) {
-                    list.push(f);
-                }
-            }
-            orgs.insert(org, g);
-        }
-        Ok(GraphIndex {
-            orgs: RwLock::new(
-                orgs.into_iter()
-                    .map(|(k, v)| (k, Arc::new(RwLock::new(v))))
-                    .collect(),
-            ),
-        })
-    }
-
-    /// The graph of `org`, if it has any data.
-    pub fn org(&self, org: &str) -> Option<Arc<RwLock<OrgGraph>>> {
-        self.orgs.read().get(org).cloned()
-    }
-
-    fn org_or_create(&self, org: &str) -> Arc<RwLock<OrgGraph>> {
-        if let Some(g) = self.org(org) {
-            return g;
-        }
-        self.orgs.write().entry(org.to_owned()).or_default().clone()
-    }
-
-    /// Applies a durable write's changes to `org`'s graph.
-    pub fn apply(&self, org: &str, changes: &ChangeSet) {
-        if changes.adapters.is_empty() && changes.feedback.is_empty() && changes.links.is_empty() {
-            return;
-        }
-        self.org_or_create(org).write().apply_changes(changes);
-    }
-
-    /// Applies loaded records, adding the FEEDBACK_FOR edges stored inside them.
-    pub fn apply_records(&self, org: &str, changes: &ChangeSet) {
-        if changes.adapters.is_empty() && changes.feedback.is_empty() && changes.links.is_empty() {
-            return;
-        }
-        let g = self.org_or_create(org);
-        let mut g = g.write();
-        g.apply_changes(changes);
-        g.apply_record_links(changes);
-    }
-
-    /// Org ids with a graph.
-    pub fn orgs(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.orgs.read().keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    /// Canonical forms of every org's graph.
-    pub fn canonical(&self) -> BTreeMap<String, CanonicalGraph> {
-        let orgs: Vec<(String, Arc<RwLock<OrgGraph>>)> = self
-            .orgs
-            .read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        orgs.into_iter()
-            .map(|(k, g)| (k, g.read().canonical()))
-            .collect()
-    }
-}
-
 /// Applying changes; for bulk loads, a new org's graph is built beside the live index while
 /// its records are written, and published once they are durable.
 impl OrgGraph {
@@ -755,19 +628,6 @@ impl OrgGraph {
                 self.add_link(l);
             }
         }
-    }
-}
-
-impl GraphIndex {
-    /// Publishes `graph` as the graph of `org` if the org has none yet, and says whether
-    /// it did (if not, the caller applies its changes to the live graph instead).
-    pub fn install(&self, org: &str, graph: OrgGraph) -> bool {
-        let mut orgs = self.orgs.write();
-        if orgs.contains_key(org) {
-            return false;
-        }
-        orgs.insert(org.to_owned(), Arc::new(RwLock::new(graph)));
-        true
     }
 }
 

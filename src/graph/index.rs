@@ -1,0 +1,475 @@
+//! The graph of every org, published as immutable snapshots.
+//!
+//! Readers take a snapshot (`Arc<OrgGraph>`) and work on it for as long as they like
+//! without holding any lock: a long graph query never stands in a writer's way. Writers
+//! hand their durable changes to the org's slot:
+//!
+//! - **In place** when nobody holds the current snapshot (the common case): the change is
+//!   applied under the slot's write lock, which is held for the microseconds the change
+//!   takes, never across I/O or a long computation.
+//! - **Copy on write** when a reader holds it: the change is queued, and the graph thread
+//!   (`feedgraph-graph`) copies the graph, applies every queued change, and publishes the
+//!   copy. Changes that arrive meanwhile join the same copy, so a long query costs the
+//!   writers of its org one copy, however many of them there are. The old snapshot is freed
+//!   when its last reader drops it.
+//!
+//! A writer that must show its change to its own next read (read-your-writes) waits for
+//! [`Applied`]: at once in the common case, after the copy otherwise; an async caller awaits
+//! it without holding a thread. Graph changes are idempotent and order-independent (a
+//! record's node takes its highest version, edges are added only if absent), so a change
+//! queued behind the copy and one applied in place never conflict.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::mpsc::{Sender, channel};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use tokio::sync::Notify;
+
+use super::{CanonicalGraph, EdgeData, EdgeKind, OrgGraph};
+use crate::store::{ChangeSet, Store, StoreError};
+
+/// One queued change: a write's [`ChangeSet`], and whether the FEEDBACK_FOR edges stored
+/// inside its records are to be added too (bulk loads).
+#[derive(Debug)]
+struct QueuedChange {
+    changes: ChangeSet,
+    record_links: bool,
+}
+
+impl QueuedChange {
+    fn apply_to(&self, g: &mut OrgGraph) {
+        apply_change(g, &self.changes, self.record_links);
+    }
+}
+
+fn apply_change(g: &mut OrgGraph, changes: &ChangeSet, record_links: bool) {
+    g.apply_changes(changes);
+    if record_links {
+        g.apply_record_links(changes);
+    }
+}
+
+/// Changes waiting for the graph thread, and how far the published snapshot has come.
+#[derive(Debug, Default)]
+struct Queue {
+    changes: Vec<QueuedChange>,
+    /// Sequence number of the newest change handed to the slot.
+    last_seq: u64,
+    /// Every change up to this sequence number is in the published snapshot.
+    applied_seq: u64,
+    /// The graph thread owns the queue's changes (it is copying or about to).
+    busy: bool,
+}
+
+/// One org's published snapshot and its pending changes.
+#[derive(Debug, Default)]
+struct OrgSlot {
+    /// The snapshot readers get. Locked only to clone the `Arc` or, when no reader holds
+    /// the snapshot, to apply a change in place.
+    current: RwLock<Arc<OrgGraph>>,
+    queue: Mutex<Queue>,
+    /// Wakes blocking waiters when `applied_seq` moves.
+    applied: Condvar,
+    /// Wakes async waiters when `applied_seq` moves.
+    applied_async: Notify,
+}
+
+impl OrgSlot {
+    fn new(graph: OrgGraph) -> OrgSlot {
+        OrgSlot {
+            current: RwLock::new(Arc::new(graph)),
+            ..OrgSlot::default()
+        }
+    }
+
+    fn snapshot(&self) -> Arc<OrgGraph> {
+        self.current.read().clone()
+    }
+
+    fn applied_seq(&self) -> u64 {
+        self.queue.lock().applied_seq
+    }
+
+    /// Applies one change in place if nothing else is queued and no reader holds the
+    /// snapshot; otherwise queues it. Returns the change's sequence number and whether the
+    /// caller must start the graph thread on this slot.
+    fn offer(&self, changes: &ChangeSet, record_links: bool) -> (u64, bool) {
+        let mut q = self.queue.lock();
+        q.last_seq += 1;
+        let seq = q.last_seq;
+        if !q.busy {
+            let mut current = self.current.write();
+            if let Some(g) = Arc::get_mut(&mut current) {
+                apply_change(g, changes, record_links);
+                q.applied_seq = seq;
+                return (seq, false);
+            }
+        }
+        // Copied only when it has to wait: a write applied in place (and a bulk load's
+        // million records) is never cloned.
+        q.changes.push(QueuedChange {
+            changes: changes.clone(),
+            record_links,
+        });
+        let start = !q.busy;
+        q.busy = true;
+        (seq, start)
+    }
+
+    /// The graph thread's work on this slot: publish every queued change, copying the
+    /// graph when a reader holds the current snapshot, until the queue is empty.
+    fn drain(&self) {
+        loop {
+            let (mut batch, mut upto) = {
+                let mut q = self.queue.lock();
+                if q.changes.is_empty() {
+                    q.busy = false;
+                    return;
+                }
+                (std::mem::take(&mut q.changes), q.last_seq)
+            };
+            let in_place = {
+                let mut current = self.current.write();
+                match Arc::get_mut(&mut current) {
+                    Some(g) => {
+                        batch.iter().for_each(|c| c.apply_to(g));
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if !in_place {
+                // The copy is made with no lock held: readers keep reading the old
+                // snapshot and writers keep queueing.
+                let mut copy = OrgGraph::clone(&self.snapshot());
+                batch.iter().for_each(|c| c.apply_to(&mut copy));
+                // Changes queued while copying join this copy rather than wait for another.
+                {
+                    let mut q = self.queue.lock();
+                    batch = std::mem::take(&mut q.changes);
+                    upto = q.last_seq;
+                }
+                batch.iter().for_each(|c| c.apply_to(&mut copy));
+                *self.current.write() = Arc::new(copy);
+            }
+            self.queue.lock().applied_seq = upto;
+            self.applied.notify_all();
+            self.applied_async.notify_waiters();
+        }
+    }
+}
+
+/// A write's change as seen by the graph: done, or waiting for the graph thread's copy.
+/// Dropping it does not lose the change; it only stops waiting for it.
+#[derive(Debug, Default)]
+#[must_use = "wait for the change when the caller's next read must show it"]
+pub struct Applied {
+    pending: Option<(Arc<OrgSlot>, u64)>,
+}
+
+impl Applied {
+    /// True when the published snapshot shows the change.
+    pub fn is_done(&self) -> bool {
+        self.pending
+            .as_ref()
+            .is_none_or(|(slot, seq)| slot.applied_seq() >= *seq)
+    }
+
+    /// Blocks until the published snapshot shows the change. For blocking callers only
+    /// (the blocking pool, the CLI), never on a runtime thread.
+    pub fn wait(self) {
+        if let Some((slot, seq)) = self.pending {
+            let mut q = slot.queue.lock();
+            while q.applied_seq < seq {
+                slot.applied.wait(&mut q);
+            }
+        }
+    }
+
+    /// Waits, as a future, until the published snapshot shows the change.
+    pub async fn wait_async(self) {
+        let Some((slot, seq)) = self.pending else {
+            return;
+        };
+        loop {
+            let notified = slot.applied_async.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a publish between the check and the await
+            // still wakes this waiter.
+            notified.as_mut().enable();
+            if slot.applied_seq() >= seq {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The graph of every org, each published as snapshots (see the module comment).
+#[derive(Debug, Default)]
+pub struct GraphIndex {
+    orgs: RwLock<HashMap<String, Arc<OrgSlot>>>,
+    /// The graph thread's inbox, started on first use.
+    worker: Mutex<Option<Sender<Arc<OrgSlot>>>>,
+}
+
+impl GraphIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds the index from every record in the store: adapters first (so parents
+    /// exist), then feedback, then edges.
+    pub fn build(store: &Store) -> Result<Self, StoreError> {
+        /// One org's graph while it is being built.
+        #[derive(Default)]
+        struct Building {
+            graph: OrgGraph,
+            ids: Vec<(Arc<str>, u32)>,
+            edges: Vec<(u32, u32, EdgeData)>,
+        }
+        let mut builds: HashMap<String, Building> = HashMap::new();
+        for a in store.scan_adapters() {
+            let a = a?;
+            builds
+                .entry(a.org_id.clone())
+                .or_default()
+                .graph
+                .upsert_adapter(&a);
+        }
+        // Records come in key order: org, then id. Ids are indexed once per org at the
+        // end, from that sorted order, and edges are added after every node exists (a
+        // record's edges are unique by construction, so no duplicate check is needed).
+        store.for_each_record_head(|r| {
+            let org = r.feedback.org_id;
+            let b = match builds.get_mut(org) {
+                Some(b) => b,
+                None => builds.entry(org.to_owned()).or_default(),
+            };
+            let row = b.graph.upsert_head(&r.feedback, r.lease, false);
+            b.ids.push((b.graph.feedback[row as usize].id.clone(), row));
+            for (i, l) in r.links.iter().enumerate() {
+                // A record lists each adapter once (links are added only if absent); a
+                // repeat would be a second edge between the same pair, so it is skipped.
+                if r.links[..i].iter().any(|p| p.adapter_id == l.adapter_id) {
+                    continue;
+                }
+                let a = b.graph.adapter_row_or_placeholder(l.adapter_id);
+                let data = EdgeData {
+                    kind: EdgeKind::FeedbackFor,
+                    created_at: l.created_at,
+                    source: l.source,
+                };
+                b.edges.push((row, a, data));
+            }
+        })?;
+        let mut orgs: HashMap<String, Arc<OrgSlot>> = HashMap::with_capacity(builds.len());
+        for (org, b) in builds {
+            let mut g = b.graph;
+            g.feedback_by_id = b.ids.into_iter().collect();
+            for (f, a, data) in b.edges {
+                let (from, to) = (g.feedback[f as usize].node, g.adapters[a as usize].node);
+                g.graph.add_edge(from, to, data);
+                if let Some(list) = g.feedback_in.get_mut(a as usize) {
+                    list.push(f);
+                }
+            }
+            orgs.insert(org, Arc::new(OrgSlot::new(g)));
+        }
+        Ok(GraphIndex {
+            orgs: RwLock::new(orgs),
+            worker: Mutex::new(None),
+        })
+    }
+
+    /// A snapshot of `org`'s graph, if the org has any data. It stays as it is however
+    /// long it is held; a later call sees later writes.
+    pub fn org(&self, org: &str) -> Option<Arc<OrgGraph>> {
+        self.slot(org).map(|s| s.snapshot())
+    }
+
+    fn slot(&self, org: &str) -> Option<Arc<OrgSlot>> {
+        self.orgs.read().get(org).cloned()
+    }
+
+    fn slot_or_create(&self, org: &str) -> Arc<OrgSlot> {
+        if let Some(s) = self.slot(org) {
+            return s;
+        }
+        self.orgs.write().entry(org.to_owned()).or_default().clone()
+    }
+
+    /// Applies a durable write's changes to `org`'s graph.
+    pub fn apply(&self, org: &str, changes: &ChangeSet) -> Applied {
+        self.offer(org, changes, false)
+    }
+
+    /// Applies loaded records, adding the FEEDBACK_FOR edges stored inside them.
+    pub fn apply_records(&self, org: &str, changes: &ChangeSet) -> Applied {
+        self.offer(org, changes, true)
+    }
+
+    fn offer(&self, org: &str, changes: &ChangeSet, record_links: bool) -> Applied {
+        if changes.adapters.is_empty() && changes.feedback.is_empty() && changes.links.is_empty() {
+            return Applied::default();
+        }
+        let slot = self.slot_or_create(org);
+        let (seq, start) = slot.offer(changes, record_links);
+        if start {
+            self.start_drain(&slot);
+        }
+        if slot.applied_seq() >= seq {
+            Applied::default()
+        } else {
+            Applied {
+                pending: Some((slot, seq)),
+            }
+        }
+    }
+
+    /// Hands a slot with queued changes to the graph thread, starting it if needed. If the
+    /// thread cannot be started the slot is drained here: slower for this caller, but no
+    /// change is ever left behind.
+    fn start_drain(&self, slot: &Arc<OrgSlot>) {
+        let mut worker = self.worker.lock();
+        if let Some(tx) = worker.as_ref()
+            && tx.send(slot.clone()).is_ok()
+        {
+            return;
+        }
+        let (tx, rx) = channel::<Arc<OrgSlot>>();
+        let spawned = std::thread::Builder::new()
+            .name("feedgraph-graph".into())
+            .spawn(move || {
+                // Ends when the index (and with it the sender) is dropped.
+                for slot in rx {
+                    slot.drain();
+                }
+            });
+        match spawned {
+            Ok(_) if tx.send(slot.clone()).is_ok() => *worker = Some(tx),
+            _ => {
+                *worker = None;
+                drop(worker);
+                tracing::warn!("could not start the graph thread; applying the change inline");
+                slot.drain();
+            }
+        }
+    }
+
+    /// Org ids with a graph.
+    pub fn orgs(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.orgs.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Canonical forms of every org's graph, as of the latest snapshots.
+    pub fn canonical(&self) -> BTreeMap<String, CanonicalGraph> {
+        let orgs: Vec<(String, Arc<OrgSlot>)> = self
+            .orgs
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        orgs.into_iter()
+            .map(|(k, s)| (k, s.snapshot().canonical()))
+            .collect()
+    }
+
+    /// Publishes `graph` as the graph of `org` if the org has none yet, and says whether
+    /// it did (if not, the caller applies its changes to the live graph instead).
+    pub fn install(&self, org: &str, graph: OrgGraph) -> bool {
+        let mut orgs = self.orgs.write();
+        if orgs.contains_key(org) {
+            return false;
+        }
+        orgs.insert(org.to_owned(), Arc::new(OrgSlot::new(graph)));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Feedback;
+    use crate::store::FeedbackRecord;
+
+    fn change(id: &str) -> ChangeSet {
+        ChangeSet {
+            feedback: vec![FeedbackRecord {
+                lease: None,
+                links: Vec::new(),
+                feedback: Feedback::sample(id, "t"),
+            }],
+            ..ChangeSet::default()
+        }
+    }
+
+    #[test]
+    fn a_write_with_no_reader_is_applied_in_place() {
+        let index = GraphIndex::new();
+        let before = Arc::as_ptr(&index.slot_or_create("t").snapshot());
+        let applied = index.apply("t", &change("f1"));
+        assert!(applied.is_done());
+        let after = index.org("t").unwrap();
+        assert_eq!(Arc::as_ptr(&after), before, "no copy was made");
+        assert!(after.feedback_row("f1").is_some());
+    }
+
+    #[test]
+    fn a_held_snapshot_never_changes_and_writes_still_publish() {
+        let index = GraphIndex::new();
+        index.apply("t", &change("f1")).wait();
+        let held = index.org("t").unwrap();
+        let applied = index.apply("t", &change("f2"));
+        applied.wait();
+        let fresh = index.org("t").unwrap();
+        assert!(
+            held.feedback_row("f2").is_none(),
+            "the reader's snapshot is frozen"
+        );
+        assert!(fresh.feedback_row("f1").is_some());
+        assert!(fresh.feedback_row("f2").is_some());
+        // Later writes with no reader left go in place again.
+        drop((held, fresh));
+        assert!(index.apply("t", &change("f3")).is_done());
+    }
+
+    #[test]
+    fn many_writers_behind_a_reader_all_publish() {
+        let index = Arc::new(GraphIndex::new());
+        index.apply("t", &change("seed")).wait();
+        let held = index.org("t").unwrap();
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let index = index.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        index.apply("t", &change(&format!("f{w}-{i}"))).wait();
+                        // Read-your-writes: once waited for, the next snapshot shows it.
+                        let g = index.org("t").unwrap();
+                        assert!(g.feedback_row(&format!("f{w}-{i}")).is_some());
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(held.feedback().len(), 1);
+        assert_eq!(index.org("t").unwrap().feedback().len(), 401);
+    }
+
+    #[tokio::test]
+    async fn an_async_writer_waits_without_a_thread() {
+        let index = GraphIndex::new();
+        index.apply("t", &change("f1")).wait();
+        let held = index.org("t").unwrap();
+        index.apply("t", &change("f2")).wait_async().await;
+        assert!(index.org("t").unwrap().feedback_row("f2").is_some());
+        assert!(held.feedback_row("f2").is_none());
+    }
+}
