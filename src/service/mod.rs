@@ -675,7 +675,9 @@ impl Service {
     /// Lists the org's feedback newest first, filtered, one page at a time.
     pub fn list(&self, org: &str, q: &ListQuery) -> Result<Page, ServiceError> {
         let limit = effective_limit(q.limit)?;
-        let (ids, more) = match self.graph.org(org) {
+        let snapshot = self.graph.org(org);
+        check_cursor(snapshot.as_deref(), q.cursor.as_deref())?;
+        let (ids, more) = match snapshot {
             None => (Vec::new(), false),
             Some(g) => collect_page(&g, q, limit),
         };
@@ -709,8 +711,21 @@ impl Service {
     }
 
     /// The seed's counters over the org's feedback, optionally narrowed.
+    ///
+    /// An `adapter` that the org does not have is a 404, as everywhere an adapter is named
+    /// (by-adapter, lineage, descendants, claims); a `model` filter that matches nothing
+    /// gives zeros.
     pub fn stats(&self, org: &str, q: &StatsQuery) -> Result<Stats, ServiceError> {
-        let Some(g) = self.graph.org(org) else {
+        let snapshot = self.graph.org(org);
+        if let Some(a) = &q.adapter
+            && snapshot.as_ref().is_none_or(|g| g.adapter_row(a).is_none())
+        {
+            return Err(ServiceError::NotFound {
+                kind: "adapter",
+                id: a.clone(),
+            });
+        }
+        let Some(g) = snapshot else {
             return Ok(Stats::default());
         };
         let since = q
@@ -824,6 +839,7 @@ impl Service {
         let g = self.graph.org(org).ok_or_else(not_found)?;
         let (ids, total, more) = {
             let row = g.adapter_row(adapter_id).ok_or_else(not_found)?;
+            check_cursor(Some(&g), q.cursor.as_deref())?;
             let mut rows: Vec<&FeedbackNode> =
                 training::adapter_family(&g, row, q.include_descendants)
                     .into_iter()
@@ -1226,6 +1242,22 @@ fn collect_page(g: &OrgGraph, q: &ListQuery, limit: usize) -> (Vec<Arc<str>>, bo
         }
     }
     (ids, more)
+}
+
+/// A page cursor is the id of the last item of the previous page (its `next_cursor`): one
+/// that names no item of the org did not come from a listing, and is refused rather than
+/// answered with an empty page a client would take for the end of the list.
+fn check_cursor(g: Option<&OrgGraph>, cursor: Option<&str>) -> Result<(), ServiceError> {
+    match cursor {
+        Some(c) if g.is_none_or(|g| g.feedback_row(c).is_none()) => {
+            Err(ServiceError::BadRequest(format!(
+                "invalid 'cursor' {:?}: it names no item of this org; pass back the \
+                 'next_cursor' of the previous page",
+                c.chars().take(80).collect::<String>()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[derive(Default)]

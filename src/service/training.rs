@@ -293,7 +293,16 @@ impl Service {
         let _claiming = lock.lock();
         let now = now_millis();
         let ids: Vec<String> = match self.graph.org(&actor.org) {
-            None => Vec::new(),
+            None => match &req.adapter_id {
+                // An adapter the org does not have is a 404, with or without other data.
+                Some(a) => {
+                    return Err(ServiceError::NotFound {
+                        kind: "adapter",
+                        id: a.clone(),
+                    });
+                }
+                None => Vec::new(),
+            },
             Some(g) => self.select_claimable(&g, &req, limit, now)?,
         };
         if ids.is_empty() {

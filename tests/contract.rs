@@ -1,0 +1,130 @@
+//! The API contract a client builds on: where an answer could be taken for the truth while
+//! it is not, the rule is pinned here (issue 18). Each test names the rule it holds.
+
+mod common;
+
+use common::server::{TestServer, error_details};
+use feedgraph::http::auth::Role;
+use serde_json::{Value, json};
+
+async fn server() -> TestServer {
+    TestServer::start_with(|c| c.rate_limit.enabled = false).await
+}
+
+async fn submit(s: &TestServer, token: &str, adapter: &str, i: usize) -> String {
+    let (status, body) = s
+        .post(
+            token,
+            "/feedback",
+            &json!({
+                "type": "positive",
+                "question": format!("Contract question number {i}?"),
+                "answer": format!("Contract answer number {i}."),
+                "adapter_id": adapter,
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn ids(page: &Value, field: &str) -> Vec<String> {
+    page[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("no '{field}' in {page}"))
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Rule: a cursor that did not come from a listing is a 400 naming `cursor`, never an
+/// empty page; the cursor of the last page's last item gives an empty last page.
+#[tokio::test]
+async fn a_bogus_cursor_is_refused_and_the_last_cursor_ends_the_list() {
+    let s = server().await;
+    let acme = s.token("acme", "ana", Role::User);
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(submit(&s, &acme, "contract_lora", i).await);
+    }
+    for path in ["/feedback", "/feedback/by-adapter/contract_lora"] {
+        for bogus in [
+            "abc",
+            "feedback-0000",
+            "feedback-ZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        ] {
+            let (status, body) = s.get(&acme, &format!("{path}?cursor={bogus}")).await;
+            assert_eq!(status, 400, "{path} cursor {bogus}: {body}");
+            assert!(error_details(&body).contains("'cursor'"), "{body}");
+        }
+        // Another org's item is no cursor here either.
+        let globex = s.token("globex", "gus", Role::User);
+        let theirs = submit(&s, &globex, "contract_lora", 99).await;
+        let (status, body) = s.get(&acme, &format!("{path}?cursor={theirs}")).await;
+        assert_eq!(status, 400, "{path}: {body}");
+
+        // Paging with limit 2 sees every item once, newest first, and ends with an empty
+        // page only when the cursor is the last item's.
+        let field = "feedback";
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("{path}?limit=2&cursor={c}"),
+                None => format!("{path}?limit=2"),
+            };
+            let (status, page) = s.get(&acme, &url).await;
+            assert_eq!(status, 200, "{page}");
+            seen.extend(ids(&page, field));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let mut newest_first = made.clone();
+        newest_first.reverse();
+        assert_eq!(seen, newest_first, "{path}");
+        let oldest = made.first().unwrap();
+        let (status, page) = s.get(&acme, &format!("{path}?cursor={oldest}")).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(ids(&page, field).is_empty(), "{page}");
+    }
+}
+
+/// Rule: an adapter the org does not have is a 404 wherever it is named (stats,
+/// by-adapter, lineage, descendants, claims), also in an org with no data at all.
+#[tokio::test]
+async fn an_unknown_adapter_is_a_404_everywhere() {
+    let s = server().await;
+    let trainer = s.token("acme", "tina", Role::Trainer);
+    let empty_org = s.token("initech", "ian", Role::Trainer);
+    submit(&s, &trainer, "known_lora", 1).await;
+    for token in [&trainer, &empty_org] {
+        for path in [
+            "/feedback/stats?adapter=nope_lora",
+            "/feedback/by-adapter/nope_lora",
+            "/adapters/nope_lora/lineage",
+            "/adapters/nope_lora/descendants",
+            "/adapters/nope_lora",
+        ] {
+            let (status, body) = s.get(token, path).await;
+            assert_eq!(status, 404, "{path}: {body}");
+            assert!(error_details(&body).contains("nope_lora"), "{body}");
+        }
+        let (status, body) = s
+            .post(
+                token,
+                "/training/batches",
+                &json!({"adapter_id": "nope_lora"}),
+            )
+            .await;
+        assert_eq!(status, 404, "claim: {body}");
+    }
+    // A known adapter still answers, and a model filter that matches nothing gives zeros.
+    let (status, body) = s.get(&trainer, "/feedback/stats?adapter=known_lora").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total_feedback"], 1, "{body}");
+    let (status, body) = s.get(&trainer, "/feedback/stats?model=no-such-model").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total_feedback"], 0, "{body}");
+}
