@@ -128,3 +128,61 @@ async fn an_unknown_adapter_is_a_404_everywhere() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["total_feedback"], 0, "{body}");
 }
+
+/// Rule: creating an adapter is idempotent in the strict sense: the same request gives the
+/// same result (200, unchanged), a request that differs is a 409 naming the fields. An
+/// adapter auto-created by feedback may be described once, and then counts as created.
+#[tokio::test]
+async fn re_posting_an_adapter_is_the_same_result_or_a_conflict() {
+    let s = server().await;
+    let admin = s.token("acme", "ada", Role::Admin);
+    let first = json!({"id": "desc_lora", "base_model": "llama-2-7b", "version": "v1"});
+    let (status, body) = s.post(&admin, "/adapters", &first).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, again) = s.post(&admin, "/adapters", &first).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["result"], "unchanged", "{again}");
+    assert_eq!(again["version"], "v1", "{again}");
+    for (change, field) in [
+        (
+            json!({"id": "desc_lora", "base_model": "llama-2-7b", "version": "v2"}),
+            "version",
+        ),
+        (json!({"id": "desc_lora", "version": "v1"}), "base_model"),
+        (
+            json!({"id": "desc_lora", "base_model": "llama-2-7b", "version": "v1", "metadata": {"k": "v"}}),
+            "metadata",
+        ),
+    ] {
+        let (status, body) = s.post(&admin, "/adapters", &change).await;
+        assert_eq!(status, 409, "{change}: {body}");
+        let details = error_details(&body);
+        assert!(details.contains(field), "{details}");
+    }
+    let (_, stored) = s.get(&admin, "/adapters/desc_lora").await;
+    assert_eq!(stored["version"], "v1", "nothing was merged: {stored}");
+
+    // Auto-created by feedback, then described: source becomes manual, and from then on
+    // the same rule holds.
+    submit(&s, &admin, "auto_lora", 1).await;
+    let (_, auto) = s.get(&admin, "/adapters/auto_lora").await;
+    assert_eq!(auto["source"], "auto", "{auto}");
+    let describe = json!({"id": "auto_lora", "base_model": "llama-2-7b"});
+    let (status, body) = s.post(&admin, "/adapters", &describe).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "manual", "{body}");
+    let (status, body) = s.post(&admin, "/adapters", &describe).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("unchanged")),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            &admin,
+            "/adapters",
+            &json!({"id": "auto_lora", "base_model": "mistral-7b"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+}

@@ -320,7 +320,8 @@ async fn review_commit_retraction_impact_and_history() {
         .collect();
     assert_eq!(actions, ["submit", "lease", "abort", "lease"]);
 
-    // mark-used reports each id.
+    // mark-used records the items as a new committed batch with an id from the org's
+    // counter, and reports each id.
     let b3 = c3["batch_id"].as_u64().unwrap();
     let (_, fb4) = s
         .post(&user, "/feedback", &json!({"type": "positive", "question": "How do I list shards?", "answer": "SHOW SHARDS lists them with sizes."}))
@@ -330,7 +331,7 @@ async fn review_commit_retraction_impact_and_history() {
         .post(
             &trainer,
             "/feedback/mark-used",
-            &json!({"ids": [id4, id4, id, id2, "feedback-nope"], "training_batch_id": 777}),
+            &json!({"ids": [id4, id4, id, id2, "feedback-nope"]}),
         )
         .await;
     assert_eq!(status, 200, "{r}");
@@ -352,24 +353,55 @@ async fn review_commit_retraction_impact_and_history() {
     );
     assert_eq!(r["results"][2]["batch_id"], batch);
     assert_eq!(r["results"][3]["batch_id"], b3);
+    let marked_batch = r["training_batch_id"].as_u64().unwrap();
+    assert_eq!(
+        marked_batch,
+        b3 + 1,
+        "the batch id comes from the org's counter"
+    );
     let (_, f4) = s.get(&user, &format!("/feedback/{id4}")).await;
     assert_eq!(
         (
             f4["used_for_training"].as_bool(),
             f4["training_batch_id"].as_u64()
         ),
-        (Some(true), Some(777))
+        (Some(true), Some(marked_batch))
     );
-    let (status, _) = s
-        .post(
-            &trainer,
-            "/feedback/mark-used",
-            &json!({"ids": [id4], "training_batch_id": 0}),
-        )
+    let (status, mb) = s
+        .get(&trainer, &format!("/training/batches/{marked_batch}"))
         .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 200, "{mb}");
+    assert_eq!(mb["state"], "committed", "{mb}");
+    assert_eq!(mb["manifest"][0]["feedback_id"], id4, "{mb}");
+    assert_eq!(mb["manifest"].as_array().unwrap().len(), 1, "{mb}");
+    // A client cannot name a batch id: two batches would share it.
+    for named in [json!(0), json!(777), json!(b3)] {
+        let (status, body) = s
+            .post(
+                &trainer,
+                "/feedback/mark-used",
+                &json!({"ids": [id4], "training_batch_id": named}),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            error_details(&body).contains("'training_batch_id'"),
+            "{body}"
+        );
+    }
+    // Nothing markable: no batch is stored.
+    let (status, none) = s
+        .post(&trainer, "/feedback/mark-used", &json!({"ids": [id4]}))
+        .await;
+    assert_eq!(status, 200, "{none}");
+    assert_eq!(none["training_batch_id"], Value::Null, "{none}");
+    assert_eq!(
+        none["results"][0]["result"], "used_by_other_batch",
+        "{none}"
+    );
     let (_, imp) = s.get(&user, &format!("/feedback/{id4}/impact")).await;
-    assert_eq!(imp["batches"][0]["state"], "external");
+    assert_eq!(imp["batches"][0]["state"], "committed", "{imp}");
+    assert_eq!(imp["batches"][0]["batch_id"], marked_batch, "{imp}");
 
     // A lease that runs out shows as expired (and the stored state separately).
     let (_, fb5) = s
@@ -386,7 +418,12 @@ async fn review_commit_retraction_impact_and_history() {
     assert_eq!(status, 201, "{short}");
     assert_eq!(short["state"], "leased");
     let b5 = short["batch_id"].as_u64().unwrap();
-    assert_eq!(b5, b3 + 1, "batch ids count up per org");
+    // Ids count up per org; mark-used took b3 + 1 and the empty mark-used b3 + 2.
+    assert_eq!(
+        b5,
+        b3 + 3,
+        "batch ids count up per org, shared with mark-used"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let raw = s
         .client

@@ -302,20 +302,30 @@ pub async fn review(
 #[serde(deny_unknown_fields)]
 pub struct MarkUsedRequest {
     ids: Vec<String>,
-    training_batch_id: u64,
+    /// Refused when present: batch ids come from the server (see [`mark_used`]).
+    #[serde(default)]
+    training_batch_id: Option<serde_json::Value>,
 }
 
-/// `POST /feedback/mark-used {ids, training_batch_id}` (trainer): per-id results.
+/// `POST /feedback/mark-used {ids}` (trainer): marks the items used as a new committed
+/// batch and answers its `training_batch_id` with per-id results. Batch ids come from the
+/// org's batch counter, which claims use too, so a client cannot name one: a request with
+/// `training_batch_id` is a 400.
 pub async fn mark_used(
     State(state): State<Arc<AppState>>,
     TrainerCaller(caller): TrainerCaller,
     ApiJson(req): ApiJson<MarkUsedRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if req.training_batch_id.is_some() {
+        return Err(ApiError::BadRequest(
+            "'training_batch_id' is assigned by the server: omit it, and mark-used records \
+             the items as a new committed batch and returns its id (to finish a claimed \
+             batch, POST /training/batches/{id}/commit)"
+                .into(),
+        ));
+    }
     let actor = caller.actor();
-    let batch = req.training_batch_id;
-    let results = state
-        .run(move |s| s.mark_used(&actor, req.ids, batch))
-        .await?;
+    let (batch, results) = state.run(move |s| s.mark_used(&actor, req.ids)).await?;
     let marked = results.iter().filter(|r| r.result == "marked").count();
     let conflicts = results.iter().filter(|r| r.status == 409).count();
     Ok(Json(serde_json::json!({

@@ -109,9 +109,10 @@ pub struct Claimed {
 pub struct MarkResult {
     /// The feedback id.
     pub id: String,
-    /// HTTP-style status for this id: 200 marked (or already by this batch), 404, 409.
+    /// HTTP-style status for this id: 200 marked (or repeated in the same call), 404, 409.
     pub status: u16,
-    /// `marked`, `already_marked`, `not_found`, `used_by_other_batch`, `leased_to_other_batch`.
+    /// `marked`, `already_marked` (listed twice in one call), `not_found`,
+    /// `used_by_other_batch`, `leased_to_other_batch`.
     pub result: &'static str,
     /// The batch already holding the item, on conflict.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,7 +184,8 @@ pub struct Impact {
 pub struct BatchImpact {
     /// The batch id.
     pub batch_id: u64,
-    /// Its state, or `external` for a batch id set by mark-used with no batch record.
+    /// Its state, or `external` for a batch id that an older release let mark-used set
+    /// without a batch record.
     pub state: &'static str,
     /// The adapter trained on it.
     pub trained_adapter_id: Option<String>,
@@ -512,7 +514,11 @@ impl Service {
             }
             records.push(r);
         }
-        if let Some(a) = &req.trained_adapter_id {
+        // The trained adapter is created if the org does not have it yet; one that exists
+        // (described by an admin, say) is left as it is.
+        if let Some(a) = &req.trained_adapter_id
+            && self.store.get_adapter(&actor.org, a)?.is_none()
+        {
             self.create_adapter_with(
                 actor,
                 super::NewAdapter {
@@ -646,20 +652,18 @@ impl Service {
         Ok(BatchView::new(batch, now))
     }
 
-    /// Marks items used by `batch_id` directly (for pipelines that select on their own).
-    /// Reports each id: marked, already marked by this batch, or a conflict.
+    /// Marks items used for training directly, for pipelines that select items on their
+    /// own: the marked items become a new committed batch, with an id from the org's batch
+    /// counter (the same one claims use, so an id never names two batches) and a manifest.
+    /// Reports each id: marked, already marked by this call (a repeated id), or a
+    /// conflict. Returns the new batch's id, or `None` when nothing was marked (then no
+    /// batch is stored; the id taken from the counter stays unused).
     pub fn mark_used(
         &self,
         actor: &Actor,
         ids: Vec<String>,
-        batch_id: u64,
-    ) -> Result<Vec<MarkResult>, ServiceError> {
+    ) -> Result<(Option<u64>, Vec<MarkResult>), ServiceError> {
         super::check_org(&actor.org)?;
-        if batch_id == 0 {
-            return Err(ServiceError::BadRequest(
-                "training_batch_id must be a positive integer (0 means none)".into(),
-            ));
-        }
         if ids.is_empty() || ids.len() > MAX_CLAIM {
             return Err(ServiceError::BadRequest(format!(
                 "ids must list 1 to {MAX_CLAIM} feedback ids"
@@ -668,8 +672,10 @@ impl Service {
         let lock = self.claim_lock(&actor.org);
         let _claiming = lock.lock();
         let now = now_millis();
+        let batch_id = self.store.new_batch_id(&actor.org)?;
         let mut changes = ChangeSet::default();
         let mut out = Vec::with_capacity(ids.len());
+        let mut manifest = Vec::new();
         for id in ids {
             let mut verdict: (u16, &'static str, Option<u64>) = (200, "marked", None);
             let updated = self
@@ -686,7 +692,6 @@ impl Service {
                     }
                     if let Some(l) = cur.lease
                         && l.expires_at > now
-                        && l.batch_id != batch_id
                     {
                         verdict = (409, "leased_to_other_batch", Some(l.batch_id));
                         return Ok(None);
@@ -705,7 +710,13 @@ impl Service {
                     )))
                 });
             match updated {
-                Ok(Some(u)) => changes.feedback.push(u),
+                Ok(Some(u)) => {
+                    manifest.push(ManifestEntry {
+                        feedback_id: u.feedback.id.clone(),
+                        content_hash: content_hash(&u.feedback),
+                    });
+                    changes.feedback.push(u);
+                }
                 Ok(None) => {}
                 Err(crate::store::StoreError::NotFound { .. }) => {
                     verdict = (404, "not_found", None)
@@ -719,9 +730,39 @@ impl Service {
                 batch_id: verdict.2,
             });
         }
+        if manifest.is_empty() {
+            return Ok((None, out));
+        }
+        // The batch record last, as in a commit: it is the batch's commit point.
+        let batch = Batch {
+            id: batch_id,
+            org_id: actor.org.clone(),
+            state: BatchState::Committed,
+            version: 1,
+            created_at: now,
+            created_by: actor.user.clone(),
+            lease_expires_at: now,
+            adapter_id: None,
+            model: None,
+            include_descendants: false,
+            items: manifest.iter().map(|m| m.feedback_id.clone()).collect(),
+            manifest,
+            trained_adapter_id: None,
+            trained_adapter_version: None,
+            finished_at: Some(now),
+        };
+        let creation =
+            crate::store::creation_changes(&batch, &["id", "org_id", "version", "items"]);
+        self.store.put_batch(
+            actor,
+            &batch,
+            ChangeAction::MarkUsed,
+            creation,
+            SyncMode::Defer,
+        )?;
         self.store.make_durable()?;
         self.graph.apply(&actor.org, &changes).wait();
-        Ok(out)
+        Ok((Some(batch_id), out))
     }
 
     /// Renders a batch's items for a trainer. Committed batches export their manifest;

@@ -956,8 +956,37 @@ impl Store {
                             new.id
                         )));
                     }
+                    if old.source == LinkSource::Manual {
+                        // Created explicitly before: the same request is the same result,
+                        // and a different one is a conflict, never a silent merge.
+                        let differs: Vec<&str> = [
+                            ("version", old.version != new.version),
+                            ("base_model", old.base_model != new.base_model),
+                            ("derived_from", old.derived_from != new.derived_from),
+                            ("metadata", old.metadata != new.metadata),
+                        ]
+                        .into_iter()
+                        .filter_map(|(name, d)| d.then_some(name))
+                        .collect();
+                        if differs.is_empty() {
+                            return Ok((ChangeSet::default(), AdapterOutcome::Unchanged));
+                        }
+                        return Err(StoreError::Conflict(format!(
+                            "adapter '{}' exists with other values for: {}; repeat the \
+                             request that created it, or create an adapter with a new id",
+                            new.id,
+                            differs.join(", ")
+                        )));
+                    }
+                    // Auto-created when feedback first named it: this request describes it,
+                    // once, and it becomes an explicitly created adapter.
                     let mut rec = old.clone();
-                    let mut ch = Vec::new();
+                    let mut ch = vec![field_change(
+                        "source",
+                        Some(&old.source),
+                        Some(&LinkSource::Manual),
+                    )];
+                    rec.source = LinkSource::Manual;
                     macro_rules! fill {
                         ($field:ident) => {
                             if new.$field.is_some() && new.$field != old.$field {
@@ -980,9 +1009,6 @@ impl Store {
                             Some(&new.metadata),
                         ));
                         rec.metadata = new.metadata.clone();
-                    }
-                    if ch.is_empty() {
-                        return Ok((ChangeSet::default(), AdapterOutcome::Unchanged));
                     }
                     rec.record_version += 1;
                     (rec, AdapterOutcome::Updated, ch)
