@@ -295,7 +295,10 @@ pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
             let fb = service.get(org, id)?;
             if *history {
                 let versions = service.history(org, id)?;
-                print_json(&serde_json::json!({ "feedback": fb, "history": versions }))
+                print_json(&serde_json::json!({
+                    "feedback": fb,
+                    "history": versions.iter().map(crate::model::HistoryVersion::to_json).collect::<Vec<_>>(),
+                }))
             } else {
                 print_json(&fb)
             }

@@ -325,6 +325,39 @@ pub struct FieldChange {
     pub new: Option<String>,
 }
 
+impl FieldChange {
+    /// The change as clients see it: `old` and `new` as JSON values (the stored JSON text
+    /// parsed), `null` when the field was absent.
+    pub fn to_json(&self) -> serde_json::Value {
+        let value = |v: &Option<String>| match v {
+            None => serde_json::Value::Null,
+            // Stored values are JSON text written by the store; a text that does not parse
+            // (never written by this release) is shown as the string it is.
+            Some(text) => serde_json::from_str(text)
+                .unwrap_or_else(|_| serde_json::Value::String(text.clone())),
+        };
+        serde_json::json!({
+            "field": self.field,
+            "old": value(&self.old),
+            "new": value(&self.new),
+        })
+    }
+}
+
+impl HistoryVersion {
+    /// The entry as clients see it (HTTP and CLI): field changes with JSON values, not
+    /// JSON text inside strings.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": self.version,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "changes": self.changes.iter().map(FieldChange::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// One entry of a record's history: who changed what, when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryVersion {

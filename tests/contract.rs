@@ -186,3 +186,50 @@ async fn re_posting_an_adapter_is_the_same_result_or_a_conflict() {
         .await;
     assert_eq!(status, 409, "{body}");
 }
+
+/// Rule: history values are JSON values, not JSON text inside strings.
+#[tokio::test]
+async fn history_values_are_json_values() {
+    let s = server().await;
+    let admin = s.token("acme", "ada", Role::Admin);
+    let (status, body) = s
+        .post(
+            &admin,
+            "/feedback",
+            &json!({"type": "negative", "question": "Is history typed?", "answer": "Maybe so.",
+                    "metadata": {"k": "v", "n": 2}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap();
+    let (status, r) = s
+        .patch(
+            &admin,
+            &format!("/feedback/{id}"),
+            &json!({"validation_status": "approved", "reason": "checked"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let (status, h) = s.get(&admin, &format!("/feedback/{id}/history")).await;
+    assert_eq!(status, 200, "{h}");
+    let versions = h["versions"].as_array().unwrap();
+    let change = |v: usize, field: &str| -> Value {
+        versions[v]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["field"] == field)
+            .unwrap_or_else(|| panic!("no change of {field} in version {v}: {h}"))
+            .clone()
+    };
+    let status = change(1, "validation_status");
+    assert_eq!(status["old"], "flagged", "{h}");
+    assert_eq!(status["new"], "approved", "{h}");
+    assert_eq!(
+        change(0, "metadata")["new"],
+        json!({"k": "v", "n": 2}),
+        "{h}"
+    );
+    assert_eq!(change(0, "type")["new"], "negative", "{h}");
+    assert_eq!(change(0, "metadata")["old"], Value::Null, "{h}");
+}

@@ -14,7 +14,9 @@ use super::error::ApiError;
 use super::extract::{
     AdminCaller, ApiJson, ApiPath, Caller, QueryParams, RawBody, TrainerCaller, parse_json,
 };
-use crate::model::{Feedback, FeedbackType, NewFeedback, ValidationReason, ValidationStatus};
+use crate::model::{
+    Feedback, FeedbackType, HistoryVersion, NewFeedback, ValidationReason, ValidationStatus,
+};
 use crate::service::{ByAdapterQuery, ListQuery, StatsQuery};
 use crate::store::{IdempotencyKey, stable_hash};
 
@@ -271,7 +273,7 @@ pub async fn history(
     Ok(Json(serde_json::json!({
         "feedback_id": id,
         "count": versions.len(),
-        "versions": versions,
+        "versions": versions.iter().map(HistoryVersion::to_json).collect::<Vec<_>>(),
     })))
 }
 
