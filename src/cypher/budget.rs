@@ -166,8 +166,8 @@ impl<'c> Budget<'c> {
     /// Call it before allocating.
     #[inline]
     pub fn alloc(&self, elements: u64, bytes: u64) -> Result<(), Fail> {
-        self.tick_n(elements)?;
-        self.charge(bytes)
+        self.charge(bytes)?;
+        self.tick_n(elements)
     }
 
     /// Gives back `bytes` charged earlier.
