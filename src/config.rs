@@ -136,10 +136,15 @@ pub struct QueryConfig {
     pub timeout_ms: u64,
     /// Rows returned.
     pub max_rows: usize,
-    /// Traversal steps (edges and nodes visited).
+    /// Work units: nodes and edges visited, list elements built or visited by expressions.
     pub max_work: u64,
     /// Cap on unbounded variable-length patterns (`*`).
     pub max_depth: u32,
+    /// Memory one query may hold, in bytes (an estimate: built lists and strings, bound and
+    /// collected values, sort/group/DISTINCT state, the result's rows and JSON size).
+    pub max_memory_bytes: u64,
+    /// Queries of one org that may run at once; more answer 429 (0 = no limit).
+    pub max_concurrent_per_org: usize,
 }
 
 impl Default for QueryConfig {
@@ -149,6 +154,8 @@ impl Default for QueryConfig {
             max_rows: 10_000,
             max_work: 50_000_000,
             max_depth: 30,
+            max_memory_bytes: 256 * 1024 * 1024,
+            max_concurrent_per_org: 4,
         }
     }
 }

@@ -71,6 +71,12 @@ pub enum Limit {
     MaxWork,
     /// Variable-length traversal depth (`QueryLimits::max_depth`).
     MaxDepth,
+    /// Memory the query holds: built values, held state and the result
+    /// (`QueryLimits::max_memory`, configured as `query.max_memory_bytes`).
+    MaxMemory,
+    /// Queries of one org running at once (`query.max_concurrent_per_org`); the caller
+    /// should retry shortly.
+    MaxConcurrent,
 }
 
 impl Limit {
@@ -81,6 +87,8 @@ impl Limit {
             Limit::MaxRows => "max_rows",
             Limit::MaxWork => "max_work",
             Limit::MaxDepth => "max_depth",
+            Limit::MaxMemory => "max_memory",
+            Limit::MaxConcurrent => "max_concurrent_per_org",
         }
     }
 }
@@ -171,6 +179,9 @@ pub enum CypherError {
         /// The limit's value and what was being done.
         detail: String,
     },
+    /// The query was stopped because its caller went away (the client hung up).
+    #[error("the query was cancelled: its client went away")]
+    Cancelled,
 }
 
 impl CypherError {
@@ -185,6 +196,7 @@ impl CypherError {
             CypherError::MissingParameter { .. } => "missing_parameter",
             CypherError::Semantic { .. } => "semantic",
             CypherError::LimitExceeded { .. } => "limit_exceeded",
+            CypherError::Cancelled => "cancelled",
         }
     }
 
@@ -207,7 +219,7 @@ impl CypherError {
             | CypherError::Type { position, .. }
             | CypherError::MissingParameter { position, .. }
             | CypherError::Semantic { position, .. } => *position,
-            CypherError::LimitExceeded { .. } => None,
+            CypherError::LimitExceeded { .. } | CypherError::Cancelled => None,
         }
     }
 
@@ -233,7 +245,7 @@ impl CypherError {
                     *p = Position::locate(text, p.offset);
                 }
             }
-            CypherError::LimitExceeded { .. } => {}
+            CypherError::LimitExceeded { .. } | CypherError::Cancelled => {}
         }
         self
     }

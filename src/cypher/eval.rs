@@ -12,19 +12,20 @@ use petgraph::graph::{EdgeIndex, NodeIndex};
 use serde_json::json;
 
 use super::TextSource;
+use super::budget::{Budget, VALUE_BYTES, string_work};
 use super::error::{CypherError, Fail};
 use super::plan::*;
 use super::value::{PathVal, Value, cypher_cmp, cypher_eq};
 use crate::graph::{EdgeKind, FeedbackNode, NodeRef, OrgGraph, Sym};
 
-/// Largest list `range()` may build.
-const MAX_RANGE: i64 = 1_000_000;
-
-/// What expressions are evaluated against: the graph, the text source and the constants.
+/// What expressions are evaluated against: the graph, the text source, the constants, and
+/// the query's budget, which every value-building loop charges (work and memory) and
+/// which checks the deadline and the cancel flag as it goes.
 pub(crate) struct Env<'a> {
     pub g: &'a OrgGraph,
     pub text: &'a dyn TextSource,
     pub consts: Vec<Value<'a>>,
+    pub budget: Budget<'a>,
 }
 
 fn const_value(c: &Const) -> Value<'_> {
@@ -66,12 +67,18 @@ fn float_text(f: f64) -> String {
 }
 
 impl<'a> Env<'a> {
-    /// An environment for running `plan` on `g`.
-    pub fn new(plan: &'a Plan, g: &'a OrgGraph, text: &'a dyn TextSource) -> Self {
+    /// An environment for running `plan` on `g` within `budget`.
+    pub fn new(
+        plan: &'a Plan,
+        g: &'a OrgGraph,
+        text: &'a dyn TextSource,
+        budget: Budget<'a>,
+    ) -> Self {
         Env {
             g,
             text,
             consts: plan.consts.iter().map(const_value).collect(),
+            budget,
         }
     }
 
@@ -350,8 +357,20 @@ impl<'a> Env<'a> {
 
     /// Evaluates every form of expression: a dispatcher, so that nested expressions recurse
     /// through small stack frames.
+    ///
+    /// Memory: whatever the operands of `e` were charged is released when `e` is done with
+    /// them, and the result is charged for what it holds (see [`Budget::keep`]): so at any
+    /// time the budget holds the values alive on the evaluation stack.
     #[inline(never)]
     fn eval_full(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
+        let mark = self.budget.mark();
+        let v = self.eval_any(e, row)?;
+        let held = self.budget.heap_bytes(&v)?;
+        self.budget.keep(mark, held)?;
+        Ok(v)
+    }
+
+    fn eval_any(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
         match &e.kind {
             ExprKind::Const(i) => Ok(self.consts.get(*i).cloned().unwrap_or(Value::Null)),
             ExprKind::Slot(s) => Ok(row.get(*s).cloned().unwrap_or(Value::Null)),
@@ -401,6 +420,8 @@ impl<'a> Env<'a> {
         Ok(match &e.kind {
             ExprKind::Path(spec) => self.path(spec, row, e.pos)?,
             ExprKind::List(items) => {
+                let n = items.len() as u64;
+                self.budget.alloc(n, n * VALUE_BYTES)?;
                 let mut out = Vec::with_capacity(items.len());
                 for i in items {
                     out.push(self.eval(i, row)?);
@@ -408,6 +429,8 @@ impl<'a> Env<'a> {
                 Value::list(out)
             }
             ExprKind::Map(entries) => {
+                let n = entries.len() as u64;
+                self.budget.alloc(n, n * (VALUE_BYTES + 16))?;
                 let mut out = Vec::with_capacity(entries.len());
                 for (k, v) in entries {
                     out.push((k.clone(), self.eval(v, row)?));
@@ -435,7 +458,7 @@ impl<'a> Env<'a> {
             }
             ExprKind::Arith(op, x, y) => {
                 let (l, r) = (self.eval(x, row)?, self.eval(y, row)?);
-                arith(*op, l, r, e.pos)?
+                arith(*op, l, r, e.pos, &self.budget)?
             }
             ExprKind::Neg(x) => match self.eval(x, row)? {
                 Value::Null => Value::Null,
@@ -635,20 +658,31 @@ impl<'a> Env<'a> {
                     other => return Err(not_a_list(&other, list.pos)),
                 };
                 let mut scratch = row.to_vec();
-                let mut out = Vec::with_capacity(items.len());
+                // What the result holds so far is charged on top of `base`; each element's
+                // temporaries are released once it is built.
+                let base = self.budget.mark();
+                let mut held = 0u64;
+                let mut out = Vec::new();
                 for it in items.iter() {
+                    self.budget.tick()?;
                     if let Some(cell) = scratch.get_mut(*slot) {
                         *cell = it.clone();
                     }
                     if let Some(p) = pred
                         && self.truth(p, &scratch)? != Some(true)
                     {
+                        self.budget.settle(base, held);
                         continue;
                     }
-                    out.push(match proj {
+                    let v = match proj {
                         Some(x) => self.eval(x, &scratch)?,
                         None => it.clone(),
-                    });
+                    };
+                    held = held
+                        .saturating_add(VALUE_BYTES)
+                        .saturating_add(self.budget.mark().saturating_sub(base + held));
+                    self.budget.keep(base, held)?;
+                    out.push(v);
                 }
                 Value::list(out)
             }
@@ -664,12 +698,16 @@ impl<'a> Env<'a> {
                     other => return Err(not_a_list(&other, list.pos)),
                 };
                 let mut scratch = row.to_vec();
+                let base = self.budget.mark();
                 let (mut yes, mut no, mut unknown) = (0usize, 0usize, false);
                 for it in items.iter() {
+                    self.budget.tick()?;
                     if let Some(cell) = scratch.get_mut(*slot) {
                         *cell = it.clone();
                     }
-                    match self.truth(pred, &scratch)? {
+                    let verdict = self.truth(pred, &scratch)?;
+                    self.budget.settle(base, 0);
+                    match verdict {
                         Some(true) => yes += 1,
                         Some(false) => no += 1,
                         None => unknown = true,
@@ -903,7 +941,11 @@ impl<'a> Env<'a> {
                 Value::List(items) => match f {
                     Func::Head => items.first().cloned().unwrap_or(Value::Null),
                     Func::Last => items.last().cloned().unwrap_or(Value::Null),
-                    _ => Value::List(items.get(1..).unwrap_or(&[]).into()),
+                    _ => {
+                        let n = items.len().saturating_sub(1) as u64;
+                        self.budget.alloc(n, n * VALUE_BYTES)?;
+                        Value::List(items.get(1..).unwrap_or(&[]).into())
+                    }
                 },
                 v => return Err(bad(v)),
             },
@@ -969,7 +1011,16 @@ impl<'a> Env<'a> {
                 })
             }
             Func::Replace => match (str_arg(0)?, str_arg(1)?, str_arg(2)?) {
-                (Some(s), Some(a), Some(b)) => Value::text(&s.replace(a, b)),
+                (Some(s), Some(a), Some(b)) => {
+                    // The size of the result, known before it is built.
+                    self.budget.tick_n(string_work(s.len() as u64))?;
+                    let hits = s.matches(a).count() as u64;
+                    let len = (s.len() as u64)
+                        .saturating_add(hits.saturating_mul(b.len() as u64))
+                        .saturating_sub(hits.saturating_mul(a.len() as u64));
+                    self.budget.alloc(string_work(len), len)?;
+                    Value::text(&s.replace(a, b))
+                }
                 _ => Value::Null,
             },
             Func::Substring => {
@@ -997,13 +1048,31 @@ impl<'a> Env<'a> {
                 }
             }
             Func::Split => match (str_arg(0)?, str_arg(1)?) {
-                (Some(s), Some(d)) => Value::List(s.split(d).map(Value::text).collect()),
+                (Some(s), Some(d)) => {
+                    self.budget.tick_n(string_work(s.len() as u64))?;
+                    let parts = s.split(d).count() as u64;
+                    self.budget.alloc(
+                        parts,
+                        parts
+                            .saturating_mul(VALUE_BYTES)
+                            .saturating_add(s.len() as u64),
+                    )?;
+                    Value::List(s.split(d).map(Value::text).collect())
+                }
                 _ => Value::Null,
             },
             Func::Reverse => match &first {
-                Value::List(items) => Value::List(items.iter().rev().cloned().collect()),
+                Value::List(items) => {
+                    let n = items.len() as u64;
+                    self.budget.alloc(n, n * VALUE_BYTES)?;
+                    Value::List(items.iter().rev().cloned().collect())
+                }
                 v => match v.as_str() {
-                    Some(s) => Value::text(&s.chars().rev().collect::<String>()),
+                    Some(s) => {
+                        let n = s.len() as u64;
+                        self.budget.alloc(string_work(n), n)?;
+                        Value::text(&s.chars().rev().collect::<String>())
+                    }
                     None => return Err(bad(v)),
                 },
             },
@@ -1015,18 +1084,25 @@ impl<'a> Env<'a> {
                 if step == 0 {
                     return Err(type_err("range() step must not be zero".into(), pos));
                 }
-                let n = if (step > 0 && z < a) || (step < 0 && z > a) {
+                // In i128 nothing here overflows: |z - a| < 2^64 and |step| >= 1.
+                let (a, z, step) = (i128::from(a), i128::from(z), i128::from(step));
+                let n: i128 = if (step > 0 && z < a) || (step < 0 && z > a) {
                     0
                 } else {
-                    ((z as i128 - a as i128) / step as i128 + 1) as i64
+                    (z - a) / step + 1
                 };
-                if n > MAX_RANGE {
-                    return Err(type_err(
-                        format!("range() would build {n} elements (at most {MAX_RANGE})"),
-                        pos,
-                    ));
+                // Charged before anything is allocated: a huge span fails here.
+                let n = u64::try_from(n).unwrap_or(u64::MAX);
+                self.budget.alloc(n, n.saturating_mul(VALUE_BYTES))?;
+                let mut out = Vec::with_capacity(n as usize);
+                let mut k: u64 = 0;
+                while k < n {
+                    // Between a and z, so it fits in an i64.
+                    let x = a + i128::from(k) * step;
+                    out.push(Value::Int(i64::try_from(x).unwrap_or(i64::MAX)));
+                    k += 1;
                 }
-                Value::List((0..n).map(|k| Value::Int(a + k * step)).collect())
+                Value::list(out)
             }
         })
     }
@@ -1165,6 +1241,7 @@ pub(crate) fn arith<'a>(
     l: Value<'a>,
     r: Value<'a>,
     pos: usize,
+    budget: &Budget<'_>,
 ) -> Result<Value<'a>, Fail> {
     use ArithOp::*;
     let sym = match op {
@@ -1191,6 +1268,17 @@ pub(crate) fn arith<'a>(
         return Ok(Value::Null);
     }
     if matches!(op, Add | Concat) {
+        // A concatenation is charged (work and memory) before it is built.
+        let n = match (&l, &r) {
+            (Value::List(a), Value::List(b)) => Some(a.len() + b.len()),
+            (Value::List(a), _) | (_, Value::List(a)) if op == Add => Some(a.len() + 1),
+            _ => None,
+        };
+        if let Some(n) = n {
+            // Built in a vector, then copied into the list: twice its size for a moment.
+            let n = n as u64;
+            budget.alloc(n, n.saturating_mul(2 * VALUE_BYTES))?;
+        }
         match (&l, &r) {
             (Value::List(a), Value::List(b)) => {
                 return Ok(Value::List(a.iter().chain(b.iter()).cloned().collect()));
@@ -1212,16 +1300,24 @@ pub(crate) fn arith<'a>(
             }
             _ => {}
         }
-        let text = |v: &Value<'_>| -> Option<String> {
+        fn text<'v>(v: &'v Value<'_>, op: ArithOp) -> Option<std::borrow::Cow<'v, str>> {
             match v {
-                Value::Int(i) if op == Add => Some(i.to_string()),
-                Value::Float(f) if op == Add => Some(float_text(*f)),
-                _ => v.as_str().map(str::to_owned),
+                Value::Int(i) if op == Add => Some(i.to_string().into()),
+                Value::Float(f) if op == Add => Some(float_text(*f).into()),
+                _ => v.as_str().map(Into::into),
             }
-        };
+        }
         if l.as_str().is_some() || r.as_str().is_some() || op == Concat {
-            return match (text(&l), text(&r)) {
-                (Some(a), Some(b)) => Ok(Value::Text(Rc::from(a + &b))),
+            // Built in a buffer, then copied into the value: twice its size for a moment.
+            let n = (l.as_str().map_or(24, str::len) + r.as_str().map_or(24, str::len)) as u64;
+            budget.alloc(string_work(n), n.saturating_mul(2))?;
+            return match (text(&l, op), text(&r, op)) {
+                (Some(a), Some(b)) => {
+                    let mut out = String::with_capacity(a.len() + b.len());
+                    out.push_str(&a);
+                    out.push_str(&b);
+                    Ok(Value::Text(Rc::from(out)))
+                }
                 _ => Err(bad(&l, &r)),
             };
         }

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use petgraph::Direction;
@@ -20,6 +21,7 @@ use petgraph::visit::EdgeRef;
 
 use super::QueryLimits;
 use super::TextSource;
+use super::budget::{Budget, VALUE_BYTES};
 use super::error::{CypherError, Fail, Limit};
 use super::eval::Env;
 use super::plan::*;
@@ -122,15 +124,9 @@ pub(crate) enum Flow {
 type R = Result<Flow, Fail>;
 type SinkFn<'s, 'a> = dyn FnMut(&mut Exec<'a>, &mut Row<'a>) -> R + 's;
 
-/// How often (in work units) the clock is read.
-const CHECK_EVERY: u64 = 4096;
-
 pub(crate) struct Exec<'a> {
     env: Env<'a>,
     limits: &'a QueryLimits,
-    started: Instant,
-    work: u64,
-    next_check: u64,
     counters: Vec<u64>,
     counts: Vec<Option<u64>>,
     seen: Vec<HashSet<Box<[Value<'a>]>, FastBuild>>,
@@ -140,6 +136,8 @@ pub(crate) struct Exec<'a> {
 pub(crate) struct Output {
     pub rows: Rows,
     pub work: u64,
+    /// The most memory the query held at once (the budget's estimate).
+    pub memory: u64,
 }
 
 /// Where a column's last borrowed string went: its address and length, and its place in
@@ -148,66 +146,141 @@ type LastStr = Option<(usize, usize, (usize, u32))>;
 
 /// Nodes and relationships this query has already turned into JSON, shared by every cell
 /// that returns them: a lineage path repeats the same adapters and DERIVED_FROM edges in
-/// row after row, and a feedback node's texts are read once.
+/// row after row, and a feedback node's texts are read once. Each is kept with the length
+/// of its JSON text, which every cell that returns it adds to the response.
 #[derive(Default)]
 struct SharedJson {
-    nodes: HashMap<u64, Arc<serde_json::Value>, FastBuild>,
-    rels: HashMap<u32, Arc<serde_json::Value>, FastBuild>,
+    nodes: HashMap<u64, (Arc<serde_json::Value>, u64), FastBuild>,
+    rels: HashMap<u32, (Arc<serde_json::Value>, u64), FastBuild>,
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(u64);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of `v` as JSON text.
+fn json_len(v: &serde_json::Value) -> u64 {
+    let mut n = ByteCount(0);
+    match serde_json::to_writer(&mut n, v) {
+        Ok(()) => n.0,
+        // Writing to a counter cannot fail; count generously if it ever did.
+        Err(_) => 1 << 20,
+    }
+}
+
+/// The length of an integer as JSON text.
+#[inline]
+fn int_len(i: i64) -> u64 {
+    u64::from(i.unsigned_abs().checked_ilog10().unwrap_or(0)) + 1 + u64::from(i < 0)
 }
 
 impl SharedJson {
-    fn node(&mut self, env: &Env<'_>, n: NodeRef) -> Arc<serde_json::Value> {
+    fn node(&mut self, env: &Env<'_>, n: NodeRef, est: &mut u64) -> Arc<serde_json::Value> {
         let key = match n {
             NodeRef::Feedback(r) => u64::from(r),
             NodeRef::Adapter(r) => (1 << 32) | u64::from(r),
         };
-        self.nodes
-            .entry(key)
-            .or_insert_with(|| Arc::new(env.node_json(n)))
-            .clone()
+        let (v, len) = self.nodes.entry(key).or_insert_with(|| {
+            let v = env.node_json(n);
+            let len = json_len(&v);
+            (Arc::new(v), len)
+        });
+        *est += *len;
+        v.clone()
     }
 
-    fn rel(&mut self, env: &Env<'_>, e: u32) -> Arc<serde_json::Value> {
-        self.rels
-            .entry(e)
-            .or_insert_with(|| Arc::new(env.rel_json(e)))
-            .clone()
+    fn rel(&mut self, env: &Env<'_>, e: u32, est: &mut u64) -> Arc<serde_json::Value> {
+        let (v, len) = self.rels.entry(e).or_insert_with(|| {
+            let v = env.rel_json(e);
+            let len = json_len(&v);
+            (Arc::new(v), len)
+        });
+        *est += *len;
+        v.clone()
     }
 }
 
-/// The result cell of `v`.
-fn value_cell<'a>(env: &Env<'a>, out: &mut Rows, shared: &mut SharedJson, v: &Value<'a>) -> Cell {
-    match v {
-        Value::Null => Cell::Null,
-        Value::Bool(b) => Cell::Bool(*b),
-        Value::Int(i) => Cell::Int(*i),
-        Value::Float(f) => Cell::float(*f),
-        Value::Str(_) | Value::Text(_) => out.str_cell(v.as_str().unwrap_or("")),
-        Value::Node(n) => Cell::Shared(shared.node(env, *n)),
-        Value::Rel(e) => Cell::Shared(shared.rel(env, *e)),
-        Value::List(items) => Cell::List(
-            items
-                .iter()
-                .map(|x| value_cell(env, out, shared, x))
-                .collect(),
-        ),
-        Value::Path(p) => {
-            let mut cells = Vec::with_capacity(p.nodes.len() + p.rels.len());
-            for (i, n) in p.nodes.iter().enumerate() {
-                if i > 0
-                    && let Some(e) = p.rels.get(i - 1)
-                {
-                    cells.push(Cell::Shared(shared.rel(env, *e)));
-                }
-                cells.push(Cell::Shared(shared.node(env, *n)));
+/// The result cell of `v`; adds the length of its JSON text and the cells it takes to `est`.
+fn value_cell<'a>(
+    env: &Env<'a>,
+    out: &mut Rows,
+    shared: &mut SharedJson,
+    v: &Value<'a>,
+    est: &mut u64,
+) -> Result<Cell, Fail> {
+    Ok(match v {
+        Value::Null => {
+            *est += 4;
+            Cell::Null
+        }
+        Value::Bool(b) => {
+            *est += 5;
+            Cell::Bool(*b)
+        }
+        Value::Int(i) => {
+            *est += int_len(*i);
+            Cell::Int(*i)
+        }
+        Value::Float(f) => {
+            *est += 24;
+            Cell::float(*f)
+        }
+        Value::Str(_) | Value::Text(_) => {
+            let s = v.as_str().unwrap_or("");
+            *est += s.len() as u64 + 2;
+            out.str_cell(s)
+        }
+        Value::Node(n) => Cell::Shared(shared.node(env, *n, est)),
+        Value::Rel(e) => Cell::Shared(shared.rel(env, *e, est)),
+        Value::List(items) => {
+            // Each element is a cell of its own and a separator in the text.
+            let n = items.len() as u64;
+            env.budget.tick_n(n)?;
+            *est += 2 + n * (1 + CELL_BYTES);
+            let mut cells = Vec::with_capacity(items.len());
+            for x in items.iter() {
+                cells.push(value_cell(env, out, shared, x, est)?);
             }
             Cell::List(cells.into())
         }
-        Value::Map(_) => Cell::Json(Box::new(env.to_json(v))),
-    }
+        Value::Path(p) => {
+            let n = (p.nodes.len() + p.rels.len()) as u64;
+            *est += 2 + n * (1 + CELL_BYTES);
+            let mut cells = Vec::with_capacity(p.nodes.len() + p.rels.len());
+            for (i, node) in p.nodes.iter().enumerate() {
+                if i > 0
+                    && let Some(e) = p.rels.get(i - 1)
+                {
+                    cells.push(Cell::Shared(shared.rel(env, *e, est)));
+                }
+                cells.push(Cell::Shared(shared.node(env, *node, est)));
+            }
+            Cell::List(cells.into())
+        }
+        Value::Map(_) => {
+            let j = env.to_json(v);
+            // A JSON value in memory takes a few times its text.
+            *est += 3 * json_len(&j);
+            Cell::Json(Box::new(j))
+        }
+    })
 }
 
-/// Appends `v` to the row being built in `out`.
+/// The bytes one result cell takes.
+const CELL_BYTES: u64 = std::mem::size_of::<Cell>() as u64;
+
+/// Appends `v` to the row being built in `out`; returns the length of its JSON text (plus
+/// what nested cells take), which the output charges to the budget.
 #[inline]
 fn push_cell<'a>(
     env: &Env<'a>,
@@ -215,52 +288,71 @@ fn push_cell<'a>(
     shared: &mut SharedJson,
     v: &Value<'a>,
     last: &mut LastStr,
-) {
-    match v {
-        Value::Null => out.push_null(),
-        Value::Bool(b) => out.push_bool(*b),
-        Value::Int(i) => out.push_int(*i),
-        Value::Float(f) => out.push_float(*f),
+) -> Result<u64, Fail> {
+    Ok(match v {
+        Value::Null => {
+            out.push_null();
+            4
+        }
+        Value::Bool(b) => {
+            out.push_bool(*b);
+            5
+        }
+        Value::Int(i) => {
+            out.push_int(*i);
+            int_len(*i)
+        }
+        Value::Float(f) => {
+            out.push_float(*f);
+            24
+        }
         // A string borrowed from the graph or the plan stays in place, unchanged, for the
-        // whole query: the same address and length is the same string, stored once.
+        // whole query: the same address and length is the same string, stored once (but
+        // written out every time).
         Value::Str(s) => {
             let key = (s.as_ptr() as usize, s.len());
             match *last {
                 Some((p, l, at)) if (p, l) == key => out.push_stored(at),
                 _ => *last = out.push_str(s).map(|at| (key.0, key.1, at)),
             }
+            s.len() as u64 + 2
         }
         Value::Text(s) => {
             out.push_str(s);
+            2 * s.len() as u64 + 2
         }
         other => {
-            let cell = value_cell(env, out, shared, other);
+            let mut est = 0;
+            let cell = value_cell(env, out, shared, other, &mut est)?;
             out.push(cell);
+            est
         }
-    }
+    })
 }
 
-/// Runs `plan` on `g`.
-pub(crate) fn run(
-    plan: &Plan,
-    g: &OrgGraph,
-    text: &dyn TextSource,
-    limits: &QueryLimits,
+/// Runs `plan` on `g`, within `limits`, until done or `cancel` turns true.
+pub(crate) fn run<'a>(
+    plan: &'a Plan,
+    g: &'a OrgGraph,
+    text: &'a dyn TextSource,
+    limits: &'a QueryLimits,
     started: Instant,
+    cancel: Option<&'a AtomicBool>,
 ) -> Result<Output, Fail> {
     let mut ex = Exec {
-        env: Env::new(plan, g, text),
+        env: Env::new(plan, g, text, Budget::new(limits, started, cancel)),
         limits,
-        started,
-        work: 0,
-        next_check: CHECK_EVERY.min(limits.max_work.saturating_add(1)),
         counters: vec![0; plan.states],
         counts: vec![None; plan.states],
         seen: (0..plan.states).map(|_| HashSet::default()).collect(),
     };
     ex.check()?;
     let mut input: Vec<Row<'_>> = vec![vec![Value::Null; plan.slots]];
+    // What the rows handed from one segment to the next hold (charged by the sink that
+    // built them, released once the next segment has consumed them).
+    let mut input_bytes = 0u64;
     for seg in &plan.segments {
+        let before = ex.env.budget.mark();
         match &seg.sink {
             Sink::Aggregate {
                 keys,
@@ -297,8 +389,12 @@ pub(crate) fn run(
                     None => None,
                 };
                 let mut buf: Vec<Row<'_>> = Vec::new();
+                let mut buf_bytes = 0u64;
                 for row in input.iter_mut() {
                     let flow = ex.run(&seg.ops, row, &mut |ex, row| {
+                        let b = ex.env.budget.row_bytes(row)?;
+                        ex.env.budget.charge(b)?;
+                        buf_bytes += b;
                         buf.push(row.clone());
                         ex.tick()?;
                         ex.hold(buf.len())?;
@@ -307,6 +403,7 @@ pub(crate) fn run(
                         {
                             sort_rows(&mut buf, keys);
                             buf.truncate(k);
+                            buf_bytes = rebudget(&ex.env.budget, &buf, buf_bytes)?;
                         }
                         Ok(Flow::Go)
                     })?;
@@ -317,6 +414,7 @@ pub(crate) fn run(
                 sort_rows(&mut buf, keys);
                 if let Some(k) = keep {
                     buf.truncate(k);
+                    rebudget(&ex.env.budget, &buf, buf_bytes)?;
                 }
                 input = buf;
             }
@@ -325,6 +423,8 @@ pub(crate) fn run(
                 let mut last: Vec<LastStr> = vec![None; slots.len()];
                 let mut shared = SharedJson::default();
                 let max_rows = ex.limits.max_rows;
+                // A row's cells, its brackets and separators.
+                let row_base = 2 + slots.len() as u64 * (CELL_BYTES + 1);
                 for row in input.iter_mut() {
                     let flow = ex.run(&seg.ops, row, &mut |ex, row| {
                         if out.len() >= max_rows {
@@ -335,10 +435,12 @@ pub(crate) fn run(
                                 ),
                             ).into());
                         }
+                        let mut bytes = row_base;
                         for (s, last) in slots.iter().zip(last.iter_mut()) {
-                            push_cell(&ex.env, &mut out, &mut shared, row.get(*s).unwrap_or(&Value::Null), last);
+                            bytes += push_cell(&ex.env, &mut out, &mut shared, row.get(*s).unwrap_or(&Value::Null), last)?;
                         }
                         out.end_row();
+                        ex.env.budget.charge(bytes)?;
                         ex.check_clock_every(out.len())?;
                         Ok(Flow::Go)
                     })?;
@@ -349,16 +451,32 @@ pub(crate) fn run(
                 ex.check()?;
                 return Ok(Output {
                     rows: out,
-                    work: ex.work,
+                    work: ex.env.budget.work(),
+                    memory: ex.env.budget.peak(),
                 });
             }
         }
+        let held = ex.env.budget.mark().saturating_sub(before);
+        ex.env.budget.release(input_bytes);
+        input_bytes = held;
         ex.check()?;
     }
     Ok(Output {
         rows: Rows::new(plan.columns.len()),
-        work: ex.work,
+        work: ex.env.budget.work(),
+        memory: ex.env.budget.peak(),
     })
+}
+
+/// Charges a sort buffer again after it was cut to its top rows: gives back what the
+/// dropped rows held. Returns what the buffer holds now.
+fn rebudget(budget: &Budget<'_>, buf: &[Row<'_>], charged: u64) -> Result<u64, Fail> {
+    let mut now = 0u64;
+    for r in buf {
+        now = now.saturating_add(budget.row_bytes(r)?);
+    }
+    budget.release(charged.saturating_sub(now));
+    Ok(now)
 }
 
 fn sort_rows(rows: &mut [Row<'_>], keys: &[(Slot, bool)]) {
@@ -380,41 +498,13 @@ fn sort_rows(rows: &mut [Row<'_>], keys: &[(Slot, bool)]) {
 
 impl<'a> Exec<'a> {
     /// Counts one unit of work and enforces the work and time limits.
-    #[inline]
+    #[inline(always)]
     fn tick(&mut self) -> Result<(), Fail> {
-        self.work += 1;
-        if self.work >= self.next_check {
-            self.check()?;
-        }
-        Ok(())
+        self.env.budget.tick()
     }
 
     fn check(&mut self) -> Result<(), Fail> {
-        if self.work > self.limits.max_work {
-            return Err(CypherError::limit(
-                Limit::MaxWork,
-                format!(
-                    "the query examined more than {} nodes and relationships; narrow the MATCH or add filters",
-                    self.limits.max_work
-                ),
-            ).into());
-        }
-        let elapsed = self.started.elapsed();
-        if elapsed > self.limits.timeout {
-            return Err(CypherError::limit(
-                Limit::Timeout,
-                format!(
-                    "the query ran longer than {} ms",
-                    self.limits.timeout.as_millis()
-                ),
-            )
-            .into());
-        }
-        self.next_check = self
-            .work
-            .saturating_add(CHECK_EVERY)
-            .min(self.limits.max_work.saturating_add(1));
-        Ok(())
+        self.env.budget.check()
     }
 
     /// Most rows a sort, a grouping or a DISTINCT may hold at once: a tenth of the work
@@ -533,7 +623,9 @@ impl<'a> Exec<'a> {
             }
             Op::Seek { slot, kinds, key } => {
                 let g = self.env.g;
+                let mark = self.env.budget.mark();
                 let key = self.env.eval(key, row)?;
+                self.env.budget.settle(mark, 0);
                 let Some(id) = key.as_str() else {
                     return Ok(Flow::Go);
                 };
@@ -610,37 +702,59 @@ impl<'a> Exec<'a> {
                 }
                 self.run(rest, row, sink)
             }
-            Op::Unwind { list, slot } => match self.env.eval(list, row)? {
-                Value::Null => Ok(Flow::Go),
-                Value::List(items) => {
-                    for it in items.iter() {
-                        self.tick()?;
-                        row[*slot] = it.clone();
-                        if self.run(rest, row, sink)? == Flow::Stop {
-                            return Ok(Flow::Stop);
+            Op::Unwind { list, slot } => {
+                // The list stays charged while it is unwound (a built one is charged by its
+                // builder; a shared one is not new memory).
+                let mark = self.env.budget.mark();
+                let list = self.env.eval(list, row)?;
+                let held = self.env.budget.mark().saturating_sub(mark);
+                let flow = match list {
+                    Value::Null => Ok(Flow::Go),
+                    Value::List(items) => {
+                        let mut flow = Ok(Flow::Go);
+                        for it in items.iter() {
+                            self.tick()?;
+                            row[*slot] = it.clone();
+                            if self.run(rest, row, sink)? == Flow::Stop {
+                                flow = Ok(Flow::Stop);
+                                break;
+                            }
                         }
+                        flow
                     }
-                    Ok(Flow::Go)
-                }
-                other => {
-                    row[*slot] = other;
-                    self.run(rest, row, sink)
-                }
-            },
+                    other => {
+                        row[*slot] = other;
+                        self.run(rest, row, sink)
+                    }
+                };
+                self.env.budget.release(held);
+                flow
+            }
             Op::Project(items) => {
+                // Values built here are charged (by their builders) while the row holds
+                // them, that is while the rest of the pipeline runs on it.
+                let mark = self.env.budget.mark();
                 for (slot, e) in items {
                     let v = self.env.eval(e, row)?;
                     row[*slot] = v;
                 }
-                self.run(rest, row, sink)
+                let held = self.env.budget.mark().saturating_sub(mark);
+                let flow = self.run(rest, row, sink);
+                self.env.budget.release(held);
+                flow
             }
             Op::Distinct { slots, state } => {
                 let key: Box<[Value<'a>]> = slots.iter().map(|s| row[*s].clone()).collect();
+                let bytes = self.env.budget.row_bytes(&key)?;
                 let (fresh, held) = match self.seen.get_mut(*state) {
                     Some(set) => (set.insert(key), set.len()),
                     None => (true, 0),
                 };
                 self.hold(held)?;
+                if fresh {
+                    // Kept in the set (and its hash table) until the query ends.
+                    self.env.budget.charge(bytes.saturating_add(16))?;
+                }
                 if fresh {
                     self.run(rest, row, sink)
                 } else {
@@ -1365,7 +1479,23 @@ impl<'a> AggState<'a> {
         w: i64,
         row: &Row<'a>,
     ) -> Result<(), Fail> {
+        let budget = &env.budget;
+        let mark = budget.mark();
+        let groups = self.keys.len();
         let g = self.group(env, keys, row)?;
+        budget.settle(mark, 0);
+        if self.keys.len() != groups {
+            // A new group: its key (kept in the list and in the hash index) and its
+            // accumulators, held until the aggregation ends.
+            let key = match self.keys.last() {
+                Some(k) => budget.row_bytes(k)?,
+                None => 0,
+            };
+            budget.charge(
+                key.saturating_mul(2)
+                    .saturating_add(16 * aggs.len() as u64 + 32),
+            )?;
+        }
         let n = aggs.len();
         for (j, (a, arg)) in aggs.iter().zip(&self.args).enumerate() {
             let at = g * n + j;
@@ -1399,7 +1529,11 @@ impl<'a> AggState<'a> {
                     ..
                 }) => row.get(*s).unwrap_or(&Value::Null),
                 Some(e) => {
+                    let arg_mark = budget.mark();
                     owned = env.eval(e, row)?;
+                    // The argument's temporaries are done with; what is kept of it is
+                    // charged below.
+                    budget.settle(arg_mark, 0);
                     &owned
                 }
             };
@@ -1408,13 +1542,19 @@ impl<'a> AggState<'a> {
             }
             if a.distinct
                 && let Some(Some(seen)) = self.distinct.get_mut(at)
-                && !seen.insert(v.clone())
             {
-                continue;
+                if !seen.insert(v.clone()) {
+                    continue;
+                }
+                budget.charge(VALUE_BYTES + 16 + budget.heap_bytes(v)?)?;
             }
             match self.accs.get_mut(at) {
                 // A DISTINCT value counts once however many rows carry it.
                 Some(Acc::Count(c)) => *c = c.saturating_add(if a.distinct { 1 } else { w }),
+                Some(acc @ Acc::Collect(_)) => {
+                    budget.alloc(1, VALUE_BYTES + budget.heap_bytes(v)?)?;
+                    acc.add(v, a.pos)?;
+                }
                 Some(acc) => acc.add(v, a.pos)?,
                 None => {}
             }

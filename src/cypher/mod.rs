@@ -32,12 +32,14 @@
 //! Adapter: `id, version, base_model, created_at, source`. Relationships: `created_at,
 //! source`; `type(r)` gives the type.
 
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::graph::OrgGraph;
 
+mod budget;
 pub mod dialect;
 pub mod error;
 mod eval;
@@ -47,6 +49,7 @@ mod planner;
 mod rows;
 mod value;
 
+pub use budget::MEMORY_KEY;
 pub use error::{CypherError, Limit, Position};
 pub use rows::Rows;
 
@@ -81,12 +84,18 @@ impl TextSource for NoText {
 /// [`CypherError::LimitExceeded`] naming the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryLimits {
-    /// Wall-clock time (checked every few thousand units of work and per output batch).
+    /// Wall-clock time (checked every few thousand units of work, inside expressions too,
+    /// and per output batch).
     pub timeout: Duration,
     /// Rows returned.
     pub max_rows: usize,
-    /// Traversal work: nodes scanned plus relationships examined.
+    /// Work: nodes scanned, relationships examined, and list elements built or visited by
+    /// expressions (ranges, comprehensions, list and string operations, collected values).
     pub max_work: u64,
+    /// Memory, in bytes, a query may hold at once (an estimate): values built by
+    /// expressions, values bound in rows, collected, DISTINCT, sort and grouping state, and
+    /// the result (its cells plus the estimated JSON size of every row).
+    pub max_memory: u64,
     /// Longest variable-length path; `*` without an upper bound is capped here (and reaching
     /// the cap with more to follow is an error, not a silent cut). Values above 1000 act as
     /// 1000, since the traversal recurses once per relationship.
@@ -99,6 +108,7 @@ impl Default for QueryLimits {
             timeout: Duration::from_secs(5),
             max_rows: 10_000,
             max_work: 50_000_000,
+            max_memory: 256 * 1024 * 1024,
             max_depth: 30,
         }
     }
@@ -109,8 +119,11 @@ impl Default for QueryLimits {
 pub struct QueryStats {
     /// Rows returned.
     pub rows: usize,
-    /// Traversal work (see [`QueryLimits::max_work`]).
+    /// Work done (see [`QueryLimits::max_work`]).
     pub work: u64,
+    /// The most memory the query held at once, in bytes (the estimate
+    /// [`QueryLimits::max_memory`] bounds).
+    pub memory_bytes: u64,
     /// Wall-clock time, microseconds.
     pub elapsed_us: u64,
 }
@@ -168,15 +181,50 @@ pub fn execute_with(
     limits: &QueryLimits,
     options: &PlanOptions,
 ) -> Result<QueryResult, CypherError> {
+    run_query(graph, text, query, params, limits, options, None)
+}
+
+/// [`execute`] that stops with [`CypherError::Cancelled`] soon after `cancel` turns true
+/// (it is read every few thousand units of work): the HTTP layer sets it when the client
+/// hangs up.
+pub fn execute_cancellable(
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+    cancel: &AtomicBool,
+) -> Result<QueryResult, CypherError> {
+    run_query(
+        graph,
+        text,
+        query,
+        params,
+        limits,
+        &PlanOptions::default(),
+        Some(cancel),
+    )
+}
+
+fn run_query(
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+    options: &PlanOptions,
+    cancel: Option<&AtomicBool>,
+) -> Result<QueryResult, CypherError> {
     let started = Instant::now();
     let run = || -> Result<QueryResult, CypherError> {
         let p = prepare(graph, query, params, limits, options)?;
-        let out = exec::run(&p, graph, text, limits, started).map_err(|e| *e)?;
+        let out = exec::run(&p, graph, text, limits, started, cancel).map_err(|e| *e)?;
         Ok(QueryResult {
             columns: p.columns,
             stats: QueryStats {
                 rows: out.rows.len(),
                 work: out.work,
+                memory_bytes: out.memory,
                 elapsed_us: started.elapsed().as_micros() as u64,
             },
             rows: out.rows,

@@ -36,7 +36,7 @@ pub enum ApiError {
     /// 415: the body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 400: a graph query went over a configured limit (rows, time, work, depth).
+    /// 400: a graph query went over a configured limit (rows, time, work, memory, depth).
     #[error("{0}")]
     LimitExceeded(String),
     /// 400: a graph query is malformed, ill-typed or not allowed (details give the position).
@@ -110,6 +110,15 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(m) => ApiError::Conflict(m),
             ServiceError::Config(m) | ServiceError::Internal(m) => ApiError::Internal(m),
             ServiceError::Store(s) => ApiError::Internal(s.to_string()),
+            ServiceError::Query(
+                q @ crate::cypher::CypherError::LimitExceeded {
+                    limit: crate::cypher::Limit::MaxConcurrent,
+                    ..
+                },
+            ) => ApiError::TooManyRequests {
+                details: q.to_string(),
+                retry_after_secs: 1,
+            },
             ServiceError::Query(q @ crate::cypher::CypherError::LimitExceeded { .. }) => {
                 ApiError::LimitExceeded(q.to_string())
             }

@@ -378,6 +378,7 @@ pub struct Service {
     limits: FieldLimits,
     claim_locks: parking_lot::Mutex<HashMap<String, Arc<parking_lot::Mutex<()>>>>,
     query_limits: crate::cypher::QueryLimits,
+    query_gate: query::QueryGate,
 }
 
 /// A submission in sled that waits for its sync before it is acknowledged and indexed.
@@ -446,7 +447,9 @@ impl Service {
                 max_rows: config.query.max_rows,
                 max_work: config.query.max_work,
                 max_depth: config.query.max_depth,
+                max_memory: config.query.max_memory_bytes,
             },
+            query_gate: query::QueryGate::new(config.query.max_concurrent_per_org),
         })
     }
 

@@ -1,10 +1,66 @@
 //! Graph queries: runs openCypher on the caller's org graph with the configured limits,
 //! loading long text fields from the store only for the items a query reads or returns.
+//! A query can be cancelled (its caller went away), and each org may run only so many
+//! queries at once ([`QueryGate`]).
 
-use crate::cypher::{self, CypherError, NamedQuery, QueryLimits, QueryResult, TextSource};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+
+use crate::cypher::{self, CypherError, Limit, NamedQuery, QueryLimits, QueryResult, TextSource};
 use crate::store::Store;
 
 use super::{Service, ServiceError};
+
+/// Counts the queries each org is running, so one tenant cannot take every blocking thread.
+#[derive(Debug)]
+pub struct QueryGate {
+    max_per_org: usize,
+    running: parking_lot::Mutex<HashMap<String, usize>>,
+}
+
+/// One running query's place in the [`QueryGate`], given back on drop.
+struct GateSlot<'g> {
+    gate: &'g QueryGate,
+    org: &'g str,
+}
+
+impl QueryGate {
+    /// A gate letting `max_per_org` queries of one org run at once (0: no limit).
+    pub fn new(max_per_org: usize) -> Self {
+        QueryGate {
+            max_per_org,
+            running: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn enter<'g>(&'g self, org: &'g str) -> Result<GateSlot<'g>, CypherError> {
+        let mut running = self.running.lock();
+        let n = running.entry(org.to_owned()).or_insert(0);
+        if self.max_per_org > 0 && *n >= self.max_per_org {
+            return Err(CypherError::LimitExceeded {
+                limit: Limit::MaxConcurrent,
+                detail: format!(
+                    "{} queries of this org are running already; retry shortly (query.max_concurrent_per_org)",
+                    self.max_per_org
+                ),
+            });
+        }
+        *n += 1;
+        Ok(GateSlot { gate: self, org })
+    }
+}
+
+impl Drop for GateSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self.gate.running.lock();
+        if let Some(n) = running.get_mut(self.org) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.remove(self.org);
+            }
+        }
+    }
+}
 
 /// Reads feedback texts from the store for the executor.
 struct StoreText<'a> {
@@ -51,18 +107,36 @@ impl Service {
         text: &str,
         params: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<QueryResult, ServiceError> {
+        self.query_cancellable(org, text, params, &AtomicBool::new(false))
+    }
+
+    /// [`Service::query`] that stops with [`CypherError::Cancelled`] soon after `cancel`
+    /// turns true. Over `query.max_concurrent_per_org` running queries of `org` it refuses
+    /// with [`Limit::MaxConcurrent`].
+    pub fn query_cancellable(
+        &self,
+        org: &str,
+        text: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+        cancel: &AtomicBool,
+    ) -> Result<QueryResult, ServiceError> {
         super::check_org(org)?;
+        let _slot = self.query_gate.enter(org).map_err(ServiceError::Query)?;
         let source = StoreText {
             store: &self.store,
             org,
         };
+        let limits = &self.query_limits;
         let result = match self.graph.org(org) {
-            Some(g) => cypher::execute(&g, &source, text, params, &self.query_limits),
+            Some(g) => cypher::execute_cancellable(&g, &source, text, params, limits, cancel),
             None => {
                 let empty = crate::graph::OrgGraph::default();
-                cypher::execute(&empty, &source, text, params, &self.query_limits)
+                cypher::execute_cancellable(&empty, &source, text, params, limits, cancel)
             }
         };
+        if matches!(result, Err(CypherError::Cancelled)) {
+            tracing::info!(org, "a graph query was cancelled: its client went away");
+        }
         result.map_err(ServiceError::Query)
     }
 
@@ -72,6 +146,17 @@ impl Service {
         org: &str,
         name: &str,
         params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<QueryResult, ServiceError> {
+        self.named_query_cancellable(org, name, params, &AtomicBool::new(false))
+    }
+
+    /// [`Service::named_query`] that stops soon after `cancel` turns true.
+    pub fn named_query_cancellable(
+        &self,
+        org: &str,
+        name: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+        cancel: &AtomicBool,
     ) -> Result<QueryResult, ServiceError> {
         let q = cypher::named_queries()
             .into_iter()
@@ -86,7 +171,7 @@ impl Service {
                 position: None,
             }));
         }
-        self.query(org, q.query, params)
+        self.query_cancellable(org, q.query, params, cancel)
     }
 
     /// The named queries shipped in `queries/`.

@@ -1,0 +1,344 @@
+//! The per-query resource budget: work, memory, wall-clock time and cancellation.
+//!
+//! One [`Budget`] lives for one query run. The executor and the expression evaluator charge
+//! it where they spend:
+//!
+//! - **work**: every node scanned and relationship examined, and every list element that an
+//!   expression produces or visits (ranges, comprehensions, quantifiers, list and string
+//!   operations, collected values). `max_work` bounds it; it is what `stats.work` reports.
+//! - **memory**: an estimate, in bytes, of what the query holds: list elements and string
+//!   bytes built by expressions, values bound in rows, collected values, DISTINCT, sort and
+//!   grouping state, and the result (its cells plus the estimated size of each row's JSON).
+//!   Expression temporaries are released when the expression that built them is done with
+//!   them ([`Budget::mark`] / [`Budget::settle`]); held state stays charged while the query
+//!   holds it. Values shared by reference are charged once per holder, so the estimate errs
+//!   high, never low by more than a single expression's temporaries.
+//! - **time and cancellation**: every [`CHECK_EVERY`] units of work (and whenever a large
+//!   charge is made) the clock is read and the cancel flag looked at, so a query stops
+//!   within a few thousand units of work of its deadline, or of its client hanging up, even
+//!   inside one expression.
+//!
+//! The counters are `Cell`s: a budget belongs to one query on one thread, and expressions
+//! are evaluated through shared references.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::QueryLimits;
+use super::error::{CypherError, Fail, Limit};
+use super::value::Value;
+
+/// How often (in work units) the clock and the cancel flag are read.
+pub(crate) const CHECK_EVERY: u64 = 4096;
+
+/// The bytes one value takes in a list or a row.
+pub(crate) const VALUE_BYTES: u64 = std::mem::size_of::<Value<'static>>() as u64;
+
+/// The work units charged for building `bytes` bytes of string (copying is cheap per byte).
+#[inline]
+pub(crate) fn string_work(bytes: u64) -> u64 {
+    bytes / 64 + 1
+}
+
+/// The configuration key of the memory limit, named in its error.
+pub const MEMORY_KEY: &str = "query.max_memory_bytes";
+
+/// The resource budget of one query run (see the module docs).
+pub(crate) struct Budget<'c> {
+    work: Cell<u64>,
+    next_check: Cell<u64>,
+    mem: Cell<u64>,
+    peak: Cell<u64>,
+    max_work: u64,
+    max_mem: u64,
+    timeout: Duration,
+    started: Instant,
+    cancel: Option<&'c AtomicBool>,
+}
+
+impl<'c> Budget<'c> {
+    /// A fresh budget for a query that started at `started`.
+    pub fn new(limits: &QueryLimits, started: Instant, cancel: Option<&'c AtomicBool>) -> Self {
+        Budget {
+            work: Cell::new(0),
+            next_check: Cell::new(CHECK_EVERY.min(limits.max_work.saturating_add(1))),
+            mem: Cell::new(0),
+            peak: Cell::new(0),
+            max_work: limits.max_work,
+            max_mem: limits.max_memory,
+            timeout: limits.timeout,
+            started,
+            cancel,
+        }
+    }
+
+    /// Work done so far.
+    pub fn work(&self) -> u64 {
+        self.work.get()
+    }
+
+    /// The most memory the query was charged at once.
+    pub fn peak(&self) -> u64 {
+        self.peak.get().max(self.mem.get())
+    }
+
+    /// Counts one unit of work; every [`CHECK_EVERY`] units checks the limits.
+    #[inline(always)]
+    pub fn tick(&self) -> Result<(), Fail> {
+        let w = self.work.get() + 1;
+        self.work.set(w);
+        if w >= self.next_check.get() {
+            return self.check();
+        }
+        Ok(())
+    }
+
+    /// Counts `n` units of work at once.
+    #[inline]
+    pub fn tick_n(&self, n: u64) -> Result<(), Fail> {
+        let w = self.work.get().saturating_add(n);
+        self.work.set(w);
+        if w >= self.next_check.get() {
+            return self.check();
+        }
+        Ok(())
+    }
+
+    /// Checks work, cancellation and time, and schedules the next check.
+    #[inline(never)]
+    pub fn check(&self) -> Result<(), Fail> {
+        let w = self.work.get();
+        if w > self.max_work {
+            return Err(CypherError::limit(
+                Limit::MaxWork,
+                format!(
+                    "the query did more than {} units of work (nodes scanned, relationships examined, list elements built or visited); narrow the MATCH or add filters (query.max_work)",
+                    self.max_work
+                ),
+            ).into());
+        }
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(CypherError::Cancelled.into());
+        }
+        if self.started.elapsed() > self.timeout {
+            return Err(CypherError::limit(
+                Limit::Timeout,
+                format!(
+                    "the query ran longer than {} ms (query.timeout_ms)",
+                    self.timeout.as_millis()
+                ),
+            )
+            .into());
+        }
+        self.next_check.set(
+            w.saturating_add(CHECK_EVERY)
+                .min(self.max_work.saturating_add(1)),
+        );
+        Ok(())
+    }
+
+    /// Charges `bytes` of memory; over the limit is an error (nothing has been allocated
+    /// yet when callers charge before building).
+    #[inline]
+    pub fn charge(&self, bytes: u64) -> Result<(), Fail> {
+        let m = self.mem.get().saturating_add(bytes);
+        if m > self.max_mem {
+            return Err(self.memory_error(m));
+        }
+        self.mem.set(m);
+        Ok(())
+    }
+
+    #[cold]
+    fn memory_error(&self, wanted: u64) -> Fail {
+        CypherError::limit(
+            Limit::MaxMemory,
+            format!(
+                "the query needed more than {} bytes of memory (about {} held); build smaller lists and strings, return fewer or smaller rows, or add a LIMIT ({MEMORY_KEY})",
+                self.max_mem, wanted
+            ),
+        )
+        .into()
+    }
+
+    /// Counts `elements` units of work and charges `bytes`: what building a value costs.
+    /// Call it before allocating.
+    #[inline]
+    pub fn alloc(&self, elements: u64, bytes: u64) -> Result<(), Fail> {
+        self.charge(bytes)?;
+        self.tick_n(elements)
+    }
+
+    /// Gives back `bytes` charged earlier.
+    #[inline]
+    pub fn release(&self, bytes: u64) {
+        let m = self.mem.get();
+        self.peak.set(self.peak.get().max(m));
+        self.mem.set(m.saturating_sub(bytes));
+    }
+
+    /// The memory charged now, to return to with [`Budget::settle`].
+    #[inline(always)]
+    pub fn mark(&self) -> u64 {
+        self.mem.get()
+    }
+
+    /// Drops every charge made since `mark` (the temporaries of an expression that is done)
+    /// and charges `keep` instead (what its result holds). `keep` must not be more than was
+    /// charged since the mark, or be checked by the caller.
+    #[inline(always)]
+    pub fn settle(&self, mark: u64, keep: u64) {
+        let m = self.mem.get();
+        if m != mark || keep != 0 {
+            self.peak.set(self.peak.get().max(m));
+            self.mem.set(mark.saturating_add(keep));
+        }
+    }
+
+    /// Like [`Budget::settle`], for a `keep` that may be more than was charged since `mark`
+    /// (a result that shares a value built elsewhere): over the limit is an error.
+    #[inline]
+    pub fn keep(&self, mark: u64, keep: u64) -> Result<(), Fail> {
+        let m = self.mem.get();
+        let want = mark.saturating_add(keep);
+        if want == m {
+            return Ok(());
+        }
+        self.peak.set(self.peak.get().max(m));
+        if want > self.max_mem {
+            return Err(self.memory_error(want));
+        }
+        self.mem.set(want);
+        Ok(())
+    }
+
+    /// The bytes `v` holds beyond its own slot (string bytes, list elements and what they
+    /// hold), counting each visited element as work. A value shared by several holders is
+    /// counted for each; the walk stops early once it exceeds the memory limit.
+    pub fn heap_bytes(&self, v: &Value<'_>) -> Result<u64, Fail> {
+        Ok(match v {
+            Value::Null
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Str(_)
+            | Value::Node(_)
+            | Value::Rel(_) => 0,
+            Value::Text(s) => s.len() as u64,
+            Value::Path(p) => (p.nodes.len() as u64) * 8 + (p.rels.len() as u64) * 4,
+            Value::List(items) => {
+                self.tick_n(items.len() as u64)?;
+                let mut n = (items.len() as u64).saturating_mul(VALUE_BYTES);
+                for it in items.iter() {
+                    if matches!(
+                        it,
+                        Value::Text(_) | Value::List(_) | Value::Map(_) | Value::Path(_)
+                    ) {
+                        n = n.saturating_add(self.heap_bytes(it)?);
+                        if n > self.max_mem {
+                            break;
+                        }
+                    }
+                }
+                n
+            }
+            Value::Map(entries) => {
+                self.tick_n(entries.len() as u64)?;
+                let mut n = 0u64;
+                for (k, x) in entries.iter() {
+                    n = n
+                        .saturating_add(VALUE_BYTES + 16 + k.len() as u64)
+                        .saturating_add(self.heap_bytes(x)?);
+                    if n > self.max_mem {
+                        break;
+                    }
+                }
+                n
+            }
+        })
+    }
+
+    /// The bytes a row of values holds: its slots and what they hold.
+    pub fn row_bytes(&self, row: &[Value<'_>]) -> Result<u64, Fail> {
+        let mut n = (row.len() as u64).saturating_mul(VALUE_BYTES);
+        for v in row {
+            n = n.saturating_add(self.heap_bytes(v)?);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_memory: u64, max_work: u64) -> QueryLimits {
+        QueryLimits {
+            max_memory,
+            max_work,
+            ..QueryLimits::default()
+        }
+    }
+
+    #[test]
+    fn charges_are_bounded_and_settled() {
+        let l = limits(1000, 1_000_000);
+        let b = Budget::new(&l, Instant::now(), None);
+        b.charge(600).unwrap();
+        let mark = b.mark();
+        b.charge(300).unwrap();
+        let e = b.charge(200).unwrap_err();
+        assert!(matches!(
+            *e,
+            CypherError::LimitExceeded {
+                limit: Limit::MaxMemory,
+                ..
+            }
+        ));
+        assert!(e.to_string().contains(MEMORY_KEY), "{e}");
+        // The failed charge left nothing behind; settling drops the temporaries.
+        b.settle(mark, 50);
+        assert_eq!(b.mark(), 650);
+        b.release(650);
+        assert_eq!(b.mark(), 0);
+        assert_eq!(b.peak(), 900);
+    }
+
+    #[test]
+    fn work_and_cancellation_are_checked_in_batches() {
+        let l = limits(u64::MAX, 10_000);
+        let b = Budget::new(&l, Instant::now(), None);
+        for _ in 0..10_000 {
+            b.tick().unwrap();
+        }
+        assert!(b.tick().is_err());
+        let flag = AtomicBool::new(false);
+        let l = limits(u64::MAX, u64::MAX);
+        let b = Budget::new(&l, Instant::now(), Some(&flag));
+        b.tick_n(CHECK_EVERY * 3).unwrap();
+        flag.store(true, Ordering::Relaxed);
+        let mut stopped = None;
+        for i in 0..=CHECK_EVERY {
+            if let Err(e) = b.tick() {
+                stopped = Some((i, e));
+                break;
+            }
+        }
+        let (_, e) = stopped.expect("a cancelled budget stops within CHECK_EVERY units");
+        assert_eq!(*e, CypherError::Cancelled);
+    }
+
+    #[test]
+    fn heap_bytes_count_nested_content() {
+        let l = limits(u64::MAX, u64::MAX);
+        let b = Budget::new(&l, Instant::now(), None);
+        let inner = Value::list(vec![Value::Int(1), Value::text("abcd")]);
+        let outer = Value::list(vec![inner.clone(), inner, Value::Null]);
+        assert_eq!(
+            b.heap_bytes(&outer).unwrap(),
+            3 * VALUE_BYTES + 2 * (2 * VALUE_BYTES + 4)
+        );
+        assert_eq!(b.heap_bytes(&Value::Int(3)).unwrap(), 0);
+    }
+}
