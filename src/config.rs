@@ -137,7 +137,8 @@ pub struct RateLimitConfig {
     pub per_org: u32,
     /// The org window, seconds.
     pub per_org_window_secs: u64,
-    /// Past this many tracked users, idle entries are dropped at once (memory bound).
+    /// Past this many tracked keys, keys back at their full allowance are dropped during a
+    /// request (amortised: after such a sweep the next waits until the table grows by half).
     pub max_tracked_keys: usize,
 }
 

@@ -275,3 +275,45 @@ async fn a_panicking_handler_answers_500_with_the_usual_body() {
     assert_eq!(r.status(), 404);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn invisible_and_look_alike_ids_are_refused_by_code_point() {
+    let s = TestServer::start_with(|c| c.rate_limit.enabled = false).await;
+    let user = s.token("acme", "alice", Role::User);
+    let admin = s.token("acme", "root", Role::Admin);
+    let feedback = |field: &str, value: &str| {
+        let mut b = serde_json::json!({
+            "type": "positive",
+            "question": "How do I enable sharding?",
+            "answer": "Use SHARD BY in CREATE COLLECTION."
+        });
+        b[field] = value.into();
+        b
+    };
+    for (field, value, code) in [
+        ("adapter_id", "lora\u{200B}v2", "U+200B"),
+        ("adapter_id", "\u{202E}2v", "U+202E"),
+        ("adapter_id", "ｌｏｒａ", "U+FF4C"),
+        ("user_id", "a\\b", "U+005C"),
+        ("session_id", "..", "'..'"),
+    ] {
+        let (status, body) = s.post(&user, "/feedback", &feedback(field, value)).await;
+        assert_eq!(status, 400, "{field}={value:?}: {body}");
+        let details = error_details(&body);
+        assert!(
+            details.contains(field) && details.contains(code),
+            "{details}"
+        );
+        assert!(details.is_ascii(), "{details}");
+    }
+    let (status, body) = s
+        .post(
+            &admin,
+            "/adapters",
+            &serde_json::json!({"id": "a\u{2066}b"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_details(&body).contains("U+2066"), "{body}");
+    s.stop().await;
+}
