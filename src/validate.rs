@@ -745,6 +745,7 @@ fn describe_char(c: char) -> String {
     match c {
         ' ' => format!("{code} (space)"),
         c if c.is_ascii_graphic() => format!("'{c}' ({code})"),
+        c if c.is_control() => format!("{code} (a control character)"),
         _ => code,
     }
 }

@@ -343,14 +343,14 @@ async fn audience_and_issuer_are_required_when_configured() {
             200,
             "",
         ),
-        ("no aud", with(&[iss.clone()]), 401, "'aud'"),
+        ("no aud", with(std::slice::from_ref(&iss)), 401, "'aud'"),
         (
             "wrong aud",
             with(&[("aud", serde_json::json!("billing")), iss.clone()]),
             401,
             "auth.audience",
         ),
-        ("no iss", with(&[aud.clone()]), 401, "'iss'"),
+        ("no iss", with(std::slice::from_ref(&aud)), 401, "'iss'"),
         (
             "wrong iss",
             with(&[
