@@ -45,6 +45,21 @@ pub struct ServerConfig {
     /// After SIGINT/SIGTERM, in-flight requests get this long to finish (seconds) before
     /// the remaining connections are closed; acknowledged writes are durable either way.
     pub shutdown_grace_secs: u64,
+    /// A client must send a whole request head (request line and headers) within this
+    /// many seconds of its first byte; slower heads get a 408 and the connection closes.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with no request in progress is closed after this many
+    /// seconds (also the wait for the first request of a new connection).
+    pub idle_timeout_secs: u64,
+    /// A request body that sends nothing for this many seconds is abandoned (408) and
+    /// its connection closed.
+    pub body_read_timeout_secs: u64,
+    /// Most connections open at once; further clients wait in the listen queue until one
+    /// closes. Keep it well below the process's open-file limit (`ulimit -n`), which the
+    /// store also draws on.
+    pub max_connections: usize,
+    /// Adds routes that exist only for tests (`GET /__test/panic`). Never in production.
+    pub enable_test_routes: bool,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +68,11 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".into(),
             body_limit_bytes: 256 * 1024,
             shutdown_grace_secs: 10,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_read_timeout_secs: 30,
+            max_connections: 512,
+            enable_test_routes: false,
         }
     }
 }
@@ -83,6 +103,10 @@ pub struct AuthConfig {
     pub public_keys: Vec<PublicKeyConfig>,
     /// Clock skew allowed on `exp` and `nbf`, seconds.
     pub leeway_secs: u64,
+    /// When set, every token must carry this `aud` (or list it); `feedgraph token` adds it.
+    pub audience: Option<String>,
+    /// When set, every token's `iss` must equal this; `feedgraph token` adds it.
+    pub issuer: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -93,6 +117,8 @@ impl Default for AuthConfig {
             hs256: true,
             public_keys: Vec::new(),
             leeway_secs: 30,
+            audience: None,
+            issuer: None,
         }
     }
 }
@@ -111,7 +137,8 @@ pub struct RateLimitConfig {
     pub per_org: u32,
     /// The org window, seconds.
     pub per_org_window_secs: u64,
-    /// Past this many tracked users, idle entries are dropped at once (memory bound).
+    /// Past this many tracked keys, keys back at their full allowance are dropped during a
+    /// request (amortised: after such a sweep the next waits until the table grows by half).
     pub max_tracked_keys: usize,
 }
 

@@ -679,7 +679,12 @@ fn optional_text(
     Ok(Some(v))
 }
 
-/// Checks an identifier-like field: bounded, no control characters; blank means absent.
+/// The characters an id may hold besides ASCII letters and digits. Ids are keys, appear in
+/// URLs and are compared by eye: ASCII only, so there are no invisible (zero-width, bidi
+/// control) or look-alike (full-width, Cyrillic) characters, no whitespace, no backslash.
+pub const ID_PUNCTUATION: &str = "-_.:@/+";
+
+/// Checks an identifier-like field: bounded, in the id alphabet; blank means absent.
 pub fn check_id(
     field: &'static str,
     value: Option<String>,
@@ -694,8 +699,9 @@ pub fn check_id(
     Ok(Some(v))
 }
 
-/// Checks an id that is already trimmed and non-empty: its length in characters and that
-/// it has no control characters. Allocates nothing (bulk loads call it per line).
+/// Checks an id that is already trimmed and non-empty: its length in characters and the id
+/// alphabet (ASCII letters, digits and [`ID_PUNCTUATION`]; not `.` or `..` as a whole).
+/// Allocates nothing unless it fails (bulk loads call it per line).
 pub fn check_id_text(field: &'static str, v: &str, l: &FieldLimits) -> Result<(), ValidationError> {
     let n = v.chars().count();
     if n > l.max_id_chars {
@@ -706,21 +712,51 @@ pub fn check_id_text(field: &'static str, v: &str, l: &FieldLimits) -> Result<()
             unit: "characters",
         });
     }
-    if v.chars().any(char::is_control) {
-        return Err(ValidationError::Invalid {
-            field,
-            reason: "contains control characters".into(),
-        });
-    }
-    Ok(())
+    check_id_alphabet(field, v)
 }
 
-/// Adapter ids appear in URL paths and Cypher literals: no slashes, no whitespace.
-pub fn check_adapter_id(field: &'static str, id: String) -> Result<String, ValidationError> {
-    if id.chars().any(|c| c == '/' || c.is_whitespace()) {
+/// The id alphabet on its own (see [`ID_PUNCTUATION`]). The offending character is named
+/// by its code point, never echoed raw unless it is visible ASCII.
+pub fn check_id_alphabet(field: &'static str, v: &str) -> Result<(), ValidationError> {
+    if v == "." || v == ".." {
         return Err(ValidationError::Invalid {
             field,
-            reason: format!("'{id}' contains '/' or whitespace"),
+            reason: "'.' and '..' are not valid ids".into(),
+        });
+    }
+    match v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ID_PUNCTUATION.contains(*c)))
+    {
+        None => Ok(()),
+        Some(c) => Err(ValidationError::Invalid {
+            field,
+            reason: format!(
+                "contains {}; ids may use ASCII letters, digits and {ID_PUNCTUATION}",
+                describe_char(c)
+            ),
+        }),
+    }
+}
+
+/// `U+XXXX`, with the character itself only when it is visible ASCII.
+fn describe_char(c: char) -> String {
+    let code = format!("U+{:04X}", u32::from(c));
+    match c {
+        ' ' => format!("{code} (space)"),
+        c if c.is_ascii_graphic() => format!("'{c}' ({code})"),
+        c if c.is_control() => format!("{code} (a control character)"),
+        _ => code,
+    }
+}
+
+/// Adapter ids appear in URL paths and Cypher literals: the id alphabet without '/'.
+pub fn check_adapter_id(field: &'static str, id: String) -> Result<String, ValidationError> {
+    check_id_alphabet(field, &id)?;
+    if id.contains('/') {
+        return Err(ValidationError::Invalid {
+            field,
+            reason: format!("'{id}' contains '/', which adapter ids may not hold"),
         });
     }
     Ok(id)
@@ -966,6 +1002,47 @@ mod tests {
         n.user_id = Some("bad\nid".into());
         assert!(v.check_shape(n).is_err());
     }
+    #[test]
+    fn the_id_alphabet_table() {
+        let l = FieldLimits::default();
+        // (id, accepted as an id, accepted as an adapter id, text the refusal must hold)
+        let cases: &[(&str, bool, bool, &str)] = &[
+            ("lora_v2", true, true, ""),
+            ("gpt-4o-2024-08-06", true, true, ""),
+            ("1.2.0", true, true, ""),
+            ("alice@example.com", true, true, ""),
+            ("org:team+ops", true, true, ""),
+            ("models/base", true, false, "'/'"),
+            ("...", true, true, ""),
+            (".", false, false, "'.' and '..'"),
+            ("..", false, false, "'.' and '..'"),
+            ("a\\b", false, false, "'\\' (U+005C)"),
+            ("a b", false, false, "U+0020 (space)"),
+            ("a\tb", false, false, "U+0009"),
+            ("lora\u{200B}v2", false, false, "U+200B"),
+            ("lora\u{202E}2v", false, false, "U+202E"),
+            ("\u{FEFF}lora", false, false, "U+FEFF"),
+            ("ｌｏｒａ", false, false, "U+FF4C"),
+            ("lorа", false, false, "U+0430"),
+            ("caf\u{E9}", false, false, "U+00E9"),
+            ("a\u{0}b", false, false, "U+0000"),
+        ];
+        for &(id, as_id, as_adapter, text) in cases {
+            let r = check_id_text("user_id", id, &l);
+            assert_eq!(r.is_ok(), as_id, "{id:?} as an id: {r:?}");
+            let a = check_adapter_id("adapter_id", id.to_owned());
+            assert_eq!(a.is_ok(), as_adapter, "{id:?} as an adapter id: {a:?}");
+            if let Err(e) = r.map(|_| ()).and(a.map(|_| ())) {
+                let msg = e.to_string();
+                assert!(msg.contains(text), "{id:?}: {msg}");
+                assert!(msg.contains("_id'"), "{id:?}: no field in {msg}");
+                // Nothing invisible or look-alike is echoed back.
+                assert!(msg.is_ascii(), "{id:?}: {msg}");
+                assert!(!msg.chars().any(|c| c.is_control()), "{id:?}: {msg}");
+            }
+        }
+    }
+
     /// The reference: each keyword searched on its own in the lower-cased text, in order.
     fn naive_spam_keyword<'a>(keywords: &'a [String], text: &str) -> Option<&'a str> {
         let lower = text.to_lowercase();

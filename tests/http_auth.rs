@@ -183,7 +183,7 @@ async fn auth_table() {
             "EdDSA token naming the RSA key",
             Some(format!("Bearer {}", ed("rsa-1"))),
             401,
-            "not a EdDSA key",
+            "is not a EdDSA key",
         ),
         (
             "expired",
@@ -260,6 +260,11 @@ async fn auth_table() {
         }
         let details = error_details(&body);
         assert!(details.contains(text), "{name}: {details}");
+        // Our own words: no library error names, no list of algorithms, nothing from the
+        // token (the unknown kid is 'nope').
+        for leak in ["InvalidToken", "Error(", "HS384", "nope", "variant"] {
+            assert!(!details.contains(leak), "{name}: '{leak}' in {details}");
+        }
         match status {
             401 => {
                 assert_eq!(body["error"], "Unauthorized", "{name}");
@@ -300,5 +305,97 @@ async fn hs256_can_be_turned_off() {
     assert_eq!(r.status().as_u16(), 401);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(error_details(&body).contains("HS256"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn audience_and_issuer_are_required_when_configured() {
+    let s = TestServer::start_with(|c| {
+        c.auth.audience = Some("feedgraph".into());
+        c.auth.issuer = Some("https://idp.example".into());
+    })
+    .await;
+    let secret = std::fs::read_to_string(s.dir.path().join("jwt-secret")).unwrap();
+    let secret = secret.trim().as_bytes().to_vec();
+    let with = |pairs: &[(&str, serde_json::Value)]| {
+        let mut c = claims();
+        for (k, v) in pairs {
+            c[*k] = v.clone();
+        }
+        hs(&secret, &c)
+    };
+    let aud = ("aud", serde_json::json!("feedgraph"));
+    let iss = ("iss", serde_json::json!("https://idp.example"));
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "minted by feedgraph token",
+            s.token("acme", "alice", feedgraph::http::auth::Role::User),
+            200,
+            "",
+        ),
+        ("both right", with(&[aud.clone(), iss.clone()]), 200, ""),
+        (
+            "audience in a list",
+            with(&[
+                ("aud", serde_json::json!(["other", "feedgraph"])),
+                iss.clone(),
+            ]),
+            200,
+            "",
+        ),
+        ("no aud", with(std::slice::from_ref(&iss)), 401, "'aud'"),
+        (
+            "wrong aud",
+            with(&[("aud", serde_json::json!("billing")), iss.clone()]),
+            401,
+            "auth.audience",
+        ),
+        ("no iss", with(std::slice::from_ref(&aud)), 401, "'iss'"),
+        (
+            "wrong iss",
+            with(&[
+                aud.clone(),
+                ("iss", serde_json::json!("https://evil.example")),
+            ]),
+            401,
+            "auth.issuer",
+        ),
+    ];
+    for (name, token, status, text) in cases {
+        let r = s
+            .client
+            .get(s.url("/feedback/stats"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        if status != 200 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            let details = error_details(&body);
+            assert!(details.contains(text), "{name}: {details}");
+            assert!(
+                !details.contains("evil") && !details.contains("billing"),
+                "{details}"
+            );
+        }
+    }
+    s.stop().await;
+
+    // Not configured: tokens need neither, and one carrying them is still accepted.
+    let s = TestServer::start().await;
+    let secret = std::fs::read_to_string(s.dir.path().join("jwt-secret")).unwrap();
+    let mut c = claims();
+    c["aud"] = "anyone".into();
+    c["iss"] = "someone".into();
+    let token = hs(secret.trim().as_bytes(), &c);
+    let r = s
+        .client
+        .get(s.url("/feedback/stats"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     s.stop().await;
 }

@@ -65,6 +65,22 @@ pub struct Claims {
     /// Issued at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Audience: checked (and required) when `auth.audience` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    /// Issuer: checked (and required) when `auth.issuer` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// A token's `aud`: one name or a list of names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience.
+    One(String),
+    /// Several audiences; the configured one must be among them.
+    Many(Vec<String>),
 }
 
 /// Who is calling, after the token checked out.
@@ -107,6 +123,8 @@ pub struct Authenticator {
     hs256: Option<DecodingKey>,
     public: HashMap<String, PublicKey>,
     leeway: u64,
+    audience: Option<String>,
+    issuer: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -114,6 +132,8 @@ impl std::fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("hs256", &self.hs256.is_some())
             .field("kids", &self.public.keys().collect::<Vec<_>>())
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }
@@ -230,6 +250,8 @@ impl Authenticator {
             hs256,
             public,
             leeway: auth.leeway_secs,
+            audience: nonblank(&auth.audience),
+            issuer: nonblank(&auth.issuer),
         })
     }
 
@@ -249,45 +271,99 @@ impl Authenticator {
     }
 
     /// Verifies a token: signature with a configured key for its algorithm, `exp` (and
-    /// `nbf` if present) within the leeway, and non-empty `sub` and `org`.
+    /// `nbf` if present) within the leeway, `aud` and `iss` when configured, and non-empty
+    /// `sub` and `org`. Refusals say what to fix in our own words and never repeat the
+    /// token's contents.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let invalid = |m: String| AuthError::Invalid(m);
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| invalid(format!("malformed token: {e}")))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            invalid(
+                match e.kind() {
+                    K::Base64(_) => "malformed token: a part is not valid base64url",
+                    K::Json(_) | K::Utf8(_) => {
+                        "malformed token: the header is not JSON naming an accepted 'alg' \
+                         (HS256, RS256 or EdDSA; unsigned tokens are never accepted)"
+                    }
+                    _ => {
+                        "malformed token: expected three dot-separated base64url parts \
+                         (header.claims.signature)"
+                    }
+                }
+                .into(),
+            )
+        })?;
         let (key, alg) = match header.alg {
             Algorithm::HS256 => match &self.hs256 {
                 Some(k) => (k, Algorithm::HS256),
                 None => return Err(invalid("HS256 tokens are not accepted here".into())),
             },
             alg @ (Algorithm::RS256 | Algorithm::EdDSA) => {
-                let kid = header
-                    .kid
-                    .as_deref()
-                    .ok_or_else(|| invalid(format!("{alg:?} token without a 'kid'")))?;
+                let kid = header.kid.as_deref().ok_or_else(|| {
+                    invalid(format!(
+                        "{alg:?} token without a 'kid': name one of the configured keys"
+                    ))
+                })?;
                 match self.public.get(kid) {
                     Some(pk) if pk.alg == alg => (&pk.key, alg),
                     Some(_) => {
-                        return Err(invalid(format!("key '{kid}' is not a {alg:?} key")));
+                        return Err(invalid(format!(
+                            "the key the token's 'kid' names is not a {alg:?} key"
+                        )));
                     }
-                    None => return Err(invalid(format!("unknown key id '{kid}'"))),
+                    None => {
+                        return Err(invalid(
+                            "unknown key id: the token's 'kid' names no configured key".into(),
+                        ));
+                    }
                 }
             }
-            other => return Err(invalid(format!("algorithm {other:?} is not accepted"))),
+            other => {
+                return Err(invalid(format!(
+                    "algorithm {other:?} is not accepted (HS256, RS256 or EdDSA)"
+                )));
+            }
         };
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        match &self.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             invalid(match e.kind() {
-                K::ExpiredSignature => "token expired".into(),
-                K::ImmatureSignature => "token not valid yet (nbf)".into(),
-                K::InvalidSignature => "bad token signature".into(),
+                K::ExpiredSignature => "token expired: get a new one".into(),
+                K::ImmatureSignature => "token not valid yet: its 'nbf' is in the future".into(),
+                K::InvalidSignature => {
+                    "bad token signature: it was not signed with a key this server trusts".into()
+                }
                 K::MissingRequiredClaim(c) => format!("token lacks the '{c}' claim"),
-                K::Json(_) => format!("token claims are invalid: {e}"),
-                _ => format!("invalid token: {e}"),
+                K::InvalidAudience => {
+                    "the token's 'aud' does not name this service (see auth.audience)".into()
+                }
+                K::InvalidIssuer => {
+                    "the token's 'iss' is not the accepted issuer (see auth.issuer)".into()
+                }
+                K::InvalidAlgorithm => "the token's algorithm does not match its key".into(),
+                K::Base64(_) | K::Utf8(_) => {
+                    "malformed token: a part is not valid base64url".into()
+                }
+                K::Json(_) => "token claims are invalid: 'sub' and 'org' must be strings, \
+                               'exp' a number of seconds, 'roles' a list of strings"
+                    .into(),
+                _ => "the token could not be verified".into(),
             })
         })?;
         let c = data.claims;
@@ -328,6 +404,8 @@ pub fn mint(
         exp: now + ttl_secs,
         nbf: None,
         iat: Some(now),
+        aud: nonblank(&config.auth.audience).map(Audience::One),
+        iss: nonblank(&config.auth.issuer),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -335,4 +413,12 @@ pub fn mint(
         &EncodingKey::from_secret(&secret),
     )
     .map_err(|e| AuthError::Config(format!("cannot sign token: {e}")))
+}
+
+/// A configured string, with blank meaning unset.
+fn nonblank(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 413: the body is over the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 408: the request body stalled (nothing arrived within `server.body_read_timeout_secs`).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 415: the body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "Request Timeout"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
             }
@@ -157,6 +161,12 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still arrive: this connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             response

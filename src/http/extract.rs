@@ -257,11 +257,27 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
                          (server.body_limit_bytes)"
                             .into(),
                     )
+                } else if is_body_timeout(&e) {
+                    ApiError::RequestTimeout(
+                        "the request body stopped arriving (server.body_read_timeout_secs)".into(),
+                    )
                 } else {
                     ApiError::BadRequest(format!("cannot read the request body: {}", e.body_text()))
                 }
             })
     }
+}
+
+/// Whether a body error comes from the stalled-body timeout set up in [`super::conn`].
+fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// One path segment, with a bad segment reported in the usual body.

@@ -7,6 +7,7 @@
 //! never holding a lock across an await.
 
 pub mod auth;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod feedback;
@@ -25,7 +26,7 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use tokio::sync::{oneshot, watch};
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::service::{Service, ServiceError};
 use auth::Authenticator;
 use error::ApiError;
@@ -100,8 +101,37 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
+/// A route for tests only (`server.enable_test_routes`): proves that a panicking handler
+/// gives a 500 with the usual body instead of a reset connection.
+async fn test_panic() -> Json<serde_json::Value> {
+    panic!("deliberate panic from the test-only route");
+}
+
+/// Turns a handler's panic into a 500 with the usual body; the panic is logged inside the
+/// request's span, so the log line carries its request id.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    axum::response::IntoResponse::into_response(ApiError::Internal(format!(
+        "a request handler panicked: {message}"
+    )))
+}
+
+/// The span of one request: method, path and request id (set by [`conn`]).
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(conn::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+}
+
 /// The application router.
-pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+pub fn router(state: Arc<AppState>, server: &ServerConfig) -> Router {
     let api = Router::new()
         .route("/feedback", post(feedback::submit).get(feedback::list))
         .route("/feedback/stats", get(feedback::stats))
@@ -129,14 +159,20 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/graph/query", post(graph::query))
         .route("/graph/queries", get(graph::list))
         .route("/graph/queries/{name}", post(graph::run_named));
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest("/api/v1/llm", api)
-        .fallback(not_found)
+        .nest("/api/v1/llm", api);
+    if server.enable_test_routes {
+        app = app.route("/__test/panic", get(test_panic));
+    }
+    app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
 }
 
@@ -252,35 +288,20 @@ pub async fn start(
     }
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let app = router(state.clone(), config.server.body_limit_bytes);
+    let app = router(state.clone(), &config.server);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let (draining_tx, draining_rx) = oneshot::channel::<()>();
+    let limits = conn::ConnLimits::from_config(&config.server);
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let stop = async move {
             tokio::select! {
                 _ = shutdown_rx => {}
                 _ = stop => {}
             }
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = draining_tx.send(());
-        });
-        // A client that never finishes its request must not hold the process forever.
-        let deadline = async move {
-            if draining_rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(grace).await;
         };
-        tokio::select! {
-            served = serve => served.map_err(|source| HttpError::Io {
-                context: "serving".into(),
-                source,
-            }),
-            _ = deadline => {
-                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing the remaining connections");
-                Ok(())
-            }
-        }
+        // A client that never finishes its request must not hold the process forever:
+        // after `grace` the remaining connections are dropped.
+        conn::serve(listener, app, limits, stop, grace).await;
+        Ok(())
     });
     Ok(RunningServer {
         addr,
