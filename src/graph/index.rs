@@ -242,8 +242,9 @@ impl GraphIndex {
         // Records come in key order: org, then id. Ids are indexed once per org at the
         // end, from that sorted order, and edges are added after every node exists (a
         // record's edges are unique by construction, so no duplicate check is needed).
-        store.for_each_record_head(|r| {
-            let org = r.feedback.org_id;
+        // The org comes from each record's key, like every other path; `feedgraph check`
+        // reports a record whose body names another.
+        store.for_each_record_head(|org, r| {
             let b = match builds.get_mut(org) {
                 Some(b) => b,
                 None => builds.entry(org.to_owned()).or_default(),

@@ -53,9 +53,14 @@ pub enum ApiError {
         /// Seconds until a request would be allowed.
         retry_after_secs: u64,
     },
-    /// 503: the service is still starting (opening the store, building the graph).
+    /// 503: the service is still starting (opening the store, building the graph), or its
+    /// store refuses writes after a failed sync.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: a write reached the store but making it durable failed, so it may or may not
+    /// have been stored. The cause is logged; the client is told how to find out.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// 500: something broke on our side; details are logged, not sent.
     #[error("{0}")]
     Internal(String),
@@ -90,6 +95,9 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
             }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+            ApiError::OutcomeUnknown(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Write outcome unknown")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
         }
     }
@@ -123,6 +131,14 @@ impl From<ServiceError> for ApiError {
                 details: q.to_string(),
                 retry_after_secs: 1,
             },
+            ServiceError::OutcomeUnknown(cause) => {
+                tracing::error!(%cause, "a write's sync failed; its outcome is unknown");
+                ApiError::OutcomeUnknown(OUTCOME_UNKNOWN.to_owned())
+            }
+            ServiceError::Unavailable(cause) => {
+                tracing::error!(%cause, "request refused: the store failed a sync earlier");
+                ApiError::Unavailable(STORE_REFUSING.to_owned())
+            }
             ServiceError::Query(q @ crate::cypher::CypherError::LimitExceeded { .. }) => {
                 ApiError::LimitExceeded(q.to_string())
             }
@@ -130,6 +146,16 @@ impl From<ServiceError> for ApiError {
         }
     }
 }
+
+/// What a client hears when its write's sync failed.
+pub const OUTCOME_UNKNOWN: &str = "The write reached the store but making it durable failed, \
+    so it may or may not have been stored. The server refuses writes until it is restarted \
+    (see /readyz). Then retry with the same Idempotency-Key (a stored write is returned, not \
+    repeated) or look the item up by id.";
+
+/// What a client hears when the store refuses requests after a failed sync.
+pub const STORE_REFUSING: &str = "The store refuses requests after a failed sync; nothing was \
+    written. The server needs a restart (see /readyz).";
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();

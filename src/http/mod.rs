@@ -89,7 +89,11 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.service()?;
+    // Not ready either while opening or once the store refuses writes after a failed sync.
+    if let Err(e) = state.service()?.store().check_writable() {
+        tracing::warn!("not ready: {e}");
+        return Err(ApiError::Unavailable(error::STORE_REFUSING.to_owned()));
+    }
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 

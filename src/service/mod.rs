@@ -22,7 +22,8 @@ use crate::model::{
     IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
 };
 use crate::store::{
-    AdapterOutcome, ChangeSet, IdSource, IdempotencyKey, Inserted, Store, StoreError, SyncMode,
+    AdapterOutcome, ChangeSet, IdSource, IdempotencyKey, Inserted, Store, StoreError, SyncError,
+    SyncMode,
 };
 use crate::validate::{self, FieldLimits, ValidationError, Validator};
 
@@ -56,9 +57,17 @@ pub enum ServiceError {
     /// The configuration is unusable.
     #[error("{0}")]
     Config(String),
-    /// The store failed (I/O, corruption, durability).
+    /// The store failed (I/O, corruption).
     #[error(transparent)]
     Store(StoreError),
+    /// The write reached the store but making it durable failed: it may or may not have
+    /// been stored (a restart tells). The store refuses writes from now on.
+    #[error("the write may or may not have been stored: {0}")]
+    OutcomeUnknown(String),
+    /// The store refuses writes (and reads of state it cannot vouch for) after a failed
+    /// sync; nothing was written. A restart recovers what is durable.
+    #[error("the store is unavailable after a failed sync: {0}")]
+    Unavailable(String),
     /// A graph query failed (syntax, types, limits...).
     #[error(transparent)]
     Query(crate::cypher::CypherError),
@@ -77,6 +86,8 @@ impl From<StoreError> for ServiceError {
             e @ (StoreError::Conflict(_) | StoreError::Exists { .. }) => {
                 ServiceError::Conflict(e.to_string())
             }
+            StoreError::Sync(SyncError::Failed(m)) => ServiceError::OutcomeUnknown(m),
+            StoreError::Sync(SyncError::Poisoned(m)) => ServiceError::Unavailable(m),
             e => ServiceError::Store(e),
         }
     }
@@ -639,7 +650,7 @@ impl Service {
     /// One feedback item of the org.
     pub fn get(&self, org: &str, id: &str) -> Result<Feedback, ServiceError> {
         self.store
-            .get_feedback(org, id)?
+            .durable_read(|s| s.get_feedback(org, id))?
             .ok_or_else(|| ServiceError::NotFound {
                 kind: "feedback",
                 id: id.to_owned(),
@@ -648,7 +659,7 @@ impl Service {
 
     /// Every version of a feedback item's history, oldest first.
     pub fn history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, ServiceError> {
-        let versions = self.store.feedback_history(org, id)?;
+        let versions = self.store.durable_read(|s| s.feedback_history(org, id))?;
         if versions.is_empty() {
             return Err(ServiceError::NotFound {
                 kind: "feedback",
@@ -660,10 +671,10 @@ impl Service {
 
     fn load(&self, org: &str, ids: Vec<Arc<str>>) -> Result<Vec<Feedback>, ServiceError> {
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        for id in &ids {
             // The graph only holds ids whose records are durable; a miss means the store
             // lost a record the index has, which is corruption, not a 404.
-            let fb = self.store.get_feedback(org, &id)?.ok_or_else(|| {
+            let fb = self.store.get_feedback(org, id)?.ok_or_else(|| {
                 ServiceError::Store(StoreError::Corrupt {
                     tree: "feedback",
                     key: format!("{org}/{id}"),
@@ -672,6 +683,8 @@ impl Service {
             })?;
             out.push(fb);
         }
+        // A record may be at a newer version than the graph's, not yet durable.
+        self.store.settle_reads()?;
         Ok(out)
     }
 
@@ -824,7 +837,7 @@ impl Service {
         org: &str,
         feedback_id: &str,
     ) -> Result<Vec<FeedbackLink>, ServiceError> {
-        Ok(self.store.links_of(org, feedback_id)?)
+        Ok(self.store.durable_read(|s| s.links_of(org, feedback_id))?)
     }
 
     /// Feedback linked to an adapter, newest first, with the total number of links.
@@ -928,7 +941,7 @@ impl Service {
     /// One adapter of the org.
     pub fn get_adapter(&self, org: &str, id: &str) -> Result<Adapter, ServiceError> {
         self.store
-            .get_adapter(org, id)?
+            .durable_read(|s| s.get_adapter(org, id))?
             .ok_or_else(|| ServiceError::NotFound {
                 kind: "adapter",
                 id: id.to_owned(),
@@ -1104,9 +1117,15 @@ impl Service {
     /// batch; every adapter's parent exists and lineage ends) and that the graph index
     /// equals one rebuilt from the store now. Returns the first problem found, or `None`.
     pub fn verify(&self) -> Result<Option<String>, ServiceError> {
-        for r in self.store.scan_records() {
-            let r = r?;
+        for r in self.store.scan_records_with_org() {
+            let (org, r) = r?;
             let f = &r.feedback;
+            if f.org_id != org {
+                return Ok(Some(format!(
+                    "feedback '{}' is stored under org '{org}' but its record names org '{}'",
+                    f.id, f.org_id
+                )));
+            }
             let versions = self
                 .store
                 .feedback_history_versions(&f.org_id, &f.id, f.version)?;

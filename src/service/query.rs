@@ -75,8 +75,13 @@ impl TextSource for StoreText<'_> {
 
     fn feedback_texts(&self, id: &str, fields: &[&str]) -> Vec<Option<String>> {
         // One read per item; a record that cannot be read yields nulls (the query is
-        // read-only and the graph holds every other property).
-        let f = self.store.get_feedback(self.org, id).ok().flatten();
+        // read-only and the graph holds every other property). Only durable texts are
+        // shown: a record newer than the graph's (an update not yet synced) waits here.
+        let f = self
+            .store
+            .durable_read(|s| s.get_feedback(self.org, id))
+            .ok()
+            .flatten();
         fields
             .iter()
             .map(|field| {

@@ -460,7 +460,7 @@ impl Service {
         let now = now_millis();
         let mut out: Vec<BatchView> = self
             .store
-            .batches_of(org)?
+            .durable_read(|s| s.batches_of(org))?
             .into_iter()
             .filter(|b| trained_adapter.is_none_or(|a| b.trained_adapter_id.as_deref() == Some(a)))
             .map(|b| BatchView::new(b, now))
@@ -472,7 +472,9 @@ impl Service {
 
     /// A batch of the org, with its derived state.
     pub fn batch(&self, org: &str, id: u64) -> Result<BatchView, ServiceError> {
-        Ok(BatchView::new(self.batch_or_404(org, id)?, now_millis()))
+        let batch = self.batch_or_404(org, id)?;
+        self.store.settle_reads()?;
+        Ok(BatchView::new(batch, now_millis()))
     }
 
     /// Commits a leased batch: every item still leased to it and still approved is marked
@@ -837,6 +839,8 @@ impl Service {
                 None => e.skipped += 1,
             }
         }
+        // The batch and its items are shown only once they are durable.
+        self.store.settle_reads()?;
         Ok(e)
     }
 
@@ -854,7 +858,10 @@ impl Service {
         if !f.used_for_training || f.training_batch_id == 0 {
             return Ok(impact);
         }
-        match self.store.get_batch(org, f.training_batch_id)? {
+        match self
+            .store
+            .durable_read(|s| s.get_batch(org, f.training_batch_id))?
+        {
             Some(b) => {
                 let view = BatchView::new(b, now_millis());
                 if let Some(a) = &view.batch.trained_adapter_id {

@@ -15,11 +15,22 @@
 //! `commit_delay` has the same purpose): each flush costs sled a fixed amount of CPU.
 //!
 //! After a failed fsync the store refuses further writes: the kernel may have dropped the
-//! dirty pages, so retrying could report success for data that is gone.
+//! dirty pages, so retrying could report success for data that is gone. The writers whose
+//! sync failed hear [`SyncError::Failed`]: their write is in sled and may still reach the
+//! disk (through sled's background flusher or the kernel's own writeback), so its outcome
+//! is unknown, not "not stored". sled's background flusher stays on: it is also the only
+//! thing that runs sled's segment cleaning, so turning it off would let the data file grow
+//! without bound.
+//!
+//! Readers see only durable state (see [`Syncer::settle_read`]): every write counts itself
+//! in and out ([`Syncer::begin_write`]), each sync remembers how many writes had ended
+//! when it started, and a read made while some write is not covered yet waits for the next
+//! sync. With no write in flight that is two atomic loads.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
@@ -72,6 +83,8 @@ struct State {
     parked: [u64; 2],
     /// When the last waiter woken by a sync got going again.
     resumed_at: Option<std::time::Instant>,
+    /// Tickets taken in all (for tests).
+    tickets: u64,
 }
 
 /// A sync waits for more writers only if the one before served at least this many: lone
@@ -108,36 +121,46 @@ struct Shared {
     blobs: Blobs,
     /// The longest a sync waits for writers to join it.
     commit_delay: std::time::Duration,
+    /// Writes that have begun changing sled (see [`Syncer::begin_write`]).
+    begun: AtomicU64,
+    /// Writes that have finished changing sled.
+    ended: AtomicU64,
+    /// `ended` as read when the most recent successful sync started: that many writes are
+    /// durable, and if no more have begun, everything a reader can see is.
+    covered: AtomicU64,
+    /// sled's directory, which names this syncer to test hooks.
+    #[cfg(any(test, feature = "testing"))]
+    dir: std::path::PathBuf,
     /// Tests make the next syncs fail or panic.
     #[cfg(test)]
     fault: Mutex<Option<Fault>>,
 }
 
-/// A failure a test injects into the syncs.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Fault {
-    /// The sync returns an error.
-    Error,
-    /// The sync panics.
-    Panic,
-}
+#[cfg(any(test, feature = "testing"))]
+use super::testing::Fault;
 
 /// sled keeps values larger than about a quarter of a log segment (128 KiB by default) in
 /// files of their own under `blobs/`, written with plain writes and never synced; its log
 /// then points at them. Every sync therefore also fsyncs the blob files that appeared since
-/// the last one (and the directory), found cheaply: the directory's modification time
-/// changes only when a file is added or removed.
+/// the last one, then the directory (for their names), found by comparing the names
+/// listed with the names synced before. (The directory's modification time is no guide: it
+/// has a coarse resolution, so a file added in the same tick as a listing leaves it
+/// unchanged and would never be synced.)
+///
+/// The listing happens before sled's flush, which waits for every log reservation made
+/// before it, and sled writes a blob file whole inside the reservation of its log entry:
+/// so each file listed is complete once the flush returned, and is synced after it. A file
+/// created after the listing belongs to a write that ended after the sync started, which
+/// the next sync covers.
 #[derive(Debug)]
 struct Blobs {
     dir: std::path::PathBuf,
-    /// The directory's modification time when it was last listed, and the files synced.
-    seen: Mutex<(
-        Option<std::time::SystemTime>,
-        std::collections::HashSet<std::ffi::OsString>,
-    )>,
+    /// The names synced so far (of files still present at the last listing).
+    synced_names: Mutex<std::collections::HashSet<std::ffi::OsString>>,
+    /// Whether the directory's own name was synced into its parent.
+    dir_synced: std::sync::atomic::AtomicBool,
     /// Blob files synced so far (for tests and logs).
-    synced: std::sync::atomic::AtomicU64,
+    synced: AtomicU64,
 }
 
 impl Blobs {
@@ -147,66 +170,110 @@ impl Blobs {
             .map_or_else(|| Path::new("blobs").to_owned(), |d| d.join("blobs"));
         Blobs {
             dir,
-            seen: Mutex::new((None, std::collections::HashSet::new())),
-            synced: std::sync::atomic::AtomicU64::new(0),
+            synced_names: Mutex::new(std::collections::HashSet::new()),
+            dir_synced: std::sync::atomic::AtomicBool::new(false),
+            synced: AtomicU64::new(0),
         }
     }
 
-    fn sync_new(&self) -> Result<(), String> {
-        let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.dir.display());
-        let modified = match std::fs::metadata(&self.dir) {
-            Ok(m) => m.modified().map_err(|e| io("reading the time of", e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("reading", e)),
+    fn io(&self, what: &str, e: std::io::Error) -> String {
+        format!("{what} {}: {e}", self.dir.display())
+    }
+
+    /// Every name in the directory now, or `None` if there is no directory (yet).
+    fn list(&self) -> Result<Option<Vec<std::ffi::OsString>>, String> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("listing", e)),
         };
-        let mut seen = self.seen.lock();
-        if seen.0 == Some(modified) {
+        let mut names = Vec::new();
+        for entry in entries {
+            names.push(entry.map_err(|e| self.io("listing", e))?.file_name());
+        }
+        Ok(Some(names))
+    }
+
+    /// Fsyncs the files of `listed` not synced before, then the directory (and, the first
+    /// time, its parent), and remembers them.
+    fn sync_new(&self, listed: Option<Vec<std::ffi::OsString>>) -> Result<(), String> {
+        let Some(listed) = listed else {
+            return Ok(());
+        };
+        let mut synced = self.synced_names.lock();
+        let fresh: Vec<&std::ffi::OsString> =
+            listed.iter().filter(|n| !synced.contains(*n)).collect();
+        if fresh.is_empty() {
             return Ok(());
         }
-        let first_time = seen.0.is_none();
-        let mut present = std::collections::HashSet::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| io("listing", e))? {
-            let entry = entry.map_err(|e| io("listing", e))?;
-            let name = entry.file_name();
-            if !seen.1.contains(&name) {
-                std::fs::File::open(entry.path())
-                    .and_then(|f| f.sync_data())
-                    .map_err(|e| io("syncing a blob in", e))?;
-                self.synced
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for name in &fresh {
+            match std::fs::File::open(self.dir.join(name)).and_then(|f| f.sync_data()) {
+                Ok(()) => {
+                    self.synced.fetch_add(1, Ordering::Relaxed);
+                }
+                // sled removed it meanwhile (its value was replaced): nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io("syncing a blob in", e)),
             }
-            present.insert(name);
         }
         std::fs::File::open(&self.dir)
             .and_then(|f| f.sync_all())
-            .map_err(|e| io("syncing", e))?;
-        if first_time && let Some(parent) = self.dir.parent() {
-            std::fs::File::open(parent)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io("syncing the parent of", e))?;
+            .map_err(|e| self.io("syncing", e))?;
+        if !self.dir_synced.load(Ordering::Acquire) {
+            if let Some(parent) = self.dir.parent() {
+                std::fs::File::open(parent)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| self.io("syncing the parent of", e))?;
+            }
+            self.dir_synced.store(true, Ordering::Release);
         }
-        // The time read before listing: a file added meanwhile changes it again, so the
-        // next sync lists once more.
-        *seen = (Some(modified), present);
+        let fresh: Vec<std::ffi::OsString> = fresh.into_iter().cloned().collect();
+        if synced.len() + fresh.len() > listed.len() {
+            // Some synced files are gone: keep only the names present.
+            *synced = listed.into_iter().collect();
+        } else {
+            synced.extend(fresh);
+        }
         Ok(())
     }
 }
 
 impl Shared {
     fn sync_once(&self) -> Result<(), String> {
-        #[cfg(test)]
-        match *self.fault.lock() {
-            Some(Fault::Error) => return Err("injected failure".into()),
-            Some(Fault::Panic) => panic!("injected panic"),
-            None => {}
+        #[cfg(any(test, feature = "testing"))]
+        {
+            #[cfg(test)]
+            let local = *self.fault.lock();
+            #[cfg(not(test))]
+            let local = None;
+            match local.or_else(|| super::testing::fault_for(&self.dir)) {
+                Some(Fault::Error) => return Err("injected failure".into()),
+                Some(Fault::Panic) => panic!("injected panic"),
+                Some(Fault::Hold) => super::testing::hold(&self.dir),
+                None => {}
+            }
         }
+        // Listed before the flush: see [`Blobs`].
+        let blobs = match self.mode {
+            Durability::Fsync => self.blobs.list()?,
+            Durability::Flush => None,
+        };
         self.db.flush().map_err(|e| format!("sled flush: {e}"))?;
         if self.mode == Durability::Fsync {
+            self.blobs.sync_new(blobs)?;
             self.data_file
                 .sync_data()
                 .map_err(|e| format!("fdatasync of the sled data file: {e}"))?;
-            self.blobs.sync_new()?;
         }
+        Ok(())
+    }
+
+    /// One sync, and on success the writes it covered recorded as durable for readers.
+    fn sync_counted(&self) -> Result<(), String> {
+        // Every write that ended before this load is in sled before the flush starts.
+        let ended = self.ended.load(Ordering::SeqCst);
+        self.sync_once()?;
+        self.covered.fetch_max(ended, Ordering::SeqCst);
         Ok(())
     }
 
@@ -217,10 +284,9 @@ impl Shared {
         if let Some(p) = &self.state.lock().poisoned {
             return Err(SyncError::Poisoned(p.clone()));
         }
-        self.sync_once().map_err(|e| {
+        self.sync_counted().map_err(|e| {
             self.state.lock().poisoned = Some(e.clone());
-            self.failed
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.failed.store(true, Ordering::Release);
             SyncError::Failed(e)
         })
     }
@@ -282,15 +348,14 @@ impl Shared {
             // A panic inside sled's flush must not leave every waiter hanging: it poisons
             // the store like a failed fsync.
             let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync_once()))
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync_counted()))
                     .unwrap_or_else(|_| Err("the flush panicked".to_owned()));
             st = self.state.lock();
             match result {
                 Ok(()) => st.durable = number,
                 Err(e) => {
                     st.poisoned = Some(e);
-                    self.failed
-                        .store(true, std::sync::atomic::Ordering::Release);
+                    self.failed.store(true, Ordering::Release);
                 }
             }
             self.done.notify_all();
@@ -365,6 +430,11 @@ impl Syncer {
             failed: std::sync::atomic::AtomicBool::new(false),
             blobs: Blobs::new(data_file),
             commit_delay,
+            begun: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            covered: AtomicU64::new(0),
+            #[cfg(any(test, feature = "testing"))]
+            dir: data_file.parent().map(Path::to_owned).unwrap_or_default(),
             #[cfg(test)]
             fault: Mutex::new(None),
         });
@@ -394,11 +464,7 @@ impl Syncer {
     /// nothing a client was told failed can reach the disk later through sled's own
     /// flushes.
     pub fn check_writable(&self) -> Result<(), SyncError> {
-        if !self
-            .shared
-            .failed
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if !self.shared.failed.load(Ordering::Acquire) {
             return Ok(());
         }
         match &self.shared.state.lock().poisoned {
@@ -421,6 +487,7 @@ impl Syncer {
         // A sync that starts after this point covers our write.
         let need = st.started + 1;
         st.joined += 1;
+        st.tickets += 1;
         st.last_join = Some(std::time::Instant::now());
         if st.requested < need {
             st.requested = need;
@@ -486,21 +553,70 @@ impl Syncer {
         let ticket = self.ticket()?;
         self.wait(ticket)
     }
+
+    /// Starts a write: fails if the store refuses writes (see
+    /// [`Syncer::check_writable`]), else counts the write in until the guard is dropped.
+    /// Every change to sled must hold one while it changes sled, and should drop it before
+    /// waiting for its sync (a write still counted in keeps readers waiting for the next).
+    pub fn begin_write(&self) -> Result<WriteGuard<'_>, SyncError> {
+        self.check_writable()?;
+        self.shared.begun.fetch_add(1, Ordering::SeqCst);
+        Ok(WriteGuard {
+            shared: &self.shared,
+        })
+    }
+
+    /// Call after reading sled, before showing what was read: returns once everything the
+    /// read could have seen is durable. If no write has begun since the last sync started
+    /// (with every earlier write ended), that is already true; otherwise this waits for a
+    /// sync that starts now, which covers every write visible to the read.
+    ///
+    /// After a failed sync the store cannot tell what is durable: reads that meet writes
+    /// the failed sync did not cover fail with [`SyncError::Poisoned`].
+    pub fn settle_read(&self) -> Result<(), SyncError> {
+        // Loaded after the read: a write the read saw began before it, so it is counted.
+        let begun = self.shared.begun.load(Ordering::SeqCst);
+        if begun <= self.shared.covered.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let refused = |e: SyncError| match e {
+            SyncError::Failed(m) | SyncError::Poisoned(m) => SyncError::Poisoned(m),
+        };
+        let ticket = self.ticket().map_err(refused)?;
+        self.wait(ticket).map_err(refused)
+    }
+}
+
+/// A write in progress (see [`Syncer::begin_write`]); dropping it counts the write out.
+#[derive(Debug)]
+pub struct WriteGuard<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.ended.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]
 impl Syncer {
     /// Blob files synced so far.
     pub(crate) fn blobs_synced(&self) -> u64 {
-        self.shared
-            .blobs
-            .synced
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.blobs.synced.load(Ordering::Relaxed)
     }
 
     /// Makes every later sync fail or panic.
     pub(crate) fn inject(&self, fault: Fault) {
         *self.shared.fault.lock() = Some(fault);
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl Syncer {
+    /// Tickets taken so far, by writers and by readers that wait.
+    pub(crate) fn tickets_taken(&self) -> u64 {
+        self.shared.state.lock().tickets
     }
 }
 
@@ -540,6 +656,51 @@ mod tests {
             let _ = tx.send(f());
         });
         rx.recv_timeout(std::time::Duration::from_secs(20)).ok()
+    }
+
+    #[test]
+    fn a_blob_added_without_a_change_of_the_directory_time_is_still_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs_dir = dir.path().join("sled").join("blobs");
+        std::fs::create_dir_all(&blobs_dir).expect("mkdir");
+        std::fs::write(blobs_dir.join("100"), b"first").expect("write");
+        let blobs = Blobs::new(&dir.path().join("sled").join("db"));
+        let sync = || blobs.sync_new(blobs.list().expect("list")).expect("sync");
+        sync();
+        assert_eq!(blobs.synced.load(Ordering::Relaxed), 1);
+        let listed_at = std::fs::metadata(&blobs_dir)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        // A file created in the same tick as the listing leaves the directory's time as
+        // it was; set it back to show that.
+        std::fs::write(blobs_dir.join("200"), b"second").expect("write");
+        std::fs::File::open(&blobs_dir)
+            .and_then(|d| d.set_modified(listed_at))
+            .expect("set mtime");
+        assert_eq!(
+            std::fs::metadata(&blobs_dir)
+                .and_then(|m| m.modified())
+                .expect("mtime"),
+            listed_at
+        );
+        sync();
+        assert_eq!(
+            blobs.synced.load(Ordering::Relaxed),
+            2,
+            "the new blob was not synced"
+        );
+        sync();
+        assert_eq!(
+            blobs.synced.load(Ordering::Relaxed),
+            2,
+            "a synced blob was synced again"
+        );
+        // A removed blob is forgotten; a new one is still found.
+        std::fs::remove_file(blobs_dir.join("100")).expect("rm");
+        std::fs::write(blobs_dir.join("300"), b"third").expect("write");
+        sync();
+        assert_eq!(blobs.synced.load(Ordering::Relaxed), 3);
+        assert_eq!(blobs.synced_names.lock().len(), 2);
     }
 
     #[test]

@@ -20,11 +20,19 @@
 //!
 //! Write methods return the [`ChangeSet`] the graph index applies, and return only once the
 //! write is durable, unless the caller asks for [`SyncMode::Defer`] and later calls
-//! [`Store::make_durable`] (bulk import).
+//! [`Store::make_durable`] (bulk import). Each write counts itself in and out with the
+//! syncer ([`Syncer::begin_write`]), so that reads that show stored state to a client go
+//! through [`Store::durable_read`] and never show a write that is not durable yet.
+//!
+//! Idempotency keys live for `storage.idempotency_ttl_secs` after their first use: an
+//! older entry counts as absent, and a sweeper thread removes expired entries in batches
+//! (at open, then every `storage.idempotency_sweep_secs`).
 
 pub mod codec;
 pub mod durability;
 pub mod keys;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +69,11 @@ pub struct StorageConfig {
     /// With group commit, how long (µs) a sync may wait for more writers to join it when
     /// the previous syncs served several at once (see [`durability`]); 0 never waits.
     pub commit_delay_us: u64,
+    /// How long (seconds) an idempotency key is remembered after its first use: a repeat
+    /// within this time replays the stored item, a later one is a new request.
+    pub idempotency_ttl_secs: u64,
+    /// How often (seconds) expired idempotency keys are removed; 0 sweeps only at open.
+    pub idempotency_sweep_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -70,9 +83,14 @@ impl Default for StorageConfig {
             group_commit: true,
             cache_mb: 32,
             commit_delay_us: 800,
+            idempotency_ttl_secs: 24 * 60 * 60,
+            idempotency_sweep_secs: 10 * 60,
         }
     }
 }
+
+/// Expired idempotency entries removed per batch of a sweep (each batch then synced once).
+const SWEEP_BATCH: usize = 1024;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +127,14 @@ pub enum StoreError {
     Schema {
         /// The version found in `meta`.
         found: u32,
+    },
+    /// A sled key is not `org \0 ...` with a UTF-8 org.
+    #[error("malformed key in tree '{tree}': '{key}'")]
+    BadKey {
+        /// Tree name.
+        tree: &'static str,
+        /// The key, rendered printable.
+        key: String,
     },
     /// The record does not exist (in this org).
     #[error("{kind} '{id}' not found")]
@@ -370,12 +396,19 @@ pub struct IdempotencyKey {
     pub request_hash: u64,
 }
 
-/// What the `idempotency` tree remembers about a used key.
+/// What the `idempotency` tree remembers about a used key. `at` (the first use, ms since
+/// epoch) has been stored since keys were introduced, so expiry needs no format change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct IdempotencyRecord {
     feedback_id: String,
     request_hash: u64,
     at: Millis,
+}
+
+impl IdempotencyRecord {
+    fn expired(&self, now: Millis, ttl_ms: Millis) -> bool {
+        now.saturating_sub(self.at) >= ttl_ms
+    }
 }
 
 /// Where a new item's id came from: it decides whether an insert must look for an item
@@ -417,7 +450,7 @@ pub struct Store {
     history: Tree,
     idempotency: Tree,
     batches: Tree,
-    syncer: Syncer,
+    syncer: std::sync::Arc<Syncer>,
     dir: PathBuf,
     stripes: Vec<Mutex<()>>,
     idem_stripes: Vec<Mutex<()>>,
@@ -425,6 +458,29 @@ pub struct Store {
     /// Keys of adapters known to be stored, so a submit naming one skips the sled read.
     /// Filled as adapters are seen; only a taken-back load removes adapters.
     known_adapters: parking_lot::RwLock<rustc_hash::FxHashSet<Vec<u8>>>,
+    /// How long an idempotency key is remembered, ms.
+    idempotency_ttl_ms: Millis,
+    /// Added to the clock when deciding whether an idempotency key expired (tests).
+    clock_skew_ms: std::sync::atomic::AtomicU64,
+    /// The thread that removes expired idempotency keys; stopped on drop.
+    sweeper: Option<Sweeper>,
+}
+
+/// The idempotency sweeper thread and the means to stop it.
+#[derive(Debug)]
+struct Sweeper {
+    stop: std::sync::Arc<(Mutex<bool>, parking_lot::Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(s) = self.sweeper.take() {
+            *s.stop.0.lock() = true;
+            s.stop.1.notify_all();
+            let _ = s.thread.join();
+        }
+    }
 }
 
 /// The history entry of a record created by a bulk load.
@@ -558,7 +614,7 @@ impl Store {
             std::time::Duration::from_micros(config.commit_delay_us),
         )
         .map_err(io(format!("opening {}", dir.join("db").display())))?;
-        let store = Store {
+        let mut store = Store {
             meta: db.open_tree("meta")?,
             feedback: db.open_tree("feedback")?,
             adapters: db.open_tree("adapters")?,
@@ -566,22 +622,118 @@ impl Store {
             idempotency: db.open_tree("idempotency")?,
             batches: db.open_tree("batches")?,
             db,
-            syncer,
             dir: data_dir.to_owned(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             idem_stripes: (0..IDEM_STRIPES).map(|_| Mutex::new(())).collect(),
             adapter_lock: Mutex::new(()),
             known_adapters: parking_lot::RwLock::default(),
+            idempotency_ttl_ms: config.idempotency_ttl_secs.saturating_mul(1000),
+            clock_skew_ms: std::sync::atomic::AtomicU64::new(0),
+            syncer: std::sync::Arc::new(syncer),
+            sweeper: None,
         };
         store.check_schema()?;
+        store.sweeper = Some(store.start_sweeper(config.idempotency_sweep_secs)?);
         Ok(store)
+    }
+
+    /// Starts the thread that removes expired idempotency keys: once now, then every
+    /// `every_secs` (never again if 0) until the store is dropped.
+    fn start_sweeper(&self, every_secs: u64) -> Result<Sweeper, StoreError> {
+        let stop = std::sync::Arc::new((Mutex::new(false), parking_lot::Condvar::new()));
+        let (tree, syncer, ttl) = (
+            self.idempotency.clone(),
+            self.syncer.clone(),
+            self.idempotency_ttl_ms,
+        );
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("feedgraph-idem-sweep".into())
+            .spawn(move || {
+                loop {
+                    match sweep_expired(&tree, &syncer, crate::model::now_millis(), ttl) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "expired idempotency keys removed"),
+                        Err(e) => tracing::warn!("sweeping expired idempotency keys: {e}"),
+                    }
+                    let mut stopped = stop2.0.lock();
+                    if every_secs == 0 {
+                        while !*stopped {
+                            stop2.1.wait(&mut stopped);
+                        }
+                    } else {
+                        let until =
+                            std::time::Instant::now() + std::time::Duration::from_secs(every_secs);
+                        while !*stopped && !stop2.1.wait_until(&mut stopped, until).timed_out() {}
+                    }
+                    if *stopped {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                context: "starting the idempotency sweeper".into(),
+                source,
+            })?;
+        Ok(Sweeper { stop, thread })
+    }
+
+    /// The clock idempotency expiry is judged by (the real one, unless a test moved it).
+    fn now(&self) -> Millis {
+        crate::model::now_millis().saturating_add(
+            self.clock_skew_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Removes every expired idempotency entry now, in batches; returns how many.
+    pub fn sweep_idempotency(&self) -> Result<usize, StoreError> {
+        sweep_expired(
+            &self.idempotency,
+            &self.syncer,
+            self.now(),
+            self.idempotency_ttl_ms,
+        )
+    }
+
+    /// How many idempotency entries are stored, expired or not.
+    pub fn idempotency_entries(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    /// Fails once a sync failed: the store then refuses every write until it is reopened
+    /// (a restart). For readiness checks.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        Ok(self.syncer.check_writable()?)
+    }
+
+    /// Call after reading, before showing what was read to a client: returns once
+    /// everything the reads could have seen is durable. Cheap when no write is in flight;
+    /// otherwise it waits for the next sync. Fails with [`SyncError::Poisoned`] if that
+    /// sync failed (what is durable is then unknown).
+    pub fn settle_reads(&self) -> Result<(), StoreError> {
+        Ok(self.syncer.settle_read()?)
+    }
+
+    /// Runs `read` (reads of this store), then waits until everything it could have seen
+    /// is durable ([`Store::settle_reads`]), and returns its result.
+    pub fn durable_read<T>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let out = read(self)?;
+        self.syncer.settle_read()?;
+        Ok(out)
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
         const KEY: &[u8] = b"schema_version";
         match self.meta.get(KEY)? {
             None => {
-                self.meta.insert(KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                {
+                    let _w = self.syncer.begin_write()?;
+                    self.meta.insert(KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                }
                 self.make_durable()?;
                 Ok(())
             }
@@ -751,7 +903,7 @@ impl Store {
         idempotency: Option<&IdempotencyKey>,
         sync: SyncMode,
     ) -> Result<Inserted, StoreError> {
-        self.syncer.check_writable()?;
+        let write = self.syncer.begin_write()?;
         let _idem_guard = idempotency
             .map(|k| self.idem_stripes[stripe_of(&actor.org, &k.key) % IDEM_STRIPES].lock());
         let idem_key = idempotency.map(|k| keys::idempotency(&actor.org, &actor.user, &k.key));
@@ -759,8 +911,11 @@ impl Store {
             && let Some(v) = self.idempotency.get(ikey)?
         {
             let seen: IdempotencyRecord = decode("idempotency", ikey, &v)?;
-            // An entry whose record is missing belongs to a write that never committed.
-            if let Some(existing) = self.get_feedback(&actor.org, &seen.feedback_id)? {
+            // An expired entry counts as absent (this use overwrites it); an entry whose
+            // record is missing belongs to a write that never committed.
+            if !seen.expired(self.now(), self.idempotency_ttl_ms)
+                && let Some(existing) = self.get_feedback(&actor.org, &seen.feedback_id)?
+            {
                 if seen.request_hash != k.request_hash {
                     return Err(StoreError::Conflict(format!(
                         "Idempotency-Key '{}' was already used for a different request",
@@ -809,7 +964,7 @@ impl Store {
                 let seen = IdempotencyRecord {
                     feedback_id: fb.id.clone(),
                     request_hash: k.request_hash,
-                    at: fb.created_at,
+                    at: self.now(),
                 };
                 self.idempotency.insert(ikey.as_slice(), encode(&seen)?)?;
             }
@@ -817,6 +972,7 @@ impl Store {
             cs.links = record.links.clone();
             cs.feedback.push(record);
         }
+        drop(write);
         self.finish(sync)?;
         Ok(Inserted::New(cs))
     }
@@ -838,7 +994,7 @@ impl Store {
         )
             -> Result<Option<(FeedbackRecord, ChangeAction, Vec<FieldChange>)>, StoreError>,
     {
-        self.syncer.check_writable()?;
+        let write = self.syncer.begin_write()?;
         let fkey = keys::record(&actor.org, feedback_id);
         let updated = {
             let _guard = self.stripes[stripe_of(&actor.org, feedback_id)].lock();
@@ -865,6 +1021,7 @@ impl Store {
             self.feedback.insert(fkey.as_slice(), encode(&next)?)?;
             next
         };
+        drop(write);
         self.finish(sync)?;
         Ok(Some(updated))
     }
@@ -887,8 +1044,11 @@ impl Store {
                 id: new.feedback_id.clone(),
             });
         }
-        cs.adapters
-            .extend(self.ensure_adapter(actor, &new.adapter_id, new.created_at)?);
+        {
+            let _write = self.syncer.begin_write()?;
+            cs.adapters
+                .extend(self.ensure_adapter(actor, &new.adapter_id, new.created_at)?);
+        }
         let updated =
             self.update_feedback(actor, &new.feedback_id, new.created_at, sync, |cur| {
                 if cur.links.iter().any(|l| l.adapter_id == new.adapter_id) {
@@ -924,9 +1084,9 @@ impl Store {
         new: &Adapter,
         sync: SyncMode,
     ) -> Result<(ChangeSet, AdapterOutcome), StoreError> {
-        self.syncer.check_writable()?;
         let akey = keys::record(&actor.org, &new.id);
         let (record, outcome) = {
+            let _write = self.syncer.begin_write()?;
             // All adapter writes hold this lock, so the lineage read below is stable.
             let _guard = self.adapter_lock.lock();
             if let Some(parent) = &new.derived_from {
@@ -1070,7 +1230,7 @@ impl Store {
     /// its file, then the records with [`Store::load`]; until a record is written its
     /// history entry is inert, like the history written ahead of any record.
     pub fn load_history(&self, actor: &Actor, f: &Feedback) -> Result<(), StoreError> {
-        self.syncer.check_writable()?;
+        let _write = self.syncer.begin_write()?;
         let entry = import_entry(actor, f.version, f.created_at);
         self.put_history(&actor.org, keys::KIND_FEEDBACK, &f.id, &entry)
     }
@@ -1082,6 +1242,7 @@ impl Store {
         org: &str,
         ids: impl Iterator<Item = &'a str>,
     ) -> Result<(), StoreError> {
+        let _write = self.syncer.begin_write()?;
         for id in ids {
             self.history
                 .remove(keys::history(org, keys::KIND_FEEDBACK, id, 1))?;
@@ -1098,6 +1259,7 @@ impl Store {
         adapters: &[Adapter],
         records: &[FeedbackRecord],
     ) -> Result<(), StoreError> {
+        let _write = self.syncer.begin_write()?;
         for r in records {
             self.feedback.remove(keys::record(org, &r.feedback.id))?;
         }
@@ -1136,7 +1298,7 @@ impl Store {
         records: &[FeedbackRecord],
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), StoreError> {
-        self.syncer.check_writable()?;
+        let _write = self.syncer.begin_write()?;
         for a in adapters {
             let entry = import_entry(actor, a.record_version, a.created_at);
             self.put_history(&actor.org, keys::KIND_ADAPTER, &a.id, &entry)?;
@@ -1183,7 +1345,7 @@ impl Store {
     /// written before the batch that uses it, so a recovered batch always has its id
     /// counted and ids are never reused.
     pub fn new_batch_id(&self, org: &str) -> Result<u64, StoreError> {
-        self.syncer.check_writable()?;
+        let _write = self.syncer.begin_write()?;
         let mut key = b"next_batch_id\0".to_vec();
         key.extend_from_slice(org.as_bytes());
         let next = self.meta.update_and_fetch(&key, |old| {
@@ -1212,7 +1374,7 @@ impl Store {
         changes: Vec<FieldChange>,
         sync: SyncMode,
     ) -> Result<(), StoreError> {
-        self.syncer.check_writable()?;
+        let write = self.syncer.begin_write()?;
         let entry = HistoryVersion {
             version: batch.version,
             at: crate::model::now_millis(),
@@ -1223,6 +1385,7 @@ impl Store {
         self.put_history(&actor.org, keys::KIND_BATCH, &batch.id.to_string(), &entry)?;
         self.batches
             .insert(keys::batch(&actor.org, batch.id), encode(batch)?)?;
+        drop(write);
         self.finish(sync)
     }
 
@@ -1359,24 +1522,38 @@ impl Store {
         scan(&self.feedback, "feedback")
     }
 
-    /// Calls `f` with the graph-relevant prefix of every feedback record of every org, in
-    /// key order, read in place from the stored bytes (no text decoded, no allocation per
-    /// field). Used to build the graph at start-up.
+    /// Calls `f` with the org of its key and the graph-relevant prefix of every feedback
+    /// record of every org, in key order, read in place from the stored bytes (no text
+    /// decoded, no allocation per field). Used to build the graph at start-up. The org is
+    /// the key's, as on every other path; `Service::verify` reports a record whose body
+    /// names another.
     pub fn for_each_record_head(
         &self,
-        mut f: impl FnMut(RecordHeadRef<'_>),
+        mut f: impl FnMut(&str, RecordHeadRef<'_>),
     ) -> Result<(), StoreError> {
         for kv in self.feedback.iter() {
             let (k, v) = kv?;
+            let org = key_org("feedback", &k)?;
             let head: RecordHeadRef<'_> =
                 codec::decode_prefix_borrowed(&v).map_err(|source| StoreError::Corrupt {
                     tree: "feedback",
                     key: keys::display(&k),
                     source,
                 })?;
-            f(head);
+            f(org, head);
         }
         Ok(())
+    }
+
+    /// Every feedback record of every org with the org of its key, in key order.
+    pub fn scan_records_with_org(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, FeedbackRecord), StoreError>> + '_ {
+        self.feedback.iter().map(|kv| {
+            let (k, v) = kv?;
+            let org = key_org("feedback", &k)?.to_owned();
+            Ok((org, decode("feedback", &k, &v)?))
+        })
     }
 
     /// Every feedback item of every org, in key order.
@@ -1408,17 +1585,93 @@ impl Store {
         Ok(out.into_iter().collect())
     }
 
-    /// Test and fault-injection hook: overwrites a stored feedback value with raw bytes.
-    #[doc(hidden)]
+    /// Test hook (unit tests and the `testing` feature only): overwrites a stored
+    /// feedback value with raw bytes, durably.
+    #[cfg(any(test, feature = "testing"))]
     pub fn corrupt_feedback_for_tests(
         &self,
         org: &str,
         id: &str,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        self.feedback.insert(keys::record(org, id), bytes)?;
+        {
+            let _write = self.syncer.begin_write()?;
+            self.feedback.insert(keys::record(org, id), bytes)?;
+        }
         self.make_durable()
     }
+
+    /// Test hook (unit tests and the `testing` feature only): how many sync tickets writers
+    /// and waiting readers have taken so far.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn tickets_taken_for_tests(&self) -> u64 {
+        self.syncer.tickets_taken()
+    }
+
+    /// Test hook (unit tests and the `testing` feature only): moves the clock that judges
+    /// idempotency expiry forward by `ms`.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn advance_clock_for_tests(&self, ms: Millis) {
+        self.clock_skew_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Removes the idempotency entries of `tree` that are `ttl_ms` or more old at `now`, in
+/// batches of [`SWEEP_BATCH`], each synced once. An entry is removed only if it is still
+/// the one judged expired (compare-and-swap), so a key reused meanwhile is kept.
+fn sweep_expired(
+    tree: &Tree,
+    syncer: &Syncer,
+    now: Millis,
+    ttl_ms: Millis,
+) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    let mut batch: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(SWEEP_BATCH);
+    let mut flush = |batch: &mut Vec<(sled::IVec, sled::IVec)>| -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        {
+            let _w = syncer.begin_write()?;
+            for (k, v) in batch.drain(..) {
+                if tree
+                    .compare_and_swap(&k, Some(&v), None as Option<&[u8]>)?
+                    .is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        syncer.wait_durable()?;
+        Ok(())
+    };
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        match codec::decode::<IdempotencyRecord>(&v) {
+            Ok(rec) if rec.expired(now, ttl_ms) => batch.push((k, v)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                key = %keys::display(&k),
+                "undecodable idempotency entry left in place: {e}"
+            ),
+        }
+        if batch.len() >= SWEEP_BATCH {
+            flush(&mut batch)?;
+        }
+    }
+    flush(&mut batch)?;
+    Ok(removed)
+}
+
+/// The org of a `org \0 ...` key.
+fn key_org<'k>(tree: &'static str, key: &'k [u8]) -> Result<&'k str, StoreError> {
+    keys::split_org(key)
+        .and_then(|(org, _)| std::str::from_utf8(org).ok())
+        .ok_or_else(|| StoreError::BadKey {
+            tree,
+            key: keys::display(key),
+        })
 }
 
 fn scan<T: serde::de::DeserializeOwned>(
@@ -1554,7 +1807,7 @@ mod tests {
                 SyncMode::Wait,
             )
             .unwrap();
-        store.syncer.inject(durability::Fault::Error);
+        store.syncer.inject(testing::Fault::Error);
         // This write is in sled when its sync fails: the client hears an error.
         assert!(
             store
