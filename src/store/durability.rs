@@ -125,17 +125,17 @@ pub(crate) enum Fault {
 
 /// sled keeps values larger than about a quarter of a log segment (128 KiB by default) in
 /// files of their own under `blobs/`, written with plain writes and never synced; its log
-/// then points at them. Every sync therefore also fsyncs the blob files that appeared since
-/// the last one (and the directory), found cheaply: the directory's modification time
-/// changes only when a file is added or removed.
+/// then points at them. Every sync therefore lists the directory and fsyncs each blob file
+/// that is new or has grown since it was synced (then the directory). sled writes a blob
+/// from the writer's thread, so a listing can meet a file still being written: its length
+/// tells the next sync to sync it again. (The directory's modification time is no guide:
+/// writing into a file leaves it unchanged, and its resolution is coarse.)
 #[derive(Debug)]
 struct Blobs {
     dir: std::path::PathBuf,
-    /// The directory's modification time when it was last listed, and the files synced.
-    seen: Mutex<(
-        Option<std::time::SystemTime>,
-        std::collections::HashSet<std::ffi::OsString>,
-    )>,
+    /// Whether the directory was listed before, and each file synced with the length it
+    /// had when listed.
+    seen: Mutex<(bool, std::collections::HashMap<std::ffi::OsString, u64>)>,
     /// Blob files synced so far (for tests and logs).
     synced: std::sync::atomic::AtomicU64,
 }
@@ -147,47 +147,56 @@ impl Blobs {
             .map_or_else(|| Path::new("blobs").to_owned(), |d| d.join("blobs"));
         Blobs {
             dir,
-            seen: Mutex::new((None, std::collections::HashSet::new())),
+            seen: Mutex::new((false, std::collections::HashMap::new())),
             synced: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     fn sync_new(&self) -> Result<(), String> {
         let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.dir.display());
-        let modified = match std::fs::metadata(&self.dir) {
-            Ok(m) => m.modified().map_err(|e| io("reading the time of", e))?,
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("reading", e)),
+            Err(e) => return Err(io("listing", e)),
         };
         let mut seen = self.seen.lock();
-        if seen.0 == Some(modified) {
-            return Ok(());
-        }
-        let first_time = seen.0.is_none();
-        let mut present = std::collections::HashSet::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| io("listing", e))? {
+        let first_time = !seen.0;
+        let mut present = std::collections::HashMap::new();
+        let mut changed = false;
+        for entry in entries {
             let entry = entry.map_err(|e| io("listing", e))?;
             let name = entry.file_name();
-            if !seen.1.contains(&name) {
-                std::fs::File::open(entry.path())
-                    .and_then(|f| f.sync_data())
-                    .map_err(|e| io("syncing a blob in", e))?;
+            // The length before the fsync: everything below it was written before the
+            // fsync, so it is durable after it.
+            let len = match entry.metadata() {
+                Ok(m) => m.len(),
+                // sled removed it meanwhile (its value was replaced): nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("reading a blob in", e)),
+            };
+            if seen.1.get(&name) != Some(&len) {
+                changed |= !seen.1.contains_key(&name);
+                match std::fs::File::open(entry.path()).and_then(|f| f.sync_data()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io("syncing a blob in", e)),
+                }
                 self.synced
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            present.insert(name);
+            present.insert(name, len);
         }
-        std::fs::File::open(&self.dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io("syncing", e))?;
+        if changed || first_time {
+            std::fs::File::open(&self.dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("syncing", e))?;
+        }
         if first_time && let Some(parent) = self.dir.parent() {
             std::fs::File::open(parent)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| io("syncing the parent of", e))?;
         }
-        // The time read before listing: a file added meanwhile changes it again, so the
-        // next sync lists once more.
-        *seen = (Some(modified), present);
+        *seen = (true, present);
         Ok(())
     }
 }
