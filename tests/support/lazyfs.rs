@@ -36,10 +36,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    MountOption, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -51,8 +50,10 @@ const TTL: Duration = Duration::from_secs(1);
 const GRAVE: &str = ".lazyfs-grave";
 
 /// What a crash threw away.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CrashReport {
+    /// The files whose contents went back, and the entries undone (relative paths).
+    pub paths: Vec<PathBuf>,
     /// Files whose contents or size went back to their last sync.
     pub files_reverted: usize,
     /// 4 KiB pages written back with their synced bytes.
@@ -274,12 +275,17 @@ impl State {
                 f.write_all_at(bytes, page * PAGE)?;
             }
             f.set_len(u.len)?;
+            report.paths.push(rel.clone());
             report.files_reverted += 1;
             report.pages_restored += u.pages.len();
         }
         let pending = std::mem::take(&mut self.pending);
         for p in pending.into_iter().rev() {
             report.entries_undone += 1;
+            report.paths.push(match &p.op {
+                DirOp::Create(path) | DirOp::Remove { path, .. } => path.clone(),
+                DirOp::Rename { to, .. } => to.clone(),
+            });
             match p.op {
                 DirOp::Create(path) => remove_any(&self.full(&path))?,
                 DirOp::Remove { path, grave } => {
@@ -745,7 +751,8 @@ impl Filesystem for Fs {
         })();
         match result {
             Ok(entries) => {
-                for (i, (child, kind, name)) in entries.into_iter().enumerate().skip(offset as usize)
+                for (i, (child, kind, name)) in
+                    entries.into_iter().enumerate().skip(offset as usize)
                 {
                     if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
                         break;
@@ -941,7 +948,9 @@ impl LazyFs {
     /// Power loss: unmounts (the process using the mount must be gone), drops every change
     /// no sync covered, and mounts the durable image again.
     pub fn crash(&mut self) -> io::Result<CrashReport> {
-        let context = |what: &'static str| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+        let context = |what: &'static str| {
+            move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"))
+        };
         self.unmount().map_err(context("unmounting"))?;
         let report = self.state.lock().revert().map_err(context("reverting"))?;
         self.session = Some(self.spawn().map_err(context("mounting again"))?);
