@@ -141,22 +141,23 @@ use super::testing::Fault;
 
 /// sled keeps values larger than about a quarter of a log segment (128 KiB by default) in
 /// files of their own under `blobs/`, written with plain writes and never synced; its log
-/// then points at them. Every sync therefore also fsyncs the blob files that appeared since
-/// the last one, then the directory (for their names), found by comparing the names
-/// listed with the names synced before. (The directory's modification time is no guide: it
-/// has a coarse resolution, so a file added in the same tick as a listing leaves it
-/// unchanged and would never be synced.)
+/// then points at them. Every sync therefore also fsyncs the blob files that are new or
+/// have grown since the last one, then the directory (for their names). New files are found
+/// by comparing the names listed with those synced before, never by the directory's
+/// modification time (coarse, and unchanged when a file grows).
 ///
 /// The listing happens before sled's flush, which waits for every log reservation made
-/// before it, and sled writes a blob file whole inside the reservation of its log entry:
-/// so each file listed is complete once the flush returned, and is synced after it. A file
-/// created after the listing belongs to a write that ended after the sync started, which
-/// the next sync covers.
+/// before it, so each file listed belongs to a write the flush covers; it is synced after
+/// the flush. sled writes a blob from the writer's own thread, so a file may still be
+/// growing when it is listed: its length is remembered, and a later sync that finds it
+/// longer syncs it again. A file created after the listing belongs to a write that the
+/// next sync covers.
 #[derive(Debug)]
 struct Blobs {
     dir: std::path::PathBuf,
-    /// The names synced so far (of files still present at the last listing).
-    synced_names: Mutex<std::collections::HashSet<std::ffi::OsString>>,
+    /// Each file synced so far (of those present at the last listing), with the length it
+    /// had when synced.
+    synced_names: Mutex<std::collections::HashMap<std::ffi::OsString, u64>>,
     /// Whether the directory's own name was synced into its parent.
     dir_synced: std::sync::atomic::AtomicBool,
     /// Blob files synced so far (for tests and logs).
@@ -170,7 +171,7 @@ impl Blobs {
             .map_or_else(|| Path::new("blobs").to_owned(), |d| d.join("blobs"));
         Blobs {
             dir,
-            synced_names: Mutex::new(std::collections::HashSet::new()),
+            synced_names: Mutex::new(std::collections::HashMap::new()),
             dir_synced: std::sync::atomic::AtomicBool::new(false),
             synced: AtomicU64::new(0),
         }
@@ -194,32 +195,45 @@ impl Blobs {
         Ok(Some(names))
     }
 
-    /// Fsyncs the files of `listed` not synced before, then the directory (and, the first
-    /// time, its parent), and remembers them.
+    /// Fsyncs the files of `listed` that are new or longer than when last synced, then
+    /// the directory if a name is new (and, the first time, its parent), and remembers
+    /// each file with its length.
     fn sync_new(&self, listed: Option<Vec<std::ffi::OsString>>) -> Result<(), String> {
         let Some(listed) = listed else {
             return Ok(());
         };
         let mut synced = self.synced_names.lock();
-        let fresh: Vec<&std::ffi::OsString> =
-            listed.iter().filter(|n| !synced.contains(*n)).collect();
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        for name in &fresh {
-            match std::fs::File::open(self.dir.join(name)).and_then(|f| f.sync_data()) {
-                Ok(()) => {
-                    self.synced.fetch_add(1, Ordering::Relaxed);
-                }
+        let mut present = std::collections::HashMap::with_capacity(listed.len());
+        let mut new_name = false;
+        for name in listed {
+            let path = self.dir.join(&name);
+            // The length before the fsync: every byte below it was written before the
+            // fsync, so it is durable after it.
+            let len = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
                 // sled removed it meanwhile (its value was replaced): nothing to keep.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(self.io("syncing a blob in", e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io("reading a blob in", e)),
+            };
+            if synced.get(&name) != Some(&len) {
+                new_name |= !synced.contains_key(&name);
+                match std::fs::File::open(&path).and_then(|f| f.sync_data()) {
+                    Ok(()) => {
+                        self.synced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.io("syncing a blob in", e)),
+                }
             }
+            present.insert(name, len);
         }
-        std::fs::File::open(&self.dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| self.io("syncing", e))?;
-        if !self.dir_synced.load(Ordering::Acquire) {
+        let first_time = !self.dir_synced.load(Ordering::Acquire);
+        if new_name || first_time {
+            std::fs::File::open(&self.dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| self.io("syncing", e))?;
+        }
+        if first_time {
             if let Some(parent) = self.dir.parent() {
                 std::fs::File::open(parent)
                     .and_then(|f| f.sync_all())
@@ -227,13 +241,7 @@ impl Blobs {
             }
             self.dir_synced.store(true, Ordering::Release);
         }
-        let fresh: Vec<std::ffi::OsString> = fresh.into_iter().cloned().collect();
-        if synced.len() + fresh.len() > listed.len() {
-            // Some synced files are gone: keep only the names present.
-            *synced = listed.into_iter().collect();
-        } else {
-            synced.extend(fresh);
-        }
+        *synced = present;
         Ok(())
     }
 }

@@ -606,6 +606,17 @@ impl Store {
                 .and_then(|f| f.sync_all())
                 .map_err(io(format!("syncing directory {}", d.display())))?;
         }
+        // And the data directory's own name, which is new on a first start (made here or
+        // by the secret setup): until its parent is synced, a power loss can take the
+        // whole directory with every write acknowledged in it. A parent we may not read
+        // cannot be synced by us; the directory was then most likely made by someone else.
+        let parent = match data_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Err(e) = std::fs::File::open(parent).and_then(|f| f.sync_all()) {
+            tracing::warn!(dir = %parent.display(), error = %e, "could not sync the data directory's parent");
+        }
         let syncer = Syncer::new(
             db.clone(),
             &dir.join("db"),
