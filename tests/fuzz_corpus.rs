@@ -61,7 +61,11 @@ fn replay(kind: &str) -> (Vec<(&'static str, usize)>, Vec<String>) {
 #[test]
 fn every_corpus_file_runs_clean() {
     let (counts, failures) = replay("corpus");
-    assert!(failures.is_empty(), "corpus inputs failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "corpus inputs failed:\n{}",
+        failures.join("\n")
+    );
     for (target, n) in counts {
         assert!(n >= 10, "fuzz/corpus/{target} has only {n} files");
     }
@@ -70,7 +74,11 @@ fn every_corpus_file_runs_clean() {
 #[test]
 fn every_fixed_crash_stays_fixed() {
     let (counts, failures) = replay("regressions");
-    assert!(failures.is_empty(), "regression inputs failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "regression inputs failed:\n{}",
+        failures.join("\n")
+    );
     let total: usize = counts.iter().map(|(_, n)| n).sum();
     assert!(total > 0, "fuzz/regressions holds no reproducers");
 }

@@ -198,23 +198,38 @@ fn run_query(query: &str, params: &Map<String, Value>) {
     let on = cypher::execute(g, &FixedText, query, params, &limits);
     if let Ok(r) = &on {
         assert!(r.rows.len() <= limits.max_rows, "more rows than max_rows");
-        assert_eq!(r.columns.len(), r.rows.width(), "a row is not as wide as the columns");
+        assert_eq!(
+            r.columns.len(),
+            r.rows.width(),
+            "a row is not as wide as the columns"
+        );
     }
     let off = PlanOptions {
         count_pushdown: false,
     };
     let plain = cypher::execute_with(g, &FixedText, query, params, &limits, &off);
     if let (Ok(a), Ok(b)) = (&on, &plain) {
-        assert_eq!(a.columns, b.columns, "columns differ with the count pushdown");
+        assert_eq!(
+            a.columns, b.columns,
+            "columns differ with the count pushdown"
+        );
         assert_eq!(
             a.rows.len(),
             b.rows.len(),
             "row counts differ with the count pushdown"
         );
         let upper = query.to_ascii_uppercase();
-        let order_free = ["LIMIT", "SKIP", "COLLECT", "SUM", "AVG", "STDEV", "PERCENTILE"]
-            .iter()
-            .all(|w| !upper.contains(w));
+        let order_free = [
+            "LIMIT",
+            "SKIP",
+            "COLLECT",
+            "SUM",
+            "AVG",
+            "STDEV",
+            "PERCENTILE",
+        ]
+        .iter()
+        .all(|w| !upper.contains(w));
         if order_free {
             let sorted = |r: &cypher::QueryResult| {
                 let mut rows: Vec<String> = r

@@ -252,8 +252,7 @@ pub fn check_record(
             base_model,
         } => {
             id_ok(line, "id", &id, limits)?;
-            let id =
-                validate::check_adapter_id("id", id).map_err(|e| bad(line, e.to_string()))?;
+            let id = validate::check_adapter_id("id", id).map_err(|e| bad(line, e.to_string()))?;
             let mut meta = serde_json::Map::new();
             if let Some(n) = name {
                 meta.insert("name".into(), n.into());

@@ -145,7 +145,10 @@ mod tests {
         // allocates that much up front and the process aborts.
         let mut bytes = vec![FORMAT_VERSION, 253];
         bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
-        assert!(matches!(decode::<String>(&bytes), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode::<String>(&bytes),
+            Err(CodecError::Decode(_))
+        ));
         assert!(decode::<Rec>(&bytes).is_err());
         // The same for a sequence read in place.
         assert!(decode_prefix_borrowed::<Vec<(u64, u64)>>(&bytes).is_err());
