@@ -20,7 +20,7 @@ use crate::model::{
     ValidationStatus, now_millis,
 };
 use crate::store::FeedbackRecord;
-use crate::validate;
+use crate::validate::{self, FieldLimits};
 
 /// One line of a dump.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +191,144 @@ pub fn parse_line(line_no: usize, line: &str) -> Result<(usize, DumpRecord), Loa
         .map_err(|e| bad(line_no, e.to_string()))
 }
 
+/// A dump record after the checks it can pass on its own, turned into what the load
+/// writes (see [`check_record`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Staged {
+    /// An adapter (its parent is set once every DERIVED_FROM line is known).
+    Adapter(Box<Adapter>),
+    /// `(from)-[:DERIVED_FROM]->(to)`.
+    DerivedFrom {
+        /// Child adapter.
+        from: String,
+        /// Parent adapter.
+        to: String,
+    },
+    /// A feedback record without its edges.
+    Feedback(Box<FeedbackRecord>),
+    /// `(from)-[:FEEDBACK_FOR]->(to)`.
+    FeedbackFor {
+        /// Feedback id.
+        from: String,
+        /// Adapter id.
+        to: String,
+        /// When the edge was made.
+        created_at: Option<Millis>,
+        /// auto or manual.
+        source: Option<LinkSource>,
+    },
+}
+
+fn id_ok(line: usize, field: &'static str, v: &str, limits: &FieldLimits) -> Result<(), LoadError> {
+    if v.is_empty() || v.trim() != v {
+        return Err(bad(
+            line,
+            format!("{field} '{v}' is empty or has surrounding spaces"),
+        ));
+    }
+    validate::check_id_text(field, v, limits).map_err(|e| bad(line, e.to_string()))
+}
+
+/// The checks `load` makes on one record by itself (ids, text and metadata limits), for
+/// `org` at time `now`; what needs the other lines (duplicates, references, cycles) is
+/// left to the load. Public for the fuzz targets, which feed it single lines.
+#[doc(hidden)]
+pub fn check_record(
+    line: usize,
+    rec: DumpRecord,
+    org: &str,
+    now: Millis,
+    limits: &FieldLimits,
+) -> Result<Staged, LoadError> {
+    Ok(match rec {
+        DumpRecord::Adapter {
+            id,
+            name,
+            rank,
+            status,
+            created_at,
+            version,
+            base_model,
+        } => {
+            id_ok(line, "id", &id, limits)?;
+            let id = validate::check_adapter_id("id", id).map_err(|e| bad(line, e.to_string()))?;
+            let mut meta = serde_json::Map::new();
+            if let Some(n) = name {
+                meta.insert("name".into(), n.into());
+            }
+            if let Some(r) = rank {
+                meta.insert("rank".into(), r.into());
+            }
+            if let Some(s) = status {
+                meta.insert("status".into(), s.into());
+            }
+            Staged::Adapter(Box::new(Adapter {
+                id,
+                org_id: org.to_owned(),
+                version,
+                base_model,
+                derived_from: None,
+                metadata: Metadata(meta),
+                created_at: if created_at == 0 { now } else { created_at },
+                source: LinkSource::Manual,
+                record_version: 1,
+            }))
+        }
+        DumpRecord::DerivedFrom { from, to } => Staged::DerivedFrom { from, to },
+        DumpRecord::Feedback(f) => {
+            let f = *f;
+            id_ok(line, "id", &f.id, limits)?;
+            if f.question.chars().count() > limits.max_text_chars
+                || f.answer.chars().count() > limits.max_text_chars
+            {
+                return Err(bad(line, "question or answer over the text limit"));
+            }
+            let metadata = validate::check_metadata("metadata", f.metadata, limits)
+                .map_err(|e| bad(line, e.to_string()))?;
+            Staged::Feedback(Box::new(FeedbackRecord {
+                feedback: Feedback {
+                    id: f.id,
+                    org_id: org.to_owned(),
+                    feedback_type: f.feedback_type,
+                    validation_status: f.validation_status,
+                    validation_reasons: Vec::new(),
+                    created_at: f.created_at,
+                    updated_at: f.created_at,
+                    version: 1,
+                    used_for_training: f.used_for_training,
+                    training_batch_id: f.training_batch_id,
+                    model_version: f.model_version,
+                    adapter_id: f.adapter_id,
+                    adapter_version: f.adapter_version,
+                    user_id: f.user_id,
+                    session_id: f.session_id,
+                    interaction_id: f.interaction_id,
+                    score: f.score,
+                    question: f.question,
+                    answer: f.answer,
+                    correction: f.correction,
+                    comment: f.comment,
+                    metadata,
+                },
+                links: Vec::new(),
+                lease: None,
+            }))
+        }
+        DumpRecord::FeedbackFor {
+            from,
+            to,
+            created_at,
+            source,
+        } => Staged::FeedbackFor {
+            from,
+            to,
+            created_at,
+            source,
+        },
+    })
+}
+
 impl Service {
     /// Loads dump records into `org`, all or nothing, with one durable sync at the end.
     ///
@@ -208,15 +346,6 @@ impl Service {
     ) -> Result<LoadSummary, LoadError> {
         super::check_org(org).map_err(|e| bad(0, e.to_string()))?;
         let limits = self.limits.clone();
-        let id_ok = |line: usize, field: &'static str, v: &str| -> Result<(), LoadError> {
-            if v.is_empty() || v.trim() != v {
-                return Err(bad(
-                    line,
-                    format!("{field} '{v}' is empty or has surrounding spaces"),
-                ));
-            }
-            validate::check_id_text(field, v, &limits).map_err(|e| bad(line, e.to_string()))
-        };
         // Pass 1: collect and check everything. What already exists is looked up in the
         // graph index (every stored record is in it), not in sled, one lookup per line.
         let existing = self.graph.org(org);
@@ -231,52 +360,21 @@ impl Service {
         let check = || -> Result<(), LoadError> {
             for item in records {
                 let (line, rec) = item?;
-                match rec {
-                    DumpRecord::Adapter {
-                        id,
-                        name,
-                        rank,
-                        status,
-                        created_at,
-                        version,
-                        base_model,
-                    } => {
-                        id_ok(line, "id", &id)?;
-                        validate::check_adapter_id("id", id.clone())
-                            .map_err(|e| bad(line, e.to_string()))?;
-                        if adapter_line.insert(id.clone(), line).is_some()
+                match check_record(line, rec, org, now, &limits)? {
+                    Staged::Adapter(a) => {
+                        if adapter_line.insert(a.id.clone(), line).is_some()
                             || existing
                                 .as_ref()
-                                .is_some_and(|g| g.adapter_row(&id).is_some())
+                                .is_some_and(|g| g.adapter_row(&a.id).is_some())
                         {
                             return Err(bad(
                                 line,
-                                format!("adapter '{id}' appears twice or already exists"),
+                                format!("adapter '{}' appears twice or already exists", a.id),
                             ));
                         }
-                        let mut meta = serde_json::Map::new();
-                        if let Some(n) = name {
-                            meta.insert("name".into(), n.into());
-                        }
-                        if let Some(r) = rank {
-                            meta.insert("rank".into(), r.into());
-                        }
-                        if let Some(s) = status {
-                            meta.insert("status".into(), s.into());
-                        }
-                        adapters.push(Adapter {
-                            id,
-                            org_id: org.to_owned(),
-                            version,
-                            base_model,
-                            derived_from: None,
-                            metadata: Metadata(meta),
-                            created_at: if created_at == 0 { now } else { created_at },
-                            source: LinkSource::Manual,
-                            record_version: 1,
-                        });
+                        adapters.push(*a);
                     }
-                    DumpRecord::DerivedFrom { from, to } => {
+                    Staged::DerivedFrom { from, to } => {
                         if let Some((p, l)) = parents.get(&from) {
                             return Err(bad(
                                 line,
@@ -287,62 +385,27 @@ impl Service {
                         }
                         parents.insert(from, (to, line));
                     }
-                    DumpRecord::Feedback(f) => {
-                        let f = *f;
-                        id_ok(line, "id", &f.id)?;
-                        if feedback_index.contains_key(&f.id)
+                    Staged::Feedback(r) => {
+                        let id = &r.feedback.id;
+                        if feedback_index.contains_key(id)
                             || existing
                                 .as_ref()
-                                .is_some_and(|g| g.feedback_row(&f.id).is_some())
+                                .is_some_and(|g| g.feedback_row(id).is_some())
                         {
                             return Err(bad(
                                 line,
-                                format!("feedback '{}' appears twice or already exists", f.id),
+                                format!("feedback '{id}' appears twice or already exists"),
                             ));
                         }
-                        if f.question.chars().count() > limits.max_text_chars
-                            || f.answer.chars().count() > limits.max_text_chars
-                        {
-                            return Err(bad(line, "question or answer over the text limit"));
-                        }
-                        let metadata = validate::check_metadata("metadata", f.metadata, &limits)
-                            .map_err(|e| bad(line, e.to_string()))?;
-                        feedback_index.insert(f.id.clone(), feedback.len());
-                        feedback.push(FeedbackRecord {
-                            feedback: Feedback {
-                                id: f.id,
-                                org_id: org.to_owned(),
-                                feedback_type: f.feedback_type,
-                                validation_status: f.validation_status,
-                                validation_reasons: Vec::new(),
-                                created_at: f.created_at,
-                                updated_at: f.created_at,
-                                version: 1,
-                                used_for_training: f.used_for_training,
-                                training_batch_id: f.training_batch_id,
-                                model_version: f.model_version,
-                                adapter_id: f.adapter_id,
-                                adapter_version: f.adapter_version,
-                                user_id: f.user_id,
-                                session_id: f.session_id,
-                                interaction_id: f.interaction_id,
-                                score: f.score,
-                                question: f.question,
-                                answer: f.answer,
-                                correction: f.correction,
-                                comment: f.comment,
-                                metadata,
-                            },
-                            links: Vec::new(),
-                            lease: None,
-                        });
+                        feedback_index.insert(id.clone(), feedback.len());
+                        feedback.push(*r);
                         if let Some(r) = feedback.last() {
                             self.store
                                 .load_history(&actor, &r.feedback)
                                 .map_err(|e| bad(line, e.to_string()))?;
                         }
                     }
-                    DumpRecord::FeedbackFor {
+                    Staged::FeedbackFor {
                         from,
                         to,
                         created_at,

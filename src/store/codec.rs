@@ -36,6 +36,30 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Runs `$decode` (a bincode slice decode taking a configuration) with a byte limit that
+/// scales with the input: `bincode::config::standard()` has none, and a corrupt length
+/// prefix would then make bincode allocate whatever it says (a nine-byte string length can
+/// ask for exabytes, which aborts the process). The decoder counts eight bytes per integer
+/// and the full `len * size_of::<T>()` of a container up front, so an honest record never
+/// claims more than a small multiple of its size; the limit is the first power of sixteen
+/// at or above 64 times the input plus 64 KiB.
+macro_rules! with_decode_limit {
+    ($len:expr, $decode:expr) => {{
+        let need = ($len as u64).saturating_mul(64).saturating_add(64 * 1024);
+        if need <= 1 << 20 {
+            $decode(config().with_limit::<{ 1 << 20 }>())
+        } else if need <= 1 << 24 {
+            $decode(config().with_limit::<{ 1 << 24 }>())
+        } else if need <= 1 << 28 {
+            $decode(config().with_limit::<{ 1 << 28 }>())
+        } else if need <= 1 << 32 {
+            $decode(config().with_limit::<{ 1 << 32 }>())
+        } else {
+            $decode(config().with_limit::<{ 1 << 36 }>())
+        }
+    }};
+}
+
 /// Encodes `value` with the current format version in front.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     // One buffer, written in place: no intermediate body vector to copy, and a starting
@@ -53,7 +77,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if version != FORMAT_VERSION {
         return Err(CodecError::UnknownVersion { found: version });
     }
-    let (value, read) = bincode::serde::decode_from_slice(body, config())?;
+    let (value, read) = with_decode_limit!(body.len(), |c| {
+        bincode::serde::decode_from_slice(body, c)
+    })?;
     if read != body.len() {
         return Err(CodecError::Trailing(body.len() - read));
     }
@@ -69,7 +95,9 @@ pub fn decode_prefix_borrowed<'de, T: serde::Deserialize<'de>>(
     if version != FORMAT_VERSION {
         return Err(CodecError::UnknownVersion { found: version });
     }
-    let (value, _) = bincode::serde::borrow_decode_from_slice(body, config())?;
+    let (value, _) = with_decode_limit!(body.len(), |c| {
+        bincode::serde::borrow_decode_from_slice(body, c)
+    })?;
     Ok(value)
 }
 
@@ -109,5 +137,23 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(matches!(decode::<Rec>(&long), Err(CodecError::Trailing(1))));
+    }
+
+    #[test]
+    fn corrupt_lengths_are_errors_not_allocations() {
+        // A string whose varint length says 2^60 bytes: without a decode limit bincode
+        // allocates that much up front and the process aborts.
+        let mut bytes = vec![FORMAT_VERSION, 253];
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(matches!(
+            decode::<String>(&bytes),
+            Err(CodecError::Decode(_))
+        ));
+        assert!(decode::<Rec>(&bytes).is_err());
+        // The same for a sequence read in place.
+        assert!(decode_prefix_borrowed::<Vec<(u64, u64)>>(&bytes).is_err());
+        // A long honest value still decodes.
+        let long = "x".repeat(3 << 20);
+        assert_eq!(decode::<String>(&encode(&long).unwrap()).unwrap(), long);
     }
 }

@@ -510,6 +510,41 @@ fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The names of the trees whose values go through the record codec, for
+/// [`decode_stored_value`].
+#[doc(hidden)]
+pub const CODEC_TREES: [&str; 5] = ["feedback", "adapters", "history", "idempotency", "batches"];
+
+/// Decodes `bytes` as the value type of `tree` (one of [`CODEC_TREES`]) exactly as a read
+/// of that tree does, the in-place prefix read of start-up included for `feedback`, and
+/// drops the result. For fuzzing and corruption tests: any bytes must give `Ok` or
+/// [`StoreError::Corrupt`], never a panic. An unknown tree name is `Corrupt` too.
+#[doc(hidden)]
+pub fn decode_stored_value(tree: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let key = b"fuzz";
+    match tree {
+        "feedback" => {
+            let prefix = codec::decode_prefix_borrowed::<RecordHeadRef<'_>>(bytes);
+            let full = decode::<FeedbackRecord>("feedback", key, bytes);
+            prefix.map_err(|source| StoreError::Corrupt {
+                tree: "feedback",
+                key: keys::display(key),
+                source,
+            })?;
+            full.map(drop)
+        }
+        "adapters" => decode::<Adapter>("adapters", key, bytes).map(drop),
+        "history" => decode::<HistoryVersion>("history", key, bytes).map(drop),
+        "idempotency" => decode::<IdempotencyRecord>("idempotency", key, bytes).map(drop),
+        "batches" => decode::<Batch>("batches", key, bytes).map(drop),
+        _ => Err(StoreError::Corrupt {
+            tree: "unknown",
+            key: keys::display(key),
+            source: CodecError::Empty,
+        }),
+    }
+}
+
 /// Renders a value as compact JSON for history entries.
 fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|e| format!("<unrenderable: {e}>"))

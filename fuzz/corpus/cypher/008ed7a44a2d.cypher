@@ -1,0 +1,1 @@
+MATCH (f:Feedback {type: 'negative'}) RETURN f.id, toLower(f.validation_status), f.comment IS NULL

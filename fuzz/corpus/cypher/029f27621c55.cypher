@@ -1,0 +1,1 @@
+MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter {id: 'a1'}) RETURN count(DISTINCT a), count(*)

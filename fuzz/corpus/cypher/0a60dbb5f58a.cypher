@@ -1,0 +1,1 @@
+MATCH (a:Adapter) OPTIONAL MATCH (a)<-[:FEEDBACK_FOR]-(f:Feedback) WHERE f.type = 'negative' RETURN a.id, count(f) AS n

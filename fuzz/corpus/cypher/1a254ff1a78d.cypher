@@ -1,0 +1,1 @@
+MATCH (f:Feedback) WHERE f.created_at >= 3 AND f.created_at < 8 RETURN f.id

@@ -1,0 +1,1 @@
+MATCH (a:Adapter)<-[:FEEDBACK_FOR]-(f) RETURN a.id, count(f) AS n

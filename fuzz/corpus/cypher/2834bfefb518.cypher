@@ -1,0 +1,1 @@
+MATCH (c:Adapter {id: 'a1'})-[:DERIVED_FROM*0..3]-(p:Adapter)-[:DERIVED_FROM]-(q) RETURN count(*)

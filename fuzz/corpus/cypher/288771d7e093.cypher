@@ -1,0 +1,1 @@
+MATCH (p:Adapter)<-[:DERIVED_FROM]-(c:Adapter) RETURN p.id, count(*) AS children

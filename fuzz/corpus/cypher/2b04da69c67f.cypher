@@ -1,0 +1,1 @@
+MATCH (a:Adapter) WITH a ORDER BY a.id LIMIT 2 MATCH (a)<-[:FEEDBACK_FOR]-(f) RETURN count(*)

@@ -1,0 +1,1 @@
+MATCH (a:Adapter)-[:DERIVED_FROM]->(p:Adapter) RETURN a.id, p.id

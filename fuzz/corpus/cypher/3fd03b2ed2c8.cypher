@@ -1,0 +1,1 @@
+MATCH (a:Adapter {id: 'a1'})-[:FEEDBACK_FOR]-(f) RETURN count(*)

@@ -1,0 +1,1 @@
+MATCH (f:Feedback) WHERE f.user_id = 'alice' AND f.score > 3 RETURN f.id ORDER BY f.id

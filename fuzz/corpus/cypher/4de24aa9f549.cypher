@@ -1,0 +1,1 @@
+MATCH (f:Feedback) WHERE f.type = 'positive' RETURN f.id

@@ -1,0 +1,1 @@
+MATCH (f:Feedback) RETURN f.user_id, count(*) AS n ORDER BY n DESC, f.user_id

@@ -1,0 +1,1 @@
+MATCH (n) RETURN labels(n), count(*) AS c

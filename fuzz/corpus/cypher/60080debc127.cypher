@@ -1,0 +1,1 @@
+MATCH (a:Adapter {id: 'a1'})-[:DERIVED_FROM*]-(x:Adapter) RETURN x.id

@@ -1,0 +1,1 @@
+MATCH (f:Feedback) WHERE f.user_id CONTAINS '2' RETURN f.id, toUpper(f.user_id)

@@ -1,0 +1,1 @@
+UNWIND ['a0', 'a1', 'zz'] AS x MATCH (a:Adapter) WHERE a.id = x RETURN x, a.version

@@ -1,0 +1,1 @@
+MATCH p = (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter {id: 'a1'}) RETURN count(*), max(length(p))

@@ -1,0 +1,1 @@
+MATCH (f:Feedback) RETURN f.id, CASE f.type WHEN 'positive' THEN 'up' ELSE 'down' END AS thumb

@@ -1,0 +1,1 @@
+MATCH (f:Feedback) RETURN count(*) AS n, count(DISTINCT f.user_id) AS users, min(f.created_at) AS first, max(f.created_at) AS last, sum(f.version) AS v

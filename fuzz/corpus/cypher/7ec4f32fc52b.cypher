@@ -1,0 +1,1 @@
+MATCH (x:Feedback)-[:FEEDBACK_FOR]->(a:Adapter {id: 'a1'})<-[:FEEDBACK_FOR]-(y:Feedback) RETURN count(*)

@@ -1,0 +1,1 @@
+MATCH (a:Adapter) RETURN a.id ORDER BY a.id

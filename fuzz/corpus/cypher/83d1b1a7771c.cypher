@@ -1,0 +1,1 @@
+MATCH (a:Adapter)-[:DERIVED_FROM]->(p:Adapter)<-[:DERIVED_FROM]-(s:Adapter) WHERE a.id <> s.id RETURN a.id, s.id, p.id

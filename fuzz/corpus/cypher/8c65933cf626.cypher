@@ -1,0 +1,1 @@
+MATCH (f:Feedback) WITH f WHERE f.used_for_training = true RETURN f.id

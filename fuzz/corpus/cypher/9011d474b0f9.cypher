@@ -1,0 +1,1 @@
+MATCH (f)-[:FEEDBACK_FOR]->(a:Adapter {id: 'a1'}) WHERE f:Feedback RETURN count(*)

@@ -1,0 +1,1 @@
+MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*0..2]->(a2:Adapter) RETURN a2.id, count(*) AS n

@@ -1,0 +1,1 @@
+MATCH (f:Feedback RETURN f

@@ -1,0 +1,1 @@
+MATCH (a:Adapter {id: 'a0'})-[]-(x) RETURN count(*), min(a.id)

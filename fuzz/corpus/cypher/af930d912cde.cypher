@@ -1,0 +1,1 @@
+MATCH (a:Adapter) OPTIONAL MATCH (a)<-[:FEEDBACK_FOR]-(f:Feedback) RETURN a.id, f.id

@@ -1,0 +1,1 @@
+MATCH (f:Feedback) RETURN f.id, CASE WHEN f.created_at > 5 THEN 'late' WHEN f.created_at > 2 THEN 'mid' ELSE 'early' END AS t

@@ -1,0 +1,1 @@
+MATCH (f:Feedback) RETURN f.id ORDER BY f.id SKIP 2 LIMIT 4

@@ -1,0 +1,1 @@
+MATCH (a:Adapter)-[:DERIVED_FROM*0..]->(p:Adapter) RETURN a.id, p.id

@@ -1,0 +1,1 @@
+MATCH (f:Feedback) WHERE NOT f.type = 'positive' RETURN f.id

@@ -1,0 +1,1 @@
+MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter), (f:Feedback)-[:FEEDBACK_FOR]->(a2:Adapter) WHERE a1.id <> a2.id RETURN a1.id, a2.id, count(f) AS shared ORDER BY shared DESC, a1.id, a2.id

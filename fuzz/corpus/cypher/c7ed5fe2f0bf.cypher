@@ -1,0 +1,1 @@
+MATCH (a:Adapter)-[:DERIVED_FROM*1..2]->(p:Adapter) RETURN a.id, p.id

@@ -1,0 +1,1 @@
+MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter) RETURN a.id, count(f) AS n

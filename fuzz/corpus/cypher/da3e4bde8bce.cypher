@@ -1,0 +1,1 @@
+MATCH (f:Feedback) WHERE f.adapter_id IS NOT NULL AND f.user_id IN ['u0', 'u3'] RETURN f.adapter_id, max(f.id) AS latest

@@ -1,0 +1,1 @@
+MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*]->(a2:Adapter) WHERE a2.id = 'a0' AND f.type = 'positive' RETURN count(*)

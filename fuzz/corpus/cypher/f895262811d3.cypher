@@ -1,0 +1,1 @@
+MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*]->(a2:Adapter) WHERE a2.id = 'a0' RETURN count(f), count(a1), min(a1.id), max(a1.id)

@@ -1,0 +1,1 @@
+CREATE (n:Feedback {id: 'x'}) RETURN n

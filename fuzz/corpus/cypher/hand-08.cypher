@@ -1,0 +1,1 @@
+MATCH (f1:Feedback)-[:FEEDBACK_FOR]->(a:Adapter)<-[:FEEDBACK_FOR]-(f2:Feedback) WHERE id(f1) < id(f2) RETURN f1.id, f2.id, COUNT(a) AS shared GROUP BY f1.id, f2.id HAVING shared > 0 ORDER BY shared DESC LIMIT 10

@@ -1,0 +1,5 @@
+//! libFuzzer entry for the `codec` target; the body is `feedgraph_fuzz::codec`, which
+//! tests/fuzz_corpus.rs also replays on every corpus and regression file.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| feedgraph_fuzz::codec(data));
