@@ -171,6 +171,7 @@ fn limits() -> QueryLimits {
         max_rows: 200,
         max_work: 20_000,
         max_depth: 6,
+        max_memory: 16 << 20,
     }
 }
 
