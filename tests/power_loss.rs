@@ -168,7 +168,7 @@ struct Acked {
     links: HashSet<(String, String)>,
     /// Batch id -> its items and the last state change acknowledged.
     batches: HashMap<u64, (Vec<String>, &'static str)>,
-    /// Feedback id -> the external batch id mark-used gave it.
+    /// Feedback id -> the batch mark-used recorded it in.
     marked: HashMap<String, u64>,
     /// Feedback id -> answer length, for items large enough to be sled blobs.
     big: HashMap<String, usize>,
@@ -434,7 +434,7 @@ async fn client(
                     }
                 }
             }
-            // mark a few acknowledged items as used by an external run.
+            // mark a few acknowledged items as used by a run outside claims.
             _ => {
                 let ids: Vec<String> = {
                     let a = acked.lock();
@@ -446,20 +446,22 @@ async fn client(
                         .map(|i| all[((pick >> (i * 8)) as usize) % all.len()].clone())
                         .collect()
                 };
-                let external = 1_000_000 + (pick % 1000);
                 let r = ok(
                     http.post(url("/feedback/mark-used"))
-                        .json(&json!({"ids": ids, "training_batch_id": external})),
+                        .json(&json!({ "ids": ids })),
                     &tokens.trainer,
                 )
                 .await;
                 r.map(|(_, body)| {
                     let mut a = acked.lock();
+                    // The batch the server recorded the marked items as.
+                    let batch = body["training_batch_id"].as_u64();
                     for res in body["results"].as_array().into_iter().flatten() {
                         if res["result"] == "marked"
                             && let Some(id) = res["id"].as_str()
+                            && let Some(batch) = batch
                         {
-                            a.marked.insert(id.to_owned(), external);
+                            a.marked.insert(id.to_owned(), batch);
                         }
                     }
                     a.count("mark-used");
