@@ -68,7 +68,15 @@ pub fn fixed_graph() -> &'static OrgGraph {
                 record_version: 1,
             });
         }
-        let items: [(&str, FeedbackType, ValidationStatus, Option<f64>, &[&str]); 5] = [
+        /// Id, type, status, score and linked adapters of one fixed item.
+        type Item<'a> = (
+            &'a str,
+            FeedbackType,
+            ValidationStatus,
+            Option<f64>,
+            &'a [&'a str],
+        );
+        let items: [Item; 5] = [
             (
                 "feedback-1",
                 FeedbackType::Positive,
@@ -115,8 +123,8 @@ pub fn fixed_graph() -> &'static OrgGraph {
                 created_at: 100 + n,
                 updated_at: 200 + n,
                 version: n,
-                used_for_training: n % 2 == 0,
-                training_batch_id: if n % 2 == 0 { 7 } else { 0 },
+                used_for_training: n.is_multiple_of(2),
+                training_batch_id: if n.is_multiple_of(2) { 7 } else { 0 },
                 model_version: (n != 3).then(|| format!("model-{}", n % 2)),
                 adapter_id: links.first().map(|a| (*a).to_owned()),
                 adapter_version: links.first().map(|_| "v1".to_owned()),
