@@ -16,20 +16,31 @@ use std::path::Path;
 
 use lazyfs::LazyFs;
 
-/// A scratch directory with a backing store and a LazyFs mounted over it.
-fn mounted() -> (tempfile::TempDir, LazyFs) {
+/// A scratch directory with a backing store and a LazyFs mounted over it, or `None` when
+/// this machine cannot mount one (no /dev/fuse, not root) and the run does not demand it.
+/// CI sets `FEEDGRAPH_REQUIRE_FUSE=1` (in `.ci/run`), so there a failed mount fails the
+/// test; a developer without root still gets a working `cargo test`, with a loud notice.
+fn mounted() -> Option<(tempfile::TempDir, LazyFs)> {
     let root = tempfile::tempdir().unwrap();
     let backing = root.path().join("backing");
     let mnt = root.path().join("mnt");
     std::fs::create_dir(&backing).unwrap();
     std::fs::create_dir(&mnt).unwrap();
-    let fs = LazyFs::mount(&backing, &mnt).unwrap_or_else(|e| {
-        panic!(
-            "mounting LazyFs failed: {e} (needs /dev/fuse: `modprobe fuse`, and root or \
-             fusermount3 from Debian's fuse3 package)"
-        )
-    });
-    (root, fs)
+    match LazyFs::mount(&backing, &mnt) {
+        Ok(fs) => Some((root, fs)),
+        Err(e) => {
+            let why = format!(
+                "mounting LazyFs failed: {e} (needs /dev/fuse: `modprobe fuse`, and root or \
+                 fusermount3 from Debian's fuse3 package)"
+            );
+            assert!(
+                std::env::var_os("FEEDGRAPH_REQUIRE_FUSE").is_none(),
+                "{why}; FEEDGRAPH_REQUIRE_FUSE is set, so this is a failure"
+            );
+            eprintln!("SKIPPED: the power-loss test did not run: {why}");
+            None
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) {
@@ -51,7 +62,9 @@ fn read(path: &Path) -> Option<Vec<u8>> {
 /// The layer itself: synced data and names survive a crash, nothing else does.
 #[test]
 fn lazyfs_forgets_exactly_what_no_sync_covered() {
-    let (root, mut fs) = mounted();
+    let Some((root, mut fs)) = mounted() else {
+        return;
+    };
     let mnt = root.path().join("mnt");
 
     // Durable: written, fsynced, and named in a directory that was fsynced after.
@@ -707,7 +720,9 @@ async fn power_loss_keeps_every_acknowledged_write() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let (root, mut fs) = mounted();
+    let Some((root, mut fs)) = mounted() else {
+        return;
+    };
     let data_dir = root.path().join("mnt/data");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
