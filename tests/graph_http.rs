@@ -232,12 +232,7 @@ async fn query_errors_and_limits() {
     assert_eq!(status, 400);
     assert!(error_details(&body).contains("query"));
     // The server stays healthy and answers the next query.
-    let r = s
-        .client
-        .get(format!("{}/healthz", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_open("/healthz").await;
     assert_eq!(r.status().as_u16(), 200);
     let (status, r) = run(&s, &t, "MATCH (a:Adapter) RETURN count(*) AS n", json!({})).await;
     assert_eq!((status, r["rows"][0][0].as_i64()), (200, Some(9)));

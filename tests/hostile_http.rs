@@ -254,12 +254,7 @@ async fn a_panicking_handler_answers_500_with_the_usual_body() {
         "panic text leaked: {details}"
     );
     // The server goes on serving.
-    let r = s
-        .client
-        .get(format!("{}/healthz", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_open("/healthz").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("x-request-id"));
     s.stop().await;

@@ -59,12 +59,7 @@ fn assert_limit(status: u16, body: &Value, limit: &str) -> String {
 
 /// The server still answers /healthz and another org's query.
 async fn assert_healthy(server: &TestServer) {
-    let r = server
-        .client
-        .get(format!("{}/healthz", server.base))
-        .send()
-        .await
-        .unwrap();
+    let r = server.get_open("/healthz").await;
     assert_eq!(r.status().as_u16(), 200);
     let (status, body) = query(server, "bystander", "RETURN 1 + 1 AS two").await;
     assert_eq!(status, 200, "{}", short(&body));

@@ -45,12 +45,7 @@ async fn a_failed_sync_is_outcome_unknown_and_the_server_is_not_ready() {
     let body = json!({"type": "positive", "question": Q, "answer": A});
     let (status, _) = server.post(&token, "/feedback", &body).await;
     assert_eq!(status, 201);
-    let ready = server
-        .client
-        .get(format!("{}/readyz", server.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = server.get_open("/readyz").await;
     assert_eq!(ready.status().as_u16(), 200);
 
     testing::inject(server.dir.path(), Fault::Error);
@@ -64,12 +59,7 @@ async fn a_failed_sync_is_outcome_unknown_and_the_server_is_not_ready() {
     );
 
     // The store now refuses writes; readiness says so.
-    let ready = server
-        .client
-        .get(format!("{}/readyz", server.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = server.get_open("/readyz").await;
     assert_eq!(ready.status().as_u16(), 503);
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert!(error_details(&ready).contains("failed sync"), "{ready}");

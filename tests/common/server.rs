@@ -92,6 +92,15 @@ impl TestServer {
             .await
     }
 
+    /// GET `base + path` with no token (health and readiness probes); the raw response.
+    pub async fn get_open(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(self) {
         self.stop_keep().await;
