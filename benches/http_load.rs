@@ -8,6 +8,8 @@
 //! share each row's `--secs`, so a slow spell of a shared machine weighs on both rows alike
 //! and their ratio stays comparable.
 //! Under `cargo test` it runs a short smoke version so it never rots.
+//! `FEEDGRAPH_BENCH_SERVER=PATH` loads another build's `feedgraph` binary instead of this
+//! build's (to compare two builds with the same client).
 //!
 //! The server runs as a separate `feedgraph serve` process (release build under
 //! `cargo bench`); the load client is this process (closed loop: each connection sends its
@@ -245,15 +247,10 @@ fn main() {
         data_dir: dir.path().to_owned(),
         ..Config::default()
     };
-    let server = spawn(
-        &[
-            env!("CARGO_BIN_EXE_feedgraph"),
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    // FEEDGRAPH_BENCH_SERVER runs another build's server (paired before/after runs).
+    let server_exe = std::env::var("FEEDGRAPH_BENCH_SERVER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_feedgraph").to_owned());
+    let server = spawn(&[&server_exe, "serve", "--bind", "127.0.0.1:0"], dir.path());
     let exe = std::env::current_exe().expect("exe");
     let ceiling = spawn(
         &[exe.to_str().expect("path"), "--ceiling-server"],

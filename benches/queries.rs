@@ -19,15 +19,7 @@ use feedgraph::service::{ByAdapterQuery, ImportRecord, Service};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const Q1: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter {id: $adapter}) WHERE f.validation_status = 'approved' AND f.used_for_training = false RETURN f.id LIMIT 100";
-const Q2: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter) RETURN a.id AS adapter_id, count(f) AS total_feedback, sum(CASE WHEN f.type = 'positive' THEN 1 ELSE 0 END) AS positive_count, sum(CASE WHEN f.type = 'negative' THEN 1 ELSE 0 END) AS negative_count, avg(CASE WHEN f.type = 'positive' THEN 1.0 ELSE 0.0 END) AS positive_ratio";
-const Q3: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*1..30]->(a2:Adapter) WHERE a2.id = 'base_model' RETURN f.id, a1.id";
-const Q3_COUNT: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*1..30]->(a2:Adapter) WHERE a2.id = 'base_model' RETURN count(*)";
-const Q4: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter), (f)-[:FEEDBACK_FOR]->(a2:Adapter) WHERE a1.id <> a2.id WITH a1.id AS x, a2.id AS y, count(f) AS shared WHERE shared > 10 RETURN x, y, shared ORDER BY shared DESC";
-const SEED_BY_ADAPTER: &str = "MATCH (f:Feedback)-[r:FEEDBACK_FOR]->(a:Adapter {id: $adapter}) WHERE f.validation_status = 'approved' AND f.used_for_training = false RETURN f LIMIT 100";
-const SEED_STATS: &str = "MATCH (f:Feedback)-[r:FEEDBACK_FOR]->(a:Adapter) RETURN a.id AS adapter_id, COUNT(f) AS total_feedback, SUM(CASE WHEN f.type = 'positive' THEN 1 ELSE 0 END) AS positive_count, SUM(CASE WHEN f.type = 'negative' THEN 1 ELSE 0 END) AS negative_count, AVG(CASE WHEN f.type = 'positive' THEN 1.0 ELSE 0.0 END) AS positive_ratio GROUP BY a.id";
-const SEED_LINEAGE: &str = "MATCH path = (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*]->(a2:Adapter) WHERE a2.id = 'base_model' RETURN path, f.id, a1.id";
-const SEED_SHARED: &str = "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter), (f:Feedback)-[:FEEDBACK_FOR]->(a2:Adapter) WHERE a1.id <> a2.id RETURN a1.id, a2.id, COUNT(f) AS shared_feedback_count GROUP BY a1.id, a2.id HAVING shared_feedback_count > 10 ORDER BY shared_feedback_count DESC";
+include!("support/query_texts.rs");
 
 /// The service to query, its org, and the temp dir that must outlive it.
 fn open() -> (Service, String, Option<tempfile::TempDir>) {

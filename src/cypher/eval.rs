@@ -351,6 +351,20 @@ impl<'a> Env<'a> {
                     None => Ok(Value::Null),
                 }
             }
+            // A property of a bound variable (the most common expression): read in place,
+            // with nothing to charge unless the value holds memory of its own (a text
+            // loaded from the store, a map).
+            ExprKind::Prop(base, _) if matches!(base.kind, ExprKind::Slot(_)) => {
+                let mark = self.budget.mark();
+                let v = self.eval_prop(e, row)?;
+                if holds_heap(&v) {
+                    let held = self.budget.heap_bytes(&v)?;
+                    self.budget.keep(mark, held)?;
+                } else {
+                    self.budget.settle(mark, 0);
+                }
+                Ok(v)
+            }
             _ => self.eval_full(e, row),
         }
     }
@@ -365,7 +379,11 @@ impl<'a> Env<'a> {
     fn eval_full(&self, e: &'a Expr, row: &[Value<'a>]) -> Result<Value<'a>, Fail> {
         let mark = self.budget.mark();
         let v = self.eval_any(e, row)?;
-        let held = self.budget.heap_bytes(&v)?;
+        let held = if holds_heap(&v) {
+            self.budget.heap_bytes(&v)?
+        } else {
+            0
+        };
         self.budget.keep(mark, held)?;
         Ok(v)
     }
@@ -1364,4 +1382,13 @@ pub(crate) fn arith<'a>(
         }
         _ => Err(bad(&l, &r)),
     }
+}
+
+/// Whether `v` holds memory beyond its own slot (what [`Budget::heap_bytes`] counts).
+#[inline(always)]
+fn holds_heap(v: &Value<'_>) -> bool {
+    matches!(
+        v,
+        Value::Text(_) | Value::List(_) | Value::Map(_) | Value::Path(_)
+    )
 }
