@@ -552,7 +552,7 @@ fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Option<DumpBatch>>(16);
     let result = std::thread::scope(|scope| {
         let reader_bar = check_bar.clone();
-        scope.spawn(move || read_dump(input, &tx, &reader_bar));
+        let reader = scope.spawn(move || read_dump(input, file, &tx, &reader_bar));
         // The reader ends with `None`; a channel that closes without it means the reader
         // died, which must fail the load rather than look like the end of the file.
         let mut batch = Vec::new().into_iter();
@@ -578,7 +578,7 @@ fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
                 }
             }
         });
-        service.load_dump(org, records, |written, total| {
+        let loaded = service.load_dump(org, records, |written, total| {
             if !writing {
                 writing = true;
                 check_bar.finish_and_clear();
@@ -590,7 +590,27 @@ fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
                 write_bar.set_length(total);
             }
             write_bar.set_position(written);
-        })
+        });
+        // Joined here, not by the scope (which would re-raise a panic of the reader): a
+        // reader that died is an error of this load. The loader has dropped the channel's
+        // receiver by now, so a reader still sending stops.
+        match (reader.join(), loaded) {
+            (Err(panic), Err(e)) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "it panicked".to_owned());
+                // The records ended without the reader's end mark, so the load failed and
+                // took back what it wrote; say why the reader stopped.
+                Err(LoadError {
+                    message: format!("{}: {why}", e.message),
+                    ..e
+                })
+            }
+            // A reader that died after its end mark has read the whole file.
+            (_, loaded) => loaded,
+        }
     });
     check_bar.finish_and_clear();
     write_bar.finish_and_clear();
@@ -623,8 +643,10 @@ type DumpBatch = Vec<Result<(usize, DumpRecord), LoadError>>;
 /// Reads and parses a dump file line by line, sending batches of records to the loader;
 /// a bad line or a read error is sent as the last item. Stops early when the loader has
 /// stopped listening.
+#[cfg_attr(not(feature = "testing"), allow(unused_variables))]
 fn read_dump(
     input: std::fs::File,
+    path: &std::path::Path,
     tx: &std::sync::mpsc::SyncSender<Option<DumpBatch>>,
     bar: &indicatif::ProgressBar,
 ) {
@@ -649,6 +671,8 @@ fn read_dump(
             }
         };
         bar.inc(read as u64);
+        #[cfg(feature = "testing")]
+        crate::store::testing::dump_reader_line(path, line_no);
         if line.trim().is_empty() {
             continue;
         }

@@ -10,7 +10,8 @@ use feedgraph::cypher::{self, QueryLimits, TextSource};
 use feedgraph::service::Service;
 use serde_json::Value;
 
-/// Text fields straight from the store.
+/// Text fields, metadata and the org straight from the store (validation reasons are left
+/// out: their messages are feedgraph's wording, which compute.py does not repeat).
 struct StoreText<'a> {
     service: &'a Service,
     org: &'a str,
@@ -26,6 +27,30 @@ impl TextSource for StoreText<'_> {
             "comment" => f.comment,
             _ => None,
         }
+    }
+
+    fn feedback_json(&self, id: &str, field: &str) -> Option<Value> {
+        let f = self.service.store().get_feedback(self.org, id).ok()??;
+        (field == "metadata").then_some(Value::Object(f.metadata.0))
+    }
+
+    fn link_metadata(
+        &self,
+        feedback_id: &str,
+        adapter_id: &str,
+    ) -> Option<serde_json::Map<String, Value>> {
+        let links = self.service.store().links_of(self.org, feedback_id).ok()?;
+        let l = links.into_iter().find(|l| l.adapter_id == adapter_id)?;
+        Some(l.metadata.0)
+    }
+
+    fn adapter_metadata(&self, id: &str) -> Option<serde_json::Map<String, Value>> {
+        let a = self.service.store().get_adapter(self.org, id).ok()??;
+        Some(a.metadata.0)
+    }
+
+    fn org_id(&self) -> Option<&str> {
+        Some(self.org)
     }
 }
 

@@ -1284,3 +1284,37 @@ fn deep_or_huge_input_is_refused_not_a_crash() {
     });
     assert_eq!(rows.unwrap(), vec![vec![json!(1000)]]);
 }
+
+/// A relationship's id (`id(r)`, `_id`) survives the removal of another edge. Replacing an
+/// adapter's parent removes its DERIVED_FROM edge, and petgraph then moves its last edge
+/// into the freed slot; the API refuses a new parent today (409), so this drives the
+/// graph directly, as a store record with a new parent would.
+#[test]
+fn relationship_ids_survive_a_replaced_parent() {
+    let mut g = graph();
+    let q =
+        "MATCH (x)-[r]->(y) RETURN type(r) + ' ' + x.id + '->' + y.id AS e, id(r) AS id, r AS rel";
+    let ids = |g: &OrgGraph| -> std::collections::BTreeMap<String, i64> {
+        rows(g, q)
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r[1], r[2]["_id"], "id(r) and _id agree: {r:?}");
+                (r[0].as_str().unwrap().to_owned(), r[1].as_i64().unwrap())
+            })
+            .collect()
+    };
+    let before = ids(&g);
+    // `mid` (an early edge) moves from `base` to `side`.
+    let mut moved = adapter("mid", Some("side"));
+    moved.record_version = 2;
+    g.upsert_adapter(&moved);
+    let after = ids(&g);
+    assert_eq!(after.len(), before.len());
+    for (edge, id) in &before {
+        if edge != "DERIVED_FROM mid->base" {
+            assert_eq!(after.get(edge), Some(id), "{edge} kept its id");
+        }
+    }
+    let new = after["DERIVED_FROM mid->side"];
+    assert!(before.values().all(|&id| id < new), "a fresh id: {new}");
+}

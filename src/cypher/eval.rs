@@ -109,6 +109,7 @@ impl<'a> Env<'a> {
         let int = |v: u64| Value::Int(i64::try_from(v).unwrap_or(i64::MAX));
         match p {
             FProp::Id => Value::Str(&f.id),
+            FProp::OrgId => self.text.org_id().map_or(Value::Null, Value::Str),
             FProp::Type => Value::Str(f.feedback_type.as_str()),
             FProp::Status => Value::Str(f.status.as_str()),
             FProp::Used => Value::Bool(f.used_for_training),
@@ -137,7 +138,33 @@ impl<'a> Env<'a> {
                     None => Value::Null,
                 }
             }
+            FProp::Json(field) => self
+                .text
+                .feedback_json(&f.id, field.name())
+                .map_or(Value::Null, |v| Value::from_json(&v)),
         }
+    }
+
+    /// The stored fields of feedback row `r` that `RETURN f` shows, read at once: the texts
+    /// it has, its validation reasons and its metadata, with their names.
+    fn stored_fields(&self, f: &FeedbackNode) -> Vec<(&'static str, Value<'a>)> {
+        let mut fields = vec!["question", "answer"];
+        if f.has_correction {
+            fields.push("correction");
+        }
+        if f.has_comment {
+            fields.push("comment");
+        }
+        fields.extend([
+            JsonField::ValidationReasons.name(),
+            JsonField::Metadata.name(),
+        ]);
+        let values = self.text.feedback_fields(&f.id, &fields);
+        fields
+            .into_iter()
+            .zip(values)
+            .filter_map(|(name, v)| Some((name, Value::from_json(&v?))))
+            .collect()
     }
 
     /// An Adapter property.
@@ -147,10 +174,22 @@ impl<'a> Env<'a> {
         };
         match p {
             AProp::Id => Value::Str(self.g.strings().resolve(a.id)),
+            AProp::OrgId => self.text.org_id().map_or(Value::Null, Value::Str),
             AProp::Version => self.sym(a.version),
             AProp::BaseModel => self.sym(a.base_model),
+            AProp::DerivedFrom => match a.parent.and_then(|p| self.g.adapters().get(p as usize)) {
+                Some(p) => Value::Str(self.g.strings().resolve(p.id)),
+                None => Value::Null,
+            },
             AProp::CreatedAt => Value::Int(i64::try_from(a.created_at).unwrap_or(i64::MAX)),
             AProp::Source => Value::Str(a.source.as_str()),
+            AProp::RecordVersion => Value::Int(i64::try_from(a.record_version).unwrap_or(i64::MAX)),
+            AProp::Metadata => self
+                .text
+                .adapter_metadata(self.g.strings().resolve(a.id))
+                .map_or(Value::Null, |m| {
+                    Value::from_json(&serde_json::Value::Object(m))
+                }),
         }
     }
 
@@ -162,6 +201,27 @@ impl<'a> Env<'a> {
         match p {
             RProp::CreatedAt => Value::Int(i64::try_from(w.created_at).unwrap_or(i64::MAX)),
             RProp::Source => Value::Str(w.source.as_str()),
+            RProp::Metadata => {
+                if w.kind != EdgeKind::FeedbackFor {
+                    return Value::Null;
+                }
+                if !w.has_metadata {
+                    // Most links have none: no read.
+                    return Value::Map(Vec::new().into());
+                }
+                let Some((NodeRef::Feedback(f), NodeRef::Adapter(a))) = self.edge_ends(e) else {
+                    return Value::Null;
+                };
+                let (Some(f), Some(a)) = (self.feedback(f), self.g.adapters().get(a as usize))
+                else {
+                    return Value::Null;
+                };
+                self.text
+                    .link_metadata(&f.id, self.g.strings().resolve(a.id))
+                    .map_or(Value::Null, |m| {
+                        Value::from_json(&serde_json::Value::Object(m))
+                    })
+            }
         }
     }
 
@@ -809,31 +869,37 @@ impl<'a> Env<'a> {
     }
 
     fn properties(&self, v: &Value<'a>) -> Vec<(Rc<str>, Value<'a>)> {
-        match v {
-            Value::Node(NodeRef::Feedback(r)) => FProp::ALL
-                .iter()
-                .filter(|(_, p)| !matches!(p, FProp::Text(_)))
-                .map(|(n, p)| (Rc::from(*n), self.fprop(*r, *p)))
-                .chain(
-                    TextField::ALL
-                        .iter()
-                        .map(|t| (Rc::from(t.name()), self.fprop(*r, FProp::Text(*t)))),
-                )
-                .filter(|(_, v)| !v.is_null())
-                .collect(),
+        let mut props = match v {
+            Value::Node(NodeRef::Feedback(r)) => {
+                let mut props: Vec<(Rc<str>, Value<'a>)> = FProp::ALL
+                    .iter()
+                    .filter(|(_, p)| p.in_graph())
+                    .map(|(n, p)| (Rc::from(*n), self.fprop(*r, *p)))
+                    .collect();
+                if let Some(f) = self.feedback(*r) {
+                    props.extend(
+                        self.stored_fields(f)
+                            .into_iter()
+                            .map(|(n, v)| (Rc::from(n), v)),
+                    );
+                }
+                props
+            }
             Value::Node(NodeRef::Adapter(r)) => AProp::ALL
                 .iter()
                 .map(|(n, p)| (Rc::from(*n), self.aprop(*r, *p)))
-                .filter(|(_, v)| !v.is_null())
                 .collect(),
             Value::Rel(e) => RProp::ALL
                 .iter()
                 .map(|(n, p)| (Rc::from(*n), self.rprop(*e, *p)))
-                .filter(|(_, v)| !v.is_null())
                 .collect(),
-            Value::Map(m) => m.to_vec(),
+            Value::Map(m) => return m.to_vec(),
             _ => Vec::new(),
-        }
+        };
+        // Maps keep their keys sorted (equality and grouping compare them in order).
+        props.retain(|(_, v)| !v.is_null());
+        props.sort_by(|a, b| a.0.cmp(&b.0));
+        props
     }
 
     fn call(
@@ -890,7 +956,10 @@ impl<'a> Env<'a> {
             Func::Coalesce => Value::Null,
             Func::Id => match first {
                 Value::Node(n) => Value::Int(self.node_index(n).map_or(-1, |i| i.index() as i64)),
-                Value::Rel(e) => Value::Int(e as i64),
+                Value::Rel(e) => match self.g.graph().edge_weight(EdgeIndex::new(e as usize)) {
+                    Some(w) => Value::Int(i64::from(w.id)),
+                    None => Value::Null,
+                },
                 v => return Err(bad(&v)),
             },
             Func::Labels => match first {
@@ -1170,28 +1239,15 @@ impl<'a> Env<'a> {
         match n {
             NodeRef::Feedback(r) => {
                 m.insert("_labels".into(), json!(["Feedback"]));
-                for (name, p) in FProp::ALL
-                    .iter()
-                    .filter(|(_, p)| !matches!(p, FProp::Text(_)))
-                {
+                for (name, p) in FProp::ALL.iter().filter(|(_, p)| p.in_graph()) {
                     let v = self.fprop(r, *p);
                     if !v.is_null() {
                         m.insert((*name).into(), self.to_json(&v));
                     }
                 }
                 if let Some(f) = self.feedback(r) {
-                    let mut fields = vec!["question", "answer"];
-                    if f.has_correction {
-                        fields.push("correction");
-                    }
-                    if f.has_comment {
-                        fields.push("comment");
-                    }
-                    let texts = self.text.feedback_texts(&f.id, &fields);
-                    for (name, t) in fields.iter().zip(texts) {
-                        if let Some(t) = t {
-                            m.insert((*name).into(), json!(t));
-                        }
+                    for (name, v) in self.stored_fields(f) {
+                        m.insert(name.into(), self.to_json(&v));
                     }
                 }
             }
@@ -1213,8 +1269,8 @@ impl<'a> Env<'a> {
         let pg = self.g.graph();
         let idx = EdgeIndex::new(e as usize);
         let mut m = serde_json::Map::new();
-        m.insert("_id".into(), json!(e));
         if let (Some(w), Some((a, b))) = (pg.edge_weight(idx), pg.edge_endpoints(idx)) {
+            m.insert("_id".into(), json!(w.id));
             m.insert(
                 "_type".into(),
                 json!(match w.kind {
@@ -1226,6 +1282,10 @@ impl<'a> Env<'a> {
             m.insert("_end".into(), json!(b.index()));
             m.insert("created_at".into(), json!(w.created_at));
             m.insert("source".into(), json!(w.source.as_str()));
+            let metadata = self.rprop(e, RProp::Metadata);
+            if !metadata.is_null() {
+                m.insert("metadata".into(), self.to_json(&metadata));
+            }
         }
         serde_json::Value::Object(m)
     }

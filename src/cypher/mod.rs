@@ -16,21 +16,33 @@
 //! - A node is a JSON object of its properties plus `_id` (the node's internal index, the
 //!   same number `id(n)` returns; stable while the process runs, not across restarts) and
 //!   `_labels` (`["Feedback"]` or `["Adapter"]`). Absent (null) properties are left out.
-//!   Feedback nodes include `question`, `answer`, `correction` and `comment`, loaded through
-//!   the [`TextSource`].
-//! - A relationship is an object of its properties (`created_at`, `source`) plus `_id`,
-//!   `_type`, `_start` and `_end` (node `_id`s).
+//!   Feedback nodes include the fields the [`TextSource`] loads (see Properties).
+//! - A relationship is an object of its properties plus `_id`
+//!   (the same number `id(r)` returns: given when the relationship is made, it stays its id
+//!   while it exists, whatever else is added or removed, and is not given to another one
+//!   while the process runs; not stable across restarts), `_type`, `_start` and `_end`
+//!   (node `_id`s).
 //! - A path is a list alternating nodes and relationships, starting and ending with a node.
 //! - Floats that are NaN or infinite become `null` (JSON has no spelling for them).
 //!
 //! # Properties
 //!
-//! Feedback: `id, type, validation_status, used_for_training, training_batch_id, created_at,
-//! updated_at, version, model_version, adapter_id, adapter_version, user_id, session_id,
-//! interaction_id, score` from the graph, and `question, answer, correction, comment` from
-//! the [`TextSource`] (read lazily, only when a query uses them or returns the node).
-//! Adapter: `id, version, base_model, created_at, source`. Relationships: `created_at,
-//! source`; `type(r)` gives the type.
+//! Every field of a record as the REST API shows it is a property, with the same value
+//! (JSON objects as maps, arrays as lists, absent fields as null):
+//!
+//! - Feedback: `id, type, validation_status, used_for_training, training_batch_id,
+//!   created_at, updated_at, version, model_version, adapter_id, adapter_version, user_id,
+//!   session_id, interaction_id, score` from the graph; `question, answer, correction,
+//!   comment, validation_reasons, metadata` from the [`TextSource`] (read lazily, only when
+//!   a query uses them or returns the node); `org_id` from the [`TextSource`] too.
+//! - Adapter: `id, version, base_model, derived_from, created_at, source, record_version`
+//!   from the graph; `metadata` and `org_id` from the [`TextSource`].
+//! - Relationships: `created_at, source` from the graph; a FEEDBACK_FOR edge's `metadata`
+//!   (as `POST /feedback/{id}/link` shows it) from the [`TextSource`]; `type(r)` gives the
+//!   type.
+//!
+//! A JSON integer outside the 64-bit signed range reads as a float, as it does in
+//! parameters.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -53,20 +65,57 @@ pub use budget::MEMORY_KEY;
 pub use error::{CypherError, Limit, Position};
 pub use rows::Rows;
 
-/// Loads the long text fields of feedback items, which the graph does not hold.
+/// Loads what the graph does not hold: the long text fields and JSON fields of feedback
+/// items, adapters' metadata, and the org the graph belongs to.
 ///
-/// The executor calls it only when a query reads `question`, `answer`, `correction` or
-/// `comment`, or returns a Feedback node.
+/// The executor calls it only when a query reads one of these properties or returns a
+/// node. Every method but [`TextSource::feedback_text`] has a default that knows nothing
+/// (the property reads as null).
 pub trait TextSource {
     /// The text of `field` (`question`, `answer`, `correction` or `comment`) of the feedback
     /// item `id`, or `None` if it has none.
     fn feedback_text(&self, id: &str, field: &str) -> Option<String>;
 
-    /// Several fields of one item at once, in the order asked (the executor uses this when
-    /// it returns a whole node). The default asks [`TextSource::feedback_text`] per field;
-    /// a store can override it to read the record once.
-    fn feedback_texts(&self, id: &str, fields: &[&str]) -> Vec<Option<String>> {
-        fields.iter().map(|f| self.feedback_text(id, f)).collect()
+    /// The JSON value of `field` (`metadata` or `validation_reasons`) of the feedback item
+    /// `id`, exactly as the item's record holds it.
+    fn feedback_json(&self, _id: &str, _field: &str) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Several stored fields of one item at once, in the order asked, texts as JSON
+    /// strings (the executor uses this when it returns a whole node). The default asks
+    /// [`TextSource::feedback_text`] or [`TextSource::feedback_json`] per field; a store
+    /// can override it to read the record once.
+    fn feedback_fields(&self, id: &str, fields: &[&str]) -> Vec<Option<serde_json::Value>> {
+        fields
+            .iter()
+            .map(|f| match *f {
+                "question" | "answer" | "correction" | "comment" => {
+                    self.feedback_text(id, f).map(serde_json::Value::String)
+                }
+                other => self.feedback_json(id, other),
+            })
+            .collect()
+    }
+
+    /// The metadata object of the FEEDBACK_FOR edge from feedback item `feedback_id` to
+    /// adapter `adapter_id`.
+    fn link_metadata(
+        &self,
+        _feedback_id: &str,
+        _adapter_id: &str,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        None
+    }
+
+    /// The metadata object of the adapter `id`.
+    fn adapter_metadata(&self, _id: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        None
+    }
+
+    /// The org whose graph is queried: the `org_id` of every node.
+    fn org_id(&self) -> Option<&str> {
+        None
     }
 }
 

@@ -198,11 +198,32 @@ impl TextField {
     }
 }
 
+/// JSON-valued fields of a feedback item, loaded through the `TextSource` on demand and
+/// read as Cypher maps and lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonField {
+    /// The item's metadata object (a map; `{}` when it has none).
+    Metadata,
+    /// The rules that decided its status (a list of maps `{rule, status, message}`).
+    ValidationReasons,
+}
+
+impl JsonField {
+    /// The field name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonField::Metadata => "metadata",
+            JsonField::ValidationReasons => "validation_reasons",
+        }
+    }
+}
+
 /// A property of a Feedback node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum FProp {
     Id,
+    OrgId,
     Type,
     Status,
     Used,
@@ -218,12 +239,15 @@ pub enum FProp {
     InteractionId,
     Score,
     Text(TextField),
+    Json(JsonField),
 }
 
 impl FProp {
-    /// Every Feedback property with its name, in output order.
-    pub const ALL: [(&'static str, FProp); 19] = [
+    /// Every Feedback property with its name, in output order: the fields of the record as
+    /// `GET /feedback/{id}` shows it.
+    pub const ALL: [(&'static str, FProp); 22] = [
         ("id", FProp::Id),
+        ("org_id", FProp::OrgId),
         ("type", FProp::Type),
         ("validation_status", FProp::Status),
         ("used_for_training", FProp::Used),
@@ -242,7 +266,17 @@ impl FProp {
         ("answer", FProp::Text(TextField::Answer)),
         ("correction", FProp::Text(TextField::Correction)),
         ("comment", FProp::Text(TextField::Comment)),
+        (
+            "validation_reasons",
+            FProp::Json(JsonField::ValidationReasons),
+        ),
+        ("metadata", FProp::Json(JsonField::Metadata)),
     ];
+
+    /// True for the properties the graph holds (the others are read from the store).
+    pub fn in_graph(self) -> bool {
+        !matches!(self, FProp::Text(_) | FProp::Json(_))
+    }
 }
 
 /// A property of an Adapter node.
@@ -250,20 +284,29 @@ impl FProp {
 #[allow(missing_docs)]
 pub enum AProp {
     Id,
+    OrgId,
     Version,
     BaseModel,
+    DerivedFrom,
     CreatedAt,
     Source,
+    RecordVersion,
+    Metadata,
 }
 
 impl AProp {
-    /// Every Adapter property with its name, in output order.
-    pub const ALL: [(&'static str, AProp); 5] = [
+    /// Every Adapter property with its name, in output order: the fields of the record as
+    /// `GET /adapters/{id}` shows it (besides its computed `feedback` and `children`).
+    pub const ALL: [(&'static str, AProp); 9] = [
         ("id", AProp::Id),
+        ("org_id", AProp::OrgId),
         ("version", AProp::Version),
         ("base_model", AProp::BaseModel),
+        ("derived_from", AProp::DerivedFrom),
         ("created_at", AProp::CreatedAt),
         ("source", AProp::Source),
+        ("record_version", AProp::RecordVersion),
+        ("metadata", AProp::Metadata),
     ];
 }
 
@@ -273,12 +316,17 @@ impl AProp {
 pub enum RProp {
     CreatedAt,
     Source,
+    Metadata,
 }
 
 impl RProp {
-    /// Every relationship property with its name.
-    pub const ALL: [(&'static str, RProp); 2] =
-        [("created_at", RProp::CreatedAt), ("source", RProp::Source)];
+    /// Every relationship property with its name. `metadata` is a FEEDBACK_FOR edge's (as
+    /// the link endpoint shows it); DERIVED_FROM edges have none.
+    pub const ALL: [(&'static str, RProp); 3] = [
+        ("created_at", RProp::CreatedAt),
+        ("source", RProp::Source),
+        ("metadata", RProp::Metadata),
+    ];
 }
 
 /// A property name resolved once for every kind of element it may be read from.

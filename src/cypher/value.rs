@@ -99,6 +99,29 @@ impl<'a> Value<'a> {
     pub fn text(s: &str) -> Self {
         Value::Text(Rc::from(s))
     }
+
+    /// A stored JSON value as a Cypher value: objects become maps (keys sorted), arrays
+    /// lists; an integer outside the i64 range becomes a float, as in parameters.
+    pub fn from_json(v: &serde_json::Value) -> Value<'static> {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::text(s),
+            serde_json::Value::Array(a) => Value::List(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<(Rc<str>, Value<'static>)> = m
+                    .iter()
+                    .map(|(k, v)| (Rc::from(k.as_str()), Value::from_json(v)))
+                    .collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Map(entries.into())
+            }
+        }
+    }
 }
 
 /// Cypher `=`: `None` when the answer is null (a null operand, or a null met inside lists).

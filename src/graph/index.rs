@@ -26,7 +26,7 @@ use std::sync::mpsc::{Sender, channel};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::Notify;
 
-use super::{CanonicalGraph, EdgeData, EdgeKind, OrgGraph};
+use super::{CanonicalGraph, EdgeData, OrgGraph};
 use crate::store::{ChangeSet, Store, StoreError};
 
 /// One queued change: a write's [`ChangeSet`], and whether the FEEDBACK_FOR edges stored
@@ -258,11 +258,12 @@ impl GraphIndex {
                     continue;
                 }
                 let a = b.graph.adapter_row_or_placeholder(l.adapter_id);
-                let data = EdgeData {
-                    kind: EdgeKind::FeedbackFor,
-                    created_at: l.created_at,
-                    source: l.source,
-                };
+                // Metadata is stored as its JSON text; an empty object is `{}`.
+                let data = OrgGraph::link_data(
+                    l.created_at,
+                    l.source,
+                    !matches!(l.metadata.trim(), "{}" | ""),
+                );
                 b.edges.push((row, a, data));
             }
         })?;
@@ -272,7 +273,7 @@ impl GraphIndex {
             g.feedback_by_id = b.ids.into_iter().collect();
             for (f, a, data) in b.edges {
                 let (from, to) = (g.feedback[f as usize].node, g.adapters[a as usize].node);
-                g.graph.add_edge(from, to, data);
+                g.add_edge(from, to, data);
                 if let Some(list) = g.feedback_in.get_mut(a as usize) {
                     list.push(f);
                 }

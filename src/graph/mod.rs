@@ -103,16 +103,29 @@ impl EdgeKind {
     }
 }
 
-/// Edge weight: its type and properties (edge metadata stays in sled).
+/// Edge weight: its id, type and properties (edge metadata stays in sled).
+///
+/// petgraph's edge indices are not identities: removing an edge moves the last edge into
+/// its slot. `id` is: given once from the org graph's counter when the edge is added, it
+/// never changes while the edge exists and is never given to another edge. It fits in the
+/// padding of the other fields, so the weight stays 16 bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EdgeData {
+    /// The edge's id in its org graph (what queries show as a relationship's `_id`).
+    pub id: u32,
     /// Relationship type.
     pub kind: EdgeKind,
     /// When the edge was made.
     pub created_at: Millis,
     /// Auto or manual.
     pub source: LinkSource,
+    /// A FEEDBACK_FOR edge whose metadata (kept in sled) is not empty.
+    pub has_metadata: bool,
 }
+
+// Edge weights are walked on every traversal: the id and the metadata flag live in what
+// was padding, and must stay there.
+const _: () = assert!(std::mem::size_of::<EdgeData>() == 16);
 
 /// The indexed properties of one feedback item.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,6 +216,8 @@ pub struct OrgGraph {
     /// Per adapter row: the child adapter rows (DERIVED_FROM edges into it), in the order
     /// the edges were added.
     children_in: Vec<Vec<u32>>,
+    /// The id the next edge gets (see [`EdgeData::id`]).
+    next_edge_id: u32,
 }
 
 impl OrgGraph {
@@ -329,6 +344,32 @@ impl OrgGraph {
             .map(|e| e.id())
     }
 
+    /// Adds an edge with a fresh id (see [`EdgeData::id`]); `data.id` is replaced.
+    fn add_edge(&mut self, from: NodeIndex, to: NodeIndex, mut data: EdgeData) -> EdgeIndex {
+        if self.next_edge_id == u32::MAX {
+            // Four billion edges were added to this org since start-up: renumber the live
+            // ones densely. Only here do ids change; a graph has fewer than u32::MAX edges.
+            for (n, w) in self.graph.edge_weights_mut().enumerate() {
+                w.id = n as u32;
+            }
+            self.next_edge_id = self.graph.edge_count() as u32;
+        }
+        data.id = self.next_edge_id;
+        self.next_edge_id += 1;
+        self.graph.add_edge(from, to, data)
+    }
+
+    /// The weight of a FEEDBACK_FOR edge (its id is given when it is added).
+    fn link_data(created_at: Millis, source: LinkSource, has_metadata: bool) -> EdgeData {
+        EdgeData {
+            id: 0,
+            kind: EdgeKind::FeedbackFor,
+            created_at,
+            source,
+            has_metadata,
+        }
+    }
+
     fn adapter_row_or_placeholder(&mut self, id: &str) -> u32 {
         if let Some(r) = self.adapter_row(id) {
             return r;
@@ -386,13 +427,15 @@ impl OrgGraph {
             }
             if let Some(p) = parent {
                 let parent_node = self.adapters[p as usize].node;
-                self.graph.add_edge(
+                self.add_edge(
                     child,
                     parent_node,
                     EdgeData {
+                        id: 0,
                         kind: EdgeKind::DerivedFrom,
                         created_at: a.created_at,
                         source: LinkSource::Manual,
+                        has_metadata: false,
                     },
                 );
                 if let Some(list) = self.children_in.get_mut(p as usize) {
@@ -496,15 +539,8 @@ impl OrgGraph {
         let from = self.feedback[f as usize].node;
         let to = self.adapters[a as usize].node;
         if self.find_edge(from, to, EdgeKind::FeedbackFor).is_none() {
-            self.graph.add_edge(
-                from,
-                to,
-                EdgeData {
-                    kind: EdgeKind::FeedbackFor,
-                    created_at: l.created_at,
-                    source: l.source,
-                },
-            );
+            let data = Self::link_data(l.created_at, l.source, !l.metadata.is_empty());
+            self.add_edge(from, to, data);
             if let Some(list) = self.feedback_in.get_mut(a as usize) {
                 list.push(f);
             }
@@ -709,5 +745,48 @@ mod tests {
         check_lists(&g);
         assert_eq!(g.child_rows(g.adapter_row("b").unwrap()).len(), 1);
         assert_eq!(g.feedback_in(g.adapter_row("root").unwrap()).len(), 2);
+    }
+
+    /// Every edge's (kind, from, to) keyed by its id.
+    fn edges_by_id(g: &OrgGraph) -> BTreeMap<u32, (EdgeKind, NodeRef, NodeRef)> {
+        g.graph()
+            .edge_references()
+            .map(|e| {
+                let w = e.weight();
+                (w.id, (w.kind, g.graph()[e.source()], g.graph()[e.target()]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn edge_ids_survive_the_removal_of_other_edges_and_are_not_reused() {
+        let mut g = OrgGraph::default();
+        for (id, parent) in [("root", None), ("a", Some("root")), ("b", Some("root"))] {
+            g.upsert_adapter(&adapter(id, parent, 1));
+        }
+        for i in 0..4 {
+            let f = Feedback::sample(&format!("f{i}"), "t");
+            g.upsert_feedback(&f);
+            assert!(g.add_link(&link(&f.id, "b")));
+        }
+        let before = edges_by_id(&g);
+        assert_eq!(before.len(), g.graph().edge_count(), "ids are unique");
+        // Re-parent `a` (its DERIVED_FROM edge is an early one, so petgraph moves the last
+        // edge into its slot): every other edge keeps its id, the new edge gets a new one.
+        g.upsert_adapter(&adapter("a", Some("b"), 2));
+        let after = edges_by_id(&g);
+        let removed: Vec<_> = before.keys().filter(|k| !after.contains_key(k)).collect();
+        assert_eq!(removed.len(), 1, "{before:?} -> {after:?}");
+        for (id, e) in &before {
+            if !removed.contains(&id) {
+                assert_eq!(after.get(id), Some(e), "edge {id} kept its id");
+            }
+        }
+        let added: Vec<_> = after.keys().filter(|k| !before.contains_key(k)).collect();
+        assert_eq!(added.len(), 1);
+        assert!(
+            before.keys().all(|k| k < added[0]),
+            "a fresh id, not a reused one"
+        );
     }
 }

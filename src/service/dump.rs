@@ -149,7 +149,7 @@ pub struct LoadSummary {
 /// A failed load: the first bad line (or 0) and why. Unless `partial` is set, nothing of
 /// the load is left in the store.
 #[derive(Debug, thiserror::Error)]
-#[error("line {line}: {message}")]
+#[error("{}{message}", line_prefix(.line))]
 pub struct LoadError {
     /// 1-based line number (0 when the problem is not one line's).
     pub line: usize,
@@ -158,6 +158,14 @@ pub struct LoadError {
     /// The load could not be taken back completely (its final sync failed): some of it
     /// may be on disk. `feedgraph check` tells what state the store is in.
     pub partial: bool,
+}
+
+/// `line N: ` for a line's problem, nothing for the whole load's.
+fn line_prefix(line: &usize) -> String {
+    match line {
+        0 => String::new(),
+        n => format!("line {n}: "),
+    }
 }
 
 impl LoadError {

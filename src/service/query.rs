@@ -62,39 +62,87 @@ impl Drop for GateSlot<'_> {
     }
 }
 
-/// Reads feedback texts from the store for the executor.
+/// Reads what the graph does not hold from the store for the executor: feedback texts,
+/// metadata and validation reasons, adapters' metadata.
 struct StoreText<'a> {
     store: &'a Store,
     org: &'a str,
 }
 
-impl TextSource for StoreText<'_> {
-    fn feedback_text(&self, id: &str, field: &str) -> Option<String> {
-        self.feedback_texts(id, &[field]).pop().flatten()
-    }
-
-    fn feedback_texts(&self, id: &str, fields: &[&str]) -> Vec<Option<String>> {
-        // One read per item; a record that cannot be read yields nulls (the query is
-        // read-only and the graph holds every other property). Only durable texts are
-        // shown: a record newer than the graph's (an update not yet synced) waits here.
-        let f = self
-            .store
+impl StoreText<'_> {
+    /// The stored feedback record `id`, durable state only: a record newer than the
+    /// graph's (an update not yet synced) waits here. A record that cannot be read yields
+    /// `None`, and its stored properties read as null (the query is read-only and the
+    /// graph holds every other property).
+    fn record(&self, id: &str) -> Option<crate::model::Feedback> {
+        self.store
             .durable_read(|s| s.get_feedback(self.org, id))
             .ok()
-            .flatten();
+            .flatten()
+    }
+}
+
+/// The value of a stored field of `f` as `GET /feedback/{id}` shows it.
+fn stored_field(f: &crate::model::Feedback, field: &str) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    match field {
+        "question" => Some(Value::String(f.question.clone())),
+        "answer" => Some(Value::String(f.answer.clone())),
+        "correction" => f.correction.clone().map(Value::String),
+        "comment" => f.comment.clone().map(Value::String),
+        "metadata" => Some(Value::Object(f.metadata.0.clone())),
+        "validation_reasons" => serde_json::to_value(&f.validation_reasons).ok(),
+        _ => None,
+    }
+}
+
+impl TextSource for StoreText<'_> {
+    fn feedback_text(&self, id: &str, field: &str) -> Option<String> {
+        match stored_field(&self.record(id)?, field)? {
+            serde_json::Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn feedback_json(&self, id: &str, field: &str) -> Option<serde_json::Value> {
+        stored_field(&self.record(id)?, field)
+    }
+
+    fn feedback_fields(&self, id: &str, fields: &[&str]) -> Vec<Option<serde_json::Value>> {
+        // One read per item.
+        let f = self.record(id);
         fields
             .iter()
-            .map(|field| {
-                let f = f.as_ref()?;
-                match *field {
-                    "question" => Some(f.question.clone()),
-                    "answer" => Some(f.answer.clone()),
-                    "correction" => f.correction.clone(),
-                    "comment" => f.comment.clone(),
-                    _ => None,
-                }
-            })
+            .map(|field| stored_field(f.as_ref()?, field))
             .collect()
+    }
+
+    fn link_metadata(
+        &self,
+        feedback_id: &str,
+        adapter_id: &str,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let links = self
+            .store
+            .durable_read(|s| s.links_of(self.org, feedback_id))
+            .ok()?;
+        links
+            .into_iter()
+            .find(|l| l.adapter_id == adapter_id)
+            .map(|l| l.metadata.0)
+    }
+
+    fn adapter_metadata(&self, id: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let a = self
+            .store
+            .durable_read(|s| s.get_adapter(self.org, id))
+            .ok()
+            .flatten()?;
+        Some(a.metadata.0)
+    }
+
+    fn org_id(&self) -> Option<&str> {
+        Some(self.org)
     }
 }
 

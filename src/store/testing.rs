@@ -1,7 +1,8 @@
 //! Test hooks, compiled only for unit tests and with the `testing` feature (which the
 //! crate's own tests and benches turn on): make the syncs of a store, named by its data
-//! directory, fail, panic or stop until released, and write raw bytes under a key. Not
-//! part of the default public API.
+//! directory, fail, panic or stop until released, write raw bytes under a key, and make
+//! the dump reader of `feedgraph load` die at a given line of a file. Not part of the
+//! default public API.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -103,5 +104,30 @@ pub(crate) fn hold(dir: &Path) {
     }
     if let Some(n) = r.as_mut().and_then(|r| r.held.get_mut(dir)) {
         *n = n.saturating_sub(1);
+    }
+}
+
+/// Dump files whose reader dies at a line: (file, 1-based line).
+static READER_DEATHS: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
+
+/// Makes the dump reader of `feedgraph load` panic when it reaches line `line` of `file`,
+/// as a reader thread that dies mid-file would. Stays in force for that file.
+pub fn kill_dump_reader_at(file: &Path, line: usize) {
+    READER_DEATHS.lock().push((file.to_owned(), line));
+    ANY.store(true, Ordering::Release);
+}
+
+/// Called by the dump reader for each line it reads: panics where
+/// [`kill_dump_reader_at`] asked for it.
+pub(crate) fn dump_reader_line(file: &Path, line: usize) {
+    if !ANY.load(Ordering::Acquire) {
+        return;
+    }
+    let dies = READER_DEATHS
+        .lock()
+        .iter()
+        .any(|(f, l)| f == file && *l == line);
+    if dies {
+        panic!("injected: the dump reader died at line {line}");
     }
 }

@@ -110,7 +110,8 @@ def id_field(v):
 
 
 def load():
-    orgs = defaultdict(lambda: {"adapters": {}, "feedback": {}, "order": [], "links": []})
+    orgs = defaultdict(lambda: {"adapters": {}, "feedback": {}, "order": [], "links": [],
+                                "link_metadata": {}})
     for line in open(FIXTURES, encoding="utf-8"):
         if not line.strip():
             continue
@@ -119,22 +120,25 @@ def load():
         g = orgs[rec["org"]]
         if kind == "adapter":
             g["adapters"][rec["id"]] = {
-                "id": rec["id"], "version": rec.get("version"), "base_model": rec.get("base_model"),
-                "parent": rec.get("derived_from"), "source": "manual",
+                "id": rec["id"], "org_id": rec["org"], "version": rec.get("version"),
+                "base_model": rec.get("base_model"), "parent": rec.get("derived_from"),
+                "source": "manual", "metadata": rec.get("metadata") or {},
             }
         elif kind == "link":
             f = g["feedback"][rec["feedback_id"]]
             if any(l[1] == rec["adapter_id"] for l in g["links"] if l[0] == f["id"]):
                 continue  # idempotent
-            ensure_adapter(g, rec["adapter_id"])
+            ensure_adapter(g, rec["org"], rec["adapter_id"])
             g["links"].append((f["id"], rec["adapter_id"], "manual"))
+            g["link_metadata"][(f["id"], rec["adapter_id"])] = rec.get("metadata") or {}
             f["version"] += 1
         else:
             item = {
                 "id": rec["id"], "type": rec["type"], "question": text_field(rec["question"]),
                 "answer": text_field(rec["answer"]), "correction": text_field(rec.get("correction")),
                 "comment": text_field(rec.get("comment")), "created_at": rec["created_at"],
-                "version": 1, "score": rec.get("score"),
+                "version": 1, "score": rec.get("score"), "org_id": rec["org"],
+                "metadata": rec.get("metadata") or {},
             }
             for k in ("model_version", "adapter_id", "adapter_version", "user_id", "session_id",
                       "interaction_id"):
@@ -143,21 +147,22 @@ def load():
             g["feedback"][item["id"]] = item
             g["order"].append(item["id"])
             if item["adapter_id"]:
-                ensure_adapter(g, item["adapter_id"])
+                ensure_adapter(g, rec["org"], item["adapter_id"])
                 g["links"].append((item["id"], item["adapter_id"], "auto"))
     return orgs
 
 
-def ensure_adapter(g, aid):
+def ensure_adapter(g, org, aid):
     if aid not in g["adapters"]:
-        g["adapters"][aid] = {"id": aid, "version": None, "base_model": None, "parent": None,
-                              "source": "auto"}
+        g["adapters"][aid] = {"id": aid, "org_id": org, "version": None, "base_model": None,
+                              "parent": None, "source": "auto", "metadata": {}}
 
 
 def feedback_node(f):
     node = {"_labels": ["Feedback"], "id": f["id"], "type": f["type"],
             "validation_status": f["validation_status"], "used_for_training": False,
-            "training_batch_id": 0, "created_at": f["created_at"], "version": f["version"]}
+            "training_batch_id": 0, "created_at": f["created_at"], "version": f["version"],
+            "org_id": f["org_id"], "metadata": f["metadata"]}
     for k in ("model_version", "adapter_id", "adapter_version", "user_id", "session_id",
               "interaction_id"):
         if f[k] is not None:
@@ -171,15 +176,24 @@ def feedback_node(f):
 
 
 def adapter_node(a):
-    node = {"_labels": ["Adapter"], "id": a["id"], "source": a["source"]}
+    # Every adapter of the fixtures is written once (record_version 1); `derived_from` is
+    # the parent's id.
+    node = {"_labels": ["Adapter"], "id": a["id"], "source": a["source"], "org_id": a["org_id"],
+            "record_version": 1, "metadata": a["metadata"]}
     for k in ("version", "base_model"):
         if a[k] is not None:
             node[k] = a[k]
+    if a["parent"] is not None:
+        node["derived_from"] = a["parent"]
     return node
 
 
-def rel(kind, source):
-    return {"_type": kind, "source": source}
+def rel(kind, source, metadata=None):
+    """A relationship; FEEDBACK_FOR edges carry their link's metadata ({} when none)."""
+    r = {"_type": kind, "source": source}
+    if kind == "FEEDBACK_FOR":
+        r["metadata"] = metadata or {}
+    return r
 
 
 # ---------------------------------------------------------------- the queries by hand
@@ -212,7 +226,7 @@ def q_lineage(g, root):
         while cur is not None:
             chain.append(cur)
             if cur == root:
-                path = [feedback_node(g["feedback"][fid]), rel("FEEDBACK_FOR", source)]
+                path = [feedback_node(g["feedback"][fid]), rel("FEEDBACK_FOR", source, g["link_metadata"].get((fid, aid)))]
                 for i, x in enumerate(chain):
                     if i > 0:
                         path.append(rel("DERIVED_FROM", "manual"))
