@@ -148,6 +148,16 @@ impl<'a> Env<'a> {
     /// The stored fields of feedback row `r` that `RETURN f` shows, read at once: the texts
     /// it has, its validation reasons and its metadata, with their names.
     fn stored_fields(&self, f: &FeedbackNode) -> Vec<(&'static str, Value<'a>)> {
+        self.stored_fields_json(f)
+            .into_iter()
+            .map(|(name, v)| (name, Value::from_json(&v)))
+            .collect()
+    }
+
+    /// [`Env::stored_fields`] as the JSON the store holds, for building a node's JSON
+    /// without a round trip through [`Value`] (numbers as [`Value::from_json`] reads them, so
+    /// `RETURN f` and `RETURN f.metadata` agree).
+    fn stored_fields_json(&self, f: &FeedbackNode) -> Vec<(&'static str, serde_json::Value)> {
         let mut fields = vec!["question", "answer"];
         if f.has_correction {
             fields.push("correction");
@@ -163,7 +173,11 @@ impl<'a> Env<'a> {
         fields
             .into_iter()
             .zip(values)
-            .filter_map(|(name, v)| Some((name, Value::from_json(&v?))))
+            .filter_map(|(name, v)| {
+                let mut v = v?;
+                ints_beyond_i64_as_floats(&mut v);
+                Some((name, v))
+            })
             .collect()
     }
 
@@ -1246,8 +1260,8 @@ impl<'a> Env<'a> {
                     }
                 }
                 if let Some(f) = self.feedback(r) {
-                    for (name, v) in self.stored_fields(f) {
-                        m.insert(name.into(), self.to_json(&v));
+                    for (name, v) in self.stored_fields_json(f) {
+                        m.insert(name.into(), v);
                     }
                 }
             }
@@ -1441,6 +1455,21 @@ pub(crate) fn arith<'a>(
             }))
         }
         _ => Err(bad(&l, &r)),
+    }
+}
+
+/// Rewrites, in place, every JSON integer that does not fit an `i64` as the float Cypher
+/// reads it as ([`Value::from_json`]); everything else stays as it is.
+fn ints_beyond_i64_as_floats(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_u64() && n.as_i64().is_none() => {
+            if let Some(f) = n.as_f64().and_then(serde_json::Number::from_f64) {
+                *n = f;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(ints_beyond_i64_as_floats),
+        serde_json::Value::Object(m) => m.values_mut().for_each(ints_beyond_i64_as_floats),
+        _ => {}
     }
 }
 
