@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use feedgraph::config::Config;
-use feedgraph::service::{ByAdapterQuery, Service};
+use feedgraph::service::{ByAdapterQuery, Service, StatsQuery};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -61,6 +61,26 @@ fn main() {
             )
             .expect("by adapter")
             .count
+        } else if name == "service_by_adapter_family_100" {
+            // Everything under the root of the adapter forest, 100 per page.
+            let q = ByAdapterQuery {
+                limit: Some(100),
+                include_descendants: true,
+                ..Default::default()
+            };
+            s.by_adapter(&org, "base_model", &q)
+                .expect("by adapter")
+                .count
+        } else if name == "service_stats" {
+            s.stats(&org, &StatsQuery::default())
+                .expect("stats")
+                .total_feedback as usize
+        } else if name == "service_stats_adapter" {
+            let q = StatsQuery {
+                adapter: Some(adapter.clone()),
+                ..Default::default()
+            };
+            s.stats(&org, &q).expect("stats").total_feedback as usize
         } else {
             let q = QUERIES
                 .iter()

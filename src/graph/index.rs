@@ -274,9 +274,7 @@ impl GraphIndex {
             for (f, a, data) in b.edges {
                 let (from, to) = (g.feedback[f as usize].node, g.adapters[a as usize].node);
                 g.add_edge(from, to, data);
-                if let Some(list) = g.feedback_in.get_mut(a as usize) {
-                    list.push(f);
-                }
+                g.note_link(f, a);
             }
             orgs.insert(org, Arc::new(OrgSlot::new(g)));
         }

@@ -32,9 +32,13 @@ use crate::model::{
 };
 use crate::store::{ChangeSet, FeedbackHeadRef, Lease};
 
+mod counts;
 mod index;
+mod pages;
 
+pub use counts::{Counters, Counts, SCORE_SCALE};
 pub use index::{Applied, GraphIndex};
+pub use pages::LinkedPage;
 
 /// An interned string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -216,6 +220,12 @@ pub struct OrgGraph {
     /// Per adapter row: the child adapter rows (DERIVED_FROM edges into it), in the order
     /// the edges were added.
     children_in: Vec<Vec<u32>>,
+    /// Per adapter row: the same feedback rows as `feedback_in`, ordered by feedback id
+    /// (ids are time-ordered), so a by-adapter page starts where its cursor points and reads
+    /// only the rows it returns.
+    linked_by_id: Vec<Vec<u32>>,
+    /// Counts per org, adapter and model, kept up to date on every change.
+    counters: Counters,
     /// The id the next edge gets (see [`EdgeData::id`]).
     next_edge_id: u32,
 }
@@ -264,6 +274,19 @@ impl OrgGraph {
         self.feedback_in
             .get(adapter_row as usize)
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// The same rows as [`OrgGraph::feedback_in`], ordered by feedback id, oldest first:
+    /// binary-search a cursor, walk back for newest first.
+    pub fn linked_by_id(&self, adapter_row: u32) -> &[u32] {
+        self.linked_by_id
+            .get(adapter_row as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The counts of the org, of each adapter's linked items and of each model version.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Child adapter rows (DERIVED_FROM edges into the adapter), in the order the edges were
@@ -390,6 +413,8 @@ impl OrgGraph {
         self.adapter_by_id.insert(sym, row);
         self.feedback_in.push(Vec::new());
         self.children_in.push(Vec::new());
+        self.linked_by_id.push(Vec::new());
+        self.counters.adapters.push(Counts::default());
         row
     }
 
@@ -510,9 +535,11 @@ impl OrgGraph {
         let old_session = match existing {
             Some(r) => {
                 let old = std::mem::replace(&mut self.feedback[r as usize], new);
+                self.recount(&old, r);
                 old.session_id
             }
             None => {
+                self.counters.add_item(&new);
                 self.feedback.push(new);
                 None
             }
@@ -530,6 +557,50 @@ impl OrgGraph {
         row
     }
 
+    /// Moves row `r`'s contribution to the counters from `old` to what the row holds now:
+    /// in the org's and model's counts, and in those of every adapter it is linked to.
+    fn recount(&mut self, old: &FeedbackNode, r: u32) {
+        let OrgGraph {
+            graph,
+            feedback,
+            counters,
+            ..
+        } = self;
+        let Some(new) = feedback.get(r as usize) else {
+            return;
+        };
+        counters.remove_item(old);
+        counters.add_item(new);
+        for e in graph.edges_directed(new.node, Direction::Outgoing) {
+            if let NodeRef::Adapter(a) = graph[e.target()] {
+                counters.unlink(a, old);
+                counters.link(a, new);
+            }
+        }
+    }
+
+    /// Records a new FEEDBACK_FOR edge from feedback row `f` to adapter row `a` in the
+    /// typed lists and the adapter's counts (the petgraph edge is added by the caller).
+    fn note_link(&mut self, f: u32, a: u32) {
+        if let Some(list) = self.feedback_in.get_mut(a as usize) {
+            list.push(f);
+        }
+        let feedback = &self.feedback;
+        if let (Some(list), Some(item)) = (
+            self.linked_by_id.get_mut(a as usize),
+            feedback.get(f as usize),
+        ) {
+            // Links mostly arrive newest item last: then this is a push.
+            let at = list.partition_point(|&x| {
+                feedback
+                    .get(x as usize)
+                    .is_some_and(|other| other.id < item.id)
+            });
+            list.insert(at, f);
+            self.counters.link(a, item);
+        }
+    }
+
     /// Adds a FEEDBACK_FOR edge if absent. Returns false if either end is unknown.
     pub fn add_link(&mut self, l: &FeedbackLink) -> bool {
         let Some(f) = self.feedback_row(&l.feedback_id) else {
@@ -541,9 +612,7 @@ impl OrgGraph {
         if self.find_edge(from, to, EdgeKind::FeedbackFor).is_none() {
             let data = Self::link_data(l.created_at, l.source, !l.metadata.is_empty());
             self.add_edge(from, to, data);
-            if let Some(list) = self.feedback_in.get_mut(a as usize) {
-                list.push(f);
-            }
+            self.note_link(f, a);
         }
         true
     }
@@ -616,7 +685,33 @@ impl OrgGraph {
                 )
             })
             .collect();
-        CanonicalGraph { nodes, edges }
+        // The counters and the id-ordered lists are derived; rendering them checks that a
+        // graph kept up to date write by write derived the same as one built at once.
+        let mut counts = BTreeMap::new();
+        counts.insert("org".to_owned(), format!("{:?}", self.counters.org));
+        for (m, c) in &self.counters.models {
+            counts.insert(
+                format!("model:{}", self.strings.resolve(*m)),
+                format!("{c:?}"),
+            );
+        }
+        for (r, a) in self.adapters.iter().enumerate() {
+            let ids: Vec<&str> = self
+                .linked_by_id(r as u32)
+                .iter()
+                .filter_map(|&f| self.feedback.get(f as usize).map(|f| &*f.id))
+                .collect();
+            let c = self.counters.adapters.get(r).copied().unwrap_or_default();
+            counts.insert(
+                format!("adapter:{}", self.strings.resolve(a.id)),
+                format!("{c:?} {ids:?}"),
+            );
+        }
+        CanonicalGraph {
+            nodes,
+            edges,
+            counts,
+        }
     }
 }
 
@@ -628,6 +723,8 @@ pub struct CanonicalGraph {
     pub nodes: BTreeMap<String, BTreeMap<&'static str, String>>,
     /// (type, from, to, created_at, source).
     pub edges: BTreeSet<(&'static str, String, String, Millis, &'static str)>,
+    /// The derived counts (org, `model:M`, `adapter:A` with its id-ordered item list).
+    pub counts: BTreeMap<String, String>,
 }
 
 /// Applying changes; for bulk loads, a new org's graph is built beside the live index while

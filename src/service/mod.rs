@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::graph::{Applied, FeedbackNode, GraphIndex, OrgGraph, Sym};
+use crate::graph::{Applied, Counts, FeedbackNode, GraphIndex, OrgGraph, Sym};
 use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FeedbackType, HistoryVersion,
     IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
@@ -758,12 +758,21 @@ impl Service {
             session: None,
             since,
         };
-        let mut acc = StatsAcc::default();
-        match &q.adapter {
-            Some(a) => {
-                let Some(row) = g.adapter_row(a) else {
-                    return Ok(Stats::default());
-                };
+        // Unfiltered, by adapter or by model: the counters kept on write. A time window,
+        // or an adapter and a model together, scan the items in scope.
+        let adapter_row = q.adapter.as_deref().and_then(|a| g.adapter_row(a));
+        let kept = match (adapter_row, model, since) {
+            (None, None, None) => Some(g.counters().org),
+            (Some(row), None, None) => g.counters().adapters.get(row as usize).copied(),
+            (None, Some(m), None) => Some(g.counters().models.get(&m).copied().unwrap_or_default()),
+            _ => None,
+        };
+        if let Some(c) = kept {
+            return Ok(Stats::from_counts(&c));
+        }
+        let mut acc = Counts::default();
+        match adapter_row {
+            Some(row) => {
                 for r in g.adapter_feedback(row) {
                     let f = &g.feedback()[r as usize];
                     if filter.matches(f) {
@@ -779,7 +788,7 @@ impl Service {
                 }
             }
         }
-        Ok(acc.finish())
+        Ok(Stats::from_counts(&acc))
     }
 
     /// Links a feedback item to an adapter by hand (idempotent).
@@ -856,26 +865,16 @@ impl Service {
         let (ids, total, more) = {
             let row = g.adapter_row(adapter_id).ok_or_else(not_found)?;
             check_cursor(Some(&g), q.cursor.as_deref())?;
-            let mut rows: Vec<&FeedbackNode> =
-                training::adapter_family(&g, row, q.include_descendants)
-                    .into_iter()
-                    .flat_map(|a| g.adapter_feedback(a))
-                    .map(|r| &g.feedback()[r as usize])
-                    .collect();
-            if q.include_descendants {
-                // One item may be linked to several adapters of the family.
-                rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-                rows.dedup_by(|a, b| a.id == b.id);
-            }
-            let total = rows.len();
-            rows.retain(|f| {
-                (!q.unused || !f.used_for_training)
-                    && q.cursor.as_deref().is_none_or(|c| &*f.id < c)
+            let family = training::adapter_family(&g, row, q.include_descendants);
+            let page = g.linked_page(&family, q.cursor.as_deref(), limit, |f| {
+                !q.unused || !f.used_for_training
             });
-            newest_first(&mut rows, limit + 1);
-            let more = rows.len() > limit;
-            let ids: Vec<Arc<str>> = rows.iter().take(limit).map(|f| f.id.clone()).collect();
-            (ids, total, more)
+            let ids: Vec<Arc<str>> = page
+                .rows
+                .iter()
+                .filter_map(|&r| g.feedback().get(r as usize).map(|f| f.id.clone()))
+                .collect();
+            (ids, g.linked_count(&family), page.more)
         };
         let next_cursor = if more {
             ids.last().map(|s| s.to_string())
@@ -1282,46 +1281,26 @@ fn check_cursor(g: Option<&OrgGraph>, cursor: Option<&str>) -> Result<(), Servic
     }
 }
 
-#[derive(Default)]
-struct StatsAcc {
-    s: Stats,
-    score_sum: f64,
-    score_n: u64,
-}
-
-impl StatsAcc {
-    fn add(&mut self, f: &FeedbackNode) {
-        let s = &mut self.s;
-        s.total_feedback += 1;
-        match f.feedback_type {
-            FeedbackType::Positive => s.positive_count += 1,
-            FeedbackType::Negative => s.negative_count += 1,
+impl Stats {
+    /// The stats of a set of items from what they add up to.
+    fn from_counts(c: &Counts) -> Stats {
+        Stats {
+            total_feedback: c.total,
+            positive_count: c.positive,
+            negative_count: c.negative,
+            pending_validation: c.pending,
+            approved_count: c.approved,
+            rejected_count: c.rejected,
+            flagged_count: c.flagged,
+            unused_for_training: c.total.saturating_sub(c.used),
+            used_for_training: c.used,
+            positive_ratio: if c.total > 0 {
+                c.positive as f64 / c.total as f64
+            } else {
+                0.0
+            },
+            average_score: c.average_score(),
         }
-        match f.status {
-            ValidationStatus::Approved => s.approved_count += 1,
-            ValidationStatus::Pending => s.pending_validation += 1,
-            ValidationStatus::Rejected => s.rejected_count += 1,
-            ValidationStatus::Flagged => s.flagged_count += 1,
-        }
-        if f.used_for_training {
-            s.used_for_training += 1;
-        } else {
-            s.unused_for_training += 1;
-        }
-        if let Some(score) = f.score {
-            self.score_sum += score;
-            self.score_n += 1;
-        }
-    }
-
-    fn finish(mut self) -> Stats {
-        if self.s.total_feedback > 0 {
-            self.s.positive_ratio = self.s.positive_count as f64 / self.s.total_feedback as f64;
-        }
-        if self.score_n > 0 {
-            self.s.average_score = Some(self.score_sum / self.score_n as f64);
-        }
-        self.s
     }
 }
 
