@@ -120,6 +120,9 @@ def main():
     print(f"| resident memory right after the query suite | {metrics['rss_after_queries_kb'] / 1024:.0f} MiB |")
     if "rss_settled_kb" in metrics:
         print(f"| ... and 2 s later (freed memory is purged after 1 s) | {metrics['rss_settled_kb'] / 1024:.0f} MiB |")
+    if "loadavg_before" in metrics and "loadavg_after" in metrics:
+        print(f"| load average (1 min) before / after the measurements | "
+              f"{metrics['loadavg_before']:.2f} / {metrics['loadavg_after']:.2f} |")
     for title, p in peers:
         if "load" in p:
             print(f"| {title} load (COPY from CSV) | {p['load']['ms'] / 1000:.1f} s |")
