@@ -1,13 +1,25 @@
-//! HTTP load: durable `POST /feedback` at several connection counts (throughput, p50, p99),
-//! `GET /feedback/{id}` and `GET /feedback/by-adapter/{id}` under the same load, and the
-//! ceiling of the same machine: an axum handler that only checks the token and returns 201.
+//! HTTP load: durable `POST /feedback` at several connection counts (throughput, p50, p99)
+//! beside the ceiling of the same machine (an axum handler that only checks the token and
+//! returns 201), then the reads and links of a loaded org under the same closed-loop load:
+//! `GET /feedback/{id}`, `GET /feedback/by-adapter/{hottest}` (100 items), the same from
+//! `base_model` with `include_descendants=true`, `GET /feedback/stats`,
+//! `GET /adapters/{hottest}/lineage`, and durable `POST /feedback/{id}/link`.
 //!
 //! Full run: `cargo bench --bench http_load -- [--secs 5] [--rounds 5] [--conns 1,16,64,256]
-//! [--only POST]` (`--only` keeps the rows whose label contains the text, e.g. to profile
-//! one of them). The ceiling and the durable submits alternate in `--rounds` rounds that
-//! share each row's `--secs`, so a slow spell of a shared machine weighs on both rows alike
-//! and their ratio stays comparable.
+//! [--read-secs S] [--read-conns 1,16,64] [--only TEXT]`. `--only` keeps the rows whose
+//! label contains the text (e.g. `POST`, `ceiling`, `GET`, `by-adapter`, `link`), to profile
+//! one of them. The ceiling and the durable submits alternate in `--rounds` rounds that share
+//! each row's `--secs`, so a slow spell of a shared machine weighs on both rows alike and
+//! their ratio stays comparable. The read and link rows run `--read-secs` each (default
+//! `--secs`) at `--read-conns`.
 //! Under `cargo test` it runs a short smoke version so it never rots.
+//!
+//! Data: `FEEDGRAPH_BENCH_DATA=DIR` serves that directory (e.g. the one `benches/run` loaded)
+//! and reads org `FEEDGRAPH_BENCH_ORG` (default `bench`); without it, a temp directory with
+//! the fixtures imported (org `acme`). `$hottest` is `FEEDGRAPH_BENCH_ADAPTER`, or else the
+//! adapter with the most FEEDBACK_FOR edges, asked of the server. The submits go to another
+//! org (`loadtest`), so they leave the read rows' data as loaded; the link rows run last,
+//! since every link adds an edge to the loaded org (to adapters `bench_link_*` they create).
 //! `FEEDGRAPH_BENCH_SERVER=PATH` loads another build's `feedgraph` binary instead of this
 //! build's (to compare two builds with the same client).
 //!
@@ -16,18 +28,27 @@
 //! next request when the previous answer arrived). On a 2-core machine both share the cores.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use feedgraph::config::Config;
 use feedgraph::http::auth::{Authenticator, Role, mint};
+
+/// The org the durable submits write to (never the org the read rows read).
+const WRITE_ORG: &str = "loadtest";
 
 struct Opts {
     secs: f64,
     /// Rounds in which the ceiling and the durable submits alternate.
     rounds: usize,
     conns: Vec<usize>,
+    /// Seconds of each read or link row.
+    read_secs: f64,
+    /// Connection counts of the read and link rows.
+    read_conns: Vec<usize>,
     /// Run only the rows whose label contains this (e.g. `POST`, `ceiling`, `GET`).
     only: Option<String>,
 }
@@ -46,6 +67,8 @@ fn opts() -> Opts {
             secs: 5.0,
             rounds: 5,
             conns: vec![1, 16, 64, 256],
+            read_secs: 5.0,
+            read_conns: vec![1, 16, 64],
             only: None,
         }
     } else {
@@ -53,8 +76,14 @@ fn opts() -> Opts {
             secs: 0.3,
             rounds: 2,
             conns: vec![1, 4],
+            read_secs: 0.15,
+            read_conns: vec![1, 4],
             only: None,
         }
+    };
+    let mut read_secs = None;
+    let list = |v: Option<&String>| -> Option<Vec<usize>> {
+        v.map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -68,15 +97,14 @@ fn opts() -> Opts {
                     .unwrap_or(o.rounds)
                     .max(1)
             }
-            "--conns" => {
-                o.conns = it
-                    .next()
-                    .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
-                    .unwrap_or(o.conns)
-            }
+            "--conns" => o.conns = list(it.next()).unwrap_or(o.conns),
+            "--read-secs" => read_secs = it.next().and_then(|v| v.parse().ok()),
+            "--read-conns" => o.read_conns = list(it.next()).unwrap_or(o.read_conns),
             _ => {}
         }
     }
+    // Under `cargo bench` the read rows take `--secs` unless told otherwise.
+    o.read_secs = read_secs.unwrap_or(if bench { o.secs } else { o.read_secs });
     o
 }
 
@@ -232,6 +260,159 @@ async fn ceiling_server() {
     axum::serve(listener, app).await.expect("serve");
 }
 
+/// The directory the server serves and the org the read rows read (with the temp dir that
+/// must outlive the server when there is one).
+struct Data {
+    dir: PathBuf,
+    org: String,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// `FEEDGRAPH_BENCH_DATA` (org `FEEDGRAPH_BENCH_ORG`, default `bench`), or a temp directory
+/// holding the fixtures, imported with the server binary's own `import` (org `acme`).
+fn data(server_exe: &str) -> Data {
+    if let Some(dir) = std::env::var_os("FEEDGRAPH_BENCH_DATA") {
+        let org = std::env::var("FEEDGRAPH_BENCH_ORG").unwrap_or_else(|_| "bench".into());
+        return Data {
+            dir: dir.into(),
+            org,
+            _tmp: None,
+        };
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/feedback.jsonl");
+    let out = Command::new(server_exe)
+        .args(["import", fixtures])
+        .env("FEEDGRAPH__DATA_DIR", tmp.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run feedgraph import");
+    assert!(
+        out.status.success(),
+        "importing the fixtures failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Data {
+        dir: tmp.path().to_owned(),
+        org: "acme".into(),
+        _tmp: Some(tmp),
+    }
+}
+
+const BY_ID: &str = "GET /feedback/{id}";
+const BY_ADAPTER: &str = "GET /feedback/by-adapter/{hottest}?limit=100";
+const BY_FAMILY: &str = "GET /feedback/by-adapter/base_model?limit=100&include_descendants=true";
+const STATS: &str = "GET /feedback/stats";
+const LINEAGE: &str = "GET /adapters/{hottest}/lineage";
+const LINK: &str = "POST /feedback/{id}/link (durable)";
+/// The labels of the rows on the loaded org, in the order they run.
+const READ_ROWS: [&str; 6] = [BY_ID, BY_ADAPTER, BY_FAMILY, STATS, LINEAGE, LINK];
+
+/// A GET or POST of the loaded org, measured at each of `--read-conns`.
+struct ReadRow {
+    what: &'static str,
+    expect: u16,
+    make: MakeRequest,
+}
+
+/// Asks the server something the rows need; panics on failure (a bench's set-up).
+async fn fetch_json(req: reqwest::RequestBuilder, what: &str) -> serde_json::Value {
+    let r = req.send().await.expect(what);
+    assert!(r.status().is_success(), "{what}: {}", r.status());
+    r.json().await.expect(what)
+}
+
+/// The adapter with the most FEEDBACK_FOR edges in the token's org, asked with a query.
+async fn hottest_adapter(c: &reqwest::Client, base: &str, token: &str) -> String {
+    let body = serde_json::json!({
+        "query": "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter) \
+                  RETURN a.id AS id, count(f) AS n ORDER BY n DESC, id DESC LIMIT 1"
+    });
+    let v = fetch_json(
+        c.post(format!("{base}/api/v1/llm/graph/query"))
+            .bearer_auth(token)
+            .json(&body),
+        "hottest adapter query",
+    )
+    .await;
+    v["rows"][0][0]
+        .as_str()
+        .expect("the org has linked feedback")
+        .to_owned()
+}
+
+/// Up to 1000 feedback ids of the token's org (its newest page).
+async fn feedback_ids(c: &reqwest::Client, base: &str, token: &str) -> Vec<String> {
+    let list = fetch_json(
+        c.get(format!("{base}/api/v1/llm/feedback?limit=1000"))
+            .bearer_auth(token),
+        "list feedback",
+    )
+    .await;
+    let ids: Vec<String> = list["feedback"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!ids.is_empty(), "the org to read holds no feedback");
+    ids
+}
+
+/// The read rows, then the link row (last: it adds edges to the org the reads read).
+fn read_rows(base: &str, token: &Arc<String>, hot: &str, ids: &Arc<Vec<String>>) -> Vec<ReadRow> {
+    let get = |what: &'static str, path: String| -> ReadRow {
+        let (t, url) = (token.clone(), format!("{base}/api/v1/llm{path}"));
+        ReadRow {
+            what,
+            expect: 200,
+            make: Arc::new(move |cl, _c, _n| cl.get(&url).bearer_auth(t.as_str())),
+        }
+    };
+    let (t, b, ids2) = (token.clone(), base.to_owned(), ids.clone());
+    let by_id = ReadRow {
+        what: BY_ID,
+        expect: 200,
+        make: Arc::new(move |cl, c, n| {
+            let id = &ids2[(c * 7919 + n) % ids2.len()];
+            cl.get(format!("{b}/api/v1/llm/feedback/{id}"))
+                .bearer_auth(t.as_str())
+        }),
+    };
+    // Every link is a new edge: item k % ids, adapter k / ids (a new adapter, made by its
+    // first link), under a prefix of this run so a second run on the same data makes new
+    // ones too.
+    let next = Arc::new(AtomicUsize::new(0));
+    let run = std::process::id();
+    let (t, b, ids2) = (token.clone(), base.to_owned(), ids.clone());
+    let link = ReadRow {
+        what: LINK,
+        expect: 201,
+        make: Arc::new(move |cl, _c, _n| {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let id = &ids2[k % ids2.len()];
+            let adapter = format!("bench_link_{run}_{}", k / ids2.len());
+            cl.post(format!("{b}/api/v1/llm/feedback/{id}/link"))
+                .bearer_auth(t.as_str())
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"adapter_id":"{adapter}"}}"#))
+        }),
+    };
+    vec![
+        by_id,
+        get(BY_ADAPTER, format!("/feedback/by-adapter/{hot}?limit=100")),
+        get(
+            BY_FAMILY,
+            "/feedback/by-adapter/base_model?limit=100&include_descendants=true".into(),
+        ),
+        get(STATS, "/feedback/stats".into()),
+        get(LINEAGE, format!("/adapters/{hot}/lineage")),
+        link,
+    ]
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -242,21 +423,25 @@ fn main() {
         return;
     }
     let o = opts();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        ..Config::default()
-    };
     // FEEDGRAPH_BENCH_SERVER runs another build's server (paired before/after runs).
     let server_exe = std::env::var("FEEDGRAPH_BENCH_SERVER")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_feedgraph").to_owned());
-    let server = spawn(&[&server_exe, "serve", "--bind", "127.0.0.1:0"], dir.path());
+    let data = data(&server_exe);
+    let config = Config {
+        data_dir: data.dir.clone(),
+        ..Config::default()
+    };
+    let server = spawn(&[&server_exe, "serve", "--bind", "127.0.0.1:0"], &data.dir);
     let exe = std::env::current_exe().expect("exe");
     let ceiling = spawn(
         &[exe.to_str().expect("path"), "--ceiling-server"],
-        dir.path(),
+        &data.dir,
     );
-    let token = Arc::new(mint(&config, "bench", "loader", &[Role::Admin], 3600).expect("token"));
+    // Minted after the server started: it creates the signing secret of a new directory.
+    let write_token =
+        Arc::new(mint(&config, WRITE_ORG, "loader", &[Role::Admin], 3600).expect("token"));
+    let read_token =
+        Arc::new(mint(&config, &data.org, "reader", &[Role::Admin], 3600).expect("token"));
 
     rt.block_on(async {
         let c = reqwest::Client::new();
@@ -281,7 +466,7 @@ fn main() {
                     if !o.wants(what) {
                         continue;
                     }
-                    let (t, url) = (token.clone(), format!("{base}/api/v1/llm/feedback"));
+                    let (t, url) = (write_token.clone(), format!("{base}/api/v1/llm/feedback"));
                     let make: MakeRequest = Arc::new(move |cl, c, n| {
                         cl.post(&url)
                             .bearer_auth(t.as_str())
@@ -298,56 +483,35 @@ fn main() {
                 }
             }
         }
-        // Reads under load: ids from the store.
-        let list: serde_json::Value = c
-            .get(format!("{}/api/v1/llm/feedback?limit=1000", server.base))
-            .bearer_auth(token.as_str())
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
-        let ids: Arc<Vec<String>> = Arc::new(
-            list["feedback"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|f| f["id"].as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        );
-        for &conns in &o.conns {
-            if !o.wants("GET") {
-                continue;
+
+        let reads = {
+            if !READ_ROWS.iter().any(|w| o.wants(w)) {
+                return;
             }
-            let (t, base, ids2) = (token.clone(), server.base.clone(), ids.clone());
-            let make: MakeRequest = Arc::new(move |cl, c, n| {
-                let id = &ids2[(c * 7919 + n) % ids2.len().max(1)];
-                cl.get(format!("{base}/api/v1/llm/feedback/{id}"))
-                    .bearer_auth(t.as_str())
-            });
-            println!(
-                "{}",
-                drive(conns, o.secs, 200, make)
-                    .await
-                    .row("GET /feedback/{id}", conns)
+            let hot = match std::env::var("FEEDGRAPH_BENCH_ADAPTER") {
+                Ok(a) => a,
+                Err(_) => hottest_adapter(&c, &server.base, &read_token).await,
+            };
+            let ids = Arc::new(feedback_ids(&c, &server.base, &read_token).await);
+            eprintln!(
+                "http_load: reading org '{}' of {}, $hottest = {hot}",
+                data.org,
+                data.dir.display()
             );
-            let (t, base) = (token.clone(), server.base.clone());
-            let make: MakeRequest = Arc::new(move |cl, _c, n| {
-                cl.get(format!(
-                    "{base}/api/v1/llm/feedback/by-adapter/adapter_{}?limit=100",
-                    n % 16
-                ))
-                .bearer_auth(t.as_str())
-            });
-            println!(
-                "{}",
-                drive(conns, o.secs, 200, make)
-                    .await
-                    .row("GET by-adapter (100 items)", conns)
-            );
+            read_rows(&server.base, &read_token, &hot, &ids)
+        };
+        // Every read row at every connection count first, the link row after them all.
+        let (links, gets): (Vec<&ReadRow>, Vec<&ReadRow>) =
+            reads.iter().partition(|r| r.what == LINK);
+        for group in [gets, links] {
+            for &conns in &o.read_conns {
+                for row in &group {
+                    if o.wants(row.what) {
+                        let mut run = drive(conns, o.read_secs, row.expect, row.make.clone()).await;
+                        println!("{}", run.row(row.what, conns));
+                    }
+                }
+            }
         }
     });
     drop(ceiling);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Prints the BENCHMARKS.md tables from one `benches/run`: criterion estimates, Kuzu's
-JSON lines, the metrics file and the HTTP table."""
+"""Prints the BENCHMARKS.md tables from one `benches/run`: criterion estimates (feedgraph's
+engine), the JSON lines of the end-to-end client and of each peer (Kuzu, Ladybug, DuckDB),
+the metrics file and the HTTP table."""
 import argparse
 import json
 import os
@@ -19,7 +20,28 @@ SEED = [("seed_by_adapter", "seed: by adapter (RETURN f)"),
         ("seed_lineage_limit_10000", "seed: lineage with path, LIMIT 10000 (benched so above 200k items)"),
         ("seed_shared_feedback", "seed: shared feedback (HAVING)"),
         ("service_by_adapter_100", "service API: by-adapter, 100 items")]
-KUZU = {"q1": "q1", "q2": "q2", "q3_rows": "q3", "q3_count": "q3_count", "q4": "q4"}
+# The name of each query in the JSON lines of benches/peers/*.py.
+PEER_NAME = {"q1": "q1", "q2": "q2", "q3_rows": "q3", "q3_count": "q3_count", "q4": "q4"}
+# (file in the work dir, column title); the title gets the version from the file's load line.
+PEERS = [("kuzu.jsonl", "Kuzu"), ("ladybug.jsonl", "Ladybug"), ("duckdb.jsonl", "DuckDB SQL")]
+
+
+def read_jsonl(path):
+    """{name: record} from one peer's JSON lines; {} when the file is missing."""
+    out = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                out[r["name"]] = r
+    return out
+
+
+def ratio(theirs, ours):
+    if not theirs or not ours:
+        return "-"
+    x = theirs / ours
+    return f"{x:.1f}x" if x >= 1 else f"{x:.2f}x"
 
 
 def est(crit, group, name):
@@ -52,29 +74,43 @@ def main():
     if os.path.exists(rows_path):
         with open(rows_path) as f:
             ours_rows = json.load(f)
-    kuzu = {}
-    with open(os.path.join(a.work, "kuzu.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            kuzu[r["name"]] = r
+    e2e = read_jsonl(os.path.join(a.work, "e2e.jsonl"))
+    peers = [(title, read_jsonl(os.path.join(a.work, name))) for name, title in PEERS]
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
     print(f"### {a.size} items — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}")
     print(f"Command: `benches/run --size {a.size}`\n")
-    print("| query | feedgraph | Kuzu 0.11.3 | Kuzu / feedgraph | rows: feedgraph / Kuzu |")
-    print("|---|---|---|---|---|")
+    titles = [f"{t} {p.get('load', {}).get('version', '')}".strip() for t, p in peers]
+    print("| query | feedgraph engine | feedgraph end to end | " + " | ".join(titles)
+          + " | fastest peer / end to end | rows: engine / end to end / " + " / ".join(t for t, _ in peers) + " |")
+    print("|---" * (5 + len(peers)) + "|")
     for key, label in QUERIES:
         ours = est(a.criterion, "queries", key)
-        k = kuzu.get(KUZU[key], {})
-        theirs = k.get("ms_median")
-        ratio = (f"{theirs / ours:.1f}x" if theirs / ours >= 1 else f"{theirs / ours:.2f}x") if ours and theirs else "-"
-        mine = ours_rows.get(key, "-")
-        mark = "" if mine == k.get("rows") else " (differ!)"
-        print(f"| {label} | {fmt(ours)} | {fmt(theirs)} | {ratio} | {mine} / {k.get('rows', '-')}{mark} |")
+        name = PEER_NAME[key]
+        http = e2e.get(name, {})
+        theirs = [p.get(name, {}) for _, p in peers]
+        times = [r.get("ms_median") for r in theirs]
+        fastest = min((t for t in times if t), default=None)
+        counts = [ours_rows.get(key, "-"), http.get("rows", "-")] + [r.get("rows", "-") for r in theirs]
+        known = {c for c in counts if c != "-"}
+        mark = "" if len(known) <= 1 else " (differ!)"
+        print(f"| {label} | {fmt(ours)} | {fmt(http.get('ms_median'))} | "
+              + " | ".join(fmt(t) for t in times)
+              + f" | {ratio(fastest, http.get('ms_median'))} | {' / '.join(str(c) for c in counts)}{mark} |")
     for key, label in SEED:
         if est(a.criterion, 'queries', key) is None:
             continue
-        print(f"| {label} | {fmt(est(a.criterion, 'queries', key))} | - | - | {ours_rows.get(key, '-')} / - |")
+        print(f"| {label} | {fmt(est(a.criterion, 'queries', key))} | - | "
+              + " | ".join("-" for _ in peers) + f" | - | {ours_rows.get(key, '-')} |")
+    print("\nfeedgraph engine: criterion, in process (parse + plan + execute + every result row "
+          "built). feedgraph end to end: POST /graph/query over one keep-alive HTTP connection, "
+          "the whole answer parsed from JSON by a Python client (benches/peers/feedgraph_http.py). "
+          "Peers: in process from Python, every row fetched. Median of 5 runs after a warm-up.")
+    floor = e2e.get("floor_healthz", {}).get("ms_median")
+    if floor:
+        print(f"The end-to-end client's floor, GET /healthz on the same connection: {fmt(floor)}.")
     print()
+    # ARROW: once the server answers Arrow, add an "end to end (Arrow)" column read from
+    # e2e_arrow.jsonl (feedgraph_http.py --format arrow).
     print("| measure | value |")
     print("|---|---|")
     print(f"| bulk load (`feedgraph load`) | {metrics['load_s']:.1f} s |")
@@ -84,7 +120,12 @@ def main():
     print(f"| resident memory right after the query suite | {metrics['rss_after_queries_kb'] / 1024:.0f} MiB |")
     if "rss_settled_kb" in metrics:
         print(f"| ... and 2 s later (freed memory is purged after 1 s) | {metrics['rss_settled_kb'] / 1024:.0f} MiB |")
-    print(f"| Kuzu load (COPY from CSV) | {kuzu.get('load', {}).get('ms', 0) / 1000:.1f} s |")
+    if "loadavg_before" in metrics and "loadavg_after" in metrics:
+        print(f"| load average (1 min) before / after the measurements | "
+              f"{metrics['loadavg_before']:.2f} / {metrics['loadavg_after']:.2f} |")
+    for title, p in peers:
+        if "load" in p:
+            print(f"| {title} load (COPY from CSV) | {p['load']['ms'] / 1000:.1f} s |")
     print()
     print("Store-level durable submits (`cargo bench --bench store_submit`):\n")
     print("| writers | group commit | one sync each |")
@@ -96,7 +137,7 @@ def main():
             row.append(f"{w / ms * 1000:,.0f}/s" if ms else "-")
         print(f"| {w} | {row[0]} | {row[1]} |")
     print()
-    print("HTTP (`cargo bench --bench http_load -- --secs 10`: per row and connection count 10 s, in 5 rounds that alternate the ceiling and the submits; client and server on the same 2 cores):\n")
+    print("HTTP (`cargo bench --bench http_load -- --secs 10 --read-secs 5` on the loaded directory: the ceiling and the durable submits (to another org) 10 s per row and connection count, in 5 rounds that alternate them; then the reads of the loaded org and the durable links 5 s each; client and server on the same 2 cores):\n")
     with open(os.path.join(a.work, "http.md")) as f:
         print(f.read())
 

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""feedgraph end to end, as a Python client sees it: the benchmark queries sent to a running
+server with POST /api/v1/llm/graph/query over one keep-alive connection (a
+requests.Session), each answer read in full and parsed from JSON, every row counted.
+Timed like the in-process peers (common.time_query), so the numbers compare.
+
+Usage: feedgraph_http.py --url http://127.0.0.1:PORT --token JWT --adapter ID
+                         [--repeat N] [--format json]
+
+The server's row, work, memory and time limits must allow the big results (benches/run
+raises them). Prints {"name", "ms_median", "ms_min", "rows"} per query, as a JSON line,
+after "floor_healthz": the same client's GET /healthz, the part of every query's time that
+is the HTTP client and the round trip.
+"""
+import argparse
+import json
+
+import requests
+
+from common import cypher_queries, emit, emit_query, time_query
+
+
+def json_rows(session, url, body):
+    """Sends one query and parses the whole JSON answer; returns the number of rows."""
+    r = session.post(url, data=body, headers={"Content-Type": "application/json"})
+    r.raise_for_status()
+    doc = json.loads(r.content)
+    return len(doc["rows"])
+
+
+# ARROW: when the server answers Apache Arrow IPC streams (issue 13, item 3: selected with an
+# `Accept` header), add the reader here and make it a --format choice, e.g.
+#
+#     def arrow_rows(session, url, body):
+#         r = session.post(url, data=body, headers={
+#             "Content-Type": "application/json",
+#             "Accept": "application/vnd.apache.arrow.stream"})
+#         r.raise_for_status()
+#         return pyarrow.ipc.open_stream(r.content).read_all().num_rows
+#
+# (pyarrow pinned in benches/run's virtualenv), and give report.py an "end to end (Arrow)"
+# column read from its own JSON-lines file.
+READERS = {"json": json_rows}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True, help="the server's base URL")
+    ap.add_argument("--token", required=True, help="a bearer token for the benchmark org")
+    ap.add_argument("--adapter", required=True, help="$adapter for Q1")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--format", choices=sorted(READERS), default="json")
+    a = ap.parse_args()
+
+    read = READERS[a.format]
+    url = a.url.rstrip("/") + "/api/v1/llm/graph/query"
+    session = requests.Session()  # one keep-alive connection for every request
+    session.headers["Authorization"] = f"Bearer {a.token}"
+    emit({"name": "client", "format": a.format, "requests": requests.__version__})
+    # The client's floor: a request the server answers without work (GET /healthz) on the
+    # same connection, timed the same way; every query's time includes it.
+    health = a.url.rstrip("/") + "/healthz"
+
+    def healthz():
+        session.get(health).raise_for_status()
+        return 0
+
+    emit_query("floor_healthz", *time_query(healthz, a.repeat * 10))
+    for name, text in cypher_queries().items():
+        params = {"adapter": a.adapter} if "$adapter" in text else {}
+        body = json.dumps({"query": text, "params": params}).encode()
+        emit_query(name, *time_query(lambda: read(session, url, body), a.repeat))
+
+
+if __name__ == "__main__":
+    main()
