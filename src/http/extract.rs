@@ -67,6 +67,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         state
             .limits
             .check(&principal.org, &principal.user)
+            .inspect_err(|l| state.telemetry.rate_limited(&principal.org, l.scope))
             .map_err(|l| ApiError::TooManyRequests {
                 details: format!(
                     "rate limit of {} exceeded; retry in {} s",

@@ -77,6 +77,11 @@ pub async fn submit(
     // write that reached sled once it is durable.
     let service = state.service()?;
     let (fb, replay) = service.submit_durable(&actor, new, key).await?;
+    if !replay {
+        state
+            .telemetry
+            .submit(&actor.org, fb.validation_status.as_str());
+    }
     let mut response = (StatusCode::CREATED, Json(SubmitResponse::from(fb))).into_response();
     if replay {
         response.headers_mut().insert(

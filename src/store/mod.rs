@@ -747,6 +747,11 @@ impl Store {
         self.idempotency.len()
     }
 
+    /// Adds the store's instruments (group-commit batch sizes, sync times) to `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.syncer.metrics().register(registry);
+    }
+
     /// Fails once a sync failed: the store then refuses every write until it is reopened
     /// (a restart). For readiness checks.
     pub fn check_writable(&self) -> Result<(), StoreError> {
