@@ -293,6 +293,18 @@ pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next)
 
 /// `GET /metrics`: the Prometheus text exposition. No token unless
 /// `metrics.bearer_token_file` is set; 404 when `metrics.enabled` is false.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security((), ("bearer" = [])),
+    responses((
+        status = 200,
+        description = "Prometheus text format 0.0.4",
+        body = String,
+        content_type = "text/plain"
+    ))
+)]
 pub async fn metrics(
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod feedback;
 pub mod graph;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod training;
 
@@ -92,17 +93,41 @@ impl AppState {
     }
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// The answer of the health and readiness probes.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (healthz) or `ready` (readyz).
+    #[schema(value_type = String)]
+    status: &'static str,
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+/// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `GET /readyz`: the store is open and the graph built.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Ready to serve the API", body = Health))
+)]
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     // Not ready either while opening or once the store refuses writes after a failed sync.
     if let Err(e) = state.service()?.store().check_writable() {
         tracing::warn!("not ready: {e}");
         return Err(ApiError::Unavailable(error::STORE_REFUSING.to_owned()));
     }
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    Ok(Json(Health { status: "ready" }))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -200,6 +225,7 @@ fn routes() -> Routes {
     r.add(Get, "/healthz", healthz)
         .add(Get, "/readyz", readyz)
         .add(Get, "/metrics", metrics::metrics)
+        .add(Get, "/openapi.json", openapi::document)
         .add(Post, "/api/v1/llm/feedback", feedback::submit)
         .add(Get, "/api/v1/llm/feedback", feedback::list)
         .add(Get, "/api/v1/llm/feedback/stats", feedback::stats)

@@ -138,7 +138,7 @@ pub struct StatsQuery {
 }
 
 /// The seed's counters, plus the mean score where items carry one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stats {
     /// Items in scope.
     pub total_feedback: u64,
@@ -202,10 +202,11 @@ pub struct LinkOutcome {
 }
 
 /// An adapter creation request.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAdapter {
     /// Adapter id.
+    #[schema(required = true, value_type = String)]
     pub id: Option<String>,
     /// Version label.
     pub version: Option<String>,
