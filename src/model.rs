@@ -446,10 +446,10 @@ pub struct NewFeedback {
     #[schema(required = true, value_type = FeedbackType)]
     pub feedback_type: Option<String>,
     /// Required question.
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, pattern = "\\S")]
     pub question: Option<String>,
     /// Required answer.
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, pattern = "\\S")]
     pub answer: Option<String>,
     /// Optional end-user id.
     pub user_id: Option<String>,

@@ -208,6 +208,9 @@ pub async fn list(
     }))
 }
 
+/// The longest `hours` window of the stats: 100 years.
+const MAX_WINDOW_HOURS: u64 = 876_000;
+
 /// `GET /feedback/stats?adapter&model&hours`.
 #[utoipa::path(
     get,
@@ -216,7 +219,7 @@ pub async fn list(
     params(
         ("adapter" = Option<String>, Query, description = "Only feedback linked to this adapter (404 if unknown)"),
         ("model" = Option<String>, Query, description = "Only this model version"),
-        ("hours" = Option<u64>, Query, description = "Only items created in the last N hours"),
+        ("hours" = Option<u64>, Query, minimum = 0, maximum = 876000, description = "Only items created in the last N hours (at most 100 years)"),
     ),
     responses((status = 200, description = "Counters and positive_ratio", body = crate::service::Stats))
 )]
@@ -229,7 +232,9 @@ pub async fn stats(
     let query = StatsQuery {
         adapter: q.take("adapter"),
         model: q.take("model"),
-        window_hours: q.number("hours")?,
+        window_hours: q.parse("hours", "an integer from 0 to 876000", |v| {
+            v.parse::<u64>().ok().filter(|h| *h <= MAX_WINDOW_HOURS)
+        })?,
     };
     q.finish()?;
     let org = caller.org().to_owned();
@@ -454,6 +459,7 @@ pub async fn review(
 #[serde(deny_unknown_fields)]
 pub struct MarkUsedRequest {
     /// The items to mark used.
+    #[schema(min_items = 1, max_items = 10000)]
     ids: Vec<String>,
     /// Refused when present: batch ids come from the server (see [`mark_used`]).
     #[serde(default)]

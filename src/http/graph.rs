@@ -23,7 +23,7 @@ use crate::cypher::{NamedQuery, QueryResult};
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
     /// A read-only openCypher query.
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, pattern = "\\S")]
     query: Option<String>,
     /// Values of the query's `$parameters`, by name.
     #[serde(default)]

@@ -249,7 +249,7 @@ pub async fn claim(
     tag = "training",
     params(
         ("trained_adapter_id" = Option<String>, Query, description = "Only batches that trained this adapter"),
-        ("state" = Option<String>, Query, description = "Only batches in this state (leased, expired, committed, aborted)"),
+        ("state" = Option<String>, Query, pattern = "^(leased|expired|committed|aborted)$", description = "Only batches in this state"),
     ),
     responses((status = 200, description = "The org's batches, newest first", body = BatchList))
 )]
@@ -260,7 +260,11 @@ pub async fn list_batches(
 ) -> Result<Json<BatchList>, ApiError> {
     caller.require(Role::Trainer)?;
     let adapter = q.take("trained_adapter_id");
-    let st = q.take("state");
+    let st = q.parse("state", "leased, expired, committed or aborted", |v| {
+        ["leased", "expired", "committed", "aborted"]
+            .contains(&v)
+            .then(|| v.to_owned())
+    })?;
     q.finish()?;
     let org = caller.org().to_owned();
     let batches = state

@@ -43,8 +43,10 @@ pub struct ClaimRequest {
     #[serde(default)]
     pub include_descendants: bool,
     /// How many items at most (1..=10,000).
+    #[schema(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
     /// Lease length in seconds (default 3600, at most 7 days).
+    #[schema(minimum = 1, maximum = 604800)]
     pub lease_seconds: Option<u64>,
 }
 
@@ -206,7 +208,7 @@ pub struct ReviewRequest {
     #[schema(required = true, value_type = String, pattern = "^(approved|rejected)$")]
     pub validation_status: Option<String>,
     /// Why (required).
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, pattern = "\\S")]
     pub reason: Option<String>,
 }
 
