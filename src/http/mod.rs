@@ -203,8 +203,9 @@ impl Routes {
         H: Handler<T, Arc<AppState>>,
         T: 'static,
     {
-        let tagged = on(verb.filter(), handler).layer(axum::middleware::map_response(
-            move |mut response: axum::response::Response| async move {
+        // A synchronous map of the response: no boxed future per request.
+        let tagged = on(verb.filter(), handler).layer(tower::util::MapResponseLayer::new(
+            move |mut response: axum::response::Response| {
                 response.extensions_mut().insert(metrics::RouteTag(path));
                 response
             },
