@@ -267,8 +267,9 @@ async fn route_request(
     }
 }
 
-/// The request id header: taken from the client if it sends a short one, else made here;
-/// echoed on the response and logged with the request.
+/// The request id header: taken from the client if it sends a short printable one (at most
+/// 128 bytes), else made here; echoed on the response and carried by every log line of the
+/// request (its span's `request_id`).
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// Waiting for (or between) requests.
