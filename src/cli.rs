@@ -210,6 +210,39 @@ pub enum Command {
     },
 }
 
+/// Starts logging to stderr in `format`, at the level `RUST_LOG` sets (default `info`).
+/// Lines written inside a request carry its span, and with it the request id.
+pub fn init_logging(format: crate::config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if let Err(e) = init_logging_to(format, filter, std::io::stderr, ansi) {
+        eprintln!("warning: logging was set up already: {e}");
+    }
+}
+
+/// Installs the process's log subscriber: `format` lines of what `filter` lets through,
+/// written to `writer` (colours only with `ansi`, and never in JSON).
+pub fn init_logging_to<W>(
+    format: crate::config::LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        crate::config::LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        // `span` is the innermost span, `spans` all of them: the request's, with its id,
+        // is among them even inside nested spans.
+        crate::config::LogFormat::Json => builder.json().try_init(),
+    }
+}
+
 impl Cli {
     /// The configuration these flags select.
     pub fn load_config(&self) -> Result<Config, CliError> {

@@ -32,6 +32,57 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Graph query limits.
     pub query: QueryConfig,
+    /// The Prometheus endpoint `/metrics`.
+    pub metrics: MetricsConfig,
+    /// Log output.
+    pub log: LogConfig,
+}
+
+/// The Prometheus endpoint `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all (default true); when false it answers 404.
+    pub enabled: bool,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <token>`,
+    /// the token being this file's contents (surrounding whitespace ignored). Unset (the
+    /// default), it needs no token, like `/healthz`: without per-org labels the metrics
+    /// name no tenant, user or item.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Adds an `org` label to the per-tenant series (submits, rate-limited requests,
+    /// queries, graph sizes). Off by default: one series per org can be many, and org
+    /// names are then visible to whoever scrapes.
+    pub per_org_labels: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            bearer_token_file: None,
+            per_org_labels: false,
+        }
+    }
+}
+
+/// How log lines are written (to stderr; the level comes from `RUST_LOG`, default `info`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json` (one JSON object per line, with the request span's
+    /// fields, `request_id` among them).
+    pub format: LogFormat,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The HTTP listener.
@@ -197,6 +248,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
             query: QueryConfig::default(),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }

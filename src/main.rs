@@ -83,15 +83,11 @@ extern "C" fn lazy_arena_commit() {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = feedgraph::cli::Cli::parse();
+    // The log format is a setting; a configuration that does not load is reported by the
+    // command itself, after logging started in the default format.
+    let format = cli.load_config().map(|c| c.log.format).unwrap_or_default();
+    feedgraph::cli::init_logging(format);
     tune_allocator(&cli.command);
     match feedgraph::cli::run_with(&cli, serving_allocator) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -20,7 +20,7 @@ pub fn now_millis() -> Millis {
 }
 
 /// Whether the user liked the answer (thumbs up) or not (thumbs down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FeedbackType {
     /// Thumbs up: the answer was good.
@@ -64,7 +64,19 @@ impl fmt::Display for FeedbackType {
 ///
 /// The derived order is by severity: `Approved < Pending < Flagged < Rejected`, so the
 /// verdict of several rules is their maximum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ValidationStatus {
     /// Passed every check; eligible for training.
@@ -168,7 +180,7 @@ impl<'de> Deserialize<'de> for Metadata {
 }
 
 /// One rule that fired during validation, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ValidationReason {
     /// Stable rule name, e.g. `answer_too_short`.
     pub rule: String,
@@ -183,7 +195,7 @@ pub struct ValidationReason {
 /// Field order matters: the store encodes records positionally, and the fields the graph
 /// index needs come first (up to `comment`), so that start-up decodes only that prefix
 /// (see `store::FeedbackHeadRef`). Add fields only at the end, with a codec version bump.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Feedback {
     /// Time-ordered id, `feedback-<ULID>`.
     pub id: String,
@@ -229,11 +241,12 @@ pub struct Feedback {
     /// The model's answer.
     pub answer: String,
     /// Small JSON object of extra context.
+    #[schema(value_type = Object)]
     pub metadata: Metadata,
 }
 
 /// A LoRA adapter (or a base model acting as a lineage root).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Adapter {
     /// Caller-chosen id, e.g. `themis_help_lora_v2`.
     pub id: String,
@@ -246,6 +259,7 @@ pub struct Adapter {
     /// The parent adapter (DERIVED_FROM target), if any. At most one parent.
     pub derived_from: Option<String>,
     /// Extra JSON context.
+    #[schema(value_type = Object)]
     pub metadata: Metadata,
     /// Creation time.
     pub created_at: Millis,
@@ -256,7 +270,7 @@ pub struct Adapter {
 }
 
 /// Whether an edge or node was created implicitly (named by feedback) or by an explicit call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkSource {
     /// Created because a feedback item named the adapter.
@@ -291,7 +305,7 @@ pub struct FeedbackLink {
 }
 
 /// What kind of change a history version records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeAction {
     /// The record was created by a submit.
@@ -328,7 +342,7 @@ pub struct FieldChange {
 impl FieldChange {
     /// The change as clients see it: `old` and `new` as JSON values (the stored JSON text
     /// parsed), `null` when the field was absent.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub fn view(&self) -> FieldChangeView {
         let value = |v: &Option<String>| match v {
             None => serde_json::Value::Null,
             // Stored values are JSON text written by the store; a text that does not parse
@@ -336,25 +350,56 @@ impl FieldChange {
             Some(text) => serde_json::from_str(text)
                 .unwrap_or_else(|_| serde_json::Value::String(text.clone())),
         };
-        serde_json::json!({
-            "field": self.field,
-            "old": value(&self.old),
-            "new": value(&self.new),
-        })
+        FieldChangeView {
+            field: self.field.clone(),
+            old: value(&self.old),
+            new: value(&self.new),
+        }
     }
 }
 
+/// One field's change as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FieldChangeView {
+    /// Field name as on the wire.
+    pub field: String,
+    /// Value before (any JSON value; null when the field was absent).
+    pub old: serde_json::Value,
+    /// Value after (any JSON value; null when the field was absent).
+    pub new: serde_json::Value,
+}
+
+/// A history entry as clients see it (HTTP and CLI): field changes with JSON values, not
+/// JSON text inside strings.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct HistoryEntry {
+    /// The record version this change produced (1 = creation).
+    pub version: u64,
+    /// When, ms since epoch.
+    pub at: Millis,
+    /// Who (the `sub` of the token, or `cli`).
+    pub actor: String,
+    /// What kind of change.
+    pub action: ChangeAction,
+    /// Field-level changes.
+    pub changes: Vec<FieldChangeView>,
+}
+
 impl HistoryVersion {
-    /// The entry as clients see it (HTTP and CLI): field changes with JSON values, not
-    /// JSON text inside strings.
+    /// The entry as clients see it.
+    pub fn entry(&self) -> HistoryEntry {
+        HistoryEntry {
+            version: self.version,
+            at: self.at,
+            actor: self.actor.clone(),
+            action: self.action,
+            changes: self.changes.iter().map(FieldChange::view).collect(),
+        }
+    }
+
+    /// [`HistoryVersion::entry`] as a JSON value.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "version": self.version,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "changes": self.changes.iter().map(FieldChange::to_json).collect::<Vec<_>>(),
-        })
+        serde_json::to_value(self.entry()).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -393,15 +438,18 @@ impl Actor {
 }
 
 /// A feedback submission as a client sends it, before validation and id assignment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewFeedback {
     /// `positive` or `negative` (required; kept as text so a bad value is a clear 400).
     #[serde(rename = "type")]
+    #[schema(required = true, value_type = FeedbackType)]
     pub feedback_type: Option<String>,
     /// Required question.
+    #[schema(required = true, value_type = String, pattern = "\\S")]
     pub question: Option<String>,
     /// Required answer.
+    #[schema(required = true, value_type = String, pattern = "\\S")]
     pub answer: Option<String>,
     /// Optional end-user id.
     pub user_id: Option<String>,

@@ -77,6 +77,24 @@ async fn bad_input_table() {
         ),
         post("not JSON", "hello there".into(), 400, "malformed JSON"),
         post("JSON array", "[]".into(), 400, "JSON object, not an array"),
+        // serde reads a struct from a sequence too, field by field: found by schemathesis.
+        post(
+            "fields as a JSON array",
+            r#"["positive", "How do I enable sharding?", "Use SHARD BY in CREATE COLLECTION."]"#
+                .into(),
+            400,
+            "JSON object, not an array",
+        ),
+        Case {
+            name: "named query params as an empty array",
+            method: "POST",
+            path: "/graph/queries/shared_feedback".into(),
+            content_type: Some("application/json"),
+            body: Some("[]".into()),
+            extra_header: None,
+            status: 400,
+            hint: "JSON object, not an array",
+        },
         post(
             "trailing garbage",
             format!("{} extra", good()),

@@ -164,7 +164,7 @@ impl Default for QueryLimits {
 }
 
 /// How much a query did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueryStats {
     /// Rows returned.
     pub rows: usize,
@@ -178,12 +178,13 @@ pub struct QueryStats {
 }
 
 /// The answer to a query.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueryResult {
     /// Column names: aliases, or the expression as written.
     pub columns: Vec<String>,
     /// Rows, one value per column; they serialize as arrays of JSON values
     /// ([`Rows::to_json`] gives those values).
+    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub rows: Rows,
     /// What it cost.
     pub stats: QueryStats,
@@ -336,15 +337,19 @@ fn prepare(
 }
 
 /// A query shipped with feedgraph (from `queries/`), runnable by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NamedQuery {
     /// Name (the file name without `.cypher`).
+    #[schema(value_type = String)]
     pub name: &'static str,
     /// One-line description (the file's first `//` line).
+    #[schema(value_type = String)]
     pub description: &'static str,
     /// Parameter names without `$` (the file's `// params:` line).
+    #[schema(value_type = Vec<String>)]
     pub params: Vec<&'static str>,
     /// The query text (the whole file, comments included).
+    #[schema(value_type = String)]
     pub query: &'static str,
 }
 

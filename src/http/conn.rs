@@ -187,12 +187,51 @@ async fn serve_connection(
 }
 
 /// Runs one request through the router, after the checks that need no handler: an early
-/// 413 for a declared body over the limit, a request id, and the stalled-body timeout.
+/// 413 for a declared body over the limit, a request id (taken from the client when it
+/// sends a short printable one, else a new ULID), and the stalled-body timeout.
 async fn handle_request(
     app: Router,
     req: Request<Incoming>,
     body_timeout: Duration,
     body_limit: usize,
+) -> Response<axum::body::Body> {
+    let request_id = match req.headers().get(REQUEST_ID) {
+        Some(id) if id.len() <= 128 && !id.is_empty() && id.to_str().is_ok() => id.clone(),
+        _ => HeaderValue::from_str(&ulid::Ulid::new().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown")),
+    };
+    // Every log line of this request, on the runtime or on the blocking pool (see
+    // `AppState::run`), is written inside this span and so carries the request id.
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.to_str().unwrap_or("unknown"),
+        method = %req.method(),
+        path = req.uri().path(),
+    );
+    let started = std::time::Instant::now();
+    let mut response = tracing::Instrument::instrument(
+        route_request(app, req, body_timeout, body_limit, request_id.clone()),
+        span.clone(),
+    )
+    .await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "answered"
+        );
+    });
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+/// [`handle_request`] inside the request's span.
+async fn route_request(
+    app: Router,
+    req: Request<Incoming>,
+    body_timeout: Duration,
+    body_limit: usize,
+    request_id: HeaderValue,
 ) -> Response<axum::body::Body> {
     let declared = req
         .headers()
@@ -202,6 +241,10 @@ async fn handle_request(
     if let Some(n) = declared
         && n > body_limit as u64
     {
+        tracing::debug!(
+            declared = n,
+            "refusing a body over the limit before reading it"
+        );
         let mut response = ApiError::PayloadTooLarge(format!(
             "the declared request body of {n} bytes is larger than the limit of \
              {body_limit} bytes (server.body_limit_bytes)"
@@ -214,28 +257,19 @@ async fn handle_request(
         return response;
     }
     let (mut parts, body) = req.into_parts();
-    let request_id = match parts.headers.get(REQUEST_ID).cloned() {
-        Some(id) if id.len() <= 128 && !id.is_empty() => id,
-        _ => {
-            let id = HeaderValue::from_str(&ulid::Ulid::new().to_string())
-                .unwrap_or(HeaderValue::from_static("unknown"));
-            parts.headers.insert(REQUEST_ID, id.clone());
-            id
-        }
-    };
+    parts.headers.insert(REQUEST_ID, request_id);
     let body = axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, body));
     let req = Request::from_parts(parts, body);
     let mut app = app;
-    let mut response = match tower::Service::call(&mut app, req).await {
+    match tower::Service::call(&mut app, req).await {
         Ok(r) => r,
         Err(never) => match never {},
-    };
-    response.headers_mut().insert(REQUEST_ID, request_id);
-    response
+    }
 }
 
-/// The request id header: taken from the client if it sends a short one, else made here;
-/// echoed on the response and logged with the request.
+/// The request id header: taken from the client if it sends a short printable one (at most
+/// 128 bytes), else made here; echoed on the response and carried by every log line of the
+/// request (its span's `request_id`).
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// Waiting for (or between) requests.

@@ -67,9 +67,10 @@ pub enum ApiError {
 }
 
 /// The body of every error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Short category, e.g. `Invalid request`.
+    #[schema(value_type = String)]
     pub error: &'static str,
     /// What exactly is wrong.
     pub details: String,

@@ -67,6 +67,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         state
             .limits
             .check(&principal.org, &principal.user)
+            .inspect_err(|l| state.telemetry.rate_limited(&principal.org, l.scope))
             .map_err(|l| ApiError::TooManyRequests {
                 details: format!(
                     "rate limit of {} exceeded; retry in {} s",
@@ -112,12 +113,18 @@ pub fn parse_json<T: DeserializeOwned>(
             "the body must be JSON with 'Content-Type: application/json'".into(),
         ));
     }
+    // serde reads a struct from a JSON array too, field by field in declaration order
+    // (`[]` is a struct whose fields all have defaults): every body of the API is an
+    // object, so an array is refused before it can be read that way.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object, not an array".into(),
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value = T::deserialize(&mut *de).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ApiError::BadRequest(format!("malformed JSON: {e}"))
-        } else if body.first().is_some_and(|b| *b == b'[') {
-            ApiError::BadRequest("the body must be a JSON object, not an array".into())
         } else {
             ApiError::BadRequest(format!("invalid request body: {e}"))
         }
@@ -189,19 +196,22 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 }
 
 impl QueryParams {
-    /// Removes and returns a parameter (empty values count as absent).
+    /// Removes and returns a text parameter (an empty value counts as absent: an empty
+    /// filter selects nothing out).
     pub fn take(&mut self, name: &str) -> Option<String> {
         self.0.remove(name).filter(|v| !v.is_empty())
     }
 
-    /// Removes and parses a parameter with `parse`, naming it in the error.
+    /// Removes and parses a typed parameter with `parse`, naming it in the error. An empty
+    /// value is no number, flag or state: it is refused like any other value that does not
+    /// parse, as the OpenAPI document says.
     pub fn parse<T>(
         &mut self,
         name: &str,
         expected: &str,
         parse: impl FnOnce(&str) -> Option<T>,
     ) -> Result<Option<T>, ApiError> {
-        match self.take(name) {
+        match self.0.remove(name) {
             None => Ok(None),
             Some(v) => parse(&v).map(Some).ok_or_else(|| {
                 ApiError::BadRequest(format!(
@@ -220,11 +230,6 @@ impl QueryParams {
                 _ => None,
             })?
             .unwrap_or(false))
-    }
-
-    /// A positive integer parameter.
-    pub fn number(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
-        self.parse(name, "a non-negative integer", |v| v.parse().ok())
     }
 
     /// Refuses any parameter not taken yet.

@@ -11,26 +11,38 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::auth::Role;
 use super::error::ApiError;
+use super::error::ErrorBody;
 use super::extract::{
     AdminCaller, ApiJson, ApiPath, Caller, QueryParams, RawBody, TrainerCaller, parse_json,
 };
 use crate::model::{
-    Feedback, FeedbackType, HistoryVersion, NewFeedback, ValidationReason, ValidationStatus,
+    Feedback, FeedbackType, HistoryEntry, HistoryVersion, LinkSource, NewFeedback,
+    ValidationReason, ValidationStatus,
 };
+use crate::service::training::MarkResult;
 use crate::service::{ByAdapterQuery, ListQuery, StatsQuery};
 use crate::store::{IdempotencyKey, stable_hash};
 
 /// The 201 body of a submit (the seed's shape, plus the reasons behind the status).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SubmitResponse {
+    /// The new item's id (or, for a replayed idempotent request, the stored one's).
     id: String,
+    /// Thumbs up or down.
     #[serde(rename = "type")]
     feedback_type: FeedbackType,
+    /// The question as stored.
     question: String,
+    /// The answer as stored.
     answer: String,
+    /// What validation decided.
     validation_status: ValidationStatus,
+    /// The rules behind that status.
     validation_reasons: Vec<ValidationReason>,
+    /// Creation time, ms since epoch.
     created_at: u64,
+    /// `Feedback recorded successfully`.
+    #[schema(value_type = String)]
     message: &'static str,
 }
 
@@ -50,6 +62,23 @@ impl From<Feedback> for SubmitResponse {
 }
 
 /// `POST /feedback`: validate and store one item; 201 once durable.
+#[utoipa::path(
+    post,
+    path = "/api/v1/llm/feedback",
+    tag = "feedback",
+    request_body = NewFeedback,
+    params((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        description = "Makes a retried submit happen once: a repeat with the same key and \
+                       body answers the stored item (with `Idempotent-Replayed: true`)"
+    )),
+    responses(
+        (status = 201, description = "Stored and durable", body = SubmitResponse,
+         headers(("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+        (status = 409, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -77,6 +106,11 @@ pub async fn submit(
     // write that reached sled once it is durable.
     let service = state.service()?;
     let (fb, replay) = service.submit_durable(&actor, new, key).await?;
+    if !replay {
+        state
+            .telemetry
+            .submit(&actor.org, fb.validation_status.as_str());
+    }
     let mut response = (StatusCode::CREATED, Json(SubmitResponse::from(fb))).into_response();
     if replay {
         response.headers_mut().insert(
@@ -88,6 +122,13 @@ pub async fn submit(
 }
 
 /// `GET /feedback/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/llm/feedback/{id}",
+    tag = "feedback",
+    params(("id" = String, Path, description = "The feedback id")),
+    responses((status = 200, description = "The item", body = Feedback))
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -100,11 +141,15 @@ pub async fn get(
 }
 
 /// The body of `GET /feedback`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListResponse {
+    /// The page, newest first.
     feedback: Vec<Feedback>,
+    /// Items on this page.
     count: usize,
+    /// The page size used.
     limit: usize,
+    /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
 }
@@ -118,6 +163,22 @@ fn limit_param(q: &mut QueryParams) -> Result<Option<usize>, ApiError> {
 }
 
 /// `GET /feedback?limit&type&status&unused&model&adapter&session&cursor`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/llm/feedback",
+    tag = "feedback",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+        ("type" = Option<FeedbackType>, Query, description = "Only this type"),
+        ("status" = Option<ValidationStatus>, Query, description = "Only this validation status"),
+        ("unused" = Option<bool>, Query, description = "Only items not yet used for training"),
+        ("model" = Option<String>, Query, description = "Only this model version"),
+        ("adapter" = Option<String>, Query, description = "Only items linked to this adapter"),
+        ("session" = Option<String>, Query, description = "Only this session"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "One page, newest first", body = ListResponse))
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -147,7 +208,21 @@ pub async fn list(
     }))
 }
 
+/// The longest `hours` window of the stats: 100 years.
+const MAX_WINDOW_HOURS: u64 = 876_000;
+
 /// `GET /feedback/stats?adapter&model&hours`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/llm/feedback/stats",
+    tag = "feedback",
+    params(
+        ("adapter" = Option<String>, Query, description = "Only feedback linked to this adapter (404 if unknown)"),
+        ("model" = Option<String>, Query, description = "Only this model version"),
+        ("hours" = Option<u64>, Query, minimum = 0, maximum = 876000, description = "Only items created in the last N hours (at most 100 years)"),
+    ),
+    responses((status = 200, description = "Counters and positive_ratio", body = crate::service::Stats))
+)]
 pub async fn stats(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -157,7 +232,9 @@ pub async fn stats(
     let query = StatsQuery {
         adapter: q.take("adapter"),
         model: q.take("model"),
-        window_hours: q.number("hours")?,
+        window_hours: q.parse("hours", "an integer from 0 to 876000", |v| {
+            v.parse::<u64>().ok().filter(|h| *h <= MAX_WINDOW_HOURS)
+        })?,
     };
     q.finish()?;
     let org = caller.org().to_owned();
@@ -165,26 +242,50 @@ pub async fn stats(
 }
 
 /// The body of `POST /feedback/{id}/link`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkRequest {
+    /// The adapter to link to (created if unknown).
+    #[schema(required = true, value_type = String)]
     adapter_id: Option<String>,
+    /// Extra JSON context for the edge.
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The response of a link.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkResponse {
+    /// The feedback end.
     feedback_id: String,
+    /// The adapter end.
     adapter_id: String,
+    /// `auto` or `manual`.
+    #[schema(value_type = LinkSource)]
     source: &'static str,
+    /// When the edge was made, ms since epoch.
     created_at: u64,
+    /// The edge's JSON context.
+    #[schema(value_type = Object)]
     metadata: crate::model::Metadata,
+    /// False when the edge existed already.
     created: bool,
+    /// `Link created` or `Link already existed`.
+    #[schema(value_type = String)]
     message: &'static str,
 }
 
 /// `POST /feedback/{id}/link {adapter_id, metadata}`: 201 when made, 200 when it existed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/llm/feedback/{id}/link",
+    tag = "feedback",
+    params(("id" = String, Path, description = "The feedback id")),
+    request_body = LinkRequest,
+    responses(
+        (status = 201, description = "The edge was made", body = LinkResponse),
+        (status = 200, description = "The edge existed already", body = LinkResponse),
+    )
+)]
 pub async fn link(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -222,17 +323,35 @@ pub async fn link(
 }
 
 /// The body of `GET /feedback/by-adapter/{adapter_id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ByAdapterResponse {
+    /// The adapter asked for.
     adapter_id: String,
+    /// The page, newest first.
     feedback: Vec<Feedback>,
+    /// Items on this page.
     count: usize,
+    /// Every FEEDBACK_FOR edge into the adapter, whatever the filters.
     total_linked: usize,
+    /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
 }
 
-/// `GET /feedback/by-adapter/{adapter_id}?limit&unused&cursor`.
+/// `GET /feedback/by-adapter/{adapter_id}?limit&unused&cursor&include_descendants`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/llm/feedback/by-adapter/{adapter_id}",
+    tag = "feedback",
+    params(
+        ("adapter_id" = String, Path, description = "The adapter"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+        ("unused" = Option<bool>, Query, description = "Only items not yet used for training"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("include_descendants" = Option<bool>, Query, description = "Also feedback of adapters derived from it"),
+    ),
+    responses((status = 200, description = "Feedback linked to the adapter", body = ByAdapterResponse))
+)]
 pub async fn by_adapter(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -260,24 +379,49 @@ pub async fn by_adapter(
     }))
 }
 
+/// The body of `GET /feedback/{id}/history`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryResponse {
+    /// The item.
+    feedback_id: String,
+    /// Number of versions.
+    count: usize,
+    /// Every version, oldest first.
+    versions: Vec<HistoryEntry>,
+}
+
 /// `GET /feedback/{id}/history`: every version, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/llm/feedback/{id}/history",
+    tag = "feedback",
+    params(("id" = String, Path, description = "The feedback id")),
+    responses((status = 200, description = "The item's versions", body = HistoryResponse))
+)]
 pub async fn history(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiPath(id): ApiPath,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HistoryResponse>, ApiError> {
     caller.require(Role::User)?;
     let org = caller.org().to_owned();
     let fid = id.clone();
     let versions = state.run(move |s| s.history(&org, &fid)).await?;
-    Ok(Json(serde_json::json!({
-        "feedback_id": id,
-        "count": versions.len(),
-        "versions": versions.iter().map(HistoryVersion::to_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(HistoryResponse {
+        feedback_id: id,
+        count: versions.len(),
+        versions: versions.iter().map(HistoryVersion::entry).collect(),
+    }))
 }
 
 /// `GET /feedback/{id}/impact`: the batches and adapters an item's training reached.
+#[utoipa::path(
+    get,
+    path = "/api/v1/llm/feedback/{id}/impact",
+    tag = "feedback",
+    params(("id" = String, Path, description = "The feedback id")),
+    responses((status = 200, description = "Batches and adapters the item reached", body = crate::service::training::Impact))
+)]
 pub async fn impact(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -289,6 +433,17 @@ pub async fn impact(
 }
 
 /// `PATCH /feedback/{id}` `{validation_status, reason}` (admin): review an item.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/llm/feedback/{id}",
+    tag = "feedback",
+    params(("id" = String, Path, description = "The feedback id")),
+    request_body = crate::service::training::ReviewRequest,
+    responses(
+        (status = 200, description = "The item after review", body = crate::service::training::Reviewed),
+        (status = 409, description = "The item cannot take that status now", body = ErrorBody),
+    )
+)]
 pub async fn review(
     State(state): State<Arc<AppState>>,
     AdminCaller(caller): AdminCaller,
@@ -300,24 +455,47 @@ pub async fn review(
 }
 
 /// The body of `POST /feedback/mark-used`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkUsedRequest {
+    /// The items to mark used.
+    #[schema(min_items = 1, max_items = 10000)]
     ids: Vec<String>,
     /// Refused when present: batch ids come from the server (see [`mark_used`]).
     #[serde(default)]
+    #[schema(ignore)]
     training_batch_id: Option<serde_json::Value>,
+}
+
+/// The answer of `POST /feedback/mark-used`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MarkUsedResponse {
+    /// The new committed batch the items now belong to; null when none was marked.
+    training_batch_id: Option<u64>,
+    /// Items marked by this call.
+    marked: usize,
+    /// Items another batch holds or leases.
+    conflicts: usize,
+    /// One result per id, in request order.
+    results: Vec<MarkResult>,
 }
 
 /// `POST /feedback/mark-used {ids}` (trainer): marks the items used as a new committed
 /// batch and answers its `training_batch_id` with per-id results. Batch ids come from the
 /// org's batch counter, which claims use too, so a client cannot name one: a request with
 /// `training_batch_id` is a 400.
+#[utoipa::path(
+    post,
+    path = "/api/v1/llm/feedback/mark-used",
+    tag = "training",
+    request_body = MarkUsedRequest,
+    responses((status = 200, description = "Per-id results and the new batch", body = MarkUsedResponse))
+)]
 pub async fn mark_used(
     State(state): State<Arc<AppState>>,
     TrainerCaller(caller): TrainerCaller,
     ApiJson(req): ApiJson<MarkUsedRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MarkUsedResponse>, ApiError> {
     if req.training_batch_id.is_some() {
         return Err(ApiError::BadRequest(
             "'training_batch_id' is assigned by the server: omit it, and mark-used records \
@@ -330,10 +508,10 @@ pub async fn mark_used(
     let (batch, results) = state.run(move |s| s.mark_used(&actor, req.ids)).await?;
     let marked = results.iter().filter(|r| r.result == "marked").count();
     let conflicts = results.iter().filter(|r| r.status == 409).count();
-    Ok(Json(serde_json::json!({
-        "training_batch_id": batch,
-        "marked": marked,
-        "conflicts": conflicts,
-        "results": results,
-    })))
+    Ok(Json(MarkUsedResponse {
+        training_batch_id: batch,
+        marked,
+        conflicts,
+        results,
+    }))
 }

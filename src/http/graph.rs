@@ -10,29 +10,42 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::Role;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, Caller};
-use crate::cypher::QueryResult;
+use crate::cypher::{NamedQuery, QueryResult};
 
 /// The body of `POST /graph/query`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
+    /// A read-only openCypher query.
+    #[schema(required = true, value_type = String, pattern = "\\S")]
     query: Option<String>,
+    /// Values of the query's `$parameters`, by name.
     #[serde(default)]
     params: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The body of `POST /graph/queries/{name}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamedRequest {
+    /// Values of the query's `$parameters`, by name.
     #[serde(default)]
     params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The answer of `GET /graph/queries`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NamedQueries {
+    /// Number of named queries.
+    count: usize,
+    /// The queries.
+    queries: Vec<NamedQuery>,
 }
 
 /// Raises a query's cancel flag when dropped: when the handler finishes (the query is done
@@ -46,6 +59,13 @@ impl Drop for CancelOnDrop {
 }
 
 /// `POST /graph/query {query, params}` -> `{columns, rows, stats}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/llm/graph/query",
+    tag = "graph",
+    request_body = QueryRequest,
+    responses((status = 200, description = "Columns, rows and what the query cost", body = QueryResult))
+)]
 pub async fn query(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -67,18 +87,33 @@ pub async fn query(
 }
 
 /// `GET /graph/queries`: the named queries shipped in `queries/`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/llm/graph/queries",
+    tag = "graph",
+    responses((status = 200, description = "The named queries", body = NamedQueries))
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<NamedQueries>, ApiError> {
     caller.require(Role::User)?;
     let queries = state.service()?.named_queries();
-    Ok(Json(
-        serde_json::json!({ "count": queries.len(), "queries": queries }),
-    ))
+    Ok(Json(NamedQueries {
+        count: queries.len(),
+        queries,
+    }))
 }
 
 /// `POST /graph/queries/{name} {params}`: runs a named query.
+#[utoipa::path(
+    post,
+    path = "/api/v1/llm/graph/queries/{name}",
+    tag = "graph",
+    params(("name" = String, Path, description = "A name from GET /graph/queries")),
+    request_body = NamedRequest,
+    responses((status = 200, description = "Columns, rows and what the query cost", body = QueryResult))
+)]
 pub async fn run_named(
     State(state): State<Arc<AppState>>,
     caller: Caller,

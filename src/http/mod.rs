@@ -12,6 +12,8 @@ pub mod error;
 pub mod extract;
 pub mod feedback;
 pub mod graph;
+pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod training;
 
@@ -22,8 +24,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
 use axum::http::{Method, Uri};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, get, on};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, ServerConfig};
@@ -49,6 +52,9 @@ pub enum HttpError {
     /// Opening the data directory failed.
     #[error("opening the data directory: {0}")]
     Open(#[from] ServiceError),
+    /// The metrics endpoint's settings are unusable.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
     /// A background task died.
     #[error("server task failed: {0}")]
     Task(String),
@@ -60,6 +66,7 @@ pub struct AppState {
     service: OnceLock<Arc<Service>>,
     auth: Authenticator,
     limits: RateLimits,
+    telemetry: metrics::Telemetry,
 }
 
 impl AppState {
@@ -77,24 +84,50 @@ impl AppState {
         F: FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
     {
         let service = self.service()?;
-        tokio::task::spawn_blocking(move || f(&service))
+        // The request's span goes along, so log lines on the blocking pool carry its id.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&service)))
             .await
             .map_err(|e| ApiError::Internal(format!("service task failed: {e}")))?
             .map_err(ApiError::from)
     }
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// The answer of the health and readiness probes.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (healthz) or `ready` (readyz).
+    #[schema(value_type = String)]
+    status: &'static str,
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+/// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `GET /readyz`: the store is open and the graph built.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Ready to serve the API", body = Health))
+)]
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     // Not ready either while opening or once the store refuses writes after a failed sync.
     if let Err(e) = state.service()?.store().check_writable() {
         tracing::warn!("not ready: {e}");
         return Err(ApiError::Unavailable(error::STORE_REFUSING.to_owned()));
     }
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    Ok(Json(Health { status: "ready" }))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -124,49 +157,134 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
     )))
 }
 
-/// The span of one request: method, path and request id (set by [`conn`]).
-fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let id = req
-        .headers()
-        .get(conn::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+/// A method of the API, as routes declare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// PATCH
+    Patch,
+}
+
+impl Verb {
+    /// The method's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Patch => "PATCH",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Patch => MethodFilter::PATCH,
+        }
+    }
+}
+
+/// The router under construction and the list of what it serves: every route goes
+/// through [`Routes::add`], so the list is the router's own (the OpenAPI test compares
+/// it with the document).
+struct Routes {
+    router: Router<Arc<AppState>>,
+    list: Vec<(Verb, &'static str)>,
+}
+
+impl Routes {
+    /// Serves `handler` for `verb` on the path template `path`; its responses carry the
+    /// template for the request metrics.
+    fn add<H, T>(mut self, verb: Verb, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        // A synchronous map of the response: no boxed future per request.
+        let tagged = on(verb.filter(), handler).layer(tower::util::MapResponseLayer::new(
+            move |mut response: axum::response::Response| {
+                response.extensions_mut().insert(metrics::RouteTag(path));
+                response
+            },
+        ));
+        self.router = self.router.route(path, tagged);
+        self.list.push((verb, path));
+        self
+    }
+}
+
+/// Every route of the server, with its handler.
+fn routes() -> Routes {
+    use Verb::{Get, Patch, Post};
+    let r = Routes {
+        router: Router::new(),
+        list: Vec::new(),
+    };
+    r.add(Get, "/healthz", healthz)
+        .add(Get, "/readyz", readyz)
+        .add(Get, "/metrics", metrics::metrics)
+        .add(Get, "/openapi.json", openapi::document)
+        .add(Post, "/api/v1/llm/feedback", feedback::submit)
+        .add(Get, "/api/v1/llm/feedback", feedback::list)
+        .add(Get, "/api/v1/llm/feedback/stats", feedback::stats)
+        .add(
+            Get,
+            "/api/v1/llm/feedback/by-adapter/{adapter_id}",
+            feedback::by_adapter,
+        )
+        .add(Post, "/api/v1/llm/feedback/mark-used", feedback::mark_used)
+        .add(Get, "/api/v1/llm/feedback/{id}", feedback::get)
+        .add(Patch, "/api/v1/llm/feedback/{id}", feedback::review)
+        .add(Post, "/api/v1/llm/feedback/{id}/link", feedback::link)
+        .add(Get, "/api/v1/llm/feedback/{id}/history", feedback::history)
+        .add(Get, "/api/v1/llm/feedback/{id}/impact", feedback::impact)
+        .add(Post, "/api/v1/llm/adapters", training::create_adapter)
+        .add(Get, "/api/v1/llm/adapters/{id}", training::get_adapter)
+        .add(Get, "/api/v1/llm/adapters/{id}/lineage", training::lineage)
+        .add(
+            Get,
+            "/api/v1/llm/adapters/{id}/descendants",
+            training::descendants,
+        )
+        .add(Post, "/api/v1/llm/training/batches", training::claim)
+        .add(Get, "/api/v1/llm/training/batches", training::list_batches)
+        .add(
+            Get,
+            "/api/v1/llm/training/batches/{id}",
+            training::get_batch,
+        )
+        .add(
+            Post,
+            "/api/v1/llm/training/batches/{id}/commit",
+            training::commit,
+        )
+        .add(
+            Post,
+            "/api/v1/llm/training/batches/{id}/abort",
+            training::abort,
+        )
+        .add(
+            Get,
+            "/api/v1/llm/training/batches/{id}/export",
+            training::export,
+        )
+        .add(Post, "/api/v1/llm/graph/query", graph::query)
+        .add(Get, "/api/v1/llm/graph/queries", graph::list)
+        .add(Post, "/api/v1/llm/graph/queries/{name}", graph::run_named)
+}
+
+/// The method and path template of every route the router serves (test-only routes
+/// aside), in the order they were added.
+pub fn route_list() -> Vec<(Verb, &'static str)> {
+    routes().list
 }
 
 /// The application router.
 pub fn router(state: Arc<AppState>, server: &ServerConfig) -> Router {
-    let api = Router::new()
-        .route("/feedback", post(feedback::submit).get(feedback::list))
-        .route("/feedback/stats", get(feedback::stats))
-        .route(
-            "/feedback/by-adapter/{adapter_id}",
-            get(feedback::by_adapter),
-        )
-        .route("/feedback/mark-used", post(feedback::mark_used))
-        .route("/feedback/{id}", get(feedback::get).patch(feedback::review))
-        .route("/feedback/{id}/link", post(feedback::link))
-        .route("/feedback/{id}/history", get(feedback::history))
-        .route("/feedback/{id}/impact", get(feedback::impact))
-        .route("/adapters", post(training::create_adapter))
-        .route("/adapters/{id}", get(training::get_adapter))
-        .route("/adapters/{id}/lineage", get(training::lineage))
-        .route("/adapters/{id}/descendants", get(training::descendants))
-        .route(
-            "/training/batches",
-            post(training::claim).get(training::list_batches),
-        )
-        .route("/training/batches/{id}", get(training::get_batch))
-        .route("/training/batches/{id}/commit", post(training::commit))
-        .route("/training/batches/{id}/abort", post(training::abort))
-        .route("/training/batches/{id}/export", get(training::export))
-        .route("/graph/query", post(graph::query))
-        .route("/graph/queries", get(graph::list))
-        .route("/graph/queries/{name}", post(graph::run_named));
-    let mut app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .nest("/api/v1/llm", api);
+    let mut app = routes().router;
     if server.enable_test_routes {
         app = app.route("/__test/panic", get(test_panic));
     }
@@ -176,7 +294,11 @@ pub fn router(state: Arc<AppState>, server: &ServerConfig) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+        // Outside the catch-panic layer, so a handler's panic is counted as its 500.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -252,6 +374,7 @@ pub async fn start(
         service: OnceLock::new(),
         auth,
         limits: RateLimits::new(&config.rate_limit),
+        telemetry: metrics::Telemetry::new(&config.metrics)?,
     });
 
     let (ready_tx, ready_rx) = watch::channel(None);
@@ -262,6 +385,7 @@ pub async fn start(
             let opened = tokio::task::spawn_blocking(move || Service::open(&config)).await;
             let result = match opened {
                 Ok(Ok(service)) => {
+                    state.telemetry.register_service(&service);
                     let _ = state.service.set(Arc::new(service));
                     tracing::info!("store open and graph built; ready");
                     Ok(())

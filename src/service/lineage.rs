@@ -8,7 +8,7 @@ use super::{Service, ServiceError, Stats, StatsQuery};
 use crate::model::Adapter;
 
 /// An adapter with its feedback counters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AdapterSummary {
     /// The adapter.
     #[serde(flatten)]
@@ -20,7 +20,7 @@ pub struct AdapterSummary {
 }
 
 /// One adapter in a lineage or descendant list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LineageEntry {
     /// Adapter id.
     pub id: String,

@@ -7,6 +7,7 @@
 
 pub mod dump;
 pub mod lineage;
+pub mod metrics;
 pub mod query;
 pub mod training;
 
@@ -137,7 +138,7 @@ pub struct StatsQuery {
 }
 
 /// The seed's counters, plus the mean score where items carry one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stats {
     /// Items in scope.
     pub total_feedback: u64,
@@ -201,10 +202,11 @@ pub struct LinkOutcome {
 }
 
 /// An adapter creation request.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAdapter {
     /// Adapter id.
+    #[schema(required = true, value_type = String)]
     pub id: Option<String>,
     /// Version label.
     pub version: Option<String>,
@@ -390,6 +392,7 @@ pub struct Service {
     claim_locks: parking_lot::Mutex<HashMap<String, Arc<parking_lot::Mutex<()>>>>,
     query_limits: crate::cypher::QueryLimits,
     query_gate: query::QueryGate,
+    query_metrics: metrics::QueryMetrics,
 }
 
 /// A submission in sled that waits for its sync before it is acknowledged and indexed.
@@ -428,7 +431,8 @@ impl Drop for FinishOnDrop<'_> {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(finish);
+                // In the request's span, so its log lines carry the request id.
+                runtime.spawn(tracing::Instrument::in_current_span(finish));
             }
             // Outside a runtime nobody polls futures: the item is stored and will be
             // durable, and the next start indexes it.
@@ -461,7 +465,14 @@ impl Service {
                 max_memory: config.query.max_memory_bytes,
             },
             query_gate: query::QueryGate::new(config.query.max_concurrent_per_org),
+            query_metrics: metrics::QueryMetrics::new(config.metrics.per_org_labels),
         })
+    }
+
+    /// Adds the instruments of the service and its store to `registry` (see `/metrics`).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.store.register_metrics(registry);
+        self.query_metrics.register(registry);
     }
 
     /// The store (for tools that need raw access, such as consistency checks).

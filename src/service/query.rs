@@ -174,7 +174,28 @@ impl Service {
         cancel: &AtomicBool,
     ) -> Result<QueryResult, ServiceError> {
         super::check_org(org)?;
-        let _slot = self.query_gate.enter(org).map_err(ServiceError::Query)?;
+        let started = std::time::Instant::now();
+        let result = self.run_query(org, text, params, cancel);
+        let took = started.elapsed();
+        self.query_metrics.record(org, took, &result);
+        tracing::debug!(
+            org,
+            elapsed_us = took.as_micros() as u64,
+            ok = result.is_ok(),
+            "graph query finished"
+        );
+        result.map_err(ServiceError::Query)
+    }
+
+    /// One query within the org's place in the gate.
+    fn run_query(
+        &self,
+        org: &str,
+        text: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+        cancel: &AtomicBool,
+    ) -> Result<QueryResult, CypherError> {
+        let _slot = self.query_gate.enter(org)?;
         let source = StoreText {
             store: &self.store,
             org,
@@ -190,7 +211,7 @@ impl Service {
         if matches!(result, Err(CypherError::Cancelled)) {
             tracing::info!(org, "a graph query was cancelled: its client went away");
         }
-        result.map_err(ServiceError::Query)
+        result
     }
 
     /// Runs one of the named queries of `queries/`.

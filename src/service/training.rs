@@ -32,7 +32,7 @@ pub const DEFAULT_LEASE_SECS: u64 = 3600;
 pub const MAX_LEASE_SECS: u64 = 7 * 86_400;
 
 /// A claim request.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// Only feedback linked to this adapter.
@@ -43,13 +43,15 @@ pub struct ClaimRequest {
     #[serde(default)]
     pub include_descendants: bool,
     /// How many items at most (1..=10,000).
+    #[schema(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
     /// Lease length in seconds (default 3600, at most 7 days).
+    #[schema(minimum = 1, maximum = 604800)]
     pub lease_seconds: Option<u64>,
 }
 
 /// A commit request.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitRequest {
     /// The adapter trained on the batch (created if unknown).
@@ -59,9 +61,10 @@ pub struct CommitRequest {
 }
 
 /// A batch as clients see it: the stored batch plus derived state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BatchView {
     /// `leased`, `expired`, `committed` or `aborted`.
+    #[schema(value_type = String, pattern = "^(leased|expired|committed|aborted)$")]
     pub state: &'static str,
     /// The batch id.
     pub batch_id: u64,
@@ -95,7 +98,7 @@ impl BatchView {
 }
 
 /// A claimed batch and its items.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Claimed {
     /// The batch.
     #[serde(flatten)]
@@ -105,7 +108,7 @@ pub struct Claimed {
 }
 
 /// What happened to one id of a mark-used request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MarkResult {
     /// The feedback id.
     pub id: String,
@@ -113,6 +116,7 @@ pub struct MarkResult {
     pub status: u16,
     /// `marked`, `already_marked` (listed twice in one call), `not_found`,
     /// `used_by_other_batch`, `leased_to_other_batch`.
+    #[schema(value_type = String)]
     pub result: &'static str,
     /// The batch already holding the item, on conflict.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,7 +169,7 @@ pub struct Export {
 }
 
 /// Where a feedback item's training reached.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Impact {
     /// The item.
     pub feedback_id: String,
@@ -180,12 +184,13 @@ pub struct Impact {
 }
 
 /// One batch in an impact report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BatchImpact {
     /// The batch id.
     pub batch_id: u64,
     /// Its state, or `external` for a batch id that an older release let mark-used set
     /// without a batch record.
+    #[schema(value_type = String)]
     pub state: &'static str,
     /// The adapter trained on it.
     pub trained_adapter_id: Option<String>,
@@ -196,17 +201,19 @@ pub struct BatchImpact {
 }
 
 /// A review decision.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewRequest {
     /// `approved` or `rejected`.
+    #[schema(required = true, value_type = String, pattern = "^(approved|rejected)$")]
     pub validation_status: Option<String>,
     /// Why (required).
+    #[schema(required = true, value_type = String, pattern = "\\S")]
     pub reason: Option<String>,
 }
 
 /// The result of a review.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reviewed {
     /// The item after review.
     pub feedback: Feedback,

@@ -330,7 +330,7 @@ pub struct Lease {
 }
 
 /// Where a training batch is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchState {
     /// Items are leased to it until `lease_expires_at`.
@@ -342,7 +342,7 @@ pub enum BatchState {
 }
 
 /// One item as it was trained: its id and a hash of its content at commit time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ManifestEntry {
     /// Feedback id.
     pub feedback_id: String,
@@ -351,7 +351,7 @@ pub struct ManifestEntry {
 }
 
 /// A training batch: items claimed together, then committed (used) or aborted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Batch {
     /// Numeric id (the items' `training_batch_id` once committed).
     pub id: u64,
@@ -745,6 +745,11 @@ impl Store {
     /// How many idempotency entries are stored, expired or not.
     pub fn idempotency_entries(&self) -> usize {
         self.idempotency.len()
+    }
+
+    /// Adds the store's instruments (group-commit batch sizes, sync times) to `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.syncer.metrics().register(registry);
     }
 
     /// Fails once a sync failed: the store then refuses every write until it is reopened
