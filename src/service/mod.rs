@@ -7,6 +7,7 @@
 
 pub mod dump;
 pub mod lineage;
+pub mod overview;
 pub mod query;
 pub mod training;
 
