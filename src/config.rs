@@ -32,6 +32,29 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Graph query limits.
     pub query: QueryConfig,
+    /// The review console under `/console`.
+    pub console: ConsoleConfig,
+}
+
+/// The browser console served under `/console`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console (default true).
+    pub enabled: bool,
+    /// Mark the sign-in cookie `Secure`, so browsers send it only over HTTPS. Turn it on
+    /// when the server is reached through TLS (for example behind a terminating proxy);
+    /// plain `http://` sign-ins stop working then.
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            secure_cookie: false,
+        }
+    }
 }
 
 /// The HTTP listener.
@@ -197,6 +220,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
             query: QueryConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod feedback;
@@ -26,7 +27,7 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use tokio::sync::{oneshot, watch};
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, ConsoleConfig, ServerConfig};
 use crate::service::{Service, ServiceError};
 use auth::Authenticator;
 use error::ApiError;
@@ -135,7 +136,7 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
 }
 
 /// The application router.
-pub fn router(state: Arc<AppState>, server: &ServerConfig) -> Router {
+pub fn router(state: Arc<AppState>, server: &ServerConfig, console: &ConsoleConfig) -> Router {
     let api = Router::new()
         .route("/feedback", post(feedback::submit).get(feedback::list))
         .route("/feedback/stats", get(feedback::stats))
@@ -169,6 +170,9 @@ pub fn router(state: Arc<AppState>, server: &ServerConfig) -> Router {
         .nest("/api/v1/llm", api);
     if server.enable_test_routes {
         app = app.route("/__test/panic", get(test_panic));
+    }
+    if console.enabled {
+        app = app.nest("/console", console::router(state.clone(), console));
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -292,7 +296,7 @@ pub async fn start(
     }
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let app = router(state.clone(), &config.server);
+    let app = router(state.clone(), &config.server, &config.console);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let limits = conn::ConnLimits::from_config(&config.server);
     let task = tokio::spawn(async move {
