@@ -1123,6 +1123,6 @@ mod tests {
     #[test]
     fn times_are_shown_in_utc() {
         assert_eq!(when(0), "1970-01-01 00:00 UTC");
-        assert_eq!(when(1_790_063_117_318), "2026-09-22 06:25 UTC");
+        assert_eq!(when(1_790_063_117_318), "2026-09-22 07:45 UTC");
     }
 }
