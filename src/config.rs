@@ -36,6 +36,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Log output.
     pub log: LogConfig,
+    /// The review console under `/console`.
+    pub console: ConsoleConfig,
 }
 
 /// The Prometheus endpoint `/metrics`.
@@ -83,6 +85,27 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// The browser console served under `/console`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console (default true).
+    pub enabled: bool,
+    /// Mark the sign-in cookie `Secure`, so browsers send it only over HTTPS. Turn it on
+    /// when the server is reached through TLS (for example behind a terminating proxy);
+    /// plain `http://` sign-ins stop working then.
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            secure_cookie: false,
+        }
+    }
 }
 
 /// The HTTP listener.
@@ -250,6 +273,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }

@@ -328,6 +328,21 @@ impl OrgGraph {
         }
     }
 
+    /// Feedback rows oldest first (ids are time-ordered), strictly after `after` if given.
+    pub fn feedback_oldest_first<'a>(
+        &'a self,
+        after: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = u32> + 'a> {
+        match after {
+            None => Box::new(self.feedback_by_id.values().copied()),
+            Some(c) => Box::new(
+                self.feedback_by_id
+                    .range::<str, _>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                    .map(|(_, &r)| r),
+            ),
+        }
+    }
+
     /// Rows of the feedback in a session.
     pub fn session_rows(&self, session: &str) -> &[u32] {
         self.strings

@@ -232,6 +232,11 @@ impl QueryParams {
             .unwrap_or(false))
     }
 
+    /// A non-negative integer parameter.
+    pub fn number(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.parse(name, "a non-negative integer", |v| v.parse().ok())
+    }
+
     /// Refuses any parameter not taken yet.
     pub fn finish(self) -> Result<(), ApiError> {
         match self.0.into_keys().next() {

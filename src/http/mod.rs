@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod feedback;
@@ -29,7 +30,7 @@ use axum::http::{Method, Uri};
 use axum::routing::{MethodFilter, get, on};
 use tokio::sync::{oneshot, watch};
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, ConsoleConfig, ServerConfig};
 use crate::service::{Service, ServiceError};
 use auth::Authenticator;
 use error::ApiError;
@@ -283,10 +284,13 @@ pub fn route_list() -> Vec<(Verb, &'static str)> {
 }
 
 /// The application router.
-pub fn router(state: Arc<AppState>, server: &ServerConfig) -> Router {
+pub fn router(state: Arc<AppState>, server: &ServerConfig, console: &ConsoleConfig) -> Router {
     let mut app = routes().router;
     if server.enable_test_routes {
         app = app.route("/__test/panic", get(test_panic));
+    }
+    if console.enabled {
+        app = app.nest("/console", console::router(state.clone(), console));
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -416,7 +420,7 @@ pub async fn start(
     }
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let app = router(state.clone(), &config.server);
+    let app = router(state.clone(), &config.server, &config.console);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let limits = conn::ConnLimits::from_config(&config.server);
     let task = tokio::spawn(async move {

@@ -8,6 +8,7 @@
 pub mod dump;
 pub mod lineage;
 pub mod metrics;
+pub mod overview;
 pub mod query;
 pub mod training;
 

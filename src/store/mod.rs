@@ -1466,6 +1466,29 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` batches of `org`, newest (highest id) first, with ids below `before`
+    /// if given: one page of the org's batches, read by a reverse range scan.
+    pub fn batches_page(
+        &self,
+        org: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Batch>, StoreError> {
+        let start = keys::batch(org, 0);
+        let range = match before {
+            Some(id) => self.batches.range(start..keys::batch(org, id)),
+            None => self.batches.range(start..=keys::batch(org, u64::MAX)),
+        };
+        range
+            .rev()
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("batches", &k, &v)
+            })
+            .collect()
+    }
+
     /// One feedback record (item and edges) of `org`, if present.
     pub fn get_record(&self, org: &str, id: &str) -> Result<Option<FeedbackRecord>, StoreError> {
         self.read_record(&keys::record(org, id))

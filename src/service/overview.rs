@@ -1,0 +1,387 @@
+//! Read models for the review console: the review queue, the adapter lineage forest, the
+//! dashboard's day series and pages of training batches.
+//!
+//! Each answers from the org's graph snapshot (counters, orders, filters) and loads from
+//! the store only the records of the page it returns, so a page costs at most one pass
+//! over the graph's columns, never a read of every record, however large the org.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use super::training::BatchView;
+use super::{Service, ServiceError, Stats, check_cursor, effective_limit};
+use crate::graph::{OrgGraph, Sym};
+use crate::model::{Feedback, FeedbackType, Millis, ValidationStatus, now_millis};
+
+/// One day in milliseconds.
+pub const DAY_MS: Millis = 86_400_000;
+/// Most days a dashboard covers.
+pub const MAX_DAYS: u32 = 366;
+/// Most roots one lineage page draws.
+pub const MAX_ROOTS_PER_PAGE: usize = 50;
+
+/// One page of the review queue: flagged and pending items, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueuePage {
+    /// The items of this page, oldest first.
+    pub items: Vec<Feedback>,
+    /// How many items wait for review in the whole org (this page included).
+    pub remaining: usize,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Whether an item waits for a reviewer.
+pub fn awaits_review(status: ValidationStatus) -> bool {
+    matches!(
+        status,
+        ValidationStatus::Flagged | ValidationStatus::Pending
+    )
+}
+
+/// One adapter in the lineage forest, in depth-first order (parents before children).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForestNode {
+    /// Adapter id.
+    pub id: String,
+    /// Its version label.
+    pub version: Option<String>,
+    /// Its base model.
+    pub base_model: Option<String>,
+    /// Steps from its root (0 = a root).
+    pub depth: usize,
+    /// Index of its parent in [`Forest::nodes`] (`None` for a root).
+    pub parent: Option<usize>,
+    /// Feedback items linked to it (FEEDBACK_FOR in-degree).
+    pub feedback: u64,
+    /// Of those, thumbs up.
+    pub positive: u64,
+    /// Children left out because the page reached its node limit.
+    pub hidden_children: usize,
+}
+
+impl ForestNode {
+    /// positive / feedback, or `None` without feedback.
+    pub fn positive_ratio(&self) -> Option<f64> {
+        (self.feedback > 0).then(|| self.positive as f64 / self.feedback as f64)
+    }
+}
+
+/// One page of the org's adapter lineage: whole trees under a page of roots.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Forest {
+    /// The adapters drawn, each tree depth first, children by id.
+    pub nodes: Vec<ForestNode>,
+    /// Adapters without a parent in the org (lineage roots).
+    pub roots_total: usize,
+    /// Adapters in the org.
+    pub adapters_total: usize,
+    /// The first root of this page (0-based, roots sorted by id).
+    pub first_root: usize,
+    /// Whether further roots follow.
+    pub more: bool,
+}
+
+/// One named line of a dashboard chart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    /// Adapter id or model version.
+    pub name: String,
+    /// Items per day.
+    pub count: Vec<u64>,
+    /// Thumbs up per day.
+    pub positive: Vec<u64>,
+}
+
+impl Series {
+    fn new(name: String, days: usize) -> Series {
+        Series {
+            name,
+            count: vec![0; days],
+            positive: vec![0; days],
+        }
+    }
+
+    fn add(&mut self, day: usize, positive: bool) {
+        if let (Some(c), Some(p)) = (self.count.get_mut(day), self.positive.get_mut(day)) {
+            *c += 1;
+            *p += u64::from(positive);
+        }
+    }
+
+    /// Items over all days.
+    pub fn total(&self) -> u64 {
+        self.count.iter().sum()
+    }
+}
+
+/// The dashboard's numbers: per-day series over a window ending at the newest item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dashboard {
+    /// Start of each day (ms since epoch, UTC midnight), oldest first.
+    pub days: Vec<Millis>,
+    /// Every item of the org per day.
+    pub all: Series,
+    /// The adapters with the most feedback in the window.
+    pub adapters: Vec<Series>,
+    /// The model versions with the most feedback in the window.
+    pub models: Vec<Series>,
+    /// The org's counters over all time.
+    pub totals: Stats,
+}
+
+/// Fills `series[i]` for the rows of `rows` that fall in the window.
+fn bucket(g: &OrgGraph, rows: &[u32], first_day: Millis, series: &mut Series) {
+    for &r in rows {
+        let Some(f) = g.feedback().get(r as usize) else {
+            continue;
+        };
+        if f.created_at >= first_day {
+            let day = ((f.created_at - first_day) / DAY_MS) as usize;
+            series.add(day, f.feedback_type == FeedbackType::Positive);
+        }
+    }
+}
+
+impl Service {
+    /// The review queue of `org`: flagged and pending items oldest first, `limit` at a time
+    /// after the item `after`, with the number of items waiting in the whole org.
+    pub fn review_queue(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<QueuePage, ServiceError> {
+        let limit = effective_limit(limit)?;
+        let snapshot = self.graph.org(org);
+        check_cursor(snapshot.as_deref(), after)?;
+        let Some(g) = snapshot else {
+            return Ok(QueuePage {
+                items: Vec::new(),
+                remaining: 0,
+                next_cursor: None,
+            });
+        };
+        let remaining = g
+            .feedback()
+            .iter()
+            .filter(|f| awaits_review(f.status))
+            .count();
+        let mut ids: Vec<Arc<str>> = Vec::with_capacity(limit.min(64));
+        let mut more = false;
+        for r in g.feedback_oldest_first(after) {
+            let f = &g.feedback()[r as usize];
+            if !awaits_review(f.status) {
+                continue;
+            }
+            if ids.len() == limit {
+                more = true;
+                break;
+            }
+            ids.push(f.id.clone());
+        }
+        let next_cursor = if more {
+            ids.last().map(|s| s.to_string())
+        } else {
+            None
+        };
+        drop(g);
+        Ok(QueuePage {
+            items: self.load(org, ids)?,
+            remaining,
+            next_cursor,
+        })
+    }
+
+    /// One page of the org's adapter lineage: the trees under roots `first_root..` (roots
+    /// sorted by id) until `roots` roots or `max_nodes` adapters are drawn, whichever comes
+    /// first (a tree cut short says how many children it left out).
+    pub fn lineage_forest(
+        &self,
+        org: &str,
+        first_root: usize,
+        roots: usize,
+        max_nodes: usize,
+    ) -> Result<Forest, ServiceError> {
+        if !(1..=MAX_ROOTS_PER_PAGE).contains(&roots) {
+            return Err(ServiceError::BadRequest(format!(
+                "roots per page must be between 1 and {MAX_ROOTS_PER_PAGE}, got {roots}"
+            )));
+        }
+        let Some(g) = self.graph.org(org) else {
+            return Ok(Forest {
+                nodes: Vec::new(),
+                roots_total: 0,
+                adapters_total: 0,
+                first_root,
+                more: false,
+            });
+        };
+        let name = |row: u32| g.strings().resolve(g.adapters()[row as usize].id);
+        let mut root_rows: Vec<u32> = (0..g.adapters().len() as u32)
+            .filter(|&r| g.adapters()[r as usize].parent.is_none())
+            .collect();
+        root_rows.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
+        let mut nodes: Vec<ForestNode> = Vec::new();
+        let mut next_root = first_root;
+        for &root in root_rows.iter().skip(first_root).take(roots) {
+            if !nodes.is_empty() && nodes.len() >= max_nodes {
+                break;
+            }
+            next_root += 1;
+            // Depth first with an explicit stack: (row, depth, parent index).
+            let mut stack: Vec<(u32, usize, Option<usize>)> = vec![(root, 0, None)];
+            while let Some((row, depth, parent)) = stack.pop() {
+                if nodes.len() >= max_nodes.max(1) {
+                    if let Some(p) = parent.and_then(|p| nodes.get_mut(p)) {
+                        p.hidden_children += 1;
+                    }
+                    continue;
+                }
+                let a = &g.adapters()[row as usize];
+                let linked = g.feedback_in(row);
+                let positive = linked
+                    .iter()
+                    .filter(|&&f| {
+                        g.feedback()
+                            .get(f as usize)
+                            .is_some_and(|f| f.feedback_type == FeedbackType::Positive)
+                    })
+                    .count() as u64;
+                let index = nodes.len();
+                nodes.push(ForestNode {
+                    id: name(row).to_owned(),
+                    version: g.text(a.version).map(str::to_owned),
+                    base_model: g.text(a.base_model).map(str::to_owned),
+                    depth,
+                    parent,
+                    feedback: linked.len() as u64,
+                    positive,
+                    hidden_children: 0,
+                });
+                let mut children: Vec<u32> = g.child_rows(row).to_vec();
+                // Popped in reverse, so the stack yields children by id.
+                children.sort_unstable_by(|&a, &b| name(b).cmp(name(a)));
+                stack.extend(children.into_iter().map(|c| (c, depth + 1, Some(index))));
+            }
+        }
+        Ok(Forest {
+            nodes,
+            roots_total: root_rows.len(),
+            adapters_total: g.adapters().len(),
+            first_root,
+            more: next_root < root_rows.len(),
+        })
+    }
+
+    /// The dashboard of `org` over `days` days (1..=366) ending with the day of its newest
+    /// item (today when it has none), with the `top` busiest adapters and models.
+    pub fn dashboard(&self, org: &str, days: u32, top: usize) -> Result<Dashboard, ServiceError> {
+        if !(1..=MAX_DAYS).contains(&days) {
+            return Err(ServiceError::BadRequest(format!(
+                "days must be between 1 and {MAX_DAYS}, got {days}"
+            )));
+        }
+        let n = days as usize;
+        let g = self.graph.org(org);
+        let newest = g
+            .as_deref()
+            .and_then(|g| g.feedback().iter().map(|f| f.created_at).max())
+            .unwrap_or_else(now_millis);
+        let last_day = newest - newest % DAY_MS;
+        let first_day = last_day.saturating_sub(DAY_MS * (u64::from(days) - 1));
+        let day_starts: Vec<Millis> = (0..n as u64).map(|i| first_day + i * DAY_MS).collect();
+        let mut all = Series::new("all".into(), n);
+        let Some(g) = g else {
+            return Ok(Dashboard {
+                days: day_starts,
+                all,
+                adapters: Vec::new(),
+                models: Vec::new(),
+                totals: Stats::default(),
+            });
+        };
+        let mut models: FxHashMap<Sym, Series> = FxHashMap::default();
+        for f in g.feedback() {
+            if f.created_at < first_day {
+                continue;
+            }
+            let day = ((f.created_at - first_day) / DAY_MS) as usize;
+            let positive = f.feedback_type == FeedbackType::Positive;
+            all.add(day, positive);
+            if let Some(m) = f.model_version {
+                models
+                    .entry(m)
+                    .or_insert_with(|| Series::new(g.strings().resolve(m).to_owned(), n))
+                    .add(day, positive);
+            }
+        }
+        let mut models: Vec<Series> = models.into_values().collect();
+        models.sort_by(|a, b| b.total().cmp(&a.total()).then(a.name.cmp(&b.name)));
+        models.truncate(top);
+        // Adapters: count each adapter's links in the window first, then bucket the busiest.
+        let mut busiest: Vec<(u64, &str, u32)> = (0..g.adapters().len() as u32)
+            .map(|row| {
+                let in_window = g
+                    .feedback_in(row)
+                    .iter()
+                    .filter(|&&r| {
+                        g.feedback()
+                            .get(r as usize)
+                            .is_some_and(|f| f.created_at >= first_day)
+                    })
+                    .count() as u64;
+                (
+                    in_window,
+                    g.strings().resolve(g.adapters()[row as usize].id),
+                    row,
+                )
+            })
+            .filter(|(c, _, _)| *c > 0)
+            .collect();
+        busiest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        busiest.truncate(top);
+        let adapters = busiest
+            .into_iter()
+            .map(|(_, name, row)| {
+                let mut s = Series::new(name.to_owned(), n);
+                bucket(&g, g.feedback_in(row), first_day, &mut s);
+                s
+            })
+            .collect();
+        Ok(Dashboard {
+            days: day_starts,
+            all,
+            adapters,
+            models,
+            // The org's counts are kept on write (graph::Counters).
+            totals: Stats::from_counts(&g.counters().org),
+        })
+    }
+
+    /// Up to `limit` of the org's batches, newest first, with ids below `before` if given;
+    /// the second value says whether older batches follow.
+    pub fn batches_page(
+        &self,
+        org: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<BatchView>, bool), ServiceError> {
+        let limit = effective_limit(Some(limit))?;
+        let mut batches = self
+            .store
+            .durable_read(|s| s.batches_page(org, before, limit + 1))?;
+        let more = batches.len() > limit;
+        batches.truncate(limit);
+        let now = now_millis();
+        Ok((
+            batches
+                .into_iter()
+                .map(|b| BatchView::new(b, now))
+                .collect(),
+            more,
+        ))
+    }
+}
