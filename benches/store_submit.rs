@@ -13,7 +13,8 @@ use feedgraph::model::{
     Actor, ChangeAction, Feedback, FeedbackType, IdGenerator, Metadata, ValidationStatus,
     now_millis,
 };
-use feedgraph::store::{Durability, StorageConfig, Store, SyncMode};
+use feedgraph::store::sled_store::SyncMode;
+use feedgraph::store::{Durability, SledStore as Store, StorageConfig};
 
 fn record(ids: &IdGenerator, n: u64) -> Feedback {
     let at = now_millis();

@@ -75,7 +75,12 @@ fn sigkill_loses_no_acknowledged_submit() {
         );
         // The rebuilt index holds exactly the stored items, each at its stored version.
         let g = s.graph().org("crash").expect("org graph");
-        let stored: Vec<_> = s.store().scan_feedback().map(|f| f.unwrap()).collect();
+        let stored: Vec<_> = s
+            .sled()
+            .unwrap()
+            .scan_feedback()
+            .map(|f| f.unwrap())
+            .collect();
         assert_eq!(
             g.feedback().len(),
             stored.len(),

@@ -19,7 +19,12 @@ struct StoreText<'a> {
 
 impl TextSource for StoreText<'_> {
     fn feedback_text(&self, id: &str, field: &str) -> Option<String> {
-        let f = self.service.store().get_feedback(self.org, id).ok()??;
+        let f = self
+            .service
+            .sled()
+            .unwrap()
+            .get_feedback(self.org, id)
+            .ok()??;
         match field {
             "question" => Some(f.question),
             "answer" => Some(f.answer),
@@ -30,7 +35,12 @@ impl TextSource for StoreText<'_> {
     }
 
     fn feedback_json(&self, id: &str, field: &str) -> Option<Value> {
-        let f = self.service.store().get_feedback(self.org, id).ok()??;
+        let f = self
+            .service
+            .sled()
+            .unwrap()
+            .get_feedback(self.org, id)
+            .ok()??;
         (field == "metadata").then_some(Value::Object(f.metadata.0))
     }
 
@@ -39,13 +49,23 @@ impl TextSource for StoreText<'_> {
         feedback_id: &str,
         adapter_id: &str,
     ) -> Option<serde_json::Map<String, Value>> {
-        let links = self.service.store().links_of(self.org, feedback_id).ok()?;
+        let links = self
+            .service
+            .sled()
+            .unwrap()
+            .links_of(self.org, feedback_id)
+            .ok()?;
         let l = links.into_iter().find(|l| l.adapter_id == adapter_id)?;
         Some(l.metadata.0)
     }
 
     fn adapter_metadata(&self, id: &str) -> Option<serde_json::Map<String, Value>> {
-        let a = self.service.store().get_adapter(self.org, id).ok()??;
+        let a = self
+            .service
+            .sled()
+            .unwrap()
+            .get_adapter(self.org, id)
+            .ok()??;
         Some(a.metadata.0)
     }
 

@@ -131,7 +131,7 @@ fn a_reader_does_not_see_a_write_before_its_sync_completes() {
         "no sync started"
     );
     // The held sync was asked for after the review's write: sled has version 2 now.
-    let tickets = s.store().tickets_taken_for_tests();
+    let tickets = s.sled().unwrap().tickets_taken_for_tests();
     let order = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let reader = {
         let (s, id, order) = (s.clone(), fb.id.clone(), order.clone());
@@ -143,7 +143,7 @@ fn a_reader_does_not_see_a_write_before_its_sync_completes() {
         })
     };
     // Until the reader either answered (too early) or asked for a sync of its own.
-    while !reader.is_finished() && s.store().tickets_taken_for_tests() == tickets {
+    while !reader.is_finished() && s.sled().unwrap().tickets_taken_for_tests() == tickets {
         std::thread::yield_now();
     }
     order.lock().push("released");
@@ -170,7 +170,12 @@ fn the_graph_takes_the_org_from_the_key_and_check_reports_a_body_that_disagrees(
             .unwrap();
         assert_eq!(s.verify().unwrap(), None);
         // A record under acme's key whose body says it belongs to another org.
-        let mut rec = s.store().get_record("acme", &fb.id).unwrap().unwrap();
+        let mut rec = s
+            .sled()
+            .unwrap()
+            .get_record("acme", &fb.id)
+            .unwrap()
+            .unwrap();
         planted_id = format!("{}-planted", fb.id);
         rec.feedback.id = planted_id.clone();
         rec.feedback.org_id = "evil".into();
@@ -178,10 +183,12 @@ fn the_graph_takes_the_org_from_the_key_and_check_reports_a_body_that_disagrees(
             l.feedback_id = planted_id.clone();
         }
         let bytes = feedgraph::store::codec::encode(&rec).unwrap();
-        s.store()
+        s.sled()
+            .unwrap()
             .corrupt_feedback_for_tests("acme", &planted_id, &bytes)
             .unwrap();
-        s.store()
+        s.sled()
+            .unwrap()
             .corrupt_feedback_for_tests("acme", &format!("{planted_id}h"), &bytes)
             .unwrap();
     }
@@ -213,17 +220,17 @@ fn idempotency_keys_expire_and_are_swept() {
     assert!(!replay);
     s.submit_idempotent(&actor, common::item(Q, A), key("other", 2))
         .unwrap();
-    s.store().advance_clock_for_tests(23 * 3600 * 1000);
+    s.sled().unwrap().advance_clock_for_tests(23 * 3600 * 1000);
     let (again, replay) = s
         .submit_idempotent(&actor, common::item(Q, A), key("k", 1))
         .unwrap();
     assert!(replay, "a repeat within the lifetime must replay");
     assert_eq!(again.id, first.id);
-    assert_eq!(s.store().sweep_idempotency().unwrap(), 0);
-    assert_eq!(s.store().idempotency_entries(), 2);
+    assert_eq!(s.sled().unwrap().sweep_idempotency().unwrap(), 0);
+    assert_eq!(s.sled().unwrap().idempotency_entries(), 2);
 
     // Past 24 h the key is new again: the same request stores a new item.
-    s.store().advance_clock_for_tests(3600 * 1000);
+    s.sled().unwrap().advance_clock_for_tests(3600 * 1000);
     let (fresh, replay) = s
         .submit_idempotent(&actor, common::item(Q, A), key("k", 1))
         .unwrap();
@@ -238,9 +245,9 @@ fn idempotency_keys_expire_and_are_swept() {
     assert_eq!(count(&s, "acme"), 3);
 
     // The sweep removes the expired entry ("other"), not the renewed one.
-    assert_eq!(s.store().idempotency_entries(), 2);
-    assert_eq!(s.store().sweep_idempotency().unwrap(), 1);
-    assert_eq!(s.store().idempotency_entries(), 1);
+    assert_eq!(s.sled().unwrap().idempotency_entries(), 2);
+    assert_eq!(s.sled().unwrap().sweep_idempotency().unwrap(), 1);
+    assert_eq!(s.sled().unwrap().idempotency_entries(), 1);
     let (_, replay) = s
         .submit_idempotent(&actor, common::item(Q, A), key("k", 1))
         .unwrap();
@@ -257,7 +264,7 @@ fn the_idempotency_settings_are_configurable() {
     let (first, _) = s
         .submit_idempotent(&actor, common::item(Q, A), key("k", 1))
         .unwrap();
-    s.store().advance_clock_for_tests(61 * 1000);
+    s.sled().unwrap().advance_clock_for_tests(61 * 1000);
     let (second, replay) = s
         .submit_idempotent(&actor, common::item(Q, A), key("k", 1))
         .unwrap();

@@ -55,7 +55,8 @@ async fn submits_whose_clients_hang_up_are_still_indexed() {
     let dir = server.stop_keep().await;
     let service = common::open(dir.path());
     let stored = service
-        .store()
+        .sled()
+        .unwrap()
         .records_of("acme")
         .filter(|r| r.as_ref().unwrap().feedback.adapter_id.as_deref() == Some("hangup_lora"))
         .count() as u64;

@@ -63,7 +63,7 @@ fn left_behind(data: &Path, org: &str) -> (usize, usize, usize) {
         None,
         "the store is consistent and the graph rebuilds"
     );
-    let store = service.store();
+    let store = service.sled().unwrap();
     let records = store.records_of(org).count();
     let adapters = store.adapters_of(org).unwrap().len();
     (records, adapters, store.history_entries())

@@ -689,13 +689,15 @@ fn corrupt_records_are_errors_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
     let fb = s.submit(&actor("acme"), item(Q, A)).unwrap();
-    s.store()
+    s.sled()
+        .unwrap()
         .corrupt_feedback_for_tests("acme", &fb.id, &[1, 0xff, 0xff])
         .unwrap();
     let err = s.get("acme", &fb.id).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&fb.id) && msg.contains("feedback"), "{msg}");
-    s.store()
+    s.sled()
+        .unwrap()
         .corrupt_feedback_for_tests("acme", &fb.id, &[42])
         .unwrap();
     let msg = s.get("acme", &fb.id).unwrap_err().to_string();

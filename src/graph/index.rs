@@ -27,7 +27,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::Notify;
 
 use super::{CanonicalGraph, EdgeData, OrgGraph};
-use crate::store::{ChangeSet, Store, StoreError};
+use crate::store::{Backend, ChangeSet, StoreError};
 
 /// One queued change: a write's [`ChangeSet`], and whether the FEEDBACK_FOR edges stored
 /// inside its records are to be added too (bulk loads).
@@ -222,7 +222,7 @@ impl GraphIndex {
 
     /// Builds the index from every record in the store: adapters first (so parents
     /// exist), then feedback, then edges.
-    pub fn build(store: &Store) -> Result<Self, StoreError> {
+    pub fn build(store: &dyn Backend) -> Result<Self, StoreError> {
         /// One org's graph while it is being built.
         #[derive(Default)]
         struct Building {
@@ -231,20 +231,20 @@ impl GraphIndex {
             edges: Vec<(u32, u32, EdgeData)>,
         }
         let mut builds: HashMap<String, Building> = HashMap::new();
-        for a in store.scan_adapters() {
-            let a = a?;
+        store.for_each_adapter(&mut |a| {
             builds
                 .entry(a.org_id.clone())
                 .or_default()
                 .graph
                 .upsert_adapter(&a);
-        }
+            Ok(())
+        })?;
         // Records come in key order: org, then id. Ids are indexed once per org at the
         // end, from that sorted order, and edges are added after every node exists (a
         // record's edges are unique by construction, so no duplicate check is needed).
         // The org comes from each record's key, like every other path; `feedgraph check`
         // reports a record whose body names another.
-        store.for_each_record_head(|org, r| {
+        store.for_each_record_head(&mut |org, r| {
             let b = match builds.get_mut(org) {
                 Some(b) => b,
                 None => builds.entry(org.to_owned()).or_default(),

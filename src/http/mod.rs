@@ -346,7 +346,7 @@ impl RunningServer {
             .await
             .map_err(|e| HttpError::Task(e.to_string()))?;
         if let Some(service) = self.state.service.get().cloned() {
-            tokio::task::spawn_blocking(move || service.store().make_durable())
+            tokio::task::spawn_blocking(move || service.store().flush())
                 .await
                 .map_err(|e| HttpError::Task(e.to_string()))?
                 .map_err(|e| HttpError::Open(e.into()))?;

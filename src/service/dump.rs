@@ -407,11 +407,6 @@ impl Service {
                         }
                         feedback_index.insert(id.clone(), feedback.len());
                         feedback.push(*r);
-                        if let Some(r) = feedback.last() {
-                            self.store
-                                .load_history(&actor, &r.feedback)
-                                .map_err(|e| bad(line, e.to_string()))?;
-                        }
                     }
                     Staged::FeedbackFor {
                         from,
@@ -497,14 +492,7 @@ impl Service {
             adapters.sort_by_cached_key(|a| depth_of(&a.id));
             Ok(())
         };
-        if let Err(e) = check() {
-            // Take back the history entries written so far: the load leaves nothing.
-            let ids = feedback.iter().map(|r| r.feedback.id.as_str());
-            if let Err(undo) = self.store.unload_history(org, ids) {
-                tracing::warn!(error = %undo, "could not take back a failed load's history entries");
-            }
-            return Err(e);
-        }
+        check()?;
         drop(existing);
         tracing::info!(
             feedback = feedback.len(),
@@ -537,21 +525,17 @@ impl Service {
                 .load(&actor, &changes.adapters, &changes.feedback, &mut |n| {
                     progress(adapter_count + n, total)
                 });
-            if let Err(e) = written {
-                // Take back what was written: records first (they are the commit points).
-                let undone = self.store.unload(org, &changes.adapters, &changes.feedback);
+            if let Err((e, partial)) = written {
+                let step = match e {
+                    crate::store::StoreError::Sync(_) => "the final sync failed",
+                    _ => "writing the records failed",
+                };
                 return Err(LoadError {
                     line: 0,
-                    message: format!("writing the records failed: {e}"),
-                    partial: undone.is_err(),
+                    message: format!("{step}: {e}"),
+                    partial,
                 });
             }
-            tracing::info!("records written; syncing");
-            self.store.make_durable().map_err(|e| LoadError {
-                line: 0,
-                message: format!("the final sync failed: {e}"),
-                partial: true,
-            })?;
             tracing::info!("durable; indexing");
             Ok::<_, LoadError>(staged.and_then(|h| h.join().ok()))
         })?;
@@ -629,11 +613,14 @@ impl Service {
             }
         }
         let mut links = Vec::new();
-        for r in self.store.records_of(org) {
-            let r = r?;
+        let mut failed: Result<(), ServiceError> = Ok(());
+        self.store.for_each_record_of(org, &mut |r| {
+            if failed.is_err() {
+                return Ok(());
+            }
             let f = r.feedback;
             links.extend(r.links);
-            emit(
+            let emitted = emit(
                 &DumpRecord::Feedback(Box::new(DumpFeedback {
                     id: f.id,
                     feedback_type: f.feedback_type,
@@ -659,8 +646,13 @@ impl Service {
                     },
                 })),
                 out,
-            )?;
-        }
+            );
+            if let Err(e) = emitted {
+                failed = Err(e);
+            }
+            Ok(())
+        })?;
+        failed?;
         for l in links {
             emit(
                 &DumpRecord::FeedbackFor {

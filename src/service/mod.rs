@@ -24,8 +24,8 @@ use crate::model::{
     IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
 };
 use crate::store::{
-    AdapterOutcome, ChangeSet, IdSource, IdempotencyKey, Inserted, Store, StoreError, SyncError,
-    SyncMode,
+    AdapterOutcome, Backend, BoxFuture, IdempotencyKey, Inserted, SledStore, StoreError, SyncError,
+    WriteTx,
 };
 use crate::validate::{self, FieldLimits, ValidationError, Validator};
 
@@ -319,6 +319,17 @@ impl ImportRecord {
     }
 }
 
+/// One checked import line: the write it asks for.
+#[derive(Debug)]
+enum ImportOp {
+    /// Create or describe an adapter.
+    Adapter(Adapter),
+    /// Store a feedback item (skipped if its id exists).
+    Feedback(Box<Feedback>),
+    /// Link an item to an adapter.
+    Link(FeedbackLink),
+}
+
 /// What an import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ImportSummary {
@@ -385,7 +396,7 @@ fn resolve(g: &OrgGraph, s: &Option<String>) -> Result<Option<Sym>, ()> {
 /// The feedgraph service: store, graph index and validator together.
 #[derive(Debug)]
 pub struct Service {
-    store: Store,
+    store: Arc<dyn Backend>,
     graph: GraphIndex,
     validator: Validator,
     ids: IdGenerator,
@@ -396,20 +407,17 @@ pub struct Service {
     query_metrics: metrics::QueryMetrics,
 }
 
-/// A submission in sled that waits for its sync before it is acknowledged and indexed.
-struct PendingSubmit {
-    feedback: Feedback,
-    replay: bool,
-    changes: Option<ChangeSet>,
-    org: String,
-    ticket: u64,
-}
+/// A submit whose write the backend is making durable: polled by the request, or, if the
+/// client hangs up first, by a task that finishes and indexes it (see [`FinishOnDrop`]).
+type SubmitFuture = BoxFuture<'static, Result<Inserted, StoreError>>;
 
-/// A submit written to sled whose caller stopped waiting for its sync: on drop, a task
-/// waits for the sync and indexes the item, as the caller would have.
+/// A submit handed to the backend whose caller may stop waiting: on drop before the write
+/// finished, a task drives it to the end and indexes the item, as the caller would have,
+/// so a stored item is always indexed.
 struct FinishOnDrop<'a> {
     service: &'a Arc<Service>,
-    pending: Option<PendingSubmit>,
+    org: String,
+    pending: Option<SubmitFuture>,
 }
 
 impl Drop for FinishOnDrop<'_> {
@@ -418,16 +426,15 @@ impl Drop for FinishOnDrop<'_> {
             return;
         };
         let service = Arc::clone(self.service);
+        let org = std::mem::take(&mut self.org);
         let finish = async move {
-            match service.store.durable(pending.ticket).await {
-                Ok(()) => {
+            match pending.await {
+                Ok(Inserted::New(changes)) => {
                     // Nobody waits for it; the graph thread publishes it if it queued.
-                    let _applied = service.finish_submit(pending);
+                    let _applied = service.graph.apply(&org, &changes);
                 }
-                Err(e) => tracing::error!(
-                    id = %pending.feedback.id,
-                    "a submit whose client left was not made durable: {e}"
-                ),
+                Ok(Inserted::Replay(_)) => {}
+                Err(e) => tracing::error!("a submit whose client left was not made durable: {e}"),
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -435,8 +442,8 @@ impl Drop for FinishOnDrop<'_> {
                 // In the request's span, so its log lines carry the request id.
                 runtime.spawn(tracing::Instrument::in_current_span(finish));
             }
-            // Outside a runtime nobody polls futures: the item is stored and will be
-            // durable, and the next start indexes it.
+            // Outside a runtime nobody polls futures: whatever was stored is indexed at
+            // the next start.
             Err(_) => tracing::warn!(
                 "a submit was dropped outside the runtime; it is indexed at the next start"
             ),
@@ -449,8 +456,8 @@ impl Service {
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
         let validator = Validator::from_config(&config.validation)
             .map_err(|e| ServiceError::Config(e.to_string()))?;
-        let store = Store::open(&config.data_dir, &config.storage)?;
-        let graph = GraphIndex::build(&store)?;
+        let store: Arc<dyn Backend> = Arc::new(SledStore::open(&config.data_dir, &config.storage)?);
+        let graph = GraphIndex::build(store.as_ref())?;
         Ok(Service {
             store,
             graph,
@@ -476,9 +483,15 @@ impl Service {
         self.query_metrics.register(registry);
     }
 
-    /// The store (for tools that need raw access, such as consistency checks).
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The storage backend.
+    pub fn store(&self) -> &dyn Backend {
+        self.store.as_ref()
+    }
+
+    /// The sled backend, when that is the one in use (for tools and tests that reach
+    /// sled's own extras: idempotency sweeps, test hooks).
+    pub fn sled(&self) -> Option<&SledStore> {
+        self.store.as_any().downcast_ref::<SledStore>()
     }
 
     /// The graph index.
@@ -488,65 +501,75 @@ impl Service {
 
     /// Validates and stores a feedback item; returns it once durable.
     pub fn submit(&self, actor: &Actor, new: NewFeedback) -> Result<Feedback, ServiceError> {
-        self.submit_with(actor, new, None, None, ChangeAction::Submit, SyncMode::Wait)
+        check_org(&actor.org)?;
+        let fb = self.prepare(new, None, None, &actor.org)?;
+        let changes = self.store.write(actor, &mut |tx| {
+            tx.insert_feedback(&fb, ChangeAction::Submit)
+        })?;
+        self.graph.apply(&actor.org, &changes).wait();
+        Ok(fb)
     }
 
     /// Like [`Service::submit`], at most once per `(user, idempotency key)`: a repeat of an
     /// earlier request returns the item stored then (and `true`), storing nothing new; the
-    /// same key with a different request is a conflict. Blocks until durable.
+    /// same key with a different request is a conflict. Blocks until durable; call it
+    /// from a blocking thread, never from the runtime.
     pub fn submit_idempotent(
         &self,
         actor: &Actor,
         new: NewFeedback,
         key: Option<IdempotencyKey>,
     ) -> Result<(Feedback, bool), ServiceError> {
-        let pending = self.begin_submit(actor, new, key)?;
-        self.store.wait_ticket(pending.ticket)?;
-        let (feedback, replay, applied) = self.finish_submit(pending);
+        let (fb, org) = self.begin_submit(actor, new, key.as_ref())?;
+        let inserted = self.store.submit_blocking(actor, &fb, key.as_ref())?;
+        let (feedback, replay, applied) = self.finish_submit(&org, inserted)?;
         applied.wait();
         Ok((feedback, replay))
     }
 
-    /// [`Service::submit_idempotent`] for async callers: the sled writes run on the
-    /// caller's thread (they take microseconds) and the wait for the group commit is a
-    /// future, so a request waiting for its fsync holds no thread.
+    /// [`Service::submit_idempotent`] for async callers: the backend's write is a future,
+    /// so a request waiting for its durable commit holds no thread.
     ///
-    /// Cancel-safe: dropped after its write but before the sync (the client hung up), it
-    /// hands the rest to a task that indexes the item once it is durable. Running the
-    /// common case inline, instead of always in a task of its own, saves a task spawn and
-    /// a wake-up per request.
+    /// Cancel-safe: dropped before the write finished (the client hung up), it hands the
+    /// rest to a task that indexes the item once it is durable. Running the common case
+    /// inline, instead of always in a task of its own, saves a task spawn and a wake-up
+    /// per request.
     pub(crate) async fn submit_durable(
         self: &Arc<Self>,
         actor: &Actor,
         new: NewFeedback,
         key: Option<IdempotencyKey>,
     ) -> Result<(Feedback, bool), ServiceError> {
-        let pending = self.begin_submit(actor, new, key)?;
-        let ticket = pending.ticket;
+        let (fb, org) = self.begin_submit(actor, new, key.as_ref())?;
         let mut unfinished = FinishOnDrop {
             service: self,
-            pending: Some(pending),
+            org,
+            pending: Some(Arc::clone(&self.store).submit(actor.clone(), fb, key)),
         };
-        let durable = self.store.durable(ticket).await;
-        // From here on nothing is left for the guard: a failed sync indexes nothing.
-        let pending = unfinished.pending.take();
-        durable?;
-        let pending = pending
-            .ok_or_else(|| ServiceError::Internal("the submit was finished twice".into()))?;
-        let (feedback, replay, applied) = self.finish_submit(pending);
+        let inserted = match unfinished.pending.as_mut() {
+            Some(pending) => pending.await,
+            None => {
+                return Err(ServiceError::Internal(
+                    "the submit was finished twice".into(),
+                ));
+            }
+        };
+        // From here on nothing is left for the guard: a failed write indexes nothing.
+        unfinished.pending = None;
+        let org = std::mem::take(&mut unfinished.org);
+        let (feedback, replay, applied) = self.finish_submit(&org, inserted?)?;
         applied.wait_async().await;
         Ok((feedback, replay))
     }
 
-    /// Validates and writes a submission (or finds its idempotent original) and asks for
-    /// the sync that makes it durable. Nothing is acknowledged or indexed yet.
+    /// Checks a submission and builds its record; nothing is written yet.
     fn begin_submit(
         &self,
         actor: &Actor,
         new: NewFeedback,
-        key: Option<IdempotencyKey>,
-    ) -> Result<PendingSubmit, ServiceError> {
-        if let Some(key) = &key
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(Feedback, String), ServiceError> {
+        if let Some(key) = key
             && (key.key.is_empty()
                 || key.key.chars().count() > 255
                 || key.key.chars().any(char::is_control))
@@ -557,59 +580,31 @@ impl Service {
         }
         check_org(&actor.org)?;
         let fb = self.prepare(new, None, None, &actor.org)?;
-        let inserted = self.store.insert_feedback_once(
-            actor,
-            &fb,
-            IdSource::Minted,
-            ChangeAction::Submit,
-            key.as_ref(),
-            SyncMode::Defer,
-        )?;
-        // Taken after the write (or after reading the original, which may itself still be
-        // waiting for its sync): the ticket's sync covers both.
-        let ticket = self.store.durability_ticket()?;
-        Ok(match inserted {
-            Inserted::New(changes) => PendingSubmit {
-                feedback: fb,
-                replay: false,
-                changes: Some(changes),
-                org: actor.org.clone(),
-                ticket,
-            },
-            Inserted::Replay(existing) => PendingSubmit {
-                feedback: *existing,
-                replay: true,
-                changes: None,
-                org: actor.org.clone(),
-                ticket,
-            },
-        })
+        Ok((fb, actor.org.clone()))
     }
 
     /// Indexes a durable submission; returns the item, whether it was a replay, and the
     /// graph's progress on it (to wait for before answering: read-your-writes).
-    fn finish_submit(&self, pending: PendingSubmit) -> (Feedback, bool, Applied) {
-        let applied = match &pending.changes {
-            Some(changes) => self.graph.apply(&pending.org, changes),
-            None => Applied::default(),
-        };
-        (pending.feedback, pending.replay, applied)
-    }
-
-    fn submit_with(
+    fn finish_submit(
         &self,
-        actor: &Actor,
-        new: NewFeedback,
-        id: Option<String>,
-        created_at: Option<Millis>,
-        action: ChangeAction,
-        sync: SyncMode,
-    ) -> Result<Feedback, ServiceError> {
-        check_org(&actor.org)?;
-        let fb = self.prepare(new, id, created_at, &actor.org)?;
-        let changes = self.store.insert_feedback(actor, &fb, action, sync)?;
-        self.graph.apply(&actor.org, &changes).wait();
-        Ok(fb)
+        org: &str,
+        inserted: Inserted,
+    ) -> Result<(Feedback, bool, Applied), ServiceError> {
+        match inserted {
+            Inserted::New(changes) => {
+                let applied = self.graph.apply(org, &changes);
+                let fb = changes
+                    .feedback
+                    .into_iter()
+                    .next()
+                    .map(|r| r.feedback)
+                    .ok_or_else(|| {
+                        ServiceError::Internal("a stored submit reported no record".into())
+                    })?;
+                Ok((fb, false, applied))
+            }
+            Inserted::Replay(existing) => Ok((*existing, true, Applied::default())),
+        }
     }
 
     /// Validates a submission and builds its version-1 record (id, time, verdict).
@@ -662,7 +657,8 @@ impl Service {
     /// One feedback item of the org.
     pub fn get(&self, org: &str, id: &str) -> Result<Feedback, ServiceError> {
         self.store
-            .durable_read(|s| s.get_feedback(org, id))?
+            .get_record(org, id)?
+            .map(|r| r.feedback)
             .ok_or_else(|| ServiceError::NotFound {
                 kind: "feedback",
                 id: id.to_owned(),
@@ -671,7 +667,7 @@ impl Service {
 
     /// Every version of a feedback item's history, oldest first.
     pub fn history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, ServiceError> {
-        let versions = self.store.durable_read(|s| s.feedback_history(org, id))?;
+        let versions = self.store.feedback_history(org, id)?;
         if versions.is_empty() {
             return Err(ServiceError::NotFound {
                 kind: "feedback",
@@ -682,22 +678,23 @@ impl Service {
     }
 
     fn load(&self, org: &str, ids: Vec<Arc<str>>) -> Result<Vec<Feedback>, ServiceError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in &ids {
-            // The graph only holds ids whose records are durable; a miss means the store
-            // lost a record the index has, which is corruption, not a 404.
-            let fb = self.store.get_feedback(org, id)?.ok_or_else(|| {
-                ServiceError::Store(StoreError::Corrupt {
-                    tree: "feedback",
-                    key: format!("{org}/{id}"),
-                    source: crate::store::codec::CodecError::Empty,
+        let keys: Vec<&str> = ids.iter().map(|id| &**id).collect();
+        let found = self.store.get_many(org, &keys)?;
+        found
+            .into_iter()
+            .zip(&ids)
+            .map(|(fb, id)| {
+                // The graph only holds ids whose records are durable; a miss means the
+                // store lost a record the index has, which is corruption, not a 404.
+                fb.ok_or_else(|| {
+                    ServiceError::Store(StoreError::Corrupt {
+                        tree: "feedback",
+                        key: format!("{org}/{id}"),
+                        source: crate::store::codec::CodecError::Empty,
+                    })
                 })
-            })?;
-            out.push(fb);
-        }
-        // A record may be at a newer version than the graph's, not yet durable.
-        self.store.settle_reads()?;
-        Ok(out)
+            })
+            .collect()
     }
 
     /// Lists the org's feedback newest first, filtered, one page at a time.
@@ -811,18 +808,35 @@ impl Service {
         adapter_id: Option<String>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<LinkOutcome, ServiceError> {
-        self.link_with(actor, feedback_id, adapter_id, metadata, SyncMode::Wait)
+        check_org(&actor.org)?;
+        let link = self.new_link(feedback_id, adapter_id, metadata)?;
+        let mut created = false;
+        let changes = self.store.write(actor, &mut |tx| {
+            created = crate::store::link_in(tx, &link)?;
+            Ok(())
+        })?;
+        self.graph.apply(&actor.org, &changes).wait();
+        let link = match changes.links.into_iter().next() {
+            Some(l) => l,
+            None => self
+                .store
+                .get_record(&actor.org, feedback_id)?
+                .map(|r| r.links)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|l| l.adapter_id == link.adapter_id)
+                .ok_or_else(|| ServiceError::Conflict("link vanished while reading".into()))?,
+        };
+        Ok(LinkOutcome { link, created })
     }
 
-    fn link_with(
+    /// Checks a link request and builds its edge (source manual, made now).
+    fn new_link(
         &self,
-        actor: &Actor,
         feedback_id: &str,
         adapter_id: Option<String>,
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
-        sync: SyncMode,
-    ) -> Result<LinkOutcome, ServiceError> {
-        check_org(&actor.org)?;
+    ) -> Result<FeedbackLink, ServiceError> {
         let adapter_id = validate::check_id("adapter_id", adapter_id, &self.limits)?.ok_or(
             ValidationError::Missing {
                 field: "adapter_id",
@@ -831,25 +845,13 @@ impl Service {
         )?;
         let adapter_id = validate::check_adapter_id("adapter_id", adapter_id)?;
         let metadata = validate::check_metadata("metadata", metadata, &self.limits)?;
-        let link = FeedbackLink {
+        Ok(FeedbackLink {
             feedback_id: feedback_id.to_owned(),
-            adapter_id: adapter_id.clone(),
+            adapter_id,
             created_at: now_millis(),
             source: LinkSource::Manual,
             metadata,
-        };
-        let (changes, created) = self.store.link(actor, &link, sync)?;
-        self.graph.apply(&actor.org, &changes).wait();
-        let link = match changes.links.into_iter().next() {
-            Some(l) => l,
-            None => self
-                .store
-                .links_of(&actor.org, feedback_id)?
-                .into_iter()
-                .find(|l| l.adapter_id == adapter_id)
-                .ok_or_else(|| ServiceError::Conflict("link vanished while reading".into()))?,
-        };
-        Ok(LinkOutcome { link, created })
+        })
     }
 
     /// The FEEDBACK_FOR edges of one feedback item.
@@ -858,7 +860,11 @@ impl Service {
         org: &str,
         feedback_id: &str,
     ) -> Result<Vec<FeedbackLink>, ServiceError> {
-        Ok(self.store.durable_read(|s| s.links_of(org, feedback_id))?)
+        Ok(self
+            .store
+            .get_record(org, feedback_id)?
+            .map(|r| r.links)
+            .unwrap_or_default())
     }
 
     /// Feedback linked to an adapter, newest first, with the total number of links.
@@ -909,16 +915,23 @@ impl Service {
         actor: &Actor,
         new: NewAdapter,
     ) -> Result<(Adapter, AdapterOutcome), ServiceError> {
-        self.create_adapter_with(actor, new, SyncMode::Wait)
+        check_org(&actor.org)?;
+        let adapter = self.new_adapter(actor, new)?;
+        let mut outcome = AdapterOutcome::Unchanged;
+        let changes = self.store.write(actor, &mut |tx| {
+            outcome = crate::store::create_adapter_in(tx, &adapter)?.1;
+            Ok(())
+        })?;
+        self.graph.apply(&actor.org, &changes).wait();
+        let stored = match changes.adapters.into_iter().next() {
+            Some(a) => a,
+            None => self.get_adapter(&actor.org, &adapter.id)?,
+        };
+        Ok((stored, outcome))
     }
 
-    fn create_adapter_with(
-        &self,
-        actor: &Actor,
-        new: NewAdapter,
-        sync: SyncMode,
-    ) -> Result<(Adapter, AdapterOutcome), ServiceError> {
-        check_org(&actor.org)?;
+    /// Checks an adapter request and builds the adapter it describes (source manual).
+    fn new_adapter(&self, actor: &Actor, new: NewAdapter) -> Result<Adapter, ServiceError> {
         let l = &self.limits;
         let id = validate::check_id("id", new.id, l)?.ok_or(ValidationError::Missing {
             field: "id",
@@ -929,8 +942,8 @@ impl Service {
             Some(p) => Some(validate::check_adapter_id("derived_from", p)?),
             None => None,
         };
-        let adapter = Adapter {
-            id: id.clone(),
+        Ok(Adapter {
+            id,
             org_id: actor.org.clone(),
             version: validate::check_id("version", new.version, l)?,
             base_model: validate::check_id("base_model", new.base_model, l)?,
@@ -939,20 +952,13 @@ impl Service {
             created_at: now_millis(),
             source: LinkSource::Manual,
             record_version: 1,
-        };
-        let (changes, outcome) = self.store.create_adapter(actor, &adapter, sync)?;
-        self.graph.apply(&actor.org, &changes).wait();
-        let stored = match changes.adapters.into_iter().next() {
-            Some(a) => a,
-            None => self.get_adapter(&actor.org, &id)?,
-        };
-        Ok((stored, outcome))
+        })
     }
 
     /// One adapter of the org.
     pub fn get_adapter(&self, org: &str, id: &str) -> Result<Adapter, ServiceError> {
         self.store
-            .durable_read(|s| s.get_adapter(org, id))?
+            .get_adapter(org, id)?
             .ok_or_else(|| ServiceError::NotFound {
                 kind: "adapter",
                 id: id.to_owned(),
@@ -1043,9 +1049,9 @@ impl Service {
     }
 
     /// Imports parsed records: adapters and feedback go through the same validation as the
-    /// API, ids that already exist are skipped (so a re-run is harmless), and everything is
-    /// made durable in one group commit every `sync_every` records and at the end.
-    /// `progress` is called after each record.
+    /// API, ids that already exist are skipped (so a re-run is harmless). Consecutive
+    /// lines of one org are written together, `sync_every` lines per durable write (1 if
+    /// 0). `progress` is called after each record.
     pub fn import(
         &self,
         default_org: Option<&str>,
@@ -1055,72 +1061,134 @@ impl Service {
         mut progress: impl FnMut(u64),
     ) -> Result<ImportSummary, (usize, ServiceError)> {
         let mut summary = ImportSummary::default();
-        let org_of = |org: Option<String>, line: usize| {
-            org.or_else(|| default_org.map(str::to_owned)).ok_or((
-                line,
-                ServiceError::BadRequest("no 'org' on the line and no default org given".into()),
-            ))
-        };
-        for (n, (line, rec)) in records.into_iter().enumerate() {
-            match rec {
-                ImportRecord::Adapter { org, adapter } => {
-                    let actor = Actor::new(org_of(org, line)?, actor_user);
-                    let (_, outcome) = self
-                        .create_adapter_with(&actor, adapter, SyncMode::Defer)
-                        .map_err(|e| (line, e))?;
-                    if outcome != AdapterOutcome::Unchanged {
-                        summary.adapters += 1;
-                    }
+        let chunk_len = sync_every.max(1);
+        // Lines are checked and turned into writes first; a line that fails the checks
+        // ends the import after the lines before it are written.
+        let mut chunk: Vec<(usize, ImportOp)> = Vec::with_capacity(chunk_len.min(65536));
+        let mut chunk_org: Option<String> = None;
+        let mut done = 0u64;
+        let mut records = records.into_iter();
+        loop {
+            let prepared = records
+                .next()
+                .map(|(line, rec)| (line, self.import_op(default_org, rec)));
+            let flush = match &prepared {
+                None | Some((_, Err(_))) => true,
+                Some((_, Ok((org, _)))) => {
+                    chunk.len() >= chunk_len || chunk_org.as_deref().is_some_and(|o| o != org)
                 }
-                ImportRecord::Feedback {
-                    org,
-                    id,
-                    created_at,
-                    item,
-                } => {
-                    let actor = Actor::new(org_of(org, line)?, actor_user);
-                    match self.submit_with(
-                        &actor,
-                        *item,
-                        id,
-                        created_at,
-                        ChangeAction::Import,
-                        SyncMode::Defer,
-                    ) {
-                        Ok(_) => summary.feedback += 1,
-                        Err(ServiceError::Conflict(_)) => summary.skipped += 1,
-                        Err(e) => return Err((line, e)),
-                    }
-                }
-                ImportRecord::Link {
-                    org,
-                    feedback_id,
-                    adapter_id,
-                    metadata,
-                } => {
-                    let actor = Actor::new(org_of(org, line)?, actor_user);
-                    let feedback_id = feedback_id.ok_or((
-                        line,
-                        ServiceError::Invalid(ValidationError::Missing {
-                            field: "feedback_id",
-                            hint: "",
-                        }),
-                    ))?;
-                    let outcome = self
-                        .link_with(&actor, &feedback_id, adapter_id, metadata, SyncMode::Defer)
-                        .map_err(|e| (line, e))?;
-                    if outcome.created {
-                        summary.links += 1;
-                    }
+            };
+            if flush && let Some(org) = chunk_org.take() {
+                let actor = Actor::new(org, actor_user);
+                let written = self.import_chunk(&actor, &chunk)?;
+                summary.adapters += written.adapters;
+                summary.feedback += written.feedback;
+                summary.links += written.links;
+                summary.skipped += written.skipped;
+                done += chunk.len() as u64;
+                progress(done);
+                chunk.clear();
+            }
+            match prepared {
+                None => return Ok(summary),
+                Some((line, Err(e))) => return Err((line, e)),
+                Some((line, Ok((org, op)))) => {
+                    chunk_org = Some(org);
+                    chunk.push((line, op));
                 }
             }
-            if sync_every > 0 && (n + 1) % sync_every == 0 {
-                self.store.make_durable().map_err(|e| (line, e.into()))?;
-            }
-            progress(n as u64 + 1);
         }
-        self.store.make_durable().map_err(|e| (0, e.into()))?;
-        Ok(summary)
+    }
+
+    /// Checks one import line and turns it into the write it asks for, with its org.
+    fn import_op(
+        &self,
+        default_org: Option<&str>,
+        rec: ImportRecord,
+    ) -> Result<(String, ImportOp), ServiceError> {
+        let org_of = |org: Option<String>| {
+            let org = org
+                .or_else(|| default_org.map(str::to_owned))
+                .ok_or_else(|| {
+                    ServiceError::BadRequest("no 'org' on the line and no default org given".into())
+                })?;
+            check_org(&org)?;
+            Ok::<_, ServiceError>(org)
+        };
+        Ok(match rec {
+            ImportRecord::Adapter { org, adapter } => {
+                let actor = Actor::new(org_of(org)?, "import");
+                let a = self.new_adapter(&actor, adapter)?;
+                (actor.org, ImportOp::Adapter(a))
+            }
+            ImportRecord::Feedback {
+                org,
+                id,
+                created_at,
+                item,
+            } => {
+                let org = org_of(org)?;
+                let fb = self.prepare(*item, id, created_at, &org)?;
+                (org, ImportOp::Feedback(Box::new(fb)))
+            }
+            ImportRecord::Link {
+                org,
+                feedback_id,
+                adapter_id,
+                metadata,
+            } => {
+                let org = org_of(org)?;
+                let feedback_id =
+                    feedback_id.ok_or(ServiceError::Invalid(ValidationError::Missing {
+                        field: "feedback_id",
+                        hint: "",
+                    }))?;
+                let link = self.new_link(&feedback_id, adapter_id, metadata)?;
+                (org, ImportOp::Link(link))
+            }
+        })
+    }
+
+    /// Writes checked import lines of one org as one durable write and indexes them.
+    fn import_chunk(
+        &self,
+        actor: &Actor,
+        chunk: &[(usize, ImportOp)],
+    ) -> Result<ImportSummary, (usize, ServiceError)> {
+        let mut summary = ImportSummary::default();
+        let mut failed_line = 0;
+        let written = self.store.write(actor, &mut |tx: &mut dyn WriteTx| {
+            summary = ImportSummary::default();
+            for (line, op) in chunk {
+                failed_line = *line;
+                match op {
+                    ImportOp::Adapter(a) => {
+                        let (_, outcome) = crate::store::create_adapter_in(tx, a)?;
+                        if outcome != AdapterOutcome::Unchanged {
+                            summary.adapters += 1;
+                        }
+                    }
+                    ImportOp::Feedback(fb) => match tx.insert_feedback(fb, ChangeAction::Import) {
+                        Ok(()) => summary.feedback += 1,
+                        Err(StoreError::Exists { .. }) => summary.skipped += 1,
+                        Err(e) => return Err(e),
+                    },
+                    ImportOp::Link(link) => {
+                        if crate::store::link_in(tx, link)? {
+                            summary.links += 1;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        match written {
+            Ok(changes) => {
+                self.graph.apply(&actor.org, &changes).wait();
+                Ok(summary)
+            }
+            Err(e) => Err((failed_line, e.into())),
+        }
     }
 
     /// Checks the store's invariants (every record decodes; its history has exactly the
@@ -1128,42 +1196,21 @@ impl Service {
     /// batch; every adapter's parent exists and lineage ends) and that the graph index
     /// equals one rebuilt from the store now. Returns the first problem found, or `None`.
     pub fn verify(&self) -> Result<Option<String>, ServiceError> {
-        for r in self.store.scan_records_with_org() {
-            let (org, r) = r?;
-            let f = &r.feedback;
-            if f.org_id != org {
-                return Ok(Some(format!(
-                    "feedback '{}' is stored under org '{org}' but its record names org '{}'",
-                    f.id, f.org_id
-                )));
+        let mut problem: Option<String> = None;
+        self.store.for_each_record(&mut |org, r| {
+            if problem.is_none() {
+                problem = self.verify_record(org, &r)?;
             }
-            let versions = self
-                .store
-                .feedback_history_versions(&f.org_id, &f.id, f.version)?;
-            if versions != (1..=f.version).collect::<Vec<_>>() {
-                return Ok(Some(format!(
-                    "feedback '{}' of '{}' is at version {} but its history has {versions:?}",
-                    f.id, f.org_id, f.version
-                )));
-            }
-            for l in &r.links {
-                if self.store.get_adapter(&f.org_id, &l.adapter_id)?.is_none() {
-                    return Ok(Some(format!(
-                        "feedback '{}' links to missing adapter '{}'",
-                        f.id, l.adapter_id
-                    )));
-                }
-            }
-            if let Some(lease) = r.lease
-                && self.store.get_batch(&f.org_id, lease.batch_id)?.is_none()
-            {
-                return Ok(Some(format!(
-                    "feedback '{}' is leased to missing batch {}",
-                    f.id, lease.batch_id
-                )));
-            }
+            Ok(())
+        })?;
+        if problem.is_some() {
+            return Ok(problem);
         }
-        let adapters: Vec<Adapter> = self.store.scan_adapters().collect::<Result<_, _>>()?;
+        let mut adapters: Vec<Adapter> = Vec::new();
+        self.store.for_each_adapter(&mut |a| {
+            adapters.push(a);
+            Ok(())
+        })?;
         for a in &adapters {
             let mut cursor = a.derived_from.clone();
             let mut steps = 0;
@@ -1186,7 +1233,7 @@ impl Service {
                 }
             }
         }
-        let fresh = GraphIndex::build(&self.store)?.canonical();
+        let fresh = GraphIndex::build(self.store.as_ref())?.canonical();
         let live = self.graph.canonical();
         if fresh == live {
             return Ok(None);
@@ -1211,6 +1258,47 @@ impl Service {
             }
         }
         Ok(Some("the graph has orgs the store does not".into()))
+    }
+
+    /// The first broken invariant of one stored record, if any (see [`Service::verify`]).
+    fn verify_record(
+        &self,
+        org: &str,
+        r: &crate::store::FeedbackRecord,
+    ) -> Result<Option<String>, StoreError> {
+        let f = &r.feedback;
+        if f.org_id != org {
+            return Ok(Some(format!(
+                "feedback '{}' is stored under org '{org}' but its record names org '{}'",
+                f.id, f.org_id
+            )));
+        }
+        let versions = self
+            .store
+            .feedback_history_versions(&f.org_id, &f.id, f.version)?;
+        if versions != (1..=f.version).collect::<Vec<_>>() {
+            return Ok(Some(format!(
+                "feedback '{}' of '{}' is at version {} but its history has {versions:?}",
+                f.id, f.org_id, f.version
+            )));
+        }
+        for l in &r.links {
+            if self.store.get_adapter(&f.org_id, &l.adapter_id)?.is_none() {
+                return Ok(Some(format!(
+                    "feedback '{}' links to missing adapter '{}'",
+                    f.id, l.adapter_id
+                )));
+            }
+        }
+        if let Some(lease) = r.lease
+            && self.store.get_batch(&f.org_id, lease.batch_id)?.is_none()
+        {
+            return Ok(Some(format!(
+                "feedback '{}' is leased to missing batch {}",
+                f.id, lease.batch_id
+            )));
+        }
+        Ok(None)
     }
 }
 

@@ -370,9 +370,7 @@ impl Service {
         limit: usize,
     ) -> Result<(Vec<BatchView>, bool), ServiceError> {
         let limit = effective_limit(Some(limit))?;
-        let mut batches = self
-            .store
-            .durable_read(|s| s.batches_page(org, before, limit + 1))?;
+        let mut batches = self.store.batches_page(org, before, limit + 1)?;
         let more = batches.len() > limit;
         batches.truncate(limit);
         let now = now_millis();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
 use crate::cypher::{self, CypherError, Limit, NamedQuery, QueryLimits, QueryResult, TextSource};
-use crate::store::Store;
+use crate::store::Backend;
 
 use super::{Service, ServiceError};
 
@@ -65,7 +65,7 @@ impl Drop for GateSlot<'_> {
 /// Reads what the graph does not hold from the store for the executor: feedback texts,
 /// metadata and validation reasons, adapters' metadata.
 struct StoreText<'a> {
-    store: &'a Store,
+    store: &'a dyn Backend,
     org: &'a str,
 }
 
@@ -76,9 +76,10 @@ impl StoreText<'_> {
     /// graph holds every other property).
     fn record(&self, id: &str) -> Option<crate::model::Feedback> {
         self.store
-            .durable_read(|s| s.get_feedback(self.org, id))
+            .get_record(self.org, id)
             .ok()
             .flatten()
+            .map(|r| r.feedback)
     }
 }
 
@@ -122,10 +123,7 @@ impl TextSource for StoreText<'_> {
         feedback_id: &str,
         adapter_id: &str,
     ) -> Option<serde_json::Map<String, serde_json::Value>> {
-        let links = self
-            .store
-            .durable_read(|s| s.links_of(self.org, feedback_id))
-            .ok()?;
+        let links = self.store.get_record(self.org, feedback_id).ok()??.links;
         links
             .into_iter()
             .find(|l| l.adapter_id == adapter_id)
@@ -133,11 +131,7 @@ impl TextSource for StoreText<'_> {
     }
 
     fn adapter_metadata(&self, id: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-        let a = self
-            .store
-            .durable_read(|s| s.get_adapter(self.org, id))
-            .ok()
-            .flatten()?;
+        let a = self.store.get_adapter(self.org, id).ok()??;
         Some(a.metadata.0)
     }
 
@@ -197,7 +191,7 @@ impl Service {
     ) -> Result<QueryResult, CypherError> {
         let _slot = self.query_gate.enter(org)?;
         let source = StoreText {
-            store: &self.store,
+            store: self.store.as_ref(),
             org,
         };
         let limits = &self.query_limits;

@@ -19,10 +19,8 @@ use crate::model::{
     Actor, ChangeAction, Feedback, FeedbackType, Millis, ValidationReason, ValidationStatus,
     now_millis,
 };
-use crate::store::{
-    Batch, BatchState, ChangeSet, FeedbackRecord, Lease, ManifestEntry, SyncMode, field_change,
-    stable_hash,
-};
+use crate::store::rules::{creation_changes, field_change};
+use crate::store::{Batch, BatchState, FeedbackRecord, Lease, ManifestEntry, stable_hash};
 
 /// Most items one claim may take.
 pub const MAX_CLAIM: usize = 10_000;
@@ -317,43 +315,35 @@ impl Service {
         if ids.is_empty() {
             return Ok(None);
         }
-        let mut batch = Batch {
-            id: self.store.new_batch_id(&actor.org)?,
-            org_id: actor.org.clone(),
-            state: BatchState::Leased,
-            version: 1,
-            created_at: now,
-            created_by: actor.user.clone(),
-            lease_expires_at: now + lease_secs * 1000,
-            adapter_id: req.adapter_id.clone(),
-            model: req.model.clone(),
-            include_descendants: req.include_descendants,
-            items: ids,
-            manifest: Vec::new(),
-            trained_adapter_id: None,
-            trained_adapter_version: None,
-            finished_at: None,
-        };
-        // The batch first: every lease then points at a stored batch.
-        let creation =
-            crate::store::creation_changes(&batch, &["id", "org_id", "version", "items"]);
-        self.store.put_batch(
-            actor,
-            &batch,
-            ChangeAction::Lease,
-            creation,
-            SyncMode::Defer,
-        )?;
-        let lease = Lease {
-            batch_id: batch.id,
-            expires_at: batch.lease_expires_at,
-        };
-        let mut changes = ChangeSet::default();
-        let mut leased = Vec::with_capacity(batch.items.len());
-        for id in &batch.items {
-            let updated = self
-                .store
-                .update_feedback(actor, id, now, SyncMode::Defer, |cur| {
+        let mut claimed: Option<Batch> = None;
+        let changes = self.store.write(actor, &mut |tx| {
+            let mut batch = Batch {
+                id: tx.next_batch_id()?,
+                org_id: actor.org.clone(),
+                state: BatchState::Leased,
+                version: 1,
+                created_at: now,
+                created_by: actor.user.clone(),
+                lease_expires_at: now + lease_secs * 1000,
+                adapter_id: req.adapter_id.clone(),
+                model: req.model.clone(),
+                include_descendants: req.include_descendants,
+                items: ids.clone(),
+                manifest: Vec::new(),
+                trained_adapter_id: None,
+                trained_adapter_version: None,
+                finished_at: None,
+            };
+            // The batch first: every lease then points at a stored batch.
+            let creation = creation_changes(&batch, &["id", "org_id", "version", "items"]);
+            tx.put_batch(&batch, ChangeAction::Lease, creation)?;
+            let lease = Lease {
+                batch_id: batch.id,
+                expires_at: batch.lease_expires_at,
+            };
+            let mut leased = Vec::with_capacity(batch.items.len());
+            for id in &batch.items {
+                let updated = tx.update_feedback(id, now, &mut |cur| {
                     let f = &cur.feedback;
                     let free = cur.lease.is_none_or(|l| l.expires_at <= now);
                     if f.validation_status != ValidationStatus::Approved
@@ -371,23 +361,24 @@ impl Service {
                         vec![field_change("lease", old.as_ref(), Some(&batch.id))],
                     )))
                 })?;
-            if let Some(r) = updated {
-                leased.push(r.feedback.id.clone());
-                changes.feedback.push(r);
+                if let Some(r) = updated {
+                    leased.push(r.feedback.id);
+                }
             }
-        }
-        if leased.len() != batch.items.len() {
-            batch.items = leased;
-            batch.version += 1;
-            self.store.put_batch(
-                actor,
-                &batch,
-                ChangeAction::Lease,
-                vec![field_change("items", None, Some(&batch.items.len()))],
-                SyncMode::Defer,
-            )?;
-        }
-        self.store.make_durable()?;
+            if leased.len() != batch.items.len() {
+                batch.items = leased;
+                batch.version += 1;
+                tx.put_batch(
+                    &batch,
+                    ChangeAction::Lease,
+                    vec![field_change("items", None, Some(&batch.items.len()))],
+                )?;
+            }
+            claimed = Some(batch);
+            Ok(())
+        })?;
+        let batch =
+            claimed.ok_or_else(|| ServiceError::Internal("a claim wrote no batch".into()))?;
         self.graph.apply(&actor.org, &changes).wait();
         let feedback = changes.feedback.into_iter().map(|r| r.feedback).collect();
         Ok(Some(Claimed {
@@ -467,7 +458,7 @@ impl Service {
         let now = now_millis();
         let mut out: Vec<BatchView> = self
             .store
-            .durable_read(|s| s.batches_of(org))?
+            .batches_of(org)?
             .into_iter()
             .filter(|b| trained_adapter.is_none_or(|a| b.trained_adapter_id.as_deref() == Some(a)))
             .map(|b| BatchView::new(b, now))
@@ -480,7 +471,6 @@ impl Service {
     /// A batch of the org, with its derived state.
     pub fn batch(&self, org: &str, id: u64) -> Result<BatchView, ServiceError> {
         let batch = self.batch_or_404(org, id)?;
-        self.store.settle_reads()?;
         Ok(BatchView::new(batch, now_millis()))
     }
 
@@ -525,27 +515,31 @@ impl Service {
         }
         // The trained adapter is created if the org does not have it yet; one that exists
         // (described by an admin, say) is left as it is.
-        if let Some(a) = &req.trained_adapter_id
-            && self.store.get_adapter(&actor.org, a)?.is_none()
-        {
-            self.create_adapter_with(
+        let trained = match &req.trained_adapter_id {
+            Some(a) if self.store.get_adapter(&actor.org, a)?.is_none() => Some(self.new_adapter(
                 actor,
                 super::NewAdapter {
                     id: Some(a.clone()),
                     version: req.trained_adapter_version.clone(),
                     ..Default::default()
                 },
-                SyncMode::Defer,
-            )?;
-        }
-        let mut changes = ChangeSet::default();
-        let mut manifest = Vec::with_capacity(records.len());
-        for r in records {
-            let fid = r.feedback.id.clone();
-            let approved = r.feedback.validation_status == ValidationStatus::Approved;
-            let updated = self
-                .store
-                .update_feedback(actor, &fid, now, SyncMode::Defer, |cur| {
+            )?),
+            _ => None,
+        };
+        batch.state = BatchState::Committed;
+        batch.trained_adapter_id = req.trained_adapter_id;
+        batch.trained_adapter_version = req.trained_adapter_version;
+        batch.finished_at = Some(now);
+        batch.version += 1;
+        let changes = self.store.write(actor, &mut |tx| {
+            if let Some(a) = &trained {
+                crate::store::create_adapter_in(tx, a)?;
+            }
+            let mut manifest = Vec::with_capacity(records.len());
+            for r in &records {
+                let fid = &r.feedback.id;
+                let approved = r.feedback.validation_status == ValidationStatus::Approved;
+                let updated = tx.update_feedback(fid, now, &mut |cur| {
                     let ours = cur.lease.is_some_and(|l| l.batch_id == id);
                     if !ours {
                         return Ok(None);
@@ -572,39 +566,30 @@ impl Service {
                         ],
                     )))
                 })?;
-            let final_state = match updated {
-                Some(u) => {
-                    let f = u.feedback.clone();
-                    changes.feedback.push(u);
-                    f
+                let final_state = match &updated {
+                    Some(u) => &u.feedback,
+                    None => &r.feedback,
+                };
+                if approved && final_state.used_for_training && final_state.training_batch_id == id
+                {
+                    manifest.push(ManifestEntry {
+                        feedback_id: fid.clone(),
+                        content_hash: content_hash(final_state),
+                    });
                 }
-                None => r.feedback,
-            };
-            if approved && final_state.used_for_training && final_state.training_batch_id == id {
-                manifest.push(ManifestEntry {
-                    feedback_id: fid,
-                    content_hash: content_hash(&final_state),
-                });
             }
-        }
-        batch.state = BatchState::Committed;
-        batch.manifest = manifest;
-        batch.trained_adapter_id = req.trained_adapter_id;
-        batch.trained_adapter_version = req.trained_adapter_version;
-        batch.finished_at = Some(now);
-        batch.version += 1;
-        let ch = vec![
-            field_change("state", Some("leased"), Some("committed")),
-            field_change("manifest", None, Some(&batch.manifest.len())),
-            field_change::<String>(
-                "trained_adapter_id",
-                None,
-                batch.trained_adapter_id.as_ref(),
-            ),
-        ];
-        self.store
-            .put_batch(actor, &batch, ChangeAction::Commit, ch, SyncMode::Defer)?;
-        self.store.make_durable()?;
+            batch.manifest = manifest;
+            let ch = vec![
+                field_change("state", Some("leased"), Some("committed")),
+                field_change("manifest", None, Some(&batch.manifest.len())),
+                field_change::<String>(
+                    "trained_adapter_id",
+                    None,
+                    batch.trained_adapter_id.as_ref(),
+                ),
+            ];
+            tx.put_batch(&batch, ChangeAction::Commit, ch)
+        })?;
         self.graph.apply(&actor.org, &changes).wait();
         Ok(BatchView::new(batch, now))
     }
@@ -624,11 +609,12 @@ impl Service {
             }
             BatchState::Leased => {}
         }
-        let mut changes = ChangeSet::default();
-        for fid in &batch.items {
-            let updated = self
-                .store
-                .update_feedback(actor, fid, now, SyncMode::Defer, |cur| {
+        batch.state = BatchState::Aborted;
+        batch.finished_at = Some(now);
+        batch.version += 1;
+        let changes = self.store.write(actor, &mut |tx| {
+            for fid in &batch.items {
+                let updated = tx.update_feedback(fid, now, &mut |cur| {
                     if cur.lease.is_none_or(|l| l.batch_id != id) {
                         return Ok(None);
                     }
@@ -640,23 +626,17 @@ impl Service {
                         vec![field_change("lease", Some(&id), None)],
                     )))
                 });
-            match updated {
-                Ok(Some(u)) => changes.feedback.push(u),
-                Ok(None) | Err(crate::store::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
+                match updated {
+                    Ok(_) | Err(crate::store::StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        batch.state = BatchState::Aborted;
-        batch.finished_at = Some(now);
-        batch.version += 1;
-        self.store.put_batch(
-            actor,
-            &batch,
-            ChangeAction::Abort,
-            vec![field_change("state", Some("leased"), Some("aborted"))],
-            SyncMode::Defer,
-        )?;
-        self.store.make_durable()?;
+            tx.put_batch(
+                &batch,
+                ChangeAction::Abort,
+                vec![field_change("state", Some("leased"), Some("aborted"))],
+            )
+        })?;
         self.graph.apply(&actor.org, &changes).wait();
         Ok(BatchView::new(batch, now))
     }
@@ -681,15 +661,16 @@ impl Service {
         let lock = self.claim_lock(&actor.org);
         let _claiming = lock.lock();
         let now = now_millis();
-        let batch_id = self.store.new_batch_id(&actor.org)?;
-        let mut changes = ChangeSet::default();
         let mut out = Vec::with_capacity(ids.len());
-        let mut manifest = Vec::new();
-        for id in ids {
-            let mut verdict: (u16, &'static str, Option<u64>) = (200, "marked", None);
-            let updated = self
-                .store
-                .update_feedback(actor, &id, now, SyncMode::Defer, |cur| {
+        let mut marked: Option<u64> = None;
+        let changes = self.store.write(actor, &mut |tx| {
+            out.clear();
+            marked = None;
+            let batch_id = tx.next_batch_id()?;
+            let mut manifest = Vec::new();
+            for id in &ids {
+                let mut verdict: (u16, &'static str, Option<u64>) = (200, "marked", None);
+                let updated = tx.update_feedback(id, now, &mut |cur| {
                     let f = &cur.feedback;
                     if f.used_for_training {
                         verdict = if f.training_batch_id == batch_id {
@@ -718,60 +699,53 @@ impl Service {
                         ],
                     )))
                 });
-            match updated {
-                Ok(Some(u)) => {
-                    manifest.push(ManifestEntry {
+                match updated {
+                    Ok(Some(u)) => manifest.push(ManifestEntry {
                         feedback_id: u.feedback.id.clone(),
                         content_hash: content_hash(&u.feedback),
-                    });
-                    changes.feedback.push(u);
+                    }),
+                    Ok(None) => {}
+                    Err(crate::store::StoreError::NotFound { .. }) => {
+                        verdict = (404, "not_found", None)
+                    }
+                    Err(e) => return Err(e),
                 }
-                Ok(None) => {}
-                Err(crate::store::StoreError::NotFound { .. }) => {
-                    verdict = (404, "not_found", None)
-                }
-                Err(e) => return Err(e.into()),
+                out.push(MarkResult {
+                    id: id.clone(),
+                    status: verdict.0,
+                    result: verdict.1,
+                    batch_id: verdict.2,
+                });
             }
-            out.push(MarkResult {
-                id,
-                status: verdict.0,
-                result: verdict.1,
-                batch_id: verdict.2,
-            });
-        }
-        if manifest.is_empty() {
-            return Ok((None, out));
-        }
-        // The batch record last, as in a commit: it is the batch's commit point.
-        let batch = Batch {
-            id: batch_id,
-            org_id: actor.org.clone(),
-            state: BatchState::Committed,
-            version: 1,
-            created_at: now,
-            created_by: actor.user.clone(),
-            lease_expires_at: now,
-            adapter_id: None,
-            model: None,
-            include_descendants: false,
-            items: manifest.iter().map(|m| m.feedback_id.clone()).collect(),
-            manifest,
-            trained_adapter_id: None,
-            trained_adapter_version: None,
-            finished_at: Some(now),
-        };
-        let creation =
-            crate::store::creation_changes(&batch, &["id", "org_id", "version", "items"]);
-        self.store.put_batch(
-            actor,
-            &batch,
-            ChangeAction::MarkUsed,
-            creation,
-            SyncMode::Defer,
-        )?;
-        self.store.make_durable()?;
+            if manifest.is_empty() {
+                // No batch is stored; the id taken from the counter stays unused.
+                return Ok(());
+            }
+            // The batch record last, as in a commit: it is the batch's commit point.
+            let batch = Batch {
+                id: batch_id,
+                org_id: actor.org.clone(),
+                state: BatchState::Committed,
+                version: 1,
+                created_at: now,
+                created_by: actor.user.clone(),
+                lease_expires_at: now,
+                adapter_id: None,
+                model: None,
+                include_descendants: false,
+                items: manifest.iter().map(|m| m.feedback_id.clone()).collect(),
+                manifest,
+                trained_adapter_id: None,
+                trained_adapter_version: None,
+                finished_at: Some(now),
+            };
+            let creation = creation_changes(&batch, &["id", "org_id", "version", "items"]);
+            tx.put_batch(&batch, ChangeAction::MarkUsed, creation)?;
+            marked = Some(batch_id);
+            Ok(())
+        })?;
         self.graph.apply(&actor.org, &changes).wait();
-        Ok((Some(batch_id), out))
+        Ok((marked, out))
     }
 
     /// Renders a batch's items for a trainer. Committed batches export their manifest;
@@ -799,8 +773,9 @@ impl Service {
             undesirable: 0,
             retracted: 0,
         };
-        for fid in ids {
-            let Some(f) = self.store.get_feedback(org, &fid)? else {
+        let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+        for f in self.store.get_many(org, &keys)? {
+            let Some(f) = f else {
                 continue;
             };
             e.items += 1;
@@ -846,8 +821,6 @@ impl Service {
                 None => e.skipped += 1,
             }
         }
-        // The batch and its items are shown only once they are durable.
-        self.store.settle_reads()?;
         Ok(e)
     }
 
@@ -865,10 +838,7 @@ impl Service {
         if !f.used_for_training || f.training_batch_id == 0 {
             return Ok(impact);
         }
-        match self
-            .store
-            .durable_read(|s| s.get_batch(org, f.training_batch_id))?
-        {
+        match self.store.get_batch(org, f.training_batch_id)? {
             Some(b) => {
                 let view = BatchView::new(b, now_millis());
                 if let Some(a) = &view.batch.trained_adapter_id {
@@ -941,9 +911,9 @@ impl Service {
             ));
         }
         let now = now_millis();
-        let updated = self
-            .store
-            .update_feedback(actor, id, now, SyncMode::Wait, |cur| {
+        let mut updated = None;
+        let changes = self.store.write(actor, &mut |tx| {
+            updated = tx.update_feedback(id, now, &mut |cur| {
                 let old = cur.feedback.validation_status;
                 if old == status {
                     return Ok(None);
@@ -968,20 +938,13 @@ impl Service {
                     ],
                 )))
             })?;
+            Ok(())
+        })?;
         let changed = updated.is_some();
         let feedback = match updated {
             Some(r) => {
-                let f = r.feedback.clone();
-                self.graph
-                    .apply(
-                        &actor.org,
-                        &ChangeSet {
-                            feedback: vec![r],
-                            ..Default::default()
-                        },
-                    )
-                    .wait();
-                f
+                self.graph.apply(&actor.org, &changes).wait();
+                r.feedback
             }
             None => self.get(&actor.org, id)?,
         };

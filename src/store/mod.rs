@@ -1,60 +1,278 @@
-//! The durable store: sled trees, key layout, record codec, group-commit durability and the
-//! per-record history. sled is the source of truth; everything else is derived from it.
+//! The storage interface: what the service may ask of a backend, in the interface's own
+//! terms, and the records every backend keeps. No backend's types appear here.
 //!
-//! Trees (see ARCHITECTURE.md for the full layout):
-//! - `meta`: `schema_version` -> u32 big-endian
-//! - `feedback`: `org \0 feedback_id` -> [`FeedbackRecord`] (the item and its FEEDBACK_FOR edges)
-//! - `adapters`: `org \0 adapter_id` -> [`Adapter`] (with its DERIVED_FROM parent)
-//! - `history`: `org \0 kind id \0 version_be64` -> [`HistoryVersion`]
-//! - `idempotency`: `org \0 user \0 key` -> the feedback id and request hash of a used key
-//! - `batches`: `org \0 batch_id_be64` -> [`Batch`]
+//! - [`Backend`] is the trait the service holds (`Arc<dyn Backend>`). Each write is one
+//!   call that returns only once it is durable: [`Backend::submit`] (the hot path, a
+//!   future, so waiting for the disk holds no thread) and [`Backend::write`], which runs a
+//!   unit of work over a [`WriteTx`] (review, link, adapter create, claim, commit, abort,
+//!   mark-used, import). Reads return durable state only: nothing a client reads can
+//!   be lost by a crash.
+//! - [`rules`] holds the domain rules every backend applies inside its writes, written
+//!   once: history rendering, idempotency semantics, adapter merging, the lineage check.
+//! - [`sled_store`] is the embedded backend (the default): sled trees, group commit.
 //!
-//! Crash consistency without sled transactions: sled recovers a contiguous prefix of its
-//! log, so a thread's inserts survive in the order it made them. Every write puts the
-//! history entry first and the record last; the record is the commit point. A history
-//! entry newer than its record is an unfinished write and is never shown (and is
-//! overwritten by the next change). Writers of one record are serialised by a striped lock,
-//! adapter writes by one lock (they are rare, and lineage checks need a stable view); no
-//! lock is held while waiting for durability. Plain inserts keep sled's fast path: its
-//! transactions and batches take a global write lock and measured 4-5x slower here.
-//!
-//! Write methods return the [`ChangeSet`] the graph index applies, and return only once the
-//! write is durable, unless the caller asks for [`SyncMode::Defer`] and later calls
-//! [`Store::make_durable`] (bulk import). Each write counts itself in and out with the
-//! syncer ([`Syncer::begin_write`]), so that reads that show stored state to a client go
-//! through [`Store::durable_read`] and never show a write that is not durable yet.
-//!
-//! Idempotency keys live for `storage.idempotency_ttl_secs` after their first use: an
-//! older entry counts as absent, and a sweeper thread removes expired entries in batches
-//! (at open, then every `storage.idempotency_sweep_secs`).
+//! Every write reports what it stored as a [`ChangeSet`], which the graph index applies.
 
 pub mod codec;
 pub mod durability;
 pub mod keys;
+pub mod rules;
+pub mod sled_store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use sled::Tree;
 
 use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FieldChange, HistoryVersion, LinkSource,
-    Metadata, Millis,
+    Millis,
 };
 use codec::CodecError;
 pub use durability::{Durability, SyncError, Syncer};
+pub use sled_store::{CODEC_TREES, SCHEMA_VERSION, SledStore, decode_stored_value};
 
-/// Number of lock stripes serialising writers of the same feedback record.
-const STRIPES: usize = 256;
-/// Number of lock stripes serialising uses of the same idempotency key.
-const IDEM_STRIPES: usize = 64;
+/// A boxed future a backend returns for an asynchronous write.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The schema this build writes. Bump it (and add a migration) when the key layout or a
-/// record's meaning changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// A change to one feedback record decided by the caller of [`WriteTx::update_feedback`]:
+/// the new record, and the action and field changes its history entry records.
+pub type RecordChange = (FeedbackRecord, ChangeAction, Vec<FieldChange>);
+
+/// The closure [`WriteTx::update_feedback`] runs on the current record: `Some` change, or
+/// `None` to leave it as it is.
+pub type ChangeFn<'f> =
+    &'f mut dyn FnMut(&FeedbackRecord) -> Result<Option<RecordChange>, StoreError>;
+
+/// A storage backend: the source of truth the graph index is built from.
+///
+/// Implementations promise: a write call returns `Ok` only once what it wrote is durable
+/// (a crash or power loss keeps it); reads return durable state only; a record's history
+/// gains exactly one version per change, written with the change; ids are unique per org.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and errors (`sled`).
+    fn name(&self) -> &'static str;
+
+    /// Stores a new feedback item with its history, auto-creating the adapter it names
+    /// and its FEEDBACK_FOR edge, at most once per idempotency key (see
+    /// [`rules::judge_key`]). The future resolves once the write is durable. It owns what
+    /// it needs, so a caller that stops waiting can hand it to a task to finish.
+    fn submit(
+        self: Arc<Self>,
+        actor: Actor,
+        fb: Feedback,
+        idempotency: Option<IdempotencyKey>,
+    ) -> BoxFuture<'static, Result<Inserted, StoreError>>;
+
+    /// [`Backend::submit`] for a blocking caller (tools, tests): returns once durable.
+    /// Never call it on an async runtime's thread.
+    fn submit_blocking(
+        &self,
+        actor: &Actor,
+        fb: &Feedback,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Inserted, StoreError>;
+
+    /// Runs `work` as one write and returns what it stored, once durable. `work` may be
+    /// run more than once (a backend retries a transaction that lost a race), so it must
+    /// start from scratch each time. If it fails, the backend keeps no partial state that
+    /// breaks an invariant: a transactional backend rolls back, sled relies on each
+    /// record being its own commit point.
+    fn write(
+        &self,
+        actor: &Actor,
+        work: &mut dyn FnMut(&mut dyn WriteTx) -> Result<(), StoreError>,
+    ) -> Result<ChangeSet, StoreError>;
+
+    /// Writes records that were checked beforehand (a dump being loaded into an org):
+    /// adapters first, then feedback records with their edges, each with an `import`
+    /// history entry. Durable on return. If it fails, it takes back what it wrote
+    /// (`Err((error, partial))`, `partial` when even that failed). `progress` gets the
+    /// number of records written so far.
+    fn load(
+        &self,
+        actor: &Actor,
+        adapters: &[Adapter],
+        records: &[FeedbackRecord],
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), (StoreError, bool)>;
+
+    /// One feedback record (item, edges, lease) of `org`.
+    fn get_record(&self, org: &str, id: &str) -> Result<Option<FeedbackRecord>, StoreError>;
+
+    /// Feedback items of `org` by id, in the order asked; `None` for an id not stored.
+    fn get_many(&self, org: &str, ids: &[&str]) -> Result<Vec<Option<Feedback>>, StoreError>;
+
+    /// One adapter of `org`.
+    fn get_adapter(&self, org: &str, id: &str) -> Result<Option<Adapter>, StoreError>;
+
+    /// Every adapter of `org`.
+    fn adapters_of(&self, org: &str) -> Result<Vec<Adapter>, StoreError>;
+
+    /// Calls `f` with every feedback record of `org`, in id order.
+    fn for_each_record_of(
+        &self,
+        org: &str,
+        f: &mut dyn FnMut(FeedbackRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Every committed version of a feedback item's history, oldest first (empty if the
+    /// item does not exist).
+    fn feedback_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError>;
+
+    /// Every committed version of an adapter's history, oldest first.
+    fn adapter_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError>;
+
+    /// Every committed version of a batch's history, oldest first.
+    fn batch_history(&self, org: &str, id: u64) -> Result<Vec<HistoryVersion>, StoreError>;
+
+    /// One training batch of `org`.
+    fn get_batch(&self, org: &str, id: u64) -> Result<Option<Batch>, StoreError>;
+
+    /// Every training batch of `org`, by id.
+    fn batches_of(&self, org: &str) -> Result<Vec<Batch>, StoreError>;
+
+    /// Up to `limit` batches of `org`, highest id first, with ids below `before` if given.
+    fn batches_page(
+        &self,
+        org: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Batch>, StoreError>;
+
+    /// Calls `f` with the org and the graph-relevant prefix of every feedback record of
+    /// every org (start-up builds the graph from these; strings borrow from the backend's
+    /// buffers, nothing long is decoded).
+    fn for_each_record_head(
+        &self,
+        f: &mut dyn FnMut(&str, RecordHeadRef<'_>),
+    ) -> Result<(), StoreError>;
+
+    /// Calls `f` with every adapter of every org.
+    fn for_each_adapter(
+        &self,
+        f: &mut dyn FnMut(Adapter) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Calls `f` with every feedback record of every org and the org it is filed under
+    /// (for consistency checks).
+    fn for_each_record(
+        &self,
+        f: &mut dyn FnMut(&str, FeedbackRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// The version numbers of a feedback item's committed history up to `up_to`, oldest
+    /// first (for checks).
+    fn feedback_history_versions(
+        &self,
+        org: &str,
+        id: &str,
+        up_to: u64,
+    ) -> Result<Vec<u64>, StoreError>;
+
+    /// Fails when the backend cannot take writes now (for readiness).
+    fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Makes everything written so far durable (at shutdown).
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Adds the backend's instruments to `registry` (see `/metrics`).
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry);
+
+    /// The backend as `Any`, so tools and tests can reach a concrete backend's extras.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The operations of one [`Backend::write`]. Each method reads or writes within the
+/// write; what it stores is collected into the write's [`ChangeSet`].
+pub trait WriteTx {
+    /// The actor the write runs for (its org scopes every key).
+    fn actor(&self) -> &Actor;
+
+    /// Stores a new feedback item with a caller-given id (an import): version 1 with its
+    /// history, auto-creating its adapter and FEEDBACK_FOR edge. An existing id is
+    /// [`StoreError::Exists`].
+    fn insert_feedback(&mut self, fb: &Feedback, action: ChangeAction) -> Result<(), StoreError>;
+
+    /// Reads one feedback record of the org.
+    fn get_record(&mut self, id: &str) -> Result<Option<FeedbackRecord>, StoreError>;
+
+    /// Changes one feedback record: `change` gets the current record and returns the new
+    /// one with its history entry's action and field changes, or `None` to leave it. The
+    /// version is bumped and `updated_at` moved to `at`; a missing record is
+    /// [`StoreError::NotFound`]. Returns the new record if it changed.
+    fn update_feedback(
+        &mut self,
+        id: &str,
+        at: Millis,
+        change: ChangeFn<'_>,
+    ) -> Result<Option<FeedbackRecord>, StoreError>;
+
+    /// Creates the adapter `id` (source auto) unless it exists.
+    fn ensure_adapter(&mut self, id: &str, at: Millis) -> Result<(), StoreError>;
+
+    /// Holds the org's adapters still until the write ends, so a lineage read stays
+    /// true while the write depends on it. Call before reading adapters for a check.
+    fn lock_adapters(&mut self) -> Result<(), StoreError>;
+
+    /// Reads one adapter of the org.
+    fn get_adapter(&mut self, id: &str) -> Result<Option<Adapter>, StoreError>;
+
+    /// Writes an adapter (new or changed) with its history entry.
+    fn put_adapter(&mut self, adapter: &Adapter, entry: &HistoryVersion) -> Result<(), StoreError>;
+
+    /// Takes the org's next training batch id (1, 2, 3...; never reused).
+    fn next_batch_id(&mut self) -> Result<u64, StoreError>;
+
+    /// Writes a batch with a history entry; `batch.version` is one more than stored.
+    fn put_batch(
+        &mut self,
+        batch: &Batch,
+        action: ChangeAction,
+        changes: Vec<FieldChange>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Adds the FEEDBACK_FOR edge `link` (idempotent: an existing edge is left, and the result
+/// says `false`), creating its adapter first if needed. The one way every backend links.
+pub fn link_in(tx: &mut dyn WriteTx, link: &FeedbackLink) -> Result<bool, StoreError> {
+    if tx.get_record(&link.feedback_id)?.is_none() {
+        return Err(StoreError::NotFound {
+            kind: "feedback",
+            id: link.feedback_id.clone(),
+        });
+    }
+    tx.ensure_adapter(&link.adapter_id, link.created_at)?;
+    let updated = tx.update_feedback(&link.feedback_id, link.created_at, &mut |cur| {
+        Ok(rules::add_link(cur, link))
+    })?;
+    Ok(updated.is_some())
+}
+
+/// Creates or re-creates an adapter under the rules of [`rules::plan_adapter`], with the
+/// lineage check when it names a parent. Returns the stored adapter (`None` when nothing
+/// changed) and what happened.
+pub fn create_adapter_in(
+    tx: &mut dyn WriteTx,
+    new: &Adapter,
+) -> Result<(Option<Adapter>, AdapterOutcome), StoreError> {
+    tx.lock_adapters()?;
+    if let Some(parent) = &new.derived_from {
+        rules::check_lineage(&new.id, parent, &mut |id| tx.get_adapter(id))?;
+    }
+    let existing = tx.get_adapter(&new.id)?;
+    let actor = tx.actor().clone();
+    match rules::plan_adapter(&actor, new, existing)? {
+        None => Ok((None, AdapterOutcome::Unchanged)),
+        Some((record, entry, outcome)) => {
+            tx.put_adapter(&record, &entry)?;
+            Ok((Some(record), outcome))
+        }
+    }
+}
 
 /// Store settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,15 +307,12 @@ impl Default for StorageConfig {
     }
 }
 
-/// Expired idempotency entries removed per batch of a sweep (each batch then synced once).
-const SWEEP_BATCH: usize = 1024;
-
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled reported an error.
+    /// The backend failed (an I/O or driver error it reports as text).
     #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Backend(String),
     /// A file-system operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -177,15 +392,6 @@ pub enum StoreError {
          stop it first, or use the HTTP API"
     )]
     Locked(String),
-}
-
-/// Whether a write waits for durability before returning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMode {
-    /// Wait (group commit). What every acknowledged client write uses.
-    Wait,
-    /// Return once in sled's memory; the caller calls [`Store::make_durable`] later.
-    Defer,
 }
 
 /// Records a write created or changed: what the graph index must apply.
@@ -396,21 +602,6 @@ pub struct IdempotencyKey {
     pub request_hash: u64,
 }
 
-/// What the `idempotency` tree remembers about a used key. `at` (the first use, ms since
-/// epoch) has been stored since keys were introduced, so expiry needs no format change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct IdempotencyRecord {
-    feedback_id: String,
-    request_hash: u64,
-    at: Millis,
-}
-
-impl IdempotencyRecord {
-    fn expired(&self, now: Millis, ttl_ms: Millis) -> bool {
-        now.saturating_sub(self.at) >= ttl_ms
-    }
-}
-
 /// Where a new item's id came from: it decides whether an insert must look for an item
 /// that already has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,1560 +629,4 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// The sled-backed store. Cheap to share behind an `Arc`; all methods take `&self`.
-#[derive(Debug)]
-pub struct Store {
-    db: sled::Db,
-    meta: Tree,
-    feedback: Tree,
-    adapters: Tree,
-    history: Tree,
-    idempotency: Tree,
-    batches: Tree,
-    syncer: std::sync::Arc<Syncer>,
-    dir: PathBuf,
-    stripes: Vec<Mutex<()>>,
-    idem_stripes: Vec<Mutex<()>>,
-    adapter_lock: Mutex<()>,
-    /// Keys of adapters known to be stored, so a submit naming one skips the sled read.
-    /// Filled as adapters are seen; only a taken-back load removes adapters.
-    known_adapters: parking_lot::RwLock<rustc_hash::FxHashSet<Vec<u8>>>,
-    /// How long an idempotency key is remembered, ms.
-    idempotency_ttl_ms: Millis,
-    /// Added to the clock when deciding whether an idempotency key expired (tests).
-    clock_skew_ms: std::sync::atomic::AtomicU64,
-    /// The thread that removes expired idempotency keys; stopped on drop.
-    sweeper: Option<Sweeper>,
-}
-
-/// The idempotency sweeper thread and the means to stop it.
-#[derive(Debug)]
-struct Sweeper {
-    stop: std::sync::Arc<(Mutex<bool>, parking_lot::Condvar)>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Some(s) = self.sweeper.take() {
-            *s.stop.0.lock() = true;
-            s.stop.1.notify_all();
-            let _ = s.thread.join();
-        }
-    }
-}
-
-/// The history entry of a record created by a bulk load.
-fn import_entry(actor: &Actor, version: u64, at: Millis) -> HistoryVersion {
-    HistoryVersion {
-        version,
-        at,
-        actor: actor.user.clone(),
-        action: ChangeAction::Import,
-        changes: Vec::new(),
-    }
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    codec::encode(v).map_err(StoreError::Encode)
-}
-
-fn decode<T: serde::de::DeserializeOwned>(
-    tree: &'static str,
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    codec::decode(bytes).map_err(|source| StoreError::Corrupt {
-        tree,
-        key: keys::display(key),
-        source,
-    })
-}
-
-/// The names of the trees whose values go through the record codec, for
-/// [`decode_stored_value`].
-#[doc(hidden)]
-pub const CODEC_TREES: [&str; 5] = ["feedback", "adapters", "history", "idempotency", "batches"];
-
-/// Decodes `bytes` as the value type of `tree` (one of [`CODEC_TREES`]) exactly as a read
-/// of that tree does, the in-place prefix read of start-up included for `feedback`, and
-/// drops the result. For fuzzing and corruption tests: any bytes must give `Ok` or
-/// [`StoreError::Corrupt`], never a panic. An unknown tree name is `Corrupt` too.
-#[doc(hidden)]
-pub fn decode_stored_value(tree: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let key = b"fuzz";
-    match tree {
-        "feedback" => {
-            let prefix = codec::decode_prefix_borrowed::<RecordHeadRef<'_>>(bytes);
-            let full = decode::<FeedbackRecord>("feedback", key, bytes);
-            prefix.map_err(|source| StoreError::Corrupt {
-                tree: "feedback",
-                key: keys::display(key),
-                source,
-            })?;
-            full.map(drop)
-        }
-        "adapters" => decode::<Adapter>("adapters", key, bytes).map(drop),
-        "history" => decode::<HistoryVersion>("history", key, bytes).map(drop),
-        "idempotency" => decode::<IdempotencyRecord>("idempotency", key, bytes).map(drop),
-        "batches" => decode::<Batch>("batches", key, bytes).map(drop),
-        _ => Err(StoreError::Corrupt {
-            tree: "unknown",
-            key: keys::display(key),
-            source: CodecError::Empty,
-        }),
-    }
-}
-
-/// Renders a value as compact JSON for history entries.
-fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|e| format!("<unrenderable: {e}>"))
-}
-
-/// The field changes that describe creating `record`: every non-null, non-empty field,
-/// in field-name order.
-///
-/// On the submit path: the record is rendered to JSON once and each field's text is cut
-/// out of it, rather than building a `serde_json::Value` tree and rendering every field
-/// again.
-pub fn creation_changes<T: Serialize>(record: &T, skip: &[&str]) -> Vec<FieldChange> {
-    let Ok(text) = serde_json::to_string(record) else {
-        return Vec::new();
-    };
-    let Ok(fields) = serde_json::from_str::<
-        std::collections::BTreeMap<&str, &serde_json::value::RawValue>,
-    >(&text) else {
-        return Vec::new();
-    };
-    fields
-        .into_iter()
-        .filter(|(k, v)| !skip.contains(k) && !matches!(v.get(), "null" | "{}" | "[]"))
-        .map(|(field, v)| FieldChange {
-            field: field.to_owned(),
-            old: None,
-            new: Some(v.get().to_owned()),
-        })
-        .collect()
-}
-
-/// One field change from `old` to `new`, rendered as JSON.
-pub fn field_change<T: Serialize + ?Sized>(
-    field: &str,
-    old: Option<&T>,
-    new: Option<&T>,
-) -> FieldChange {
-    FieldChange {
-        field: field.to_owned(),
-        old: old.map(json_text),
-        new: new.map(json_text),
-    }
-}
-
-const FEEDBACK_SKIP: &[&str] = &["id", "org_id", "version", "created_at", "updated_at"];
-const ADAPTER_SKIP: &[&str] = &["id", "org_id", "record_version", "created_at"];
-
-fn stripe_of(org: &str, id: &str) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    org.hash(&mut h);
-    id.hash(&mut h);
-    (h.finish() as usize) % STRIPES
-}
-
-impl Store {
-    /// Opens (or creates) the store in `data_dir/sled`, checking the schema version.
-    pub fn open(data_dir: &Path, config: &StorageConfig) -> Result<Self, StoreError> {
-        let io = |context: String| move |source| StoreError::Io { context, source };
-        std::fs::create_dir_all(data_dir).map_err(io(format!(
-            "creating data directory {}",
-            data_dir.display()
-        )))?;
-        let dir = data_dir.join("sled");
-        // sled releases its file lock from its I/O threads, shortly after the previous
-        // owner in this process (or a process that just exited) let go: a locked directory
-        // is retried for a moment before it counts as held by someone else.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(&dir)
-                .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
-                .open();
-            match opened {
-                Ok(db) => break db,
-                // sled reports a held lock as an `Other` error naming it, with the
-                // `WouldBlock` cause only in the text.
-                Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(StoreError::Locked(data_dir.display().to_string()));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(other) => return Err(StoreError::Sled(other)),
-            }
-        };
-        // Persist the directory entries of sled's files once, so that fsyncs of the data
-        // file are enough from here on.
-        for d in [&dir, data_dir] {
-            std::fs::File::open(d)
-                .and_then(|f| f.sync_all())
-                .map_err(io(format!("syncing directory {}", d.display())))?;
-        }
-        // And the data directory's own name, which is new on a first start (made here or
-        // by the secret setup): until its parent is synced, a power loss can take the
-        // whole directory with every write acknowledged in it. A parent we may not read
-        // cannot be synced by us; the directory was then most likely made by someone else.
-        let parent = match data_dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Err(e) = std::fs::File::open(parent).and_then(|f| f.sync_all()) {
-            tracing::warn!(dir = %parent.display(), error = %e, "could not sync the data directory's parent");
-        }
-        let syncer = Syncer::new(
-            db.clone(),
-            &dir.join("db"),
-            config.durability,
-            config.group_commit,
-            std::time::Duration::from_micros(config.commit_delay_us),
-        )
-        .map_err(io(format!("opening {}", dir.join("db").display())))?;
-        let mut store = Store {
-            meta: db.open_tree("meta")?,
-            feedback: db.open_tree("feedback")?,
-            adapters: db.open_tree("adapters")?,
-            history: db.open_tree("history")?,
-            idempotency: db.open_tree("idempotency")?,
-            batches: db.open_tree("batches")?,
-            db,
-            dir: data_dir.to_owned(),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            idem_stripes: (0..IDEM_STRIPES).map(|_| Mutex::new(())).collect(),
-            adapter_lock: Mutex::new(()),
-            known_adapters: parking_lot::RwLock::default(),
-            idempotency_ttl_ms: config.idempotency_ttl_secs.saturating_mul(1000),
-            clock_skew_ms: std::sync::atomic::AtomicU64::new(0),
-            syncer: std::sync::Arc::new(syncer),
-            sweeper: None,
-        };
-        store.check_schema()?;
-        store.sweeper = Some(store.start_sweeper(config.idempotency_sweep_secs)?);
-        Ok(store)
-    }
-
-    /// Starts the thread that removes expired idempotency keys: once now, then every
-    /// `every_secs` (never again if 0) until the store is dropped.
-    fn start_sweeper(&self, every_secs: u64) -> Result<Sweeper, StoreError> {
-        let stop = std::sync::Arc::new((Mutex::new(false), parking_lot::Condvar::new()));
-        let (tree, syncer, ttl) = (
-            self.idempotency.clone(),
-            self.syncer.clone(),
-            self.idempotency_ttl_ms,
-        );
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("feedgraph-idem-sweep".into())
-            .spawn(move || {
-                loop {
-                    match sweep_expired(&tree, &syncer, crate::model::now_millis(), ttl) {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(removed = n, "expired idempotency keys removed"),
-                        Err(e) => tracing::warn!("sweeping expired idempotency keys: {e}"),
-                    }
-                    let mut stopped = stop2.0.lock();
-                    if every_secs == 0 {
-                        while !*stopped {
-                            stop2.1.wait(&mut stopped);
-                        }
-                    } else {
-                        let until =
-                            std::time::Instant::now() + std::time::Duration::from_secs(every_secs);
-                        while !*stopped && !stop2.1.wait_until(&mut stopped, until).timed_out() {}
-                    }
-                    if *stopped {
-                        return;
-                    }
-                }
-            })
-            .map_err(|source| StoreError::Io {
-                context: "starting the idempotency sweeper".into(),
-                source,
-            })?;
-        Ok(Sweeper { stop, thread })
-    }
-
-    /// The clock idempotency expiry is judged by (the real one, unless a test moved it).
-    fn now(&self) -> Millis {
-        crate::model::now_millis().saturating_add(
-            self.clock_skew_ms
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
-    }
-
-    /// Removes every expired idempotency entry now, in batches; returns how many.
-    pub fn sweep_idempotency(&self) -> Result<usize, StoreError> {
-        sweep_expired(
-            &self.idempotency,
-            &self.syncer,
-            self.now(),
-            self.idempotency_ttl_ms,
-        )
-    }
-
-    /// How many idempotency entries are stored, expired or not.
-    pub fn idempotency_entries(&self) -> usize {
-        self.idempotency.len()
-    }
-
-    /// Adds the store's instruments (group-commit batch sizes, sync times) to `registry`.
-    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.syncer.metrics().register(registry);
-    }
-
-    /// Fails once a sync failed: the store then refuses every write until it is reopened
-    /// (a restart). For readiness checks.
-    pub fn check_writable(&self) -> Result<(), StoreError> {
-        Ok(self.syncer.check_writable()?)
-    }
-
-    /// Call after reading, before showing what was read to a client: returns once
-    /// everything the reads could have seen is durable. Cheap when no write is in flight;
-    /// otherwise it waits for the next sync. Fails with [`SyncError::Poisoned`] if that
-    /// sync failed (what is durable is then unknown).
-    pub fn settle_reads(&self) -> Result<(), StoreError> {
-        Ok(self.syncer.settle_read()?)
-    }
-
-    /// Runs `read` (reads of this store), then waits until everything it could have seen
-    /// is durable ([`Store::settle_reads`]), and returns its result.
-    pub fn durable_read<T>(
-        &self,
-        read: impl FnOnce(&Store) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let out = read(self)?;
-        self.syncer.settle_read()?;
-        Ok(out)
-    }
-
-    fn check_schema(&self) -> Result<(), StoreError> {
-        const KEY: &[u8] = b"schema_version";
-        match self.meta.get(KEY)? {
-            None => {
-                {
-                    let _w = self.syncer.begin_write()?;
-                    self.meta.insert(KEY, &SCHEMA_VERSION.to_be_bytes())?;
-                }
-                self.make_durable()?;
-                Ok(())
-            }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        tree: "meta",
-                        key: "schema_version".into(),
-                        source: CodecError::Trailing(v.len()),
-                    })?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::Schema { found });
-                }
-                // Versions below the current one would be migrated here, in order, each
-                // migration rewriting records without dropping any. There are none yet.
-                Ok(())
-            }
-        }
-    }
-
-    /// The data directory this store lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Makes every write completed so far durable (shared with concurrent callers).
-    pub fn make_durable(&self) -> Result<(), StoreError> {
-        Ok(self.syncer.wait_durable()?)
-    }
-
-    /// Asks for a sync covering every write this thread completed so far; pass the ticket
-    /// to [`Store::durable`] to wait for it without blocking a thread.
-    pub fn durability_ticket(&self) -> Result<u64, StoreError> {
-        Ok(self.syncer.ticket()?)
-    }
-
-    /// Blocks until the sync of `ticket` completed.
-    pub fn wait_ticket(&self, ticket: u64) -> Result<(), StoreError> {
-        Ok(self.syncer.wait(ticket)?)
-    }
-
-    /// Waits until the sync of `ticket` completed: the writes before the ticket are durable.
-    pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
-        Ok(self.syncer.wait_async(ticket).await?)
-    }
-
-    fn finish(&self, sync: SyncMode) -> Result<(), StoreError> {
-        match sync {
-            SyncMode::Wait => self.make_durable(),
-            SyncMode::Defer => Ok(()),
-        }
-    }
-
-    /// Size of the database on disk, in bytes.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
-    }
-
-    fn put_history(
-        &self,
-        org: &str,
-        kind: u8,
-        id: &str,
-        entry: &HistoryVersion,
-    ) -> Result<(), StoreError> {
-        self.history
-            .insert(keys::history(org, kind, id, entry.version), encode(entry)?)?;
-        Ok(())
-    }
-
-    fn read_record(&self, key: &[u8]) -> Result<Option<FeedbackRecord>, StoreError> {
-        match self.feedback.get(key)? {
-            Some(v) => decode("feedback", key, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Creates the adapter if it does not exist; returns it if it was created.
-    fn ensure_adapter(
-        &self,
-        actor: &Actor,
-        adapter_id: &str,
-        at: Millis,
-    ) -> Result<Option<Adapter>, StoreError> {
-        let key = keys::record(&actor.org, adapter_id);
-        if self.known_adapters.read().contains(&key) {
-            return Ok(None);
-        }
-        let _guard = self.adapter_lock.lock();
-        if self.adapters.contains_key(&key)? {
-            self.known_adapters.write().insert(key);
-            return Ok(None);
-        }
-        let adapter = Adapter {
-            id: adapter_id.to_owned(),
-            org_id: actor.org.clone(),
-            version: None,
-            base_model: None,
-            derived_from: None,
-            metadata: Metadata::default(),
-            created_at: at,
-            source: LinkSource::Auto,
-            record_version: 1,
-        };
-        let entry = HistoryVersion {
-            version: 1,
-            at,
-            actor: actor.user.clone(),
-            action: ChangeAction::Create,
-            changes: creation_changes(&adapter, ADAPTER_SKIP),
-        };
-        self.put_history(&actor.org, keys::KIND_ADAPTER, adapter_id, &entry)?;
-        self.adapters.insert(key.as_slice(), encode(&adapter)?)?;
-        self.known_adapters.write().insert(key);
-        Ok(Some(adapter))
-    }
-
-    /// Before the first update of an item, rewrites its compact creation entry (see
-    /// [`Store::feedback_history`]) with the fields of the version about to be replaced.
-    /// Runs under the item's stripe lock, before the new entry and record are written: a
-    /// crash after it leaves a full creation entry beside an unchanged record.
-    fn write_out_creation(&self, org: &str, current: &FeedbackRecord) -> Result<(), StoreError> {
-        let fb = &current.feedback;
-        if fb.version != 1 {
-            return Ok(());
-        }
-        let key = keys::history(org, keys::KIND_FEEDBACK, &fb.id, 1);
-        let Some(v) = self.history.get(&key)? else {
-            return Ok(());
-        };
-        let mut entry: HistoryVersion = decode("history", &key, &v)?;
-        if !entry.changes.is_empty() {
-            return Ok(());
-        }
-        entry.changes = creation_changes(fb, FEEDBACK_SKIP);
-        self.put_history(org, keys::KIND_FEEDBACK, &fb.id, &entry)
-    }
-
-    /// Stores a new feedback item (version 1) with its history entry; if it names an
-    /// adapter, creates that adapter if needed and the FEEDBACK_FOR edge (source auto).
-    pub fn insert_feedback(
-        &self,
-        actor: &Actor,
-        fb: &Feedback,
-        action: ChangeAction,
-        sync: SyncMode,
-    ) -> Result<ChangeSet, StoreError> {
-        match self.insert_feedback_once(actor, fb, IdSource::Given, action, None, sync)? {
-            Inserted::New(cs) => Ok(cs),
-            Inserted::Replay(existing) => Err(StoreError::Exists {
-                kind: "feedback",
-                id: existing.id.clone(),
-            }),
-        }
-    }
-
-    /// Like [`Store::insert_feedback`], but at most once per idempotency key: if the key was
-    /// used before by the same user with the same request, the item stored then is returned
-    /// and nothing is written; with a different request it is a conflict.
-    pub fn insert_feedback_once(
-        &self,
-        actor: &Actor,
-        fb: &Feedback,
-        id_source: IdSource,
-        action: ChangeAction,
-        idempotency: Option<&IdempotencyKey>,
-        sync: SyncMode,
-    ) -> Result<Inserted, StoreError> {
-        let write = self.syncer.begin_write()?;
-        let _idem_guard = idempotency
-            .map(|k| self.idem_stripes[stripe_of(&actor.org, &k.key) % IDEM_STRIPES].lock());
-        let idem_key = idempotency.map(|k| keys::idempotency(&actor.org, &actor.user, &k.key));
-        if let (Some(k), Some(ikey)) = (idempotency, &idem_key)
-            && let Some(v) = self.idempotency.get(ikey)?
-        {
-            let seen: IdempotencyRecord = decode("idempotency", ikey, &v)?;
-            // An expired entry counts as absent (this use overwrites it); an entry whose
-            // record is missing belongs to a write that never committed.
-            if !seen.expired(self.now(), self.idempotency_ttl_ms)
-                && let Some(existing) = self.get_feedback(&actor.org, &seen.feedback_id)?
-            {
-                if seen.request_hash != k.request_hash {
-                    return Err(StoreError::Conflict(format!(
-                        "Idempotency-Key '{}' was already used for a different request",
-                        k.key
-                    )));
-                }
-                return Ok(Inserted::Replay(Box::new(existing)));
-            }
-        }
-        let fkey = keys::record(&actor.org, &fb.id);
-        let mut cs = ChangeSet::default();
-        {
-            let _guard = self.stripes[stripe_of(&actor.org, &fb.id)].lock();
-            if id_source == IdSource::Given && self.feedback.contains_key(&fkey)? {
-                return Err(StoreError::Exists {
-                    kind: "feedback",
-                    id: fb.id.clone(),
-                });
-            }
-            let mut record = FeedbackRecord {
-                feedback: fb.clone(),
-                links: Vec::new(),
-                lease: None,
-            };
-            if let Some(adapter_id) = &fb.adapter_id {
-                cs.adapters
-                    .extend(self.ensure_adapter(actor, adapter_id, fb.created_at)?);
-                record.links.push(FeedbackLink {
-                    feedback_id: fb.id.clone(),
-                    adapter_id: adapter_id.clone(),
-                    created_at: fb.created_at,
-                    source: LinkSource::Auto,
-                    metadata: Metadata::default(),
-                });
-            }
-            // Written compact: the fields are the record's own until its first update.
-            let entry = HistoryVersion {
-                version: fb.version,
-                at: fb.created_at,
-                actor: actor.user.clone(),
-                action,
-                changes: Vec::new(),
-            };
-            self.put_history(&actor.org, keys::KIND_FEEDBACK, &fb.id, &entry)?;
-            if let (Some(k), Some(ikey)) = (idempotency, &idem_key) {
-                let seen = IdempotencyRecord {
-                    feedback_id: fb.id.clone(),
-                    request_hash: k.request_hash,
-                    at: self.now(),
-                };
-                self.idempotency.insert(ikey.as_slice(), encode(&seen)?)?;
-            }
-            self.feedback.insert(fkey.as_slice(), encode(&record)?)?;
-            cs.links = record.links.clone();
-            cs.feedback.push(record);
-        }
-        drop(write);
-        self.finish(sync)?;
-        Ok(Inserted::New(cs))
-    }
-
-    /// Changes one feedback record under its stripe lock: `change` gets the current record
-    /// and returns the new one plus the history entry's action and field changes, or `None`
-    /// to leave it as is. The version is bumped and the history written before the record.
-    pub fn update_feedback<F>(
-        &self,
-        actor: &Actor,
-        feedback_id: &str,
-        at: Millis,
-        sync: SyncMode,
-        change: F,
-    ) -> Result<Option<FeedbackRecord>, StoreError>
-    where
-        F: FnOnce(
-            &FeedbackRecord,
-        )
-            -> Result<Option<(FeedbackRecord, ChangeAction, Vec<FieldChange>)>, StoreError>,
-    {
-        let write = self.syncer.begin_write()?;
-        let fkey = keys::record(&actor.org, feedback_id);
-        let updated = {
-            let _guard = self.stripes[stripe_of(&actor.org, feedback_id)].lock();
-            let Some(current) = self.read_record(&fkey)? else {
-                return Err(StoreError::NotFound {
-                    kind: "feedback",
-                    id: feedback_id.to_owned(),
-                });
-            };
-            let Some((mut next, action, changes)) = change(&current)? else {
-                return Ok(None);
-            };
-            self.write_out_creation(&actor.org, &current)?;
-            next.feedback.version = current.feedback.version + 1;
-            next.feedback.updated_at = at.max(current.feedback.updated_at);
-            let entry = HistoryVersion {
-                version: next.feedback.version,
-                at,
-                actor: actor.user.clone(),
-                action,
-                changes,
-            };
-            self.put_history(&actor.org, keys::KIND_FEEDBACK, feedback_id, &entry)?;
-            self.feedback.insert(fkey.as_slice(), encode(&next)?)?;
-            next
-        };
-        drop(write);
-        self.finish(sync)?;
-        Ok(Some(updated))
-    }
-
-    /// Adds a FEEDBACK_FOR edge. Idempotent: an existing edge is left as it is and the
-    /// result says `false`. A new edge bumps the feedback's version and history.
-    pub fn link(
-        &self,
-        actor: &Actor,
-        new: &FeedbackLink,
-        sync: SyncMode,
-    ) -> Result<(ChangeSet, bool), StoreError> {
-        self.syncer.check_writable()?;
-        let mut cs = ChangeSet::default();
-        // Create the adapter first (its own commit), so the edge never points nowhere.
-        let key = keys::record(&actor.org, &new.feedback_id);
-        if self.read_record(&key)?.is_none() {
-            return Err(StoreError::NotFound {
-                kind: "feedback",
-                id: new.feedback_id.clone(),
-            });
-        }
-        {
-            let _write = self.syncer.begin_write()?;
-            cs.adapters
-                .extend(self.ensure_adapter(actor, &new.adapter_id, new.created_at)?);
-        }
-        let updated =
-            self.update_feedback(actor, &new.feedback_id, new.created_at, sync, |cur| {
-                if cur.links.iter().any(|l| l.adapter_id == new.adapter_id) {
-                    return Ok(None);
-                }
-                let mut next = cur.clone();
-                next.links.push(new.clone());
-                let changes = vec![
-                    field_change("links", None, Some(new.adapter_id.as_str())),
-                    field_change("link_source", None, Some(new.source.as_str())),
-                ];
-                Ok(Some((next, ChangeAction::Link, changes)))
-            })?;
-        let created = updated.is_some();
-        if let Some(record) = updated {
-            cs.links.push(new.clone());
-            cs.feedback.push(record);
-        } else if !cs.adapters.is_empty() {
-            self.finish(sync)?;
-        }
-        Ok((cs, created))
-    }
-
-    /// Creates an adapter (with its DERIVED_FROM edge if `derived_from` is set).
-    ///
-    /// Re-creating an identical adapter changes nothing. An existing adapter without a
-    /// parent may gain one, and missing descriptive fields are filled in; changing an
-    /// existing parent is a [`StoreError::Conflict`]. A missing parent or a parent chain
-    /// leading back to the adapter is refused and nothing is written.
-    pub fn create_adapter(
-        &self,
-        actor: &Actor,
-        new: &Adapter,
-        sync: SyncMode,
-    ) -> Result<(ChangeSet, AdapterOutcome), StoreError> {
-        let akey = keys::record(&actor.org, &new.id);
-        let (record, outcome) = {
-            let _write = self.syncer.begin_write()?;
-            // All adapter writes hold this lock, so the lineage read below is stable.
-            let _guard = self.adapter_lock.lock();
-            if let Some(parent) = &new.derived_from {
-                self.check_lineage(&actor.org, &new.id, parent)?;
-            }
-            let existing: Option<Adapter> = match self.adapters.get(&akey)? {
-                Some(v) => Some(decode("adapters", &akey, &v)?),
-                None => None,
-            };
-            let (record, outcome, changes) = match existing {
-                None => {
-                    let rec = Adapter {
-                        org_id: actor.org.clone(),
-                        record_version: 1,
-                        ..new.clone()
-                    };
-                    let ch = creation_changes(&rec, ADAPTER_SKIP);
-                    (rec, AdapterOutcome::Created, ch)
-                }
-                Some(old) => {
-                    if let (Some(p_old), Some(p_new)) = (&old.derived_from, &new.derived_from)
-                        && p_old != p_new
-                    {
-                        return Err(StoreError::Conflict(format!(
-                            "adapter '{}' already derives from '{p_old}'; an adapter has one \
-                             parent and it cannot be changed to '{p_new}'",
-                            new.id
-                        )));
-                    }
-                    if old.source == LinkSource::Manual {
-                        // Created explicitly before: the same request is the same result,
-                        // and a different one is a conflict, never a silent merge.
-                        let differs: Vec<&str> = [
-                            ("version", old.version != new.version),
-                            ("base_model", old.base_model != new.base_model),
-                            ("derived_from", old.derived_from != new.derived_from),
-                            ("metadata", old.metadata != new.metadata),
-                        ]
-                        .into_iter()
-                        .filter_map(|(name, d)| d.then_some(name))
-                        .collect();
-                        if differs.is_empty() {
-                            return Ok((ChangeSet::default(), AdapterOutcome::Unchanged));
-                        }
-                        return Err(StoreError::Conflict(format!(
-                            "adapter '{}' exists with other values for: {}; repeat the \
-                             request that created it, or create an adapter with a new id",
-                            new.id,
-                            differs.join(", ")
-                        )));
-                    }
-                    // Auto-created when feedback first named it: this request describes it,
-                    // once, and it becomes an explicitly created adapter.
-                    let mut rec = old.clone();
-                    let mut ch = vec![field_change(
-                        "source",
-                        Some(&old.source),
-                        Some(&LinkSource::Manual),
-                    )];
-                    rec.source = LinkSource::Manual;
-                    macro_rules! fill {
-                        ($field:ident) => {
-                            if new.$field.is_some() && new.$field != old.$field {
-                                ch.push(field_change(
-                                    stringify!($field),
-                                    old.$field.as_ref(),
-                                    new.$field.as_ref(),
-                                ));
-                                rec.$field = new.$field.clone();
-                            }
-                        };
-                    }
-                    fill!(derived_from);
-                    fill!(version);
-                    fill!(base_model);
-                    if !new.metadata.is_empty() && new.metadata != old.metadata {
-                        ch.push(field_change(
-                            "metadata",
-                            Some(&old.metadata),
-                            Some(&new.metadata),
-                        ));
-                        rec.metadata = new.metadata.clone();
-                    }
-                    rec.record_version += 1;
-                    (rec, AdapterOutcome::Updated, ch)
-                }
-            };
-            let entry = HistoryVersion {
-                version: record.record_version,
-                at: new.created_at,
-                actor: actor.user.clone(),
-                action: ChangeAction::Create,
-                changes,
-            };
-            self.put_history(&actor.org, keys::KIND_ADAPTER, &new.id, &entry)?;
-            self.adapters.insert(akey.as_slice(), encode(&record)?)?;
-            (record, outcome)
-        };
-        self.finish(sync)?;
-        Ok((
-            ChangeSet {
-                adapters: vec![record],
-                ..Default::default()
-            },
-            outcome,
-        ))
-    }
-
-    /// Walks up from `parent`; meeting `child` means the new edge would close a cycle.
-    fn check_lineage(&self, org: &str, child: &str, parent: &str) -> Result<(), StoreError> {
-        let mut chain = vec![child.to_owned(), parent.to_owned()];
-        let mut cursor = parent.to_owned();
-        loop {
-            if cursor == child {
-                return Err(StoreError::Cycle {
-                    child: child.to_owned(),
-                    parent: parent.to_owned(),
-                    path: chain.join(" -> "),
-                });
-            }
-            let Some(node) = self.get_adapter(org, &cursor)? else {
-                if cursor == parent {
-                    return Err(StoreError::UnknownParent(parent.to_owned()));
-                }
-                return Err(StoreError::Conflict(format!(
-                    "adapter '{cursor}' in the lineage of '{parent}' is missing"
-                )));
-            };
-            match node.derived_from {
-                Some(next) => {
-                    chain.push(next.clone());
-                    cursor = next;
-                }
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// The first half of a bulk load of a feedback item that was checked beforehand: its
-    /// history version 1 (`Import`). A bulk load writes these while it is still reading
-    /// its file, then the records with [`Store::load`]; until a record is written its
-    /// history entry is inert, like the history written ahead of any record.
-    pub fn load_history(&self, actor: &Actor, f: &Feedback) -> Result<(), StoreError> {
-        let _write = self.syncer.begin_write()?;
-        let entry = import_entry(actor, f.version, f.created_at);
-        self.put_history(&actor.org, keys::KIND_FEEDBACK, &f.id, &entry)
-    }
-
-    /// Takes back the history entries [`Store::load_history`] wrote for a load that failed
-    /// before writing its records.
-    pub fn unload_history<'a>(
-        &self,
-        org: &str,
-        ids: impl Iterator<Item = &'a str>,
-    ) -> Result<(), StoreError> {
-        let _write = self.syncer.begin_write()?;
-        for id in ids {
-            self.history
-                .remove(keys::history(org, keys::KIND_FEEDBACK, id, 1))?;
-        }
-        Ok(())
-    }
-
-    /// Takes back a bulk load that failed while writing its records: removes the records
-    /// (the commit points) first, then their history entries. Best effort; the first
-    /// error is returned.
-    pub fn unload(
-        &self,
-        org: &str,
-        adapters: &[Adapter],
-        records: &[FeedbackRecord],
-    ) -> Result<(), StoreError> {
-        let _write = self.syncer.begin_write()?;
-        for r in records {
-            self.feedback.remove(keys::record(org, &r.feedback.id))?;
-        }
-        {
-            // Under the adapter lock, and out of sled before out of the cache: a submit
-            // racing this cannot find the adapter in sled and remember it again.
-            let _guard = self.adapter_lock.lock();
-            for a in adapters {
-                let key = keys::record(org, &a.id);
-                self.adapters.remove(key.as_slice())?;
-                self.known_adapters.write().remove(&key);
-            }
-        }
-        self.unload_history(org, records.iter().map(|r| r.feedback.id.as_str()))?;
-        for a in adapters {
-            self.history.remove(keys::history(
-                org,
-                keys::KIND_ADAPTER,
-                &a.id,
-                a.record_version,
-            ))?;
-        }
-        Ok(())
-    }
-
-    /// The second half of a bulk load of records that were checked beforehand (no
-    /// existence or lineage checks here): adapters with their history version 1, then the
-    /// feedback records, whose history entries [`Store::load_history`] wrote already.
-    /// Records go in key order, whatever the order of `records`, which keeps sled's inserts
-    /// at the right edge of its tree. Nothing is durable until [`Store::make_durable`].
-    /// `progress` gets the number of records written so far.
-    pub fn load(
-        &self,
-        actor: &Actor,
-        adapters: &[Adapter],
-        records: &[FeedbackRecord],
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<(), StoreError> {
-        let _write = self.syncer.begin_write()?;
-        for a in adapters {
-            let entry = import_entry(actor, a.record_version, a.created_at);
-            self.put_history(&actor.org, keys::KIND_ADAPTER, &a.id, &entry)?;
-            self.adapters
-                .insert(keys::record(&actor.org, &a.id), encode(a)?)?;
-        }
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        order.sort_unstable_by(|&x, &y| records[x].feedback.id.cmp(&records[y].feedback.id));
-        for (n, &i) in order.iter().enumerate() {
-            let r = &records[i];
-            self.feedback
-                .insert(keys::record(&actor.org, &r.feedback.id), encode(r)?)?;
-            if n % 4096 == 4095 {
-                progress(n as u64 + 1);
-            }
-        }
-        progress(records.len() as u64);
-        Ok(())
-    }
-
-    /// Every adapter of one org.
-    pub fn adapters_of(&self, org: &str) -> Result<Vec<Adapter>, StoreError> {
-        self.adapters
-            .scan_prefix(keys::record(org, ""))
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("adapters", &k, &v)
-            })
-            .collect()
-    }
-
-    /// Every feedback record of one org, in id order.
-    pub fn records_of(
-        &self,
-        org: &str,
-    ) -> impl Iterator<Item = Result<FeedbackRecord, StoreError>> + '_ {
-        self.feedback.scan_prefix(keys::record(org, "")).map(|kv| {
-            let (k, v) = kv?;
-            decode("feedback", &k, &v)
-        })
-    }
-
-    /// The next batch id of `org`: 1, 2, 3... per org. The counter lives in `meta` and is
-    /// written before the batch that uses it, so a recovered batch always has its id
-    /// counted and ids are never reused.
-    pub fn new_batch_id(&self, org: &str) -> Result<u64, StoreError> {
-        let _write = self.syncer.begin_write()?;
-        let mut key = b"next_batch_id\0".to_vec();
-        key.extend_from_slice(org.as_bytes());
-        let next = self.meta.update_and_fetch(&key, |old| {
-            let n = old
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_be_bytes);
-            Some(n.saturating_add(1).to_be_bytes().to_vec())
-        })?;
-        next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| StoreError::Corrupt {
-                tree: "meta",
-                key: "next_batch_id".into(),
-                source: CodecError::Empty,
-            })
-    }
-
-    /// Writes a batch: its history entry first, then the record (the commit point). The
-    /// caller sets `batch.version` to one more than the stored version and serialises
-    /// writers of one org's batches.
-    pub fn put_batch(
-        &self,
-        actor: &Actor,
-        batch: &Batch,
-        action: ChangeAction,
-        changes: Vec<FieldChange>,
-        sync: SyncMode,
-    ) -> Result<(), StoreError> {
-        let write = self.syncer.begin_write()?;
-        let entry = HistoryVersion {
-            version: batch.version,
-            at: crate::model::now_millis(),
-            actor: actor.user.clone(),
-            action,
-            changes,
-        };
-        self.put_history(&actor.org, keys::KIND_BATCH, &batch.id.to_string(), &entry)?;
-        self.batches
-            .insert(keys::batch(&actor.org, batch.id), encode(batch)?)?;
-        drop(write);
-        self.finish(sync)
-    }
-
-    /// One batch of `org`, if present.
-    pub fn get_batch(&self, org: &str, id: u64) -> Result<Option<Batch>, StoreError> {
-        let key = keys::batch(org, id);
-        match self.batches.get(&key)? {
-            Some(v) => decode("batches", &key, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Every committed version of a batch's history, oldest first.
-    pub fn batch_history(&self, org: &str, id: u64) -> Result<Vec<HistoryVersion>, StoreError> {
-        let current = self.get_batch(org, id)?.map_or(0, |b| b.version);
-        self.history_of(org, keys::KIND_BATCH, &id.to_string(), current)
-    }
-
-    /// Every batch of `org`, by id.
-    pub fn batches_of(&self, org: &str) -> Result<Vec<Batch>, StoreError> {
-        self.batches
-            .scan_prefix(keys::record(org, ""))
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("batches", &k, &v)
-            })
-            .collect()
-    }
-
-    /// Up to `limit` batches of `org`, newest (highest id) first, with ids below `before`
-    /// if given: one page of the org's batches, read by a reverse range scan.
-    pub fn batches_page(
-        &self,
-        org: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<Batch>, StoreError> {
-        let start = keys::batch(org, 0);
-        let range = match before {
-            Some(id) => self.batches.range(start..keys::batch(org, id)),
-            None => self.batches.range(start..=keys::batch(org, u64::MAX)),
-        };
-        range
-            .rev()
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("batches", &k, &v)
-            })
-            .collect()
-    }
-
-    /// One feedback record (item and edges) of `org`, if present.
-    pub fn get_record(&self, org: &str, id: &str) -> Result<Option<FeedbackRecord>, StoreError> {
-        self.read_record(&keys::record(org, id))
-    }
-
-    /// One feedback item of `org`, if present.
-    pub fn get_feedback(&self, org: &str, id: &str) -> Result<Option<Feedback>, StoreError> {
-        Ok(self.get_record(org, id)?.map(|r| r.feedback))
-    }
-
-    /// One adapter of `org`, if present.
-    pub fn get_adapter(&self, org: &str, id: &str) -> Result<Option<Adapter>, StoreError> {
-        let key = keys::record(org, id);
-        match self.adapters.get(&key)? {
-            Some(v) => decode("adapters", &key, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The FEEDBACK_FOR edges leaving one feedback item (empty if it does not exist).
-    pub fn links_of(&self, org: &str, feedback_id: &str) -> Result<Vec<FeedbackLink>, StoreError> {
-        Ok(self
-            .get_record(org, feedback_id)?
-            .map(|r| r.links)
-            .unwrap_or_default())
-    }
-
-    /// Every committed version of a feedback item's history, oldest first (empty if the
-    /// item does not exist).
-    ///
-    /// A new item's creation entry is stored without its field changes, which would only
-    /// repeat the record (half the bytes of a submit): while the item is at version 1 they
-    /// are read off the record here, and its first update writes them out in full. Items
-    /// loaded from a dump (whose `import` entry never listed fields) get the same
-    /// treatment from this version on; one loaded and then updated by an earlier build
-    /// keeps an `import` entry without fields.
-    pub fn feedback_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
-        let Some(current) = self.get_feedback(org, id)? else {
-            return Ok(Vec::new());
-        };
-        let mut entries = self.history_of(org, keys::KIND_FEEDBACK, id, current.version)?;
-        if current.version == 1
-            && let Some(first) = entries.first_mut()
-            && first.version == 1
-            && first.changes.is_empty()
-        {
-            first.changes = creation_changes(&current, FEEDBACK_SKIP);
-        }
-        Ok(entries)
-    }
-
-    /// The version numbers of a feedback item's committed history up to `up_to` (the
-    /// record's version, which the caller has read), oldest first. For checks: cheaper
-    /// than [`Store::feedback_history`], which reads the record and renders the creation.
-    pub fn feedback_history_versions(
-        &self,
-        org: &str,
-        id: &str,
-        up_to: u64,
-    ) -> Result<Vec<u64>, StoreError> {
-        Ok(self
-            .history_of(org, keys::KIND_FEEDBACK, id, up_to)?
-            .iter()
-            .map(|h| h.version)
-            .collect())
-    }
-
-    /// How many history entries the store holds, committed or not, over every org (for
-    /// checks: a failed bulk load must leave none of its own behind).
-    pub fn history_entries(&self) -> usize {
-        self.history.len()
-    }
-
-    /// Every committed version of an adapter's history, oldest first.
-    pub fn adapter_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
-        let current = self.get_adapter(org, id)?.map_or(0, |a| a.record_version);
-        self.history_of(org, keys::KIND_ADAPTER, id, current)
-    }
-
-    fn history_of(
-        &self,
-        org: &str,
-        kind: u8,
-        id: &str,
-        up_to: u64,
-    ) -> Result<Vec<HistoryVersion>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self
-            .history
-            .scan_prefix(keys::history_prefix(org, kind, id))
-        {
-            let (k, v) = kv?;
-            let entry: HistoryVersion = decode("history", &k, &v)?;
-            // Entries past the record's version belong to a write that never committed.
-            if entry.version > up_to {
-                break;
-            }
-            out.push(entry);
-        }
-        Ok(out)
-    }
-
-    /// Every feedback record of every org, in key order (org, then id).
-    pub fn scan_records(&self) -> impl Iterator<Item = Result<FeedbackRecord, StoreError>> + '_ {
-        scan(&self.feedback, "feedback")
-    }
-
-    /// Calls `f` with the org of its key and the graph-relevant prefix of every feedback
-    /// record of every org, in key order, read in place from the stored bytes (no text
-    /// decoded, no allocation per field). Used to build the graph at start-up. The org is
-    /// the key's, as on every other path; `Service::verify` reports a record whose body
-    /// names another.
-    pub fn for_each_record_head(
-        &self,
-        mut f: impl FnMut(&str, RecordHeadRef<'_>),
-    ) -> Result<(), StoreError> {
-        for kv in self.feedback.iter() {
-            let (k, v) = kv?;
-            let org = key_org("feedback", &k)?;
-            let head: RecordHeadRef<'_> =
-                codec::decode_prefix_borrowed(&v).map_err(|source| StoreError::Corrupt {
-                    tree: "feedback",
-                    key: keys::display(&k),
-                    source,
-                })?;
-            f(org, head);
-        }
-        Ok(())
-    }
-
-    /// Every feedback record of every org with the org of its key, in key order.
-    pub fn scan_records_with_org(
-        &self,
-    ) -> impl Iterator<Item = Result<(String, FeedbackRecord), StoreError>> + '_ {
-        self.feedback.iter().map(|kv| {
-            let (k, v) = kv?;
-            let org = key_org("feedback", &k)?.to_owned();
-            Ok((org, decode("feedback", &k, &v)?))
-        })
-    }
-
-    /// Every feedback item of every org, in key order.
-    pub fn scan_feedback(&self) -> impl Iterator<Item = Result<Feedback, StoreError>> + '_ {
-        self.scan_records().map(|r| r.map(|r| r.feedback))
-    }
-
-    /// Every adapter of every org.
-    pub fn scan_adapters(&self) -> impl Iterator<Item = Result<Adapter, StoreError>> + '_ {
-        scan(&self.adapters, "adapters")
-    }
-
-    /// The org ids present, from the org prefix of feedback and adapter keys.
-    pub fn orgs(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = std::collections::BTreeSet::new();
-        for tree in [&self.feedback, &self.adapters] {
-            let mut from: Vec<u8> = Vec::new();
-            // Skip from one org to the next instead of walking every key.
-            while let Some(kv) = tree.range(from.clone()..).next() {
-                let (k, _) = kv?;
-                let Some((org, _)) = keys::split_org(&k) else {
-                    break;
-                };
-                out.insert(String::from_utf8_lossy(org).into_owned());
-                from = org.to_vec();
-                from.push(keys::SEP + 1);
-            }
-        }
-        Ok(out.into_iter().collect())
-    }
-
-    /// Test hook (unit tests and the `testing` feature only): overwrites a stored
-    /// feedback value with raw bytes, durably.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn corrupt_feedback_for_tests(
-        &self,
-        org: &str,
-        id: &str,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        {
-            let _write = self.syncer.begin_write()?;
-            self.feedback.insert(keys::record(org, id), bytes)?;
-        }
-        self.make_durable()
-    }
-
-    /// Test hook (unit tests and the `testing` feature only): how many sync tickets writers
-    /// and waiting readers have taken so far.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn tickets_taken_for_tests(&self) -> u64 {
-        self.syncer.tickets_taken()
-    }
-
-    /// Test hook (unit tests and the `testing` feature only): moves the clock that judges
-    /// idempotency expiry forward by `ms`.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn advance_clock_for_tests(&self, ms: Millis) {
-        self.clock_skew_ms
-            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Removes the idempotency entries of `tree` that are `ttl_ms` or more old at `now`, in
-/// batches of [`SWEEP_BATCH`], each synced once. An entry is removed only if it is still
-/// the one judged expired (compare-and-swap), so a key reused meanwhile is kept.
-fn sweep_expired(
-    tree: &Tree,
-    syncer: &Syncer,
-    now: Millis,
-    ttl_ms: Millis,
-) -> Result<usize, StoreError> {
-    let mut removed = 0;
-    let mut batch: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(SWEEP_BATCH);
-    let mut flush = |batch: &mut Vec<(sled::IVec, sled::IVec)>| -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        {
-            let _w = syncer.begin_write()?;
-            for (k, v) in batch.drain(..) {
-                if tree
-                    .compare_and_swap(&k, Some(&v), None as Option<&[u8]>)?
-                    .is_ok()
-                {
-                    removed += 1;
-                }
-            }
-        }
-        syncer.wait_durable()?;
-        Ok(())
-    };
-    for kv in tree.iter() {
-        let (k, v) = kv?;
-        match codec::decode::<IdempotencyRecord>(&v) {
-            Ok(rec) if rec.expired(now, ttl_ms) => batch.push((k, v)),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                key = %keys::display(&k),
-                "undecodable idempotency entry left in place: {e}"
-            ),
-        }
-        if batch.len() >= SWEEP_BATCH {
-            flush(&mut batch)?;
-        }
-    }
-    flush(&mut batch)?;
-    Ok(removed)
-}
-
-/// The org of a `org \0 ...` key.
-fn key_org<'k>(tree: &'static str, key: &'k [u8]) -> Result<&'k str, StoreError> {
-    keys::split_org(key)
-        .and_then(|(org, _)| std::str::from_utf8(org).ok())
-        .ok_or_else(|| StoreError::BadKey {
-            tree,
-            key: keys::display(key),
-        })
-}
-
-fn scan<T: serde::de::DeserializeOwned>(
-    tree: &Tree,
-    name: &'static str,
-) -> impl Iterator<Item = Result<T, StoreError>> + use<T> {
-    tree.iter().map(move |kv| {
-        let (k, v) = kv?;
-        decode(name, &k, &v)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{FeedbackType, ValidationReason, ValidationStatus};
-
-    #[test]
-    fn creation_changes_list_every_set_field_in_name_order() {
-        #[derive(Serialize)]
-        struct Inner {
-            z: u8,
-            a: &'static str,
-        }
-        #[derive(Serialize)]
-        struct Rec {
-            id: &'static str,
-            text: &'static str,
-            none: Option<u8>,
-            empty_map: serde_json::Map<String, serde_json::Value>,
-            empty_list: Vec<u8>,
-            list: Vec<Inner>,
-            score: f64,
-            quoted: &'static str,
-        }
-        let rec = Rec {
-            id: "skipped",
-            text: "h\u{e9}llo",
-            none: None,
-            empty_map: serde_json::Map::new(),
-            empty_list: Vec::new(),
-            list: vec![Inner { z: 1, a: "x" }],
-            score: 0.5,
-            quoted: "say \"hi\"\n",
-        };
-        let got: Vec<(String, Option<String>, Option<String>)> = creation_changes(&rec, &["id"])
-            .into_iter()
-            .map(|c| (c.field, c.old, c.new))
-            .collect();
-        let want = |f: &str, v: &str| (f.to_owned(), None, Some(v.to_owned()));
-        assert_eq!(
-            got,
-            vec![
-                want("list", r#"[{"z":1,"a":"x"}]"#),
-                want("quoted", r#""say \"hi\"\n""#),
-                want("score", "0.5"),
-                want("text", "\"h\u{e9}llo\""),
-            ]
-        );
-    }
-
-    /// A version-1 approved item with short texts and no optional fields.
-    fn small_item(id: &str) -> Feedback {
-        let mut f = Feedback::sample(id, "acme");
-        f.question = "q?".into();
-        f.answer = "a.".into();
-        f
-    }
-
-    /// The creation entry as stored, not as [`Store::feedback_history`] shows it.
-    fn raw_creation(store: &Store, id: &str) -> HistoryVersion {
-        let key = keys::history("acme", keys::KIND_FEEDBACK, id, 1);
-        let bytes = store.history.get(&key).unwrap().unwrap();
-        decode("history", &key, &bytes).unwrap()
-    }
-
-    #[test]
-    fn the_creation_entry_is_stored_compact_shown_whole_and_written_out_on_first_update() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
-        let actor = Actor::new("acme", "alice");
-        let mut item = small_item("f1");
-        item.comment = Some("first words".into());
-        store
-            .insert_feedback(&actor, &item, ChangeAction::Submit, SyncMode::Wait)
-            .unwrap();
-        assert!(raw_creation(&store, "f1").changes.is_empty());
-        let shown = store.feedback_history("acme", "f1").unwrap();
-        assert_eq!(shown.len(), 1);
-        assert_eq!(shown[0].changes, creation_changes(&item, FEEDBACK_SKIP));
-        assert!(
-            shown[0]
-                .changes
-                .iter()
-                .any(|c| c.field == "comment" && c.new.as_deref() == Some("\"first words\"")),
-            "{:?}",
-            shown[0].changes
-        );
-
-        store
-            .update_feedback(&actor, "f1", 5, SyncMode::Wait, |cur| {
-                let mut next = cur.clone();
-                next.feedback.comment = Some("second words".into());
-                let change = field_change(
-                    "comment",
-                    cur.feedback.comment.as_deref(),
-                    next.feedback.comment.as_deref(),
-                );
-                Ok(Some((next, ChangeAction::Review, vec![change])))
-            })
-            .unwrap();
-        // The first version keeps the first comment, though the record no longer has it.
-        assert_eq!(raw_creation(&store, "f1").changes, shown[0].changes);
-        let after = store.feedback_history("acme", "f1").unwrap();
-        assert_eq!(after.len(), 2);
-        assert_eq!(after[0], shown[0]);
-        assert_eq!(
-            store.feedback_history_versions("acme", "f1", 2).unwrap(),
-            vec![1, 2]
-        );
-    }
-
-    #[test]
-    fn after_a_failed_sync_the_store_refuses_writes_before_making_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
-        let actor = Actor::new("acme", "alice");
-        store
-            .insert_feedback(
-                &actor,
-                &small_item("ok"),
-                ChangeAction::Submit,
-                SyncMode::Wait,
-            )
-            .unwrap();
-        store.syncer.inject(testing::Fault::Error);
-        // This write is in sled when its sync fails: the client hears an error.
-        assert!(
-            store
-                .insert_feedback(
-                    &actor,
-                    &small_item("failed"),
-                    ChangeAction::Submit,
-                    SyncMode::Wait
-                )
-                .is_err()
-        );
-        let before = store.records_of("acme").count();
-        let refused = store.insert_feedback(
-            &actor,
-            &small_item("refused"),
-            ChangeAction::Submit,
-            SyncMode::Wait,
-        );
-        assert!(
-            matches!(refused, Err(StoreError::Sync(SyncError::Poisoned(_)))),
-            "{refused:?}"
-        );
-        assert_eq!(
-            store.records_of("acme").count(),
-            before,
-            "a refused write reached sled"
-        );
-        assert!(store.get_feedback("acme", "refused").unwrap().is_none());
-    }
-
-    #[test]
-    fn values_sled_keeps_in_blob_files_are_synced_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StorageConfig::default()).unwrap();
-        let actor = Actor::new("acme", "alice");
-        let mut f = small_item("big");
-        f.question = "q".repeat(100);
-        f.answer = "a".repeat(100);
-        store
-            .insert_feedback(&actor, &f, ChangeAction::Submit, SyncMode::Wait)
-            .unwrap();
-        assert_eq!(
-            store.syncer.blobs_synced(),
-            0,
-            "a small record needs no blob"
-        );
-        f.id = "bigger".into();
-        f.question = "\u{20ac}".repeat(70_000);
-        store
-            .insert_feedback(&actor, &f, ChangeAction::Submit, SyncMode::Wait)
-            .unwrap();
-        let blobs = std::fs::read_dir(dir.path().join("sled").join("blobs"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert!(blobs > 0, "sled kept the large record in its log");
-        assert!(
-            store.syncer.blobs_synced() >= 1,
-            "its blob file was not synced"
-        );
-    }
-
-    #[test]
-    fn record_head_is_a_prefix_of_the_record() {
-        let f = Feedback {
-            id: "feedback-1".into(),
-            org_id: "acme".into(),
-            feedback_type: FeedbackType::Negative,
-            validation_status: ValidationStatus::Flagged,
-            created_at: 1,
-            updated_at: 2,
-            version: 3,
-            used_for_training: true,
-            training_batch_id: 9,
-            model_version: Some("m".into()),
-            adapter_id: Some("a".into()),
-            adapter_version: Some("v".into()),
-            user_id: Some("u".into()),
-            session_id: Some("s".into()),
-            interaction_id: Some("i".into()),
-            score: Some(4.5),
-            correction: Some("c".into()),
-            comment: None,
-            validation_reasons: vec![ValidationReason {
-                rule: "r".into(),
-                status: ValidationStatus::Flagged,
-                message: "m".into(),
-            }],
-            question: "q".repeat(100),
-            answer: "a".repeat(100),
-            metadata: Metadata::default(),
-        };
-        let record = FeedbackRecord {
-            lease: Some(Lease {
-                batch_id: 7,
-                expires_at: 8,
-            }),
-            links: vec![FeedbackLink {
-                feedback_id: "feedback-1".into(),
-                adapter_id: "a".into(),
-                created_at: 1,
-                source: LinkSource::Auto,
-                metadata: Metadata::default(),
-            }],
-            feedback: f.clone(),
-        };
-        let bytes = codec::encode(&record).unwrap();
-        let borrowed: RecordHeadRef<'_> = codec::decode_prefix_borrowed(&bytes).unwrap();
-        assert_eq!(borrowed.feedback, FeedbackHeadRef::from(&f));
-        assert_eq!(borrowed.links[0].adapter_id, "a");
-        assert_eq!(borrowed.links[0].metadata, "{}");
-        assert_eq!(borrowed.lease, record.lease);
-    }
 }
