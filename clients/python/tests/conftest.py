@@ -15,10 +15,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import pytest
+import sys
 
-from feedgraph import Client, RetryPolicy
+# Test the source tree as it is, not a copy installed earlier.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+
+from feedgraph import Client, RetryPolicy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 
