@@ -61,6 +61,16 @@ def test_lists_page_with_cursors(client: Client) -> None:
     assert len(page.feedback) == 10 and page.next_cursor == page.feedback[-1].id
 
 
+def test_submit_many_splits_large_batches(client: Client) -> None:
+    long = "A long answer about sharding. " * 40  # ~1.2 KB: 1500 items need several requests
+    result = client.submit_many(
+        item("positive", f"{Q} {i}", long, session_id="big") for i in range(1500)
+    )
+    assert (result.created, result.failed, len(result.results)) == (1500, 0, 1500)
+    assert [r.index for r in result.results] == list(range(1500))
+    assert len(client.find_by_session("big")) == 1500
+
+
 def test_stats_and_aggregate(client: Client) -> None:
     client.submit_many([item("positive", Q, A, score=4.0), item("positive", Q, A, score=2.0),
                         item("negative", Q, A, correction="It is different.")])  # fmt: skip

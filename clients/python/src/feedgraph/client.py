@@ -8,7 +8,7 @@ of :mod:`feedgraph.errors`.
 from __future__ import annotations
 
 import builtins
-
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -66,8 +66,26 @@ def _summary(stats: Stats, window_hours: int) -> Summary:
     )
 
 
-def _chunks(items: list[JsonObject]) -> builtins.list[list[JsonObject]]:
-    return [items[i : i + MAX_BATCH_ITEMS] for i in range(0, len(items), MAX_BATCH_ITEMS)]
+#: Largest body of one batch request the client builds: under the server's default
+#: `server.body_limit_bytes` (256 KiB).
+MAX_BATCH_BYTES = 200_000
+
+
+def _chunks(items: list[JsonObject]) -> list[list[JsonObject]]:
+    """Splits items into requests of at most 1000 items and about ``MAX_BATCH_BYTES``."""
+    chunks: list[list[JsonObject]] = []
+    current: list[JsonObject] = []
+    size = 0
+    for item in items:
+        n = len(json.dumps(item, separators=(",", ":"))) + 1
+        if current and (len(current) >= MAX_BATCH_ITEMS or size + n > MAX_BATCH_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class _Background:
@@ -222,8 +240,8 @@ class Client(_Background):
         return result
 
     def submit_many(self, items: Iterable[Mapping[str, Any]]) -> BatchResult:
-        """Stores many items through the batch endpoint (1000 per request), one result
-        per item in order. Items are submit bodies (see :func:`feedgraph.item`), each
+        """Stores many items through the batch endpoint (split into requests of at most
+        1000 items and about 200 KB), one result per item in order. Items are submit bodies (see :func:`feedgraph.item`), each
         may carry an ``idempotency_key`` (one is made where missing)."""
         keyed = _ops.keyed(items)
         return BatchResult.merge([self._run(_ops.submit_batch(c)) for c in _chunks(keyed)])
