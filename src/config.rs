@@ -46,7 +46,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Most items one batch may hold (default 1000); a larger batch is a 413 and nothing
+    /// Most items one batch may hold (default 1000); a larger batch is a 400 and nothing
     /// of it is stored. The body must also fit `server.body_limit_bytes`.
     pub max_items: usize,
 }

@@ -173,14 +173,14 @@ async fn replaying_a_batch_with_the_same_keys_stores_nothing_twice_even_after_a_
 }
 
 #[tokio::test]
-async fn a_batch_over_the_limit_or_empty_is_refused_whole() {
+async fn a_batch_over_the_limit_or_empty_is_a_400_and_stores_nothing() {
     let s = TestServer::start_with(|c| c.batch.max_items = 5).await;
     let token = s.token("acme", "alice", Role::User);
     let items: Vec<Value> = (0..6).map(good).collect();
     let (status, body) = s
         .post(&token, "/feedback/batch", &json!({"items": items}))
         .await;
-    assert_eq!(status, 413, "{}", body["count"]);
+    assert_eq!(status, 400, "{}", body["count"]);
     let details = error_details(&body);
     assert!(
         details.contains("6 items")
@@ -238,6 +238,6 @@ async fn the_default_limit_is_a_thousand_items() {
     let (status, body) = s
         .post(&token, "/feedback/batch", &json!({"items": items}))
         .await;
-    assert_eq!(status, 413, "{}", body["count"]);
+    assert_eq!(status, 400, "{}", body["count"]);
     s.stop().await;
 }

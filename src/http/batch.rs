@@ -137,8 +137,8 @@ fn failure(index: usize, key: Option<String>, e: &ApiError) -> BatchItemResult {
     request_body = BatchRequest,
     responses(
         (status = 200, description = "Per-item results; every stored item is durable", body = BatchResponse),
-        (status = 413, description = "More items than batch.max_items, or a body over \
-                                      server.body_limit_bytes; nothing stored", body = ErrorBody),
+        (status = 400, description = "No items, more than batch.max_items, or a malformed \
+                                      body; nothing stored", body = ErrorBody),
     )
 )]
 pub async fn submit_batch(
@@ -156,7 +156,7 @@ pub async fn submit_batch(
         ));
     }
     if count > state.batch_max_items {
-        return Err(ApiError::PayloadTooLarge(format!(
+        return Err(ApiError::BadRequest(format!(
             "the batch holds {count} items; at most {} are allowed (batch.max_items): \
              split it, nothing was stored",
             state.batch_max_items
