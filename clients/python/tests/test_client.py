@@ -227,3 +227,18 @@ def test_retries_across_a_server_restart(server_of_my_own: Server, org: str) -> 
     assert c.get(r.id).session_id == "after-restart"
     assert c.stats().total_feedback == 2
     c.close()
+
+
+def test_a_real_rate_limit_is_a_rate_limited_error_with_retry_after(org: str) -> None:
+    s = Server({"FEEDGRAPH__RATE_LIMIT__ENABLED": "true", "FEEDGRAPH__RATE_LIMIT__PER_USER": "2"})
+    s.start()
+    try:
+        c = Client(s.url, s.token(org), retry=RetryPolicy(max_retries=0))
+        c.stats()
+        c.stats()
+        with pytest.raises(feedgraph.RateLimitedError) as e:
+            c.stats()
+        assert e.value.status == 429 and e.value.retry_after is not None and e.value.retry_after > 0
+        c.close()
+    finally:
+        s.close()
