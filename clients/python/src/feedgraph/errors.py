@@ -59,8 +59,19 @@ class ConflictError(FeedgraphError):
 class RateLimitedError(FeedgraphError):
     """429: over a rate limit; ``retry_after`` is the server's hint in seconds."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
-        super().__init__(message, **kw)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        error: str | None = None,
+        details: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, status=status, error=error, details=details, request_id=request_id
+        )
         #: Seconds the server asked to wait (the ``Retry-After`` header).
         self.retry_after = retry_after
 
@@ -97,9 +108,15 @@ def error_for_status(
 ) -> FeedgraphError:
     """The exception for an error answer."""
     message = f"{status} {error or 'error'}: {details or ''}".rstrip(": ")
-    kw = {"status": status, "error": error, "details": details, "request_id": request_id}
     if status == 429:
-        return RateLimitedError(message, retry_after=retry_after, **kw)
+        return RateLimitedError(
+            message,
+            retry_after=retry_after,
+            status=status,
+            error=error,
+            details=details,
+            request_id=request_id,
+        )
     cls: type[FeedgraphError]
     if status in (400, 413, 415, 422):
         cls = ValidationError
