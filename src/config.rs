@@ -38,6 +38,25 @@ pub struct Config {
     pub log: LogConfig,
     /// The review console under `/console`.
     pub console: ConsoleConfig,
+    /// Batch submit (`POST /feedback/batch`).
+    pub batch: BatchConfig,
+}
+
+/// Batch submit (`POST /feedback/batch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most items one batch may hold (default 1000); a larger batch is a 400 and nothing
+    /// of it is stored. The body must also fit `server.body_limit_bytes`.
+    pub max_items: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_items: crate::service::batch::DEFAULT_MAX_ITEMS,
+        }
+    }
 }
 
 /// The Prometheus endpoint `/metrics`.
@@ -274,6 +293,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             console: ConsoleConfig::default(),
+            batch: BatchConfig::default(),
         }
     }
 }

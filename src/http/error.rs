@@ -107,6 +107,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.parts().0
     }
+
+    /// The short category of the `error` field (e.g. `Invalid request`).
+    pub fn category(&self) -> &'static str {
+        self.parts().1
+    }
 }
 
 impl From<ServiceError> for ApiError {

@@ -7,6 +7,7 @@
 //! never holding a lock across an await.
 
 pub mod auth;
+pub mod batch;
 pub mod conn;
 pub mod console;
 pub mod error;
@@ -68,6 +69,8 @@ pub struct AppState {
     auth: Authenticator,
     limits: RateLimits,
     telemetry: metrics::Telemetry,
+    /// Most items of one `POST /feedback/batch` (`batch.max_items`).
+    batch_max_items: usize,
 }
 
 impl AppState {
@@ -237,6 +240,7 @@ fn routes() -> Routes {
             feedback::by_adapter,
         )
         .add(Post, "/api/v1/llm/feedback/mark-used", feedback::mark_used)
+        .add(Post, "/api/v1/llm/feedback/batch", batch::submit_batch)
         .add(Get, "/api/v1/llm/feedback/{id}", feedback::get)
         .add(Patch, "/api/v1/llm/feedback/{id}", feedback::review)
         .add(Post, "/api/v1/llm/feedback/{id}/link", feedback::link)
@@ -379,6 +383,7 @@ pub async fn start(
         auth,
         limits: RateLimits::new(&config.rate_limit),
         telemetry: metrics::Telemetry::new(&config.metrics)?,
+        batch_max_items: config.batch.max_items,
     });
 
     let (ready_tx, ready_rx) = watch::channel(None);

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{self, RefOr, ResponseBuilder};
 
 use super::error::ErrorBody;
-use super::{feedback, graph, metrics, training};
+use super::{batch, feedback, graph, metrics, training};
 
 /// The document's root: every operation and the schemas they use.
 #[derive(OpenApi)]
@@ -38,6 +38,7 @@ use super::{feedback, graph, metrics, training};
         feedback::stats,
         feedback::by_adapter,
         feedback::mark_used,
+        batch::submit_batch,
         feedback::get,
         feedback::review,
         feedback::link,

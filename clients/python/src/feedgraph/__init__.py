@@ -1,0 +1,79 @@
+"""feedgraph: the Python client of the feedgraph feedback store.
+
+::
+
+    from feedgraph import Client
+
+    with Client("http://127.0.0.1:8080", token) as fg:
+        fg.feedback("positive", question="How do I shard?", answer="Use SHARD BY.")
+        print(fg.aggregate(window_hours=24))
+"""
+
+from __future__ import annotations
+
+from .__about__ import VERSION as __version__
+from ._transport import RetryPolicy
+from .background import BackgroundSender
+from .client import AsyncClient, Client, item
+from .collector import FeedbackCollector, FeedbackContext
+from .errors import (
+    AuthenticationError,
+    ConflictError,
+    ConnectionFailed,
+    FeedgraphError,
+    ForbiddenError,
+    KindNotAvailable,
+    NotFoundError,
+    QueueFull,
+    RateLimitedError,
+    ServerError,
+    UnavailableError,
+    ValidationError,
+)
+from .models import (
+    BatchItemResult,
+    BatchResult,
+    Export,
+    Feedback,
+    FeedbackPage,
+    Health,
+    LinkResult,
+    QueryResult,
+    Stats,
+    SubmitResult,
+    Summary,
+)
+
+__all__ = [
+    "AsyncClient",
+    "AuthenticationError",
+    "BackgroundSender",
+    "BatchItemResult",
+    "BatchResult",
+    "Client",
+    "ConflictError",
+    "ConnectionFailed",
+    "Export",
+    "Feedback",
+    "FeedbackCollector",
+    "FeedbackContext",
+    "FeedbackPage",
+    "FeedgraphError",
+    "ForbiddenError",
+    "Health",
+    "KindNotAvailable",
+    "LinkResult",
+    "NotFoundError",
+    "QueryResult",
+    "QueueFull",
+    "RateLimitedError",
+    "RetryPolicy",
+    "ServerError",
+    "Stats",
+    "SubmitResult",
+    "Summary",
+    "UnavailableError",
+    "ValidationError",
+    "__version__",
+    "item",
+]

@@ -1,0 +1,355 @@
+"""Every API operation as data: the request to send, whether it may be repeated, and how to
+read the answer. The sync and async clients run the same operations, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from .models import (
+    BatchResult,
+    Export,
+    Feedback,
+    FeedbackPage,
+    JsonObject,
+    LinkResult,
+    QueryResult,
+    Stats,
+    SubmitResult,
+)
+
+T = TypeVar("T")
+
+API = "/api/v1/llm"
+
+#: The most items one batch request carries (the server's default `batch.max_items`).
+MAX_BATCH_ITEMS = 1000
+
+
+def seg(value: str) -> str:
+    """One path segment, percent-encoded."""
+    return quote(value, safe="")
+
+
+def new_key() -> str:
+    """A fresh idempotency key."""
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Op(Generic[T]):
+    """One request and the reading of its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, str] | None = None
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    #: May be sent again after an ambiguous failure (no answer after sending, or a write
+    #: whose outcome is unknown): reads, idempotent writes and keyed submits.
+    safe: bool = True
+
+
+def _json(r: httpx.Response) -> JsonObject:
+    data = r.json()
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _params(**kw: object) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in kw.items():
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            out[k] = "true" if v else "false"
+        else:
+            out[k] = str(v)
+    return out
+
+
+def feedback_body(
+    type: str,
+    question: str,
+    answer: str,
+    *,
+    correction: str | None = None,
+    comment: str | None = None,
+    user_id: str | None = None,
+    interaction_id: str | None = None,
+    session_id: str | None = None,
+    model_version: str | None = None,
+    adapter_id: str | None = None,
+    adapter_version: str | None = None,
+    score: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JsonObject:
+    """The body of a submit, leaving out what is not set. ``extra`` carries fields a newer
+    server accepts (feedback kinds) before this client names them."""
+    body: JsonObject = {"type": type, "question": question, "answer": answer}
+    optional: dict[str, Any] = {
+        "correction": correction,
+        "comment": comment,
+        "user_id": user_id,
+        "interaction_id": interaction_id,
+        "session_id": session_id,
+        "model_version": model_version,
+        "adapter_id": adapter_id,
+        "adapter_version": adapter_version,
+        "score": score,
+        "metadata": dict(metadata) if metadata is not None else None,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if extra:
+        body.update(extra)
+    return body
+
+
+def submit(body: JsonObject, idempotency_key: str | None) -> Op[SubmitResult]:
+    """``POST /feedback`` with an idempotency key (made up when not given)."""
+    key = idempotency_key or new_key()
+    return Op(
+        "POST",
+        f"{API}/feedback",
+        lambda r: SubmitResult.from_json(
+            _json(r), r.headers.get("idempotent-replayed") == "true"
+        ),
+        body=body,
+        headers={"Idempotency-Key": key},
+    )
+
+
+def keyed(items: Iterable[Mapping[str, Any]]) -> list[JsonObject]:
+    """Batch items, each with an idempotency key (a fresh one where missing)."""
+    out = []
+    for item in items:
+        d = dict(item)
+        if not d.get("idempotency_key"):
+            d["idempotency_key"] = new_key()
+        out.append(d)
+    return out
+
+
+def submit_batch(items: list[JsonObject]) -> Op[BatchResult]:
+    """``POST /feedback/batch``; items must carry their keys (see :func:`keyed`)."""
+    return Op(
+        "POST",
+        f"{API}/feedback/batch",
+        lambda r: BatchResult.from_json(_json(r)),
+        body={"items": items},
+    )
+
+
+def get(feedback_id: str) -> Op[Feedback]:
+    """``GET /feedback/{id}``."""
+    return Op("GET", f"{API}/feedback/{seg(feedback_id)}", lambda r: Feedback.from_json(_json(r)))
+
+
+def list_page(
+    *,
+    limit: int | None = None,
+    type: str | None = None,
+    status: str | None = None,
+    unused: bool | None = None,
+    model: str | None = None,
+    adapter: str | None = None,
+    session: str | None = None,
+    cursor: str | None = None,
+) -> Op[FeedbackPage]:
+    """``GET /feedback`` (one page)."""
+    return Op(
+        "GET",
+        f"{API}/feedback",
+        lambda r: FeedbackPage.from_json(_json(r)),
+        params=_params(
+            limit=limit,
+            type=type,
+            status=status,
+            unused=unused,
+            model=model,
+            adapter=adapter,
+            session=session,
+            cursor=cursor,
+        ),
+    )
+
+
+def by_adapter_page(
+    adapter_id: str,
+    *,
+    limit: int | None = None,
+    unused: bool | None = None,
+    include_descendants: bool | None = None,
+    cursor: str | None = None,
+) -> Op[FeedbackPage]:
+    """``GET /feedback/by-adapter/{adapter_id}`` (one page; ``raw`` has ``total_linked``)."""
+    return Op(
+        "GET",
+        f"{API}/feedback/by-adapter/{seg(adapter_id)}",
+        lambda r: FeedbackPage.from_json(_json(r)),
+        params=_params(
+            limit=limit, unused=unused, include_descendants=include_descendants, cursor=cursor
+        ),
+    )
+
+
+def stats(
+    *, adapter: str | None = None, model: str | None = None, hours: int | None = None
+) -> Op[Stats]:
+    """``GET /feedback/stats``."""
+    return Op(
+        "GET",
+        f"{API}/feedback/stats",
+        lambda r: Stats.from_json(_json(r)),
+        params=_params(adapter=adapter, model=model, hours=hours),
+    )
+
+
+def link(
+    feedback_id: str, adapter_id: str, metadata: Mapping[str, Any] | None = None
+) -> Op[LinkResult]:
+    """``POST /feedback/{id}/link`` (idempotent)."""
+    body: JsonObject = {"adapter_id": adapter_id}
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return Op(
+        "POST",
+        f"{API}/feedback/{seg(feedback_id)}/link",
+        lambda r: LinkResult.from_json(_json(r)),
+        body=body,
+    )
+
+
+def history(feedback_id: str) -> Op[list[JsonObject]]:
+    """``GET /feedback/{id}/history``: the versions, oldest first."""
+
+    def parse(r: httpx.Response) -> list[JsonObject]:
+        versions = _json(r).get("versions")
+        return [v for v in versions if isinstance(v, dict)] if isinstance(versions, list) else []
+
+    return Op("GET", f"{API}/feedback/{seg(feedback_id)}/history", parse)
+
+
+def obj(method: str, path: str, body: Any = None, *, safe: bool = True, **params: object) -> Op[JsonObject]:
+    """An operation answering a JSON object, returned as is."""
+    return Op(method, f"{API}{path}", _json, params=_params(**params) or None, body=body, safe=safe)
+
+
+def review(feedback_id: str, status: str, reason: str) -> Op[JsonObject]:
+    """``PATCH /feedback/{id}`` (admin)."""
+    return obj(
+        "PATCH",
+        f"/feedback/{seg(feedback_id)}",
+        {"validation_status": status, "reason": reason},
+    )
+
+
+def create_adapter(
+    adapter_id: str,
+    *,
+    version: str | None = None,
+    base_model: str | None = None,
+    derived_from: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Op[JsonObject]:
+    """``POST /adapters`` (admin; repeating the same request changes nothing)."""
+    body: JsonObject = {"id": adapter_id}
+    for k, v in (("version", version), ("base_model", base_model), ("derived_from", derived_from)):
+        if v is not None:
+            body[k] = v
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return obj("POST", "/adapters", body)
+
+
+def claim(
+    *,
+    adapter_id: str | None = None,
+    model: str | None = None,
+    include_descendants: bool = False,
+    limit: int | None = None,
+    lease_seconds: int | None = None,
+) -> Op[JsonObject]:
+    """``POST /training/batches`` (trainer). Not repeated after an ambiguous failure: a
+    second claim would lease other items (the first lease then just runs out)."""
+    body: JsonObject = {"include_descendants": include_descendants}
+    for k, v in (
+        ("adapter_id", adapter_id),
+        ("model", model),
+        ("limit", limit),
+        ("lease_seconds", lease_seconds),
+    ):
+        if v is not None:
+            body[k] = v
+    return obj("POST", "/training/batches", body, safe=False)
+
+
+def export(batch_id: int, fmt: str) -> Op[Export]:
+    """``GET /training/batches/{id}/export?format=``."""
+
+    def parse(r: httpx.Response) -> Export:
+        text = r.text
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+
+        def count(h: str) -> int:
+            try:
+                return int(r.headers.get(h, "0"))
+            except ValueError:
+                return 0
+
+        return Export(
+            format=fmt,
+            lines=lines,
+            items=count("x-feedgraph-items"),
+            skipped=count("x-feedgraph-skipped"),
+            retracted=count("x-feedgraph-retracted"),
+            text=text,
+        )
+
+    return Op(
+        "GET",
+        f"{API}/training/batches/{batch_id}/export",
+        parse,
+        params={"format": fmt},
+    )
+
+
+def query(cypher: str, params: Mapping[str, Any] | None = None) -> Op[QueryResult]:
+    """``POST /graph/query`` (read-only)."""
+    body: JsonObject = {"query": cypher}
+    if params is not None:
+        body["params"] = dict(params)
+    return Op("POST", f"{API}/graph/query", lambda r: QueryResult.from_json(_json(r)), body=body)
+
+
+def run_named(name: str, params: Mapping[str, Any] | None = None) -> Op[QueryResult]:
+    """``POST /graph/queries/{name}``."""
+    body: JsonObject = {}
+    if params is not None:
+        body["params"] = dict(params)
+    return Op(
+        "POST",
+        f"{API}/graph/queries/{seg(name)}",
+        lambda r: QueryResult.from_json(_json(r)),
+        body=body,
+    )
+
+
+def metrics() -> Op[str]:
+    """``GET /metrics`` (Prometheus text)."""
+    return Op("GET", "/metrics", lambda r: r.text)
+
+
+def openapi() -> Op[JsonObject]:
+    """``GET /openapi.json``."""
+    return Op("GET", "/openapi.json", _json)

@@ -1,0 +1,348 @@
+"""Typed views of the server's answers.
+
+Each model keeps the fields a client relies on as typed attributes and the whole answer in
+``raw``, so fields a newer server adds (feedback kinds, for one) are never lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+#: A JSON object as decoded by the client.
+JsonObject = dict[str, Any]
+
+#: Thumbs up or down, as the server spells it.
+FeedbackType = Literal["positive", "negative"]
+#: What validation decided about an item.
+ValidationStatus = Literal["pending", "approved", "rejected", "flagged"]
+
+
+def _opt_str(d: JsonObject, key: str) -> str | None:
+    v = d.get(key)
+    return v if isinstance(v, str) else None
+
+
+def _int(d: JsonObject, key: str) -> int:
+    v = d.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _opt_float(d: JsonObject, key: str) -> float | None:
+    v = d.get(key)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    return None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One stored feedback item (``GET /feedback/{id}``)."""
+
+    id: str
+    type: str
+    question: str
+    answer: str
+    validation_status: str
+    created_at: int
+    updated_at: int
+    version: int
+    used_for_training: bool
+    training_batch_id: int
+    correction: str | None
+    comment: str | None
+    user_id: str | None
+    session_id: str | None
+    interaction_id: str | None
+    model_version: str | None
+    adapter_id: str | None
+    adapter_version: str | None
+    score: float | None
+    metadata: JsonObject
+    validation_reasons: list[JsonObject]
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> Feedback:
+        """Reads a feedback record."""
+        meta = d.get("metadata")
+        reasons = d.get("validation_reasons")
+        return cls(
+            id=str(d.get("id", "")),
+            type=str(d.get("type", "")),
+            question=str(d.get("question", "")),
+            answer=str(d.get("answer", "")),
+            validation_status=str(d.get("validation_status", "")),
+            created_at=_int(d, "created_at"),
+            updated_at=_int(d, "updated_at"),
+            version=_int(d, "version"),
+            used_for_training=bool(d.get("used_for_training", False)),
+            training_batch_id=_int(d, "training_batch_id"),
+            correction=_opt_str(d, "correction"),
+            comment=_opt_str(d, "comment"),
+            user_id=_opt_str(d, "user_id"),
+            session_id=_opt_str(d, "session_id"),
+            interaction_id=_opt_str(d, "interaction_id"),
+            model_version=_opt_str(d, "model_version"),
+            adapter_id=_opt_str(d, "adapter_id"),
+            adapter_version=_opt_str(d, "adapter_version"),
+            score=_opt_float(d, "score"),
+            metadata=meta if isinstance(meta, dict) else {},
+            validation_reasons=reasons if isinstance(reasons, list) else [],
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """The answer to a submit: the new item's id and what validation decided."""
+
+    id: str
+    type: str
+    validation_status: str
+    validation_reasons: list[JsonObject]
+    created_at: int
+    #: True when the idempotency key had been used before: nothing new was stored.
+    replayed: bool
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject, replayed: bool = False) -> SubmitResult:
+        """Reads a submit answer."""
+        reasons = d.get("validation_reasons")
+        return cls(
+            id=str(d.get("id", "")),
+            type=str(d.get("type", "")),
+            validation_status=str(d.get("validation_status", "")),
+            validation_reasons=reasons if isinstance(reasons, list) else [],
+            created_at=_int(d, "created_at"),
+            replayed=replayed,
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    """The result of one item of a batch submit."""
+
+    index: int
+    status: int
+    idempotency_key: str | None
+    replayed: bool
+    #: The stored item (on success).
+    result: SubmitResult | None
+    #: The error category and details (on failure).
+    error: str | None
+    details: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item is stored (new or replayed)."""
+        return self.result is not None
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> BatchItemResult:
+        """Reads one result."""
+        fb = d.get("feedback")
+        replayed = bool(d.get("replayed", False))
+        return cls(
+            index=_int(d, "index"),
+            status=_int(d, "status"),
+            idempotency_key=_opt_str(d, "idempotency_key"),
+            replayed=replayed,
+            result=SubmitResult.from_json(fb, replayed) if isinstance(fb, dict) else None,
+            error=_opt_str(d, "error"),
+            details=_opt_str(d, "details"),
+        )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The answer to a batch submit: counts and one result per item, in order."""
+
+    created: int
+    replayed: int
+    failed: int
+    results: list[BatchItemResult]
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> BatchResult:
+        """Reads a batch answer."""
+        results = d.get("results")
+        return cls(
+            created=_int(d, "created"),
+            replayed=_int(d, "replayed"),
+            failed=_int(d, "failed"),
+            results=[BatchItemResult.from_json(r) for r in results]
+            if isinstance(results, list)
+            else [],
+        )
+
+    @classmethod
+    def merge(cls, parts: list[BatchResult]) -> BatchResult:
+        """Joins the answers of consecutive chunks, renumbering the indexes."""
+        results: list[BatchItemResult] = []
+        for p in parts:
+            offset = len(results)
+            for r in p.results:
+                results.append(
+                    BatchItemResult(
+                        index=r.index + offset,
+                        status=r.status,
+                        idempotency_key=r.idempotency_key,
+                        replayed=r.replayed,
+                        result=r.result,
+                        error=r.error,
+                        details=r.details,
+                    )
+                )
+        return cls(
+            created=sum(p.created for p in parts),
+            replayed=sum(p.replayed for p in parts),
+            failed=sum(p.failed for p in parts),
+            results=results,
+        )
+
+
+@dataclass(frozen=True)
+class FeedbackPage:
+    """One page of a list, newest first; ``next_cursor`` is ``None`` on the last page."""
+
+    feedback: list[Feedback]
+    next_cursor: str | None
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> FeedbackPage:
+        """Reads a list answer (``GET /feedback`` or ``by-adapter``)."""
+        items = d.get("feedback")
+        return cls(
+            feedback=[Feedback.from_json(f) for f in items] if isinstance(items, list) else [],
+            next_cursor=_opt_str(d, "next_cursor"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The counters of ``GET /feedback/stats``."""
+
+    total_feedback: int
+    positive_count: int
+    negative_count: int
+    pending_validation: int
+    approved_count: int
+    rejected_count: int
+    flagged_count: int
+    unused_for_training: int
+    used_for_training: int
+    positive_ratio: float
+    average_score: float | None
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> Stats:
+        """Reads a stats answer."""
+        return cls(
+            total_feedback=_int(d, "total_feedback"),
+            positive_count=_int(d, "positive_count"),
+            negative_count=_int(d, "negative_count"),
+            pending_validation=_int(d, "pending_validation"),
+            approved_count=_int(d, "approved_count"),
+            rejected_count=_int(d, "rejected_count"),
+            flagged_count=_int(d, "flagged_count"),
+            unused_for_training=_int(d, "unused_for_training"),
+            used_for_training=_int(d, "used_for_training"),
+            positive_ratio=_opt_float(d, "positive_ratio") or 0.0,
+            average_score=_opt_float(d, "average_score"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What ``aggregate(window_hours)`` answers: the module-style summary of a window."""
+
+    window_hours: int
+    total_count: int
+    #: Items per type (``positive``, ``negative``; more once the server has kinds).
+    count_by_type: dict[str, int]
+    positive_ratio: float
+    #: Mean score of the items that carry one (``None`` when none does).
+    average_rating: float | None
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """The answer to ``link``: the FEEDBACK_FOR edge, and whether this call made it."""
+
+    feedback_id: str
+    adapter_id: str
+    created: bool
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> LinkResult:
+        """Reads a link answer."""
+        return cls(
+            feedback_id=str(d.get("feedback_id", "")),
+            adapter_id=str(d.get("adapter_id", "")),
+            created=bool(d.get("created", False)),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The answer of a graph query: column names, rows and the run's stats."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    stats: JsonObject
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> QueryResult:
+        """Reads a query answer."""
+        cols = d.get("columns")
+        rows = d.get("rows")
+        stats = d.get("stats")
+        return cls(
+            columns=[str(c) for c in cols] if isinstance(cols, list) else [],
+            rows=rows if isinstance(rows, list) else [],
+            stats=stats if isinstance(stats, dict) else {},
+        )
+
+    def records(self) -> list[JsonObject]:
+        """The rows as ``{column: value}`` dicts."""
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+
+@dataclass(frozen=True)
+class Export:
+    """A training batch exported for a trainer: JSONL lines and the server's counts."""
+
+    format: str
+    lines: list[JsonObject]
+    items: int
+    skipped: int
+    retracted: int
+    text: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What ``health_check()`` found; it never raises."""
+
+    #: The process answers ``/healthz``.
+    alive: bool
+    #: ``/readyz`` says the store is open and writable.
+    ready: bool
+    #: Round trip of the readiness probe, in milliseconds.
+    latency_ms: float
+    #: Why it is not ready (empty when it is).
+    detail: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        """Alive and ready."""
+        return self.alive and self.ready

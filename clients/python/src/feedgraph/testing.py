@@ -1,0 +1,198 @@
+"""An in-memory stand-in for :class:`feedgraph.Client`, for the tests of code that sends
+feedback: no server, no threads, the same method names for the feedback operations, and
+the server's main rules (required fields, idempotency keys, newest-first lists, cursors).
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from . import _ops
+from .errors import ConflictError, NotFoundError, ValidationError
+from .models import (
+    BatchItemResult,
+    BatchResult,
+    Feedback,
+    FeedbackPage,
+    Health,
+    JsonObject,
+    Stats,
+    SubmitResult,
+    Summary,
+)
+
+_FIELDS = {
+    "type", "question", "answer", "correction", "comment", "user_id", "interaction_id",
+    "session_id", "model_version", "adapter_id", "adapter_version", "score", "metadata",
+}  # fmt: skip
+
+
+class InMemoryClient:
+    """Keeps submitted items in memory. ``items`` lists them oldest first."""
+
+    def __init__(self) -> None:
+        self.items: list[Feedback] = []
+        self._keys: dict[str, tuple[str, str]] = {}
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def _store(self, body: Mapping[str, Any], key: str | None) -> SubmitResult:
+        unknown = set(body) - _FIELDS
+        if unknown:
+            raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", status=400)
+        if body.get("type") not in ("positive", "negative"):
+            raise ValidationError("'type' must be positive or negative", status=400)
+        for f in ("question", "answer"):
+            v = body.get(f)
+            if not isinstance(v, str) or not v.strip():
+                raise ValidationError(f"'{f}' is required", status=400)
+        digest = json.dumps(body, sort_keys=True)
+        with self._lock:
+            if key is not None and key in self._keys:
+                fid, seen = self._keys[key]
+                if seen != digest:
+                    raise ConflictError("idempotency key used with another body", status=409)
+                return SubmitResult.from_json(self._find(fid).raw, replayed=True)
+            now = int(time.time() * 1000)
+            raw: JsonObject = {
+                **body,
+                "id": f"feedback-{next(self._seq):026d}",
+                "validation_status": "approved",
+                "validation_reasons": [],
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+                "used_for_training": False,
+                "training_batch_id": 0,
+                "metadata": dict(body.get("metadata") or {}),
+            }
+            fb = Feedback.from_json(raw)
+            self.items.append(fb)
+            if key is not None:
+                self._keys[key] = (fb.id, digest)
+        return SubmitResult.from_json(raw)
+
+    def _find(self, fid: str) -> Feedback:
+        for f in self.items:
+            if f.id == fid:
+                return f
+        raise NotFoundError(f"Feedback '{fid}' not found", status=404)
+
+    def submit(self, type: str, question: str, answer: str, *,
+               idempotency_key: str | None = None, extra: Mapping[str, Any] | None = None,
+               **fields: Any) -> SubmitResult:  # fmt: skip
+        """Stores one item at once."""
+        body = _ops.feedback_body(type, question, answer, extra=extra, **fields)
+        return self._store(body, idempotency_key)
+
+    def feedback(self, type: str, question: str, answer: str, *,
+                 idempotency_key: str | None = None, **fields: Any) -> str:  # fmt: skip
+        """Stores one item at once (there is no queue); returns its idempotency key."""
+        key = idempotency_key or _ops.new_key()
+        self.submit(type, question, answer, idempotency_key=key, **fields)
+        return key
+
+    def submit_many(self, items: Iterable[Mapping[str, Any]]) -> BatchResult:
+        """Stores each item; one result per item."""
+        results = []
+        for i, raw in enumerate(_ops.keyed(items)):
+            key = raw.pop("idempotency_key")
+            try:
+                r = self._store(raw, key)
+                results.append(BatchItemResult(i, 201, key, r.replayed, r, None, None))
+            except (ValidationError, ConflictError) as e:
+                results.append(BatchItemResult(i, e.status or 400, key, False, None, e.error, str(e)))
+        created = sum(1 for r in results if r.ok and not r.replayed)
+        replayed = sum(1 for r in results if r.replayed)
+        return BatchResult(created, replayed, len(results) - created - replayed, results)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Nothing to wait for."""
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Nothing to stop."""
+        return True
+
+    def get(self, feedback_id: str) -> Feedback:
+        """One item (:class:`~feedgraph.errors.NotFoundError` if unknown)."""
+        return self._find(feedback_id)
+
+    def _matching(self, type: str | None, session: str | None) -> builtins.list[Feedback]:
+        return [
+            f
+            for f in reversed(self.items)
+            if (type is None or f.type == type) and (session is None or f.session_id == session)
+        ]
+
+    def list_page(self, *, cursor: str | None = None, limit: int | None = None,
+                  type: str | None = None, session: str | None = None) -> FeedbackPage:  # fmt: skip
+        """One page, newest first, with the server's cursor rules."""
+        items = self._matching(type, session)
+        start = 0
+        if cursor is not None:
+            ids = [f.id for f in items]
+            if cursor not in ids:
+                raise ValidationError("'cursor' names no item", status=400)
+            start = ids.index(cursor) + 1
+        size = limit or 100
+        page = items[start : start + size]
+        more = start + size < len(items)
+        return FeedbackPage(page, page[-1].id if more and page else None, {})
+
+    def list(self, *, type: str | None = None, session: str | None = None,
+             page_size: int = 100, limit: int | None = None) -> Iterator[Feedback]:  # fmt: skip
+        """Every matching item, newest first."""
+        items = self._matching(type, session)
+        return iter(items if limit is None else items[:limit])
+
+    def find_by_session(self, session_id: str, limit: int | None = None) -> builtins.list[Feedback]:
+        """Every item of one session, newest first."""
+        return [*self.list(session=session_id, limit=limit)]
+
+    def find_by_type(self, type: str, limit: int = 100) -> builtins.list[Feedback]:
+        """The newest ``limit`` items of one type."""
+        return [*self.list(type=type, limit=limit)]
+
+    def stats(self, *, hours: int | None = None, **_: Any) -> Stats:
+        """The counters (validation is not modelled: every item is approved)."""
+        since = 0 if hours is None else int(time.time() * 1000) - hours * 3_600_000
+        items = [f for f in self.items if f.created_at >= since]
+        pos = sum(1 for f in items if f.type == "positive")
+        scores = [f.score for f in items if f.score is not None]
+        return Stats(
+            total_feedback=len(items),
+            positive_count=pos,
+            negative_count=len(items) - pos,
+            pending_validation=0,
+            approved_count=len(items),
+            rejected_count=0,
+            flagged_count=0,
+            unused_for_training=len(items),
+            used_for_training=0,
+            positive_ratio=pos / len(items) if items else 0.0,
+            average_score=sum(scores) / len(scores) if scores else None,
+            raw={},
+        )
+
+    def aggregate(self, window_hours: int = 24, **_: Any) -> Summary:
+        """The summary of the last ``window_hours``."""
+        s = self.stats(hours=window_hours)
+        return Summary(
+            window_hours=window_hours,
+            total_count=s.total_feedback,
+            count_by_type={"positive": s.positive_count, "negative": s.negative_count},
+            positive_ratio=s.positive_ratio,
+            average_rating=s.average_score,
+        )
+
+    def health_check(self, timeout: float = 5.0) -> Health:
+        """Always healthy."""
+        return Health(True, True, 0.0)
