@@ -1,17 +1,17 @@
 //! Batch submit: many feedback items in one call, each validated and stored on its own
 //! (a bad item never keeps the good ones out), all made durable by one sync.
 //!
-//! Each item goes through the same steps as a single submit (validation, the idempotency
-//! check, the write, the durability ticket); the batch then waits once, for the highest
-//! ticket, whose sync covers every write before it, and indexes the stored items. The
-//! work runs in a task of its own, so a client that hangs up mid-batch leaves nothing
-//! half done: the items it wrote are made durable and indexed all the same.
+//! Each item is checked as a single submit is; the valid ones go to the backend together
+//! ([`crate::store::Backend::submit_many`]: each item's idempotency check and write, then
+//! one durable commit for all), and the stored items are indexed. The work runs in a task
+//! of its own, so a client that hangs up mid-batch leaves nothing half done: the items it
+//! wrote are made durable and indexed all the same.
 
 use std::sync::Arc;
 
 use tracing::Instrument;
 
-use super::{PendingSubmit, Service, ServiceError};
+use super::{Service, ServiceError};
 use crate::model::{Actor, Feedback, NewFeedback};
 use crate::store::IdempotencyKey;
 
@@ -52,14 +52,6 @@ fn item_error(e: &ServiceError) -> bool {
     )
 }
 
-/// The first phase's result: per-item outcomes (pending writes or item errors), the
-/// highest durability ticket taken, and the error that stopped the batch early, if any.
-struct Begun {
-    outcomes: Vec<Result<PendingSubmit, ServiceError>>,
-    ticket: Option<u64>,
-    fatal: Option<ServiceError>,
-}
-
 impl Service {
     /// Validates and stores every item, waits once until all stored items are durable,
     /// indexes them, and answers one outcome per item in order. An item's own problem
@@ -85,59 +77,51 @@ impl Service {
         actor: Actor,
         items: Vec<BatchItem>,
     ) -> Result<Vec<BatchOutcome>, ServiceError> {
-        // The writes run on the blocking pool: a thousand of them take milliseconds.
-        let service = Arc::clone(&self);
-        let span = tracing::Span::current();
-        let begun = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| service.begin_batch(&actor, items))
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(format!("batch write task failed: {e}")))?;
-        if let Some(ticket) = begun.ticket {
-            // A failed sync indexes nothing, as for a single submit.
-            self.store.durable(ticket).await?;
+        // Check every item first; `slots` says where each valid one's outcome goes.
+        let mut outcomes: Vec<Option<BatchOutcome>> = Vec::with_capacity(items.len());
+        let mut valid = Vec::with_capacity(items.len());
+        let mut slots = Vec::with_capacity(items.len());
+        for item in items {
+            match self.begin_submit(&actor, item.new, item.key.as_ref()) {
+                Ok((fb, _)) => {
+                    slots.push(outcomes.len());
+                    outcomes.push(None);
+                    valid.push((fb, item.key));
+                }
+                Err(e) if item_error(&e) => outcomes.push(Some(Err(e))),
+                Err(e) => return Err(e),
+            }
         }
+        // A failed commit indexes nothing, as for a single submit.
+        let written = Arc::clone(&self.store)
+            .submit_many(actor.clone(), valid)
+            .await?;
         let mut applied = Vec::new();
-        let outcomes: Vec<BatchOutcome> = begun
-            .outcomes
-            .into_iter()
-            .map(|o| {
-                o.map(|pending| {
-                    let (feedback, replay, a) = self.finish_submit(pending);
-                    applied.push(a);
-                    BatchStored { feedback, replay }
-                })
-            })
-            .collect();
+        for (slot, outcome) in slots.iter().zip(written.outcomes) {
+            let result = match outcome {
+                Ok(inserted) => {
+                    self.finish_submit(&actor.org, inserted)
+                        .map(|(feedback, replay, a)| {
+                            applied.push(a);
+                            BatchStored { feedback, replay }
+                        })
+                }
+                Err(e) => Err(e.into()),
+            };
+            if let Some(o) = outcomes.get_mut(*slot) {
+                *o = Some(result);
+            }
+        }
         // Read-your-writes: the answer goes out once the graph shows every item.
         for a in applied {
             a.wait_async().await;
         }
-        match begun.fatal {
-            Some(e) => Err(e),
-            None => Ok(outcomes),
+        if let Some(e) = written.stopped {
+            return Err(e.into());
         }
-    }
-
-    fn begin_batch(&self, actor: &Actor, items: Vec<BatchItem>) -> Begun {
-        let mut begun = Begun {
-            outcomes: Vec::with_capacity(items.len()),
-            ticket: None,
-            fatal: None,
-        };
-        for item in items {
-            match self.begin_submit(actor, item.new, item.key) {
-                Ok(pending) => {
-                    begun.ticket = begun.ticket.max(Some(pending.ticket));
-                    begun.outcomes.push(Ok(pending));
-                }
-                Err(e) if item_error(&e) => begun.outcomes.push(Err(e)),
-                Err(e) => {
-                    begun.fatal = Some(e);
-                    break;
-                }
-            }
-        }
-        begun
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| ServiceError::Internal("a batch item got no outcome".into())))
+            .collect()
     }
 }

@@ -35,6 +35,16 @@ use codec::CodecError;
 pub use durability::{Durability, SyncError, Syncer};
 pub use sled_store::{CODEC_TREES, SCHEMA_VERSION, SledStore, decode_stored_value};
 
+/// What [`Backend::submit_many`] did: one outcome per item it got to, in order, and the
+/// backend failure that stopped it early, if one did.
+#[derive(Debug)]
+pub struct BatchWritten {
+    /// Each item's outcome, in the order given (shorter than the batch if it stopped).
+    pub outcomes: Vec<Result<Inserted, StoreError>>,
+    /// The failure that ended the batch before its last item.
+    pub stopped: Option<StoreError>,
+}
+
 /// A boxed future a backend returns for an asynchronous write.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -66,6 +76,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         fb: Feedback,
         idempotency: Option<IdempotencyKey>,
     ) -> BoxFuture<'static, Result<Inserted, StoreError>>;
+
+    /// Many submits (a batch) made durable together: each item as [`Backend::submit`]
+    /// stores it, with its own outcome (an item's idempotency conflict is its own `Err`),
+    /// and one durable commit for all. A failure of the backend itself stops the batch
+    /// ([`BatchWritten::stopped`]); the items written before it are made durable all the
+    /// same. `Err` when making them durable failed (then nothing may be acknowledged).
+    fn submit_many(
+        self: Arc<Self>,
+        actor: Actor,
+        items: Vec<(Feedback, Option<IdempotencyKey>)>,
+    ) -> BoxFuture<'static, Result<BatchWritten, StoreError>>;
 
     /// [`Backend::submit`] for a blocking caller (tools, tests): returns once durable.
     /// Never call it on an async runtime's thread.

@@ -37,8 +37,8 @@ use sled::Tree;
 use super::durability::Syncer;
 use super::rules::{self, FEEDBACK_SKIP, IdempotencyRecord, creation_changes, import_entry};
 use super::{
-    Backend, Batch, BoxFuture, ChangeFn, ChangeSet, FeedbackRecord, IdSource, IdempotencyKey,
-    Inserted, RecordHeadRef, StorageConfig, StoreError, WriteTx, codec, keys,
+    Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, FeedbackRecord, IdSource,
+    IdempotencyKey, Inserted, RecordHeadRef, StorageConfig, StoreError, WriteTx, codec, keys,
 };
 use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FieldChange, HistoryVersion, Millis,
@@ -1226,6 +1226,48 @@ impl Backend for SledStore {
             let ticket = self.durability_ticket()?;
             self.durable(ticket).await?;
             Ok(inserted)
+        })
+    }
+
+    fn submit_many(
+        self: std::sync::Arc<Self>,
+        actor: Actor,
+        items: Vec<(Feedback, Option<IdempotencyKey>)>,
+    ) -> BoxFuture<'static, Result<BatchWritten, StoreError>> {
+        Box::pin(async move {
+            // A thousand sled writes take milliseconds: off the runtime's threads.
+            let store = std::sync::Arc::clone(&self);
+            let written = tokio::task::spawn_blocking(move || {
+                let mut outcomes = Vec::with_capacity(items.len());
+                let mut stopped = None;
+                for (fb, key) in &items {
+                    let one = store.insert_feedback_once(
+                        &actor,
+                        fb,
+                        IdSource::Minted,
+                        ChangeAction::Submit,
+                        key.as_ref(),
+                        SyncMode::Defer,
+                    );
+                    match one {
+                        Err(e @ (StoreError::Conflict(_) | StoreError::Exists { .. })) => {
+                            outcomes.push(Err(e));
+                        }
+                        Err(e) => {
+                            stopped = Some(e);
+                            break;
+                        }
+                        Ok(inserted) => outcomes.push(Ok(inserted)),
+                    }
+                }
+                BatchWritten { outcomes, stopped }
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("the batch write task failed: {e}")))?;
+            // One sync covers every write above (and every replayed original read).
+            let ticket = self.durability_ticket()?;
+            self.durable(ticket).await?;
+            Ok(written)
         })
     }
 
