@@ -290,7 +290,7 @@ pub fn router(state: Arc<AppState>, server: &ServerConfig, console: &ConsoleConf
         app = app.route("/__test/panic", get(test_panic));
     }
     if console.enabled {
-        app = app.nest("/console", console::router(state.clone(), console));
+        app = console::mount(app, state.clone(), console);
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
