@@ -29,6 +29,7 @@
 //! service (`Service::review_queue`, `lineage_forest`, `dashboard`, `batches_page`, `list`),
 //! loading from the store only the records it shows; store reads run on the blocking pool.
 
+pub mod link;
 mod pages;
 pub mod svg;
 
@@ -51,7 +52,7 @@ use super::auth::{Principal, Role};
 use super::error::ApiError;
 use super::extract::{ApiPath, QueryParams};
 use super::metrics::RouteTag;
-use crate::config::ConsoleConfig;
+use crate::config::Config;
 
 /// The name of the session cookie.
 pub const COOKIE: &str = "fg_session";
@@ -65,6 +66,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/console/login"),
     ("POST", "/console/login"),
     ("POST", "/console/logout"),
+    ("GET", "/console/link/{code}"),
+    ("POST", "/console/link"),
     ("GET", "/console/queue"),
     ("POST", "/console/review/{id}"),
     ("GET", "/console/items"),
@@ -85,6 +88,8 @@ pub struct ConsoleState {
     /// One HMAC block of key, drawn at start-up: restarting the server voids open forms.
     csrf_key: hmac::digest::Key<Hmac<Sha256>>,
     secure_cookie: bool,
+    /// One-time sign-in links (`feedgraph console-link`); `None` without an HS256 secret.
+    links: Option<link::Links>,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -148,7 +153,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 pub fn mount(
     app: Router<Arc<AppState>>,
     state: Arc<AppState>,
-    config: &ConsoleConfig,
+    config: &Config,
 ) -> Router<Arc<AppState>> {
     app.nest("/console", router(state, config))
         .route("/console/", tagged("/console/", get(pages::home)))
@@ -169,7 +174,7 @@ fn tagged<S: Clone + Send + Sync + 'static>(
 }
 
 /// The console's routes, to be nested under `/console`.
-fn router(app: Arc<AppState>, config: &ConsoleConfig) -> Router<Arc<AppState>> {
+fn router(app: Arc<AppState>, config: &Config) -> Router<Arc<AppState>> {
     let mut csrf_key = hmac::digest::Key::<Hmac<Sha256>>::default();
     {
         use rand::Rng;
@@ -178,7 +183,8 @@ fn router(app: Arc<AppState>, config: &ConsoleConfig) -> Router<Arc<AppState>> {
     let state = Arc::new(ConsoleState {
         app,
         csrf_key,
-        secure_cookie: config.secure_cookie,
+        secure_cookie: config.console.secure_cookie,
+        links: link::Links::new(config),
     });
     // `path` is the full path (as in ROUTES and the metrics); the router is nested under
     // `/console`, so it routes the rest.
@@ -197,6 +203,8 @@ fn router(app: Arc<AppState>, config: &ConsoleConfig) -> Router<Arc<AppState>> {
         get(pages::login_form).post(pages::login),
     );
     let r = at(r, "/console/logout", post(pages::logout));
+    let r = at(r, "/console/link/{code}", get(pages::link_form));
+    let r = at(r, "/console/link", post(pages::link_login));
     let r = at(r, "/console/queue", get(pages::queue));
     let r = at(r, "/console/review/{id}", post(pages::review));
     let r = at(r, "/console/items", get(pages::items));

@@ -278,6 +278,71 @@ pub async fn login(
     Ok(r)
 }
 
+#[derive(Template)]
+#[template(path = "link.html")]
+struct LinkPage {
+    code: String,
+    org: String,
+    sub: String,
+    roles: String,
+    expires: String,
+}
+
+fn link_refused(e: super::link::LinkError) -> Refusal {
+    use super::link::LinkError;
+    match e {
+        LinkError::Off => ApiError::NotFound(e.to_string()),
+        LinkError::Auth(a) => ApiError::Internal(format!("console sign-in link: {a}")),
+        other => ApiError::Unauthorized(other.to_string()),
+    }
+    .into()
+}
+
+/// `GET /console/link/{code}`: who a one-time link signs in as, and a button to use it.
+/// Opening the link does not use it (link previews and scanners fetch links too).
+pub async fn link_form(
+    State(state): State<Arc<ConsoleState>>,
+    Segment(code): Segment,
+) -> PageResult {
+    let links = state
+        .links
+        .as_ref()
+        .ok_or_else(|| link_refused(super::link::LinkError::Off))?;
+    let claims = links.open(&code).map_err(link_refused)?;
+    page(&LinkPage {
+        code,
+        org: claims.org,
+        sub: claims.sub,
+        roles: claims.roles.join(", "),
+        expires: when(claims.exp.saturating_mul(1000)),
+    })
+}
+
+/// The form of a sign-in link.
+#[derive(Debug, Deserialize)]
+pub struct LinkForm {
+    #[serde(default)]
+    code: String,
+}
+
+/// `POST /console/link`: uses a one-time link (once per server process) and sets the
+/// session cookie to a token minted for it.
+pub async fn link_login(
+    State(state): State<Arc<ConsoleState>>,
+    ConsoleForm(form): ConsoleForm<LinkForm>,
+) -> PageResult {
+    let links = state
+        .links
+        .as_ref()
+        .ok_or_else(|| link_refused(super::link::LinkError::Off))?;
+    let token = links.redeem(form.code.trim()).map_err(link_refused)?;
+    let mut r = Redirect::to("/console/queue").into_response();
+    let cookie = HeaderValue::from_str(&state.cookie(Some(&token)))
+        .map_err(|_| ApiError::Internal("a minted token is not a cookie value".into()))?;
+    r.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(r)
+}
+
 /// A form that carries only the CSRF token.
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
