@@ -107,6 +107,29 @@ pub enum Command {
         #[arg(long, default_value = "24h")]
         ttl: String,
     },
+    /// Print a one-time sign-in link for the review console (works once per server
+    /// process, until it expires; needs the HS256 secret).
+    ConsoleLink {
+        /// The tenant to sign in to.
+        #[arg(long)]
+        org: String,
+        /// The user to sign in as.
+        #[arg(long)]
+        user: String,
+        /// Role(s): user, trainer, admin (repeat or comma-separate).
+        #[arg(long = "role", value_delimiter = ',', default_value = "user")]
+        roles: Vec<String>,
+        /// How long the link works, e.g. 300, 10m, 1h.
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+        /// How long the session it opens lasts, e.g. 8h.
+        #[arg(long, default_value = "12h")]
+        session_ttl: String,
+        /// The server's address as the browser reaches it. Default: http:// and server.bind
+        /// (an unspecified address becomes 127.0.0.1).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Import a JSONL file of feedback (and adapter) records, validating each line.
     Import {
         /// The JSONL file (one JSON object per line).
@@ -322,6 +345,38 @@ pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
                 source,
             })
         }
+        Command::ConsoleLink {
+            org,
+            user,
+            roles,
+            ttl,
+            session_ttl,
+            url,
+        } => {
+            let roles = parse_roles(roles)?;
+            if org.trim().is_empty() || user.trim().is_empty() {
+                return Err(CliError::Usage("--org and --user must not be empty".into()));
+            }
+            crate::service::check_org(org)?;
+            let code = crate::http::console::link::make(
+                &config,
+                org,
+                user,
+                &roles,
+                parse_ttl(ttl)?,
+                parse_ttl(session_ttl)?,
+            )
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+            let base = match url {
+                Some(u) => u.trim_end_matches('/').to_owned(),
+                None => format!("http://{}", browser_host(&config.server.bind)),
+            };
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{base}/console/link/{code}").map_err(|source| CliError::Io {
+                context: "writing output".into(),
+                source,
+            })
+        }
         Command::Import { file, org, actor } => import(&config, file, org.as_deref(), actor),
         Command::Get { id, org, history } => {
             let service = Service::open(&config)?;
@@ -490,6 +545,30 @@ pub fn render_table(columns: &[String], rows: &[Vec<serde_json::Value>]) -> Stri
         out.push_str(&line(&mut r.iter()));
     }
     out
+}
+
+/// Role names (as `--role` gives them) as roles.
+fn parse_roles(roles: &[String]) -> Result<Vec<Role>, CliError> {
+    roles
+        .iter()
+        .map(|r| {
+            Role::parse(r.trim()).ok_or_else(|| {
+                CliError::Usage(format!("unknown role '{r}' (user, trainer, admin)"))
+            })
+        })
+        .collect()
+}
+
+/// `bind` as a browser can reach it: an unspecified address (all interfaces) becomes the
+/// loopback address.
+fn browser_host(bind: &str) -> String {
+    if let Some(port) = bind.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = bind.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        bind.to_owned()
+    }
 }
 
 /// Parses `3600`, `90s`, `15m`, `12h` or `30d` into seconds.

@@ -686,6 +686,11 @@ async fn the_lineage_picture_draws_the_orgs_adapters_only() {
     );
     // One curve per DERIVED_FROM edge of acme (7 of its 9 adapters have a parent).
     assert_eq!(svg.matches("<path d=").count(), 7);
+    // A page past the last root says so (not "no adapters").
+    let p = tab.get("/console/adapters?page=9").await;
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains(r#"id="no-more-roots""#), "{}", p.body);
+    assert!(!p.body.contains("No adapters yet"));
     let p = tab.get("/console/adapters/themis_help_lora_v2").await;
     assert!(p.body.contains("themis_help_lora_v3"));
     assert!(p.body.contains("base_model"));

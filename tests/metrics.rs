@@ -439,6 +439,9 @@ async fn the_exposition_is_valid_and_counters_move_with_requests() {
             route == "unmatched"
                 || feedgraph::http::route_list()
                     .iter()
+                    .any(|(_, p)| p == route)
+                || feedgraph::http::console::ROUTES
+                    .iter()
                     .any(|(_, p)| p == route),
             "route label '{route}' is not a route template"
         );
@@ -551,5 +554,81 @@ async fn a_scrape_token_is_required_when_configured() {
 async fn metrics_can_be_turned_off() {
     let s = TestServer::start_with(|c| c.metrics.enabled = false).await;
     assert_eq!(s.get_open("/metrics").await.status().as_u16(), 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn console_requests_are_labelled_with_their_route_template() {
+    let s = TestServer::start_with(|c| c.rate_limit.enabled = false).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = s.token("acme", "alice", Role::Admin);
+    let r = client
+        .post(format!("{}/console/login", s.base))
+        .header("origin", &s.base)
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let before = metrics(&s).await;
+    let routes = feedgraph::http::console::ROUTES;
+    for (method, path) in routes {
+        let concrete = path
+            .replace("{id}", "feedback-raw-id-123")
+            .replace("{file}", "console.css");
+        let url = format!("{}{concrete}", s.base);
+        let r = match *method {
+            "GET" => client.get(url),
+            _ => client
+                .post(url)
+                .header("origin", &s.base)
+                .form(&[("x", "1")]),
+        };
+        let r = r.header("cookie", &cookie).send().await.unwrap();
+        assert_ne!(r.status().as_u16(), 405, "{method} {path}");
+    }
+    // A page the console does not have stays unmatched, under no raw path.
+    let r = client
+        .get(format!("{}/console/no-such-page-77", s.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let after = metrics(&s).await;
+    let moved = |route: &str, method: &str| -> f64 {
+        let sum = |e: &Exposition| -> f64 {
+            e.samples
+                .iter()
+                .filter(|((name, labels), _)| {
+                    name == REQUESTS
+                        && labels.iter().any(|(k, v)| k == "route" && v == route)
+                        && labels.iter().any(|(k, v)| k == "method" && v == method)
+                })
+                .map(|(_, v)| *v)
+                .sum()
+        };
+        sum(&after) - sum(&before)
+    };
+    for (method, path) in routes {
+        assert_eq!(moved(path, method), 1.0, "{method} {path} is not labelled");
+    }
+    assert_eq!(moved("unmatched", "GET"), 1.0);
+    let (_, text) = scrape(&s).await;
+    assert!(
+        !text.contains("feedback-raw-id-123"),
+        "a raw path in a label"
+    );
+    assert!(!text.contains("no-such-page-77"), "a raw path in a label");
     s.stop().await;
 }

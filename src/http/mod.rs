@@ -31,7 +31,7 @@ use axum::http::{Method, Uri};
 use axum::routing::{MethodFilter, get, on};
 use tokio::sync::{oneshot, watch};
 
-use crate::config::{Config, ConsoleConfig, ServerConfig};
+use crate::config::Config;
 use crate::service::{Service, ServiceError};
 use auth::Authenticator;
 use error::ApiError;
@@ -288,13 +288,14 @@ pub fn route_list() -> Vec<(Verb, &'static str)> {
 }
 
 /// The application router.
-pub fn router(state: Arc<AppState>, server: &ServerConfig, console: &ConsoleConfig) -> Router {
+pub fn router(state: Arc<AppState>, config: &Config) -> Router {
+    let server = &config.server;
     let mut app = routes().router;
     if server.enable_test_routes {
         app = app.route("/__test/panic", get(test_panic));
     }
-    if console.enabled {
-        app = app.nest("/console", console::router(state.clone(), console));
+    if config.console.enabled {
+        app = console::mount(app, state.clone(), config);
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -425,7 +426,7 @@ pub async fn start(
     }
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let app = router(state.clone(), &config.server, &config.console);
+    let app = router(state.clone(), &config);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let limits = conn::ConnLimits::from_config(&config.server);
     let task = tokio::spawn(async move {

@@ -20,10 +20,16 @@
 //! **Roles.** A `user` sees every page; only an `admin` gets review forms, and the review
 //! route checks the role again.
 //!
+//! **Errors.** Everything the console refuses (bad path or query, wrong method, wrong
+//! media type, unknown page) is an HTML page with the headers above, never the API's
+//! JSON; only a body over `server.body_limit_bytes` is refused earlier, by the connection
+//! layer.
+//!
 //! **Size.** Every list is paged and every page answers from the graph snapshot through the
 //! service (`Service::review_queue`, `lineage_forest`, `dashboard`, `batches_page`, `list`),
 //! loading from the store only the records it shows; store reads run on the blocking pool.
 
+pub mod link;
 mod pages;
 pub mod svg;
 
@@ -36,7 +42,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use hmac::{Hmac, Mac};
 use serde::de::DeserializeOwned;
 use sha2::Sha256;
@@ -44,18 +50,24 @@ use sha2::Sha256;
 use super::AppState;
 use super::auth::{Principal, Role};
 use super::error::ApiError;
-use crate::config::ConsoleConfig;
+use super::extract::{ApiPath, QueryParams};
+use super::metrics::RouteTag;
+use crate::config::Config;
 
 /// The name of the session cookie.
 pub const COOKIE: &str = "fg_session";
 
 /// Every console route, method and full path (axum syntax), in one place: for route
-/// coverage checks that must treat these HTML pages apart from the JSON API.
+/// coverage checks that must treat these HTML pages apart from the JSON API. Each route's
+/// responses carry its path here as their `route` label in `/metrics`.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/console"),
+    ("GET", "/console/"),
     ("GET", "/console/login"),
     ("POST", "/console/login"),
     ("POST", "/console/logout"),
+    ("GET", "/console/link/{code}"),
+    ("POST", "/console/link"),
     ("GET", "/console/queue"),
     ("POST", "/console/review/{id}"),
     ("GET", "/console/items"),
@@ -76,6 +88,8 @@ pub struct ConsoleState {
     /// One HMAC block of key, drawn at start-up: restarting the server voids open forms.
     csrf_key: hmac::digest::Key<Hmac<Sha256>>,
     secure_cookie: bool,
+    /// One-time sign-in links (`feedgraph console-link`); `None` without an HS256 secret.
+    links: Option<link::Links>,
 }
 
 impl std::fmt::Debug for ConsoleState {
@@ -116,13 +130,7 @@ impl ConsoleState {
 
     /// The `Set-Cookie` value that stores `token` (or, with `None`, clears the cookie).
     fn cookie(&self, token: Option<&str>) -> String {
-        let secure = if self.secure_cookie { "; Secure" } else { "" };
-        match token {
-            Some(t) => format!("{COOKIE}={t}; Path=/console; HttpOnly; SameSite=Strict{secure}"),
-            None => {
-                format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
-            }
-        }
+        session_cookie_header(token, self.secure_cookie)
     }
 }
 
@@ -140,8 +148,33 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Adds the console to `app`: its pages under `/console`, and `/console/` (with the
+/// slash) answering as `/console` does.
+pub fn mount(
+    app: Router<Arc<AppState>>,
+    state: Arc<AppState>,
+    config: &Config,
+) -> Router<Arc<AppState>> {
+    app.nest("/console", router(state, config))
+        .route("/console/", tagged("/console/", get(pages::home)))
+}
+
+/// `routes` with every response labelled `path` (a full path of [`ROUTES`]) for the
+/// request metrics.
+fn tagged<S: Clone + Send + Sync + 'static>(
+    path: &'static str,
+    routes: MethodRouter<S>,
+) -> MethodRouter<S> {
+    routes.layer(tower::util::MapResponseLayer::new(
+        move |mut response: Response| {
+            response.extensions_mut().insert(RouteTag(path));
+            response
+        },
+    ))
+}
+
 /// The console's routes, to be nested under `/console`.
-pub fn router(app: Arc<AppState>, config: &ConsoleConfig) -> Router<Arc<AppState>> {
+fn router(app: Arc<AppState>, config: &Config) -> Router<Arc<AppState>> {
     let mut csrf_key = hmac::digest::Key::<Hmac<Sha256>>::default();
     {
         use rand::Rng;
@@ -150,24 +183,45 @@ pub fn router(app: Arc<AppState>, config: &ConsoleConfig) -> Router<Arc<AppState
     let state = Arc::new(ConsoleState {
         app,
         csrf_key,
-        secure_cookie: config.secure_cookie,
+        secure_cookie: config.console.secure_cookie,
+        links: link::Links::new(config),
     });
-    Router::new()
-        .route("/", get(pages::home))
-        .route("/login", get(pages::login_form).post(pages::login))
-        .route("/logout", post(pages::logout))
-        .route("/queue", get(pages::queue))
-        .route("/review/{id}", post(pages::review))
-        .route("/items", get(pages::items))
-        .route("/items/{id}", get(pages::item))
-        .route("/adapters", get(pages::adapters))
-        .route("/adapters/{id}", get(pages::adapter))
-        .route("/dashboard", get(pages::dashboard))
-        .route("/batches", get(pages::batches))
-        .route("/batches/{id}", get(pages::batch))
-        .route("/query", get(pages::query_form).post(pages::query_run))
-        .route("/assets/{file}", get(asset))
-        .fallback(pages::not_found)
+    // `path` is the full path (as in ROUTES and the metrics); the router is nested under
+    // `/console`, so it routes the rest.
+    let at = |r: Router<Arc<ConsoleState>>, path: &'static str, m: MethodRouter<_>| {
+        let inner = match path.strip_prefix("/console") {
+            Some("") | None => "/",
+            Some(rest) => rest,
+        };
+        r.route(inner, tagged(path, m))
+    };
+    let r = Router::new();
+    let r = at(r, "/console", get(pages::home));
+    let r = at(
+        r,
+        "/console/login",
+        get(pages::login_form).post(pages::login),
+    );
+    let r = at(r, "/console/logout", post(pages::logout));
+    let r = at(r, "/console/link/{code}", get(pages::link_form));
+    let r = at(r, "/console/link", post(pages::link_login));
+    let r = at(r, "/console/queue", get(pages::queue));
+    let r = at(r, "/console/review/{id}", post(pages::review));
+    let r = at(r, "/console/items", get(pages::items));
+    let r = at(r, "/console/items/{id}", get(pages::item));
+    let r = at(r, "/console/adapters", get(pages::adapters));
+    let r = at(r, "/console/adapters/{id}", get(pages::adapter));
+    let r = at(r, "/console/dashboard", get(pages::dashboard));
+    let r = at(r, "/console/batches", get(pages::batches));
+    let r = at(r, "/console/batches/{id}", get(pages::batch));
+    let r = at(
+        r,
+        "/console/query",
+        get(pages::query_form).post(pages::query_run),
+    );
+    let r = at(r, "/console/assets/{file}", get(asset));
+    r.fallback(pages::not_found)
+        .method_not_allowed_fallback(pages::method_not_allowed)
         .with_state(state)
 }
 
@@ -194,6 +248,9 @@ pub enum Refusal {
     SignIn {
         /// Whether the request carried a session cookie that failed to verify.
         clear: bool,
+        /// Whether cookies are `Secure` (`console.secure_cookie`), so the clearing cookie
+        /// carries the same attributes as the one it replaces.
+        secure: bool,
     },
     /// Any other error, shown as an HTML page.
     Error(ApiError),
@@ -208,20 +265,50 @@ impl From<ApiError> for Refusal {
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
-            Refusal::SignIn { clear } => {
+            Refusal::SignIn { clear, secure } => {
                 let mut r = Redirect::to("/console/login").into_response();
-                if clear {
-                    r.headers_mut().insert(
-                        header::SET_COOKIE,
-                        HeaderValue::from_static(
-                            "fg_session=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0",
-                        ),
-                    );
+                if clear && let Ok(v) = HeaderValue::from_str(&session_cookie_header(None, secure))
+                {
+                    r.headers_mut().insert(header::SET_COOKIE, v);
                 }
                 r
             }
             Refusal::Error(e) => pages::error_page(e),
         }
+    }
+}
+
+/// The `Set-Cookie` value that stores `token` (or, with `None`, clears the cookie).
+fn session_cookie_header(token: Option<&str>, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    match token {
+        Some(t) => format!("{COOKIE}={t}; Path=/console; HttpOnly; SameSite=Strict{secure}"),
+        None => format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+    }
+}
+
+/// A path segment of a console route; a bad one is an HTML error page.
+#[derive(Debug)]
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiPath(p) = ApiPath::from_request_parts(parts, state).await?;
+        Ok(Segment(p))
+    }
+}
+
+/// The query parameters of a console page; a malformed query string is an HTML error page.
+#[derive(Debug)]
+pub struct Params(pub QueryParams);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Params(QueryParams::from_request_parts(parts, state).await?))
     }
 }
 
@@ -245,14 +332,20 @@ impl FromRequestParts<Arc<ConsoleState>> for Session {
         parts: &mut Parts,
         state: &Arc<ConsoleState>,
     ) -> Result<Self, Self::Rejection> {
-        let token = session_cookie(&parts.headers).ok_or(Refusal::SignIn { clear: false })?;
-        let principal = state
-            .app
-            .auth
-            .verify(token)
-            .map_err(|_| Refusal::SignIn { clear: true })?;
+        let secure = state.secure_cookie;
+        let token = session_cookie(&parts.headers).ok_or(Refusal::SignIn {
+            clear: false,
+            secure,
+        })?;
+        let principal = state.app.auth.verify(token).map_err(|_| Refusal::SignIn {
+            clear: true,
+            secure,
+        })?;
         if principal.role.is_none() {
-            return Err(Refusal::SignIn { clear: true });
+            return Err(Refusal::SignIn {
+                clear: true,
+                secure,
+            });
         }
         state
             .app
@@ -319,7 +412,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ConsoleForm<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
         if !is_form {
             return Err(ApiError::UnsupportedMediaType(
                 "console forms are sent as application/x-www-form-urlencoded".into(),
@@ -357,10 +454,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 
 /// `GET /console/assets/{file}`: the stylesheet and the script, from the binary.
-async fn asset(
-    State(_): State<Arc<ConsoleState>>,
-    axum::extract::Path(file): axum::extract::Path<String>,
-) -> Response {
+async fn asset(State(_): State<Arc<ConsoleState>>, Segment(file): Segment) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, mime, body)) => (
             [

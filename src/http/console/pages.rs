@@ -15,9 +15,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::svg::{self, esc, pct};
-use super::{ConsoleForm, ConsoleState, Refusal, Session, html};
+use super::{ConsoleForm, ConsoleState, Params, Refusal, Segment, Session, html};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiPath, QueryParams};
 use crate::model::{Feedback, HistoryVersion, Millis, ValidationStatus};
 use crate::service::ListQuery;
 
@@ -49,6 +48,15 @@ fn when(ms: Millis) -> String {
 
 fn percent(r: f64) -> String {
     format!("{:.0}%", r * 100.0)
+}
+
+/// Whether `s` could be an item id (the id alphabet, at most 256 characters), so a link's
+/// `done` parameter cannot carry sentences onto a page.
+fn looks_like_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@/+".contains(&b))
 }
 
 fn item_href(id: &str) -> String {
@@ -205,6 +213,14 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
 
 // ---------------------------------------------------------------- sign-in
 
+/// A console path asked with a method it does not answer: an HTML 405.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error_page(ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}",
+        uri.path()
+    )))
+}
+
 /// `GET /console`: to the queue (which sends strangers to sign in).
 pub async fn home() -> Redirect {
     Redirect::to("/console/queue")
@@ -262,6 +278,71 @@ pub async fn login(
     Ok(r)
 }
 
+#[derive(Template)]
+#[template(path = "link.html")]
+struct LinkPage {
+    code: String,
+    org: String,
+    sub: String,
+    roles: String,
+    expires: String,
+}
+
+fn link_refused(e: super::link::LinkError) -> Refusal {
+    use super::link::LinkError;
+    match e {
+        LinkError::Off => ApiError::NotFound(e.to_string()),
+        LinkError::Auth(a) => ApiError::Internal(format!("console sign-in link: {a}")),
+        other => ApiError::Unauthorized(other.to_string()),
+    }
+    .into()
+}
+
+/// `GET /console/link/{code}`: who a one-time link signs in as, and a button to use it.
+/// Opening the link does not use it (link previews and scanners fetch links too).
+pub async fn link_form(
+    State(state): State<Arc<ConsoleState>>,
+    Segment(code): Segment,
+) -> PageResult {
+    let links = state
+        .links
+        .as_ref()
+        .ok_or_else(|| link_refused(super::link::LinkError::Off))?;
+    let claims = links.open(&code).map_err(link_refused)?;
+    page(&LinkPage {
+        code,
+        org: claims.org,
+        sub: claims.sub,
+        roles: claims.roles.join(", "),
+        expires: when(claims.exp.saturating_mul(1000)),
+    })
+}
+
+/// The form of a sign-in link.
+#[derive(Debug, Deserialize)]
+pub struct LinkForm {
+    #[serde(default)]
+    code: String,
+}
+
+/// `POST /console/link`: uses a one-time link (once per server process) and sets the
+/// session cookie to a token minted for it.
+pub async fn link_login(
+    State(state): State<Arc<ConsoleState>>,
+    ConsoleForm(form): ConsoleForm<LinkForm>,
+) -> PageResult {
+    let links = state
+        .links
+        .as_ref()
+        .ok_or_else(|| link_refused(super::link::LinkError::Off))?;
+    let token = links.redeem(form.code.trim()).map_err(link_refused)?;
+    let mut r = Redirect::to("/console/queue").into_response();
+    let cookie = HeaderValue::from_str(&state.cookie(Some(&token)))
+        .map_err(|_| ApiError::Internal("a minted token is not a cookie value".into()))?;
+    r.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(r)
+}
+
 /// A form that carries only the CSRF token.
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
@@ -299,7 +380,7 @@ struct QueuePage {
 pub async fn queue(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    mut q: QueryParams,
+    Params(mut q): Params,
 ) -> PageResult {
     let after = q.take("after");
     let done = q.take("done");
@@ -311,7 +392,9 @@ pub async fn queue(
         .app
         .run(move |s| s.review_queue(&org, cursor.as_deref(), Some(PAGE)))
         .await?;
-    let done = done.map(|id| {
+    // The note after a review names the item and the decision only: a link cannot put
+    // other words on the page.
+    let done = done.filter(|id| looks_like_id(id)).map(|id| {
         let verb = match done_status.as_deref() {
             Some("approved") => "Approved",
             Some("rejected") => "Rejected",
@@ -351,7 +434,7 @@ pub struct ReviewForm {
 pub async fn review(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    ApiPath(id): ApiPath,
+    Segment(id): Segment,
     ConsoleForm(form): ConsoleForm<ReviewForm>,
 ) -> PageResult {
     state.check_csrf(&session, form.csrf.as_deref())?;
@@ -429,7 +512,7 @@ struct ItemsPage {
 pub async fn items(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    mut q: QueryParams,
+    Params(mut q): Params,
 ) -> PageResult {
     let status_text = q.take("status").unwrap_or_default();
     let kind_text = q.take("type").unwrap_or_default();
@@ -530,10 +613,12 @@ struct ItemPage {
 pub async fn item(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    ApiPath(id): ApiPath,
-    mut q: QueryParams,
+    Segment(id): Segment,
+    Params(mut q): Params,
 ) -> PageResult {
-    let done = q.take("done");
+    let done = q
+        .take("done")
+        .filter(|d| d == "approved" || d == "rejected");
     q.finish()?;
     let org = session.principal.org.clone();
     let (f, history, links, impact) = state
@@ -598,7 +683,7 @@ struct AdaptersPage {
 pub async fn adapters(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    mut q: QueryParams,
+    Params(mut q): Params,
 ) -> PageResult {
     let page_no = q.number("page")?.unwrap_or(0) as usize;
     q.finish()?;
@@ -644,8 +729,8 @@ struct AdapterPage {
 pub async fn adapter(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    ApiPath(id): ApiPath,
-    mut q: QueryParams,
+    Segment(id): Segment,
+    Params(mut q): Params,
 ) -> PageResult {
     let cursor = q.take("cursor");
     q.finish()?;
@@ -742,7 +827,7 @@ fn legend(series: &[crate::service::overview::Series]) -> Legend {
 pub async fn dashboard(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    mut q: QueryParams,
+    Params(mut q): Params,
 ) -> PageResult {
     let days = q.number("days")?.unwrap_or(30).min(u64::from(u32::MAX)) as u32;
     q.finish()?;
@@ -818,7 +903,7 @@ struct BatchesPage {
 pub async fn batches(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    mut q: QueryParams,
+    Params(mut q): Params,
 ) -> PageResult {
     let before = q.number("before")?;
     q.finish()?;
@@ -859,8 +944,8 @@ struct BatchPage {
 pub async fn batch(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    ApiPath(id): ApiPath,
-    mut q: QueryParams,
+    Segment(id): Segment,
+    Params(mut q): Params,
 ) -> PageResult {
     let from = q.number("from")?.unwrap_or(0) as usize;
     q.finish()?;
@@ -981,7 +1066,7 @@ fn named_views(state: &ConsoleState) -> Result<Vec<NamedView>, ApiError> {
 pub async fn query_form(
     State(state): State<Arc<ConsoleState>>,
     session: Session,
-    mut q: QueryParams,
+    Params(mut q): Params,
 ) -> PageResult {
     let named = q.take("named");
     q.finish()?;
