@@ -127,7 +127,12 @@ async fn healthz() -> Json<Health> {
 )]
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     // Not ready either while opening or once the store refuses writes after a failed sync.
-    if let Err(e) = state.service()?.store().check_writable() {
+    // A database backend answers over the network: off the runtime's threads.
+    let service = state.service()?;
+    let writable = tokio::task::spawn_blocking(move || service.store().check_writable())
+        .await
+        .map_err(|e| ApiError::Internal(format!("the readiness check failed: {e}")))?;
+    if let Err(e) = writable {
         tracing::warn!("not ready: {e}");
         return Err(ApiError::Unavailable(error::STORE_REFUSING.to_owned()));
     }

@@ -24,9 +24,10 @@ use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FeedbackType, HistoryVersion,
     IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
 };
+use crate::store::pg::PgStore;
 use crate::store::{
-    AdapterOutcome, Backend, BoxFuture, IdempotencyKey, Inserted, SledStore, StoreError, SyncError,
-    WriteTx,
+    AdapterOutcome, Backend, BackendKind, BoxFuture, IdempotencyKey, Inserted, SledStore,
+    StoreError, SyncError, WriteTx,
 };
 use crate::validate::{self, FieldLimits, ValidationError, Validator};
 
@@ -91,6 +92,8 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::Sync(SyncError::Failed(m)) => ServiceError::OutcomeUnknown(m),
             StoreError::Sync(SyncError::Poisoned(m)) => ServiceError::Unavailable(m),
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            StoreError::CommitUnknown(m) => ServiceError::OutcomeUnknown(m),
             e => ServiceError::Store(e),
         }
     }
@@ -457,7 +460,10 @@ impl Service {
     pub fn open(config: &Config) -> Result<Self, ServiceError> {
         let validator = Validator::from_config(&config.validation)
             .map_err(|e| ServiceError::Config(e.to_string()))?;
-        let store: Arc<dyn Backend> = Arc::new(SledStore::open(&config.data_dir, &config.storage)?);
+        let store: Arc<dyn Backend> = match config.storage.backend {
+            BackendKind::Sled => Arc::new(SledStore::open(&config.data_dir, &config.storage)?),
+            BackendKind::Postgres => Arc::new(PgStore::open(&config.storage)?),
+        };
         let graph = GraphIndex::build(store.as_ref())?;
         Ok(Service {
             store,

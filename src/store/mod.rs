@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod durability;
 pub mod keys;
+pub mod pg;
 pub mod rules;
 pub mod sled_store;
 #[cfg(any(test, feature = "testing"))]
@@ -313,6 +314,44 @@ pub struct StorageConfig {
     pub idempotency_ttl_secs: u64,
     /// How often (seconds) expired idempotency keys are removed; 0 sweeps only at open.
     pub idempotency_sweep_secs: u64,
+    /// Which backend holds the data: `sled` (embedded, in `data_dir`) or `postgres`.
+    pub backend: BackendKind,
+    /// The PostgreSQL backend's settings (used when `backend = "postgres"`).
+    pub postgres: PostgresConfig,
+}
+
+/// The storage backends feedgraph can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// sled in `data_dir/sled`: one process, no server to run.
+    #[default]
+    Sled,
+    /// A PostgreSQL database (see [`PostgresConfig`]).
+    Postgres,
+}
+
+/// Settings of the PostgreSQL backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A libpq-style connection string or URL, e.g.
+    /// `postgres://feedgraph@127.0.0.1:5432/feedgraph`.
+    pub url: String,
+    /// Most connections the pool opens.
+    pub pool_size: usize,
+    /// How long (ms) a request waits for a connection before it is answered 503.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: String::new(),
+            pool_size: 16,
+            connect_timeout_ms: 5000,
+        }
+    }
 }
 
 impl Default for StorageConfig {
@@ -324,6 +363,8 @@ impl Default for StorageConfig {
             commit_delay_us: 800,
             idempotency_ttl_secs: 24 * 60 * 60,
             idempotency_sweep_secs: 10 * 60,
+            backend: BackendKind::Sled,
+            postgres: PostgresConfig::default(),
         }
     }
 }
@@ -334,6 +375,14 @@ pub enum StoreError {
     /// The backend failed (an I/O or driver error it reports as text).
     #[error("storage error: {0}")]
     Backend(String),
+    /// The backend cannot be reached now (database down, no connection free); nothing
+    /// was written. Worth retrying later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The commit's answer was lost (the connection broke during COMMIT): the write may
+    /// or may not be stored.
+    #[error("the commit's outcome is unknown: {0}")]
+    CommitUnknown(String),
     /// A file-system operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -115,6 +115,19 @@ pub fn expand_creation(current: &Feedback, entries: &mut [HistoryVersion]) {
     }
 }
 
+/// Before the first update of an item, its compact creation entry must be written out
+/// with the fields of the version about to be replaced: the full entry to write, or
+/// `None` if `current` is past version 1 or `entry` lists its fields already.
+pub fn written_out_creation(current: &Feedback, entry: &HistoryVersion) -> Option<HistoryVersion> {
+    if current.version != 1 || entry.version != 1 || !entry.changes.is_empty() {
+        return None;
+    }
+    Some(HistoryVersion {
+        changes: creation_changes(current, FEEDBACK_SKIP),
+        ..entry.clone()
+    })
+}
+
 /// The history entry of a record created by a bulk load.
 pub fn import_entry(actor: &Actor, version: u64, at: Millis) -> HistoryVersion {
     HistoryVersion {
