@@ -9,7 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::store::StorageConfig;
-use crate::validate::ValidationConfig;
+use crate::validate::{PiiConfig, ValidationConfig};
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "feedgraph.toml";
@@ -38,6 +38,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The review console under `/console`.
     pub console: ConsoleConfig,
+    /// PII detectors on ingest: a mode per detector (`[pii]`, see `validate::pii`).
+    pub pii: PiiConfig,
 }
 
 /// The Prometheus endpoint `/metrics`.
@@ -274,6 +276,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             console: ConsoleConfig::default(),
+            pii: PiiConfig::default(),
         }
     }
 }
