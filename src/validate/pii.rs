@@ -190,8 +190,8 @@ const PRIORITY: [PiiDetector; 9] = [
     PiiDetector::Jwt,
     PiiDetector::ApiKey,
     PiiDetector::AwsAccessKey,
-    PiiDetector::PaymentCard,
     PiiDetector::Iban,
+    PiiDetector::PaymentCard,
     PiiDetector::Email,
     PiiDetector::IpAddress,
     PiiDetector::Phone,
@@ -826,8 +826,8 @@ fn resolve_overlaps(mut hits: Vec<Hit>) -> Vec<Hit> {
 }
 
 /// Payment card numbers: runs of digit groups separated by single spaces or dashes; within
-/// a run, the leftmost longest 13 to 19 digits (whole groups, one kind of separator) that
-/// start with an issuer digit (2 to 6), are not one repeated digit and pass Luhn.
+/// a run, the leftmost longest 13 to 19 digits (whole groups, one kind of separator) whose
+/// prefix and length fit a card network, are not one repeated digit and pass Luhn.
 fn cards(text: &str, out: &mut Vec<Hit>) {
     let b = text.as_bytes();
     let mut i = 0;
@@ -903,10 +903,34 @@ fn card_ok(digits: &[u8]) -> bool {
     let Some(&first) = digits.first() else {
         return false;
     };
-    if !(b'2'..=b'6').contains(&first) || digits.iter().all(|&d| d == first) {
+    if digits.iter().all(|&d| d == first) || !issuer_ok(digits) {
         return false;
     }
     luhn(digits)
+}
+
+/// Whether the number's prefix names a card network that issues numbers of its length:
+/// Visa (4: 13, 16, 19), Mastercard (51-55, 2221-2720: 16), American Express (34, 37: 15),
+/// Diners (300-305, 36, 38: 14 or 16), JCB (35: 16-19), Discover, UnionPay and Maestro
+/// (50, 56-69: 13-19). A random Luhn-valid digit run (one in ten is) rarely fits.
+fn issuer_ok(digits: &[u8]) -> bool {
+    let n = digits.len();
+    let prefix = |k: usize| -> u32 {
+        digits[..k.min(n)]
+            .iter()
+            .fold(0, |acc, &d| acc * 10 + u32::from(d - b'0'))
+    };
+    match prefix(2) {
+        40..=49 => matches!(n, 13 | 16 | 19),
+        51..=55 => n == 16,
+        22..=27 => (2221..=2720).contains(&prefix(4)) && n == 16,
+        34 | 37 => n == 15,
+        36 | 38 => matches!(n, 14 | 16),
+        30 => (300..=305).contains(&prefix(3)) && matches!(n, 14 | 16),
+        35 => (16..=19).contains(&n),
+        50 | 56..=69 => (13..=19).contains(&n),
+        _ => false,
+    }
 }
 
 /// The Luhn check over ASCII digits.
@@ -1276,6 +1300,8 @@ mod tests {
         (D::PaymentCard, "mixed 4111-1111 1111-1111", ""),
         (D::PaymentCard, "hash 4111111111111111abc", ""),
         (D::PaymentCard, "twelve 411111111111 digits", ""),
+        (D::PaymentCard, "iban digits DE89 3704 0044 0532 0130 01", ""),
+        (D::PaymentCard, "amex prefix, wrong length 3782822463100003", ""),
         // IBAN.
         (
             D::Iban,
