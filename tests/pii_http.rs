@@ -50,7 +50,10 @@ async fn redact_mode_stores_placeholders_and_lists_where() {
     let t = s.token("acme", "alice", Role::User);
     let (status, body) = s.post(&t, "/feedback", &item()).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["answer"], "Set OPENAI_API_KEY=[API_KEY] in the environment.");
+    assert_eq!(
+        body["answer"],
+        "Set OPENAI_API_KEY=[API_KEY] in the environment."
+    );
     // Redaction alone does not change the status.
     assert_eq!(body["validation_status"], "approved", "{body}");
     let id = body["id"].as_str().unwrap();
@@ -115,7 +118,10 @@ async fn flag_mode_keeps_the_text_and_flags_the_item_naming_the_detector() {
     assert_eq!(reasons[0]["rule"], "pii_email");
     assert_eq!(reasons[0]["status"], "flagged");
     let message = reasons[0]["message"].as_str().unwrap();
-    assert!(message.contains("answer") && message.contains("email"), "{message}");
+    assert!(
+        message.contains("answer") && message.contains("email"),
+        "{message}"
+    );
     assert!(!message.contains(MAIL), "{message}");
 
     let id = created["id"].as_str().unwrap();
@@ -136,9 +142,11 @@ async fn flag_mode_keeps_the_text_and_flags_the_item_naming_the_detector() {
 
 #[tokio::test]
 async fn reject_mode_is_a_400_naming_detector_and_field_and_stores_nothing() {
-    let mut c = PiiConfig::default();
-    c.payment_card = PiiMode::Reject;
-    c.iban = PiiMode::Reject;
+    let c = PiiConfig {
+        payment_card: PiiMode::Reject,
+        iban: PiiMode::Reject,
+        ..PiiConfig::default()
+    };
     let s = TestServer::start_with(with_pii(c)).await;
     let t = s.token("acme", "alice", Role::User);
 
@@ -157,7 +165,10 @@ async fn reject_mode_is_a_400_naming_detector_and_field_and_stores_nothing() {
     let (status, err) = s.post(&t, "/feedback", &body).await;
     assert_eq!(status, 400, "{err}");
     let details = error_details(&err);
-    assert!(details.contains("iban") && details.contains("'comment'"), "{details}");
+    assert!(
+        details.contains("iban") && details.contains("'comment'"),
+        "{details}"
+    );
     assert!(!details.contains("3704"), "{details}");
 
     let (_, list) = s.get(&t, "/feedback").await;
@@ -198,7 +209,11 @@ async fn an_idempotent_redacted_submit_replays_and_a_different_body_conflicts() 
         async move {
             let r = req.send().await.unwrap();
             let replayed = r.headers().get("idempotent-replayed").is_some();
-            (r.status().as_u16(), replayed, r.json::<Value>().await.unwrap())
+            (
+                r.status().as_u16(),
+                replayed,
+                r.json::<Value>().await.unwrap(),
+            )
         }
     };
     let (s1, r1, first) = send(item()).await;
@@ -217,7 +232,10 @@ async fn an_idempotent_redacted_submit_replays_and_a_different_body_conflicts() 
 #[allow(clippy::result_large_err)]
 fn pii_settings_come_from_toml_and_the_environment() {
     figment::Jail::expect_with(|jail| {
-        jail.create_file("pii.toml", "[pii]\nemail = \"reject\"\nip_address = \"flag\"\n")?;
+        jail.create_file(
+            "pii.toml",
+            "[pii]\nemail = \"reject\"\nip_address = \"flag\"\n",
+        )?;
         jail.set_env("FEEDGRAPH__PII__PHONE", "off");
         let c = Config::load(Some(std::path::Path::new("pii.toml"))).map_err(|e| e.0)?;
         assert_eq!(c.pii.email, PiiMode::Reject);

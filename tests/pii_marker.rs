@@ -62,7 +62,10 @@ fn card() -> String {
         })
         .sum();
     d.push((10 - sum % 10) % 10);
-    let s: String = d.iter().map(|x| char::from_digit(*x, 10).unwrap()).collect();
+    let s: String = d
+        .iter()
+        .map(|x| char::from_digit(*x, 10).unwrap())
+        .collect();
     format!("{} {} {} {}", &s[0..4], &s[4..8], &s[8..12], &s[12..16])
 }
 
@@ -115,11 +118,24 @@ async fn no_redacted_value_reaches_the_disk_or_the_logs() {
     let card = card();
     let card2 = card_two();
     let iban = iban();
-    let ipv4 = format!("10.{}.{}.{}", rand::rng().random_range(10..250), rand::rng().random_range(10..250), rand::rng().random_range(10..250));
-    let ipv6 = format!("2001:db8:{}:{}::{}", random(b"abcdef", 4), random(b"abcdef", 4), random(b"123456789", 3));
+    let ipv4 = format!(
+        "10.{}.{}.{}",
+        rand::rng().random_range(10..250),
+        rand::rng().random_range(10..250),
+        rand::rng().random_range(10..250)
+    );
+    let ipv6 = format!(
+        "2001:db8:{}:{}::{}",
+        random(b"abcdef", 4),
+        random(b"abcdef", 4),
+        random(b"123456789", 3)
+    );
     let api_key = format!("sk-a1{}", random(LOWER, 30));
     let aws = format!("AKIA{}", random(UPPER, 16));
-    let jwt = format!("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.{}", random(B64URL, 30));
+    let jwt = format!(
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.{}",
+        random(B64URL, 30)
+    );
     let pem_body = random(B64URL, 48);
     let pem = format!("-----BEGIN PRIVATE KEY-----\n{pem_body}\n-----END PRIVATE KEY-----");
     let control = format!("ctl-{}", random(LOWER, 16));
@@ -173,7 +189,11 @@ async fn no_redacted_value_reaches_the_disk_or_the_logs() {
 
     // Changes that copy the record's fields into its history.
     let (status, r) = s
-        .post(&user, &format!("/feedback/{id}/link"), &json!({"adapter_id": "lora_other"}))
+        .post(
+            &user,
+            &format!("/feedback/{id}/link"),
+            &json!({"adapter_id": "lora_other"}),
+        )
         .await;
     assert_eq!(status, 201, "{r}");
     let (status, r) = s
@@ -197,8 +217,14 @@ async fn no_redacted_value_reaches_the_disk_or_the_logs() {
 
     let markers: Vec<(&str, String)> = vec![
         ("email", email.clone()),
-        ("email local part", email.split('@').next().unwrap().to_owned()),
-        ("email in a key", email_key.split('@').next().unwrap().to_owned()),
+        (
+            "email local part",
+            email.split('@').next().unwrap().to_owned(),
+        ),
+        (
+            "email in a key",
+            email_key.split('@').next().unwrap().to_owned(),
+        ),
         ("phone", phone.clone()),
         ("phone digits", phone.replace(' ', "")),
         ("card", card.clone()),
@@ -228,7 +254,10 @@ async fn no_redacted_value_reaches_the_disk_or_the_logs() {
         }
         seen_control |= contains(&bytes, control.as_bytes());
     }
-    assert!(seen_control, "the control value must be on disk: the scan sees stored text");
+    assert!(
+        seen_control,
+        "the control value must be on disk: the scan sees stored text"
+    );
 
     let logs = logs.0.lock().unwrap().clone();
     assert!(!logs.is_empty(), "no log lines were captured");

@@ -86,7 +86,12 @@ async fn version_1_records_read_unchanged_and_migrate_on_their_next_write() {
     assert_eq!(status, 200, "{r}");
     let (_, after) = s.get(&t, &format!("/feedback/{NEGATIVE}")).await;
     let mut want = expected("feedback-negative.json");
-    for k in ["validation_status", "validation_reasons", "updated_at", "version"] {
+    for k in [
+        "validation_status",
+        "validation_reasons",
+        "updated_at",
+        "version",
+    ] {
         want[k] = after[k].clone();
     }
     assert_eq!(after, want);

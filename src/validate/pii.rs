@@ -319,7 +319,8 @@ impl PiiScanner {
         if self.on(D::PaymentCard) && shape.digits >= 13 {
             cards(text, &mut hits);
         }
-        if self.on(D::Iban) && shape.digits >= 4 && shape.letters {
+        // The shortest IBANs (Norway) hold 13 digits; BBANs with letters still hold 8+.
+        if self.on(D::Iban) && shape.digits >= 8 && shape.letters {
             Self::ibans(p, text, &mut hits);
         }
         if self.on(D::Email) && shape.at {
@@ -541,11 +542,28 @@ impl PiiScanner {
             }
             *text = stored;
         }
-        if !item.metadata.is_empty() {
+        // Metadata is rebuilt (keys may change) only when something in it is found.
+        if !item.metadata.is_empty() && self.map_has_hits(&item.metadata.0) {
             let map = std::mem::take(&mut item.metadata.0);
             item.metadata.0 = self.screen_map(map, "", &mut s, &mut limit)?;
         }
         Ok(s)
+    }
+
+    /// Whether any key or string inside `map` holds a value an enabled detector finds.
+    fn map_has_hits(&self, map: &serde_json::Map<String, serde_json::Value>) -> bool {
+        map.iter()
+            .any(|(k, v)| !self.scan(k).is_empty() || self.value_has_hits(v))
+    }
+
+    fn value_has_hits(&self, v: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => !self.scan(s).is_empty(),
+            Value::Array(items) => items.iter().any(|v| self.value_has_hits(v)),
+            Value::Object(map) => self.map_has_hits(map),
+            _ => false,
+        }
     }
 
     fn reject_any(&self, field: &'static str, hits: &[Hit]) -> Result<(), ValidationError> {
@@ -1300,8 +1318,16 @@ mod tests {
         (D::PaymentCard, "mixed 4111-1111 1111-1111", ""),
         (D::PaymentCard, "hash 4111111111111111abc", ""),
         (D::PaymentCard, "twelve 411111111111 digits", ""),
-        (D::PaymentCard, "iban digits DE89 3704 0044 0532 0130 01", ""),
-        (D::PaymentCard, "amex prefix, wrong length 3782822463100003", ""),
+        (
+            D::PaymentCard,
+            "iban digits DE89 3704 0044 0532 0130 01",
+            "",
+        ),
+        (
+            D::PaymentCard,
+            "amex prefix, wrong length 3782822463100003",
+            "",
+        ),
         // IBAN.
         (
             D::Iban,
@@ -1624,8 +1650,10 @@ mod tests {
 
     #[test]
     fn reject_names_detector_and_field_never_the_value() {
-        let mut c = PiiConfig::default();
-        c.payment_card = PiiMode::Reject;
+        let c = PiiConfig {
+            payment_card: PiiMode::Reject,
+            ..PiiConfig::default()
+        };
         let s = PiiScanner::new(&c).unwrap();
         let mut item = valid("A plain question here");
         item.comment = Some("my card 4111 1111 1111 1111".into());
