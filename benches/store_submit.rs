@@ -43,6 +43,7 @@ fn record(ids: &IdGenerator, n: u64) -> Feedback {
         correction: None,
         comment: None,
         metadata: Metadata::default(),
+        pii: Vec::new(),
     }
 }
 

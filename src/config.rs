@@ -9,7 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::store::StorageConfig;
-use crate::validate::ValidationConfig;
+use crate::validate::{PiiConfig, ValidationConfig};
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "feedgraph.toml";
@@ -40,6 +40,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Batch submit (`POST /feedback/batch`).
     pub batch: BatchConfig,
+    /// PII detectors on ingest: a mode per detector (`[pii]`, see `validate::pii`).
+    pub pii: PiiConfig,
 }
 
 /// Batch submit (`POST /feedback/batch`).
@@ -294,6 +296,7 @@ impl Default for Config {
             log: LogConfig::default(),
             console: ConsoleConfig::default(),
             batch: BatchConfig::default(),
+            pii: PiiConfig::default(),
         }
     }
 }

@@ -243,6 +243,133 @@ pub struct Feedback {
     /// Small JSON object of extra context.
     #[schema(value_type = Object)]
     pub metadata: Metadata,
+    /// Personal data and secrets the PII detectors found on ingest: which detector, in
+    /// which field, where, and whether it was redacted or kept and flagged; never the value.
+    /// Empty for records stored before format version 2.
+    pub pii: Vec<PiiFinding>,
+}
+
+/// A kind of personal data or secret that the ingest detectors look for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiDetector {
+    /// An e-mail address.
+    Email,
+    /// A phone number in international (`+CC ...`) or a common national shape.
+    Phone,
+    /// A payment card number: 13 to 19 digits that pass the Luhn check.
+    PaymentCard,
+    /// An IBAN whose length fits its country and whose mod-97 check holds.
+    Iban,
+    /// An IPv4 or IPv6 address.
+    IpAddress,
+    /// An OpenAI-style API key (`sk-...`).
+    ApiKey,
+    /// An AWS access key id (`AKIA...`, `ASIA...`).
+    AwsAccessKey,
+    /// A JSON Web Token (three base64url parts, a header with `alg`).
+    Jwt,
+    /// A PEM private key block.
+    PrivateKey,
+}
+
+impl PiiDetector {
+    /// Every detector, in the order their settings are listed.
+    pub const ALL: [PiiDetector; 9] = [
+        PiiDetector::Email,
+        PiiDetector::Phone,
+        PiiDetector::PaymentCard,
+        PiiDetector::Iban,
+        PiiDetector::IpAddress,
+        PiiDetector::ApiKey,
+        PiiDetector::AwsAccessKey,
+        PiiDetector::Jwt,
+        PiiDetector::PrivateKey,
+    ];
+
+    /// The name used in configuration, findings and messages (`payment_card`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PiiDetector::Email => "email",
+            PiiDetector::Phone => "phone",
+            PiiDetector::PaymentCard => "payment_card",
+            PiiDetector::Iban => "iban",
+            PiiDetector::IpAddress => "ip_address",
+            PiiDetector::ApiKey => "api_key",
+            PiiDetector::AwsAccessKey => "aws_access_key",
+            PiiDetector::Jwt => "jwt",
+            PiiDetector::PrivateKey => "private_key",
+        }
+    }
+
+    /// The typed placeholder a redacted value is replaced with (`[EMAIL]`).
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            PiiDetector::Email => "[EMAIL]",
+            PiiDetector::Phone => "[PHONE]",
+            PiiDetector::PaymentCard => "[CARD]",
+            PiiDetector::Iban => "[IBAN]",
+            PiiDetector::IpAddress => "[IP]",
+            PiiDetector::ApiKey => "[API_KEY]",
+            PiiDetector::AwsAccessKey => "[AWS_KEY]",
+            PiiDetector::Jwt => "[JWT]",
+            PiiDetector::PrivateKey => "[PRIVATE_KEY]",
+        }
+    }
+
+    /// What the detector finds, for messages (`a payment card number`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            PiiDetector::Email => "an e-mail address",
+            PiiDetector::Phone => "a phone number",
+            PiiDetector::PaymentCard => "a payment card number",
+            PiiDetector::Iban => "an IBAN",
+            PiiDetector::IpAddress => "an IP address",
+            PiiDetector::ApiKey => "an API key",
+            PiiDetector::AwsAccessKey => "an AWS access key id",
+            PiiDetector::Jwt => "a JSON Web Token",
+            PiiDetector::PrivateKey => "a private key",
+        }
+    }
+}
+
+impl fmt::Display for PiiDetector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What ingest did with a detected value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiAction {
+    /// Replaced by the detector's placeholder before anything was stored.
+    Redacted,
+    /// Stored as sent; the item's status is flagged for review.
+    Flagged,
+}
+
+/// Where a detector fired in a stored item. Offsets count Unicode scalar values (`char`s)
+/// of the text as stored: for a redacted value they span its placeholder, for a flagged one
+/// the value itself. The value is never recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PiiFinding {
+    /// Which detector fired.
+    pub detector: PiiDetector,
+    /// `question`, `answer`, `correction`, `comment` or `metadata`.
+    pub field: String,
+    /// For `metadata`: the JSON pointer (RFC 6901) of the string, with every detected value
+    /// in the keys along it shown as its placeholder; `null` for the other fields.
+    pub path: Option<String>,
+    /// For `metadata`: true when the value was found in the object key that `path` ends
+    /// with rather than in the string value.
+    pub in_key: bool,
+    /// First character of the span.
+    pub start: u32,
+    /// One past the last character of the span.
+    pub end: u32,
+    /// Redacted or flagged.
+    pub action: PiiAction,
 }
 
 /// A LoRA adapter (or a base model acting as a lineage root).
@@ -535,6 +662,7 @@ impl Feedback {
             correction: None,
             comment: None,
             metadata: Metadata::default(),
+            pii: Vec::new(),
         }
     }
 }

@@ -252,6 +252,7 @@ fn build(spec: &Spec) -> OrgGraph {
             correction: None,
             comment: None,
             metadata: Metadata::default(),
+            pii: Vec::new(),
         };
         g.upsert_feedback(&f);
         for a in links {

@@ -53,6 +53,7 @@ fn fb(
         correction: correction.map(str::to_owned),
         comment: None,
         metadata: Metadata::default(),
+        pii: Vec::new(),
     }
 }
 

@@ -145,6 +145,7 @@ fn codec_seeds() -> Vec<(String, Vec<u8>)> {
         question: "What is it?".into(),
         answer: "A thing.".into(),
         metadata: Metadata::default(),
+        pii: Vec::new(),
     };
     let mut plain = feedback.clone();
     plain.score = None;

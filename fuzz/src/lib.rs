@@ -138,6 +138,7 @@ pub fn fixed_graph() -> &'static OrgGraph {
                 question: format!("question {n}?"),
                 answer: format!("answer {n}."),
                 metadata: Metadata::default(),
+                pii: Vec::new(),
             };
             g.upsert_feedback(&f);
             for (k, a) in links.iter().enumerate() {

@@ -168,6 +168,7 @@ impl<'a> Env<'a> {
         fields.extend([
             JsonField::ValidationReasons.name(),
             JsonField::Metadata.name(),
+            JsonField::Pii.name(),
         ]);
         let values = self.text.feedback_fields(&f.id, &fields);
         fields

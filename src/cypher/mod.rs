@@ -33,7 +33,7 @@
 //! - Feedback: `id, type, validation_status, used_for_training, training_batch_id,
 //!   created_at, updated_at, version, model_version, adapter_id, adapter_version, user_id,
 //!   session_id, interaction_id, score` from the graph; `question, answer, correction,
-//!   comment, validation_reasons, metadata` from the [`TextSource`] (read lazily, only when
+//!   comment, validation_reasons, metadata, pii` from the [`TextSource`] (read lazily, only when
 //!   a query uses them or returns the node); `org_id` from the [`TextSource`] too.
 //! - Adapter: `id, version, base_model, derived_from, created_at, source, record_version`
 //!   from the graph; `metadata` and `org_id` from the [`TextSource`].

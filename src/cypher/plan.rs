@@ -206,6 +206,9 @@ pub enum JsonField {
     Metadata,
     /// The rules that decided its status (a list of maps `{rule, status, message}`).
     ValidationReasons,
+    /// Where the PII detectors fired on ingest (a list of maps `{detector, field, path,
+    /// in_key, start, end, action}`).
+    Pii,
 }
 
 impl JsonField {
@@ -214,6 +217,7 @@ impl JsonField {
         match self {
             JsonField::Metadata => "metadata",
             JsonField::ValidationReasons => "validation_reasons",
+            JsonField::Pii => "pii",
         }
     }
 }
@@ -245,7 +249,7 @@ pub enum FProp {
 impl FProp {
     /// Every Feedback property with its name, in output order: the fields of the record as
     /// `GET /feedback/{id}` shows it.
-    pub const ALL: [(&'static str, FProp); 22] = [
+    pub const ALL: [(&'static str, FProp); 23] = [
         ("id", FProp::Id),
         ("org_id", FProp::OrgId),
         ("type", FProp::Type),
@@ -271,6 +275,7 @@ impl FProp {
             FProp::Json(JsonField::ValidationReasons),
         ),
         ("metadata", FProp::Json(JsonField::Metadata)),
+        ("pii", FProp::Json(JsonField::Pii)),
     ];
 
     /// True for the properties the graph holds (the others are read from the store).

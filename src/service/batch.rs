@@ -82,11 +82,11 @@ impl Service {
         let mut valid = Vec::with_capacity(items.len());
         let mut slots = Vec::with_capacity(items.len());
         for item in items {
-            match self.begin_submit(&actor, item.new, item.key.as_ref()) {
-                Ok((fb, _)) => {
+            match self.begin_submit(&actor, item.new, item.key) {
+                Ok((fb, _, key)) => {
                     slots.push(outcomes.len());
                     outcomes.push(None);
-                    valid.push((fb, item.key));
+                    valid.push((fb, key));
                 }
                 Err(e) if item_error(&e) => outcomes.push(Some(Err(e))),
                 Err(e) => return Err(e),

@@ -318,6 +318,7 @@ pub fn check_record(
                     correction: f.correction,
                     comment: f.comment,
                     metadata,
+                    pii: Vec::new(),
                 },
                 links: Vec::new(),
                 lease: None,

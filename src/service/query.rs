@@ -93,6 +93,7 @@ fn stored_field(f: &crate::model::Feedback, field: &str) -> Option<serde_json::V
         "comment" => f.comment.clone().map(Value::String),
         "metadata" => Some(Value::Object(f.metadata.0.clone())),
         "validation_reasons" => serde_json::to_value(&f.validation_reasons).ok(),
+        "pii" => serde_json::to_value(&f.pii).ok(),
         _ => None,
     }
 }

@@ -2,12 +2,48 @@
 //!
 //! Every stored value is `[format version byte][bincode 2 body]`. The version byte lets a
 //! later encoding change be a migration that reads old records, never a silent misread.
+//!
+//! Versions:
+//! - 1: the first format.
+//! - 2: `Feedback` gained `pii` (the PII findings), its last field. Every other stored type
+//!   is encoded as in version 1. A version-1 feedback record reads as one with no findings
+//!   (see [`Stored::decode_v1`]); it is written as version 2 the next time it changes.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version written in front of every record by this build.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u8 = 1;
+
+/// A type stored through this codec, and how its older encodings read.
+pub trait Stored: DeserializeOwned {
+    /// Decodes a version-1 body. The default suits every type whose encoding did not change
+    /// in version 2: the body is decoded as it is.
+    fn decode_v1(body: &[u8]) -> Result<Self, CodecError> {
+        decode_body(body)
+    }
+}
+
+impl Stored for crate::model::Adapter {}
+impl Stored for crate::model::HistoryVersion {}
+impl Stored for super::rules::IdempotencyRecord {}
+impl Stored for super::Batch {}
+
+impl Stored for super::FeedbackRecord {
+    /// Version 2 appended `Feedback::pii` to `Feedback`, the last field of
+    /// `FeedbackRecord`: a version-1 body followed by the encoding of an empty list (the
+    /// single length byte 0) is the version-2 body of the same record with no findings.
+    /// Every byte of the old record is kept.
+    fn decode_v1(body: &[u8]) -> Result<Self, CodecError> {
+        let mut v2 = Vec::with_capacity(body.len() + 1);
+        v2.extend_from_slice(body);
+        v2.push(0);
+        decode_body(&v2)
+    }
+}
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +52,9 @@ pub enum CodecError {
     #[error("empty value")]
     Empty,
     /// The version byte names a format this build does not know.
-    #[error("unknown record format version {found} (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "unknown record format version {found} (this build reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})"
+    )]
     UnknownVersion {
         /// The byte found.
         found: u8,
@@ -70,13 +108,19 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
-/// Decodes a value written by [`encode`], checking the version byte and that every byte
-/// was consumed.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+/// Decodes a value written by [`encode`] (by this build or, through its migration, by an
+/// older one), checking the version byte and that every byte was consumed.
+pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != FORMAT_VERSION {
-        return Err(CodecError::UnknownVersion { found: version });
+    match version {
+        FORMAT_VERSION => decode_body(body),
+        1 => T::decode_v1(body),
+        found => Err(CodecError::UnknownVersion { found }),
     }
+}
+
+/// Decodes a current-format body, checking that every byte was consumed.
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let (value, read) = with_decode_limit!(body.len(), |c| {
         bincode::serde::decode_from_slice(body, c)
     })?;
@@ -88,11 +132,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 
 /// Decodes the leading part of a record written by [`encode`] as `T`, ignoring the bytes
 /// after it, with strings borrowed from `bytes` (reads a record's prefix without copying).
+/// Every readable version shares the leading fields (versions only append), so old records
+/// read in place too.
 pub fn decode_prefix_borrowed<'de, T: serde::Deserialize<'de>>(
     bytes: &'de [u8],
 ) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(CodecError::UnknownVersion { found: version });
     }
     let (value, _) = with_decode_limit!(body.len(), |c| {
@@ -111,6 +157,52 @@ mod tests {
         a: String,
         b: Option<u64>,
         m: Metadata,
+    }
+
+    impl Stored for Rec {}
+    impl Stored for String {}
+
+    #[test]
+    fn a_version_1_feedback_record_reads_with_no_findings() {
+        use crate::model::{Feedback, PiiAction, PiiDetector, PiiFinding};
+        let mut f = Feedback::sample("feedback-1", "acme");
+        f.question = "What is a vector index?".into();
+        f.comment = Some("kept as it was".into());
+        let record = super::super::FeedbackRecord {
+            lease: None,
+            links: Vec::new(),
+            feedback: f,
+        };
+        // Version 1 wrote the same fields without the trailing `pii` list.
+        let v2 = encode(&record).unwrap();
+        assert_eq!(v2.last(), Some(&0), "an empty list is one zero byte");
+        let mut v1 = v2[..v2.len() - 1].to_vec();
+        v1[0] = 1;
+        let read: super::super::FeedbackRecord = decode(&v1).unwrap();
+        assert_eq!(read, record);
+        // A record with findings round-trips in the current version.
+        let mut with = record.clone();
+        with.feedback.pii.push(PiiFinding {
+            detector: PiiDetector::Email,
+            field: "question".into(),
+            path: None,
+            in_key: false,
+            start: 1,
+            end: 8,
+            action: PiiAction::Redacted,
+        });
+        let read: super::super::FeedbackRecord = decode(&encode(&with).unwrap()).unwrap();
+        assert_eq!(read, with);
+        // Other types read their version-1 bytes unchanged.
+        let mut old = encode(&"text".to_owned()).unwrap();
+        old[0] = 1;
+        assert_eq!(decode::<String>(&old).unwrap(), "text");
+        // A version from the future is refused.
+        old[0] = FORMAT_VERSION + 1;
+        assert!(matches!(
+            decode::<String>(&old),
+            Err(CodecError::UnknownVersion { .. })
+        ));
     }
 
     #[test]

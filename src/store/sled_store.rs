@@ -119,11 +119,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     codec::encode(v).map_err(StoreError::Encode)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    tree: &'static str,
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, StoreError> {
+fn decode<T: codec::Stored>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     codec::decode(bytes).map_err(|source| StoreError::Corrupt {
         tree,
         key: keys::display(key),
@@ -1505,7 +1501,7 @@ fn key_org<'k>(tree: &'static str, key: &'k [u8]) -> Result<&'k str, StoreError>
         })
 }
 
-fn scan<T: serde::de::DeserializeOwned>(
+fn scan<T: codec::Stored>(
     tree: &Tree,
     name: &'static str,
 ) -> impl Iterator<Item = Result<T, StoreError>> + use<T> {
@@ -1737,6 +1733,7 @@ mod tests {
             question: "q".repeat(100),
             answer: "a".repeat(100),
             metadata: Metadata::default(),
+            pii: Vec::new(),
         };
         let record = FeedbackRecord {
             lease: Some(Lease {

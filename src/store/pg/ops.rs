@@ -420,7 +420,7 @@ pub async fn get_batch(c: &ClientWrapper, org: &str, id: u64) -> Result<Option<B
 }
 
 /// Decodes each row's `body` column (the last one selected) as `T`.
-pub fn decode_rows<T: serde::de::DeserializeOwned>(
+pub fn decode_rows<T: codec::Stored>(
     table: &'static str,
     org: &str,
     rows: &[tokio_postgres::Row],

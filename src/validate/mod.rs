@@ -6,12 +6,22 @@
 //! that fired in `validation_reasons`. The verdict is the most severe status any rule asked
 //! for (rejected > flagged > pending > approved). All lengths count Unicode scalar values
 //! (`char`s) of the trimmed text, never bytes.
+//!
+//! Between the two, the PII detectors of [`pii`] screen the free text: values they find are
+//! redacted, flagged (a `pii_<detector>` reason) or make the request invalid, per the
+//! `[pii]` settings. [`Validator::validate`] runs all three steps.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{FeedbackType, Metadata, NewFeedback, ValidationReason, ValidationStatus};
+use crate::model::{
+    FeedbackType, Metadata, NewFeedback, PiiFinding, ValidationReason, ValidationStatus,
+};
+
+pub mod pii;
+
+pub use pii::{PiiConfig, PiiMode, PiiScanner};
 
 /// A submission that breaks the request contract; maps to HTTP 400 (or 413 for size).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +53,18 @@ pub enum ValidationError {
         limit: usize,
         /// `characters` or `bytes`.
         unit: &'static str,
+    },
+    /// A PII detector in `reject` mode found a value; the value itself is never echoed.
+    #[error(
+        "'{field}' contains {what} (PII detector '{detector}' refuses it); remove it and resend"
+    )]
+    Pii {
+        /// Field name (`metadata` for anything inside metadata).
+        field: &'static str,
+        /// The detector's name, e.g. `payment_card`.
+        detector: &'static str,
+        /// What it found, e.g. `a payment card number`.
+        what: &'static str,
     },
 }
 
@@ -533,6 +555,7 @@ impl ValidationPlugin for BasicPlugin {
 pub struct Validator {
     limits: FieldLimits,
     plugin: Box<dyn ValidationPlugin>,
+    pii: PiiScanner,
 }
 
 /// The decision on one item: status plus the rules behind it.
@@ -542,6 +565,8 @@ pub struct Verdict {
     pub status: ValidationStatus,
     /// Every rule that fired.
     pub reasons: Vec<ValidationReason>,
+    /// Where the PII detectors fired (empty from [`Validator::judge`] alone).
+    pub pii: Vec<PiiFinding>,
 }
 
 impl Validator {
@@ -558,9 +583,57 @@ impl Validator {
         Ok(Self::with_plugin(config.limits.clone(), plugin))
     }
 
-    /// A validator with a custom plugin.
+    /// A validator with a custom plugin (and the default PII detectors).
     pub fn with_plugin(limits: FieldLimits, plugin: Box<dyn ValidationPlugin>) -> Self {
-        Validator { limits, plugin }
+        Validator {
+            limits,
+            plugin,
+            pii: default_scanner(),
+        }
+    }
+
+    /// The same validator with the PII detectors of `config`.
+    pub fn with_pii(self, config: &PiiConfig) -> Result<Self, pii::PiiPatternError> {
+        Ok(Validator {
+            pii: PiiScanner::new(config)?,
+            ..self
+        })
+    }
+
+    /// The PII detectors in use.
+    pub fn pii(&self) -> &PiiScanner {
+        &self.pii
+    }
+
+    /// The whole pipeline for a submission: shape checks, then PII screening (redacting,
+    /// flagging or refusing per `[pii]`), then the plugin's rules on the text as it will be
+    /// stored. Limits are checked again after redaction (a placeholder can be a character
+    /// longer than a very short address).
+    pub fn validate(&self, new: NewFeedback) -> Result<(ValidFeedback, Verdict), ValidationError> {
+        let mut valid = self.check_shape(new)?;
+        let screening = self.pii.screen(&mut valid)?;
+        if !screening.findings.is_empty() {
+            let l = &self.limits;
+            for (field, text) in [
+                ("question", Some(&valid.question)),
+                ("answer", Some(&valid.answer)),
+                ("correction", valid.correction.as_ref()),
+                ("comment", valid.comment.as_ref()),
+            ] {
+                if let Some(text) = text {
+                    optional_text(field, Some(text.clone()), l)?;
+                }
+            }
+            valid.metadata = check_metadata("metadata", Some(valid.metadata.0), l)?;
+        }
+        let mut verdict = self.judge(&valid);
+        let flags = screening.reasons();
+        if !flags.is_empty() {
+            verdict.status = verdict.status.max(ValidationStatus::Flagged);
+            verdict.reasons.extend(flags);
+        }
+        verdict.pii = screening.findings;
+        Ok((valid, verdict))
     }
 
     /// The active plugin's name.
@@ -637,8 +710,21 @@ impl Validator {
             .map(|r| r.status)
             .max()
             .unwrap_or(ValidationStatus::Approved);
-        Verdict { status, reasons }
+        Verdict {
+            status,
+            reasons,
+            pii: Vec::new(),
+        }
     }
+}
+
+/// The scanner of the default `[pii]` settings. Its patterns are constants that the unit
+/// tests compile; should one ever fail, screening is off rather than the process down.
+fn default_scanner() -> PiiScanner {
+    PiiScanner::new(&PiiConfig::default()).unwrap_or_else(|e| {
+        tracing::error!("{e}; PII screening is off");
+        PiiScanner::disabled()
+    })
 }
 
 fn required_text(
