@@ -51,6 +51,7 @@ use serde::Serialize;
 
 use crate::graph::OrgGraph;
 
+pub mod arrow;
 mod budget;
 pub mod dialect;
 pub mod error;
@@ -256,6 +257,74 @@ pub fn execute_cancellable(
     )
 }
 
+/// How a streamed query ([`execute_streaming`]) hands over its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Most rows in one batch (at least 1).
+    pub batch_rows: usize,
+    /// A batch is handed over early once its rows' estimated JSON size reaches this many
+    /// bytes, so a batch of wide rows stays small.
+    pub batch_bytes: u64,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            batch_rows: 8192,
+            batch_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Receives a streamed query's result: its columns once, then its rows in batches.
+pub trait RowSink {
+    /// The result's columns, once the query is planned and before it runs. An error
+    /// before this call is the query's own (syntax, semantics, parameters).
+    fn begin(&mut self, columns: &[String]) -> Result<(), CypherError>;
+
+    /// The next rows, in result order. An error stops the query and is its result (a
+    /// sink whose reader went away answers [`CypherError::Cancelled`]).
+    fn batch(&mut self, rows: Rows) -> Result<(), CypherError>;
+}
+
+/// [`execute_cancellable`] that hands the rows to `sink` in batches as they are produced,
+/// instead of collecting them: the memory budget stops counting rows once the sink has
+/// them, so a result of any size runs in bounded memory (`max_rows` still caps the count).
+/// Returns the columns and what the query cost.
+pub fn execute_streaming(
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+    cancel: &AtomicBool,
+    options: StreamOptions,
+    sink: &mut dyn RowSink,
+) -> Result<QueryStats, CypherError> {
+    let started = Instant::now();
+    let mut run = || -> Result<QueryStats, CypherError> {
+        let p = prepare(graph, query, params, limits, &PlanOptions::default())?;
+        sink.begin(&p.columns)?;
+        let out = exec::run(
+            &p,
+            graph,
+            text,
+            limits,
+            started,
+            Some(cancel),
+            Some((&mut *sink, options)),
+        )
+        .map_err(|e| *e)?;
+        Ok(QueryStats {
+            rows: out.total,
+            work: out.work,
+            memory_bytes: out.memory,
+            elapsed_us: started.elapsed().as_micros() as u64,
+        })
+    };
+    run().map_err(|e| e.locate(query))
+}
+
 fn run_query(
     graph: &OrgGraph,
     text: &dyn TextSource,
@@ -268,7 +337,7 @@ fn run_query(
     let started = Instant::now();
     let run = || -> Result<QueryResult, CypherError> {
         let p = prepare(graph, query, params, limits, options)?;
-        let out = exec::run(&p, graph, text, limits, started, cancel).map_err(|e| *e)?;
+        let out = exec::run(&p, graph, text, limits, started, cancel, None).map_err(|e| *e)?;
         Ok(QueryResult {
             columns: p.columns,
             stats: QueryStats {
