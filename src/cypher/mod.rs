@@ -285,6 +285,11 @@ pub trait RowSink {
     /// The next rows, in result order. An error stops the query and is its result (a
     /// sink whose reader went away answers [`CypherError::Cancelled`]).
     fn batch(&mut self, rows: Rows) -> Result<(), CypherError>;
+
+    /// How large the batches should be.
+    fn options(&self) -> StreamOptions {
+        StreamOptions::default()
+    }
 }
 
 /// [`execute_cancellable`] that hands the rows to `sink` in batches as they are produced,
@@ -298,10 +303,10 @@ pub fn execute_streaming(
     params: &serde_json::Map<String, serde_json::Value>,
     limits: &QueryLimits,
     cancel: &AtomicBool,
-    options: StreamOptions,
     sink: &mut dyn RowSink,
 ) -> Result<QueryStats, CypherError> {
     let started = Instant::now();
+    let options = sink.options();
     let mut run = || -> Result<QueryStats, CypherError> {
         let p = prepare(graph, query, params, limits, &PlanOptions::default())?;
         sink.begin(&p.columns)?;

@@ -175,6 +175,8 @@ struct HttpSink {
     arrow: Option<ArrowEncoder>,
     /// Whether anything was sent: from then on the status is 200 and errors go in the body.
     sent: bool,
+    /// The batch sizes (`query.stream_batch_*`).
+    options: StreamOptions,
     /// Set once the body's last bytes are in the channel: a channel that closes without it
     /// (a failed Arrow stream, a panic, a client too slow to take the end) cuts the body.
     complete: Arc<AtomicBool>,
@@ -296,6 +298,10 @@ impl RowSink for HttpSink {
         Ok(())
     }
 
+    fn options(&self) -> StreamOptions {
+        self.options
+    }
+
     fn batch(&mut self, rows: Rows) -> Result<(), CypherError> {
         let bytes = match (self.format, self.arrow.as_mut()) {
             (Format::Arrow, Some(enc)) => enc.batch(&rows)?,
@@ -388,19 +394,17 @@ async fn stream(
         columns: Vec::new(),
         arrow: None,
         sent: false,
+        options: state.query_stream,
         complete: Arc::clone(&complete),
     };
-    let options: StreamOptions = state.query_stream;
     let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
         span.in_scope(|| {
             let result = match &text {
-                Text::Query(q) => {
-                    service.query_stream(&org, q, &params, &cancel, options, &mut sink)
-                }
-                Text::Named(name) => service.named_query_text(name, &params).and_then(|q| {
-                    service.query_stream(&org, q, &params, &cancel, options, &mut sink)
-                }),
+                Text::Query(q) => service.query_stream(&org, q, &params, &cancel, &mut sink),
+                Text::Named(name) => service
+                    .named_query_text(name, &params)
+                    .and_then(|q| service.query_stream(&org, q, &params, &cancel, &mut sink)),
             };
             sink.finish(result)
         })

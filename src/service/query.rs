@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
 use crate::cypher::{
-    self, CypherError, Limit, NamedQuery, QueryLimits, QueryResult, QueryStats, RowSink,
-    StreamOptions, TextSource,
+    self, CypherError, Limit, NamedQuery, QueryLimits, QueryResult, QueryStats, RowSink, TextSource,
 };
 use crate::store::Backend;
 
@@ -220,7 +219,6 @@ impl Service {
         text: &str,
         params: &serde_json::Map<String, serde_json::Value>,
         cancel: &AtomicBool,
-        options: StreamOptions,
         sink: &mut dyn RowSink,
     ) -> Result<QueryStats, ServiceError> {
         super::check_org(org)?;
@@ -234,7 +232,7 @@ impl Service {
             let limits = &self.query_limits;
             // An org without data answers as if its graph were empty.
             let graph = self.graph.org(org).unwrap_or_default();
-            cypher::execute_streaming(&graph, &source, text, params, limits, cancel, options, sink)
+            cypher::execute_streaming(&graph, &source, text, params, limits, cancel, sink)
         })();
         let took = started.elapsed();
         self.query_metrics.record(org, took, &result);
