@@ -7,7 +7,9 @@
 //! 2. `open_cypher::parse` turns the text into a spanned AST;
 //! 3. `planner` lowers the AST into a [`plan::Plan`]: typed operators over row slots,
 //!    patterns ordered by a cost model, filters as early as possible;
-//! 4. `exec` runs the plan over one org's [`OrgGraph`] and builds the result [`Rows`].
+//! 4. `exec` runs the plan over one org's [`OrgGraph`] and builds the result [`Rows`], or
+//!    hands them to a [`RowSink`] batch by batch ([`execute_streaming`]); [`arrow`] encodes
+//!    such batches as an Arrow IPC stream.
 //!
 //! The executor never sees query text. Queries are read-only: write clauses are refused.
 //!
@@ -144,7 +146,8 @@ pub struct QueryLimits {
     pub max_work: u64,
     /// Memory, in bytes, a query may hold at once (an estimate): values built by
     /// expressions, values bound in rows, collected, DISTINCT, sort and grouping state, and
-    /// the result (its cells plus the estimated JSON size of every row).
+    /// the result (its cells plus the estimated JSON size of every row; for a streamed
+    /// query, only the rows of the batch not yet handed over).
     pub max_memory: u64,
     /// Longest variable-length path; `*` without an upper bound is capped here (and reaching
     /// the cap with more to follow is an error, not a silent cut). Values above 1000 act as

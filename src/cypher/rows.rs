@@ -6,11 +6,12 @@
 //! costs two cell pushes and two short copies. A string borrowed from the graph that repeats
 //! in a column (an adapter id over many feedback rows) is stored once. Nodes and
 //! relationships are JSON values built once per query and shared by every cell that returns
-//! them (a lineage path repeats the same adapters in row after row); paths and lists are
-//! lists of cells; maps stay JSON values.
+//! them (a lineage path repeats the same adapters in row after row; a streamed query keeps
+//! them for one batch); paths and lists are lists of cells; maps stay JSON values.
 //!
 //! [`Rows`] serializes to exactly the JSON of the rows as arrays of JSON values, and
-//! [`Rows::to_json`] gives those values.
+//! [`Rows::to_json`] gives those values; [`Rows::write_json_rows`] writes one batch of a
+//! streamed result, and the Arrow encoder reads cells through `Rows::scalar`.
 
 use std::fmt;
 use std::sync::Arc;
