@@ -256,7 +256,9 @@ impl Default for RateLimitConfig {
 pub struct QueryConfig {
     /// Wall time, milliseconds.
     pub timeout_ms: u64,
-    /// Rows returned.
+    /// Rows one query may return. Over HTTP the rows are streamed and rows sent hold no
+    /// memory (`max_memory_bytes` bounds what a query holds), so this only stops runaway
+    /// results; in-process calls (`feedgraph query`) collect their rows within the memory limit.
     pub max_rows: usize,
     /// Work units: nodes and edges visited, list elements built or visited by expressions.
     pub max_work: u64,
@@ -267,17 +269,25 @@ pub struct QueryConfig {
     pub max_memory_bytes: u64,
     /// Queries of one org that may run at once; more answer 429 (0 = no limit).
     pub max_concurrent_per_org: usize,
+    /// Streamed results (HTTP): most rows per batch, the unit in which rows are sent and
+    /// released from the query's memory estimate (and one Arrow record batch).
+    pub stream_batch_rows: usize,
+    /// Streamed results: a batch is sent early once its rows' estimated JSON size reaches
+    /// this many bytes.
+    pub stream_batch_bytes: u64,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             timeout_ms: 5_000,
-            max_rows: 10_000,
+            max_rows: 10_000_000,
             max_work: 50_000_000,
             max_depth: 30,
             max_memory_bytes: 256 * 1024 * 1024,
             max_concurrent_per_org: 4,
+            stream_batch_rows: 8192,
+            stream_batch_bytes: 1024 * 1024,
         }
     }
 }

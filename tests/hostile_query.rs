@@ -68,7 +68,13 @@ async fn assert_healthy(server: &TestServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_list_returned_many_times_hits_the_memory_limit() {
-    let server = server_with(|_| {}).await;
+    // Streamed results release rows once sent; with batches this large the whole result is
+    // one batch, which the memory limit bounds (tests/graph_stream.rs covers streaming).
+    let server = server_with(|c| {
+        c.query.stream_batch_rows = usize::MAX;
+        c.query.stream_batch_bytes = u64::MAX;
+    })
+    .await;
     let (status, body) = query(
         &server,
         "acme",
@@ -183,6 +189,9 @@ async fn collecting_a_cross_product_of_nodes_hits_the_memory_limit() {
     let server = TestServer::start_in(seeded_dir(600), |c| {
         c.rate_limit.enabled = false;
         c.query.max_rows = 10_000_000;
+        // One batch for the whole result, as for a_big_list_returned_many_times_hits_the_memory_limit.
+        c.query.stream_batch_rows = usize::MAX;
+        c.query.stream_batch_bytes = u64::MAX;
     })
     .await;
     let (status, body) = query(&server, "acme", "MATCH (a) RETURN count(a) AS n").await;

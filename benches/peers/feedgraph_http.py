@@ -5,7 +5,12 @@ requests.Session), each answer read in full and parsed from JSON, every row coun
 Timed like the in-process peers (common.time_query), so the numbers compare.
 
 Usage: feedgraph_http.py --url http://127.0.0.1:PORT --token JWT --adapter ID
-                         [--repeat N] [--format json]
+                         [--repeat N] [--format json|arrow] [--pid SERVER_PID]
+
+--format arrow asks for an Apache Arrow IPC stream (Accept:
+application/vnd.apache.arrow.stream) and reads it with pyarrow into a table, as a
+dataframe client would; json parses the whole JSON document. With --pid, each query's line
+also gives the server's resident memory (VmHWM: the peak so far, VmRSS: now) after it.
 
 The server's row, work, memory and time limits must allow the big results (benches/run
 raises them). Prints {"name", "ms_median", "ms_min", "rows"} per query, as a JSON line,
@@ -28,19 +33,30 @@ def json_rows(session, url, body):
     return len(doc["rows"])
 
 
-# ARROW: when the server answers Apache Arrow IPC streams (issue 13, item 3: selected with an
-# `Accept` header), add the reader here and make it a --format choice, e.g.
-#
-#     def arrow_rows(session, url, body):
-#         r = session.post(url, data=body, headers={
-#             "Content-Type": "application/json",
-#             "Accept": "application/vnd.apache.arrow.stream"})
-#         r.raise_for_status()
-#         return pyarrow.ipc.open_stream(r.content).read_all().num_rows
-#
-# (pyarrow pinned in benches/run's virtualenv), and give report.py an "end to end (Arrow)"
-# column read from its own JSON-lines file.
-READERS = {"json": json_rows}
+def arrow_rows(session, url, body):
+    """Sends one query asking for Arrow and reads the whole stream into a pyarrow Table;
+    returns the number of rows."""
+    import pyarrow.ipc
+
+    r = session.post(url, data=body, headers={
+        "Content-Type": "application/json",
+        "Accept": "application/vnd.apache.arrow.stream"})
+    r.raise_for_status()
+    return pyarrow.ipc.open_stream(r.content).read_all().num_rows
+
+
+READERS = {"json": json_rows, "arrow": arrow_rows}
+
+
+def server_memory_kb(pid):
+    """{"rss_kb", "hwm_kb"} of process pid, from /proc."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return {"server_rss_kb": out.get("VmRSS"), "server_hwm_kb": out.get("VmHWM")}
 
 
 def main():
@@ -50,13 +66,19 @@ def main():
     ap.add_argument("--adapter", required=True, help="$adapter for Q1")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--format", choices=sorted(READERS), default="json")
+    ap.add_argument("--pid", type=int, help="the server's process id, for its memory")
     a = ap.parse_args()
 
     read = READERS[a.format]
     url = a.url.rstrip("/") + "/api/v1/llm/graph/query"
     session = requests.Session()  # one keep-alive connection for every request
     session.headers["Authorization"] = f"Bearer {a.token}"
-    emit({"name": "client", "format": a.format, "requests": requests.__version__})
+    client = {"name": "client", "format": a.format, "requests": requests.__version__}
+    if a.format == "arrow":
+        import pyarrow
+
+        client["pyarrow"] = pyarrow.__version__
+    emit(client)
     # The client's floor: a request the server answers without work (GET /healthz) on the
     # same connection, timed the same way; every query's time includes it.
     health = a.url.rstrip("/") + "/healthz"
@@ -70,6 +92,9 @@ def main():
         params = {"adapter": a.adapter} if "$adapter" in text else {}
         body = json.dumps({"query": text, "params": params}).encode()
         emit_query(name, *time_query(lambda: read(session, url, body), a.repeat))
+        if a.pid:
+            emit({"name": "server_memory", "query": name, "format": a.format,
+                  **server_memory_kb(a.pid)})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 //!   operations, collected values). `max_work` bounds it; it is what `stats.work` reports.
 //! - **memory**: an estimate, in bytes, of what the query holds: list elements and string
 //!   bytes built by expressions, values bound in rows, collected values, DISTINCT, sort and
-//!   grouping state, and the result (its cells plus the estimated size of each row's JSON).
+//!   grouping state, and the result (its cells plus the estimated size of each row's JSON;
+//!   a streamed result gives its rows back once a batch is handed to the sink).
 //!   Expression temporaries are released when the expression that built them is done with
 //!   them ([`Budget::mark`] / [`Budget::settle`]); held state stays charged while the query
 //!   holds it. Values shared by reference are charged once per holder, so the estimate errs

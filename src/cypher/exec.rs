@@ -19,7 +19,6 @@ use petgraph::Direction;
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
-use super::QueryLimits;
 use super::TextSource;
 use super::budget::{Budget, VALUE_BYTES};
 use super::error::{CypherError, Fail, Limit};
@@ -27,6 +26,7 @@ use super::eval::Env;
 use super::plan::*;
 use super::rows::{Cell, Rows};
 use super::value::{FastBuild, Value, order_cmp};
+use super::{QueryLimits, RowSink, StreamOptions};
 use crate::graph::{EdgeKind, NodeRef, OrgGraph};
 
 type Row<'a> = Vec<Value<'a>>;
@@ -134,7 +134,10 @@ pub(crate) struct Exec<'a> {
 
 /// Result rows and the work done.
 pub(crate) struct Output {
+    /// The rows not handed to a sink (all of them when the query is not streamed).
     pub rows: Rows,
+    /// Rows produced in all.
+    pub total: usize,
     pub work: u64,
     /// The most memory the query held at once (the budget's estimate).
     pub memory: u64,
@@ -337,6 +340,9 @@ fn push_cell<'a>(
 }
 
 /// Runs `plan` on `g`, within `limits`, until done or `cancel` turns true.
+///
+/// With `stream`, result rows go to the sink in batches as they are produced and the
+/// budget stops counting them once the sink has them; the sink's error stops the query.
 pub(crate) fn run<'a>(
     plan: &'a Plan,
     g: &'a OrgGraph,
@@ -344,6 +350,7 @@ pub(crate) fn run<'a>(
     limits: &'a QueryLimits,
     started: Instant,
     cancel: Option<&'a AtomicBool>,
+    stream: Option<(&mut dyn RowSink, StreamOptions)>,
 ) -> Result<Output, Fail> {
     let mut ex = Exec {
         env: Env::new(plan, g, text, Budget::new(limits, started, cancel)),
@@ -353,6 +360,7 @@ pub(crate) fn run<'a>(
         seen: (0..plan.states).map(|_| HashSet::default()).collect(),
     };
     ex.check()?;
+    let mut stream = stream;
     let mut input: Vec<Row<'_>> = vec![vec![Value::Null; plan.slots]];
     // What the rows handed from one segment to the next hold (charged by the sink that
     // built them, released once the next segment has consumed them).
@@ -429,15 +437,19 @@ pub(crate) fn run<'a>(
                 let mut last: Vec<LastStr> = vec![None; slots.len()];
                 let mut shared = SharedJson::default();
                 let max_rows = ex.limits.max_rows;
+                // Rows produced so far, and what the rows not yet handed to the sink were
+                // charged (streamed rows are released once the sink has them).
+                let mut total = 0usize;
+                let mut unsent = 0u64;
                 // A row's cells, its brackets and separators.
                 let row_base = 2 + slots.len() as u64 * (CELL_BYTES + 1);
                 for row in input.iter_mut() {
                     let flow = ex.run(&seg.ops, row, &mut |ex, row| {
-                        if out.len() >= max_rows {
+                        if total >= max_rows {
                             return Err(CypherError::limit(
                                 Limit::MaxRows,
                                 format!(
-                                    "the query returns more than {max_rows} rows; add a LIMIT or narrow the MATCH"
+                                    "the query returns more than {max_rows} rows; add a LIMIT or narrow the MATCH (query.max_rows)"
                                 ),
                             ).into());
                         }
@@ -446,8 +458,22 @@ pub(crate) fn run<'a>(
                             bytes += push_cell(&ex.env, &mut out, &mut shared, row.get(*s).unwrap_or(&Value::Null), last)?;
                         }
                         out.end_row();
+                        total += 1;
                         ex.env.budget.charge(bytes)?;
-                        ex.check_clock_every(out.len())?;
+                        unsent = unsent.saturating_add(bytes);
+                        ex.check_clock_every(total)?;
+                        if let Some((sink, opts)) = stream.as_mut()
+                            && (out.len() >= opts.batch_rows.max(1) || unsent >= opts.batch_bytes)
+                        {
+                            let batch = std::mem::replace(&mut out, Rows::new(slots.len()));
+                            // The batch's strings and shared nodes go with it.
+                            last.iter_mut().for_each(|l| *l = None);
+                            shared = SharedJson::default();
+                            ex.env.budget.release(unsent);
+                            unsent = 0;
+                            sink.batch(batch).map_err(Box::new)?;
+                            ex.check()?;
+                        }
                         Ok(Flow::Go)
                     })?;
                     if flow == Flow::Stop {
@@ -455,8 +481,16 @@ pub(crate) fn run<'a>(
                     }
                 }
                 ex.check()?;
+                if let Some((sink, _)) = stream.as_mut()
+                    && !out.is_empty()
+                {
+                    let batch = std::mem::replace(&mut out, Rows::new(slots.len()));
+                    ex.env.budget.release(unsent);
+                    sink.batch(batch).map_err(Box::new)?;
+                }
                 return Ok(Output {
                     rows: out,
+                    total,
                     work: ex.env.budget.work(),
                     memory: ex.env.budget.peak(),
                 });
@@ -469,6 +503,7 @@ pub(crate) fn run<'a>(
     }
     Ok(Output {
         rows: Rows::new(plan.columns.len()),
+        total: 0,
         work: ex.env.budget.work(),
         memory: ex.env.budget.peak(),
     })

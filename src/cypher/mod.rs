@@ -7,7 +7,9 @@
 //! 2. `open_cypher::parse` turns the text into a spanned AST;
 //! 3. `planner` lowers the AST into a [`plan::Plan`]: typed operators over row slots,
 //!    patterns ordered by a cost model, filters as early as possible;
-//! 4. `exec` runs the plan over one org's [`OrgGraph`] and builds the result [`Rows`].
+//! 4. `exec` runs the plan over one org's [`OrgGraph`] and builds the result [`Rows`], or
+//!    hands them to a [`RowSink`] batch by batch ([`execute_streaming`]); [`arrow`] encodes
+//!    such batches as an Arrow IPC stream.
 //!
 //! The executor never sees query text. Queries are read-only: write clauses are refused.
 //!
@@ -51,6 +53,7 @@ use serde::Serialize;
 
 use crate::graph::OrgGraph;
 
+pub mod arrow;
 mod budget;
 pub mod dialect;
 pub mod error;
@@ -143,7 +146,8 @@ pub struct QueryLimits {
     pub max_work: u64,
     /// Memory, in bytes, a query may hold at once (an estimate): values built by
     /// expressions, values bound in rows, collected, DISTINCT, sort and grouping state, and
-    /// the result (its cells plus the estimated JSON size of every row).
+    /// the result (its cells plus the estimated JSON size of every row; for a streamed
+    /// query, only the rows of the batch not yet handed over).
     pub max_memory: u64,
     /// Longest variable-length path; `*` without an upper bound is capped here (and reaching
     /// the cap with more to follow is an error, not a silent cut). Values above 1000 act as
@@ -256,6 +260,79 @@ pub fn execute_cancellable(
     )
 }
 
+/// How a streamed query ([`execute_streaming`]) hands over its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Most rows in one batch (at least 1).
+    pub batch_rows: usize,
+    /// A batch is handed over early once its rows' estimated JSON size reaches this many
+    /// bytes, so a batch of wide rows stays small.
+    pub batch_bytes: u64,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            batch_rows: 8192,
+            batch_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Receives a streamed query's result: its columns once, then its rows in batches.
+pub trait RowSink {
+    /// The result's columns, once the query is planned and before it runs. An error
+    /// before this call is the query's own (syntax, semantics, parameters).
+    fn begin(&mut self, columns: &[String]) -> Result<(), CypherError>;
+
+    /// The next rows, in result order. An error stops the query and is its result (a
+    /// sink whose reader went away answers [`CypherError::Cancelled`]).
+    fn batch(&mut self, rows: Rows) -> Result<(), CypherError>;
+
+    /// How large the batches should be.
+    fn options(&self) -> StreamOptions {
+        StreamOptions::default()
+    }
+}
+
+/// [`execute_cancellable`] that hands the rows to `sink` in batches as they are produced,
+/// instead of collecting them: the memory budget stops counting rows once the sink has
+/// them, so a result of any size runs in bounded memory (`max_rows` still caps the count).
+/// Returns the columns and what the query cost.
+pub fn execute_streaming(
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+    cancel: &AtomicBool,
+    sink: &mut dyn RowSink,
+) -> Result<QueryStats, CypherError> {
+    let started = Instant::now();
+    let options = sink.options();
+    let mut run = || -> Result<QueryStats, CypherError> {
+        let p = prepare(graph, query, params, limits, &PlanOptions::default())?;
+        sink.begin(&p.columns)?;
+        let out = exec::run(
+            &p,
+            graph,
+            text,
+            limits,
+            started,
+            Some(cancel),
+            Some((&mut *sink, options)),
+        )
+        .map_err(|e| *e)?;
+        Ok(QueryStats {
+            rows: out.total,
+            work: out.work,
+            memory_bytes: out.memory,
+            elapsed_us: started.elapsed().as_micros() as u64,
+        })
+    };
+    run().map_err(|e| e.locate(query))
+}
+
 fn run_query(
     graph: &OrgGraph,
     text: &dyn TextSource,
@@ -268,7 +345,7 @@ fn run_query(
     let started = Instant::now();
     let run = || -> Result<QueryResult, CypherError> {
         let p = prepare(graph, query, params, limits, options)?;
-        let out = exec::run(&p, graph, text, limits, started, cancel).map_err(|e| *e)?;
+        let out = exec::run(&p, graph, text, limits, started, cancel, None).map_err(|e| *e)?;
         Ok(QueryResult {
             columns: p.columns,
             stats: QueryStats {

@@ -6,11 +6,12 @@
 //! costs two cell pushes and two short copies. A string borrowed from the graph that repeats
 //! in a column (an adapter id over many feedback rows) is stored once. Nodes and
 //! relationships are JSON values built once per query and shared by every cell that returns
-//! them (a lineage path repeats the same adapters in row after row); paths and lists are
-//! lists of cells; maps stay JSON values.
+//! them (a lineage path repeats the same adapters in row after row; a streamed query keeps
+//! them for one batch); paths and lists are lists of cells; maps stay JSON values.
 //!
 //! [`Rows`] serializes to exactly the JSON of the rows as arrays of JSON values, and
-//! [`Rows::to_json`] gives those values.
+//! [`Rows::to_json`] gives those values; [`Rows::write_json_rows`] writes one batch of a
+//! streamed result, and the Arrow encoder reads cells through `Rows::scalar`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -258,6 +259,69 @@ impl PartialEq<Rows> for Vec<Vec<serde_json::Value>> {
     }
 }
 
+/// A result cell as the Arrow encoder sees it: a scalar, or something only JSON text can
+/// hold (a node, relationship, path, list or map).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Scalar<'r> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'r str),
+    Nested,
+}
+
+impl Rows {
+    /// Appends the rows as JSON arrays separated by commas, without enclosing brackets;
+    /// a comma comes first too unless `first` (the rows continue an array already begun).
+    pub fn write_json_rows(&self, out: &mut Vec<u8>, first: bool) -> serde_json::Result<()> {
+        for i in 0..self.rows {
+            if i > 0 || !first {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, &RowSer(self, self.row_cells(i)))?;
+        }
+        Ok(())
+    }
+
+    /// The cell at row `row`, column `col` (null outside the rows).
+    pub(crate) fn scalar(&self, row: usize, col: usize) -> Scalar<'_> {
+        let Some(cell) = self.row_cells(row).get(col) else {
+            return Scalar::Null;
+        };
+        match cell {
+            Cell::Null => Scalar::Null,
+            Cell::Bool(b) => Scalar::Bool(*b),
+            Cell::Int(i) => Scalar::Int(*i),
+            Cell::Float(f) => Scalar::Float(*f),
+            Cell::Str { len, start } => Scalar::Str(
+                self.text
+                    .get(*start..start.saturating_add(*len as usize))
+                    .unwrap_or(""),
+            ),
+            Cell::Json(v) => match &**v {
+                serde_json::Value::Null => Scalar::Null,
+                serde_json::Value::Bool(b) => Scalar::Bool(*b),
+                serde_json::Value::String(s) => Scalar::Str(s),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => Scalar::Int(i),
+                    None => n.as_f64().map_or(Scalar::Null, Scalar::Float),
+                },
+                _ => Scalar::Nested,
+            },
+            Cell::List(_) | Cell::Shared(_) => Scalar::Nested,
+        }
+    }
+
+    /// The cell at row `row`, column `col` as JSON text (`null` outside the rows).
+    pub(crate) fn cell_json(&self, row: usize, col: usize) -> String {
+        match self.row_cells(row).get(col) {
+            Some(cell) => serde_json::to_string(&CellRef(self, cell)).unwrap_or_default(),
+            None => "null".to_owned(),
+        }
+    }
+}
+
 /// One row while serializing.
 struct RowSer<'r>(&'r Rows, &'r [Cell]);
 
@@ -334,5 +398,21 @@ mod tests {
         assert_eq!(r.row(6), None);
         let empty = Rows::new(0);
         assert_eq!(serde_json::to_string(&empty).unwrap(), "[]");
+        // Rows written in pieces make the same array.
+        let mut text = b"[".to_vec();
+        r.write_json_rows(&mut text, true).unwrap();
+        r.write_json_rows(&mut text, false).unwrap();
+        text.push(b']');
+        let twice: Vec<serde_json::Value> = serde_json::from_slice(&text).unwrap();
+        assert_eq!(twice.len(), 12);
+        assert_eq!(twice[..6], twice[6..]);
+        assert_eq!(
+            serde_json::Value::Array(twice[..6].to_vec()),
+            serde_json::to_value(&values).unwrap()
+        );
+        assert_eq!(r.scalar(0, 0), Scalar::Str("shared"));
+        assert_eq!(r.scalar(1, 3), Scalar::Nested);
+        assert_eq!(r.scalar(2, 2), Scalar::Null);
+        assert_eq!(r.cell_json(1, 0), "\"shared\"");
     }
 }

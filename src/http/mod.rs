@@ -71,6 +71,8 @@ pub struct AppState {
     telemetry: metrics::Telemetry,
     /// Most items of one `POST /feedback/batch` (`batch.max_items`).
     batch_max_items: usize,
+    /// How graph query results are cut into batches (`query.stream_batch_*`).
+    query_stream: crate::cypher::StreamOptions,
 }
 
 impl AppState {
@@ -390,6 +392,10 @@ pub async fn start(
         limits: RateLimits::new(&config.rate_limit),
         telemetry: metrics::Telemetry::new(&config.metrics)?,
         batch_max_items: config.batch.max_items,
+        query_stream: crate::cypher::StreamOptions {
+            batch_rows: config.query.stream_batch_rows.max(1),
+            batch_bytes: config.query.stream_batch_bytes,
+        },
     });
 
     let (ready_tx, ready_rx) = watch::channel(None);

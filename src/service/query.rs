@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
-use crate::cypher::{self, CypherError, Limit, NamedQuery, QueryLimits, QueryResult, TextSource};
+use crate::cypher::{
+    self, CypherError, Limit, NamedQuery, QueryLimits, QueryResult, QueryStats, RowSink, TextSource,
+};
 use crate::store::Backend;
 
 use super::{Service, ServiceError};
@@ -209,6 +211,71 @@ impl Service {
         result
     }
 
+    /// [`Service::query_cancellable`] that hands the rows to `sink` in batches as they are
+    /// produced (see [`cypher::execute_streaming`]): rows handed over no longer count
+    /// against the query's memory limit. Returns what the query cost.
+    pub fn query_stream(
+        &self,
+        org: &str,
+        text: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+        cancel: &AtomicBool,
+        sink: &mut dyn RowSink,
+    ) -> Result<QueryStats, ServiceError> {
+        super::check_org(org)?;
+        let started = std::time::Instant::now();
+        let result = (|| {
+            let _slot = self.query_gate.enter(org)?;
+            let source = StoreText {
+                store: self.store.as_ref(),
+                org,
+            };
+            let limits = &self.query_limits;
+            // An org without data answers as if its graph were empty.
+            let graph = self.graph.org(org).unwrap_or_default();
+            cypher::execute_streaming(&graph, &source, text, params, limits, cancel, sink)
+        })();
+        let took = started.elapsed();
+        self.query_metrics.record(org, took, &result);
+        match &result {
+            Err(CypherError::Cancelled) => {
+                tracing::info!(
+                    org,
+                    "a streamed graph query was cancelled: its client went away"
+                )
+            }
+            r => tracing::debug!(
+                org,
+                elapsed_us = took.as_micros() as u64,
+                ok = r.is_ok(),
+                "streamed graph query finished"
+            ),
+        }
+        result.map_err(ServiceError::Query)
+    }
+
+    /// The text of the named query `name`, once every parameter it needs is in `params`.
+    pub fn named_query_text(
+        &self,
+        name: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<&'static str, ServiceError> {
+        let q = cypher::named_queries()
+            .into_iter()
+            .find(|q| q.name == name)
+            .ok_or_else(|| ServiceError::NotFound {
+                kind: "named query",
+                id: name.to_owned(),
+            })?;
+        if let Some(missing) = q.params.iter().find(|p| !params.contains_key(**p)) {
+            return Err(ServiceError::Query(CypherError::MissingParameter {
+                name: (*missing).to_owned(),
+                position: None,
+            }));
+        }
+        Ok(q.query)
+    }
+
     /// Runs one of the named queries of `queries/`.
     pub fn named_query(
         &self,
@@ -227,20 +294,8 @@ impl Service {
         params: &serde_json::Map<String, serde_json::Value>,
         cancel: &AtomicBool,
     ) -> Result<QueryResult, ServiceError> {
-        let q = cypher::named_queries()
-            .into_iter()
-            .find(|q| q.name == name)
-            .ok_or_else(|| ServiceError::NotFound {
-                kind: "named query",
-                id: name.to_owned(),
-            })?;
-        if let Some(missing) = q.params.iter().find(|p| !params.contains_key(**p)) {
-            return Err(ServiceError::Query(CypherError::MissingParameter {
-                name: (*missing).to_owned(),
-                position: None,
-            }));
-        }
-        self.query_cancellable(org, q.query, params, cancel)
+        let text = self.named_query_text(name, params)?;
+        self.query_cancellable(org, text, params, cancel)
     }
 
     /// The named queries shipped in `queries/`.

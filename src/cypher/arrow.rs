@@ -1,0 +1,357 @@
+//! Query results as an Apache Arrow IPC stream.
+//!
+//! [`ArrowEncoder`] turns the row batches of a streamed query into Arrow record batches,
+//! one record batch per batch of rows, behind one schema. Arrow fixes a column's type for
+//! the whole stream, while a Cypher column may hold any value, so the types are read from
+//! the values of the first batch:
+//!
+//! | values in the first batch (nulls aside) | Arrow type |
+//! |---|---|
+//! | only booleans | `Boolean` |
+//! | only integers | `Int64` |
+//! | numbers, at least one a float | `Float64` (integers converted) |
+//! | only strings | `Utf8` |
+//! | anything else: nodes, relationships, paths, lists, maps, mixed kinds, or only nulls | `Utf8` holding each value's JSON text, the field's metadata `feedgraph.encoding = json` |
+//!
+//! Every column is nullable; a Cypher null is an Arrow null. A later row whose value does
+//! not fit its column's type (a float in an `Int64` column, a number in a `Utf8` string
+//! column) stops the query with a type error, which the HTTP layer reports by cutting the
+//! stream short; an integer in a `Float64` column is converted. JSON-text columns take any
+//! value.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use super::error::CypherError;
+use super::rows::{Rows, Scalar};
+
+/// The field metadata key that marks a column of JSON text.
+pub const ENCODING_KEY: &str = "feedgraph.encoding";
+
+/// The value of [`ENCODING_KEY`] on a column of JSON text.
+pub const ENCODING_JSON: &str = "json";
+
+/// The media type of an Arrow IPC stream.
+pub const MEDIA_TYPE: &str = "application/vnd.apache.arrow.stream";
+
+/// A column's Arrow type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    Int,
+    Float,
+    Str,
+    Json,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Bool => "Boolean",
+            Kind::Int => "Int64",
+            Kind::Float => "Float64",
+            Kind::Str => "Utf8",
+            Kind::Json => "Utf8 (JSON text)",
+        }
+    }
+}
+
+/// The type of column `col` from the values of `rows` (see the module docs).
+fn infer(rows: &Rows, col: usize) -> Kind {
+    let (mut b, mut i, mut f, mut s, mut n) = (false, false, false, false, false);
+    for r in 0..rows.len() {
+        match rows.scalar(r, col) {
+            Scalar::Null => {}
+            Scalar::Bool(_) => b = true,
+            Scalar::Int(_) => i = true,
+            Scalar::Float(_) => f = true,
+            Scalar::Str(_) => s = true,
+            Scalar::Nested => n = true,
+        }
+    }
+    match (b, i, f, s, n) {
+        (true, false, false, false, false) => Kind::Bool,
+        (false, true, false, false, false) => Kind::Int,
+        (false, _, true, false, false) => Kind::Float,
+        (false, false, false, true, false) => Kind::Str,
+        _ => Kind::Json,
+    }
+}
+
+fn arrow_error(e: arrow_schema::ArrowError) -> CypherError {
+    CypherError::Type {
+        message: format!("the result could not be encoded as Arrow: {e}"),
+        position: None,
+    }
+}
+
+/// Encodes a streamed query's rows as an Arrow IPC stream, batch by batch.
+pub struct ArrowEncoder {
+    columns: Vec<String>,
+    kinds: Vec<Kind>,
+    schema: SchemaRef,
+    writer: Option<StreamWriter<Vec<u8>>>,
+}
+
+impl ArrowEncoder {
+    /// An encoder for a result with these columns.
+    pub fn new(columns: &[String]) -> Self {
+        ArrowEncoder {
+            columns: columns.to_vec(),
+            kinds: Vec::new(),
+            schema: Arc::new(Schema::empty()),
+            writer: None,
+        }
+    }
+
+    fn start(&mut self, kinds: Vec<Kind>) -> Result<(), CypherError> {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .zip(&kinds)
+            .map(|(name, kind)| {
+                let dt = match kind {
+                    Kind::Bool => DataType::Boolean,
+                    Kind::Int => DataType::Int64,
+                    Kind::Float => DataType::Float64,
+                    Kind::Str | Kind::Json => DataType::Utf8,
+                };
+                let field = Field::new(name, dt, true);
+                if *kind == Kind::Json {
+                    let meta: std::collections::HashMap<String, String> =
+                        [(ENCODING_KEY.to_owned(), ENCODING_JSON.to_owned())].into();
+                    field.with_metadata(meta)
+                } else {
+                    field
+                }
+            })
+            .collect();
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        self.writer = Some(StreamWriter::try_new(Vec::new(), &schema).map_err(arrow_error)?);
+        self.schema = schema;
+        self.kinds = kinds;
+        Ok(())
+    }
+
+    fn mismatch(&self, col: usize, kind: Kind, found: Scalar<'_>) -> CypherError {
+        let what = match found {
+            Scalar::Null => "null",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Int(_) => "an integer",
+            Scalar::Float(_) => "a float",
+            Scalar::Str(_) => "a string",
+            Scalar::Nested => "a node, relationship, path, list or map",
+        };
+        CypherError::Type {
+            message: format!(
+                "column '{}' is {} in the Arrow stream (from its first rows), but a later row holds {what}; convert the column in the query (toFloat, toString) or ask for JSON",
+                self.columns.get(col).map_or("?", String::as_str),
+                kind.name()
+            ),
+            position: None,
+        }
+    }
+
+    fn column(&self, rows: &Rows, col: usize, kind: Kind) -> Result<ArrayRef, CypherError> {
+        let n = rows.len();
+        Ok(match kind {
+            Kind::Bool => {
+                let mut b = BooleanBuilder::with_capacity(n);
+                for r in 0..n {
+                    match rows.scalar(r, col) {
+                        Scalar::Null => b.append_null(),
+                        Scalar::Bool(v) => b.append_value(v),
+                        other => return Err(self.mismatch(col, kind, other)),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Int => {
+                let mut b = Int64Builder::with_capacity(n);
+                for r in 0..n {
+                    match rows.scalar(r, col) {
+                        Scalar::Null => b.append_null(),
+                        Scalar::Int(v) => b.append_value(v),
+                        other => return Err(self.mismatch(col, kind, other)),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Float => {
+                let mut b = Float64Builder::with_capacity(n);
+                for r in 0..n {
+                    match rows.scalar(r, col) {
+                        Scalar::Null => b.append_null(),
+                        Scalar::Float(v) => b.append_value(v),
+                        Scalar::Int(v) => b.append_value(v as f64),
+                        other => return Err(self.mismatch(col, kind, other)),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Str => {
+                let mut b = StringBuilder::with_capacity(n, n * 16);
+                for r in 0..n {
+                    match rows.scalar(r, col) {
+                        Scalar::Null => b.append_null(),
+                        Scalar::Str(v) => b.append_value(v),
+                        other => return Err(self.mismatch(col, kind, other)),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Json => {
+                let mut b = StringBuilder::with_capacity(n, n * 32);
+                for r in 0..n {
+                    match rows.scalar(r, col) {
+                        Scalar::Null => b.append_null(),
+                        _ => b.append_value(rows.cell_json(r, col)),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        })
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        self.writer
+            .as_mut()
+            .map(|w| std::mem::take(w.get_mut()))
+            .unwrap_or_default()
+    }
+
+    /// Encodes one batch of rows as a record batch and returns the bytes to send: the
+    /// schema first, when this is the first batch. A value that does not fit its column's
+    /// type is a [`CypherError::Type`].
+    pub fn batch(&mut self, rows: &Rows) -> Result<Vec<u8>, CypherError> {
+        if self.writer.is_none() {
+            let kinds = (0..self.columns.len()).map(|c| infer(rows, c)).collect();
+            self.start(kinds)?;
+        }
+        let arrays = self
+            .kinds
+            .iter()
+            .enumerate()
+            .map(|(c, k)| self.column(rows, c, *k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(arrow_error)?;
+        if let Some(w) = self.writer.as_mut() {
+            w.write(&batch).map_err(arrow_error)?;
+        }
+        Ok(self.take())
+    }
+
+    /// Ends the stream and returns its last bytes: the end-of-stream marker (after the
+    /// schema, with every column JSON text, when there were no rows).
+    pub fn finish(&mut self) -> Result<Vec<u8>, CypherError> {
+        if self.writer.is_none() {
+            self.start(vec![Kind::Json; self.columns.len()])?;
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.finish().map_err(arrow_error)?;
+        }
+        Ok(self.take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow_ipc::reader::StreamReader;
+
+    fn rows(data: &[(i64, f64, &str, bool)]) -> Rows {
+        let mut r = Rows::new(5);
+        for (i, f, s, b) in data {
+            r.push_int(*i);
+            r.push_float(*f);
+            r.push_str(s);
+            r.push_bool(*b);
+            if *i % 2 == 0 {
+                r.push_null();
+            } else {
+                r.push_int(*i);
+            }
+            r.end_row();
+        }
+        r
+    }
+
+    #[test]
+    fn batches_read_back_with_their_types() {
+        let cols: Vec<String> = ["i", "f", "s", "b", "x"].map(String::from).to_vec();
+        let mut enc = ArrowEncoder::new(&cols);
+        let mut bytes = enc
+            .batch(&rows(&[(1, 0.5, "a", true), (2, 1.5, "b", false)]))
+            .unwrap();
+        bytes.extend(enc.batch(&rows(&[(3, 2.5, "c", true)])).unwrap());
+        bytes.extend(enc.finish().unwrap());
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        let schema = reader.schema();
+        assert_eq!(schema.field(0).data_type(), &DataType::Int64);
+        assert_eq!(schema.field(1).data_type(), &DataType::Float64);
+        assert_eq!(schema.field(2).data_type(), &DataType::Utf8);
+        assert_eq!(schema.field(3).data_type(), &DataType::Boolean);
+        assert_eq!(schema.field(4).data_type(), &DataType::Int64);
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        assert_eq!(batches.len(), 2);
+        let b = &batches[1];
+        let col = |i: usize| b.column(i).clone();
+        assert_eq!(
+            col(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0),
+            3
+        );
+        assert_eq!(
+            col(1)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .value(0),
+            2.5
+        );
+        assert_eq!(
+            col(2)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0),
+            "c"
+        );
+        assert!(
+            col(3)
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .unwrap()
+                .value(0)
+        );
+        assert!(batches[0].column(4).is_null(1));
+        // A float where the first batch had only integers is refused.
+        let mut r = Rows::new(5);
+        for _ in 0..4 {
+            r.push_float(0.25);
+        }
+        r.push_null();
+        r.end_row();
+        let e = enc.batch(&r).unwrap_err();
+        assert!(matches!(e, CypherError::Type { .. }), "{e}");
+        assert!(e.to_string().contains("column 'i'"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_result_is_a_stream_with_a_schema() {
+        let cols = vec!["a".to_owned()];
+        let mut enc = ArrowEncoder::new(&cols);
+        let bytes = enc.finish().unwrap();
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        assert_eq!(reader.schema().field(0).name(), "a");
+        assert_eq!(reader.count(), 0);
+    }
+}
