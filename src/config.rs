@@ -265,6 +265,9 @@ pub struct QueryConfig {
     pub max_memory_bytes: u64,
     /// Queries of one org that may run at once; more answer 429 (0 = no limit).
     pub max_concurrent_per_org: usize,
+    /// Query plans kept for repeated texts (parsed and planned once per org, text and
+    /// parameter values while the graph keeps what the plan depends on); 0 = off.
+    pub plan_cache_entries: usize,
 }
 
 impl Default for QueryConfig {
@@ -276,6 +279,7 @@ impl Default for QueryConfig {
             max_depth: 30,
             max_memory_bytes: 256 * 1024 * 1024,
             max_concurrent_per_org: 4,
+            plan_cache_entries: 1024,
         }
     }
 }

@@ -52,6 +52,7 @@ use serde::Serialize;
 use crate::graph::OrgGraph;
 
 mod budget;
+mod cache;
 pub mod dialect;
 pub mod error;
 mod eval;
@@ -62,6 +63,7 @@ mod rows;
 mod value;
 
 pub use budget::MEMORY_KEY;
+pub use cache::{CacheOutcome, MAX_CACHED_TEXT, PlanCache};
 pub use error::{CypherError, Limit, Position};
 pub use rows::Rows;
 
@@ -192,18 +194,23 @@ pub struct QueryResult {
 
 /// Planner switches. [`execute`] and [`explain`] use the defaults (everything on); turning an
 /// optimization off gives the plain plan to compare with, which is what tests do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PlanOptions {
     /// Aggregate pushdown: a count over a final expansion whose far node and relationship
     /// nothing reads adds the node's degree instead of enumerating the relationships
     /// ([`plan::Op::ExpandCount`]).
     pub count_pushdown: bool,
+    /// Column statistics: the cost model estimates filters on a feedback item's type,
+    /// status, used flag and model version from the org's counters instead of a fixed
+    /// guess, which can change where a pattern starts (never its rows).
+    pub statistics: bool,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             count_pushdown: true,
+            statistics: true,
         }
     }
 }
@@ -256,6 +263,62 @@ pub fn execute_cancellable(
     )
 }
 
+/// [`execute_cancellable`] on `org`'s graph with its plan from `cache`: a text with the
+/// same parameters is parsed and planned once while what its plan took from the graph
+/// still holds (see [`PlanCache`]). Also says how the plan was found.
+#[allow(clippy::too_many_arguments)]
+pub fn execute_cached(
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+    cancel: &AtomicBool,
+    cache: &PlanCache,
+    org: &str,
+) -> (Result<QueryResult, CypherError>, CacheOutcome) {
+    let started = Instant::now();
+    let options = PlanOptions::default();
+    let plan = || prepare(graph, query, params, limits, &options);
+    let (plan, outcome) = match serde_json::to_string(params) {
+        Ok(params) => {
+            let key = cache::Key {
+                org,
+                text: query,
+                params: &params,
+                max_depth: limits.max_depth,
+                options,
+            };
+            cache.get_or_plan(&key, graph, plan)
+        }
+        Err(_) => (plan().map(std::sync::Arc::new), CacheOutcome::Bypass),
+    };
+    let result = plan.and_then(|p| run_plan(&p, graph, text, limits, started, Some(cancel)));
+    (result.map_err(|e| e.locate(query)), outcome)
+}
+
+/// Runs a plan made for `graph` (or for a graph its [`plan::PlanDeps`] hold on).
+fn run_plan(
+    p: &plan::Plan,
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    limits: &QueryLimits,
+    started: Instant,
+    cancel: Option<&AtomicBool>,
+) -> Result<QueryResult, CypherError> {
+    let out = exec::run(p, graph, text, limits, started, cancel).map_err(|e| *e)?;
+    Ok(QueryResult {
+        columns: p.columns.clone(),
+        stats: QueryStats {
+            rows: out.rows.len(),
+            work: out.work,
+            memory_bytes: out.memory,
+            elapsed_us: started.elapsed().as_micros() as u64,
+        },
+        rows: out.rows,
+    })
+}
+
 fn run_query(
     graph: &OrgGraph,
     text: &dyn TextSource,
@@ -268,17 +331,7 @@ fn run_query(
     let started = Instant::now();
     let run = || -> Result<QueryResult, CypherError> {
         let p = prepare(graph, query, params, limits, options)?;
-        let out = exec::run(&p, graph, text, limits, started, cancel).map_err(|e| *e)?;
-        Ok(QueryResult {
-            columns: p.columns,
-            stats: QueryStats {
-                rows: out.rows.len(),
-                work: out.work,
-                memory_bytes: out.memory,
-                elapsed_us: started.elapsed().as_micros() as u64,
-            },
-            rows: out.rows,
-        })
+        run_plan(&p, graph, text, limits, started, cancel)
     };
     run().map_err(|e| e.locate(query))
 }
@@ -555,6 +608,7 @@ mod tests {
         // Off, the same plan enumerates.
         let off = PlanOptions {
             count_pushdown: false,
+            ..PlanOptions::default()
         };
         let p = explain_with(&g, q, &none, &limits, &off).unwrap();
         assert!(
