@@ -314,8 +314,15 @@ impl Service {
                 (in_window > 0).then(|| (in_window, g.strings().resolve(a.id), d))
             })
             .collect();
-        busiest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        // The top few of thousands: select them, then sort only those.
+        let order = |a: &(u64, &str, &DaySeries), b: &(u64, &str, &DaySeries)| {
+            b.0.cmp(&a.0).then(a.1.cmp(b.1))
+        };
+        if top > 0 && busiest.len() > top {
+            busiest.select_nth_unstable_by(top - 1, order);
+        }
         busiest.truncate(top);
+        busiest.sort_by(order);
         let adapters = busiest
             .into_iter()
             .map(|(_, name, d)| series(name.to_owned(), d))
