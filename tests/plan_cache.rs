@@ -156,6 +156,12 @@ fn a_repeated_text_is_planned_once() {
         assert!(r.is_err());
         assert_eq!(outcome, CacheOutcome::Bypass);
     }
+    // Texts past the bound are planned every time, never kept.
+    let long = format!("{BY_MODEL}\n// {}", "x".repeat(cypher::MAX_CACHED_TEXT));
+    for _ in 0..2 {
+        assert_eq!(cached(&cache, "o", &g, &long, &p).1, CacheOutcome::Bypass);
+    }
+    assert_eq!(cache.len(), 4);
     // Off: nothing is kept.
     let off = PlanCache::new(0);
     for _ in 0..2 {

@@ -30,7 +30,7 @@ const SHARDS: usize = 16;
 
 /// Longest query text the cache keeps (longer texts are planned every time: a cache of
 /// a few hundred entries must not be made to hold megabytes of text).
-pub const MAX_CACHED_TEXT: usize = 16 * 1024;
+pub const MAX_CACHED_TEXT: usize = 4 * 1024;
 
 /// How a query found its plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,10 @@
 //!
 //! The executor never sees query text. Queries are read-only: write clauses are refused.
 //!
+//! Stages 1 to 3 run once per repeated text: [`execute_cached`] keeps plans in a
+//! [`PlanCache`], keyed by org, text and parameter values, and uses one only on a graph
+//! where what it took from the graph (symbols, statistics) still holds.
+//!
 //! # Values in results
 //!
 //! - A node is a JSON object of its properties plus `_id` (the node's internal index, the

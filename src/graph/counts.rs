@@ -1,6 +1,8 @@
 //! Feedback counters kept up to date on every write: per org, per adapter (items linked to
 //! it) and per model version, so the unfiltered stats answer in constant time instead of
-//! scanning the org.
+//! scanning the org; and the same three per UTC day of `created_at` ([`DayCounters`]), so
+//! the console's dashboard reads O(days) per series. The planner reads them too, as
+//! column statistics.
 //!
 //! A write changes an item's contribution: the old one is taken out and the new one put in,
 //! so the counters equal a scan at every snapshot. Scores are summed in fixed point
