@@ -275,6 +275,9 @@ pub struct QueryConfig {
     /// Streamed results: a batch is sent early once its rows' estimated JSON size reaches
     /// this many bytes.
     pub stream_batch_bytes: u64,
+    /// Query plans kept for repeated texts (parsed and planned once per org, text and
+    /// parameter values while the graph keeps what the plan depends on); 0 = off.
+    pub plan_cache_entries: usize,
 }
 
 impl Default for QueryConfig {
@@ -288,6 +291,7 @@ impl Default for QueryConfig {
             max_concurrent_per_org: 4,
             stream_batch_rows: 8192,
             stream_batch_bytes: 1024 * 1024,
+            plan_cache_entries: 1024,
         }
     }
 }

@@ -606,7 +606,10 @@ const PUSHDOWN: &[(&str, bool)] = &[
 ];
 
 fn run_with(g: &OrgGraph, query: &str, count_pushdown: bool) -> (Vec<Vec<Value>>, String) {
-    let options = cypher::PlanOptions { count_pushdown };
+    let options = cypher::PlanOptions {
+        count_pushdown,
+        ..Default::default()
+    };
     let none = serde_json::Map::new();
     let limits = QueryLimits::default();
     let rows = cypher::execute_with(g, &NoText, query, &none, &limits, &options)

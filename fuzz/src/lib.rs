@@ -9,7 +9,7 @@
 //! panics only when feedgraph breaks a promise: a panic inside feedgraph, or one of the
 //! invariants asserted here (a record that decodes in full also decodes as the start-up
 //! prefix, and agrees with it; a dump line that checks out encodes and decodes as a
-//! record; the count pushdown of the planner changes no answer).
+//! record; the count pushdown and the statistics of the planner change no answer).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -199,9 +199,9 @@ fn fixed_params() -> Map<String, Value> {
     p
 }
 
-/// Runs `query` on the fixed graph with and without the count pushdown; when both
-/// succeed they must return as many rows, and the same rows where the order and the
-/// float sums cannot differ between the two plans.
+/// Runs `query` on the fixed graph with and without the count pushdown and statistics;
+/// when both succeed they must return as many rows, and the same rows where the order and
+/// the float sums cannot differ between the two plans.
 fn run_query(query: &str, params: &Map<String, Value>) {
     let g = fixed_graph();
     let limits = limits();
@@ -216,6 +216,7 @@ fn run_query(query: &str, params: &Map<String, Value>) {
     }
     let off = PlanOptions {
         count_pushdown: false,
+        statistics: false,
     };
     let plain = cypher::execute_with(g, &FixedText, query, params, &limits, &off);
     if let (Ok(a), Ok(b)) = (&on, &plain) {

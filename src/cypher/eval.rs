@@ -526,7 +526,7 @@ impl<'a> Env<'a> {
                 self.budget.alloc(n, n * (VALUE_BYTES + 16))?;
                 let mut out = Vec::with_capacity(entries.len());
                 for (k, v) in entries {
-                    out.push((k.clone(), self.eval(v, row)?));
+                    out.push((Rc::from(&**k), self.eval(v, row)?));
                 }
                 Value::Map(out.into())
             }

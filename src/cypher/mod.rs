@@ -13,6 +13,10 @@
 //!
 //! The executor never sees query text. Queries are read-only: write clauses are refused.
 //!
+//! Stages 1 to 3 run once per repeated text: [`execute_cached`] keeps plans in a
+//! [`PlanCache`], keyed by org, text and parameter values, and uses one only on a graph
+//! where what it took from the graph (symbols, statistics) still holds.
+//!
 //! # Values in results
 //!
 //! - A node is a JSON object of its properties plus `_id` (the node's internal index, the
@@ -55,6 +59,7 @@ use crate::graph::OrgGraph;
 
 pub mod arrow;
 mod budget;
+mod cache;
 pub mod dialect;
 pub mod error;
 mod eval;
@@ -65,6 +70,7 @@ mod rows;
 mod value;
 
 pub use budget::MEMORY_KEY;
+pub use cache::{CacheOutcome, MAX_CACHED_TEXT, PlanCache};
 pub use error::{CypherError, Limit, Position};
 pub use rows::Rows;
 
@@ -196,18 +202,23 @@ pub struct QueryResult {
 
 /// Planner switches. [`execute`] and [`explain`] use the defaults (everything on); turning an
 /// optimization off gives the plain plan to compare with, which is what tests do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PlanOptions {
     /// Aggregate pushdown: a count over a final expansion whose far node and relationship
     /// nothing reads adds the node's degree instead of enumerating the relationships
     /// ([`plan::Op::ExpandCount`]).
     pub count_pushdown: bool,
+    /// Column statistics: the cost model estimates filters on a feedback item's type,
+    /// status, used flag and model version from the org's counters instead of a fixed
+    /// guess, which can change where a pattern starts (never its rows).
+    pub statistics: bool,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             count_pushdown: true,
+            statistics: true,
         }
     }
 }
@@ -298,7 +309,9 @@ pub trait RowSink {
 /// [`execute_cancellable`] that hands the rows to `sink` in batches as they are produced,
 /// instead of collecting them: the memory budget stops counting rows once the sink has
 /// them, so a result of any size runs in bounded memory (`max_rows` still caps the count).
-/// Returns the columns and what the query cost.
+/// The plan comes from `cache` as in [`execute_cached`]. Returns what the query cost, and
+/// how the plan was found.
+#[allow(clippy::too_many_arguments)]
 pub fn execute_streaming(
     graph: &OrgGraph,
     text: &dyn TextSource,
@@ -307,11 +320,14 @@ pub fn execute_streaming(
     limits: &QueryLimits,
     cancel: &AtomicBool,
     sink: &mut dyn RowSink,
-) -> Result<QueryStats, CypherError> {
+    cache: &PlanCache,
+    org: &str,
+) -> (Result<QueryStats, CypherError>, CacheOutcome) {
     let started = Instant::now();
     let options = sink.options();
-    let mut run = || -> Result<QueryStats, CypherError> {
-        let p = prepare(graph, query, params, limits, &PlanOptions::default())?;
+    let (plan, outcome) = cached_plan(graph, query, params, limits, cache, org);
+    let run = || -> Result<QueryStats, CypherError> {
+        let p = plan?;
         sink.begin(&p.columns)?;
         let out = exec::run(
             &p,
@@ -330,7 +346,79 @@ pub fn execute_streaming(
             elapsed_us: started.elapsed().as_micros() as u64,
         })
     };
-    run().map_err(|e| e.locate(query))
+    (run().map_err(|e| e.locate(query)), outcome)
+}
+
+/// The plan of `query` on `graph`: from `cache` while what it took from the graph still
+/// holds, else made now (and kept).
+fn cached_plan(
+    graph: &OrgGraph,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+    cache: &PlanCache,
+    org: &str,
+) -> (
+    Result<std::sync::Arc<plan::Plan>, CypherError>,
+    CacheOutcome,
+) {
+    let options = PlanOptions::default();
+    let plan = || prepare(graph, query, params, limits, &options);
+    match serde_json::to_string(params) {
+        Ok(params) => {
+            let key = cache::Key {
+                org,
+                text: query,
+                params: &params,
+                max_depth: limits.max_depth,
+                options,
+            };
+            cache.get_or_plan(&key, graph, plan)
+        }
+        Err(_) => (plan().map(std::sync::Arc::new), CacheOutcome::Bypass),
+    }
+}
+
+/// [`execute_cancellable`] on `org`'s graph with its plan from `cache`: a text with the
+/// same parameters is parsed and planned once while what its plan took from the graph
+/// still holds (see [`PlanCache`]). Also says how the plan was found.
+#[allow(clippy::too_many_arguments)]
+pub fn execute_cached(
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    query: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    limits: &QueryLimits,
+    cancel: &AtomicBool,
+    cache: &PlanCache,
+    org: &str,
+) -> (Result<QueryResult, CypherError>, CacheOutcome) {
+    let started = Instant::now();
+    let (plan, outcome) = cached_plan(graph, query, params, limits, cache, org);
+    let result = plan.and_then(|p| run_plan(&p, graph, text, limits, started, Some(cancel)));
+    (result.map_err(|e| e.locate(query)), outcome)
+}
+
+/// Runs a plan made for `graph` (or for a graph its [`plan::PlanDeps`] hold on).
+fn run_plan(
+    p: &plan::Plan,
+    graph: &OrgGraph,
+    text: &dyn TextSource,
+    limits: &QueryLimits,
+    started: Instant,
+    cancel: Option<&AtomicBool>,
+) -> Result<QueryResult, CypherError> {
+    let out = exec::run(p, graph, text, limits, started, cancel, None).map_err(|e| *e)?;
+    Ok(QueryResult {
+        columns: p.columns.clone(),
+        stats: QueryStats {
+            rows: out.rows.len(),
+            work: out.work,
+            memory_bytes: out.memory,
+            elapsed_us: started.elapsed().as_micros() as u64,
+        },
+        rows: out.rows,
+    })
 }
 
 fn run_query(
@@ -345,17 +433,7 @@ fn run_query(
     let started = Instant::now();
     let run = || -> Result<QueryResult, CypherError> {
         let p = prepare(graph, query, params, limits, options)?;
-        let out = exec::run(&p, graph, text, limits, started, cancel, None).map_err(|e| *e)?;
-        Ok(QueryResult {
-            columns: p.columns,
-            stats: QueryStats {
-                rows: out.rows.len(),
-                work: out.work,
-                memory_bytes: out.memory,
-                elapsed_us: started.elapsed().as_micros() as u64,
-            },
-            rows: out.rows,
-        })
+        run_plan(&p, graph, text, limits, started, cancel)
     };
     run().map_err(|e| e.locate(query))
 }
@@ -632,6 +710,7 @@ mod tests {
         // Off, the same plan enumerates.
         let off = PlanOptions {
             count_pushdown: false,
+            ..PlanOptions::default()
         };
         let p = explain_with(&g, q, &none, &limits, &off).unwrap();
         assert!(

@@ -10,7 +10,7 @@
 //! text, only byte offsets into it for error messages.
 
 use std::fmt::{self, Write as _};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::graph::{EdgeKind, NodeRef, Sym};
 use crate::model::{FeedbackType, ValidationStatus};
@@ -338,7 +338,7 @@ impl RProp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PropKey {
     /// The name (for maps).
-    pub name: Rc<str>,
+    pub name: Arc<str>,
     /// On Feedback nodes.
     pub f: Option<FProp>,
     /// On Adapter nodes.
@@ -351,7 +351,7 @@ impl PropKey {
     /// Resolves `name`.
     pub fn new(name: &str) -> Self {
         PropKey {
-            name: Rc::from(name),
+            name: Arc::from(name),
             f: FProp::ALL.iter().find(|(n, _)| *n == name).map(|p| p.1),
             a: AProp::ALL.iter().find(|(n, _)| *n == name).map(|p| p.1),
             r: RProp::ALL.iter().find(|(n, _)| *n == name).map(|p| p.1),
@@ -640,9 +640,9 @@ pub enum ExprKind {
         negated: bool,
     },
     /// A path variable.
-    Path(Rc<PathSpec>),
+    Path(Arc<PathSpec>),
     List(Vec<Expr>),
-    Map(Vec<(Rc<str>, Expr)>),
+    Map(Vec<(Arc<str>, Expr)>),
     Not(Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
@@ -1016,6 +1016,80 @@ pub struct Plan {
     pub states: usize,
     /// Variable names of slots (for explain).
     pub slot_names: Vec<String>,
+    /// What the plan took from the graph it was planned on (see [`PlanDeps`]).
+    pub deps: PlanDeps,
+}
+
+/// A statistic of an org's graph that the cost model read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatKey {
+    /// Feedback nodes.
+    Feedback,
+    /// Adapter nodes.
+    Adapters,
+    /// Relationships of both types.
+    Edges,
+    /// Feedback items of a type.
+    Type(FeedbackType),
+    /// Feedback items with a validation status.
+    Status(ValidationStatus),
+    /// Feedback items consumed by training.
+    Used,
+    /// Feedback items of a model version (the symbol is recorded in [`PlanDeps::symbols`]).
+    Model(Sym),
+}
+
+impl StatKey {
+    /// The statistic's value on `g`.
+    pub fn read(self, g: &crate::graph::OrgGraph) -> u64 {
+        let org = &g.counters().org;
+        match self {
+            StatKey::Feedback => g.feedback().len() as u64,
+            StatKey::Adapters => g.adapters().len() as u64,
+            StatKey::Edges => g.graph().edge_count() as u64,
+            StatKey::Type(FeedbackType::Positive) => org.positive,
+            StatKey::Type(FeedbackType::Negative) => org.negative,
+            StatKey::Status(ValidationStatus::Pending) => org.pending,
+            StatKey::Status(ValidationStatus::Approved) => org.approved,
+            StatKey::Status(ValidationStatus::Rejected) => org.rejected,
+            StatKey::Status(ValidationStatus::Flagged) => org.flagged,
+            StatKey::Used => org.used,
+            StatKey::Model(m) => g.counters().models.get(&m).map_or(0, |c| c.total),
+        }
+    }
+}
+
+/// The magnitude class of a statistic: 0 for 0, else 1 + floor(log2 v). A cached plan is
+/// re-planned once a statistic it read has doubled or halved, not on every write.
+pub fn stat_bucket(v: u64) -> u32 {
+    if v == 0 { 0 } else { 64 - v.leading_zeros() }
+}
+
+/// What a plan took from the graph it was planned on, so that a cached plan is used on a
+/// graph only while all of it still holds:
+///
+/// - every string the planner looked up in the org's interner (to compile `prop = 'text'`
+///   to a symbol comparison) with the symbol it found, or `None` if absent. Symbols are
+///   numbered per org graph, so this is also what keeps a plan from meaning something else
+///   on another org's graph or on a rebuilt one;
+/// - every statistic the cost model read, as a magnitude class ([`stat_bucket`]). These
+///   only steer the operator order, never the result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanDeps {
+    /// Interned strings looked up, with the symbol each had.
+    pub symbols: Vec<(Box<str>, Option<Sym>)>,
+    /// Statistics read, with their magnitude class.
+    pub stats: Vec<(StatKey, u32)>,
+}
+
+impl PlanDeps {
+    /// Whether a plan with these dependencies means the same on `g` as on the graph it was
+    /// planned on, with statistics of the same magnitude.
+    pub fn hold_on(&self, g: &crate::graph::OrgGraph) -> bool {
+        let strings = g.strings();
+        self.symbols.iter().all(|(s, sym)| strings.get(s) == *sym)
+            && self.stats.iter().all(|(k, b)| stat_bucket(k.read(g)) == *b)
+    }
 }
 
 impl Plan {

@@ -15,8 +15,9 @@
 //!   items; ORDER BY becomes a sort sink (keeping only the top rows when a LIMIT follows);
 //!   SKIP and LIMIT are streaming and stop the upstream early.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use open_cypher::Span;
 use open_cypher::ast::{self, visit::Visitor};
@@ -40,7 +41,7 @@ enum VarKind {
     /// Any value (may still be a node at run time).
     Value,
     /// A path, built from other slots when read.
-    Path(Rc<PathSpec>),
+    Path(Arc<PathSpec>),
 }
 
 #[derive(Debug, Clone)]
@@ -144,11 +145,18 @@ pub(crate) fn plan(
     limits: &QueryLimits,
     options: &PlanOptions,
 ) -> Result<Plan, CypherError> {
-    let edges = graph.graph().edge_count() as f64;
-    let adapters = graph.adapters().len() as f64;
+    let mut deps = PlanDeps::default();
+    let mut read = |k: StatKey| {
+        let v = k.read(graph);
+        deps.stats.push((k, stat_bucket(v)));
+        v as f64
+    };
+    let edges = read(StatKey::Edges);
+    let adapters = read(StatKey::Adapters);
+    let feedback = read(StatKey::Feedback);
     let derived_from = (adapters - 1.0).max(0.0).min(edges);
     let stats = Stats {
-        feedback: graph.feedback().len() as f64,
+        feedback,
         adapters,
         feedback_for: (edges - derived_from).max(0.0),
         derived_from,
@@ -161,6 +169,7 @@ pub(crate) fn plan(
         limits,
         options: *options,
         stats,
+        deps: RefCell::new(deps),
         slot_names: Vec::new(),
         consts: Vec::new(),
         states: 0,
@@ -184,6 +193,7 @@ pub(crate) fn plan(
         consts: p.consts,
         states: p.states,
         slot_names: p.slot_names,
+        deps: p.deps.into_inner(),
     })
 }
 
@@ -195,6 +205,8 @@ struct Planner<'q> {
     limits: &'q QueryLimits,
     options: PlanOptions,
     stats: Stats,
+    /// What the plan takes from the graph (interned strings, statistics).
+    deps: RefCell<PlanDeps>,
     slot_names: Vec<String>,
     consts: Vec<Const>,
     states: usize,
@@ -780,7 +792,7 @@ impl<'q> Planner<'q> {
                 name,
                 Var {
                     slot: usize::MAX,
-                    kind: VarKind::Path(Rc::new(PathSpec {
+                    kind: VarKind::Path(Arc::new(PathSpec {
                         start: nodes[*start].slot,
                         steps,
                     })),
@@ -831,10 +843,7 @@ impl<'q> Planner<'q> {
                     .collect();
                 deps.sort_unstable();
                 deps.dedup();
-                let selectivity = match &expr.kind {
-                    ExprKind::PropIs { negated: false, .. } | ExprKind::Cmp(CmpOp::Eq, _, _) => 0.1,
-                    _ => 0.3,
-                };
+                let selectivity = self.selectivity(&expr);
                 Pred {
                     expr,
                     deps,
@@ -1075,6 +1084,39 @@ impl<'q> Planner<'q> {
             out.push(self.compare(CmpOp::Eq, prop, value, (kinds, None), pos));
         }
         Ok(out)
+    }
+
+    /// The fraction of rows a filter keeps. With [`PlanOptions::statistics`] a test of a
+    /// feedback item's type, status, used flag or model version reads the org's counters
+    /// (kept on write, O(1)); anything else gets a fixed guess.
+    fn selectivity(&self, expr: &Expr) -> f64 {
+        let guess = match &expr.kind {
+            ExprKind::PropIs { negated: false, .. } | ExprKind::Cmp(CmpOp::Eq, _, _) => 0.1,
+            _ => 0.3,
+        };
+        if !self.options.statistics {
+            return guess;
+        }
+        let ExprKind::PropIs { test, negated, .. } = &expr.kind else {
+            return guess;
+        };
+        let (key, negated) = match test {
+            PropTest::FType(Some(t)) => (StatKey::Type(*t), *negated),
+            PropTest::FStatus(Some(s)) => (StatKey::Status(*s), *negated),
+            PropTest::FUsed(used) => (StatKey::Used, *negated != *used),
+            PropTest::FSym(FProp::ModelVersion, Some(m)) => (StatKey::Model(*m), *negated),
+            _ => return guess,
+        };
+        let total = self.stats.feedback.max(1.0);
+        let v = key.read(self.graph);
+        self.deps.borrow_mut().stats.push((key, stat_bucket(v)));
+        // Never quite zero: the estimate steers the order, and an empty class may fill.
+        let share = ((v as f64).max(0.5) / total).min(1.0);
+        if negated {
+            (1.0 - share).max(0.5 / total)
+        } else {
+            share
+        }
     }
 
     /// Estimated rows per input row when following `r` from node `from`.
@@ -1879,6 +1921,11 @@ impl<'q> Planner<'q> {
     /// The interned or enumerated property test `slot.key = c`, if `kinds` names one label.
     fn prop_test(&self, kinds: Option<Kinds>, key: &PropKey, c: &Const) -> Option<PropTest> {
         let strings = self.graph.strings();
+        let sym = |s: &str| {
+            let found = strings.get(s);
+            self.deps.borrow_mut().symbols.push((s.into(), found));
+            found
+        };
         match (kinds?, c) {
             (Kinds::FEEDBACK, Const::Str(s)) => match key.f? {
                 FProp::Type => Some(PropTest::FType(match &**s {
@@ -1892,7 +1939,7 @@ impl<'q> Planner<'q> {
                 | FProp::AdapterVersion
                 | FProp::UserId
                 | FProp::SessionId
-                | FProp::InteractionId) => Some(PropTest::FSym(p, strings.get(s))),
+                | FProp::InteractionId) => Some(PropTest::FSym(p, sym(s))),
                 _ => None,
             },
             (Kinds::FEEDBACK, Const::Bool(b)) if key.f == Some(FProp::Used) => {
@@ -1900,7 +1947,7 @@ impl<'q> Planner<'q> {
             }
             // `id` is left to the id index (a seek); other interned adapter properties here.
             (Kinds::ADAPTER, Const::Str(s)) => match key.a? {
-                p @ (AProp::Version | AProp::BaseModel) => Some(PropTest::ASym(p, strings.get(s))),
+                p @ (AProp::Version | AProp::BaseModel) => Some(PropTest::ASym(p, sym(s))),
                 _ => None,
             },
             _ => None,
@@ -2178,10 +2225,10 @@ impl<'q> Planner<'q> {
                 ExprKind::List(out)
             }
             ast::ExprKind::Map(entries) => {
-                let mut out: Vec<(Rc<str>, Expr)> = Vec::with_capacity(entries.len());
+                let mut out: Vec<(Arc<str>, Expr)> = Vec::with_capacity(entries.len());
                 for en in entries {
                     let v = self.lower(&en.value, scope, mode)?;
-                    out.push((Rc::from(ident(&en.key)), v));
+                    out.push((Arc::from(ident(&en.key)), v));
                 }
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 out.dedup_by(|a, b| a.0 == b.0);

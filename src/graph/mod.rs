@@ -36,7 +36,7 @@ mod counts;
 mod index;
 mod pages;
 
-pub use counts::{Counters, Counts, SCORE_SCALE};
+pub use counts::{Counters, Counts, DAY_MS, Day, DayCounters, DaySeries, SCORE_SCALE};
 pub use index::{Applied, GraphIndex};
 pub use pages::LinkedPage;
 

@@ -56,6 +56,7 @@ pub struct QueryMetrics {
     per_org: bool,
     seconds: Family<(Tag, OrgLabel), Histogram, fn() -> Histogram>,
     limits: Family<(Tag, OrgLabel), Counter>,
+    plan_cache: Family<(Tag, OrgLabel), Counter>,
 }
 
 impl QueryMetrics {
@@ -65,6 +66,7 @@ impl QueryMetrics {
             per_org,
             seconds: Family::new_with_constructor(query_histogram),
             limits: Family::default(),
+            plan_cache: Family::default(),
         }
     }
 
@@ -82,6 +84,21 @@ impl QueryMetrics {
              max_depth, max_memory, max_concurrent_per_org)",
             self.limits.clone(),
         );
+        registry.register(
+            "feedgraph_query_plan_cache",
+            "Graph query plans by how they were found: hit (cached), miss (planned and \
+             cached), stale (cached, but the graph changed what it depends on; planned \
+             again), bypass (not cached: cache off, text too long, or planning failed)",
+            self.plan_cache.clone(),
+        );
+    }
+
+    /// Records how one query of `org` found its plan.
+    pub fn plan_cache(&self, org: &str, outcome: crate::cypher::CacheOutcome) {
+        let org = OrgLabel::new(self.per_org, org);
+        self.plan_cache
+            .get_or_create(&(Tag("result", outcome.name()), org))
+            .inc();
     }
 
     /// Records one query of `org` that took `took` and ended in `result`.

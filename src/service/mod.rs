@@ -481,7 +481,10 @@ impl Service {
                 max_depth: config.query.max_depth,
                 max_memory: config.query.max_memory_bytes,
             },
-            query_gate: query::QueryGate::new(config.query.max_concurrent_per_org),
+            query_gate: query::QueryGate::with_plan_cache(
+                config.query.max_concurrent_per_org,
+                config.query.plan_cache_entries,
+            ),
             query_metrics: metrics::QueryMetrics::new(config.metrics.per_org_labels),
         })
     }

@@ -7,16 +7,14 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::training::BatchView;
 use super::{Service, ServiceError, Stats, check_cursor, effective_limit};
-use crate::graph::{OrgGraph, Sym};
-use crate::model::{Feedback, FeedbackType, Millis, ValidationStatus, now_millis};
+use crate::graph::DaySeries;
+use crate::model::{Feedback, Millis, ValidationStatus, now_millis};
 
-/// One day in milliseconds.
-pub const DAY_MS: Millis = 86_400_000;
+pub use crate::graph::DAY_MS;
 /// Most days a dashboard covers.
 pub const MAX_DAYS: u32 = 366;
 /// Most roots one lineage page draws.
@@ -104,13 +102,6 @@ impl Series {
         }
     }
 
-    fn add(&mut self, day: usize, positive: bool) {
-        if let (Some(c), Some(p)) = (self.count.get_mut(day), self.positive.get_mut(day)) {
-            *c += 1;
-            *p += u64::from(positive);
-        }
-    }
-
     /// Items over all days.
     pub fn total(&self) -> u64 {
         self.count.iter().sum()
@@ -130,19 +121,6 @@ pub struct Dashboard {
     pub models: Vec<Series>,
     /// The org's counters over all time.
     pub totals: Stats,
-}
-
-/// Fills `series[i]` for the rows of `rows` that fall in the window.
-fn bucket(g: &OrgGraph, rows: &[u32], first_day: Millis, series: &mut Series) {
-    for &r in rows {
-        let Some(f) = g.feedback().get(r as usize) else {
-            continue;
-        };
-        if f.created_at >= first_day {
-            let day = ((f.created_at - first_day) / DAY_MS) as usize;
-            series.add(day, f.feedback_type == FeedbackType::Positive);
-        }
-    }
 }
 
 impl Service {
@@ -241,15 +219,13 @@ impl Service {
                     continue;
                 }
                 let a = &g.adapters()[row as usize];
-                let linked = g.feedback_in(row);
-                let positive = linked
-                    .iter()
-                    .filter(|&&f| {
-                        g.feedback()
-                            .get(f as usize)
-                            .is_some_and(|f| f.feedback_type == FeedbackType::Positive)
-                    })
-                    .count() as u64;
+                // Kept on write (graph::Counters): the same items feedback_in(row) lists.
+                let linked = g
+                    .counters()
+                    .adapters
+                    .get(row as usize)
+                    .copied()
+                    .unwrap_or_default();
                 let index = nodes.len();
                 nodes.push(ForestNode {
                     id: name(row).to_owned(),
@@ -257,8 +233,8 @@ impl Service {
                     base_model: g.text(a.base_model).map(str::to_owned),
                     depth,
                     parent,
-                    feedback: linked.len() as u64,
-                    positive,
+                    feedback: linked.total,
+                    positive: linked.positive,
                     hidden_children: 0,
                 });
                 let mut children: Vec<u32> = g.child_rows(row).to_vec();
@@ -288,68 +264,68 @@ impl Service {
         let g = self.graph.org(org);
         let newest = g
             .as_deref()
-            .and_then(|g| g.feedback().iter().map(|f| f.created_at).max())
-            .unwrap_or_else(now_millis);
+            .and_then(|g| g.counters().days.org.last_day())
+            .map_or_else(now_millis, |d| d * DAY_MS);
         let last_day = newest - newest % DAY_MS;
         let first_day = last_day.saturating_sub(DAY_MS * (u64::from(days) - 1));
         let day_starts: Vec<Millis> = (0..n as u64).map(|i| first_day + i * DAY_MS).collect();
-        let mut all = Series::new("all".into(), n);
         let Some(g) = g else {
             return Ok(Dashboard {
                 days: day_starts,
-                all,
+                all: Series::new("all".into(), n),
                 adapters: Vec::new(),
                 models: Vec::new(),
                 totals: Stats::default(),
             });
         };
-        let mut models: FxHashMap<Sym, Series> = FxHashMap::default();
-        for f in g.feedback() {
-            if f.created_at < first_day {
-                continue;
+        // Every series reads the per-day counters kept on write (graph::Counters::days):
+        // O(days) per series, whatever the number of items.
+        let (first, last) = (first_day / DAY_MS, first_day / DAY_MS + n as u64 - 1);
+        let series = |name: String, d: &DaySeries| {
+            let mut s = Series::new(name, n);
+            for day in d.range(first, last) {
+                let i = (day.day - first) as usize;
+                if let (Some(c), Some(p)) = (s.count.get_mut(i), s.positive.get_mut(i)) {
+                    *c = day.count;
+                    *p = day.positive;
+                }
             }
-            let day = ((f.created_at - first_day) / DAY_MS) as usize;
-            let positive = f.feedback_type == FeedbackType::Positive;
-            all.add(day, positive);
-            if let Some(m) = f.model_version {
-                models
-                    .entry(m)
-                    .or_insert_with(|| Series::new(g.strings().resolve(m).to_owned(), n))
-                    .add(day, positive);
-            }
-        }
-        let mut models: Vec<Series> = models.into_values().collect();
+            s
+        };
+        let window = |d: &DaySeries| d.range(first, last).iter().map(|d| d.count).sum::<u64>();
+        let days_of = &g.counters().days;
+        let all = series("all".into(), &days_of.org);
+        let mut models: Vec<Series> = days_of
+            .models
+            .iter()
+            .filter(|(_, d)| window(d) > 0)
+            .map(|(m, d)| series(g.strings().resolve(*m).to_owned(), d))
+            .collect();
         models.sort_by(|a, b| b.total().cmp(&a.total()).then(a.name.cmp(&b.name)));
         models.truncate(top);
-        // Adapters: count each adapter's links in the window first, then bucket the busiest.
-        let mut busiest: Vec<(u64, &str, u32)> = (0..g.adapters().len() as u32)
-            .map(|row| {
-                let in_window = g
-                    .feedback_in(row)
-                    .iter()
-                    .filter(|&&r| {
-                        g.feedback()
-                            .get(r as usize)
-                            .is_some_and(|f| f.created_at >= first_day)
-                    })
-                    .count() as u64;
-                (
-                    in_window,
-                    g.strings().resolve(g.adapters()[row as usize].id),
-                    row,
-                )
+        // Adapters: each adapter's items in the window first, then the series of the busiest.
+        let mut busiest: Vec<(u64, &str, &DaySeries)> = days_of
+            .adapters
+            .iter()
+            .enumerate()
+            .filter_map(|(row, d)| {
+                let in_window = window(d);
+                let a = g.adapters().get(row)?;
+                (in_window > 0).then(|| (in_window, g.strings().resolve(a.id), d))
             })
-            .filter(|(c, _, _)| *c > 0)
             .collect();
-        busiest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        // The top few of thousands: select them, then sort only those.
+        let order = |a: &(u64, &str, &DaySeries), b: &(u64, &str, &DaySeries)| {
+            b.0.cmp(&a.0).then(a.1.cmp(b.1))
+        };
+        if top > 0 && busiest.len() > top {
+            busiest.select_nth_unstable_by(top - 1, order);
+        }
         busiest.truncate(top);
+        busiest.sort_by(order);
         let adapters = busiest
             .into_iter()
-            .map(|(_, name, row)| {
-                let mut s = Series::new(name.to_owned(), n);
-                bucket(&g, g.feedback_in(row), first_day, &mut s);
-                s
-            })
+            .map(|(_, name, d)| series(name.to_owned(), d))
             .collect();
         Ok(Dashboard {
             days: day_starts,

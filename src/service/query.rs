@@ -13,9 +13,15 @@ use crate::store::Backend;
 
 use super::{Service, ServiceError};
 
-/// Counts the queries each org is running, so one tenant cannot take every blocking thread.
+/// Plans the query service caches by default (`query.plan_cache_entries`).
+pub const DEFAULT_PLAN_CACHE_ENTRIES: usize = 1024;
+
+/// Counts the queries each org is running, so one tenant cannot take every blocking thread;
+/// and holds the plans of repeated query texts, shared by every request.
 #[derive(Debug)]
 pub struct QueryGate {
+    /// Plans of repeated texts (see [`cypher::PlanCache`]).
+    plans: cypher::PlanCache,
     max_per_org: usize,
     running: parking_lot::Mutex<HashMap<String, usize>>,
 }
@@ -29,7 +35,13 @@ struct GateSlot<'g> {
 impl QueryGate {
     /// A gate letting `max_per_org` queries of one org run at once (0: no limit).
     pub fn new(max_per_org: usize) -> Self {
+        Self::with_plan_cache(max_per_org, DEFAULT_PLAN_CACHE_ENTRIES)
+    }
+
+    /// [`QueryGate::new`] with a plan cache of `plan_cache_entries` plans (0: off).
+    pub fn with_plan_cache(max_per_org: usize, plan_cache_entries: usize) -> Self {
         QueryGate {
+            plans: cypher::PlanCache::new(plan_cache_entries),
             max_per_org,
             running: parking_lot::Mutex::new(HashMap::new()),
         }
@@ -198,13 +210,17 @@ impl Service {
             org,
         };
         let limits = &self.query_limits;
-        let result = match self.graph.org(org) {
-            Some(g) => cypher::execute_cancellable(&g, &source, text, params, limits, cancel),
+        let plans = &self.query_gate.plans;
+        let (result, outcome) = match self.graph.org(org) {
+            Some(g) => {
+                cypher::execute_cached(&g, &source, text, params, limits, cancel, plans, org)
+            }
             None => {
                 let empty = crate::graph::OrgGraph::default();
-                cypher::execute_cancellable(&empty, &source, text, params, limits, cancel)
+                cypher::execute_cached(&empty, &source, text, params, limits, cancel, plans, org)
             }
         };
+        self.query_metrics.plan_cache(org, outcome);
         if matches!(result, Err(CypherError::Cancelled)) {
             tracing::info!(org, "a graph query was cancelled: its client went away");
         }
@@ -233,7 +249,12 @@ impl Service {
             let limits = &self.query_limits;
             // An org without data answers as if its graph were empty.
             let graph = self.graph.org(org).unwrap_or_default();
-            cypher::execute_streaming(&graph, &source, text, params, limits, cancel, sink)
+            let plans = &self.query_gate.plans;
+            let (result, outcome) = cypher::execute_streaming(
+                &graph, &source, text, params, limits, cancel, sink, plans, org,
+            );
+            self.query_metrics.plan_cache(org, outcome);
+            result
         })();
         let took = started.elapsed();
         self.query_metrics.record(org, took, &result);

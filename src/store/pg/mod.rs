@@ -413,11 +413,7 @@ enum Scan<'a> {
 impl PgStore {
     /// Hands the org and body of every row of `scan` to `f`, in key order, reading
     /// [`SCAN_PAGE`] rows at a time (keyset paging, so a page costs the same anywhere).
-    fn scan_bodies(
-        &self,
-        scan: Scan<'_>,
-        f: RowFn<'_>,
-    ) -> Result<(), StoreError> {
+    fn scan_bodies(&self, scan: Scan<'_>, f: RowFn<'_>) -> Result<(), StoreError> {
         let (mut last_org, mut last_id) = (String::new(), String::new());
         let mut first = true;
         loop {
