@@ -269,7 +269,8 @@ impl Service {
                 org,
                 elapsed_us = took.as_micros() as u64,
                 ok = r.is_ok(),
-                "streamed graph query finished"
+                streamed = true,
+                "graph query finished"
             ),
         }
         result.map_err(ServiceError::Query)
