@@ -554,14 +554,9 @@ impl SledStore {
         }
         let fkey = keys::record(&actor.org, &fb.id);
         let mut cs = ChangeSet::default();
-        let _guard = self.stripes[stripe_of(&actor.org, &fb.id)].lock();
-        if id_source == IdSource::Given && self.feedback.contains_key(&fkey)? {
-            return Err(StoreError::Exists {
-                kind: "feedback",
-                id: fb.id.clone(),
-            });
-        }
-        let record = rules::new_record(fb);
+        // The adapter before the record's stripe: locks are always taken in the order
+        // idempotency stripe, adapter lock, record stripe (a write holding the adapter
+        // lock takes stripes after it), so no two writers can wait on each other.
         if let Some(adapter_id) = &fb.adapter_id {
             cs.adapters.extend(self.ensure_adapter(
                 actor,
@@ -570,6 +565,14 @@ impl SledStore {
                 adapters_locked,
             )?);
         }
+        let _guard = self.stripes[stripe_of(&actor.org, &fb.id)].lock();
+        if id_source == IdSource::Given && self.feedback.contains_key(&fkey)? {
+            return Err(StoreError::Exists {
+                kind: "feedback",
+                id: fb.id.clone(),
+            });
+        }
+        let record = rules::new_record(fb);
         let entry = rules::submit_entry(actor, fb, action);
         self.put_history(&actor.org, keys::KIND_FEEDBACK, &fb.id, &entry)?;
         if let (Some(k), Some(ikey)) = (idempotency, &idem_key) {
@@ -1300,7 +1303,14 @@ impl Backend for SledStore {
             wrote: false,
         };
         let done = work(&mut tx);
-        let SledTx { changes, wrote, .. } = tx;
+        let SledTx {
+            changes,
+            wrote,
+            adapters,
+            ..
+        } = tx;
+        // Never hold the adapter lock across the sync.
+        drop(adapters);
         // Each step that was written is a commit point of its own, so even a failed write
         // makes what it wrote durable before it reports.
         let synced = if wrote { self.make_durable() } else { Ok(()) };

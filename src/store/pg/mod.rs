@@ -107,7 +107,10 @@ impl PgStore {
             pg_config,
             tokio_postgres::NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // A connection whose holder never ended its transaction (a panic, a lost
+                // ROLLBACK) must not carry it into the next checkout: recycling rolls
+                // back whatever is open (a no-op warning when nothing is).
+                recycling_method: RecyclingMethod::Custom("ROLLBACK".into()),
             },
         );
         let wait = Duration::from_millis(pg.connect_timeout_ms.max(1));
@@ -271,6 +274,9 @@ struct PgTx<'s> {
     adapters_locked: bool,
     /// The step failed in a way that running the write again may cure.
     retry: bool,
+    /// A statement failed: PostgreSQL has aborted the transaction, so it must not be
+    /// committed whatever the closure did with the error.
+    failed: bool,
 }
 
 impl PgTx<'_> {
@@ -282,6 +288,7 @@ impl PgTx<'_> {
             Ok(v) => Ok(v),
             Err(e) => {
                 self.retry |= e.retryable();
+                self.failed |= matches!(e, PgError::Db(_));
                 Err(e.into_store())
             }
         }
@@ -569,9 +576,16 @@ impl Backend for PgStore {
                 changes: ChangeSet::default(),
                 adapters_locked: false,
                 retry: false,
+                failed: false,
             };
-            let done = work(&mut tx);
+            let mut done = work(&mut tx);
             let (changes, retry) = (std::mem::take(&mut tx.changes), tx.retry);
+            if done.is_ok() && tx.failed {
+                // The closure swallowed a statement's error: the transaction is aborted.
+                done = Err(StoreError::Backend(
+                    "a statement failed inside the write; nothing was stored".into(),
+                ));
+            }
             match done {
                 Ok(()) => {
                     let committed = self.block(async { client.batch_execute("COMMIT").await });
