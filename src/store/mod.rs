@@ -475,6 +475,20 @@ pub struct ChangeSet {
     pub links: Vec<FeedbackLink>,
 }
 
+impl ChangeSet {
+    /// Records an updated feedback record, with the FEEDBACK_FOR edges it has that the
+    /// version before it (whose edges were `before`) did not.
+    pub fn push_update(&mut self, before: &[FeedbackLink], next: &FeedbackRecord) {
+        self.links.extend(
+            next.links
+                .iter()
+                .filter(|l| !before.iter().any(|b| b.adapter_id == l.adapter_id))
+                .cloned(),
+        );
+        self.feedback.push(next.clone());
+    }
+}
+
 /// What creating an adapter did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdapterOutcome {

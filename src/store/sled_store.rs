@@ -1139,13 +1139,7 @@ impl WriteTx for SledTx<'_> {
         };
         if let Some(next) = &updated {
             self.wrote = true;
-            self.changes.links.extend(
-                next.links
-                    .iter()
-                    .filter(|l| !before.iter().any(|b| b.adapter_id == l.adapter_id))
-                    .cloned(),
-            );
-            self.changes.feedback.push(next.clone());
+            self.changes.push_update(&before, next);
         }
         Ok(updated)
     }

@@ -336,13 +336,7 @@ impl WriteTx for PgTx<'_> {
         };
         let updated = self.run(ops::update_record(c, actor, id, at, &mut observe))?;
         if let Some(next) = &updated {
-            self.changes.links.extend(
-                next.links
-                    .iter()
-                    .filter(|l| !before.iter().any(|b| b.adapter_id == l.adapter_id))
-                    .cloned(),
-            );
-            self.changes.feedback.push(next.clone());
+            self.changes.push_update(&before, next);
         }
         Ok(updated)
     }
@@ -405,6 +399,20 @@ const SCAN_PAGE: i64 = 2000;
 
 /// What a paged scan hands each row to: its org and its `body`.
 type RowFn<'f> = &'f mut dyn FnMut(&str, &[u8]) -> Result<(), StoreError>;
+
+/// Decodes a scanned row's `body`; a body that does not decode is corruption, reported
+/// with its table and org.
+fn decode_scanned<T: codec::Stored>(
+    table: &'static str,
+    org: &str,
+    body: &[u8],
+) -> Result<T, StoreError> {
+    codec::decode(body).map_err(|source| StoreError::Corrupt {
+        tree: table,
+        key: format!("{org}/?"),
+        source,
+    })
+}
 
 /// What a paged scan reads.
 #[derive(Debug, Clone, Copy)]
@@ -690,11 +698,7 @@ impl Backend for PgStore {
         f: &mut dyn FnMut(FeedbackRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.scan_bodies(Scan::FeedbackOf(org), &mut |org, body| {
-            let r = codec::decode(body).map_err(|source| StoreError::Corrupt {
-                tree: "fg_feedback",
-                key: format!("{org}/?"),
-                source,
-            })?;
+            let r = decode_scanned("fg_feedback", org, body)?;
             f(r)
         })
     }
@@ -792,11 +796,7 @@ impl Backend for PgStore {
         f: &mut dyn FnMut(Adapter) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.scan_bodies(Scan::Adapters, &mut |org, body| {
-            let a = codec::decode(body).map_err(|source| StoreError::Corrupt {
-                tree: "fg_adapters",
-                key: format!("{org}/?"),
-                source,
-            })?;
+            let a = decode_scanned("fg_adapters", org, body)?;
             f(a)
         })
     }
@@ -806,11 +806,7 @@ impl Backend for PgStore {
         f: &mut dyn FnMut(&str, FeedbackRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.scan_bodies(Scan::Feedback, &mut |org, body| {
-            let r = codec::decode(body).map_err(|source| StoreError::Corrupt {
-                tree: "fg_feedback",
-                key: format!("{org}/?"),
-                source,
-            })?;
+            let r = decode_scanned("fg_feedback", org, body)?;
             f(org, r)
         })
     }
