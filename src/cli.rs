@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod backup;
+
 use crate::config::{Config, ConfigError};
 use crate::http::auth::Role;
 use crate::model::{Actor, NewFeedback};
@@ -206,6 +208,27 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write a full backup (records, every history version, batches, edges with their
+    /// metadata, idempotency keys) of some orgs, or of every org, to --out FILE or stdout.
+    /// The file restores into either backend.
+    Backup {
+        /// An org to back up (repeat for several; none: every org with data).
+        #[arg(long = "org")]
+        orgs: Vec<String>,
+        /// Write here (through FILE.partial, renamed once complete) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Restore a full backup into the configured store: the file is checked whole first;
+    /// its orgs must hold nothing here unless --overwrite.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace what the backup holds in orgs that already have data (also finishes a
+        /// restore that stopped part-way).
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Write a training batch as JSONL for a trainer (to stdout).
     Export {
         /// The batch id.
@@ -304,8 +327,12 @@ pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
             | Command::Query { .. }
             | Command::Export { .. }
             | Command::Dump { .. }
+            | Command::Backup { .. }
     );
-    if reads_only && !config.data_dir.join("sled").exists() {
+    if reads_only
+        && config.storage.backend == crate::store::BackendKind::Sled
+        && !config.data_dir.join("sled").exists()
+    {
         return Err(CliError::Usage(format!(
             "no feedgraph data in {} (give --data-dir, or import/load/serve first)",
             config.data_dir.display()
@@ -476,6 +503,8 @@ pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
             eprintln!("dumped {lines} line(s) of org '{org}'");
             Ok(())
         }
+        Command::Backup { orgs, out } => backup::backup(&config, orgs, out.as_deref()),
+        Command::Restore { file, overwrite } => backup::restore(&config, file, *overwrite),
         Command::Export { batch, format, org } => {
             let format: ExportFormat = format.parse()?;
             let service = Service::open(&config)?;

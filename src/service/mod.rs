@@ -5,6 +5,7 @@
 //! return) and then into the graph index; reads and filters run on the graph and load only
 //! the records they return from the store. No lock is held across store I/O.
 
+pub mod backup;
 pub mod batch;
 pub mod dump;
 pub mod lineage;

@@ -13,6 +13,7 @@
 //!
 //! Every write reports what it stored as a [`ChangeSet`], which the graph index applies.
 
+pub mod backup;
 pub mod codec;
 pub mod durability;
 pub mod keys;
@@ -34,6 +35,7 @@ use crate::model::{
 };
 use codec::CodecError;
 pub use durability::{Durability, SyncError, Syncer};
+use rules::IdempotencyRecord;
 pub use sled_store::{CODEC_TREES, SCHEMA_VERSION, SledStore, decode_stored_value};
 
 /// What [`Backend::submit_many`] did: one outcome per item it got to, in order, and the
@@ -121,6 +123,32 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         records: &[FeedbackRecord],
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), (StoreError, bool)>;
+
+    /// The orgs that have any stored record (feedback, adapter or batch), sorted.
+    fn orgs(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Every feedback record of `org` in id order, each with its committed history as
+    /// stored (a compact creation entry stays compact), for a full backup.
+    fn for_each_record_with_history(
+        &self,
+        org: &str,
+        f: &mut dyn FnMut(FeedbackRecord, Vec<HistoryVersion>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Every idempotency key `org` still remembers, as `(user, key, record)`, for a full
+    /// backup (expired keys included: the restored store expires them on its own).
+    fn for_each_idempotency(
+        &self,
+        org: &str,
+        f: &mut dyn FnMut(&str, &str, IdempotencyRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Writes a backup's entities of `org` exactly as given (records, adapters and batches
+    /// with their histories, idempotency keys; the org's batch counter moves past every
+    /// batch id written) and makes them durable. Writing the same entities again changes
+    /// nothing, so a restore that failed part-way can be run again. No rule is checked
+    /// here: the caller restores into an org that holds nothing.
+    fn restore(&self, org: &str, entries: &[backup::BackupEntry]) -> Result<(), StoreError>;
 
     /// One feedback record (item, edges, lease) of `org`.
     fn get_record(&self, org: &str, id: &str) -> Result<Option<FeedbackRecord>, StoreError>;

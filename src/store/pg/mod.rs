@@ -14,6 +14,7 @@
 //! (from blocking threads) run their statements on a small runtime the backend owns, and
 //! submits run as tasks on it, so a client that hangs up never cuts a transaction short.
 
+mod backup;
 pub mod ops;
 pub mod schema;
 
@@ -636,6 +637,30 @@ impl Backend for PgStore {
             let partial = matches!(e, StoreError::CommitUnknown(_));
             (e, partial)
         })
+    }
+
+    fn orgs(&self) -> Result<Vec<String>, StoreError> {
+        PgStore::orgs(self)
+    }
+
+    fn for_each_record_with_history(
+        &self,
+        org: &str,
+        f: &mut dyn FnMut(FeedbackRecord, Vec<HistoryVersion>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        PgStore::for_each_record_with_history(self, org, f)
+    }
+
+    fn for_each_idempotency(
+        &self,
+        org: &str,
+        f: &mut dyn FnMut(&str, &str, rules::IdempotencyRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        PgStore::for_each_idempotency(self, org, f)
+    }
+
+    fn restore(&self, org: &str, entries: &[super::backup::BackupEntry]) -> Result<(), StoreError> {
+        PgStore::restore(self, org, entries)
     }
 
     fn get_record(&self, org: &str, id: &str) -> Result<Option<FeedbackRecord>, StoreError> {

@@ -79,7 +79,7 @@ pub fn db_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-fn corrupt(table: &'static str, org: &str, id: &str, source: CodecError) -> StoreError {
+pub(super) fn corrupt(table: &'static str, org: &str, id: &str, source: CodecError) -> StoreError {
     StoreError::Corrupt {
         tree: table,
         key: format!("{org}/{id}"),

@@ -45,6 +45,8 @@ use crate::model::{
 };
 use codec::CodecError;
 
+mod backup;
+
 /// Number of lock stripes serialising writers of the same feedback record.
 const STRIPES: usize = 256;
 /// Number of lock stripes serialising uses of the same idempotency key.
@@ -115,11 +117,15 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     codec::encode(v).map_err(StoreError::Encode)
 }
 
-fn decode<T: codec::Stored>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: codec::Stored>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     codec::decode(bytes).map_err(|source| StoreError::Corrupt {
         tree,
         key: keys::display(key),
@@ -1016,10 +1022,10 @@ impl SledStore {
         scan(&self.adapters, "adapters")
     }
 
-    /// The org ids present, from the org prefix of feedback and adapter keys.
+    /// The org ids present, from the org prefix of feedback, adapter and batch keys.
     pub fn orgs(&self) -> Result<Vec<String>, StoreError> {
         let mut out = std::collections::BTreeSet::new();
-        for tree in [&self.feedback, &self.adapters] {
+        for tree in [&self.feedback, &self.adapters, &self.batches] {
             let mut from: Vec<u8> = Vec::new();
             // Skip from one org to the next instead of walking every key.
             while let Some(kv) = tree.range(from.clone()..).next() {
@@ -1332,6 +1338,30 @@ impl Backend for SledStore {
             return Err((e, undone.is_err()));
         }
         self.make_durable().map_err(|e| (e, true))
+    }
+
+    fn orgs(&self) -> Result<Vec<String>, StoreError> {
+        SledStore::orgs(self)
+    }
+
+    fn for_each_record_with_history(
+        &self,
+        org: &str,
+        f: &mut dyn FnMut(FeedbackRecord, Vec<HistoryVersion>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        SledStore::for_each_record_with_history(self, org, f)
+    }
+
+    fn for_each_idempotency(
+        &self,
+        org: &str,
+        f: &mut dyn FnMut(&str, &str, IdempotencyRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        SledStore::for_each_idempotency(self, org, f)
+    }
+
+    fn restore(&self, org: &str, entries: &[super::backup::BackupEntry]) -> Result<(), StoreError> {
+        SledStore::restore(self, org, entries)
     }
 
     fn get_record(&self, org: &str, id: &str) -> Result<Option<FeedbackRecord>, StoreError> {
