@@ -64,6 +64,9 @@ pub enum ApiError {
     /// 500: something broke on our side; details are logged, not sent.
     #[error("{0}")]
     Internal(String),
+    /// 421: the org is not placed on this replica (the details name its placement).
+    #[error("{0}")]
+    Misdirected(String),
 }
 
 /// The body of every error response.
@@ -100,6 +103,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "Write outcome unknown")
             }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+            ApiError::Misdirected(_) => (StatusCode::MISDIRECTED_REQUEST, "Misdirected Request"),
         }
     }
 
@@ -149,6 +153,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::LimitExceeded(q.to_string())
             }
             ServiceError::Query(q) => ApiError::InvalidQuery(q.to_string()),
+            ServiceError::Misplaced(m) => ApiError::Misdirected(m),
         }
     }
 }
