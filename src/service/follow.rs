@@ -50,6 +50,8 @@ pub struct ReplicationStatus {
     pub ms_behind: u64,
     /// Changes this replica applied from the log since it started.
     pub applied: u64,
+    /// Rounds the follower has completed (read the log and applied what it needed).
+    pub rounds: u64,
     /// The last round's failure, if it failed (the store unreachable, say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -193,6 +195,7 @@ impl Service {
             follower.status.lock().applied += wanted.len() as u64;
         }
         *pos = read.next;
+        follower.status.lock().rounds += 1;
         Ok(read.full)
     }
 
