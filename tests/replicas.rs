@@ -725,3 +725,42 @@ async fn a_database_restart_answers_503_acknowledges_only_commits_and_resumes() 
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     eprintln!("statuses: {:?}", statuses.lock().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_and_an_abort_of_one_batch_on_two_replicas_do_not_both_succeed() {
+    let Some(server) = PgServer::get() else {
+        return;
+    };
+    let url = server.fresh_database();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Replica::start(&url, da.path(), None).await;
+    let b = Replica::start(&url, db.path(), None).await;
+    let c = reqwest::Client::new();
+    let user = token("race", &[Role::User, Role::Trainer]);
+    let items: Vec<Value> = (0..200).map(|i| item(i, "race")).collect();
+    let (status, body) = post(&c, a.api("/feedback/batch"), &user, &json!({"items": items})).await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..40 {
+        let (status, body) = post(
+            &c,
+            a.api("/training/batches"),
+            &user,
+            &json!({"limit": 5, "lease_seconds": 600}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["batch_id"].as_u64().unwrap();
+        let empty = json!({});
+        let (commit, abort) = tokio::join!(
+            post(&c, a.api(&format!("/training/batches/{id}/commit")), &user, &empty),
+            post(&c, b.api(&format!("/training/batches/{id}/abort")), &user, &empty),
+        );
+        let mut got = [commit.0, abort.0];
+        got.sort_unstable();
+        assert_eq!(got, [200, 409], "batch {id}: commit {commit:?}, abort {abort:?}");
+        // The stored batch agrees with the winner.
+        let (_, batch) = get(&c, a.api(&format!("/training/batches/{id}")), &user).await;
+        let want = if commit.0 == 200 { "committed" } else { "aborted" };
+        assert_eq!(batch["state"], want, "{batch}");
+    }
+}

@@ -154,6 +154,10 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Query(q) => ApiError::InvalidQuery(q.to_string()),
             ServiceError::Misplaced(m) => ApiError::Misdirected(m),
+            ServiceError::StoreDown(cause) => {
+                tracing::warn!(%cause, "request refused: the database cannot be reached");
+                ApiError::Unavailable(STORE_DOWN.to_owned())
+            }
         }
     }
 }
@@ -163,6 +167,10 @@ pub const OUTCOME_UNKNOWN: &str = "The write reached the store but making it dur
     so it may or may not have been stored. The server refuses writes until it is restarted \
     (see /readyz). Then retry with the same Idempotency-Key (a stored write is returned, not \
     repeated) or look the item up by id.";
+
+/// What a client hears when the database cannot be reached (nothing was written).
+pub const STORE_DOWN: &str = "The database cannot be reached now; nothing was written. \
+    Retry shortly: service resumes on its own when the database is back (see /readyz).";
 
 /// What a client hears when the store refuses requests after a failed sync.
 pub const STORE_REFUSING: &str = "The store refuses requests after a failed sync; nothing was \

@@ -147,7 +147,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiE
         .map_err(|e| ApiError::Internal(format!("the readiness check failed: {e}")))?;
     if let Err(e) = writable {
         tracing::warn!("not ready: {e}");
-        return Err(ApiError::Unavailable(error::STORE_REFUSING.to_owned()));
+        let why = match e {
+            crate::store::StoreError::Unavailable(_) => error::STORE_DOWN,
+            _ => error::STORE_REFUSING,
+        };
+        return Err(ApiError::Unavailable(why.to_owned()));
     }
     Ok(Json(Health {
         status: "ready",

@@ -80,6 +80,10 @@ pub enum ServiceError {
     /// A broken internal invariant: a bug, reported instead of panicking.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The database cannot be reached now (down, restarting, no connection free);
+    /// nothing was written. Unlike [`ServiceError::Unavailable`] it passes on its own.
+    #[error("the store cannot be reached: {0}")]
+    StoreDown(String),
     /// The org is not placed on this replica (see [`placement`]); the message names
     /// the replica's placement.
     #[error("{0}")]
@@ -98,7 +102,7 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::Sync(SyncError::Failed(m)) => ServiceError::OutcomeUnknown(m),
             StoreError::Sync(SyncError::Poisoned(m)) => ServiceError::Unavailable(m),
-            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            StoreError::Unavailable(m) => ServiceError::StoreDown(m),
             StoreError::CommitUnknown(m) => ServiceError::OutcomeUnknown(m),
             e => ServiceError::Store(e),
         }
