@@ -244,7 +244,10 @@ async fn a_write_on_one_replica_reaches_the_others_with_two_and_three_replicas()
             let id = body["id"].as_str().unwrap().to_owned();
             // Read-your-writes: the writer lists it at once.
             let own = listing(&c, r, &user).await;
-            assert!(own.contains_key(&id), "replica {i} does not list its own write");
+            assert!(
+                own.contains_key(&id),
+                "replica {i} does not list its own write"
+            );
             ids.push(id);
         }
         for r in &replicas {
@@ -336,10 +339,7 @@ async fn a_transaction_that_commits_after_a_higher_sequence_number_is_still_foll
     .await
     .unwrap();
     let seqs = raw
-        .query_one(
-            "SELECT max(seq) FROM fg_changes WHERE id = $1",
-            &[&late_id],
-        )
+        .query_one("SELECT max(seq) FROM fg_changes WHERE id = $1", &[&late_id])
         .await
         .unwrap();
     let late_seq: i64 = seqs.get(0);
@@ -349,11 +349,17 @@ async fn a_transaction_that_commits_after_a_higher_sequence_number_is_still_foll
     let higher_id = body["id"].as_str().unwrap().to_owned();
     let check = raw_client(&url).await;
     let higher_seq: i64 = check
-        .query_one("SELECT max(seq) FROM fg_changes WHERE id = $1", &[&higher_id])
+        .query_one(
+            "SELECT max(seq) FROM fg_changes WHERE id = $1",
+            &[&higher_id],
+        )
         .await
         .unwrap()
         .get(0);
-    assert!(late_seq < higher_seq, "the held transaction has the lower seq");
+    assert!(
+        late_seq < higher_seq,
+        "the held transaction has the lower seq"
+    );
 
     // Let B's follower finish two whole rounds after the higher commit (a follower that
     // tracked sequence numbers alone would move past the held one here).
@@ -389,7 +395,10 @@ async fn placement_refuses_other_orgs_and_two_shards_answer_every_org() {
         .iter()
         .map(|o| Placement::shard_of(o, 2) as usize)
         .collect();
-    assert!(homes.contains(&0) && homes.contains(&1), "both shards get orgs");
+    assert!(
+        homes.contains(&0) && homes.contains(&1),
+        "both shards get orgs"
+    );
     for (org, &home) in orgs.iter().zip(&homes) {
         let t = token(org, &[Role::User]);
         let (status, body) = post(&c, shards[home].api("/feedback"), &t, &item(0, org)).await;
@@ -434,12 +443,15 @@ async fn claimers_spread_over_three_replicas_use_each_item_exactly_once() {
     let user = token("train", &[Role::User, Role::Trainer]);
     // Items submitted in batches, spread over the replicas.
     for chunk in 0..ITEMS / 1000 {
-        let items: Vec<Value> = (0..1000)
-            .map(|i| item(chunk * 1000 + i, "claim"))
-            .collect();
+        let items: Vec<Value> = (0..1000).map(|i| item(chunk * 1000 + i, "claim")).collect();
         let r = &replicas[chunk % replicas.len()];
-        let (status, body) =
-            post(&c, r.api("/feedback/batch"), &user, &json!({"items": items})).await;
+        let (status, body) = post(
+            &c,
+            r.api("/feedback/batch"),
+            &user,
+            &json!({"items": items}),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["created"], 1000, "{body}");
     }
@@ -603,7 +615,8 @@ async fn a_replica_killed_during_a_submit_burst_loses_nothing_acknowledged() {
         let (c, user, acked, target) = (c.clone(), user.clone(), acked.clone(), target.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..10_000 {
-                let (status, body) = post(&c, target.clone(), &user, &item(i, &format!("w{w}"))).await;
+                let (status, body) =
+                    post(&c, target.clone(), &user, &item(i, &format!("w{w}"))).await;
                 match status {
                     201 => acked
                         .lock()
@@ -667,7 +680,8 @@ async fn a_database_restart_answers_503_acknowledges_only_commits_and_resumes() 
             let mut i = 0;
             while !stop.load(Ordering::Acquire) {
                 i += 1;
-                let (status, body) = post(&c, target.clone(), &user, &item(i, &format!("r{w}"))).await;
+                let (status, body) =
+                    post(&c, target.clone(), &user, &item(i, &format!("r{w}"))).await;
                 *statuses.lock().unwrap().entry(status).or_default() += 1;
                 match status {
                     201 => acked
@@ -688,7 +702,9 @@ async fn a_database_restart_answers_503_acknowledges_only_commits_and_resumes() 
     }
     let server = Arc::new(server);
     let s2 = server.clone();
-    tokio::task::spawn_blocking(move || s2.stop()).await.unwrap();
+    tokio::task::spawn_blocking(move || s2.stop())
+        .await
+        .unwrap();
     // While it is down: 503s, and not ready.
     let until = Instant::now() + DEADLINE;
     let before = count(503);
@@ -699,7 +715,9 @@ async fn a_database_restart_answers_503_acknowledges_only_commits_and_resumes() 
     assert_eq!(readyz(&c, &r).await.0, 503);
     let acked_while_down = count(201);
     let s2 = server.clone();
-    tokio::task::spawn_blocking(move || s2.start_again()).await.unwrap();
+    tokio::task::spawn_blocking(move || s2.start_again())
+        .await
+        .unwrap();
     // Service resumes on its own.
     let until = Instant::now() + DEADLINE;
     while count(201) < acked_while_down + 50 {
@@ -738,7 +756,13 @@ async fn a_commit_and_an_abort_of_one_batch_on_two_replicas_do_not_both_succeed(
     let c = reqwest::Client::new();
     let user = token("race", &[Role::User, Role::Trainer]);
     let items: Vec<Value> = (0..200).map(|i| item(i, "race")).collect();
-    let (status, body) = post(&c, a.api("/feedback/batch"), &user, &json!({"items": items})).await;
+    let (status, body) = post(
+        &c,
+        a.api("/feedback/batch"),
+        &user,
+        &json!({"items": items}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     for _ in 0..40 {
         let (status, body) = post(
@@ -752,15 +776,33 @@ async fn a_commit_and_an_abort_of_one_batch_on_two_replicas_do_not_both_succeed(
         let id = body["batch_id"].as_u64().unwrap();
         let empty = json!({});
         let (commit, abort) = tokio::join!(
-            post(&c, a.api(&format!("/training/batches/{id}/commit")), &user, &empty),
-            post(&c, b.api(&format!("/training/batches/{id}/abort")), &user, &empty),
+            post(
+                &c,
+                a.api(&format!("/training/batches/{id}/commit")),
+                &user,
+                &empty
+            ),
+            post(
+                &c,
+                b.api(&format!("/training/batches/{id}/abort")),
+                &user,
+                &empty
+            ),
         );
         let mut got = [commit.0, abort.0];
         got.sort_unstable();
-        assert_eq!(got, [200, 409], "batch {id}: commit {commit:?}, abort {abort:?}");
+        assert_eq!(
+            got,
+            [200, 409],
+            "batch {id}: commit {commit:?}, abort {abort:?}"
+        );
         // The stored batch agrees with the winner.
         let (_, batch) = get(&c, a.api(&format!("/training/batches/{id}")), &user).await;
-        let want = if commit.0 == 200 { "committed" } else { "aborted" };
+        let want = if commit.0 == 200 {
+            "committed"
+        } else {
+            "aborted"
+        };
         assert_eq!(batch["state"], want, "{batch}");
     }
 }

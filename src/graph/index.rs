@@ -228,7 +228,10 @@ impl GraphIndex {
 
     /// [`GraphIndex::build`] for only the orgs `serves` accepts (a replica's placement):
     /// other orgs' records are read past, never indexed.
-    pub fn build_for(store: &dyn Backend, serves: &dyn Fn(&str) -> bool) -> Result<Self, StoreError> {
+    pub fn build_for(
+        store: &dyn Backend,
+        serves: &dyn Fn(&str) -> bool,
+    ) -> Result<Self, StoreError> {
         /// One org's graph while it is being built.
         #[derive(Default)]
         struct Building {

@@ -75,12 +75,7 @@ pub struct Follower {
 impl Follower {
     /// A follower that will start at `start`.
     pub fn new(start: LogPosition, poll: Duration, retention: Duration) -> Self {
-        let replica_id = format!(
-            "{}-{}-{:x}",
-            hostname(),
-            std::process::id(),
-            now_millis()
-        );
+        let replica_id = format!("{}-{}-{:x}", hostname(), std::process::id(), now_millis());
         Follower {
             status: Mutex::new(ReplicationStatus::default()),
             start,
@@ -208,8 +203,11 @@ impl Service {
         };
         let g = self.graph.org(&c.org);
         if c.kind == keys::KIND_FEEDBACK {
-            g.and_then(|g| g.feedback_row(&c.id).map(|r| g.feedback()[r as usize].version))
-                .is_none_or(|have| have < version)
+            g.and_then(|g| {
+                g.feedback_row(&c.id)
+                    .map(|r| g.feedback()[r as usize].version)
+            })
+            .is_none_or(|have| have < version)
         } else if c.kind == keys::KIND_ADAPTER {
             g.and_then(|g| {
                 g.adapter_row(&c.id)

@@ -1291,9 +1291,8 @@ impl Service {
                 }
             }
         }
-        let fresh =
-            GraphIndex::build_for(self.store.as_ref(), &|org| self.placement.serves(org))?
-                .canonical();
+        let fresh = GraphIndex::build_for(self.store.as_ref(), &|org| self.placement.serves(org))?
+            .canonical();
         let live = self.graph.canonical();
         if fresh == live {
             return Ok(None);

@@ -144,7 +144,9 @@ mod tests {
             Placement::from_config(&PlacementConfig::default()).unwrap(),
             Placement::All
         );
-        let e = Placement::Orgs(["a".to_owned()].into()).check("b").unwrap_err();
+        let e = Placement::Orgs(["a".to_owned()].into())
+            .check("b")
+            .unwrap_err();
         assert!(e.to_string().contains("orgs [a]"), "{e}");
     }
 }

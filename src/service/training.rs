@@ -4,7 +4,9 @@
 //!
 //! Exactly-once: claims, commits and aborts of one org run under that org's claim lock, so
 //! two claims never select the same item, and every item change re-checks its state under
-//! the record's stripe lock. Leases are stored in the records and batches in sled, so they
+//! the record's stripe lock. Across replicas of a shared store (PostgreSQL) a claim holds
+//! its candidates' rows, skipping those another claimer holds, and a commit or abort reads
+//! its batch under the batch's lock inside its write. Leases are stored in the records and batches in sled, so they
 //! survive restarts; an expired lease frees its items for the next claim, and the expired
 //! batch can no longer commit items someone else has since leased.
 

@@ -106,7 +106,10 @@ pub(super) fn start(
             tokio::time::sleep(Duration::from_millis(2)).await;
             signals.dirty.store(false, Ordering::Release);
             let sent = match pool.get().await {
-                Ok(c) => c.batch_execute("NOTIFY fg_changes").await.map_err(|e| e.to_string()),
+                Ok(c) => c
+                    .batch_execute("NOTIFY fg_changes")
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = sent {
@@ -330,7 +333,9 @@ impl ChangeLog for PgStore {
     }
 
     fn prune(&self, retention: Duration) -> Result<u64, StoreError> {
-        let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX).max(1);
+        let secs = i64::try_from(retention.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
         self.run(async {
             let c = self.client().await?;
             let n = c

@@ -143,7 +143,12 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
         let signals = Arc::new(follow::Signals::default());
-        follow::start(runtime.handle(), pool.clone(), listen_config, signals.clone());
+        follow::start(
+            runtime.handle(),
+            pool.clone(),
+            listen_config,
+            signals.clone(),
+        );
         let store = PgStore {
             counter_pool,
             signals,

@@ -465,5 +465,9 @@ pub async fn lock_for_claim(
     for r in &rows {
         locked.insert(r.try_get::<_, String>(0)?);
     }
-    Ok(ids.iter().filter(|id| locked.contains(*id)).cloned().collect())
+    Ok(ids
+        .iter()
+        .filter(|id| locked.contains(*id))
+        .cloned()
+        .collect())
 }

@@ -13,9 +13,9 @@
 /// The migrations, in order: `(version, what it does, SQL)`.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
-    1,
-    "feedback, adapters, history, idempotency keys, batches",
-    r#"
+        1,
+        "feedback, adapters, history, idempotency keys, batches",
+        r#"
 CREATE TABLE fg_feedback (
     org_id   text   NOT NULL,
     id       text   NOT NULL,
