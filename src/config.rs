@@ -42,6 +42,8 @@ pub struct Config {
     pub batch: BatchConfig,
     /// PII detectors on ingest: a mode per detector (`[pii]`, see `validate::pii`).
     pub pii: PiiConfig,
+    /// Which orgs this replica serves (`[placement]`, see `service::placement`).
+    pub placement: crate::service::placement::PlacementConfig,
 }
 
 /// Batch submit (`POST /feedback/batch`).
@@ -311,6 +313,7 @@ impl Default for Config {
             console: ConsoleConfig::default(),
             batch: BatchConfig::default(),
             pii: PiiConfig::default(),
+            placement: Default::default(),
         }
     }
 }

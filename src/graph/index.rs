@@ -223,6 +223,15 @@ impl GraphIndex {
     /// Builds the index from every record in the store: adapters first (so parents
     /// exist), then feedback, then edges.
     pub fn build(store: &dyn Backend) -> Result<Self, StoreError> {
+        Self::build_for(store, &|_| true)
+    }
+
+    /// [`GraphIndex::build`] for only the orgs `serves` accepts (a replica's placement):
+    /// other orgs' records are read past, never indexed.
+    pub fn build_for(
+        store: &dyn Backend,
+        serves: &dyn Fn(&str) -> bool,
+    ) -> Result<Self, StoreError> {
         /// One org's graph while it is being built.
         #[derive(Default)]
         struct Building {
@@ -232,6 +241,9 @@ impl GraphIndex {
         }
         let mut builds: HashMap<String, Building> = HashMap::new();
         store.for_each_adapter(&mut |a| {
+            if !serves(&a.org_id) {
+                return Ok(());
+            }
             builds
                 .entry(a.org_id.clone())
                 .or_default()
@@ -245,6 +257,9 @@ impl GraphIndex {
         // The org comes from each record's key, like every other path; `feedgraph check`
         // reports a record whose body names another.
         store.for_each_record_head(&mut |org, r| {
+            if !serves(org) {
+                return;
+            }
             let b = match builds.get_mut(org) {
                 Some(b) => b,
                 None => builds.entry(org.to_owned()).or_default(),

@@ -64,6 +64,9 @@ pub enum ApiError {
     /// 500: something broke on our side; details are logged, not sent.
     #[error("{0}")]
     Internal(String),
+    /// 421: the org is not placed on this replica (the details name its placement).
+    #[error("{0}")]
+    Misdirected(String),
 }
 
 /// The body of every error response.
@@ -100,6 +103,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "Write outcome unknown")
             }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+            ApiError::Misdirected(_) => (StatusCode::MISDIRECTED_REQUEST, "Misdirected Request"),
         }
     }
 
@@ -149,6 +153,11 @@ impl From<ServiceError> for ApiError {
                 ApiError::LimitExceeded(q.to_string())
             }
             ServiceError::Query(q) => ApiError::InvalidQuery(q.to_string()),
+            ServiceError::Misplaced(m) => ApiError::Misdirected(m),
+            ServiceError::StoreDown(cause) => {
+                tracing::warn!(%cause, "request refused: the database cannot be reached");
+                ApiError::Unavailable(STORE_DOWN.to_owned())
+            }
         }
     }
 }
@@ -158,6 +167,10 @@ pub const OUTCOME_UNKNOWN: &str = "The write reached the store but making it dur
     so it may or may not have been stored. The server refuses writes until it is restarted \
     (see /readyz). Then retry with the same Idempotency-Key (a stored write is returned, not \
     repeated) or look the item up by id.";
+
+/// What a client hears when the database cannot be reached (nothing was written).
+pub const STORE_DOWN: &str = "The database cannot be reached now; nothing was written. \
+    Retry shortly: service resumes on its own when the database is back (see /readyz).";
 
 /// What a client hears when the store refuses requests after a failed sync.
 pub const STORE_REFUSING: &str = "The store refuses requests after a failed sync; nothing was \

@@ -64,6 +64,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .auth
             .verify_header(header)
             .map_err(|e| ApiError::Unauthorized(format!("Valid Bearer Token required: {e}")))?;
+        // An org placed on another replica is refused before it costs anything more.
+        if let Ok(service) = state.service() {
+            service.placement().check(&principal.org)?;
+        }
         state
             .limits
             .check(&principal.org, &principal.user)

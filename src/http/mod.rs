@@ -105,6 +105,12 @@ pub struct Health {
     /// `ok` (healthz) or `ready` (readyz).
     #[schema(value_type = String)]
     status: &'static str,
+    /// readyz of a replica over a shared store: how far behind the change log it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication: Option<crate::service::follow::ReplicationStatus>,
+    /// readyz: the orgs this replica serves (`every org`, `orgs [...]`, `shard i/n`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placement: Option<String>,
 }
 
 /// `GET /healthz`: the process is up.
@@ -116,7 +122,11 @@ pub struct Health {
     responses((status = 200, description = "The process is up", body = Health))
 )]
 async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+    Json(Health {
+        status: "ok",
+        replication: None,
+        placement: None,
+    })
 }
 
 /// `GET /readyz`: the store is open and the graph built.
@@ -131,14 +141,23 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiE
     // Not ready either while opening or once the store refuses writes after a failed sync.
     // A database backend answers over the network: off the runtime's threads.
     let service = state.service()?;
+    let (replication, placement) = (service.replication(), service.placement().to_string());
     let writable = tokio::task::spawn_blocking(move || service.store().check_writable())
         .await
         .map_err(|e| ApiError::Internal(format!("the readiness check failed: {e}")))?;
     if let Err(e) = writable {
         tracing::warn!("not ready: {e}");
-        return Err(ApiError::Unavailable(error::STORE_REFUSING.to_owned()));
+        let why = match e {
+            crate::store::StoreError::Unavailable(_) => error::STORE_DOWN,
+            _ => error::STORE_REFUSING,
+        };
+        return Err(ApiError::Unavailable(why.to_owned()));
     }
-    Ok(Json(Health { status: "ready" }))
+    Ok(Json(Health {
+        status: "ready",
+        replication,
+        placement: Some(placement),
+    }))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -407,7 +426,9 @@ pub async fn start(
             let result = match opened {
                 Ok(Ok(service)) => {
                     state.telemetry.register_service(&service);
-                    let _ = state.service.set(Arc::new(service));
+                    let service = Arc::new(service);
+                    service.start_following();
+                    let _ = state.service.set(service);
                     tracing::info!("store open and graph built; ready");
                     Ok(())
                 }

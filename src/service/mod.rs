@@ -8,9 +8,11 @@
 pub mod backup;
 pub mod batch;
 pub mod dump;
+pub mod follow;
 pub mod lineage;
 pub mod metrics;
 pub mod overview;
+pub mod placement;
 pub mod query;
 pub mod training;
 
@@ -79,6 +81,14 @@ pub enum ServiceError {
     /// A broken internal invariant: a bug, reported instead of panicking.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The database cannot be reached now (down, restarting, no connection free);
+    /// nothing was written. Unlike [`ServiceError::Unavailable`] it passes on its own.
+    #[error("the store cannot be reached: {0}")]
+    StoreDown(String),
+    /// The org is not placed on this replica (see [`placement`]); the message names
+    /// the replica's placement.
+    #[error("{0}")]
+    Misplaced(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -93,7 +103,7 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::Sync(SyncError::Failed(m)) => ServiceError::OutcomeUnknown(m),
             StoreError::Sync(SyncError::Poisoned(m)) => ServiceError::Unavailable(m),
-            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            StoreError::Unavailable(m) => ServiceError::StoreDown(m),
             StoreError::CommitUnknown(m) => ServiceError::OutcomeUnknown(m),
             e => ServiceError::Store(e),
         }
@@ -410,6 +420,10 @@ pub struct Service {
     query_limits: crate::cypher::QueryLimits,
     query_gate: query::QueryGate,
     query_metrics: metrics::QueryMetrics,
+    /// The orgs this replica serves.
+    placement: placement::Placement,
+    /// The change-log follower, when the store is shared with other replicas.
+    follower: Option<Arc<follow::Follower>>,
 }
 
 /// A submit whose write the backend is making durable: polled by the request, or, if the
@@ -467,8 +481,24 @@ impl Service {
             BackendKind::Sled => Arc::new(SledStore::open(&config.data_dir, &config.storage)?),
             BackendKind::Postgres => Arc::new(PgStore::open(&config.storage)?),
         };
-        let graph = GraphIndex::build(store.as_ref())?;
+        let placement = placement::Placement::from_config(&config.placement)?;
+        // The follower's start is taken before the graph is read: every change it has
+        // not read then is either in the build or read later (applied twice is harmless).
+        let follower = match store.change_log() {
+            Some(log) => {
+                let pg = &config.storage.postgres;
+                Some(Arc::new(follow::Follower::new(
+                    log.start_position()?,
+                    std::time::Duration::from_millis(pg.follow_poll_ms.max(1)),
+                    std::time::Duration::from_secs(pg.change_retention_secs.max(1)),
+                )))
+            }
+            None => None,
+        };
+        let graph = GraphIndex::build_for(store.as_ref(), &|org| placement.serves(org))?;
         Ok(Service {
+            placement,
+            follower,
             store,
             graph,
             validator,
@@ -494,6 +524,9 @@ impl Service {
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.store.register_metrics(registry);
         self.query_metrics.register(registry);
+        if let Some(f) = &self.follower {
+            f.register(registry);
+        }
     }
 
     /// The storage backend.
@@ -505,6 +538,11 @@ impl Service {
     /// sled's own extras: idempotency sweeps, test hooks).
     pub fn sled(&self) -> Option<&SledStore> {
         self.store.as_any().downcast_ref::<SledStore>()
+    }
+
+    /// The orgs this replica serves.
+    pub fn placement(&self) -> &placement::Placement {
+        &self.placement
     }
 
     /// The graph index.
@@ -1254,7 +1292,8 @@ impl Service {
                 }
             }
         }
-        let fresh = GraphIndex::build(self.store.as_ref())?.canonical();
+        let fresh = GraphIndex::build_for(self.store.as_ref(), &|org| self.placement.serves(org))?
+            .canonical();
         let live = self.graph.canonical();
         if fresh == live {
             return Ok(None);

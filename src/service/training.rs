@@ -4,7 +4,9 @@
 //!
 //! Exactly-once: claims, commits and aborts of one org run under that org's claim lock, so
 //! two claims never select the same item, and every item change re-checks its state under
-//! the record's stripe lock. Leases are stored in the records and batches in sled, so they
+//! the record's stripe lock. Across replicas of a shared store (PostgreSQL) a claim holds
+//! its candidates' rows, skipping those another claimer holds, and a commit or abort reads
+//! its batch under the batch's lock inside its write. Leases are stored in the records and batches in sled, so they
 //! survive restarts; an expired lease frees its items for the next claim, and the expired
 //! batch can no longer commit items someone else has since leased.
 
@@ -257,7 +259,28 @@ pub(crate) fn adapter_family(g: &OrgGraph, root: u32, descendants: bool) -> Vec<
     out
 }
 
+/// Carries a service-level refusal through a store write (whose closure speaks
+/// `StoreError`); the `From<StoreError>` mapping turns it back.
+fn service_to_store(e: ServiceError) -> crate::store::StoreError {
+    match e {
+        ServiceError::Conflict(m) => crate::store::StoreError::Conflict(m),
+        other => crate::store::StoreError::Backend(other.to_string()),
+    }
+}
+
 impl Service {
+    /// What a commit of `batch` must do before writing: `Some` (return it as it is) when
+    /// it is committed already, a conflict when it was aborted, `None` to go on.
+    fn commit_verdict(batch: &Batch, id: u64) -> Result<Option<Batch>, ServiceError> {
+        match batch.state {
+            BatchState::Committed => Ok(Some(batch.clone())),
+            BatchState::Aborted => Err(ServiceError::Conflict(format!(
+                "training batch {id} was aborted; claim a new batch"
+            ))),
+            BatchState::Leased => Ok(None),
+        }
+    }
+
     fn claim_lock(&self, org: &str) -> Arc<parking_lot::Mutex<()>> {
         self.claim_locks
             .lock()
@@ -317,6 +340,13 @@ impl Service {
         }
         let mut claimed: Option<Batch> = None;
         let changes = self.store.write(actor, &mut |tx| {
+            claimed = None;
+            // Candidates another claimer (another replica) holds right now are skipped,
+            // not waited for; each is checked again below under its lock.
+            let ids = tx.lock_for_claim(&ids)?;
+            if ids.is_empty() {
+                return Ok(());
+            }
             let mut batch = Batch {
                 id: tx.next_batch_id()?,
                 org_id: actor.org.clone(),
@@ -377,8 +407,10 @@ impl Service {
             claimed = Some(batch);
             Ok(())
         })?;
-        let batch =
-            claimed.ok_or_else(|| ServiceError::Internal("a claim wrote no batch".into()))?;
+        let Some(batch) = claimed else {
+            // Every candidate was held by another claimer: nothing was written.
+            return Ok(None);
+        };
         self.graph.apply(&actor.org, &changes).wait();
         let feedback = changes.feedback.into_iter().map(|r| r.feedback).collect();
         Ok(Some(Claimed {
@@ -487,31 +519,11 @@ impl Service {
         let lock = self.claim_lock(&actor.org);
         let _claiming = lock.lock();
         let now = now_millis();
-        let mut batch = self.batch_or_404(&actor.org, id)?;
-        match batch.state {
-            BatchState::Committed => return Ok(BatchView::new(batch, now)),
-            BatchState::Aborted => {
-                return Err(ServiceError::Conflict(format!(
-                    "training batch {id} was aborted; claim a new batch"
-                )));
-            }
-            BatchState::Leased => {}
-        }
-        // Check every item before writing anything.
-        let mut records: Vec<FeedbackRecord> = Vec::with_capacity(batch.items.len());
-        for fid in &batch.items {
-            let Some(r) = self.store.get_record(&actor.org, fid)? else {
-                continue;
-            };
-            let ours = r.lease.is_some_and(|l| l.batch_id == id);
-            let done = r.feedback.used_for_training && r.feedback.training_batch_id == id;
-            if !ours && !done {
-                return Err(ServiceError::Conflict(format!(
-                    "the lease of training batch {id} expired and item {fid} was taken by \
-                     another batch; nothing was committed, claim a new batch"
-                )));
-            }
-            records.push(r);
+        // Checked here first (a clear 404/409 before the trained adapter is created),
+        // then again inside the write on the locked batch, which decides.
+        let first = self.batch_or_404(&actor.org, id)?;
+        if let Some(done) = Self::commit_verdict(&first, id)? {
+            return Ok(BatchView::new(done, now));
         }
         // The trained adapter is created if the org does not have it yet; one that exists
         // (described by an admin, say) is left as it is.
@@ -526,12 +538,42 @@ impl Service {
             )?),
             _ => None,
         };
-        batch.state = BatchState::Committed;
-        batch.trained_adapter_id = req.trained_adapter_id;
-        batch.trained_adapter_version = req.trained_adapter_version;
-        batch.finished_at = Some(now);
-        batch.version += 1;
+        let mut outcome: Option<Batch> = None;
         let changes = self.store.write(actor, &mut |tx| {
+            outcome = None;
+            // The batch and its items are read under their locks, inside the write: a
+            // commit or abort on another replica cannot slip in between.
+            let Some(mut batch) = tx.get_batch_for_update(id)? else {
+                return Err(crate::store::StoreError::NotFound {
+                    kind: "training batch",
+                    id: id.to_string(),
+                });
+            };
+            if let Some(done) = Self::commit_verdict(&batch, id).map_err(service_to_store)? {
+                outcome = Some(done);
+                return Ok(());
+            }
+            // Check every item before writing anything.
+            let mut records: Vec<FeedbackRecord> = Vec::with_capacity(batch.items.len());
+            for fid in &batch.items {
+                let Some(r) = tx.get_record(fid)? else {
+                    continue;
+                };
+                let ours = r.lease.is_some_and(|l| l.batch_id == id);
+                let done = r.feedback.used_for_training && r.feedback.training_batch_id == id;
+                if !ours && !done {
+                    return Err(crate::store::StoreError::Conflict(format!(
+                        "the lease of training batch {id} expired and item {fid} was taken by \
+                         another batch; nothing was committed, claim a new batch"
+                    )));
+                }
+                records.push(r);
+            }
+            batch.state = BatchState::Committed;
+            batch.trained_adapter_id = req.trained_adapter_id.clone();
+            batch.trained_adapter_version = req.trained_adapter_version.clone();
+            batch.finished_at = Some(now);
+            batch.version += 1;
             if let Some(a) = &trained {
                 crate::store::create_adapter_in(tx, a)?;
             }
@@ -588,8 +630,12 @@ impl Service {
                     batch.trained_adapter_id.as_ref(),
                 ),
             ];
-            tx.put_batch(&batch, ChangeAction::Commit, ch)
+            tx.put_batch(&batch, ChangeAction::Commit, ch)?;
+            outcome = Some(batch);
+            Ok(())
         })?;
+        let batch =
+            outcome.ok_or_else(|| ServiceError::Internal("a commit decided nothing".into()))?;
         self.graph.apply(&actor.org, &changes).wait();
         Ok(BatchView::new(batch, now))
     }
@@ -599,20 +645,31 @@ impl Service {
         let lock = self.claim_lock(&actor.org);
         let _claiming = lock.lock();
         let now = now_millis();
-        let mut batch = self.batch_or_404(&actor.org, id)?;
-        match batch.state {
-            BatchState::Aborted => return Ok(BatchView::new(batch, now)),
-            BatchState::Committed => {
-                return Err(ServiceError::Conflict(format!(
-                    "training batch {id} is committed; it cannot be aborted"
-                )));
-            }
-            BatchState::Leased => {}
-        }
-        batch.state = BatchState::Aborted;
-        batch.finished_at = Some(now);
-        batch.version += 1;
+        let mut outcome: Option<Batch> = None;
         let changes = self.store.write(actor, &mut |tx| {
+            outcome = None;
+            // Read under the batch's lock, inside the write (see commit).
+            let Some(mut batch) = tx.get_batch_for_update(id)? else {
+                return Err(crate::store::StoreError::NotFound {
+                    kind: "training batch",
+                    id: id.to_string(),
+                });
+            };
+            match batch.state {
+                BatchState::Aborted => {
+                    outcome = Some(batch);
+                    return Ok(());
+                }
+                BatchState::Committed => {
+                    return Err(crate::store::StoreError::Conflict(format!(
+                        "training batch {id} is committed; it cannot be aborted"
+                    )));
+                }
+                BatchState::Leased => {}
+            }
+            batch.state = BatchState::Aborted;
+            batch.finished_at = Some(now);
+            batch.version += 1;
             for fid in &batch.items {
                 let updated = tx.update_feedback(fid, now, &mut |cur| {
                     if cur.lease.is_none_or(|l| l.batch_id != id) {
@@ -635,8 +692,12 @@ impl Service {
                 &batch,
                 ChangeAction::Abort,
                 vec![field_change("state", Some("leased"), Some("aborted"))],
-            )
+            )?;
+            outcome = Some(batch);
+            Ok(())
         })?;
+        let batch =
+            outcome.ok_or_else(|| ServiceError::Internal("an abort decided nothing".into()))?;
         self.graph.apply(&actor.org, &changes).wait();
         Ok(BatchView::new(batch, now))
     }

@@ -234,6 +234,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The backend as `Any`, so tools and tests can reach a concrete backend's extras.
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// The change log other processes write to, if several processes can share this
+    /// store (PostgreSQL); `None` for an embedded store only this process writes (sled).
+    fn change_log(&self) -> Option<&dyn ChangeLog> {
+        None
+    }
 }
 
 /// The operations of one [`Backend::write`]. Each method reads or writes within the
@@ -284,6 +290,90 @@ pub trait WriteTx {
         action: ChangeAction,
         changes: Vec<FieldChange>,
     ) -> Result<(), StoreError>;
+
+    /// Reads one batch of the org and holds it until the write ends, so a commit, abort
+    /// or mark-used decides on the batch as no other process can change it meanwhile.
+    fn get_batch_for_update(&mut self, id: u64) -> Result<Option<Batch>, StoreError>;
+
+    /// Of the feedback items `ids` (a claim's candidates), holds those no other write
+    /// holds now and returns them in the order given; items another claimer holds are
+    /// skipped, not waited for. A backend whose writers of one org never overlap (sled,
+    /// under the service's claim lock) returns them all.
+    fn lock_for_claim(&mut self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        Ok(ids.to_vec())
+    }
+}
+
+/// One entry of a backend's change log: a record some transaction wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedChange {
+    /// The org of the record.
+    pub org: String,
+    /// What kind of record (`keys::KIND_FEEDBACK`, `KIND_ADAPTER`, `KIND_BATCH`).
+    pub kind: u8,
+    /// Its id.
+    pub id: String,
+    /// Its version after the change (-1: deleted; 0: not versioned).
+    pub version: i64,
+    /// When the change was logged (ms since epoch, the database's clock).
+    pub at_ms: i64,
+}
+
+/// A place in a change log: every change before it has been read. Opaque to callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct LogPosition {
+    /// The transaction id part (64-bit, never wraps).
+    pub xid: u64,
+    /// The sequence number part.
+    pub seq: i64,
+}
+
+/// Changes read from a log and the position after them.
+#[derive(Debug, Clone, Default)]
+pub struct LogRead {
+    /// The changes, in log order.
+    pub changes: Vec<LoggedChange>,
+    /// Where the next read starts.
+    pub next: LogPosition,
+    /// Whether the read stopped at its limit (more may be waiting).
+    pub full: bool,
+}
+
+/// How far a reader is behind the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogLag {
+    /// Changes logged (by finished transactions) past the position.
+    pub changes_behind: u64,
+    /// Age in ms of the oldest of them (0 when none).
+    pub ms_behind: u64,
+}
+
+/// A change log that other processes write to (several replicas over one database): what
+/// a follower reads to keep its graph in step. See `store::pg::follow`.
+pub trait ChangeLog: Send + Sync {
+    /// A position to start following from, taken before the graph is built: every
+    /// change before it is visible to any read that starts after this call.
+    fn start_position(&self) -> Result<LogPosition, StoreError>;
+
+    /// Up to `limit` changes after `from` whose transactions have all finished.
+    fn read_since(&self, from: LogPosition, limit: usize) -> Result<LogRead, StoreError>;
+
+    /// The current feedback records and adapters of the changed records (those still
+    /// stored), for the follower to apply.
+    fn fetch(&self, changes: &[LoggedChange]) -> Result<ChangeSet, StoreError>;
+
+    /// How far `from` is behind the log.
+    fn lag(&self, from: LogPosition) -> Result<LogLag, StoreError>;
+
+    /// Blocks until another writer announces changes or `timeout` passes.
+    fn wait(&self, timeout: std::time::Duration);
+
+    /// Records that `replica` has read up to `at` (for pruning).
+    fn report_position(&self, replica: &str, at: LogPosition) -> Result<(), StoreError>;
+
+    /// Removes changes every live replica has read, and any older than `retention`.
+    /// Returns how many.
+    fn prune(&self, retention: std::time::Duration) -> Result<u64, StoreError>;
 }
 
 /// Adds the FEEDBACK_FOR edge `link` (idempotent: an existing edge is left, and the result
@@ -370,6 +460,11 @@ pub struct PostgresConfig {
     pub pool_size: usize,
     /// How long (ms) a request waits for a connection before it is answered 503.
     pub connect_timeout_ms: u64,
+    /// How often (ms) the change-log follower polls when no notification woke it.
+    pub follow_poll_ms: u64,
+    /// Change-log entries older than this (seconds) are pruned even if a replica that
+    /// stopped reporting has not read them (such a replica rebuilds its graph on restart).
+    pub change_retention_secs: u64,
 }
 
 impl Default for PostgresConfig {
@@ -378,6 +473,8 @@ impl Default for PostgresConfig {
             url: String::new(),
             pool_size: 16,
             connect_timeout_ms: 5000,
+            follow_poll_ms: 500,
+            change_retention_secs: 24 * 60 * 60,
         }
     }
 }

@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct PgServer {
     port: u16,
     dir: PathBuf,
+    /// `pg_ctl`, and the options it was started with (for [`PgServer::start_again`]).
+    pg_ctl: PathBuf,
+    opts: String,
 }
 
 static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
@@ -66,8 +69,12 @@ fn free_port() -> u16 {
 }
 
 fn start() -> Result<PgServer, String> {
+    start_named("")
+}
+
+fn start_named(tag: &str) -> Result<PgServer, String> {
     let bin = bin_dir().ok_or("no PostgreSQL binaries (set FEEDGRAPH_PG_BIN)")?;
-    let base = std::env::temp_dir().join(format!("feedgraph-pg-{}", std::process::id()));
+    let base = std::env::temp_dir().join(format!("feedgraph-pg-{}{tag}", std::process::id()));
     let data = base.join("data");
     let sock = base.join("sock");
     std::fs::create_dir_all(&sock).map_err(|e| format!("creating {}: {e}", sock.display()))?;
@@ -148,7 +155,12 @@ fn start() -> Result<PgServer, String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("starting the watchdog: {e}"))?;
-    Ok(PgServer { port, dir: base })
+    Ok(PgServer {
+        port,
+        dir: base,
+        pg_ctl,
+        opts,
+    })
 }
 
 impl PgServer {
@@ -202,5 +214,54 @@ impl PgServer {
     /// The server's directory (data, socket, log).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A server of the caller's own (not the shared one), for a test that stops and
+    /// starts it; `None` as for [`PgServer::get`]. Removed when the test process exits.
+    pub fn private(tag: &str) -> Option<PgServer> {
+        match start_named(&format!("-{tag}")) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                if std::env::var("FEEDGRAPH_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                    panic!("PostgreSQL is required here but could not start: {e}");
+                }
+                eprintln!("skipping: PostgreSQL could not start: {e}");
+                None
+            }
+        }
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut, nothing committed is
+    /// lost) and waits until it is down.
+    pub fn stop(&self) {
+        let out = as_owner(&self.pg_ctl)
+            .args(["-D"])
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "-t", "60", "stop"])
+            .output()
+            .expect("running pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts a stopped server again on the same port and waits until it accepts
+    /// connections.
+    pub fn start_again(&self) {
+        let out = as_owner(&self.pg_ctl)
+            .args(["-D"])
+            .arg(self.dir.join("data"))
+            .args(["-o", &self.opts, "-l"])
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .expect("running pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

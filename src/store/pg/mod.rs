@@ -15,6 +15,7 @@
 //! submits run as tasks on it, so a client that hangs up never cuts a transaction short.
 
 mod backup;
+pub mod follow;
 pub mod ops;
 pub mod schema;
 
@@ -45,6 +46,11 @@ pub struct PgStore {
     idempotency_ttl_ms: Millis,
     /// `host:port/db` of the database, for messages (never the password).
     target: String,
+    /// A small pool of its own for batch ids, taken and committed outside the claim's
+    /// transaction so that the org's counter row is never held while a claim runs.
+    counter_pool: Pool,
+    /// Wake-ups between writes, the change-log notifier and the follower.
+    signals: Arc<follow::Signals>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -104,6 +110,14 @@ impl PgStore {
                 context: "starting the PostgreSQL client runtime".into(),
                 source,
             })?;
+        let counter_manager = Manager::from_config(
+            pg_config.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let listen_config = pg_config.clone();
         let manager = Manager::from_config(
             pg_config,
             tokio_postgres::NoTls,
@@ -122,7 +136,23 @@ impl PgStore {
             .create_timeout(Some(wait))
             .build()
             .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
+        let counter_pool = Pool::builder(counter_manager)
+            .max_size(2)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(wait))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
+        let signals = Arc::new(follow::Signals::default());
+        follow::start(
+            runtime.handle(),
+            pool.clone(),
+            listen_config,
+            signals.clone(),
+        );
         let store = PgStore {
+            counter_pool,
+            signals,
             pool,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
@@ -219,7 +249,10 @@ impl PgStore {
             match result {
                 Ok(v) => {
                     return match client.batch_execute("COMMIT").await {
-                        Ok(()) => Ok(v),
+                        Ok(()) => {
+                            self.signals.wrote();
+                            Ok(v)
+                        }
                         Err(e) => {
                             let e = commit_error(e);
                             if e.retryable() && attempt < MAX_ATTEMPTS {
@@ -372,8 +405,19 @@ impl WriteTx for PgTx<'_> {
     }
 
     fn next_batch_id(&mut self) -> Result<u64, StoreError> {
-        let (c, org) = (self.client, &self.actor.org);
-        self.run(ops::next_batch_id(c, org))
+        // Taken and committed on a connection of its own: holding the org's counter row
+        // until this write commits would queue every other claim of the org behind it.
+        // A write that then fails leaves the id unused; ids are never reused.
+        let (store, org) = (self.store, &self.actor.org);
+        self.run(async move {
+            let c = store.counter_pool.get().await.map_err(|e| {
+                PgError::Store(StoreError::Unavailable(format!(
+                    "no connection to the database at {}: {e}",
+                    store.target
+                )))
+            })?;
+            ops::next_batch_id(&c, org).await
+        })
     }
 
     fn put_batch(
@@ -391,6 +435,16 @@ impl WriteTx for PgTx<'_> {
         };
         let (c, org) = (self.client, &self.actor.org);
         self.run(ops::put_batch(c, org, batch, &entry))
+    }
+
+    fn get_batch_for_update(&mut self, id: u64) -> Result<Option<Batch>, StoreError> {
+        let (c, org) = (self.client, &self.actor.org);
+        self.run(ops::get_batch_locked(c, org, id, true))
+    }
+
+    fn lock_for_claim(&mut self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let (c, org) = (self.client, &self.actor.org);
+        self.run(ops::lock_for_claim(c, org, ids))
     }
 }
 
@@ -599,7 +653,10 @@ impl Backend for PgStore {
                 Ok(()) => {
                     let committed = self.block(async { client.batch_execute("COMMIT").await });
                     match committed {
-                        Ok(()) => return Ok(changes),
+                        Ok(()) => {
+                            self.signals.wrote();
+                            return Ok(changes);
+                        }
                         Err(e) => {
                             let e = commit_error(e);
                             if !(e.retryable() && attempt < MAX_ATTEMPTS) {
@@ -866,6 +923,10 @@ impl Backend for PgStore {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn change_log(&self) -> Option<&dyn super::ChangeLog> {
+        Some(self)
     }
 }
 

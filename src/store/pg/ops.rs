@@ -406,9 +406,22 @@ pub async fn put_batch(
 
 /// One batch.
 pub async fn get_batch(c: &ClientWrapper, org: &str, id: u64) -> Result<Option<Batch>, PgError> {
-    let stmt = c
-        .prepare_cached("SELECT body FROM fg_batches WHERE org_id = $1 AND id = $2")
-        .await?;
+    get_batch_locked(c, org, id, false).await
+}
+
+/// One batch; `lock` takes its row lock until the transaction ends.
+pub async fn get_batch_locked(
+    c: &ClientWrapper,
+    org: &str,
+    id: u64,
+    lock: bool,
+) -> Result<Option<Batch>, PgError> {
+    let sql = if lock {
+        "SELECT body FROM fg_batches WHERE org_id = $1 AND id = $2 FOR UPDATE"
+    } else {
+        "SELECT body FROM fg_batches WHERE org_id = $1 AND id = $2"
+    };
+    let stmt = c.prepare_cached(sql).await?;
     let key = i64::try_from(id).unwrap_or(i64::MAX);
     let Some(row) = c.query_opt(&stmt, &[&org, &key]).await? else {
         return Ok(None);
@@ -431,4 +444,30 @@ pub fn decode_rows<T: codec::Stored>(
             Ok(codec::decode(body).map_err(|e| corrupt(table, org, "?", e))?)
         })
         .collect()
+}
+
+/// Locks the rows of the feedback items `ids` that no other transaction holds
+/// (`FOR UPDATE SKIP LOCKED`) and returns their ids in the order given: claimers on
+/// several replicas split candidates between them instead of queueing on each other.
+pub async fn lock_for_claim(
+    c: &ClientWrapper,
+    org: &str,
+    ids: &[String],
+) -> Result<Vec<String>, PgError> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT id FROM fg_feedback WHERE org_id = $1 AND id = ANY($2) \
+             FOR UPDATE SKIP LOCKED",
+        )
+        .await?;
+    let rows = c.query(&stmt, &[&org, &ids]).await?;
+    let mut locked = std::collections::HashSet::with_capacity(rows.len());
+    for r in &rows {
+        locked.insert(r.try_get::<_, String>(0)?);
+    }
+    Ok(ids
+        .iter()
+        .filter(|id| locked.contains(*id))
+        .cloned()
+        .collect())
 }

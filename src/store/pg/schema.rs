@@ -11,10 +11,11 @@
 //! adds (tables, columns, indexes); none drops data.
 
 /// The migrations, in order: `(version, what it does, SQL)`.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "feedback, adapters, history, idempotency keys, batches",
-    r#"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "feedback, adapters, history, idempotency keys, batches",
+        r#"
 CREATE TABLE fg_feedback (
     org_id   text   NOT NULL,
     id       text   NOT NULL,
@@ -57,7 +58,50 @@ CREATE TABLE fg_batch_ids (
     next     bigint NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        5,
+        "change log (fg_changes, written by triggers in each write's transaction) and replica positions",
+        r#"
+CREATE TABLE fg_changes (
+    seq      bigserial   PRIMARY KEY,
+    xid      xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    at       timestamptz NOT NULL DEFAULT now(),
+    org_id   text        NOT NULL,
+    entity   smallint    NOT NULL,
+    id       text        NOT NULL,
+    version  bigint      NOT NULL
+);
+CREATE INDEX fg_changes_xid_seq ON fg_changes (xid, seq);
+CREATE FUNCTION fg_log_change() RETURNS trigger LANGUAGE plpgsql AS $fg$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO fg_changes (org_id, entity, id, version)
+        VALUES (OLD.org_id, TG_ARGV[0]::smallint, OLD.id::text, -1);
+    ELSIF TG_TABLE_NAME = 'fg_batches' THEN
+        INSERT INTO fg_changes (org_id, entity, id, version)
+        VALUES (NEW.org_id, TG_ARGV[0]::smallint, NEW.id::text, 0);
+    ELSE
+        INSERT INTO fg_changes (org_id, entity, id, version)
+        VALUES (NEW.org_id, TG_ARGV[0]::smallint, NEW.id::text, NEW.version);
+    END IF;
+    RETURN NULL;
+END
+$fg$;
+CREATE TRIGGER fg_feedback_log AFTER INSERT OR UPDATE OR DELETE ON fg_feedback
+    FOR EACH ROW EXECUTE FUNCTION fg_log_change('70');
+CREATE TRIGGER fg_adapters_log AFTER INSERT OR UPDATE OR DELETE ON fg_adapters
+    FOR EACH ROW EXECUTE FUNCTION fg_log_change('65');
+CREATE TRIGGER fg_batches_log AFTER INSERT OR UPDATE OR DELETE ON fg_batches
+    FOR EACH ROW EXECUTE FUNCTION fg_log_change('66');
+CREATE TABLE fg_replicas (
+    replica_id text        PRIMARY KEY,
+    position   xid8        NOT NULL,
+    seen_at    timestamptz NOT NULL DEFAULT now()
+);
+"#,
+    ),
+];
 
 /// The table that records which migrations ran.
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS fg_schema_migrations (

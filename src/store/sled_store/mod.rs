@@ -1196,6 +1196,12 @@ impl WriteTx for SledTx<'_> {
         self.store
             .put_batch(self.actor, batch, action, changes, SyncMode::Defer)
     }
+
+    fn get_batch_for_update(&mut self, id: u64) -> Result<Option<Batch>, StoreError> {
+        // One process writes a sled store, and the service's claim lock serialises an
+        // org's batch writes: a plain read holds.
+        self.store.get_batch(&self.actor.org, id)
+    }
 }
 
 impl Backend for SledStore {
