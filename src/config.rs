@@ -42,6 +42,8 @@ pub struct Config {
     pub batch: BatchConfig,
     /// PII detectors on ingest: a mode per detector (`[pii]`, see `validate::pii`).
     pub pii: PiiConfig,
+    /// Lifecycle events delivered as webhooks (`[webhooks]`, see `events`).
+    pub webhooks: crate::events::WebhooksConfig,
 }
 
 /// Batch submit (`POST /feedback/batch`).
@@ -311,6 +313,7 @@ impl Default for Config {
             console: ConsoleConfig::default(),
             batch: BatchConfig::default(),
             pii: PiiConfig::default(),
+            webhooks: crate::events::WebhooksConfig::default(),
         }
     }
 }

@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod durability;
 pub mod keys;
+pub mod outbox;
 pub mod pg;
 pub mod rules;
 pub mod sled_store;
@@ -206,6 +207,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The backend as `Any`, so tools and tests can reach a concrete backend's extras.
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// Webhook endpoints, the outbox and the delivery log (see [`outbox`]).
+    fn events(&self) -> &dyn outbox::EventStore;
 }
 
 /// The operations of one [`Backend::write`]. Each method reads or writes within the

@@ -14,6 +14,7 @@
 //! (from blocking threads) run their statements on a small runtime the backend owns, and
 //! submits run as tasks on it, so a client that hangs up never cuts a transaction short.
 
+mod events;
 pub mod ops;
 pub mod schema;
 
@@ -838,6 +839,10 @@ impl Backend for PgStore {
     }
 
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
+    fn events(&self) -> &dyn super::outbox::EventStore {
+        self
+    }
 
     fn as_any(&self) -> &dyn std::any::Any {
         self

@@ -11,7 +11,8 @@
 //! adds (tables, columns, indexes); none drops data.
 
 /// The migrations, in order: `(version, what it does, SQL)`.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+(
     1,
     "feedback, adapters, history, idempotency keys, batches",
     r#"
@@ -55,6 +56,36 @@ CREATE TABLE fg_batches (
 CREATE TABLE fg_batch_ids (
     org_id   text   PRIMARY KEY,
     next     bigint NOT NULL
+);
+"#,
+),
+(
+    4,
+    "webhook endpoints, the event outbox, the delivery log",
+    r#"
+CREATE TABLE fg_webhooks (
+    org_id   text    NOT NULL,
+    id       text    NOT NULL,
+    enabled  boolean NOT NULL,
+    mask     integer NOT NULL,
+    body     bytea   NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE fg_outbox (
+    org_id      text     NOT NULL,
+    endpoint_id text     NOT NULL,
+    kind        smallint NOT NULL,
+    id          text     NOT NULL,
+    version     bigint   NOT NULL,
+    body        bytea    NOT NULL,
+    PRIMARY KEY (org_id, endpoint_id, kind, id, version)
+);
+CREATE TABLE fg_deliveries (
+    org_id      text  NOT NULL,
+    endpoint_id text  NOT NULL,
+    id          text  NOT NULL,
+    body        bytea NOT NULL,
+    PRIMARY KEY (org_id, endpoint_id, id)
 );
 "#,
 )];

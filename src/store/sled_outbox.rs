@@ -1,0 +1,324 @@
+//! The sled backend's part of lifecycle events: the outbox entries its writes add, the
+//! endpoint cache that keeps that free for orgs without endpoints, and [`EventStore`].
+//!
+//! An entry goes in after the change's history entry and before its record, under the
+//! same lock, so the record stays the commit point (see `store::outbox`): an entry is
+//! handed out only once its record has reached the entry's version and is durable, and at
+//! open every entry whose record never did is removed.
+
+use super::{SledStore, decode, encode};
+use crate::model::{Actor, HistoryVersion};
+use crate::store::outbox::{
+    self, Changed, Delivery, Endpoint, EventStore, KIND_REDELIVERY, OutboxEntry, Settle,
+};
+use crate::store::{StoreError, keys};
+
+impl SledStore {
+    /// Adds the outbox entries of one change (see the module comment). Called between a
+    /// history entry and its record.
+    pub(super) fn emit(
+        &self,
+        actor: &Actor,
+        kind: u8,
+        id: &str,
+        entry: &HistoryVersion,
+        changed: Changed<'_>,
+    ) -> Result<(), StoreError> {
+        let Some(event) = outbox::event_for(kind, entry) else {
+            return Ok(());
+        };
+        let targets: Vec<String> = {
+            let hooks = self.hooks.read();
+            match hooks.get(&actor.org) {
+                None => return Ok(()),
+                Some(list) => list
+                    .iter()
+                    .filter(|(_, mask)| mask & event.bit() != 0)
+                    .map(|(ep, _)| ep.clone())
+                    .collect(),
+            }
+        };
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let event_id = format!("evt-{}", ulid::Ulid::new());
+        let body = outbox::payload(&event_id, event, &actor.org, entry.at, &actor.user, changed);
+        for endpoint_id in targets {
+            let e = OutboxEntry {
+                endpoint_id,
+                org_id: actor.org.clone(),
+                subject: outbox::Subject {
+                    kind,
+                    id: id.to_owned(),
+                    version: entry.version,
+                },
+                event_id: event_id.clone(),
+                event,
+                body: body.clone(),
+                attempts: 0,
+                next_attempt_at: 0,
+            };
+            let key = keys::outbox(&actor.org, &e.endpoint_id, kind, id, entry.version);
+            self.outbox.insert(key, encode(&e)?)?;
+        }
+        Ok(())
+    }
+
+    /// At open: fills the endpoint cache, then removes outbox entries that belong to no
+    /// stored change (their write died before its record) or to no endpoint.
+    pub(super) fn open_outbox(&self) -> Result<(), StoreError> {
+        {
+            let mut hooks = self.hooks.write();
+            for kv in self.webhooks.iter() {
+                let (k, v) = kv?;
+                let ep: Endpoint = decode("webhooks", &k, &v)?;
+                if ep.enabled {
+                    hooks
+                        .entry(ep.org_id.clone())
+                        .or_default()
+                        .push((ep.id.clone(), ep.mask()));
+                }
+            }
+        }
+        let mut removed = 0usize;
+        for kv in self.outbox.iter() {
+            let (k, v) = kv?;
+            let e: OutboxEntry = decode("outbox", &k, &v)?;
+            let endpoint_known = self
+                .webhooks
+                .contains_key(keys::record(&e.org_id, &e.endpoint_id))?;
+            if !endpoint_known || !self.committed(&e)? {
+                self.outbox.remove(&k)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "outbox entries of unfinished writes removed");
+            self.make_durable()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the change an entry describes is stored: its record has reached the
+    /// entry's version.
+    fn committed(&self, e: &OutboxEntry) -> Result<bool, StoreError> {
+        let s = &e.subject;
+        let stored = match s.kind {
+            KIND_REDELIVERY => return Ok(true),
+            keys::KIND_FEEDBACK => self
+                .read_record(&keys::record(&e.org_id, &s.id))?
+                .map(|r| r.feedback.version),
+            keys::KIND_ADAPTER => self
+                .get_adapter(&e.org_id, &s.id)?
+                .map(|a| a.record_version),
+            keys::KIND_BATCH => match s.id.parse::<u64>() {
+                Ok(n) => self.get_batch(&e.org_id, n)?.map(|b| b.version),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        Ok(stored.is_some_and(|v| v >= s.version))
+    }
+
+    fn refresh_hooks(&self, org: &str) -> Result<(), StoreError> {
+        let eps = self.endpoints_in(org)?;
+        let list: Vec<(String, u32)> = eps
+            .iter()
+            .filter(|e| e.enabled)
+            .map(|e| (e.id.clone(), e.mask()))
+            .collect();
+        let mut hooks = self.hooks.write();
+        if list.is_empty() {
+            hooks.remove(org);
+        } else {
+            hooks.insert(org.to_owned(), list);
+        }
+        Ok(())
+    }
+
+    fn endpoints_in(&self, org: &str) -> Result<Vec<Endpoint>, StoreError> {
+        self.webhooks
+            .scan_prefix(keys::record(org, ""))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("webhooks", &k, &v)
+            })
+            .collect()
+    }
+
+    fn remove_prefix(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<(), StoreError> {
+        for k in tree.scan_prefix(prefix).keys() {
+            tree.remove(k?)?;
+        }
+        Ok(())
+    }
+}
+
+impl EventStore for SledStore {
+    fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        {
+            let _write = self.syncer.begin_write()?;
+            // The adapter lock serialises endpoint writes with each other (rare writes).
+            let _guard = self.adapter_lock.lock();
+            self.webhooks.insert(
+                keys::record(&endpoint.org_id, &endpoint.id),
+                encode(endpoint)?,
+            )?;
+            self.refresh_hooks(&endpoint.org_id)?;
+        }
+        self.make_durable()
+    }
+
+    fn delete_endpoint(&self, org: &str, id: &str) -> Result<bool, StoreError> {
+        let existed = {
+            let _write = self.syncer.begin_write()?;
+            let _guard = self.adapter_lock.lock();
+            let existed = self.webhooks.remove(keys::record(org, id))?.is_some();
+            self.refresh_hooks(org)?;
+            let prefix = keys::endpoint_prefix(org, id);
+            self.remove_prefix(&self.outbox, &prefix)?;
+            self.remove_prefix(&self.deliveries, &prefix)?;
+            existed
+        };
+        self.make_durable()?;
+        Ok(existed)
+    }
+
+    fn get_endpoint(&self, org: &str, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        self.durable_read(|s| {
+            let key = keys::record(org, id);
+            match s.webhooks.get(&key)? {
+                Some(v) => decode("webhooks", &key, &v).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn endpoints(&self, org: Option<&str>) -> Result<Vec<Endpoint>, StoreError> {
+        self.durable_read(|s| match org {
+            Some(org) => s.endpoints_in(org),
+            None => s
+                .webhooks
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv?;
+                    decode("webhooks", &k, &v)
+                })
+                .collect(),
+        })
+    }
+
+    fn pending(&self, endpoint: &Endpoint, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.durable_read(|s| {
+            let mut out = Vec::new();
+            // A record whose earliest waiting event is not stored yet holds back its later
+            // ones too (they cannot be stored before it anyway; this keeps order obvious).
+            let mut blocked: Option<(u8, String)> = None;
+            let prefix = keys::endpoint_prefix(&endpoint.org_id, &endpoint.id);
+            for kv in s.outbox.scan_prefix(&prefix) {
+                let (k, v) = kv?;
+                let e: OutboxEntry = decode("outbox", &k, &v)?;
+                if blocked
+                    .as_ref()
+                    .is_some_and(|(kind, id)| *kind == e.subject.kind && *id == e.subject.id)
+                {
+                    continue;
+                }
+                if !s.committed(&e)? {
+                    blocked = Some((e.subject.kind, e.subject.id.clone()));
+                    continue;
+                }
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn settle(
+        &self,
+        entry: &OutboxEntry,
+        outcome: &Settle,
+        attempt: &Delivery,
+    ) -> Result<(), StoreError> {
+        let s = &entry.subject;
+        let key = keys::outbox(&entry.org_id, &entry.endpoint_id, s.kind, &s.id, s.version);
+        let mut log_key = keys::endpoint_prefix(&entry.org_id, &entry.endpoint_id);
+        log_key.extend_from_slice(attempt.id.as_bytes());
+        self.deliveries.insert(log_key, encode(attempt)?)?;
+        match outcome {
+            Settle::Done => {
+                self.outbox.remove(key)?;
+            }
+            Settle::Retry { next_attempt_at } => {
+                let mut next = entry.clone();
+                next.attempts = next.attempts.saturating_add(1);
+                next.next_attempt_at = *next_attempt_at;
+                // Only if it is still queued (its endpoint may have been deleted meanwhile).
+                if self.outbox.contains_key(&key)? {
+                    self.outbox.insert(key, encode(&next)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn deliveries(
+        &self,
+        org: &str,
+        endpoint: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.durable_read(|s| {
+            let prefix = keys::endpoint_prefix(org, endpoint);
+            let mut end = prefix.clone();
+            match before {
+                Some(b) => end.extend_from_slice(b.as_bytes()),
+                None => end.push(0xff),
+            }
+            s.deliveries
+                .range(prefix.clone()..end)
+                .rev()
+                .take(limit)
+                .map(|kv| {
+                    let (k, v) = kv?;
+                    decode("deliveries", &k, &v)
+                })
+                .collect()
+        })
+    }
+
+    fn enqueue(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        {
+            let _write = self.syncer.begin_write()?;
+            let s = &entry.subject;
+            let key = keys::outbox(&entry.org_id, &entry.endpoint_id, s.kind, &s.id, s.version);
+            self.outbox.insert(key, encode(entry)?)?;
+        }
+        self.make_durable()
+    }
+
+    fn pending_count(&self, org: &str, endpoint: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .outbox
+            .scan_prefix(keys::endpoint_prefix(org, endpoint))
+            .count())
+    }
+
+    fn trim_log(&self, org: &str, endpoint: &str, keep: usize) -> Result<(), StoreError> {
+        let prefix = keys::endpoint_prefix(org, endpoint);
+        let total = self.deliveries.scan_prefix(&prefix).count();
+        for k in self
+            .deliveries
+            .scan_prefix(&prefix)
+            .keys()
+            .take(total.saturating_sub(keep))
+        {
+            self.deliveries.remove(k?)?;
+        }
+        Ok(())
+    }
+}
