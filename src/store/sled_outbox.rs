@@ -322,3 +322,88 @@ impl EventStore for SledStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ChangeAction, Feedback};
+    use crate::store::sled_store::SyncMode;
+    use crate::store::StorageConfig;
+
+    fn endpoint(org: &str) -> Endpoint {
+        Endpoint {
+            id: "wh-1".into(),
+            org_id: org.into(),
+            url: "https://example.com/h".into(),
+            events: outbox::EventType::ALL.to_vec(),
+            secret: "s".repeat(16),
+            enabled: true,
+            disabled_reason: None,
+            created_at: 0,
+            created_by: "root".into(),
+            failure_streak: 0,
+            failing_since: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn an_entry_waits_for_its_record_and_one_whose_record_never_came_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig::default();
+        let actor = Actor::new("acme", "root");
+        let ep = endpoint("acme");
+        {
+            let store = SledStore::open(dir.path(), &config).unwrap();
+            store.put_endpoint(&ep).unwrap();
+            let fb = Feedback::sample("f-1", "acme");
+            store
+                .insert_feedback(&actor, &fb, ChangeAction::Submit, SyncMode::Wait)
+                .unwrap();
+            assert_eq!(store.pending(&ep, 10).unwrap().len(), 1);
+            // A review whose write died after its history and outbox entry, before its
+            // record (the commit point): version 2 is never stored.
+            let record = store.get_record("acme", "f-1").unwrap().unwrap();
+            let mut next = record.clone();
+            next.feedback.version = 2;
+            let entry = HistoryVersion {
+                version: 2,
+                at: 1,
+                actor: "root".into(),
+                action: ChangeAction::Review,
+                changes: vec![],
+            };
+            store
+                .put_history("acme", keys::KIND_FEEDBACK, "f-1", &entry)
+                .unwrap();
+            store
+                .emit(&actor, keys::KIND_FEEDBACK, "f-1", &entry, Changed::Feedback(&next))
+                .unwrap();
+            store.make_durable().unwrap();
+            assert_eq!(store.pending_count("acme", "wh-1").unwrap(), 2);
+            let due = store.pending(&ep, 10).unwrap();
+            assert_eq!(due.len(), 1, "the uncommitted event is not handed out");
+            assert_eq!(due[0].subject.version, 1);
+            assert_eq!(due[0].event, outbox::EventType::FeedbackSubmitted);
+        }
+        let store = SledStore::open(dir.path(), &config).unwrap();
+        assert_eq!(
+            store.pending_count("acme", "wh-1").unwrap(),
+            1,
+            "the phantom is gone, the real event stays"
+        );
+        // An org without endpoints gets no entries; a disabled endpoint neither.
+        let other = Actor::new("other", "u");
+        store
+            .insert_feedback(&other, &Feedback::sample("f-2", "other"), ChangeAction::Submit, SyncMode::Wait)
+            .unwrap();
+        assert_eq!(store.outbox.len(), 1);
+        let mut off = ep.clone();
+        off.enabled = false;
+        store.put_endpoint(&off).unwrap();
+        store
+            .insert_feedback(&actor, &Feedback::sample("f-3", "acme"), ChangeAction::Submit, SyncMode::Wait)
+            .unwrap();
+        assert_eq!(store.outbox.len(), 1);
+    }
+}
