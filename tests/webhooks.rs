@@ -193,23 +193,38 @@ async fn every_event_type_arrives_signed_and_in_order_per_item() {
 
     // feedback.submitted + adapter.created (on the fly), then linked and reviewed.
     let (_, a) = s
-        .post(&admin, "/feedback", &json!({"type": "negative",
+        .post(
+            &admin,
+            "/feedback",
+            &json!({"type": "negative",
             "question": "How do I drop a shard?", "answer": "Use DROP SHARD with the id.",
-            "adapter_id": "ad-auto"}))
+            "adapter_id": "ad-auto"}),
+        )
         .await;
     let a_id = a["id"].as_str().unwrap().to_owned();
     assert_eq!(a["validation_status"], "flagged");
     let (st, _) = s
-        .post(&admin, "/adapters", &json!({"id": "ad-explicit", "base_model": "m"}))
+        .post(
+            &admin,
+            "/adapters",
+            &json!({"id": "ad-explicit", "base_model": "m"}),
+        )
         .await;
     assert_eq!(st, 201);
     let (st, _) = s
-        .post(&admin, &format!("/feedback/{a_id}/link"), &json!({"adapter_id": "ad-explicit"}))
+        .post(
+            &admin,
+            &format!("/feedback/{a_id}/link"),
+            &json!({"adapter_id": "ad-explicit"}),
+        )
         .await;
     assert!(st == 200 || st == 201, "{st}");
     let (st, body) = s
-        .patch(&admin, &format!("/feedback/{a_id}"),
-            &json!({"validation_status": "approved", "reason": "checked"}))
+        .patch(
+            &admin,
+            &format!("/feedback/{a_id}"),
+            &json!({"validation_status": "approved", "reason": "checked"}),
+        )
         .await;
     assert_eq!(st, 200, "{body}");
     // Batches: one committed, one aborted.
@@ -217,18 +232,30 @@ async fn every_event_type_arrives_signed_and_in_order_per_item() {
         let (st, _) = s.post(&admin, "/feedback", &item(q)).await;
         assert_eq!(st, 201);
     }
-    let (st, b1) = s.post(&trainer, "/training/batches", &json!({"limit": 1})).await;
+    let (st, b1) = s
+        .post(&trainer, "/training/batches", &json!({"limit": 1}))
+        .await;
     assert_eq!(st, 201, "{b1}");
     let b1 = b1["batch_id"].as_u64().unwrap();
     let (st, body) = s
-        .post(&trainer, &format!("/training/batches/{b1}/commit"), &json!({}))
+        .post(
+            &trainer,
+            &format!("/training/batches/{b1}/commit"),
+            &json!({}),
+        )
         .await;
     assert_eq!(st, 200, "{body}");
-    let (st, b2) = s.post(&trainer, "/training/batches", &json!({"limit": 1})).await;
+    let (st, b2) = s
+        .post(&trainer, "/training/batches", &json!({"limit": 1}))
+        .await;
     assert_eq!(st, 201, "{b2}");
     let b2 = b2["batch_id"].as_u64().unwrap();
     let (st, body) = s
-        .post(&trainer, &format!("/training/batches/{b2}/abort"), &json!({}))
+        .post(
+            &trainer,
+            &format!("/training/batches/{b2}/abort"),
+            &json!({}),
+        )
         .await;
     assert_eq!(st, 200, "{body}");
 
@@ -238,12 +265,20 @@ async fn every_event_type_arrives_signed_and_in_order_per_item() {
     })
     .await;
     until("both adapters' events", || {
-        rx.got().iter().filter(|r| r.event_type == "adapter.created").count() >= 2
+        rx.got()
+            .iter()
+            .filter(|r| r.event_type == "adapter.created")
+            .count()
+            >= 2
     })
     .await;
     let got = rx.got();
     for r in &got {
-        assert!(verify(&secret, r), "signature of {} does not verify", r.body);
+        assert!(
+            verify(&secret, r),
+            "signature of {} does not verify",
+            r.body
+        );
         assert!(!verify("another secret of enough length", r));
         assert_eq!(r.json["id"], r.event_id.as_str());
         assert_eq!(r.json["type"], r.event_type.as_str());
@@ -263,16 +298,23 @@ async fn every_event_type_arrives_signed_and_in_order_per_item() {
     let batch_events: Vec<_> = got
         .iter()
         .filter(|r| r.event_type.starts_with("batch."))
-        .map(|r| (r.json["data"]["batch_id"].as_u64().unwrap(), r.event_type.clone()))
+        .map(|r| {
+            (
+                r.json["data"]["batch_id"].as_u64().unwrap(),
+                r.event_type.clone(),
+            )
+        })
         .collect();
     assert!(batch_events.contains(&(b1, "batch.committed".into())));
     assert!(batch_events.contains(&(b2, "batch.aborted".into())));
 
     // The delivery log lists them, all delivered.
-    let (st, log) = s.get(&admin, &format!("/webhooks/{id}/deliveries?limit=1000")).await;
+    let (st, log) = s
+        .get(&admin, &format!("/webhooks/{id}/deliveries?limit=1000"))
+        .await;
     assert_eq!(st, 200, "{log}");
     let rows = log["deliveries"].as_array().unwrap();
-    assert!(rows.len() >= ALL.len() + 1, "{log}");
+    assert!(rows.len() > ALL.len(), "{log}");
     assert!(rows.iter().all(|d| d["ok"] == true));
     // Another org sees none of it.
     let other = s.token("other", "root", Role::Admin);
@@ -291,26 +333,35 @@ async fn a_receiver_down_for_a_while_loses_nothing_and_keeps_each_items_order() 
     rx.down.store(true, Ordering::SeqCst);
     let s = TestServer::start_with(fast).await;
     let admin = s.token("acme", "root", Role::Admin);
-    let (_, ep) = register(&s, &admin, &rx.url, json!(["feedback.submitted", "feedback.linked"])).await;
+    let (_, ep) = register(
+        &s,
+        &admin,
+        &rx.url,
+        json!(["feedback.submitted", "feedback.linked"]),
+    )
+    .await;
     let id = ep["id"].as_str().unwrap().to_owned();
     let mut items = Vec::new();
     for i in 0..5 {
-        let (st, fb) = s.post(&admin, "/feedback", &item(&format!("Question number {i}?"))).await;
+        let (st, fb) = s
+            .post(&admin, "/feedback", &item(&format!("Question number {i}?")))
+            .await;
         assert_eq!(st, 201);
         let fid = fb["id"].as_str().unwrap().to_owned();
         for adapter in ["x-1", "x-2"] {
             let (st, _) = s
-                .post(&admin, &format!("/feedback/{fid}/link"), &json!({"adapter_id": adapter}))
+                .post(
+                    &admin,
+                    &format!("/feedback/{fid}/link"),
+                    &json!({"adapter_id": adapter}),
+                )
                 .await;
             assert!(st == 200 || st == 201);
         }
         items.push(fid);
     }
     // While it is down, attempts fail and are logged; nothing is lost.
-    until("failed attempts", || {
-        false_or(&s, &admin, &id)
-    })
-    .await;
+    until("failed attempts", || failing(&s, &admin, &id)).await;
     let (_, view) = s.get(&admin, &format!("/webhooks/{id}")).await;
     assert_eq!(view["pending"], 15, "{view}");
     assert!(rx.got().is_empty());
@@ -334,16 +385,15 @@ async fn a_receiver_down_for_a_while_loses_nothing_and_keeps_each_items_order() 
             "events of {fid}"
         );
     }
-    until("an empty outbox", || true).await;
     let (_, view) = s.get(&admin, &format!("/webhooks/{id}")).await;
     assert_eq!(view["pending"], 0, "{view}");
     assert_eq!(view["failure_streak"], 0, "{view}");
     s.stop().await;
 }
 
-/// Whether the endpoint has logged a failed attempt yet (blocking HTTP from a sync
-/// closure would need a runtime: read the view through a fresh thread's runtime).
-fn false_or(s: &TestServer, admin: &str, id: &str) -> bool {
+/// Whether the endpoint has failed twice in a row by now (read over HTTP on a thread of
+/// its own, since `until` takes a plain closure).
+fn failing(s: &TestServer, admin: &str, id: &str) -> bool {
     let url = s.url(&format!("/webhooks/{id}"));
     let admin = admin.to_owned();
     std::thread::spawn(move || {
@@ -452,7 +502,9 @@ async fn an_event_of_a_server_killed_before_delivery_is_delivered_after_restart(
     let (mut child, base) = serve(dir.path());
     ready(base).await;
     until("the event after restart", || {
-        rx.got().iter().any(|r| r.json["data"]["feedback_id"] == fid.as_str())
+        rx.got()
+            .iter()
+            .any(|r| r.json["data"]["feedback_id"] == fid.as_str())
     })
     .await;
     let got = rx.got();
@@ -483,7 +535,10 @@ async fn targets_outside_the_allow_list_are_refused() {
     ] {
         let (st, body) = register(&s, &admin, url, ev.clone()).await;
         assert_eq!(st, 400, "{url}: {body}");
-        assert!(error_details(&body).contains("internal address"), "{url}: {body}");
+        assert!(
+            error_details(&body).contains("internal address"),
+            "{url}: {body}"
+        );
     }
     let (_, list) = s.get(&admin, "/webhooks").await;
     assert_eq!(list["count"], 0);
@@ -516,7 +571,9 @@ async fn delivery_checks_the_allow_list_again() {
         c.webhooks.allow_private = false;
     })
     .await;
-    let (st, _) = s.post(&admin, "/feedback", &item("Does this reach loopback?")).await;
+    let (st, _) = s
+        .post(&admin, "/feedback", &item("Does this reach loopback?"))
+        .await;
     assert_eq!(st, 201);
     let mut log = Value::Null;
     for _ in 0..3000 {
@@ -529,7 +586,10 @@ async fn delivery_checks_the_allow_list_again() {
     let first = &log["deliveries"][0];
     assert_eq!(first["ok"], false, "{log}");
     assert!(
-        first["error"].as_str().unwrap().contains("internal address"),
+        first["error"]
+            .as_str()
+            .unwrap()
+            .contains("internal address"),
         "{log}"
     );
     assert!(rx.got().is_empty(), "nothing reached the receiver");
@@ -548,7 +608,9 @@ async fn a_failure_streak_disables_the_endpoint_and_enabling_it_delivers_what_wa
     let admin = s.token("acme", "root", Role::Admin);
     let (_, ep) = register(&s, &admin, &rx.url, json!(["feedback.submitted"])).await;
     let id = ep["id"].as_str().unwrap().to_owned();
-    let (_, fb) = s.post(&admin, "/feedback", &item("Who turns the endpoint off?")).await;
+    let (_, fb) = s
+        .post(&admin, "/feedback", &item("Who turns the endpoint off?"))
+        .await;
     let fid = fb["id"].as_str().unwrap().to_owned();
     let mut view = Value::Null;
     for _ in 0..3000 {
@@ -560,25 +622,45 @@ async fn a_failure_streak_disables_the_endpoint_and_enabling_it_delivers_what_wa
     }
     assert_eq!(view["enabled"], false, "{view}");
     assert_eq!(view["failure_streak"], 3, "{view}");
-    assert!(view["disabled_reason"].as_str().unwrap().contains("3 failed"), "{view}");
+    assert!(
+        view["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 failed"),
+        "{view}"
+    );
     assert_eq!(view["pending"], 1, "the event waits: {view}");
     let (_, log) = s.get(&admin, &format!("/webhooks/{id}/deliveries")).await;
     assert_eq!(log["deliveries"].as_array().unwrap().len(), 3, "{log}");
     assert_eq!(log["deliveries"][0]["status"], 503);
     // Events of a disabled endpoint are not queued.
-    let (_, other) = s.post(&admin, "/feedback", &item("Queued while disabled?")).await;
+    let (_, other) = s
+        .post(&admin, "/feedback", &item("Queued while disabled?"))
+        .await;
     let (_, view) = s.get(&admin, &format!("/webhooks/{id}")).await;
     assert_eq!(view["pending"], 1, "{view}");
 
     rx.down.store(false, Ordering::SeqCst);
-    let (st, view) = s.patch(&admin, &format!("/webhooks/{id}"), &json!({"enabled": true})).await;
+    let (st, view) = s
+        .patch(
+            &admin,
+            &format!("/webhooks/{id}"),
+            &json!({"enabled": true}),
+        )
+        .await;
     assert_eq!(st, 200, "{view}");
     assert_eq!(view["failure_streak"], 0);
     until("the waiting event", || {
-        rx.got().iter().any(|r| r.json["data"]["feedback_id"] == fid.as_str())
+        rx.got()
+            .iter()
+            .any(|r| r.json["data"]["feedback_id"] == fid.as_str())
     })
     .await;
-    assert!(!rx.got().iter().any(|r| r.json["data"]["feedback_id"] == other["id"]));
+    assert!(
+        !rx.got()
+            .iter()
+            .any(|r| r.json["data"]["feedback_id"] == other["id"])
+    );
     // Delete: gone, with its log.
     let r = s
         .client
@@ -601,16 +683,25 @@ async fn a_logged_delivery_can_be_sent_again() {
     let (_, ep) = register(&s, &admin, &rx.url, json!(["feedback.submitted"])).await;
     let id = ep["id"].as_str().unwrap().to_owned();
     let secret = ep["secret"].as_str().unwrap().to_owned();
-    s.post(&admin, "/feedback", &item("Send me twice, please?")).await;
+    s.post(&admin, "/feedback", &item("Send me twice, please?"))
+        .await;
     until("the first delivery", || rx.got().len() == 1).await;
     let (_, log) = s.get(&admin, &format!("/webhooks/{id}/deliveries")).await;
     let dlv = log["deliveries"][0]["id"].as_str().unwrap().to_owned();
     let (st, body) = s
-        .post(&admin, &format!("/webhooks/{id}/deliveries/{dlv}/redeliver"), &json!({}))
+        .post(
+            &admin,
+            &format!("/webhooks/{id}/deliveries/{dlv}/redeliver"),
+            &json!({}),
+        )
         .await;
     assert_eq!(st, 202, "{body}");
     let (st, _) = s
-        .post(&admin, &format!("/webhooks/{id}/deliveries/dlv-nope/redeliver"), &json!({}))
+        .post(
+            &admin,
+            &format!("/webhooks/{id}/deliveries/dlv-nope/redeliver"),
+            &json!({}),
+        )
         .await;
     assert_eq!(st, 404);
     until("the second delivery", || rx.got().len() == 2).await;
@@ -621,10 +712,15 @@ async fn a_logged_delivery_can_be_sent_again() {
     let (_, log) = s.get(&admin, &format!("/webhooks/{id}/deliveries")).await;
     assert_eq!(log["deliveries"][0]["manual"], true, "{log}");
     // Paging: one per page, newest first.
-    let (_, p1) = s.get(&admin, &format!("/webhooks/{id}/deliveries?limit=1")).await;
+    let (_, p1) = s
+        .get(&admin, &format!("/webhooks/{id}/deliveries?limit=1"))
+        .await;
     let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
     let (_, p2) = s
-        .get(&admin, &format!("/webhooks/{id}/deliveries?limit=1&before={cursor}"))
+        .get(
+            &admin,
+            &format!("/webhooks/{id}/deliveries?limit=1&before={cursor}"),
+        )
         .await;
     assert_eq!(p2["deliveries"][0]["id"], dlv.as_str());
     assert!(p2["next_cursor"].is_null());
@@ -646,19 +742,35 @@ async fn webhooks_work_on_postgres() {
     })
     .await;
     let admin = s.token("acme", "root", Role::Admin);
-    let (st, ep) = register(&s, &admin, &rx.url, json!(["feedback.submitted", "feedback.linked", "adapter.created"])).await;
+    let (st, ep) = register(
+        &s,
+        &admin,
+        &rx.url,
+        json!(["feedback.submitted", "feedback.linked", "adapter.created"]),
+    )
+    .await;
     assert_eq!(st, 201, "{ep}");
     let secret = ep["secret"].as_str().unwrap().to_owned();
     let (_, fb) = s
-        .post(&admin, "/feedback", &json!({"type": "positive", "question": "On postgres too?",
-            "answer": "Yes, the outbox is in the same transaction.", "adapter_id": "pg-ad"}))
+        .post(
+            &admin,
+            "/feedback",
+            &json!({"type": "positive", "question": "On postgres too?",
+            "answer": "Yes, the outbox is in the same transaction.", "adapter_id": "pg-ad"}),
+        )
         .await;
     let fid = fb["id"].as_str().unwrap().to_owned();
-    s.post(&admin, &format!("/feedback/{fid}/link"), &json!({"adapter_id": "pg-ad-2"})).await;
+    s.post(
+        &admin,
+        &format!("/feedback/{fid}/link"),
+        &json!({"adapter_id": "pg-ad-2"}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     rx.down.store(false, Ordering::SeqCst);
     until("four events", || {
-        let ids: std::collections::HashSet<_> = rx.got().iter().map(|r| r.event_id.clone()).collect();
+        let ids: std::collections::HashSet<_> =
+            rx.got().iter().map(|r| r.event_id.clone()).collect();
         ids.len() == 4
     })
     .await;
@@ -666,7 +778,46 @@ async fn webhooks_work_on_postgres() {
     assert!(got.iter().all(|r| verify(&secret, r)));
     assert_eq!(
         of_subject(&got, "feedback_id", &fid),
-        vec![("feedback.submitted".to_owned(), 1), ("feedback.linked".to_owned(), 2)]
+        vec![
+            ("feedback.submitted".to_owned(), 1),
+            ("feedback.linked".to_owned(), 2)
+        ]
     );
+    // The delivery log pages and redelivery work on this backend too.
+    let id = ep["id"].as_str().unwrap().to_owned();
+    let (_, p1) = s
+        .get(&admin, &format!("/webhooks/{id}/deliveries?limit=2"))
+        .await;
+    assert_eq!(p1["deliveries"].as_array().unwrap().len(), 2, "{p1}");
+    let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
+    let (_, p2) = s
+        .get(
+            &admin,
+            &format!("/webhooks/{id}/deliveries?limit=1000&before={cursor}"),
+        )
+        .await;
+    let older = p2["deliveries"].as_array().unwrap();
+    assert!(
+        older
+            .iter()
+            .all(|d| d["id"].as_str().unwrap() < cursor.as_str())
+    );
+    let ok = older
+        .iter()
+        .find(|d| d["ok"] == true)
+        .unwrap_or(&p1["deliveries"][0]);
+    let dlv = ok["id"].as_str().unwrap().to_owned();
+    let event = ok["event_id"].as_str().unwrap().to_owned();
+    let before = rx.got().len();
+    let (st, body) = s
+        .post(
+            &admin,
+            &format!("/webhooks/{id}/deliveries/{dlv}/redeliver"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, 202, "{body}");
+    until("the redelivery", || rx.got().len() > before).await;
+    assert_eq!(rx.got().last().unwrap().event_id, event);
     s.stop().await;
 }

@@ -69,7 +69,10 @@ impl Worker {
         let mut passes: u64 = 0;
         loop {
             tokio::time::sleep(poll).await;
-            let endpoints = match self.blocking(|s| Ok(s.store().events().endpoints(None)?)).await {
+            let endpoints = match self
+                .blocking(|s| Ok(s.store().events().endpoints(None)?))
+                .await
+            {
                 Some(Ok(eps)) => eps,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "webhooks: cannot read endpoints");
@@ -83,7 +86,7 @@ impl Worker {
                 if let Err(e) = self.deliver_endpoint(ep).await {
                     tracing::warn!(org = %org, endpoint = %id, error = %e, "webhooks: delivery pass failed");
                 }
-                if passes % 64 == 0 {
+                if passes.is_multiple_of(64) {
                     let keep = self.config.log_keep;
                     let _ = self
                         .blocking(move |s| Ok(s.store().events().trim_log(&org, &id, keep)?))

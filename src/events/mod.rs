@@ -13,7 +13,7 @@ pub mod sign;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Actor, Millis, now_millis};
-use crate::service::{ServiceError, Service};
+use crate::service::{Service, ServiceError};
 use crate::store::outbox::{Delivery, Endpoint, EventType, KIND_REDELIVERY, OutboxEntry, Subject};
 use allow::{Cidr, TargetPolicy};
 
@@ -81,7 +81,9 @@ impl WebhooksConfig {
         let allowed = self
             .allowed_cidrs
             .iter()
-            .map(|c| Cidr::parse(c).ok_or_else(|| format!("webhooks.allowed_cidrs: bad CIDR '{c}'")))
+            .map(|c| {
+                Cidr::parse(c).ok_or_else(|| format!("webhooks.allowed_cidrs: bad CIDR '{c}'"))
+            })
             .collect::<Result<_, _>>()?;
         Ok(TargetPolicy {
             allow_private: self.allow_private,
@@ -205,10 +207,7 @@ pub struct DeliveryPage {
 }
 
 fn view(service: &Service, ep: Endpoint) -> Result<EndpointView, ServiceError> {
-    let pending = service
-        .store()
-        .events()
-        .pending_count(&ep.org_id, &ep.id)?;
+    let pending = service.store().events().pending_count(&ep.org_id, &ep.id)?;
     Ok(EndpointView {
         id: ep.id,
         url: ep.url,
@@ -374,7 +373,9 @@ pub fn deliveries(
         .deliveries(org, id, before, limit + 1)?;
     let more = rows.len() > limit;
     let deliveries: Vec<DeliveryView> = rows.into_iter().take(limit).map(Into::into).collect();
-    let next_cursor = more.then(|| deliveries.last().map(|d| d.id.clone())).flatten();
+    let next_cursor = more
+        .then(|| deliveries.last().map(|d| d.id.clone()))
+        .flatten();
     Ok(DeliveryPage {
         deliveries,
         next_cursor,
@@ -391,16 +392,13 @@ pub fn redeliver(
 ) -> Result<(), ServiceError> {
     endpoint_of(service, org, id)?;
     let store = service.store().events();
-    // Ids below "<id>\0" start with the id itself, if it is logged.
-    let before = format!("{delivery_id}\0");
-    let found = store
-        .deliveries(org, id, Some(&before), 1)?
-        .into_iter()
-        .find(|d| d.id == delivery_id)
-        .ok_or_else(|| ServiceError::NotFound {
-            kind: "delivery",
-            id: delivery_id.to_owned(),
-        })?;
+    let found =
+        store
+            .get_delivery(org, id, delivery_id)?
+            .ok_or_else(|| ServiceError::NotFound {
+                kind: "delivery",
+                id: delivery_id.to_owned(),
+            })?;
     store.enqueue(&OutboxEntry {
         endpoint_id: id.to_owned(),
         org_id: org.to_owned(),

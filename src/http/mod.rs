@@ -301,7 +301,11 @@ fn routes() -> Routes {
         .add(Get, "/api/v1/llm/webhooks/{id}", webhooks::get)
         .add(Patch, "/api/v1/llm/webhooks/{id}", webhooks::update)
         .add(Delete, "/api/v1/llm/webhooks/{id}", webhooks::delete)
-        .add(Get, "/api/v1/llm/webhooks/{id}/deliveries", webhooks::deliveries)
+        .add(
+            Get,
+            "/api/v1/llm/webhooks/{id}/deliveries",
+            webhooks::deliveries,
+        )
         .add(
             Post,
             "/api/v1/llm/webhooks/{id}/deliveries/{delivery_id}/redeliver",

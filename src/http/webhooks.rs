@@ -76,9 +76,7 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     check_target(&state, &new.url).await?;
     let actor = caller.actor();
-    let view = state
-        .run(move |s| events::register(s, &actor, new))
-        .await?;
+    let view = state.run(move |s| events::register(s, &actor, new)).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 

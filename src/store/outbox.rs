@@ -19,7 +19,17 @@ use crate::store::{Batch, FeedbackRecord, StoreError, keys};
 
 /// The lifecycle events a webhook endpoint can subscribe to.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 pub enum EventType {
     /// A feedback item was stored by a submit (single or batch).
@@ -327,6 +337,14 @@ pub trait EventStore: Send + Sync {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// One delivery log entry of an endpoint.
+    fn get_delivery(
+        &self,
+        org: &str,
+        endpoint: &str,
+        id: &str,
+    ) -> Result<Option<Delivery>, StoreError>;
 
     /// Queues an entry directly (a manual redelivery); durable on return.
     fn enqueue(&self, entry: &OutboxEntry) -> Result<(), StoreError>;

@@ -291,6 +291,22 @@ impl EventStore for SledStore {
         })
     }
 
+    fn get_delivery(
+        &self,
+        org: &str,
+        endpoint: &str,
+        id: &str,
+    ) -> Result<Option<Delivery>, StoreError> {
+        self.durable_read(|s| {
+            let mut key = keys::endpoint_prefix(org, endpoint);
+            key.extend_from_slice(id.as_bytes());
+            match s.deliveries.get(&key)? {
+                Some(v) => decode("deliveries", &key, &v).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
     fn enqueue(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         {
             let _write = self.syncer.begin_write()?;
@@ -327,8 +343,8 @@ impl EventStore for SledStore {
 mod tests {
     use super::*;
     use crate::model::{ChangeAction, Feedback};
-    use crate::store::sled_store::SyncMode;
     use crate::store::StorageConfig;
+    use crate::store::sled_store::SyncMode;
 
     fn endpoint(org: &str) -> Endpoint {
         Endpoint {
@@ -377,7 +393,13 @@ mod tests {
                 .put_history("acme", keys::KIND_FEEDBACK, "f-1", &entry)
                 .unwrap();
             store
-                .emit(&actor, keys::KIND_FEEDBACK, "f-1", &entry, Changed::Feedback(&next))
+                .emit(
+                    &actor,
+                    keys::KIND_FEEDBACK,
+                    "f-1",
+                    &entry,
+                    Changed::Feedback(&next),
+                )
                 .unwrap();
             store.make_durable().unwrap();
             assert_eq!(store.pending_count("acme", "wh-1").unwrap(), 2);
@@ -395,14 +417,24 @@ mod tests {
         // An org without endpoints gets no entries; a disabled endpoint neither.
         let other = Actor::new("other", "u");
         store
-            .insert_feedback(&other, &Feedback::sample("f-2", "other"), ChangeAction::Submit, SyncMode::Wait)
+            .insert_feedback(
+                &other,
+                &Feedback::sample("f-2", "other"),
+                ChangeAction::Submit,
+                SyncMode::Wait,
+            )
             .unwrap();
         assert_eq!(store.outbox.len(), 1);
         let mut off = ep.clone();
         off.enabled = false;
         store.put_endpoint(&off).unwrap();
         store
-            .insert_feedback(&actor, &Feedback::sample("f-3", "acme"), ChangeAction::Submit, SyncMode::Wait)
+            .insert_feedback(
+                &actor,
+                &Feedback::sample("f-3", "acme"),
+                ChangeAction::Submit,
+                SyncMode::Wait,
+            )
             .unwrap();
         assert_eq!(store.outbox.len(), 1);
     }

@@ -35,6 +35,7 @@ use serde::Serialize;
 use sled::Tree;
 
 use super::durability::Syncer;
+use super::outbox::{Changed, EventStore};
 use super::rules::{self, FEEDBACK_SKIP, IdempotencyRecord, creation_changes, import_entry};
 use super::{
     Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, FeedbackRecord, IdSource,
@@ -44,7 +45,6 @@ use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FieldChange, HistoryVersion, Millis,
 };
 use codec::CodecError;
-use super::outbox::{Changed, EventStore};
 
 #[path = "sled_outbox.rs"]
 mod sled_outbox;
@@ -471,7 +471,13 @@ impl SledStore {
         }
         let (adapter, entry) = rules::auto_adapter(actor, adapter_id, at);
         self.put_history(&actor.org, keys::KIND_ADAPTER, adapter_id, &entry)?;
-        self.emit(actor, keys::KIND_ADAPTER, adapter_id, &entry, Changed::Adapter(&adapter))?;
+        self.emit(
+            actor,
+            keys::KIND_ADAPTER,
+            adapter_id,
+            &entry,
+            Changed::Adapter(&adapter),
+        )?;
         self.adapters.insert(key.as_slice(), encode(&adapter)?)?;
         self.known_adapters.write().insert(key);
         Ok(Some(adapter))
@@ -594,7 +600,13 @@ impl SledStore {
         let record = rules::new_record(fb);
         let entry = rules::submit_entry(actor, fb, action);
         self.put_history(&actor.org, keys::KIND_FEEDBACK, &fb.id, &entry)?;
-        self.emit(actor, keys::KIND_FEEDBACK, &fb.id, &entry, Changed::Feedback(&record))?;
+        self.emit(
+            actor,
+            keys::KIND_FEEDBACK,
+            &fb.id,
+            &entry,
+            Changed::Feedback(&record),
+        )?;
         if let (Some(k), Some(ikey)) = (idempotency, &idem_key) {
             let seen = IdempotencyRecord {
                 feedback_id: fb.id.clone(),
@@ -660,7 +672,13 @@ impl SledStore {
             changes,
         };
         self.put_history(&actor.org, keys::KIND_FEEDBACK, feedback_id, &entry)?;
-        self.emit(actor, keys::KIND_FEEDBACK, feedback_id, &entry, Changed::Feedback(&next))?;
+        self.emit(
+            actor,
+            keys::KIND_FEEDBACK,
+            feedback_id,
+            &entry,
+            Changed::Feedback(&next),
+        )?;
         self.feedback.insert(fkey.as_slice(), encode(&next)?)?;
         Ok(Some(next))
     }
@@ -674,7 +692,13 @@ impl SledStore {
     ) -> Result<(), StoreError> {
         let key = keys::record(&actor.org, &adapter.id);
         self.put_history(&actor.org, keys::KIND_ADAPTER, &adapter.id, entry)?;
-        self.emit(actor, keys::KIND_ADAPTER, &adapter.id, entry, Changed::Adapter(adapter))?;
+        self.emit(
+            actor,
+            keys::KIND_ADAPTER,
+            &adapter.id,
+            entry,
+            Changed::Adapter(adapter),
+        )?;
         self.adapters.insert(key.as_slice(), encode(adapter)?)?;
         self.known_adapters.write().insert(key);
         Ok(())
@@ -839,7 +863,13 @@ impl SledStore {
         };
         let batch_id = batch.id.to_string();
         self.put_history(&actor.org, keys::KIND_BATCH, &batch_id, &entry)?;
-        self.emit(actor, keys::KIND_BATCH, &batch_id, &entry, Changed::Batch(batch))?;
+        self.emit(
+            actor,
+            keys::KIND_BATCH,
+            &batch_id,
+            &entry,
+            Changed::Batch(batch),
+        )?;
         self.batches
             .insert(keys::batch(&actor.org, batch.id), encode(batch)?)?;
         drop(write);

@@ -5,9 +5,9 @@
 
 use super::PgStore;
 use super::ops::PgError;
+use crate::store::StoreError;
 use crate::store::codec;
 use crate::store::outbox::{Delivery, Endpoint, EventStore, OutboxEntry, Settle};
-use crate::store::StoreError;
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     codec::encode(v).map_err(StoreError::Encode)
@@ -118,7 +118,7 @@ impl EventStore for PgStore {
             let rows = c
                 .query(
                     "SELECT body FROM fg_outbox WHERE org_id = $1 AND endpoint_id = $2 \
-                     ORDER BY kind, id, version LIMIT $3",
+                     ORDER BY kind, id COLLATE \"C\", version LIMIT $3",
                     &[&ep.org_id, &ep.id, &limit],
                 )
                 .await?;
@@ -190,11 +190,29 @@ impl EventStore for PgStore {
             let rows = c
                 .query(
                     "SELECT body FROM fg_deliveries WHERE org_id = $1 AND endpoint_id = $2 \
-                     AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+                     AND ($3::text IS NULL OR id COLLATE \"C\" < $3) ORDER BY id COLLATE \"C\" DESC LIMIT $4",
                     &[&org, &endpoint, &before, &limit],
                 )
                 .await?;
             bodies("fg_deliveries", &rows)
+        })
+    }
+
+    fn get_delivery(
+        &self,
+        org: &str,
+        endpoint: &str,
+        id: &str,
+    ) -> Result<Option<Delivery>, StoreError> {
+        self.run(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT body FROM fg_deliveries WHERE org_id = $1 AND endpoint_id = $2 AND id = $3",
+                    &[&org, &endpoint, &id],
+                )
+                .await?;
+            Ok(bodies("fg_deliveries", &rows)?.into_iter().next())
         })
     }
 
@@ -235,9 +253,9 @@ impl EventStore for PgStore {
         self.run(async {
             let c = self.client().await?;
             c.execute(
-                "DELETE FROM fg_deliveries WHERE org_id = $1 AND endpoint_id = $2 AND id <= \
-                 (SELECT id FROM fg_deliveries WHERE org_id = $1 AND endpoint_id = $2 \
-                  ORDER BY id DESC OFFSET $3 LIMIT 1)",
+                "DELETE FROM fg_deliveries WHERE org_id = $1 AND endpoint_id = $2 \
+                 AND id COLLATE \"C\" <= (SELECT id FROM fg_deliveries WHERE org_id = $1 \
+                 AND endpoint_id = $2 ORDER BY id COLLATE \"C\" DESC OFFSET $3 LIMIT 1)",
                 &[&org, &endpoint, &keep],
             )
             .await?;
@@ -245,4 +263,3 @@ impl EventStore for PgStore {
         })
     }
 }
-

@@ -7,8 +7,8 @@ use tokio_postgres::error::SqlState;
 use super::schema::{ADAPTER_LOCK_CLASS, IDEMPOTENCY_LOCK_CLASS};
 use crate::model::{Actor, Adapter, ChangeAction, Feedback, HistoryVersion, Millis};
 use crate::store::codec::{self, CodecError};
-use crate::store::rules::{self, IdempotencyRecord, KeyVerdict};
 use crate::store::outbox::{self, Changed, OutboxEntry, Subject};
+use crate::store::rules::{self, IdempotencyRecord, KeyVerdict};
 use crate::store::{
     Batch, ChangeFn, ChangeSet, FeedbackRecord, IdempotencyKey, Inserted, StoreError, keys,
 };
@@ -202,7 +202,15 @@ pub async fn ensure_adapter(
         return Ok(None);
     }
     put_history(c, &actor.org, keys::KIND_ADAPTER, id, &entry).await?;
-    emit(c, &actor.org, keys::KIND_ADAPTER, id, &entry, Changed::Adapter(&adapter)).await?;
+    emit(
+        c,
+        &actor.org,
+        keys::KIND_ADAPTER,
+        id,
+        &entry,
+        Changed::Adapter(&adapter),
+    )
+    .await?;
     Ok(Some(adapter))
 }
 
@@ -226,7 +234,15 @@ pub async fn put_adapter(
     )
     .await?;
     put_history(c, &actor.org, keys::KIND_ADAPTER, &adapter.id, entry).await?;
-    emit(c, &actor.org, keys::KIND_ADAPTER, &adapter.id, entry, Changed::Adapter(adapter)).await
+    emit(
+        c,
+        &actor.org,
+        keys::KIND_ADAPTER,
+        &adapter.id,
+        entry,
+        Changed::Adapter(adapter),
+    )
+    .await
 }
 
 /// Holds the org's adapter writes until the transaction ends (lineage checks).
@@ -303,7 +319,15 @@ pub async fn insert_record(
     }
     let entry = rules::submit_entry(actor, fb, action);
     put_history(c, &actor.org, keys::KIND_FEEDBACK, &fb.id, &entry).await?;
-    emit(c, &actor.org, keys::KIND_FEEDBACK, &fb.id, &entry, Changed::Feedback(&record)).await?;
+    emit(
+        c,
+        &actor.org,
+        keys::KIND_FEEDBACK,
+        &fb.id,
+        &entry,
+        Changed::Feedback(&record),
+    )
+    .await?;
     if let Some(k) = key {
         let seen = IdempotencyRecord {
             feedback_id: fb.id.clone(),
@@ -365,7 +389,15 @@ pub async fn update_record(
         changes,
     };
     put_history(c, &actor.org, keys::KIND_FEEDBACK, id, &entry).await?;
-    emit(c, &actor.org, keys::KIND_FEEDBACK, id, &entry, Changed::Feedback(&next)).await?;
+    emit(
+        c,
+        &actor.org,
+        keys::KIND_FEEDBACK,
+        id,
+        &entry,
+        Changed::Feedback(&next),
+    )
+    .await?;
     let stmt = c
         .prepare_cached(
             "UPDATE fg_feedback SET version = $3, body = $4 WHERE org_id = $1 AND id = $2",
@@ -399,7 +431,15 @@ pub async fn put_batch(
 ) -> Result<(), PgError> {
     let batch_id = batch.id.to_string();
     put_history(c, org, keys::KIND_BATCH, &batch_id, entry).await?;
-    emit(c, org, keys::KIND_BATCH, &batch_id, entry, Changed::Batch(batch)).await?;
+    emit(
+        c,
+        org,
+        keys::KIND_BATCH,
+        &batch_id,
+        entry,
+        Changed::Batch(batch),
+    )
+    .await?;
     let stmt = c
         .prepare_cached(
             "INSERT INTO fg_batches (org_id, id, body) VALUES ($1, $2, $3) \
@@ -493,7 +533,14 @@ pub async fn emit(
         };
         c.execute(
             &insert,
-            &[&org, &e.endpoint_id, &i16::from(kind), &id, &version, &encode(&e)?],
+            &[
+                &org,
+                &e.endpoint_id,
+                &i16::from(kind),
+                &id,
+                &version,
+                &encode(&e)?,
+            ],
         )
         .await?;
     }

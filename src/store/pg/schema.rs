@@ -12,10 +12,10 @@
 
 /// The migrations, in order: `(version, what it does, SQL)`.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
-(
-    1,
-    "feedback, adapters, history, idempotency keys, batches",
-    r#"
+    (
+        1,
+        "feedback, adapters, history, idempotency keys, batches",
+        r#"
 CREATE TABLE fg_feedback (
     org_id   text   NOT NULL,
     id       text   NOT NULL,
@@ -58,11 +58,11 @@ CREATE TABLE fg_batch_ids (
     next     bigint NOT NULL
 );
 "#,
-),
-(
-    4,
-    "webhook endpoints, the event outbox, the delivery log",
-    r#"
+    ),
+    (
+        4,
+        "webhook endpoints, the event outbox, the delivery log",
+        r#"
 CREATE TABLE fg_webhooks (
     org_id   text    NOT NULL,
     id       text    NOT NULL,
@@ -88,7 +88,8 @@ CREATE TABLE fg_deliveries (
     PRIMARY KEY (org_id, endpoint_id, id)
 );
 "#,
-)];
+    ),
+];
 
 /// The table that records which migrations ran.
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS fg_schema_migrations (
