@@ -13,6 +13,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+/// How long a registration waits for the target's name to resolve.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A network in CIDR form (`10.1.0.0/16`, `fd00::/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -156,8 +159,10 @@ impl TargetPolicy {
             .trim_end_matches(']')
             .to_owned();
         let port = parsed.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        let lookup = tokio::net::lookup_host((host.as_str(), port));
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
             .await
+            .map_err(|_| format!("resolving '{host}' timed out"))?
             .map_err(|e| format!("cannot resolve '{host}': {e}"))?
             .collect();
         if addrs.is_empty() {
