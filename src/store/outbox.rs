@@ -312,7 +312,8 @@ pub trait EventStore: Send + Sync {
     /// One endpoint of `org`.
     fn get_endpoint(&self, org: &str, id: &str) -> Result<Option<Endpoint>, StoreError>;
 
-    /// Every endpoint of `org`, or of every org when `None`.
+    /// Every endpoint of `org`, or of every org when `None` (the delivery worker's poll,
+    /// which need not wait for durability: endpoint writes are durable on return).
     fn endpoints(&self, org: Option<&str>) -> Result<Vec<Endpoint>, StoreError>;
 
     /// Up to `limit` outbox entries of an endpoint whose change is stored and durable,

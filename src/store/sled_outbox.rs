@@ -195,9 +195,12 @@ impl EventStore for SledStore {
     }
 
     fn endpoints(&self, org: Option<&str>) -> Result<Vec<Endpoint>, StoreError> {
-        self.durable_read(|s| match org {
-            Some(org) => s.endpoints_in(org),
-            None => s
+        match org {
+            Some(org) => self.durable_read(|s| s.endpoints_in(org)),
+            // Every org's: only the delivery worker asks, every poll. It does not wait for
+            // a sync (an idle server syncs nothing): an endpoint write is durable before it
+            // returns, and an endpoint seen a moment early has nothing queued yet.
+            None => self
                 .webhooks
                 .iter()
                 .map(|kv| {
@@ -205,11 +208,12 @@ impl EventStore for SledStore {
                     decode("webhooks", &k, &v)
                 })
                 .collect(),
-        })
+        }
     }
 
     fn pending(&self, endpoint: &Endpoint, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.durable_read(|s| {
+        let s = self;
+        let out = {
             let mut out = Vec::new();
             // A record whose earliest waiting event is not stored yet holds back its later
             // ones too (they cannot be stored before it anyway; this keeps order obvious).
@@ -233,8 +237,14 @@ impl EventStore for SledStore {
                     break;
                 }
             }
-            Ok(out)
-        })
+            out
+        };
+        // The records that vouched for these entries must be durable before they are
+        // sent; with nothing to send, no sync is waited for (an idle poll costs none).
+        if !out.is_empty() {
+            self.settle_reads()?;
+        }
+        Ok(out)
     }
 
     fn settle(
