@@ -44,6 +44,8 @@ pub struct Config {
     pub pii: PiiConfig,
     /// Which orgs this replica serves (`[placement]`, see `service::placement`).
     pub placement: crate::service::placement::PlacementConfig,
+    /// Lifecycle events delivered as webhooks (`[webhooks]`, see `events`).
+    pub webhooks: crate::events::WebhooksConfig,
 }
 
 /// Batch submit (`POST /feedback/batch`).
@@ -314,6 +316,7 @@ impl Default for Config {
             batch: BatchConfig::default(),
             pii: PiiConfig::default(),
             placement: Default::default(),
+            webhooks: crate::events::WebhooksConfig::default(),
         }
     }
 }

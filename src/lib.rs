@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod cypher;
+pub mod events;
 pub mod graph;
 pub mod http;
 pub mod model;

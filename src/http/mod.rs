@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod training;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -60,6 +61,9 @@ pub enum HttpError {
     /// A background task died.
     #[error("server task failed: {0}")]
     Task(String),
+    /// A setting is unusable (e.g. a bad `webhooks.allowed_cidrs` entry).
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Shared state of all handlers.
@@ -73,6 +77,8 @@ pub struct AppState {
     batch_max_items: usize,
     /// How graph query results are cut into batches (`query.stream_batch_*`).
     query_stream: crate::cypher::StreamOptions,
+    /// Where webhooks may point (`[webhooks]`), checked when one is registered.
+    webhook_policy: crate::events::allow::TargetPolicy,
 }
 
 impl AppState {
@@ -196,6 +202,8 @@ pub enum Verb {
     Post,
     /// PATCH
     Patch,
+    /// DELETE
+    Delete,
 }
 
 impl Verb {
@@ -205,6 +213,7 @@ impl Verb {
             Verb::Get => "GET",
             Verb::Post => "POST",
             Verb::Patch => "PATCH",
+            Verb::Delete => "DELETE",
         }
     }
 
@@ -213,6 +222,7 @@ impl Verb {
             Verb::Get => MethodFilter::GET,
             Verb::Post => MethodFilter::POST,
             Verb::Patch => MethodFilter::PATCH,
+            Verb::Delete => MethodFilter::DELETE,
         }
     }
 }
@@ -248,7 +258,7 @@ impl Routes {
 
 /// Every route of the server, with its handler.
 fn routes() -> Routes {
-    use Verb::{Get, Patch, Post};
+    use Verb::{Delete, Get, Patch, Post};
     let r = Routes {
         router: Router::new(),
         list: Vec::new(),
@@ -305,6 +315,21 @@ fn routes() -> Routes {
         .add(Post, "/api/v1/llm/graph/query", graph::query)
         .add(Get, "/api/v1/llm/graph/queries", graph::list)
         .add(Post, "/api/v1/llm/graph/queries/{name}", graph::run_named)
+        .add(Post, "/api/v1/llm/webhooks", webhooks::register)
+        .add(Get, "/api/v1/llm/webhooks", webhooks::list)
+        .add(Get, "/api/v1/llm/webhooks/{id}", webhooks::get)
+        .add(Patch, "/api/v1/llm/webhooks/{id}", webhooks::update)
+        .add(Delete, "/api/v1/llm/webhooks/{id}", webhooks::delete)
+        .add(
+            Get,
+            "/api/v1/llm/webhooks/{id}/deliveries",
+            webhooks::deliveries,
+        )
+        .add(
+            Post,
+            "/api/v1/llm/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+            webhooks::redeliver,
+        )
 }
 
 /// The method and path template of every route the router serves (test-only routes
@@ -415,6 +440,7 @@ pub async fn start(
             batch_rows: config.query.stream_batch_rows.max(1),
             batch_bytes: config.query.stream_batch_bytes,
         },
+        webhook_policy: config.webhooks.policy().map_err(HttpError::Config)?,
     });
 
     let (ready_tx, ready_rx) = watch::channel(None);
@@ -422,12 +448,21 @@ pub async fn start(
         let state = state.clone();
         let config = config.clone();
         tokio::spawn(async move {
+            let webhooks = config.webhooks.clone();
             let opened = tokio::task::spawn_blocking(move || Service::open(&config)).await;
             let result = match opened {
                 Ok(Ok(service)) => {
                     state.telemetry.register_service(&service);
                     let service = Arc::new(service);
                     service.start_following();
+                    if webhooks.enabled {
+                        // Holds the service weakly: it ends with the server.
+                        if let Err(e) =
+                            crate::events::delivery::spawn(Arc::downgrade(&service), webhooks)
+                        {
+                            tracing::error!(error = %e, "webhook delivery not started");
+                        }
+                    }
                     let _ = state.service.set(service);
                     tracing::info!("store open and graph built; ready");
                     Ok(())

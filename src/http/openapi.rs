@@ -15,7 +15,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{self, RefOr, ResponseBuilder};
 
 use super::error::ErrorBody;
-use super::{batch, feedback, graph, metrics, training};
+use super::{batch, feedback, graph, metrics, training, webhooks};
 
 /// The document's root: every operation and the schemas they use.
 #[derive(OpenApi)]
@@ -57,6 +57,13 @@ use super::{batch, feedback, graph, metrics, training};
         graph::query,
         graph::list,
         graph::run_named,
+        webhooks::register,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::deliveries,
+        webhooks::redeliver,
     ),
     components(schemas(ErrorBody)),
     modifiers(&ErrorResponses),
@@ -66,6 +73,7 @@ use super::{batch, feedback, graph, metrics, training};
         (name = "adapters", description = "Adapters and their DERIVED_FROM lineage"),
         (name = "training", description = "Training batches: claim, commit, abort, export"),
         (name = "graph", description = "Read-only openCypher over the caller's org graph"),
+        (name = "webhooks", description = "Lifecycle events sent to your endpoints, signed (admin)"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

@@ -31,6 +31,9 @@ impl Stored for crate::model::Adapter {}
 impl Stored for crate::model::HistoryVersion {}
 impl Stored for super::rules::IdempotencyRecord {}
 impl Stored for super::Batch {}
+impl Stored for super::outbox::Endpoint {}
+impl Stored for super::outbox::OutboxEntry {}
+impl Stored for super::outbox::Delivery {}
 
 impl Stored for super::FeedbackRecord {
     /// Version 2 appended `Feedback::pii` to `Feedback`, the last field of

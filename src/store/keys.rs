@@ -55,6 +55,24 @@ pub fn history(org: &str, kind: u8, id: &str, version: u64) -> Vec<u8> {
     k
 }
 
+/// `org \0 endpoint \0` — prefix of one webhook endpoint's outbox entries or delivery log.
+pub fn endpoint_prefix(org: &str, endpoint: &str) -> Vec<u8> {
+    let mut k = record(org, endpoint);
+    k.push(SEP);
+    k
+}
+
+/// `org \0 endpoint \0 kind id \0 version(u64 big-endian)` — one outbox entry: one
+/// record's events sort by version under the endpoint's prefix.
+pub fn outbox(org: &str, endpoint: &str, kind: u8, id: &str, version: u64) -> Vec<u8> {
+    let mut k = endpoint_prefix(org, endpoint);
+    k.push(kind);
+    k.extend_from_slice(id.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
 /// Splits `org \0 rest` into its parts (for scans and error messages).
 pub fn split_org(key: &[u8]) -> Option<(&[u8], &[u8])> {
     let at = key.iter().position(|&b| b == SEP)?;

@@ -17,6 +17,7 @@ pub mod backup;
 pub mod codec;
 pub mod durability;
 pub mod keys;
+pub mod outbox;
 pub mod pg;
 pub mod rules;
 pub mod sled_store;
@@ -240,6 +241,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn change_log(&self) -> Option<&dyn ChangeLog> {
         None
     }
+    /// Webhook endpoints, the outbox and the delivery log (see [`outbox`]).
+    fn events(&self) -> &dyn outbox::EventStore;
 }
 
 /// The operations of one [`Backend::write`]. Each method reads or writes within the

@@ -16,6 +16,7 @@
 
 mod backup;
 pub mod follow;
+mod events;
 pub mod ops;
 pub mod schema;
 
@@ -920,6 +921,10 @@ impl Backend for PgStore {
     }
 
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
+    fn events(&self) -> &dyn super::outbox::EventStore {
+        self
+    }
 
     fn as_any(&self) -> &dyn std::any::Any {
         self

@@ -7,6 +7,7 @@ use tokio_postgres::error::SqlState;
 use super::schema::{ADAPTER_LOCK_CLASS, IDEMPOTENCY_LOCK_CLASS};
 use crate::model::{Actor, Adapter, ChangeAction, Feedback, HistoryVersion, Millis};
 use crate::store::codec::{self, CodecError};
+use crate::store::outbox::{self, Changed, OutboxEntry, Subject};
 use crate::store::rules::{self, IdempotencyRecord, KeyVerdict};
 use crate::store::{
     Batch, ChangeFn, ChangeSet, FeedbackRecord, IdempotencyKey, Inserted, StoreError, keys,
@@ -201,6 +202,15 @@ pub async fn ensure_adapter(
         return Ok(None);
     }
     put_history(c, &actor.org, keys::KIND_ADAPTER, id, &entry).await?;
+    emit(
+        c,
+        &actor.org,
+        keys::KIND_ADAPTER,
+        id,
+        &entry,
+        Changed::Adapter(&adapter),
+    )
+    .await?;
     Ok(Some(adapter))
 }
 
@@ -223,7 +233,16 @@ pub async fn put_adapter(
         &[&actor.org, &adapter.id, &version, &encode(adapter)?],
     )
     .await?;
-    put_history(c, &actor.org, keys::KIND_ADAPTER, &adapter.id, entry).await
+    put_history(c, &actor.org, keys::KIND_ADAPTER, &adapter.id, entry).await?;
+    emit(
+        c,
+        &actor.org,
+        keys::KIND_ADAPTER,
+        &adapter.id,
+        entry,
+        Changed::Adapter(adapter),
+    )
+    .await
 }
 
 /// Holds the org's adapter writes until the transaction ends (lineage checks).
@@ -300,6 +319,15 @@ pub async fn insert_record(
     }
     let entry = rules::submit_entry(actor, fb, action);
     put_history(c, &actor.org, keys::KIND_FEEDBACK, &fb.id, &entry).await?;
+    emit(
+        c,
+        &actor.org,
+        keys::KIND_FEEDBACK,
+        &fb.id,
+        &entry,
+        Changed::Feedback(&record),
+    )
+    .await?;
     if let Some(k) = key {
         let seen = IdempotencyRecord {
             feedback_id: fb.id.clone(),
@@ -361,6 +389,15 @@ pub async fn update_record(
         changes,
     };
     put_history(c, &actor.org, keys::KIND_FEEDBACK, id, &entry).await?;
+    emit(
+        c,
+        &actor.org,
+        keys::KIND_FEEDBACK,
+        id,
+        &entry,
+        Changed::Feedback(&next),
+    )
+    .await?;
     let stmt = c
         .prepare_cached(
             "UPDATE fg_feedback SET version = $3, body = $4 WHERE org_id = $1 AND id = $2",
@@ -392,7 +429,17 @@ pub async fn put_batch(
     batch: &Batch,
     entry: &HistoryVersion,
 ) -> Result<(), PgError> {
-    put_history(c, org, keys::KIND_BATCH, &batch.id.to_string(), entry).await?;
+    let batch_id = batch.id.to_string();
+    put_history(c, org, keys::KIND_BATCH, &batch_id, entry).await?;
+    emit(
+        c,
+        org,
+        keys::KIND_BATCH,
+        &batch_id,
+        entry,
+        Changed::Batch(batch),
+    )
+    .await?;
     let stmt = c
         .prepare_cached(
             "INSERT INTO fg_batches (org_id, id, body) VALUES ($1, $2, $3) \
@@ -470,4 +517,71 @@ pub async fn lock_for_claim(
         .filter(|id| locked.contains(*id))
         .cloned()
         .collect())
+}
+
+/// Adds the outbox entries of one change (see `store::outbox`) in the change's own
+/// transaction: one per enabled endpoint of the org that receives its event. An org with
+/// no endpoint costs one indexed read.
+pub async fn emit(
+    c: &ClientWrapper,
+    org: &str,
+    kind: u8,
+    id: &str,
+    entry: &HistoryVersion,
+    changed: Changed<'_>,
+) -> Result<(), PgError> {
+    let Some(event) = outbox::event_for(kind, entry) else {
+        return Ok(());
+    };
+    let stmt = c
+        .prepare_cached(
+            "SELECT id FROM fg_webhooks WHERE org_id = $1 AND enabled AND (mask & $2) <> 0 \
+             ORDER BY id",
+        )
+        .await?;
+    let mask = i32::try_from(event.bit()).unwrap_or(0);
+    let rows = c.query(&stmt, &[&org, &mask]).await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let event_id = format!("evt-{}", ulid::Ulid::new());
+    let body = outbox::payload(&event_id, event, org, entry.at, &entry.actor, changed);
+    let insert = c
+        .prepare_cached(
+            "INSERT INTO fg_outbox (org_id, endpoint_id, kind, id, version, body) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (org_id, endpoint_id, kind, id, version) DO UPDATE SET body = EXCLUDED.body",
+        )
+        .await?;
+    let version = i64::try_from(entry.version).unwrap_or(i64::MAX);
+    for row in rows {
+        let endpoint_id: String = row.try_get(0)?;
+        let e = OutboxEntry {
+            endpoint_id,
+            org_id: org.to_owned(),
+            subject: Subject {
+                kind,
+                id: id.to_owned(),
+                version: entry.version,
+            },
+            event_id: event_id.clone(),
+            event,
+            body: body.clone(),
+            attempts: 0,
+            next_attempt_at: 0,
+        };
+        c.execute(
+            &insert,
+            &[
+                &org,
+                &e.endpoint_id,
+                &i16::from(kind),
+                &id,
+                &version,
+                &encode(&e)?,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }

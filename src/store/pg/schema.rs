@@ -60,6 +60,36 @@ CREATE TABLE fg_batch_ids (
 "#,
     ),
     (
+        4,
+        "webhook endpoints, the event outbox, the delivery log",
+        r#"
+CREATE TABLE fg_webhooks (
+    org_id   text    NOT NULL,
+    id       text    NOT NULL,
+    enabled  boolean NOT NULL,
+    mask     integer NOT NULL,
+    body     bytea   NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE fg_outbox (
+    org_id      text     NOT NULL,
+    endpoint_id text     NOT NULL,
+    kind        smallint NOT NULL,
+    id          text     NOT NULL,
+    version     bigint   NOT NULL,
+    body        bytea    NOT NULL,
+    PRIMARY KEY (org_id, endpoint_id, kind, id, version)
+);
+CREATE TABLE fg_deliveries (
+    org_id      text  NOT NULL,
+    endpoint_id text  NOT NULL,
+    id          text  NOT NULL,
+    body        bytea NOT NULL,
+    PRIMARY KEY (org_id, endpoint_id, id)
+);
+"#,
+    ),
+    (
         5,
         "change log (fg_changes, written by triggers in each write's transaction) and replica positions",
         r#"

@@ -35,6 +35,7 @@ use serde::Serialize;
 use sled::Tree;
 
 use super::durability::Syncer;
+use super::outbox::{Changed, EventStore};
 use super::rules::{self, FEEDBACK_SKIP, IdempotencyRecord, creation_changes, import_entry};
 use super::{
     Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, FeedbackRecord, IdSource,
@@ -46,6 +47,7 @@ use crate::model::{
 use codec::CodecError;
 
 mod backup;
+mod sled_outbox;
 
 /// Number of lock stripes serialising writers of the same feedback record.
 const STRIPES: usize = 256;
@@ -78,6 +80,15 @@ pub struct SledStore {
     history: Tree,
     idempotency: Tree,
     batches: Tree,
+    /// Webhook endpoints: `org \0 endpoint id` -> `Endpoint`.
+    webhooks: Tree,
+    /// Events waiting for delivery: `org \0 endpoint \0 kind id \0 version` -> `OutboxEntry`.
+    outbox: Tree,
+    /// The delivery log: `org \0 endpoint \0 delivery id` -> `Delivery`.
+    deliveries: Tree,
+    /// Enabled endpoints per org with the mask of their events, so a write of an org with
+    /// none costs one hash lookup. Kept in step by every endpoint write.
+    hooks: parking_lot::RwLock<rustc_hash::FxHashMap<String, Vec<(String, u32)>>>,
     syncer: std::sync::Arc<Syncer>,
     dir: PathBuf,
     stripes: Vec<Mutex<()>>,
@@ -243,6 +254,10 @@ impl SledStore {
             history: db.open_tree("history")?,
             idempotency: db.open_tree("idempotency")?,
             batches: db.open_tree("batches")?,
+            webhooks: db.open_tree("webhooks")?,
+            outbox: db.open_tree("outbox")?,
+            deliveries: db.open_tree("deliveries")?,
+            hooks: parking_lot::RwLock::default(),
             db,
             dir: data_dir.to_owned(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -255,6 +270,7 @@ impl SledStore {
             sweeper: None,
         };
         store.check_schema()?;
+        store.open_outbox()?;
         store.sweeper = Some(store.start_sweeper(config.idempotency_sweep_secs)?);
         Ok(store)
     }
@@ -459,6 +475,13 @@ impl SledStore {
         }
         let (adapter, entry) = rules::auto_adapter(actor, adapter_id, at);
         self.put_history(&actor.org, keys::KIND_ADAPTER, adapter_id, &entry)?;
+        self.emit(
+            actor,
+            keys::KIND_ADAPTER,
+            adapter_id,
+            &entry,
+            Changed::Adapter(&adapter),
+        )?;
         self.adapters.insert(key.as_slice(), encode(&adapter)?)?;
         self.known_adapters.write().insert(key);
         Ok(Some(adapter))
@@ -581,6 +604,13 @@ impl SledStore {
         let record = rules::new_record(fb);
         let entry = rules::submit_entry(actor, fb, action);
         self.put_history(&actor.org, keys::KIND_FEEDBACK, &fb.id, &entry)?;
+        self.emit(
+            actor,
+            keys::KIND_FEEDBACK,
+            &fb.id,
+            &entry,
+            Changed::Feedback(&record),
+        )?;
         if let (Some(k), Some(ikey)) = (idempotency, &idem_key) {
             let seen = IdempotencyRecord {
                 feedback_id: fb.id.clone(),
@@ -646,6 +676,13 @@ impl SledStore {
             changes,
         };
         self.put_history(&actor.org, keys::KIND_FEEDBACK, feedback_id, &entry)?;
+        self.emit(
+            actor,
+            keys::KIND_FEEDBACK,
+            feedback_id,
+            &entry,
+            Changed::Feedback(&next),
+        )?;
         self.feedback.insert(fkey.as_slice(), encode(&next)?)?;
         Ok(Some(next))
     }
@@ -659,6 +696,13 @@ impl SledStore {
     ) -> Result<(), StoreError> {
         let key = keys::record(&actor.org, &adapter.id);
         self.put_history(&actor.org, keys::KIND_ADAPTER, &adapter.id, entry)?;
+        self.emit(
+            actor,
+            keys::KIND_ADAPTER,
+            &adapter.id,
+            entry,
+            Changed::Adapter(adapter),
+        )?;
         self.adapters.insert(key.as_slice(), encode(adapter)?)?;
         self.known_adapters.write().insert(key);
         Ok(())
@@ -821,7 +865,15 @@ impl SledStore {
             action,
             changes,
         };
-        self.put_history(&actor.org, keys::KIND_BATCH, &batch.id.to_string(), &entry)?;
+        let batch_id = batch.id.to_string();
+        self.put_history(&actor.org, keys::KIND_BATCH, &batch_id, &entry)?;
+        self.emit(
+            actor,
+            keys::KIND_BATCH,
+            &batch_id,
+            &entry,
+            Changed::Batch(batch),
+        )?;
         self.batches
             .insert(keys::batch(&actor.org, batch.id), encode(batch)?)?;
         drop(write);
@@ -1477,6 +1529,10 @@ impl Backend for SledStore {
 
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         SledStore::register_metrics(self, registry);
+    }
+
+    fn events(&self) -> &dyn EventStore {
+        self
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
