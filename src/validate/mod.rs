@@ -504,7 +504,10 @@ impl ValidationPlugin for BasicPlugin {
                 break;
             }
         }
+        // A low rating explains itself by its score; thumbs down (and a negative label)
+        // say nothing about what was wrong.
         if item.feedback_type == FeedbackType::Negative
+            && item.kind != FeedbackKind::Rating
             && item.correction.is_none()
             && item.comment.is_none()
         {
