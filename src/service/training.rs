@@ -180,8 +180,10 @@ pub struct Export {
 /// within one, the best first of equals (the oldest), then the rejected ones from the
 /// highest score down (oldest first among equals). Returns the lines and the number of
 /// items that are in no pair.
-fn preference_pairs(rated: Vec<crate::model::Feedback>) -> (Vec<String>, usize) {
-    let mut groups: Vec<((String, Option<String>), Vec<crate::model::Feedback>)> = Vec::new();
+fn preference_pairs(rated: Vec<Feedback>) -> (Vec<String>, usize) {
+    /// A prompt on one scale: the question and the score config.
+    type GroupKey = (String, Option<String>);
+    let mut groups: Vec<(GroupKey, Vec<Feedback>)> = Vec::new();
     for f in rated {
         let key = (f.question.clone(), f.score_config.clone());
         match groups.iter_mut().find(|(k, _)| *k == key) {
@@ -192,7 +194,7 @@ fn preference_pairs(rated: Vec<crate::model::Feedback>) -> (Vec<String>, usize) 
     let mut lines = Vec::new();
     let mut unpaired = 0;
     for (_, mut group) in groups {
-        let score = |f: &crate::model::Feedback| f.score.unwrap_or(f64::NEG_INFINITY);
+        let score = |f: &Feedback| f.score.unwrap_or(f64::NEG_INFINITY);
         // Stable: equal scores keep claim (oldest-first) order.
         group.sort_by(|a, b| score(b).total_cmp(&score(a)));
         let Some((best, rest)) = group.split_first() else {
@@ -831,7 +833,7 @@ impl Service {
         };
         let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
         let mut configs: HashMap<String, Option<crate::model::ScoreConfig>> = HashMap::new();
-        let mut rated: Vec<crate::model::Feedback> = Vec::new();
+        let mut rated: Vec<Feedback> = Vec::new();
         for f in self.store.get_many(org, &keys)? {
             let Some(f) = f else {
                 continue;
