@@ -44,6 +44,10 @@ fn record(ids: &IdGenerator, n: u64) -> Feedback {
         comment: None,
         metadata: Metadata::default(),
         pii: Vec::new(),
+        kind: Default::default(),
+        label: None,
+        provider: None,
+        score_config: None,
     }
 }
 

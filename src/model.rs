@@ -60,6 +60,74 @@ impl fmt::Display for FeedbackType {
     }
 }
 
+/// What a feedback item says about an answer. `thumbs` is the seed's kind and the default
+/// when a submission names none; the others carry one required field each (see
+/// `validate::Validator::check_shape`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackKind {
+    /// Thumbs up or down (`type` required).
+    #[default]
+    Thumbs,
+    /// A numeric rating in `score`, optionally checked against a score config.
+    Rating,
+    /// Free text on an answer, in `comment`.
+    Text,
+    /// The output the user expected, in `correction` (the original is `answer`).
+    Correction,
+    /// A ground-truth label for the input, in `label`.
+    Label,
+}
+
+impl FeedbackKind {
+    /// Every kind, in wire-name order of the docs.
+    pub const ALL: [FeedbackKind; 5] = [
+        FeedbackKind::Thumbs,
+        FeedbackKind::Rating,
+        FeedbackKind::Text,
+        FeedbackKind::Correction,
+        FeedbackKind::Label,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackKind::Thumbs => "thumbs",
+            FeedbackKind::Rating => "rating",
+            FeedbackKind::Text => "text",
+            FeedbackKind::Correction => "correction",
+            FeedbackKind::Label => "label",
+        }
+    }
+
+    /// True for the seed's kind (what an item without `kind` is).
+    pub fn is_thumbs(&self) -> bool {
+        *self == FeedbackKind::Thumbs
+    }
+}
+
+impl FromStr for FeedbackKind {
+    type Err = UnknownVariant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FeedbackKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownVariant {
+                kind: "feedback kind",
+                value: s.to_owned(),
+                expected: "thumbs, rating, text, correction, label",
+            })
+    }
+}
+
+impl fmt::Display for FeedbackKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The outcome of validation, set by the server and changed only by review.
 ///
 /// The derived order is by severity: `Approved < Pending < Flagged < Rejected`, so the
@@ -247,6 +315,14 @@ pub struct Feedback {
     /// which field, where, and whether it was redacted or kept and flagged; never the value.
     /// Empty for records stored before format version 2.
     pub pii: Vec<PiiFinding>,
+    /// What kind of feedback this is; `thumbs` for records stored before format version 3.
+    pub kind: FeedbackKind,
+    /// For kind `label`: the ground-truth label of the input.
+    pub label: Option<String>,
+    /// The model provider that served the answer (e.g. `openai`), if the client said.
+    pub provider: Option<String>,
+    /// The score config (by name) the item's rating or label was checked against.
+    pub score_config: Option<String>,
 }
 
 /// A kind of personal data or secret that the ingest detectors look for.
@@ -451,8 +527,10 @@ pub enum ChangeAction {
     Abort,
     /// The item was marked used directly.
     MarkUsed,
-    /// An adapter was created.
+    /// An adapter or a score config was created.
     Create,
+    /// A score config got a new version.
+    Update,
 }
 
 /// One field's value before and after a change (`None` = absent).
@@ -545,6 +623,75 @@ pub struct HistoryVersion {
     pub changes: Vec<FieldChange>,
 }
 
+/// The data type of a score config: what a rating or label naming it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreDataType {
+    /// A number in `[min, max]` (kind `rating`).
+    Numeric,
+    /// One of `categories` (kind `label`).
+    Categorical,
+    /// 0 (false) or 1 (true) in `score` (kind `rating`).
+    Boolean,
+}
+
+impl ScoreDataType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScoreDataType::Numeric => "numeric",
+            ScoreDataType::Categorical => "categorical",
+            ScoreDataType::Boolean => "boolean",
+        }
+    }
+}
+
+/// An org's typed scale for ratings or labels, by name. Every change is a new version with
+/// a history entry, like every other record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScoreConfig {
+    /// The name submissions use in `score_config` (id alphabet).
+    pub name: String,
+    /// Owning tenant.
+    pub org_id: String,
+    /// Numeric, categorical or boolean.
+    pub data_type: ScoreDataType,
+    /// Numeric: the lowest allowed score.
+    pub min: Option<f64>,
+    /// Numeric: the highest allowed score.
+    pub max: Option<f64>,
+    /// Categorical: the allowed labels.
+    pub categories: Vec<String>,
+    /// Numeric or boolean: a score at or above it is `positive`, below it `negative`
+    /// (used when a rating comes without `type`, and by the KTO export).
+    pub threshold: Option<f64>,
+    /// What the scale measures, for people.
+    pub description: Option<String>,
+    /// Bumped on every change; equals the number of versions in the history.
+    pub version: u64,
+    /// Creation time, ms.
+    pub created_at: Millis,
+    /// Last change, ms.
+    pub updated_at: Millis,
+}
+
+impl ScoreConfig {
+    /// The polarity a score has on this scale, when the scale says (a threshold, or a
+    /// boolean's 1 = positive).
+    pub fn polarity(&self, score: f64) -> Option<FeedbackType> {
+        let threshold = match (self.threshold, self.data_type) {
+            (Some(t), _) => t,
+            (None, ScoreDataType::Boolean) => 1.0,
+            (None, _) => return None,
+        };
+        Some(if score >= threshold {
+            FeedbackType::Positive
+        } else {
+            FeedbackType::Negative
+        })
+    }
+}
+
 /// The caller of an operation: the tenant it acts in and the user it acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
@@ -568,7 +715,9 @@ impl Actor {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewFeedback {
-    /// `positive` or `negative` (required; kept as text so a bad value is a clear 400).
+    /// `positive` or `negative`, kept as text so a bad value is a clear 400. Required for
+    /// kinds `thumbs` and `text`; a `rating` without it takes it from its score config's
+    /// threshold; `correction` defaults to `negative`, `label` to `positive`.
     #[serde(rename = "type")]
     #[schema(required = true, value_type = FeedbackType)]
     pub feedback_type: Option<String>,
@@ -598,6 +747,15 @@ pub struct NewFeedback {
     pub score: Option<f64>,
     /// Optional JSON object.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `thumbs` (the default), `rating`, `text`, `correction` or `label`.
+    #[schema(value_type = Option<FeedbackKind>)]
+    pub kind: Option<String>,
+    /// For kind `label`: the label (required there, refused elsewhere).
+    pub label: Option<String>,
+    /// Optional model provider (e.g. `openai`).
+    pub provider: Option<String>,
+    /// Optional score config name the rating or label is checked against.
+    pub score_config: Option<String>,
 }
 
 /// A time-ordered feedback id generator (`feedback-<ULID>`): ids sort by creation time, and
@@ -663,6 +821,10 @@ impl Feedback {
             comment: None,
             metadata: Metadata::default(),
             pii: Vec::new(),
+            kind: FeedbackKind::Thumbs,
+            label: None,
+            provider: None,
+            score_config: None,
         }
     }
 }

@@ -253,6 +253,10 @@ fn build(spec: &Spec) -> OrgGraph {
             comment: None,
             metadata: Metadata::default(),
             pii: Vec::new(),
+            kind: Default::default(),
+            label: None,
+            provider: None,
+            score_config: None,
         };
         g.upsert_feedback(&f);
         for a in links {

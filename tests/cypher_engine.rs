@@ -54,6 +54,10 @@ fn fb(
         comment: None,
         metadata: Metadata::default(),
         pii: Vec::new(),
+        kind: Default::default(),
+        label: None,
+        provider: None,
+        score_config: None,
     }
 }
 

@@ -146,6 +146,10 @@ fn codec_seeds() -> Vec<(String, Vec<u8>)> {
         answer: "A thing.".into(),
         metadata: Metadata::default(),
         pii: Vec::new(),
+        kind: Default::default(),
+        label: None,
+        provider: None,
+        score_config: None,
     };
     let mut plain = feedback.clone();
     plain.score = None;

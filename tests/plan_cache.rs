@@ -48,6 +48,10 @@ fn item(id: &str, model: &str, status: ValidationStatus) -> Feedback {
         comment: None,
         metadata: Metadata::default(),
         pii: Vec::new(),
+        kind: Default::default(),
+        label: None,
+        provider: None,
+        score_config: None,
     }
 }
 

@@ -139,6 +139,10 @@ pub fn fixed_graph() -> &'static OrgGraph {
                 answer: format!("answer {n}."),
                 metadata: Metadata::default(),
                 pii: Vec::new(),
+                kind: Default::default(),
+                label: None,
+                provider: None,
+                score_config: None,
             };
             g.upsert_feedback(&f);
             for (k, a) in links.iter().enumerate() {

@@ -169,6 +169,10 @@ impl<'a> Env<'a> {
             JsonField::ValidationReasons.name(),
             JsonField::Metadata.name(),
             JsonField::Pii.name(),
+            JsonField::Kind.name(),
+            JsonField::Label.name(),
+            JsonField::Provider.name(),
+            JsonField::ScoreConfig.name(),
         ]);
         let values = self.text.feedback_fields(&f.id, &fields);
         fields

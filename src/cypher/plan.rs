@@ -209,6 +209,14 @@ pub enum JsonField {
     /// Where the PII detectors fired on ingest (a list of maps `{detector, field, path,
     /// in_key, start, end, action}`).
     Pii,
+    /// The feedback kind (`thumbs`, `rating`, `text`, `correction`, `label`).
+    Kind,
+    /// The label of a `label` item (null otherwise).
+    Label,
+    /// The model provider, if the client gave one.
+    Provider,
+    /// The score config the item was checked against, if any.
+    ScoreConfig,
 }
 
 impl JsonField {
@@ -218,6 +226,10 @@ impl JsonField {
             JsonField::Metadata => "metadata",
             JsonField::ValidationReasons => "validation_reasons",
             JsonField::Pii => "pii",
+            JsonField::Kind => "kind",
+            JsonField::Label => "label",
+            JsonField::Provider => "provider",
+            JsonField::ScoreConfig => "score_config",
         }
     }
 }
@@ -249,7 +261,7 @@ pub enum FProp {
 impl FProp {
     /// Every Feedback property with its name, in output order: the fields of the record as
     /// `GET /feedback/{id}` shows it.
-    pub const ALL: [(&'static str, FProp); 23] = [
+    pub const ALL: [(&'static str, FProp); 27] = [
         ("id", FProp::Id),
         ("org_id", FProp::OrgId),
         ("type", FProp::Type),
@@ -276,6 +288,10 @@ impl FProp {
         ),
         ("metadata", FProp::Json(JsonField::Metadata)),
         ("pii", FProp::Json(JsonField::Pii)),
+        ("kind", FProp::Json(JsonField::Kind)),
+        ("label", FProp::Json(JsonField::Label)),
+        ("provider", FProp::Json(JsonField::Provider)),
+        ("score_config", FProp::Json(JsonField::ScoreConfig)),
     ];
 
     /// True for the properties the graph holds (the others are read from the store).

@@ -16,7 +16,7 @@ use super::extract::{
     AdminCaller, ApiJson, ApiPath, Caller, QueryParams, RawBody, TrainerCaller, parse_json,
 };
 use crate::model::{
-    Feedback, FeedbackType, HistoryEntry, HistoryVersion, LinkSource, NewFeedback,
+    Feedback, FeedbackKind, FeedbackType, HistoryEntry, HistoryVersion, LinkSource, NewFeedback,
     ValidationReason, ValidationStatus,
 };
 use crate::service::training::MarkResult;
@@ -44,6 +44,9 @@ pub struct SubmitResponse {
     /// `Feedback recorded successfully`.
     #[schema(value_type = String)]
     message: &'static str,
+    /// The kind; left out for `thumbs`, so the seed's clients see the seed's body.
+    #[serde(skip_serializing_if = "FeedbackKind::is_thumbs")]
+    kind: FeedbackKind,
 }
 
 impl From<Feedback> for SubmitResponse {
@@ -57,6 +60,7 @@ impl From<Feedback> for SubmitResponse {
             validation_reasons: f.validation_reasons,
             created_at: f.created_at,
             message: "Feedback recorded successfully",
+            kind: f.kind,
         }
     }
 }
@@ -162,7 +166,13 @@ fn limit_param(q: &mut QueryParams) -> Result<Option<usize>, ApiError> {
     })
 }
 
-/// `GET /feedback?limit&type&status&unused&model&adapter&session&cursor`.
+fn kind_param(q: &mut QueryParams) -> Result<Option<FeedbackKind>, ApiError> {
+    q.parse("kind", "thumbs, rating, text, correction or label", |v| {
+        v.parse().ok()
+    })
+}
+
+/// `GET /feedback?limit&type&status&unused&model&adapter&session&kind&cursor`.
 #[utoipa::path(
     get,
     path = "/api/v1/llm/feedback",
@@ -175,6 +185,7 @@ fn limit_param(q: &mut QueryParams) -> Result<Option<usize>, ApiError> {
         ("model" = Option<String>, Query, description = "Only this model version"),
         ("adapter" = Option<String>, Query, description = "Only items linked to this adapter"),
         ("session" = Option<String>, Query, description = "Only this session"),
+        ("kind" = Option<FeedbackKind>, Query, description = "Only this kind of feedback"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
     ),
     responses((status = 200, description = "One page, newest first", body = ListResponse))
@@ -195,6 +206,7 @@ pub async fn list(
         model: q.take("model"),
         adapter: q.take("adapter"),
         session: q.take("session"),
+        kind: kind_param(&mut q)?,
         cursor: q.take("cursor"),
     };
     q.finish()?;
@@ -349,6 +361,7 @@ pub struct ByAdapterResponse {
         ("unused" = Option<bool>, Query, description = "Only items not yet used for training"),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
         ("include_descendants" = Option<bool>, Query, description = "Also feedback of adapters derived from it"),
+        ("kind" = Option<FeedbackKind>, Query, description = "Only this kind of feedback"),
     ),
     responses((status = 200, description = "Feedback linked to the adapter", body = ByAdapterResponse))
 )]
@@ -364,6 +377,7 @@ pub async fn by_adapter(
         unused: q.flag("unused")?,
         cursor: q.take("cursor"),
         include_descendants: q.flag("include_descendants")?,
+        kind: kind_param(&mut q)?,
     };
     q.finish()?;
     let org = caller.org().to_owned();

@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod feedback;
 pub mod graph;
+pub mod kinds;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
@@ -277,6 +278,19 @@ fn routes() -> Routes {
         )
         .add(Post, "/api/v1/llm/feedback/mark-used", feedback::mark_used)
         .add(Post, "/api/v1/llm/feedback/batch", batch::submit_batch)
+        .add(Get, "/api/v1/llm/feedback/summary", kinds::summary)
+        .add(Post, "/api/v1/llm/score-configs", kinds::put_score_config)
+        .add(Get, "/api/v1/llm/score-configs", kinds::list_score_configs)
+        .add(
+            Get,
+            "/api/v1/llm/score-configs/{name}",
+            kinds::get_score_config,
+        )
+        .add(
+            Get,
+            "/api/v1/llm/score-configs/{name}/history",
+            kinds::score_config_history,
+        )
         .add(Get, "/api/v1/llm/feedback/{id}", feedback::get)
         .add(Patch, "/api/v1/llm/feedback/{id}", feedback::review)
         .add(Post, "/api/v1/llm/feedback/{id}/link", feedback::link)

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{self, RefOr, ResponseBuilder};
 
 use super::error::ErrorBody;
-use super::{batch, feedback, graph, metrics, training, webhooks};
+use super::{batch, feedback, graph, kinds, metrics, training, webhooks};
 
 /// The document's root: every operation and the schemas they use.
 #[derive(OpenApi)]
@@ -39,6 +39,11 @@ use super::{batch, feedback, graph, metrics, training, webhooks};
         feedback::by_adapter,
         feedback::mark_used,
         batch::submit_batch,
+        kinds::summary,
+        kinds::put_score_config,
+        kinds::list_score_configs,
+        kinds::get_score_config,
+        kinds::score_config_history,
         feedback::get,
         feedback::review,
         feedback::link,

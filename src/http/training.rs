@@ -362,7 +362,8 @@ pub async fn abort(
     Ok(Json(state.run(move |s| s.abort(&actor, id)).await?))
 }
 
-/// `GET /training/batches/{id}/export?format=sft|dpo|openai-dpo|kto` (trainer): JSONL.
+/// `GET /training/batches/{id}/export?format=sft|dpo|openai-dpo|kto|preference|labels`
+/// (trainer): JSONL.
 /// Counts are in `X-Feedgraph-Items` (items of the batch), `X-Feedgraph-Skipped` (items with
 /// no line in this format, e.g. uncorrected negatives for DPO, or retracted ones),
 /// `X-Feedgraph-Retracted` (rejected after training) and, for KTO, `X-KTO-Desirable` /
@@ -373,7 +374,7 @@ pub async fn abort(
     tag = "training",
     params(
         ("id" = u64, Path, description = "The training batch id"),
-        ("format" = String, Query, pattern = "^(sft|dpo|openai-dpo|kto)$", description = "sft, dpo, openai-dpo or kto"),
+        ("format" = String, Query, pattern = "^(sft|dpo|openai-dpo|kto|preference|labels)$", description = "sft, dpo, openai-dpo, kto, preference (rated pairs with a margin) or labels"),
     ),
     responses((
         status = 200,
@@ -401,7 +402,8 @@ pub async fn export(
         .take("format")
         .ok_or_else(|| {
             ApiError::BadRequest(
-                "missing query parameter 'format' (sft, dpo, openai-dpo, kto)".into(),
+                "missing query parameter 'format' (sft, dpo, openai-dpo, kto, preference, labels)"
+                    .into(),
             )
         })?
         .parse()?;

@@ -81,8 +81,22 @@ impl Service {
         let mut outcomes: Vec<Option<BatchOutcome>> = Vec::with_capacity(items.len());
         let mut valid = Vec::with_capacity(items.len());
         let mut slots = Vec::with_capacity(items.len());
+        let names: std::collections::BTreeSet<String> = items
+            .iter()
+            .filter_map(|i| i.new.score_config.clone())
+            .collect();
+        let configs = if names.is_empty() {
+            Default::default()
+        } else {
+            self.configs_named(&actor.org, names.into_iter().collect())
+                .await?
+        };
         for item in items {
-            match self.begin_submit(&actor, item.new, item.key) {
+            let config = match item.new.score_config.as_deref() {
+                None => Some(None),
+                Some(name) => configs.get(name).cloned(),
+            };
+            match self.begin_submit(&actor, item.new, item.key, config) {
                 Ok((fb, _, key)) => {
                     slots.push(outcomes.len());
                     outcomes.push(None);

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Service, ServiceError};
 use crate::model::{
-    Actor, Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Metadata, Millis,
-    ValidationStatus, now_millis,
+    Actor, Adapter, Feedback, FeedbackKind, FeedbackLink, FeedbackType, LinkSource, Metadata,
+    Millis, ValidationStatus, now_millis,
 };
 use crate::store::FeedbackRecord;
 use crate::validate::{self, FieldLimits};
@@ -124,6 +124,18 @@ pub struct DumpFeedback {
     /// Extra JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The feedback kind (the line's `kind` names the record type): absent for `thumbs`.
+    #[serde(default, skip_serializing_if = "FeedbackKind::is_thumbs")]
+    pub feedback_kind: FeedbackKind,
+    /// The label of a `label` item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Model provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The score config the item was checked against when submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_config: Option<String>,
 }
 
 /// A FEEDBACK_FOR line waiting for its ends to be checked: line, from, to, time, source.
@@ -287,6 +299,19 @@ pub fn check_record(
         DumpRecord::Feedback(f) => {
             let f = *f;
             id_ok(line, "id", &f.id, limits)?;
+            for (field, v) in [("provider", &f.provider), ("score_config", &f.score_config)] {
+                if let Some(v) = v {
+                    id_ok(line, field, v, limits)?;
+                }
+            }
+            if f.label.as_ref().is_some_and(|l| {
+                l.trim().is_empty() || l.contains('\0') || l.chars().count() > limits.max_id_chars
+            }) {
+                return Err(bad(
+                    line,
+                    "label is blank, holds a NUL or is over the id limit",
+                ));
+            }
             if f.question.chars().count() > limits.max_text_chars
                 || f.answer.chars().count() > limits.max_text_chars
             {
@@ -319,6 +344,10 @@ pub fn check_record(
                     comment: f.comment,
                     metadata,
                     pii: Vec::new(),
+                    kind: f.feedback_kind,
+                    label: f.label,
+                    provider: f.provider,
+                    score_config: f.score_config,
                 },
                 links: Vec::new(),
                 lease: None,
@@ -645,6 +674,10 @@ impl Service {
                     } else {
                         Some(f.metadata.0)
                     },
+                    feedback_kind: f.kind,
+                    label: f.label,
+                    provider: f.provider,
+                    score_config: f.score_config,
                 })),
                 out,
             );

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod batch;
 pub mod dump;
 pub mod follow;
+pub mod kinds;
 pub mod lineage;
 pub mod metrics;
 pub mod overview;
@@ -125,6 +126,8 @@ pub struct ListQuery {
     pub adapter: Option<String>,
     /// Only this session.
     pub session: Option<String>,
+    /// Only this kind (read from the stored records: the graph does not hold kinds).
+    pub kind: Option<crate::model::FeedbackKind>,
     /// Page size (default 100, 1..=1000).
     pub limit: Option<usize>,
     /// Continue after this id (the `next_cursor` of the previous page).
@@ -206,6 +209,8 @@ pub struct ByAdapterQuery {
     pub cursor: Option<String>,
     /// Also feedback linked to the adapter's descendants.
     pub include_descendants: bool,
+    /// Only this kind.
+    pub kind: Option<crate::model::FeedbackKind>,
 }
 
 /// Result of [`Service::link`].
@@ -553,7 +558,7 @@ impl Service {
     /// Validates and stores a feedback item; returns it once durable.
     pub fn submit(&self, actor: &Actor, new: NewFeedback) -> Result<Feedback, ServiceError> {
         check_org(&actor.org)?;
-        let fb = self.prepare(new, None, None, &actor.org)?;
+        let fb = self.prepare(new, None, None, &actor.org, None)?;
         let changes = self.store.write(actor, &mut |tx| {
             tx.insert_feedback(&fb, ChangeAction::Submit)
         })?;
@@ -571,7 +576,7 @@ impl Service {
         new: NewFeedback,
         key: Option<IdempotencyKey>,
     ) -> Result<(Feedback, bool), ServiceError> {
-        let (fb, org, key) = self.begin_submit(actor, new, key)?;
+        let (fb, org, key) = self.begin_submit(actor, new, key, None)?;
         let inserted = self.store.submit_blocking(actor, &fb, key.as_ref())?;
         let (feedback, replay, applied) = self.finish_submit(&org, inserted)?;
         applied.wait();
@@ -591,7 +596,15 @@ impl Service {
         new: NewFeedback,
         key: Option<IdempotencyKey>,
     ) -> Result<(Feedback, bool), ServiceError> {
-        let (fb, org, key) = self.begin_submit(actor, new, key)?;
+        let config = match new.score_config.as_deref() {
+            None => Some(None),
+            Some(name) => self
+                .configs_named(&actor.org, vec![name.to_owned()])
+                .await?
+                .into_values()
+                .next(),
+        };
+        let (fb, org, key) = self.begin_submit(actor, new, key, config)?;
         let mut unfinished = FinishOnDrop {
             service: self,
             org,
@@ -614,11 +627,13 @@ impl Service {
     }
 
     /// Checks a submission and builds its record; nothing is written yet.
+    /// `config` as for [`Service::prepare`].
     fn begin_submit(
         &self,
         actor: &Actor,
         new: NewFeedback,
         key: Option<IdempotencyKey>,
+        config: Option<Option<crate::model::ScoreConfig>>,
     ) -> Result<(Feedback, String, Option<IdempotencyKey>), ServiceError> {
         if let Some(key) = &key
             && (key.key.is_empty()
@@ -630,7 +645,7 @@ impl Service {
             ));
         }
         check_org(&actor.org)?;
-        let fb = self.prepare(new, None, None, &actor.org)?;
+        let fb = self.prepare(new, None, None, &actor.org, config)?;
         // The raw body's hash would let whoever holds the data directory test guesses of a
         // redacted value: after a redaction the key remembers the request as stored.
         let key = key.map(|mut k| {
@@ -667,14 +682,23 @@ impl Service {
     }
 
     /// Validates a submission and builds its version-1 record (id, time, verdict).
+    ///
+    /// `config` is the score config the submission names, looked up by an async caller
+    /// off the runtime (see [`Service::configs_named`]); `None` looks it up here (a
+    /// blocking read).
     fn prepare(
         &self,
         new: NewFeedback,
         id: Option<String>,
         created_at: Option<Millis>,
         org: &str,
+        config: Option<Option<crate::model::ScoreConfig>>,
     ) -> Result<Feedback, ServiceError> {
-        let (valid, verdict) = self.validator.validate(new)?;
+        let config = match config {
+            Some(c) => c,
+            None => self.score_config_for(org, new.score_config.as_deref())?,
+        };
+        let (valid, verdict) = self.validator.validate_with(new, config.as_ref())?;
         let created_at = created_at.unwrap_or_else(now_millis);
         let id = match id {
             Some(id) => validate::check_id("id", Some(id), &self.limits)?.ok_or(
@@ -709,8 +733,47 @@ impl Service {
             comment: valid.comment,
             metadata: valid.metadata,
             pii: verdict.pii,
+            kind: valid.kind,
+            label: valid.label,
+            provider: valid.provider,
+            score_config: valid.score_config,
         };
         Ok(fb)
+    }
+
+    /// The org's score configs of the given names (an absent one maps to `None`), read
+    /// on a blocking thread: for async callers.
+    pub(crate) async fn configs_named(
+        self: &Arc<Self>,
+        org: &str,
+        names: Vec<String>,
+    ) -> Result<HashMap<String, Option<crate::model::ScoreConfig>>, ServiceError> {
+        let service = Arc::clone(self);
+        let org = org.to_owned();
+        tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .map(|n| {
+                    let c = service.score_config_for(&org, Some(&n))?;
+                    Ok((n, c))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("score config lookup failed: {e}")))?
+    }
+
+    /// The org's score config a submission names, if it names one and the org has it
+    /// (the validator refuses a named config that is not found).
+    fn score_config_for(
+        &self,
+        org: &str,
+        name: Option<&str>,
+    ) -> Result<Option<crate::model::ScoreConfig>, ServiceError> {
+        match name.map(str::trim).filter(|n| !n.is_empty()) {
+            None => Ok(None),
+            Some(name) => Ok(self.store.get_score_config(org, name)?),
+        }
     }
 
     /// One feedback item of the org.
@@ -761,6 +824,25 @@ impl Service {
         let limit = effective_limit(q.limit)?;
         let snapshot = self.graph.org(org);
         check_cursor(snapshot.as_deref(), q.cursor.as_deref())?;
+        if let Some(kind) = q.kind {
+            // Every candidate the graph's filters leave, newest first, then the stored
+            // records decide the kind.
+            let ids = match snapshot {
+                None => Vec::new(),
+                Some(g) => collect_page(&g, q, ALL_ROWS).0,
+            };
+            let (items, more) = self.first_of_kind(org, ids, kind, limit)?;
+            let next_cursor = if more {
+                items.last().map(|f| f.id.clone())
+            } else {
+                None
+            };
+            return Ok(Page {
+                items,
+                limit,
+                next_cursor,
+            });
+        }
         let (ids, more) = match snapshot {
             None => (Vec::new(), false),
             Some(g) => collect_page(&g, q, limit),
@@ -775,6 +857,31 @@ impl Service {
             limit,
             next_cursor,
         })
+    }
+
+    /// The first `limit` items of `ids` (newest first) whose kind is `kind`, read from the
+    /// store a chunk at a time, and whether more follow.
+    fn first_of_kind(
+        &self,
+        org: &str,
+        ids: Vec<Arc<str>>,
+        kind: crate::model::FeedbackKind,
+        limit: usize,
+    ) -> Result<(Vec<Feedback>, bool), ServiceError> {
+        const CHUNK: usize = 256;
+        let mut out = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            for f in self.load(org, chunk.to_vec())? {
+                if f.kind != kind {
+                    continue;
+                }
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(f);
+            }
+        }
+        Ok((out, false))
     }
 
     /// Every item of a session, newest first.
@@ -943,7 +1050,8 @@ impl Service {
             let row = g.adapter_row(adapter_id).ok_or_else(not_found)?;
             check_cursor(Some(&g), q.cursor.as_deref())?;
             let family = training::adapter_family(&g, row, q.include_descendants);
-            let page = g.linked_page(&family, q.cursor.as_deref(), limit, |f| {
+            let rows = if q.kind.is_some() { ALL_ROWS } else { limit };
+            let page = g.linked_page(&family, q.cursor.as_deref(), rows, |f| {
                 !q.unused || !f.used_for_training
             });
             let ids: Vec<Arc<str>> = page
@@ -953,12 +1061,15 @@ impl Service {
                 .collect();
             (ids, g.linked_count(&family), page.more)
         };
+        let (feedback, more) = match q.kind {
+            None => (self.load(org, ids)?, more),
+            Some(kind) => self.first_of_kind(org, ids, kind, limit)?,
+        };
         let next_cursor = if more {
-            ids.last().map(|s| s.to_string())
+            feedback.last().map(|f| f.id.clone())
         } else {
             None
         };
-        let feedback = self.load(org, ids)?;
         Ok(ByAdapter {
             adapter_id: adapter_id.to_owned(),
             count: feedback.len(),
@@ -1049,8 +1160,11 @@ impl Service {
             let result: Result<(), String> = (|| match rec {
                 ImportRecord::Feedback { org, id, item, .. } => {
                     let org = org_of(org)?;
+                    let config = self
+                        .score_config_for(&org, item.score_config.as_deref())
+                        .map_err(|e| e.to_string())?;
                     self.validator
-                        .validate((**item).clone())
+                        .validate_with((**item).clone(), config.as_ref())
                         .map_err(|e| e.to_string())?;
                     if let Some(id) = id {
                         validate::check_id("id", Some(id.clone()), &self.limits)
@@ -1187,7 +1301,7 @@ impl Service {
                 item,
             } => {
                 let org = org_of(org)?;
-                let fb = self.prepare(*item, id, created_at, &org)?;
+                let fb = self.prepare(*item, id, created_at, &org, None)?;
                 (org, ImportOp::Feedback(Box::new(fb)))
             }
             ImportRecord::Link {
@@ -1372,6 +1486,9 @@ fn newest_first(rows: &mut Vec<&FeedbackNode>, keep: usize) {
     }
     rows.sort_unstable_by(newer);
 }
+
+/// A page size that takes every matching row (for filters the graph cannot apply).
+const ALL_ROWS: usize = usize::MAX / 4;
 
 fn collect_page(g: &OrgGraph, q: &ListQuery, limit: usize) -> (Vec<Arc<str>>, bool) {
     let (Ok(model), Ok(session)) = (resolve(g, &q.model), resolve(g, &q.session)) else {

@@ -108,6 +108,10 @@ fn stored_field(f: &crate::model::Feedback, field: &str) -> Option<serde_json::V
         "metadata" => Some(Value::Object(f.metadata.0.clone())),
         "validation_reasons" => serde_json::to_value(&f.validation_reasons).ok(),
         "pii" => serde_json::to_value(&f.pii).ok(),
+        "kind" => Some(Value::String(f.kind.as_str().to_owned())),
+        "label" => f.label.clone().map(Value::String),
+        "provider" => f.provider.clone().map(Value::String),
+        "score_config" => f.score_config.clone().map(Value::String),
         _ => None,
     }
 }

@@ -10,7 +10,7 @@
 //! survive restarts; an expired lease frees its items for the next claim, and the expired
 //! batch can no longer commit items someone else has since leased.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::{Service, ServiceError};
 use crate::graph::OrgGraph;
 use crate::model::{
-    Actor, ChangeAction, Feedback, FeedbackType, Millis, ValidationReason, ValidationStatus,
-    now_millis,
+    Actor, ChangeAction, Feedback, FeedbackKind, FeedbackType, Millis, ValidationReason,
+    ValidationStatus, now_millis,
 };
 use crate::store::rules::{creation_changes, field_change};
 use crate::store::{Batch, BatchState, FeedbackRecord, Lease, ManifestEntry, stable_hash};
@@ -132,8 +132,14 @@ pub enum ExportFormat {
     Dpo,
     /// OpenAI preference fine-tuning: input messages, preferred and non-preferred output.
     OpenAiDpo,
-    /// TRL unpaired: prompt, completion, label (thumbs up = true).
+    /// TRL unpaired: prompt, completion, label (thumbs up = true; a rating is desirable
+    /// at or above its score config's threshold).
     Kto,
+    /// TRL preference pairs with a margin, from two ratings of answers to one prompt on
+    /// one scale: prompt, chosen (higher rated), rejected, margin (the score difference).
+    Preference,
+    /// Ground-truth labels of inputs: prompt, label (items of kind `label`).
+    Labels,
 }
 
 impl std::str::FromStr for ExportFormat {
@@ -144,8 +150,10 @@ impl std::str::FromStr for ExportFormat {
             "dpo" => Ok(ExportFormat::Dpo),
             "openai-dpo" => Ok(ExportFormat::OpenAiDpo),
             "kto" => Ok(ExportFormat::Kto),
+            "preference" => Ok(ExportFormat::Preference),
+            "labels" => Ok(ExportFormat::Labels),
             other => Err(ServiceError::BadRequest(format!(
-                "unknown export format '{other}' (sft, dpo, openai-dpo, kto)"
+                "unknown export format '{other}' (sft, dpo, openai-dpo, kto, preference, labels)"
             ))),
         }
     }
@@ -166,6 +174,56 @@ pub struct Export {
     pub undesirable: usize,
     /// Items of the batch no longer approved (rejected after training): left out.
     pub retracted: usize,
+}
+
+/// TRL preference lines from rated items: per prompt and scale (question and score
+/// config), the highest-rated answer is `chosen` against every lower-rated, different
+/// answer, with `margin` = the score difference. Groups in order of their first item;
+/// within one, the best first of equals (the oldest), then the rejected ones from the
+/// highest score down (oldest first among equals). Returns the lines and the number of
+/// items that are in no pair.
+fn preference_pairs(rated: Vec<Feedback>) -> (Vec<String>, usize) {
+    /// A prompt on one scale: the question and the score config.
+    type GroupKey = (String, Option<String>);
+    let mut groups: Vec<(GroupKey, Vec<Feedback>)> = Vec::new();
+    for f in rated {
+        let key = (f.question.clone(), f.score_config.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(f),
+            None => groups.push((key, vec![f])),
+        }
+    }
+    let mut lines = Vec::new();
+    let mut unpaired = 0;
+    for (_, mut group) in groups {
+        let score = |f: &Feedback| f.score.unwrap_or(f64::NEG_INFINITY);
+        // Stable: equal scores keep claim (oldest-first) order.
+        group.sort_by(|a, b| score(b).total_cmp(&score(a)));
+        let Some((best, rest)) = group.split_first() else {
+            continue;
+        };
+        let mut paired = false;
+        for other in rest {
+            if score(other) < score(best) && other.answer != best.answer {
+                paired = true;
+                lines.push(
+                    serde_json::json!({
+                        "prompt": best.question,
+                        "chosen": best.answer,
+                        "rejected": other.answer,
+                        "margin": score(best) - score(other),
+                    })
+                    .to_string(),
+                );
+            } else {
+                unpaired += 1;
+            }
+        }
+        if !paired {
+            unpaired += 1;
+        }
+    }
+    (lines, unpaired)
 }
 
 /// Where a feedback item's training reached.
@@ -835,6 +893,8 @@ impl Service {
             retracted: 0,
         };
         let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut configs: HashMap<String, Option<crate::model::ScoreConfig>> = HashMap::new();
+        let mut rated: Vec<Feedback> = Vec::new();
         for f in self.store.get_many(org, &keys)? {
             let Some(f) = f else {
                 continue;
@@ -845,6 +905,40 @@ impl Service {
                 e.skipped += 1;
                 continue;
             }
+            // A label says what the input is, not how good the answer was: only the
+            // labels export takes it. The pair and label formats take their own kinds.
+            match (format, f.kind) {
+                (ExportFormat::Labels, FeedbackKind::Label) => {
+                    let line = serde_json::json!({"prompt": f.question, "label": f.label});
+                    e.lines.push(line.to_string());
+                    continue;
+                }
+                (ExportFormat::Preference, FeedbackKind::Rating) if f.score.is_some() => {
+                    rated.push(f);
+                    continue;
+                }
+                (ExportFormat::Labels | ExportFormat::Preference, _) | (_, FeedbackKind::Label) => {
+                    e.skipped += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            // A rating's polarity for KTO: its config's threshold when it has one (the
+            // config as it is now), else the type it was stored with.
+            let polarity = match (&f.score_config, f.score) {
+                (Some(name), Some(score)) if f.kind == FeedbackKind::Rating => {
+                    if !configs.contains_key(name) {
+                        let c = self.store.get_score_config(org, name)?;
+                        configs.insert(name.clone(), c);
+                    }
+                    configs
+                        .get(name)
+                        .and_then(|c| c.as_ref())
+                        .and_then(|c| c.polarity(score))
+                        .unwrap_or(f.feedback_type)
+                }
+                _ => f.feedback_type,
+            };
             let user = |q: &str| serde_json::json!({"role": "user", "content": q});
             let assistant = |a: &str| serde_json::json!({"role": "assistant", "content": a});
             let line = match (format, f.feedback_type, f.correction.as_deref()) {
@@ -864,8 +958,8 @@ impl Service {
                         "non_preferred_output": [assistant(&f.answer)]
                     }))
                 }
-                (ExportFormat::Kto, t, _) => {
-                    let good = t == FeedbackType::Positive;
+                (ExportFormat::Kto, _, _) => {
+                    let good = polarity == FeedbackType::Positive;
                     if good {
                         e.desirable += 1;
                     } else {
@@ -881,6 +975,11 @@ impl Service {
                 Some(l) => e.lines.push(l.to_string()),
                 None => e.skipped += 1,
             }
+        }
+        if format == ExportFormat::Preference {
+            let (lines, unpaired) = preference_pairs(rated);
+            e.skipped += unpaired;
+            e.lines.extend(lines);
         }
         Ok(e)
     }

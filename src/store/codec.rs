@@ -8,12 +8,15 @@
 //! - 2: `Feedback` gained `pii` (the PII findings), its last field. Every other stored type
 //!   is encoded as in version 1. A version-1 feedback record reads as one with no findings
 //!   (see [`Stored::decode_v1`]); it is written as version 2 the next time it changes.
+//! - 3: `Feedback` gained `kind`, `label`, `provider` and `score_config` after `pii`. A
+//!   version-1 or -2 feedback record reads as a `thumbs` item with none of them (see
+//!   [`Stored::decode_v2`]). The `score_configs` tree is new in this version.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version written in front of every record by this build.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
@@ -25,9 +28,16 @@ pub trait Stored: DeserializeOwned {
     fn decode_v1(body: &[u8]) -> Result<Self, CodecError> {
         decode_body(body)
     }
+
+    /// Decodes a version-2 body; the default suits every type whose encoding did not
+    /// change in version 3.
+    fn decode_v2(body: &[u8]) -> Result<Self, CodecError> {
+        decode_body(body)
+    }
 }
 
 impl Stored for crate::model::Adapter {}
+impl Stored for crate::model::ScoreConfig {}
 impl Stored for crate::model::HistoryVersion {}
 impl Stored for super::rules::IdempotencyRecord {}
 impl Stored for super::Batch {}
@@ -44,9 +54,23 @@ impl Stored for super::FeedbackRecord {
         let mut v2 = Vec::with_capacity(body.len() + 1);
         v2.extend_from_slice(body);
         v2.push(0);
-        decode_body(&v2)
+        Self::decode_v2(&v2)
+    }
+
+    /// Version 3 appended `kind`, `label`, `provider` and `score_config` to `Feedback`: a
+    /// version-2 body followed by `[0, 0, 0, 0]` (variant 0 = `thumbs`, then three `None`s)
+    /// is the version-3 body of the same record. Every byte of the old record is kept.
+    fn decode_v2(body: &[u8]) -> Result<Self, CodecError> {
+        let mut v3 = Vec::with_capacity(body.len() + V3_FEEDBACK_TAIL.len());
+        v3.extend_from_slice(body);
+        v3.extend_from_slice(&V3_FEEDBACK_TAIL);
+        decode_body(&v3)
     }
 }
+
+/// The encoding of the fields version 3 appended to `Feedback` for a record that has none
+/// of them: kind `thumbs` (variant 0), no label, no provider, no score config.
+const V3_FEEDBACK_TAIL: [u8; 4] = [0, 0, 0, 0];
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +142,7 @@ pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, CodecError> {
     match version {
         FORMAT_VERSION => decode_body(body),
         1 => T::decode_v1(body),
+        2 => T::decode_v2(body),
         found => Err(CodecError::UnknownVersion { found }),
     }
 }
@@ -176,13 +201,26 @@ mod tests {
             links: Vec::new(),
             feedback: f,
         };
-        // Version 1 wrote the same fields without the trailing `pii` list.
-        let v2 = encode(&record).unwrap();
-        assert_eq!(v2.last(), Some(&0), "an empty list is one zero byte");
-        let mut v1 = v2[..v2.len() - 1].to_vec();
+        // Version 2 wrote the same fields without the four trailing kind fields, version
+        // 1 also without the `pii` list.
+        let v3 = encode(&record).unwrap();
+        assert_eq!(&v3[v3.len() - 5..], &[0, 0, 0, 0, 0], "{v3:?}");
+        let mut v2 = v3[..v3.len() - 4].to_vec();
+        v2[0] = 2;
+        let read: super::super::FeedbackRecord = decode(&v2).unwrap();
+        assert_eq!(read, record);
+        let mut v1 = v3[..v3.len() - 5].to_vec();
         v1[0] = 1;
         let read: super::super::FeedbackRecord = decode(&v1).unwrap();
         assert_eq!(read, record);
+        // A version-3 record of another kind round-trips.
+        let mut rated = record.clone();
+        rated.feedback.kind = crate::model::FeedbackKind::Label;
+        rated.feedback.label = Some("billing".into());
+        rated.feedback.provider = Some("openai".into());
+        rated.feedback.score_config = Some("topic".into());
+        let read: super::super::FeedbackRecord = decode(&encode(&rated).unwrap()).unwrap();
+        assert_eq!(read, rated);
         // A record with findings round-trips in the current version.
         let mut with = record.clone();
         with.feedback.pii.push(PiiFinding {

@@ -11,6 +11,8 @@ pub const KIND_FEEDBACK: u8 = b'F';
 pub const KIND_ADAPTER: u8 = b'A';
 /// History key tag for training batches.
 pub const KIND_BATCH: u8 = b'B';
+/// History key tag for score configs.
+pub const KIND_SCORE_CONFIG: u8 = b'S';
 
 /// `org \0 batch_id(u64 big-endian)` — a training batch.
 pub fn batch(org: &str, id: u64) -> Vec<u8> {

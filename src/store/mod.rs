@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FieldChange, HistoryVersion, LinkSource,
-    Millis,
+    Millis, ScoreConfig,
 };
 use codec::CodecError;
 pub use durability::{Durability, SyncError, Syncer};
@@ -224,6 +224,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         up_to: u64,
     ) -> Result<Vec<u64>, StoreError>;
 
+    /// One score config of `org`, by name.
+    fn get_score_config(&self, org: &str, name: &str) -> Result<Option<ScoreConfig>, StoreError>;
+
+    /// Every score config of `org`, by name.
+    fn score_configs_of(&self, org: &str) -> Result<Vec<ScoreConfig>, StoreError>;
+
+    /// Every committed version of a score config's history, oldest first.
+    fn score_config_history(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Vec<HistoryVersion>, StoreError>;
+
     /// Fails when the backend cannot take writes now (for readiness).
     fn check_writable(&self) -> Result<(), StoreError>;
 
@@ -282,6 +295,17 @@ pub trait WriteTx {
 
     /// Writes an adapter (new or changed) with its history entry.
     fn put_adapter(&mut self, adapter: &Adapter, entry: &HistoryVersion) -> Result<(), StoreError>;
+
+    /// Reads one score config of the org. Call [`WriteTx::lock_adapters`] first when the
+    /// write depends on it (config writes are serialised by the same lock).
+    fn get_score_config(&mut self, name: &str) -> Result<Option<ScoreConfig>, StoreError>;
+
+    /// Writes a score config (new or a new version) with its history entry.
+    fn put_score_config(
+        &mut self,
+        config: &ScoreConfig,
+        entry: &HistoryVersion,
+    ) -> Result<(), StoreError>;
 
     /// Takes the org's next training batch id (1, 2, 3...; never reused).
     fn next_batch_id(&mut self) -> Result<u64, StoreError>;

@@ -16,7 +16,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    FeedbackType, Metadata, NewFeedback, PiiFinding, ValidationReason, ValidationStatus,
+    FeedbackKind, FeedbackType, Metadata, NewFeedback, PiiFinding, ScoreConfig, ScoreDataType,
+    ValidationReason, ValidationStatus,
 };
 
 pub mod pii;
@@ -203,6 +204,14 @@ pub struct ValidFeedback {
     pub score: Option<f64>,
     /// Bounded JSON object.
     pub metadata: Metadata,
+    /// The kind (thumbs when the submission named none).
+    pub kind: FeedbackKind,
+    /// The label of a `label` item.
+    pub label: Option<String>,
+    /// Model provider.
+    pub provider: Option<String>,
+    /// The score config the item was checked against.
+    pub score_config: Option<String>,
 }
 
 impl ValidFeedback {
@@ -495,7 +504,10 @@ impl ValidationPlugin for BasicPlugin {
                 break;
             }
         }
+        // A low rating explains itself by its score; thumbs down (and a negative label)
+        // say nothing about what was wrong.
         if item.feedback_type == FeedbackType::Negative
+            && item.kind != FeedbackKind::Rating
             && item.correction.is_none()
             && item.comment.is_none()
         {
@@ -610,7 +622,18 @@ impl Validator {
     /// stored. Limits are checked again after redaction (a placeholder can be a character
     /// longer than a very short address).
     pub fn validate(&self, new: NewFeedback) -> Result<(ValidFeedback, Verdict), ValidationError> {
-        let mut valid = self.check_shape(new)?;
+        self.validate_with(new, None)
+    }
+
+    /// [`Validator::validate`] for a submission whose `score_config` the caller looked up:
+    /// `config` is the org's config of that name (`None` when it has none, which makes a
+    /// named config a 400).
+    pub fn validate_with(
+        &self,
+        new: NewFeedback,
+        config: Option<&ScoreConfig>,
+    ) -> Result<(ValidFeedback, Verdict), ValidationError> {
+        let mut valid = self.check_shape_with(new, config)?;
         let screening = self.pii.screen(&mut valid)?;
         if !screening.findings.is_empty() {
             let l = &self.limits;
@@ -648,21 +671,44 @@ impl Validator {
 
     /// Checks the shape of a submission; the first problem found is the error.
     pub fn check_shape(&self, new: NewFeedback) -> Result<ValidFeedback, ValidationError> {
+        self.check_shape_with(new, None)
+    }
+
+    /// [`Validator::check_shape`] with the score config the submission names (see
+    /// [`Validator::validate_with`]). The kind decides the required fields:
+    /// `rating` needs `score`, `text` needs `comment`, `correction` needs `correction`,
+    /// `label` needs `label` (and only `label` items may carry one).
+    pub fn check_shape_with(
+        &self,
+        new: NewFeedback,
+        config: Option<&ScoreConfig>,
+    ) -> Result<ValidFeedback, ValidationError> {
         let l = &self.limits;
-        let feedback_type = match new.feedback_type.as_deref().map(str::trim) {
-            None | Some("") => {
-                return Err(ValidationError::Missing {
-                    field: "type",
-                    hint: " (positive or negative)",
-                });
-            }
+        let kind = match new.kind.as_deref().map(str::trim) {
+            None | Some("") => FeedbackKind::Thumbs,
             Some(s) => s
-                .parse::<FeedbackType>()
+                .parse::<FeedbackKind>()
                 .map_err(|e| ValidationError::Invalid {
-                    field: "type",
+                    field: "kind",
                     reason: e.to_string(),
                 })?,
         };
+        let stated_type = match new.feedback_type.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(
+                s.parse::<FeedbackType>()
+                    .map_err(|e| ValidationError::Invalid {
+                        field: "type",
+                        reason: e.to_string(),
+                    })?,
+            ),
+        };
+        if stated_type.is_none() && matches!(kind, FeedbackKind::Thumbs | FeedbackKind::Text) {
+            return Err(ValidationError::Missing {
+                field: "type",
+                hint: " (positive or negative)",
+            });
+        }
         let question = required_text("question", new.question, l)?;
         let answer = required_text("answer", new.answer, l)?;
         let correction = optional_text("correction", new.correction, l)?;
@@ -685,7 +731,80 @@ impl Validator {
             });
         }
         let metadata = check_metadata("metadata", new.metadata, l)?;
+        let provider = check_id("provider", new.provider, l)?;
+        let label = match optional_text("label", new.label, l)? {
+            Some(v) if v.chars().count() > l.max_id_chars => {
+                return Err(ValidationError::TooLong {
+                    field: "label",
+                    actual: v.chars().count(),
+                    limit: l.max_id_chars,
+                    unit: "characters",
+                });
+            }
+            v => v.map(|v| v.trim().to_owned()),
+        };
+        let score_config = check_id("score_config", new.score_config, l)?;
+        let config = match (&score_config, config) {
+            (None, _) => None,
+            (Some(name), Some(c)) if c.name == *name => Some(c),
+            (Some(name), _) => {
+                return Err(ValidationError::Invalid {
+                    field: "score_config",
+                    reason: format!("this org has no score config named '{name}'"),
+                });
+            }
+        };
+        let need = |field: &'static str, present: bool| {
+            if present {
+                Ok(())
+            } else {
+                Err(ValidationError::Missing {
+                    field,
+                    hint: kind_hint(kind),
+                })
+            }
+        };
+        match kind {
+            FeedbackKind::Thumbs => {}
+            FeedbackKind::Rating => need("score", new.score.is_some())?,
+            FeedbackKind::Text => need("comment", comment.is_some())?,
+            FeedbackKind::Correction => need("correction", correction.is_some())?,
+            FeedbackKind::Label => need("label", label.is_some())?,
+        }
+        if label.is_some() && kind != FeedbackKind::Label {
+            return Err(ValidationError::Invalid {
+                field: "label",
+                reason: format!("only kind 'label' carries a label (this item is '{kind}')"),
+            });
+        }
+        if let Some(c) = config {
+            check_against_config(kind, new.score, label.as_deref(), c)?;
+        }
+        let feedback_type = match (stated_type, kind) {
+            (Some(t), _) => t,
+            (None, FeedbackKind::Thumbs | FeedbackKind::Text) => {
+                return Err(ValidationError::Missing {
+                    field: "type",
+                    hint: " (positive or negative)",
+                });
+            }
+            (None, FeedbackKind::Rating) => match (config, new.score) {
+                (Some(c), Some(score)) => c.polarity(score),
+                _ => None,
+            }
+            .ok_or(ValidationError::Missing {
+                field: "type",
+                hint: " (positive or negative; a rating may leave it out only when its \
+                           score_config has a threshold)",
+            })?,
+            (None, FeedbackKind::Correction) => FeedbackType::Negative,
+            (None, FeedbackKind::Label) => FeedbackType::Positive,
+        };
         Ok(ValidFeedback {
+            kind,
+            label,
+            provider,
+            score_config,
             feedback_type,
             question,
             answer,
@@ -714,6 +833,83 @@ impl Validator {
             status,
             reasons,
             pii: Vec::new(),
+        }
+    }
+}
+
+/// What a kind requires, for the 400 naming a missing field.
+fn kind_hint(kind: FeedbackKind) -> &'static str {
+    match kind {
+        FeedbackKind::Thumbs => "",
+        FeedbackKind::Rating => " (kind 'rating' needs a numeric score)",
+        FeedbackKind::Text => " (kind 'text' needs the text in comment)",
+        FeedbackKind::Correction => " (kind 'correction' needs the corrected output in correction)",
+        FeedbackKind::Label => " (kind 'label' needs the label)",
+    }
+}
+
+/// Checks a rating's score or a label against the score config it names.
+fn check_against_config(
+    kind: FeedbackKind,
+    score: Option<f64>,
+    label: Option<&str>,
+    c: &ScoreConfig,
+) -> Result<(), ValidationError> {
+    let wrong_kind = |expected: &str| ValidationError::Invalid {
+        field: "score_config",
+        reason: format!(
+            "'{}' is a {} config, for kind '{expected}' items (this item is '{kind}')",
+            c.name,
+            c.data_type.as_str()
+        ),
+    };
+    match c.data_type {
+        ScoreDataType::Numeric | ScoreDataType::Boolean => {
+            if kind != FeedbackKind::Rating {
+                return Err(wrong_kind("rating"));
+            }
+            let Some(score) = score else { return Ok(()) };
+            if c.data_type == ScoreDataType::Boolean {
+                if score != 0.0 && score != 1.0 {
+                    return Err(ValidationError::Invalid {
+                        field: "score",
+                        reason: format!(
+                            "'{}' is boolean: score must be 0 (false) or 1 (true), got {score}",
+                            c.name
+                        ),
+                    });
+                }
+                return Ok(());
+            }
+            let (lo, hi) = (c.min.unwrap_or(f64::MIN), c.max.unwrap_or(f64::MAX));
+            if score < lo || score > hi {
+                return Err(ValidationError::Invalid {
+                    field: "score",
+                    reason: format!(
+                        "{score} is outside the range of '{}' ({} to {})",
+                        c.name,
+                        c.min.map_or("any".into(), |v| v.to_string()),
+                        c.max.map_or("any".into(), |v| v.to_string()),
+                    ),
+                });
+            }
+            Ok(())
+        }
+        ScoreDataType::Categorical => {
+            if kind != FeedbackKind::Label {
+                return Err(wrong_kind("label"));
+            }
+            match label {
+                Some(l) if !c.categories.iter().any(|x| x == l) => Err(ValidationError::Invalid {
+                    field: "label",
+                    reason: format!(
+                        "'{l}' is not a category of '{}' (allowed: {})",
+                        c.name,
+                        c.categories.join(", ")
+                    ),
+                }),
+                _ => Ok(()),
+            }
         }
     }
 }

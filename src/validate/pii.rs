@@ -1575,6 +1575,10 @@ mod tests {
             adapter_version: None,
             score: None,
             metadata: crate::model::Metadata::default(),
+            kind: crate::model::FeedbackKind::Thumbs,
+            label: None,
+            provider: None,
+            score_config: None,
         }
     }
 

@@ -29,12 +29,6 @@ def test_collector_on_a_real_server(client: Client) -> None:
     assert ctx.metadata["operation"] == "answer" and ctx.metadata["route"] == "/ask"
     assert ctx.metadata["app"] == "docs" and "duration_ms" in ctx.metadata
     assert col.aggregate(1).total_count == 3
-    with pytest.raises(feedgraph.KindNotAvailable):
-        col.collect_rating(4, question=Q, answer=A)
-    with pytest.raises(feedgraph.KindNotAvailable):
-        col.collect_text("ok", question=Q, answer=A)
-    with pytest.raises(feedgraph.KindNotAvailable):
-        col.collect_label("spam", input_data="x")
 
 
 def test_the_in_memory_double_keeps_the_rules() -> None:

@@ -31,7 +31,8 @@ use super::{
     Inserted, RecordHeadRef, StorageConfig, StoreError, WriteTx, codec, keys, rules,
 };
 use crate::model::{
-    Actor, Adapter, ChangeAction, Feedback, FieldChange, HistoryVersion, Millis, now_millis,
+    Actor, Adapter, ChangeAction, Feedback, FieldChange, HistoryVersion, Millis, ScoreConfig,
+    now_millis,
 };
 
 /// How many times a write that lost a race is run again before its error is returned.
@@ -396,6 +397,20 @@ impl WriteTx for PgTx<'_> {
     fn get_adapter(&mut self, id: &str) -> Result<Option<Adapter>, StoreError> {
         let (c, org) = (self.client, &self.actor.org);
         self.run(ops::get_adapter(c, org, id))
+    }
+
+    fn get_score_config(&mut self, name: &str) -> Result<Option<ScoreConfig>, StoreError> {
+        let (c, org) = (self.client, &self.actor.org);
+        self.run(ops::get_score_config(c, org, name))
+    }
+
+    fn put_score_config(
+        &mut self,
+        config: &ScoreConfig,
+        entry: &HistoryVersion,
+    ) -> Result<(), StoreError> {
+        let (c, actor) = (self.client, self.actor);
+        self.run(ops::put_score_config(c, actor, config, entry))
     }
 
     fn put_adapter(&mut self, adapter: &Adapter, entry: &HistoryVersion) -> Result<(), StoreError> {
@@ -806,6 +821,40 @@ impl Backend for PgStore {
                 .await?
                 .map_or(0, |a| a.record_version);
             ops::history_of(&c, org, keys::KIND_ADAPTER, id, current).await
+        })
+    }
+
+    fn get_score_config(&self, org: &str, name: &str) -> Result<Option<ScoreConfig>, StoreError> {
+        self.run(async {
+            let c = self.client().await?;
+            ops::get_score_config(&c, org, name).await
+        })
+    }
+
+    fn score_configs_of(&self, org: &str) -> Result<Vec<ScoreConfig>, StoreError> {
+        self.run(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT body FROM fg_score_configs WHERE org_id = $1 ORDER BY name",
+                    &[&org],
+                )
+                .await?;
+            ops::decode_rows("fg_score_configs", org, &rows)
+        })
+    }
+
+    fn score_config_history(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Vec<HistoryVersion>, StoreError> {
+        self.run(async {
+            let c = self.client().await?;
+            let current = ops::get_score_config(&c, org, name)
+                .await?
+                .map_or(0, |s| s.version);
+            ops::history_of(&c, org, keys::KIND_SCORE_CONFIG, name, current).await
         })
     }
 

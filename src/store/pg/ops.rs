@@ -5,7 +5,7 @@ use deadpool_postgres::ClientWrapper;
 use tokio_postgres::error::SqlState;
 
 use super::schema::{ADAPTER_LOCK_CLASS, IDEMPOTENCY_LOCK_CLASS};
-use crate::model::{Actor, Adapter, ChangeAction, Feedback, HistoryVersion, Millis};
+use crate::model::{Actor, Adapter, ChangeAction, Feedback, HistoryVersion, Millis, ScoreConfig};
 use crate::store::codec::{self, CodecError};
 use crate::store::outbox::{self, Changed, OutboxEntry, Subject};
 use crate::store::rules::{self, IdempotencyRecord, KeyVerdict};
@@ -243,6 +243,46 @@ pub async fn put_adapter(
         Changed::Adapter(adapter),
     )
     .await
+}
+
+/// One score config, if present.
+pub async fn get_score_config(
+    c: &ClientWrapper,
+    org: &str,
+    name: &str,
+) -> Result<Option<ScoreConfig>, PgError> {
+    let stmt = c
+        .prepare_cached("SELECT body FROM fg_score_configs WHERE org_id = $1 AND name = $2")
+        .await?;
+    let Some(row) = c.query_opt(&stmt, &[&org, &name]).await? else {
+        return Ok(None);
+    };
+    let body: &[u8] = row.try_get(0)?;
+    Ok(Some(
+        codec::decode(body).map_err(|e| corrupt("fg_score_configs", org, name, e))?,
+    ))
+}
+
+/// Writes a score config (new or a new version) with its history entry.
+pub async fn put_score_config(
+    c: &ClientWrapper,
+    actor: &Actor,
+    config: &ScoreConfig,
+    entry: &HistoryVersion,
+) -> Result<(), PgError> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO fg_score_configs (org_id, name, version, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org_id, name) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body",
+        )
+        .await?;
+    let version = i64::try_from(config.version).unwrap_or(i64::MAX);
+    c.execute(
+        &stmt,
+        &[&actor.org, &config.name, &version, &encode(config)?],
+    )
+    .await?;
+    put_history(c, &actor.org, keys::KIND_SCORE_CONFIG, &config.name, entry).await
 }
 
 /// Holds the org's adapter writes until the transaction ends (lineage checks).

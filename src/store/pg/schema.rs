@@ -60,6 +60,19 @@ CREATE TABLE fg_batch_ids (
 "#,
     ),
     (
+        2,
+        "score configs",
+        r#"
+CREATE TABLE fg_score_configs (
+    org_id   text   NOT NULL,
+    name     text   NOT NULL,
+    version  bigint NOT NULL,
+    body     bytea  NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
+"#,
+    ),
+    (
         4,
         "webhook endpoints, the event outbox, the delivery log",
         r#"

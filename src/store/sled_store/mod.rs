@@ -8,6 +8,7 @@
 //! - `history`: `org \0 kind id \0 version_be64` -> [`HistoryVersion`]
 //! - `idempotency`: `org \0 user \0 key` -> the feedback id and request hash of a used key
 //! - `batches`: `org \0 batch_id_be64` -> [`Batch`]
+//! - `score_configs`: `org \0 name` -> [`ScoreConfig`] (written under the adapter lock)
 //!
 //! Crash consistency without sled transactions: sled recovers a contiguous prefix of its
 //! log, so a thread's inserts survive in the order it made them. Every write puts the
@@ -43,6 +44,7 @@ use super::{
 };
 use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FieldChange, HistoryVersion, Millis,
+    ScoreConfig,
 };
 use codec::CodecError;
 
@@ -89,6 +91,7 @@ pub struct SledStore {
     /// Enabled endpoints per org with the mask of their events, so a write of an org with
     /// none costs one hash lookup. Kept in step by every endpoint write.
     hooks: parking_lot::RwLock<rustc_hash::FxHashMap<String, Vec<(String, u32)>>>,
+    score_configs: Tree,
     syncer: std::sync::Arc<Syncer>,
     dir: PathBuf,
     stripes: Vec<Mutex<()>>,
@@ -147,7 +150,14 @@ pub(super) fn decode<T: codec::Stored>(
 /// The names of the trees whose values go through the record codec, for
 /// [`decode_stored_value`].
 #[doc(hidden)]
-pub const CODEC_TREES: [&str; 5] = ["feedback", "adapters", "history", "idempotency", "batches"];
+pub const CODEC_TREES: [&str; 6] = [
+    "feedback",
+    "adapters",
+    "history",
+    "idempotency",
+    "batches",
+    "score_configs",
+];
 
 /// Decodes `bytes` as the value type of `tree` (one of [`CODEC_TREES`]) exactly as a read
 /// of that tree does, the in-place prefix read of start-up included for `feedback`, and
@@ -171,6 +181,7 @@ pub fn decode_stored_value(tree: &str, bytes: &[u8]) -> Result<(), StoreError> {
         "history" => decode::<HistoryVersion>("history", key, bytes).map(drop),
         "idempotency" => decode::<IdempotencyRecord>("idempotency", key, bytes).map(drop),
         "batches" => decode::<Batch>("batches", key, bytes).map(drop),
+        "score_configs" => decode::<ScoreConfig>("score_configs", key, bytes).map(drop),
         _ => Err(StoreError::Corrupt {
             tree: "unknown",
             key: keys::display(key),
@@ -258,6 +269,7 @@ impl SledStore {
             outbox: db.open_tree("outbox")?,
             deliveries: db.open_tree("deliveries")?,
             hooks: parking_lot::RwLock::default(),
+            score_configs: db.open_tree("score_configs")?,
             db,
             dir: data_dir.to_owned(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -939,6 +951,53 @@ impl SledStore {
         Ok(self.get_record(org, id)?.map(|r| r.feedback))
     }
 
+    /// One score config of `org`, if present.
+    pub fn get_score_config(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<ScoreConfig>, StoreError> {
+        let key = keys::record(org, name);
+        match self.score_configs.get(&key)? {
+            Some(v) => decode("score_configs", &key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every score config of `org`, by name.
+    pub fn score_configs_of(&self, org: &str) -> Result<Vec<ScoreConfig>, StoreError> {
+        self.score_configs
+            .scan_prefix(keys::record(org, ""))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("score_configs", &k, &v)
+            })
+            .collect()
+    }
+
+    /// Every committed version of a score config's history, oldest first.
+    pub fn score_config_history(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Vec<HistoryVersion>, StoreError> {
+        let current = self.get_score_config(org, name)?.map_or(0, |c| c.version);
+        self.history_of(org, keys::KIND_SCORE_CONFIG, name, current)
+    }
+
+    /// Writes a score config after its history entry (the record is the commit point).
+    fn put_score_config(
+        &self,
+        actor: &Actor,
+        config: &ScoreConfig,
+        entry: &HistoryVersion,
+    ) -> Result<(), StoreError> {
+        let key = keys::record(&actor.org, &config.name);
+        self.put_history(&actor.org, keys::KIND_SCORE_CONFIG, &config.name, entry)?;
+        self.score_configs.insert(key.as_slice(), encode(config)?)?;
+        Ok(())
+    }
+
     /// One adapter of `org`, if present.
     pub fn get_adapter(&self, org: &str, id: &str) -> Result<Option<Adapter>, StoreError> {
         let key = keys::record(org, id);
@@ -1233,6 +1292,20 @@ impl WriteTx for SledTx<'_> {
         Ok(())
     }
 
+    fn get_score_config(&mut self, name: &str) -> Result<Option<ScoreConfig>, StoreError> {
+        self.store.get_score_config(&self.actor.org, name)
+    }
+
+    fn put_score_config(
+        &mut self,
+        config: &ScoreConfig,
+        entry: &HistoryVersion,
+    ) -> Result<(), StoreError> {
+        let _w = self.store.syncer.begin_write()?;
+        self.wrote = true;
+        self.store.put_score_config(self.actor, config, entry)
+    }
+
     fn next_batch_id(&mut self) -> Result<u64, StoreError> {
         self.wrote = true;
         self.store.new_batch_id(&self.actor.org)
@@ -1517,6 +1590,22 @@ impl Backend for SledStore {
         up_to: u64,
     ) -> Result<Vec<u64>, StoreError> {
         self.durable_read(|s| s.feedback_history_versions(org, id, up_to))
+    }
+
+    fn get_score_config(&self, org: &str, name: &str) -> Result<Option<ScoreConfig>, StoreError> {
+        self.durable_read(|s| s.get_score_config(org, name))
+    }
+
+    fn score_configs_of(&self, org: &str) -> Result<Vec<ScoreConfig>, StoreError> {
+        self.durable_read(|s| s.score_configs_of(org))
+    }
+
+    fn score_config_history(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Vec<HistoryVersion>, StoreError> {
+        self.durable_read(|s| s.score_config_history(org, name))
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -1830,6 +1919,10 @@ mod tests {
             answer: "a".repeat(100),
             metadata: Metadata::default(),
             pii: Vec::new(),
+            kind: Default::default(),
+            label: None,
+            provider: None,
+            score_config: None,
         };
         let record = FeedbackRecord {
             lease: Some(Lease {

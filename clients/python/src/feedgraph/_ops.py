@@ -14,6 +14,8 @@ from urllib.parse import quote
 import httpx
 
 from .models import (
+    ScoreConfig,
+    FeedbackSummary,
     BatchResult,
     Export,
     Feedback,
@@ -78,10 +80,14 @@ def _params(**kw: object) -> dict[str, str]:
 
 
 def feedback_body(
-    type: str,
+    type: str | None,
     question: str,
     answer: str,
     *,
+    kind: str | None = None,
+    label: str | None = None,
+    provider: str | None = None,
+    score_config: str | None = None,
     correction: str | None = None,
     comment: str | None = None,
     user_id: str | None = None,
@@ -94,10 +100,17 @@ def feedback_body(
     metadata: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> JsonObject:
-    """The body of a submit, leaving out what is not set. ``extra`` carries fields a newer
-    server accepts (feedback kinds) before this client names them."""
-    body: JsonObject = {"type": type, "question": question, "answer": answer}
+    """The body of a submit, leaving out what is not set (``type`` too: a rating with a
+    thresholded score config, a correction or a label may go without). ``extra`` carries
+    fields a newer server accepts before this client names them."""
+    body: JsonObject = {"question": question, "answer": answer}
+    if type is not None:
+        body = {"type": type, **body}
     optional: dict[str, Any] = {
+        "kind": kind,
+        "label": label,
+        "provider": provider,
+        "score_config": score_config,
         "correction": correction,
         "comment": comment,
         "user_id": user_id,
@@ -353,3 +366,44 @@ def metrics() -> Op[str]:
 def openapi() -> Op[JsonObject]:
     """``GET /openapi.json``."""
     return Op("GET", "/openapi.json", _json)
+
+
+def put_score_config(body: JsonObject) -> Op[JsonObject]:
+    """``POST /score-configs`` (admin): create, or a new version when a field differs."""
+    return Op("POST", f"{API}/score-configs", _json, body=body)
+
+
+def get_score_config(name: str) -> Op[ScoreConfig]:
+    """``GET /score-configs/{name}``."""
+    return Op("GET", f"{API}/score-configs/{seg(name)}", lambda r: ScoreConfig.from_json(_json(r)))
+
+
+def list_score_configs() -> Op[list[ScoreConfig]]:
+    """``GET /score-configs``."""
+
+    def parse(r: httpx.Response) -> list[ScoreConfig]:
+        configs = _json(r).get("score_configs")
+        return [ScoreConfig.from_json(c) for c in configs if isinstance(c, dict)] if isinstance(configs, list) else []
+
+    return Op("GET", f"{API}/score-configs", parse)
+
+
+def score_config_history(name: str) -> Op[list[JsonObject]]:
+    """``GET /score-configs/{name}/history``."""
+
+    def parse(r: httpx.Response) -> list[JsonObject]:
+        v = r.json()
+        return [e for e in v if isinstance(e, dict)] if isinstance(v, list) else []
+
+    return Op("GET", f"{API}/score-configs/{seg(name)}/history", parse)
+
+
+def summary(window_hours: int | None = None, model: str | None = None,
+            provider: str | None = None) -> Op[FeedbackSummary]:  # fmt: skip
+    """``GET /feedback/summary``: counts by kind, ratings, labels, per model and provider."""
+    return Op(
+        "GET",
+        f"{API}/feedback/summary",
+        lambda r: FeedbackSummary.from_json(_json(r)),
+        params=_params(window_hours=window_hours, model=model, provider=provider),
+    )

@@ -30,6 +30,8 @@ from .models import (
     JsonObject,
     LinkResult,
     QueryResult,
+    FeedbackSummary,
+    ScoreConfig,
     Stats,
     SubmitResult,
     Summary,
@@ -71,6 +73,27 @@ def _summary(stats: Stats, window_hours: int) -> Summary:
 MAX_BATCH_BYTES = 200_000
 
 
+
+def _score_config_body(
+    name: str,
+    data_type: str,
+    min: float | None,
+    max: float | None,
+    categories: Iterable[str] | None,
+    threshold: float | None,
+    description: str | None,
+) -> JsonObject:
+    body: JsonObject = {"name": name, "data_type": data_type}
+    optional: dict[str, Any] = {
+        "min": min,
+        "max": max,
+        "categories": list(categories) if categories is not None else None,
+        "threshold": threshold,
+        "description": description,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
 def _chunks(items: list[JsonObject]) -> list[list[JsonObject]]:
     """Splits items into requests of at most 1000 items and about ``MAX_BATCH_BYTES``."""
     chunks: list[list[JsonObject]] = []
@@ -102,7 +125,7 @@ class _Background:
 
     def feedback(
         self,
-        type: str,
+        type: str | None,
         question: str,
         answer: str,
         *,
@@ -211,7 +234,7 @@ class Client(_Background):
 
     def submit(
         self,
-        type: str,
+        type: str | None,
         question: str,
         answer: str,
         *,
@@ -456,6 +479,41 @@ class Client(_Background):
         result: JsonObject = self._run(_ops.openapi())
         return result
 
+    # -- kinds: score configs and the summary ----------------------------------------
+
+    def put_score_config(self, name: str, data_type: str, *, min: float | None = None,
+                         max: float | None = None, categories: Iterable[str] | None = None,
+                         threshold: float | None = None,
+                         description: str | None = None) -> JsonObject:  # fmt: skip
+        """Creates a score config (admin), or writes a new version of it when a field
+        differs. Answers ``{config, result}`` with result ``created``, ``updated`` or
+        ``unchanged``."""
+        body = _score_config_body(name, data_type, min, max, categories, threshold, description)
+        result: JsonObject = self._run(_ops.put_score_config(body))
+        return result
+
+    def get_score_config(self, name: str) -> ScoreConfig:
+        """One score config of the org."""
+        config: ScoreConfig = self._run(_ops.get_score_config(name))
+        return config
+
+    def score_configs(self) -> builtins.list[ScoreConfig]:
+        """Every score config of the org, by name."""
+        configs: builtins.list[ScoreConfig] = self._run(_ops.list_score_configs())
+        return configs
+
+    def score_config_history(self, name: str) -> builtins.list[JsonObject]:
+        """Every version of a score config, oldest first."""
+        history: builtins.list[JsonObject] = self._run(_ops.score_config_history(name))
+        return history
+
+    def summary(self, window_hours: int | None = None, *, model: str | None = None,
+                provider: str | None = None) -> FeedbackSummary:  # fmt: skip
+        """Counts by kind and type, average rating overall and per config, label
+        distribution, per model and per provider, in a window of hours."""
+        result: FeedbackSummary = self._run(_ops.summary(window_hours, model, provider))
+        return result
+
     def health_check(self, timeout: float = 5.0) -> Health:
         """Probes ``/healthz`` and ``/readyz`` once, without retries; never raises."""
         s = self._settings
@@ -526,7 +584,7 @@ class AsyncClient(_Background):
 
     async def submit(
         self,
-        type: str,
+        type: str | None,
         question: str,
         answer: str,
         *,
@@ -772,6 +830,38 @@ class AsyncClient(_Background):
         result: JsonObject = await self._run(_ops.openapi())
         return result
 
+    # -- kinds: score configs and the summary ----------------------------------------
+
+    async def put_score_config(self, name: str, data_type: str, *, min: float | None = None,
+                               max: float | None = None, categories: Iterable[str] | None = None,
+                               threshold: float | None = None,
+                               description: str | None = None) -> JsonObject:  # fmt: skip
+        """See :meth:`Client.put_score_config`."""
+        body = _score_config_body(name, data_type, min, max, categories, threshold, description)
+        result: JsonObject = await self._run(_ops.put_score_config(body))
+        return result
+
+    async def get_score_config(self, name: str) -> ScoreConfig:
+        """One score config of the org."""
+        config: ScoreConfig = await self._run(_ops.get_score_config(name))
+        return config
+
+    async def score_configs(self) -> builtins.list[ScoreConfig]:
+        """Every score config of the org, by name."""
+        configs: builtins.list[ScoreConfig] = await self._run(_ops.list_score_configs())
+        return configs
+
+    async def score_config_history(self, name: str) -> builtins.list[JsonObject]:
+        """Every version of a score config, oldest first."""
+        history: builtins.list[JsonObject] = await self._run(_ops.score_config_history(name))
+        return history
+
+    async def summary(self, window_hours: int | None = None, *, model: str | None = None,
+                      provider: str | None = None) -> FeedbackSummary:  # fmt: skip
+        """See :meth:`Client.summary`."""
+        result: FeedbackSummary = await self._run(_ops.summary(window_hours, model, provider))
+        return result
+
     async def health_check(self, timeout: float = 5.0) -> Health:
         """See :meth:`Client.health_check`."""
         s = self._settings
@@ -795,7 +885,7 @@ class AsyncClient(_Background):
 
 
 def item(
-    type: str,
+    type: str | None,
     question: str,
     answer: str,
     *,

@@ -1,5 +1,5 @@
-"""Collector conveniences on top of a client: thumbs and corrections today, ratings, text
-and labels once the server has feedback kinds.
+"""Collector conveniences on top of a client: every kind of feedback (thumbs, ratings,
+text, corrections, labels), with shared defaults.
 
 ::
 
@@ -16,23 +16,20 @@ item's id.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import KindNotAvailable
 from .models import Feedback, Summary
 
 if TYPE_CHECKING:
     from .client import Client
     from .testing import InMemoryClient
 
-_KINDS_PENDING = (
-    "the server does not accept {kind} feedback yet: feedback kinds (rating, text, "
-    "correction, label) are being added server side; until then use collect_thumbs or "
-    "collect_correction"
-)
+#: Submit fields the client sends as kind fields (``extra``).
+_KIND_FIELDS = ("kind", "label", "provider", "score_config")
 
 
 #: What a collector sends through: the real client or the in-memory test double.
@@ -48,11 +45,15 @@ class FeedbackCollector:
         self.client = client
         self.defaults = defaults
 
-    def _send(self, type: str, question: str, answer: str, wait: bool, kw: dict[str, Any]) -> str:
+    def _send(self, type: str | None, question: str, answer: str, wait: bool,
+              kw: dict[str, Any]) -> str:  # fmt: skip
         fields = {**self.defaults, **{k: v for k, v in kw.items() if v is not None}}
         meta = {**self.defaults.get("metadata", {}), **(kw.get("metadata") or {})}
         if meta:
             fields["metadata"] = meta
+        extra = {k: fields.pop(k) for k in _KIND_FIELDS if k in fields}
+        if extra:
+            fields["extra"] = {**extra, **fields.get("extra", {})}
         if wait:
             return self.client.submit(type, question, answer, **fields).id
         return self.client.feedback(type, question, answer, **fields)
@@ -73,21 +74,60 @@ class FeedbackCollector:
         wait: bool = False,
         **fields: Any,
     ) -> str:
-        """A wrong answer and its correction (stored as thumbs down with ``correction``:
-        the DPO export's chosen/rejected pair)."""
-        return self._send("negative", question, original, wait, {**fields, "correction": corrected})
+        """A wrong answer and the output the user expected (kind ``correction``, negative:
+        the DPO export's rejected/chosen pair)."""
+        return self._send(
+            None, question, original, wait, {**fields, "kind": "correction", "correction": corrected}
+        )
 
-    def collect_rating(self, rating: float, *, question: str, answer: str, **fields: Any) -> str:
-        """A numeric rating on an answer. Waits for feedback kinds on the server."""
-        raise KindNotAvailable(_KINDS_PENDING.format(kind="rating"))
+    def collect_rating(
+        self,
+        rating: float,
+        *,
+        question: str,
+        answer: str,
+        score_config: str | None = None,
+        type: str | None = None,
+        wait: bool = False,
+        **fields: Any,
+    ) -> str:
+        """A numeric rating on an answer (kind ``rating``). With a ``score_config`` the
+        server checks the rating against it, and its threshold decides ``type`` when none
+        is given; without one, ``type`` is required."""
+        kw = {**fields, "kind": "rating", "score": rating, "score_config": score_config}
+        return self._send(type, question, answer, wait, kw)
 
-    def collect_text(self, text: str, *, question: str, answer: str, **fields: Any) -> str:
-        """Free-text feedback on an answer. Waits for feedback kinds on the server."""
-        raise KindNotAvailable(_KINDS_PENDING.format(kind="text"))
+    def collect_text(
+        self,
+        text: str,
+        *,
+        question: str,
+        answer: str,
+        type: str,
+        wait: bool = False,
+        **fields: Any,
+    ) -> str:
+        """Free text on an answer (kind ``text``); ``type`` says whether it praises
+        (``positive``) or faults (``negative``) the answer."""
+        return self._send(type, question, answer, wait, {**fields, "kind": "text", "comment": text})
 
-    def collect_label(self, label: Any, *, input_data: Any, **fields: Any) -> str:
-        """A ground-truth label for an input. Waits for feedback kinds on the server."""
-        raise KindNotAvailable(_KINDS_PENDING.format(kind="label"))
+    def collect_label(
+        self,
+        label: str,
+        *,
+        input_data: Any,
+        answer: str,
+        score_config: str | None = None,
+        wait: bool = False,
+        **fields: Any,
+    ) -> str:
+        """A ground-truth label for an input (kind ``label``); ``input_data`` is sent as
+        the question (JSON text when it is not a string), ``answer`` is the model's output
+        for it. With a categorical ``score_config`` the label must be one of its
+        categories."""
+        question = input_data if isinstance(input_data, str) else json.dumps(input_data)
+        kw = {**fields, "kind": "label", "label": label, "score_config": score_config}
+        return self._send(None, question, answer, wait, kw)
 
     def get_feedback(self, type: str | None = None, limit: int = 100) -> list[Feedback]:
         """The newest items, of one type when given."""

@@ -92,7 +92,8 @@ class ServerError(FeedgraphError):
 
 
 class KindNotAvailable(NotImplementedError):
-    """The feedback kind (rating, text, label) is not accepted by the server yet."""
+    """Kept for code written against the first release, whose collector raised it for
+    ratings, text and labels; the server now takes every kind and nothing raises it."""
 
 
 class QueueFull(FeedgraphError):

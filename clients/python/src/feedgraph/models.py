@@ -61,6 +61,14 @@ class Feedback:
     metadata: JsonObject
     validation_reasons: list[JsonObject]
     raw: JsonObject = field(repr=False, compare=False)
+    #: ``thumbs``, ``rating``, ``text``, ``correction`` or ``label``.
+    kind: str = "thumbs"
+    #: The ground-truth label of a ``label`` item.
+    label: str | None = None
+    #: The model provider, when the sender gave one.
+    provider: str | None = None
+    #: The score config the rating or label was checked against.
+    score_config: str | None = None
 
     @classmethod
     def from_json(cls, d: JsonObject) -> Feedback:
@@ -90,6 +98,10 @@ class Feedback:
             metadata=meta if isinstance(meta, dict) else {},
             validation_reasons=reasons if isinstance(reasons, list) else [],
             raw=d,
+            kind=str(d.get("kind") or "thumbs"),
+            label=_opt_str(d, "label"),
+            provider=_opt_str(d, "provider"),
+            score_config=_opt_str(d, "score_config"),
         )
 
 
@@ -105,6 +117,8 @@ class SubmitResult:
     #: True when the idempotency key had been used before: nothing new was stored.
     replayed: bool
     raw: JsonObject = field(repr=False, compare=False)
+    #: The kind (the server leaves it out of the seed's thumbs answer).
+    kind: str = "thumbs"
 
     @classmethod
     def from_json(cls, d: JsonObject, replayed: bool = False) -> SubmitResult:
@@ -118,6 +132,7 @@ class SubmitResult:
             created_at=_int(d, "created_at"),
             replayed=replayed,
             raw=d,
+            kind=str(d.get("kind") or "thumbs"),
         )
 
 
@@ -346,3 +361,82 @@ class Health:
     def healthy(self) -> bool:
         """Alive and ready."""
         return self.alive and self.ready
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """An org's typed scale for ratings or labels (``/score-configs``), versioned."""
+
+    name: str
+    #: ``numeric`` (``min``..``max``), ``categorical`` (``categories``) or ``boolean``.
+    data_type: str
+    min: float | None
+    max: float | None
+    categories: list[str]
+    #: Scores at or above it are positive (ratings sent without ``type``, KTO exports).
+    threshold: float | None
+    description: str | None
+    version: int
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> ScoreConfig:
+        """Reads a score config."""
+        cats = d.get("categories")
+        return cls(
+            name=str(d.get("name", "")),
+            data_type=str(d.get("data_type", "")),
+            min=_opt_float(d, "min"),
+            max=_opt_float(d, "max"),
+            categories=[str(c) for c in cats] if isinstance(cats, list) else [],
+            threshold=_opt_float(d, "threshold"),
+            description=_opt_str(d, "description"),
+            version=_int(d, "version"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class FeedbackSummary:
+    """The server's kind-aware summary (``GET /feedback/summary``)."""
+
+    window_hours: int | None
+    total_count: int
+    average_rating: float | None
+    count_by_type: dict[str, int]
+    count_by_kind: dict[str, int]
+    #: Per score config: ``{"count": n, "average": mean}``.
+    ratings_by_config: dict[str, JsonObject]
+    label_distribution: dict[str, int]
+    #: Per model version / provider (``(none)`` for items without one).
+    by_model: dict[str, JsonObject]
+    by_provider: dict[str, JsonObject]
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> FeedbackSummary:
+        """Reads a summary."""
+
+        def counts(key: str) -> dict[str, int]:
+            v = d.get(key)
+            return {str(k): int(n) for k, n in v.items()} if isinstance(v, dict) else {}
+
+        def objects(key: str) -> dict[str, JsonObject]:
+            v = d.get(key)
+            if not isinstance(v, dict):
+                return {}
+            return {str(k): o for k, o in v.items() if isinstance(o, dict)}
+
+        w = d.get("window_hours")
+        return cls(
+            window_hours=int(w) if isinstance(w, int) else None,
+            total_count=_int(d, "total_count"),
+            average_rating=_opt_float(d, "average_rating"),
+            count_by_type=counts("count_by_type"),
+            count_by_kind=counts("count_by_kind"),
+            ratings_by_config=objects("ratings_by_config"),
+            label_distribution=counts("label_distribution"),
+            by_model=objects("by_model"),
+            by_provider=objects("by_provider"),
+            raw=d,
+        )

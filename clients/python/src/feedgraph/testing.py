@@ -1,6 +1,7 @@
 """An in-memory stand-in for :class:`feedgraph.Client`, for the tests of code that sends
 feedback: no server, no threads, the same method names for the feedback operations, and
-the server's main rules (required fields, idempotency keys, newest-first lists, cursors).
+the server's main rules (required fields, each kind's field, score configs, idempotency
+keys, newest-first lists, cursors).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from . import _ops
 from .errors import ConflictError, NotFoundError, ValidationError
 from .models import (
+    ScoreConfig,
     BatchItemResult,
     BatchResult,
     Feedback,
@@ -31,7 +33,12 @@ from .models import (
 _FIELDS = {
     "type", "question", "answer", "correction", "comment", "user_id", "interaction_id",
     "session_id", "model_version", "adapter_id", "adapter_version", "score", "metadata",
+    "kind", "label", "provider", "score_config",
 }  # fmt: skip
+
+#: The field each kind requires besides question and answer.
+_KIND_NEEDS = {"thumbs": None, "rating": "score", "text": "comment",
+               "correction": "correction", "label": "label"}  # fmt: skip
 
 
 class InMemoryClient:
@@ -42,11 +49,16 @@ class InMemoryClient:
         self._keys: dict[str, tuple[str, str]] = {}
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
+        #: Score configs by name (current version) and every version written.
+        self.configs: dict[str, ScoreConfig] = {}
+        self.config_versions: dict[str, list[JsonObject]] = {}
 
     def _store(self, body: Mapping[str, Any], key: str | None) -> SubmitResult:
         unknown = set(body) - _FIELDS
         if unknown:
             raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", status=400)
+        body = dict(body)
+        self._check_kind(body)
         if body.get("type") not in ("positive", "negative"):
             raise ValidationError("'type' must be positive or negative", status=400)
         for f in ("question", "answer"):
@@ -79,20 +91,100 @@ class InMemoryClient:
                 self._keys[key] = (fb.id, digest)
         return SubmitResult.from_json(raw)
 
+    def _check_kind(self, body: dict[str, Any]) -> None:
+        """The server's kind rules: the kind's field, a label only on labels, the named
+        score config's range or categories, and the type a kind may leave out."""
+        kind = body.get("kind") or "thumbs"
+        if kind not in _KIND_NEEDS:
+            raise ValidationError(f"invalid value for 'kind': unknown kind {kind!r}", status=400)
+        need = _KIND_NEEDS[kind]
+        if need is not None and body.get(need) in (None, ""):
+            raise ValidationError(f"missing required field {need!r}", status=400)
+        if "label" in body and kind != "label":
+            raise ValidationError("invalid value for 'label': only label items carry one", status=400)
+        name = body.get("score_config")
+        config = self.configs.get(name) if name is not None else None
+        if name is not None and config is None:
+            raise ValidationError(f"invalid value for 'score_config': no config {name!r}", status=400)
+        score = body.get("score")
+        if config is not None:
+            wants = "label" if config.data_type == "categorical" else "rating"
+            if kind != wants:
+                raise ValidationError(f"invalid value for 'score_config': for {wants} items", status=400)
+            if config.data_type == "categorical" and body.get("label") not in config.categories:
+                raise ValidationError("invalid value for 'label': not a category", status=400)
+            if config.data_type == "boolean" and score not in (0, 1):
+                raise ValidationError("invalid value for 'score': 0 or 1", status=400)
+            if config.data_type == "numeric" and isinstance(score, (int, float)) and not (
+                (config.min is None or score >= config.min) and (config.max is None or score <= config.max)
+            ):
+                raise ValidationError("invalid value for 'score': outside the range", status=400)
+        if body.get("type") is None:
+            threshold = None if config is None else (
+                config.threshold if config.threshold is not None
+                else (1.0 if config.data_type == "boolean" else None)
+            )  # fmt: skip
+            if kind == "correction":
+                body["type"] = "negative"
+            elif kind == "label":
+                body["type"] = "positive"
+            elif kind == "rating" and threshold is not None and isinstance(score, (int, float)):
+                body["type"] = "positive" if score >= threshold else "negative"
+        body.setdefault("kind", "thumbs")
+
+    def put_score_config(self, name: str, data_type: str, *, min: float | None = None,
+                         max: float | None = None, categories: Iterable[str] | None = None,
+                         threshold: float | None = None,
+                         description: str | None = None) -> JsonObject:  # fmt: skip
+        """Creates a score config, or a new version when a field differs."""
+        if data_type not in ("numeric", "categorical", "boolean"):
+            raise ValidationError("invalid value for 'data_type'", status=400)
+        if data_type == "numeric" and (min is None or max is None or min >= max):
+            raise ValidationError("a numeric config needs min below max", status=400)
+        if data_type == "categorical" and not categories:
+            raise ValidationError("missing required field 'categories'", status=400)
+        cur = self.configs.get(name)
+        raw: JsonObject = {
+            "name": name, "data_type": data_type, "min": min, "max": max,
+            "categories": list(categories or []), "threshold": threshold,
+            "description": description, "version": 1,
+        }  # fmt: skip
+        if cur is not None:
+            same = {k: v for k, v in cur.raw.items() if k != "version"} == {
+                k: v for k, v in raw.items() if k != "version"
+            }
+            if same:
+                return {"config": cur.raw, "result": "unchanged"}
+            raw["version"] = cur.version + 1
+        config = ScoreConfig.from_json(raw)
+        self.configs[name] = config
+        self.config_versions.setdefault(name, []).append(raw)
+        return {"config": raw, "result": "created" if cur is None else "updated"}
+
+    def get_score_config(self, name: str) -> ScoreConfig:
+        """One score config (:class:`~feedgraph.errors.NotFoundError` if unknown)."""
+        if name not in self.configs:
+            raise NotFoundError(f"Score config '{name}' not found", status=404)
+        return self.configs[name]
+
+    def score_configs(self) -> builtins.list[ScoreConfig]:
+        """Every score config, by name."""
+        return [self.configs[n] for n in sorted(self.configs)]
+
     def _find(self, fid: str) -> Feedback:
         for f in self.items:
             if f.id == fid:
                 return f
         raise NotFoundError(f"Feedback '{fid}' not found", status=404)
 
-    def submit(self, type: str, question: str, answer: str, *,
+    def submit(self, type: str | None, question: str, answer: str, *,
                idempotency_key: str | None = None, extra: Mapping[str, Any] | None = None,
                **fields: Any) -> SubmitResult:  # fmt: skip
         """Stores one item at once."""
         body = _ops.feedback_body(type, question, answer, extra=extra, **fields)
         return self._store(body, idempotency_key)
 
-    def feedback(self, type: str, question: str, answer: str, *,
+    def feedback(self, type: str | None, question: str, answer: str, *,
                  idempotency_key: str | None = None, **fields: Any) -> str:  # fmt: skip
         """Stores one item at once (there is no queue); returns its idempotency key."""
         key = idempotency_key or _ops.new_key()
