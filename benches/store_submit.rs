@@ -44,6 +44,8 @@ fn record(ids: &IdGenerator, n: u64) -> Feedback {
         comment: None,
         metadata: Metadata::default(),
         pii: Vec::new(),
+        erased_at: None,
+        erased_by: None,
     }
 }
 

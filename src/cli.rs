@@ -170,6 +170,29 @@ pub enum Command {
     /// Check the store's invariants (history, edges, leases, lineage) and that the graph
     /// index rebuilt from it is consistent (run it with the server stopped).
     Check,
+    /// Erase one item, or every item of a user or session, in an org (with the server
+    /// stopped; with it running use `POST /api/v1/llm/erasures`); prints the receipt.
+    Erase {
+        /// The org.
+        #[arg(long)]
+        org: String,
+        /// Erase this feedback item.
+        #[arg(long, group = "erase_scope")]
+        item: Option<String>,
+        /// Erase every item of this user_id.
+        #[arg(long, group = "erase_scope")]
+        user: Option<String>,
+        /// Erase every item of this session_id.
+        #[arg(long, group = "erase_scope")]
+        session: Option<String>,
+        /// Recorded as who erased (the receipt's `requested_by`).
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
+    /// Rewrite the sled database with only its live data, so that erased bytes leave the
+    /// disk (run it with the server stopped; the server also does it at start-up after
+    /// erasures).
+    Compact,
     /// Run a read-only openCypher query (or a named one from queries/) on an org's graph.
     Query {
         /// The query text, e.g. 'MATCH (a:Adapter) RETURN a.id'.
@@ -416,6 +439,44 @@ pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
                 }
                 Some(diff) => Err(CliError::Inconsistent(diff)),
             }
+        }
+        Command::Erase {
+            org,
+            item,
+            user,
+            session,
+            actor,
+        } => {
+            use crate::store::ErasureScope;
+            let (scope, value) = match (item, user, session) {
+                (Some(v), None, None) => (ErasureScope::Item, v),
+                (None, Some(v), None) => (ErasureScope::User, v),
+                (None, None, Some(v)) => (ErasureScope::Session, v),
+                _ => {
+                    return Err(CliError::Service(ServiceError::BadRequest(
+                        "give exactly one of --item, --user, --session".into(),
+                    )));
+                }
+            };
+            let service = Service::open(&config)?;
+            let receipt = service.erase(
+                &crate::model::Actor::new(org.clone(), actor.clone()),
+                &crate::service::erasure::EraseRequest {
+                    scope,
+                    value: value.clone(),
+                },
+            )?;
+            drop(service);
+            print_json(&receipt)
+        }
+        Command::Compact => {
+            let r = crate::store::compact::compact(&config.data_dir, &config.storage)
+                .map_err(ServiceError::from)?;
+            eprintln!(
+                "compacted: {} keys, {} -> {} bytes",
+                r.keys, r.bytes_before, r.bytes_after
+            );
+            Ok(())
         }
         Command::Load { file, org } => load(&config, file, org),
         Command::Query {

@@ -42,6 +42,8 @@ pub struct Config {
     pub batch: BatchConfig,
     /// PII detectors on ingest: a mode per detector (`[pii]`, see `validate::pii`).
     pub pii: PiiConfig,
+    /// Erasure jobs and the rewrite of the sled database after them (`[erasure]`).
+    pub erasure: crate::service::erasure::ErasureConfig,
 }
 
 /// Batch submit (`POST /feedback/batch`).
@@ -311,6 +313,7 @@ impl Default for Config {
             console: ConsoleConfig::default(),
             batch: BatchConfig::default(),
             pii: PiiConfig::default(),
+            erasure: crate::service::erasure::ErasureConfig::default(),
         }
     }
 }

@@ -253,6 +253,8 @@ fn build(spec: &Spec) -> OrgGraph {
             comment: None,
             metadata: Metadata::default(),
             pii: Vec::new(),
+            erased_at: None,
+            erased_by: None,
         };
         g.upsert_feedback(&f);
         for a in links {

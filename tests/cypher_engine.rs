@@ -54,6 +54,8 @@ fn fb(
         comment: None,
         metadata: Metadata::default(),
         pii: Vec::new(),
+        erased_at: None,
+        erased_by: None,
     }
 }
 

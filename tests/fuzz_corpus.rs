@@ -146,6 +146,8 @@ fn codec_seeds() -> Vec<(String, Vec<u8>)> {
         answer: "A thing.".into(),
         metadata: Metadata::default(),
         pii: Vec::new(),
+        erased_at: None,
+        erased_by: None,
     };
     let mut plain = feedback.clone();
     plain.score = None;

@@ -48,6 +48,8 @@ fn item(id: &str, model: &str, status: ValidationStatus) -> Feedback {
         comment: None,
         metadata: Metadata::default(),
         pii: Vec::new(),
+        erased_at: None,
+        erased_by: None,
     }
 }
 

@@ -139,6 +139,8 @@ pub fn fixed_graph() -> &'static OrgGraph {
                 answer: format!("answer {n}."),
                 metadata: Metadata::default(),
                 pii: Vec::new(),
+                erased_at: None,
+                erased_by: None,
             };
             g.upsert_feedback(&f);
             for (k, a) in links.iter().enumerate() {

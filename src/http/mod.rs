@@ -10,6 +10,7 @@ pub mod auth;
 pub mod batch;
 pub mod conn;
 pub mod console;
+pub mod erasure;
 pub mod error;
 pub mod extract;
 pub mod feedback;
@@ -253,6 +254,10 @@ fn routes() -> Routes {
         .add(Post, "/api/v1/llm/feedback/{id}/link", feedback::link)
         .add(Get, "/api/v1/llm/feedback/{id}/history", feedback::history)
         .add(Get, "/api/v1/llm/feedback/{id}/impact", feedback::impact)
+        .add(Post, "/api/v1/llm/feedback/{id}/erase", erasure::erase_item)
+        .add(Post, "/api/v1/llm/erasures", erasure::erase)
+        .add(Get, "/api/v1/llm/erasures", erasure::list)
+        .add(Get, "/api/v1/llm/erasures/{id}", erasure::get)
         .add(Post, "/api/v1/llm/adapters", training::create_adapter)
         .add(Get, "/api/v1/llm/adapters/{id}", training::get_adapter)
         .add(Get, "/api/v1/llm/adapters/{id}/lineage", training::lineage)

@@ -319,6 +319,8 @@ pub fn check_record(
                     comment: f.comment,
                     metadata,
                     pii: Vec::new(),
+                    erased_at: None,
+                    erased_by: None,
                 },
                 links: Vec::new(),
                 lease: None,

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod dump;
+pub mod erasure;
 pub mod lineage;
 pub mod metrics;
 pub mod overview;
@@ -409,6 +410,7 @@ pub struct Service {
     query_limits: crate::cypher::QueryLimits,
     query_gate: query::QueryGate,
     query_metrics: metrics::QueryMetrics,
+    erasure: erasure::ErasureConfig,
 }
 
 /// A submit whose write the backend is making durable: polled by the request, or, if the
@@ -463,11 +465,23 @@ impl Service {
             .with_pii(&config.pii)
             .map_err(|e| ServiceError::Config(e.to_string()))?;
         let store: Arc<dyn Backend> = match config.storage.backend {
-            BackendKind::Sled => Arc::new(SledStore::open(&config.data_dir, &config.storage)?),
+            BackendKind::Sled => {
+                if config.erasure.compact_on_start
+                    && crate::store::compact::is_due(&config.data_dir)
+                {
+                    let r = crate::store::compact::compact(&config.data_dir, &config.storage)?;
+                    tracing::info!(
+                        bytes_before = r.bytes_before,
+                        bytes_after = r.bytes_after,
+                        "rewrote the sled database after erasures"
+                    );
+                }
+                Arc::new(SledStore::open(&config.data_dir, &config.storage)?)
+            }
             BackendKind::Postgres => Arc::new(PgStore::open(&config.storage)?),
         };
         let graph = GraphIndex::build(store.as_ref())?;
-        Ok(Service {
+        let service = Service {
             store,
             graph,
             validator,
@@ -486,7 +500,10 @@ impl Service {
                 config.query.plan_cache_entries,
             ),
             query_metrics: metrics::QueryMetrics::new(config.metrics.per_org_labels),
-        })
+            erasure: config.erasure.clone(),
+        };
+        service.resume_erasures()?;
+        Ok(service)
     }
 
     /// Adds the instruments of the service and its store to `registry` (see `/metrics`).
@@ -670,6 +687,8 @@ impl Service {
             comment: valid.comment,
             metadata: valid.metadata,
             pii: verdict.pii,
+            erased_at: None,
+            erased_by: None,
         };
         Ok(fb)
     }

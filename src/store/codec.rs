@@ -8,12 +8,14 @@
 //! - 2: `Feedback` gained `pii` (the PII findings), its last field. Every other stored type
 //!   is encoded as in version 1. A version-1 feedback record reads as one with no findings
 //!   (see [`Stored::decode_v1`]); it is written as version 2 the next time it changes.
+//! - 3: `Feedback` gained `erased_at` and `erased_by` (erasure tombstones), after `pii`.
+//!   Older feedback records read as never erased ([`Stored::decode_v2`]).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version written in front of every record by this build.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
@@ -25,12 +27,18 @@ pub trait Stored: DeserializeOwned {
     fn decode_v1(body: &[u8]) -> Result<Self, CodecError> {
         decode_body(body)
     }
+
+    /// Decodes a version-2 body; the default reads it as it is (unchanged in version 3).
+    fn decode_v2(body: &[u8]) -> Result<Self, CodecError> {
+        decode_body(body)
+    }
 }
 
 impl Stored for crate::model::Adapter {}
 impl Stored for crate::model::HistoryVersion {}
 impl Stored for super::rules::IdempotencyRecord {}
 impl Stored for super::Batch {}
+impl Stored for super::erasure::ErasureRecord {}
 
 impl Stored for super::FeedbackRecord {
     /// Version 2 appended `Feedback::pii` to `Feedback`, the last field of
@@ -38,10 +46,20 @@ impl Stored for super::FeedbackRecord {
     /// single length byte 0) is the version-2 body of the same record with no findings.
     /// Every byte of the old record is kept.
     fn decode_v1(body: &[u8]) -> Result<Self, CodecError> {
-        let mut v2 = Vec::with_capacity(body.len() + 1);
-        v2.extend_from_slice(body);
-        v2.push(0);
-        decode_body(&v2)
+        let mut v3 = Vec::with_capacity(body.len() + 3);
+        v3.extend_from_slice(body);
+        v3.extend_from_slice(&[0, 0, 0]);
+        decode_body(&v3)
+    }
+
+    /// Version 3 appended `erased_at` and `erased_by` (two options, `None` is one zero
+    /// byte each) after `pii`: a version-2 body plus two zero bytes is the same record,
+    /// never erased.
+    fn decode_v2(body: &[u8]) -> Result<Self, CodecError> {
+        let mut v3 = Vec::with_capacity(body.len() + 2);
+        v3.extend_from_slice(body);
+        v3.extend_from_slice(&[0, 0]);
+        decode_body(&v3)
     }
 }
 
@@ -115,6 +133,7 @@ pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, CodecError> {
     match version {
         FORMAT_VERSION => decode_body(body),
         1 => T::decode_v1(body),
+        2 => T::decode_v2(body),
         found => Err(CodecError::UnknownVersion { found }),
     }
 }
@@ -173,10 +192,15 @@ mod tests {
             links: Vec::new(),
             feedback: f,
         };
-        // Version 1 wrote the same fields without the trailing `pii` list.
-        let v2 = encode(&record).unwrap();
-        assert_eq!(v2.last(), Some(&0), "an empty list is one zero byte");
-        let mut v1 = v2[..v2.len() - 1].to_vec();
+        // Version 1 wrote the same fields without the trailing `pii` list, version 2
+        // without the two erasure options.
+        let v3 = encode(&record).unwrap();
+        assert_eq!(&v3[v3.len() - 3..], &[0, 0, 0], "empty list, two Nones");
+        let mut v2 = v3[..v3.len() - 2].to_vec();
+        v2[0] = 2;
+        let read: super::super::FeedbackRecord = decode(&v2).unwrap();
+        assert_eq!(read, record);
+        let mut v1 = v3[..v3.len() - 3].to_vec();
         v1[0] = 1;
         let read: super::super::FeedbackRecord = decode(&v1).unwrap();
         assert_eq!(read, record);

@@ -14,7 +14,9 @@
 //! Every write reports what it stored as a [`ChangeSet`], which the graph index applies.
 
 pub mod codec;
+pub mod compact;
 pub mod durability;
+pub mod erasure;
 pub mod keys;
 pub mod pg;
 pub mod rules;
@@ -34,6 +36,7 @@ use crate::model::{
 };
 use codec::CodecError;
 pub use durability::{Durability, SyncError, Syncer};
+pub use erasure::{ErasureRecord, ErasureScope, ErasureState};
 pub use sled_store::{CODEC_TREES, SCHEMA_VERSION, SledStore, decode_stored_value};
 
 /// What [`Backend::submit_many`] did: one outcome per item it got to, in order, and the
@@ -195,6 +198,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         up_to: u64,
     ) -> Result<Vec<u64>, StoreError>;
 
+    /// One erasure record (job or receipt) of `org`.
+    fn get_erasure(&self, org: &str, id: &str) -> Result<Option<ErasureRecord>, StoreError>;
+
+    /// Up to `limit` erasure records of `org`, newest first, with ids below `before` if
+    /// given.
+    fn erasures_page(
+        &self,
+        org: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ErasureRecord>, StoreError>;
+
+    /// Every erasure of every org still `running` (a crash stopped it), oldest first.
+    fn unfinished_erasures(&self) -> Result<Vec<ErasureRecord>, StoreError>;
+
     /// Fails when the backend cannot take writes now (for readiness).
     fn check_writable(&self) -> Result<(), StoreError>;
 
@@ -256,6 +274,18 @@ pub trait WriteTx {
         action: ChangeAction,
         changes: Vec<FieldChange>,
     ) -> Result<(), StoreError>;
+
+    /// Rewrites a feedback item's stored history versions in place (erasure only):
+    /// `edit` gets each stored version, oldest first, and returns true if it changed it;
+    /// changed versions are written back. Idempotent when `edit` is.
+    fn rewrite_feedback_history(
+        &mut self,
+        id: &str,
+        edit: &mut dyn FnMut(&mut HistoryVersion) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// Creates or replaces an erasure record of the org.
+    fn put_erasure(&mut self, record: &ErasureRecord) -> Result<(), StoreError>;
 }
 
 /// Adds the FEEDBACK_FOR edge `link` (idempotent: an existing edge is left, and the result

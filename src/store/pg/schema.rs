@@ -11,10 +11,11 @@
 //! adds (tables, columns, indexes); none drops data.
 
 /// The migrations, in order: `(version, what it does, SQL)`.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "feedback, adapters, history, idempotency keys, batches",
-    r#"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "feedback, adapters, history, idempotency keys, batches",
+        r#"
 CREATE TABLE fg_feedback (
     org_id   text   NOT NULL,
     id       text   NOT NULL,
@@ -57,7 +58,22 @@ CREATE TABLE fg_batch_ids (
     next     bigint NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        3,
+        "erasure jobs and receipts",
+        r#"
+CREATE TABLE fg_erasures (
+    org_id   text   NOT NULL,
+    id       text   NOT NULL,
+    running  boolean NOT NULL,
+    body     bytea  NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE INDEX fg_erasures_running ON fg_erasures (org_id, id) WHERE running;
+"#,
+    ),
+];
 
 /// The table that records which migrations ran.
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS fg_schema_migrations (
