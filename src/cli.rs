@@ -193,6 +193,13 @@ pub enum Command {
     /// disk (run it with the server stopped; the server also does it at start-up after
     /// erasures).
     Compact,
+    /// Apply an org's retention policy (`[retention.orgs.<org>]`) now, with a progress
+    /// bar (server stopped); prints the receipt, or nothing when no item is old enough.
+    Retention {
+        /// The org.
+        #[arg(long)]
+        org: String,
+    },
     /// Run a read-only openCypher query (or a named one from queries/) on an org's graph.
     Query {
         /// The query text, e.g. 'MATCH (a:Adapter) RETURN a.id'.
@@ -468,6 +475,29 @@ pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
             )?;
             drop(service);
             print_json(&receipt)
+        }
+        Command::Retention { org } => {
+            let service = Service::open(&config)?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "erasing old items {bar:40} {pos}/{len} ({eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let receipt =
+                service.apply_retention(org, crate::model::now_millis(), &mut |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })?;
+            bar.finish_and_clear();
+            drop(service);
+            match receipt {
+                Some(r) => print_json(&r),
+                None => {
+                    eprintln!("no item of {org} is older than its retention period");
+                    Ok(())
+                }
+            }
         }
         Command::Compact => {
             let r = crate::store::compact::compact(&config.data_dir, &config.storage)

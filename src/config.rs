@@ -44,6 +44,8 @@ pub struct Config {
     pub pii: PiiConfig,
     /// Erasure jobs and the rewrite of the sled database after them (`[erasure]`).
     pub erasure: crate::service::erasure::ErasureConfig,
+    /// Per-org retention policies (`[retention]`).
+    pub retention: crate::service::erasure::RetentionConfig,
 }
 
 /// Batch submit (`POST /feedback/batch`).
@@ -314,6 +316,7 @@ impl Default for Config {
             batch: BatchConfig::default(),
             pii: PiiConfig::default(),
             erasure: crate::service::erasure::ErasureConfig::default(),
+            retention: crate::service::erasure::RetentionConfig::default(),
         }
     }
 }

@@ -293,6 +293,43 @@ fn routes() -> Routes {
         .add(Post, "/api/v1/llm/graph/queries/{name}", graph::run_named)
 }
 
+/// Applies the retention policies every `retention.interval_secs` on a thread of its own
+/// (erasures block on the disk); it holds the service weakly and ends with the server.
+fn spawn_retention(service: &Arc<Service>) {
+    let Some(every) = service.retention_interval() else {
+        return;
+    };
+    let weak = Arc::downgrade(service);
+    let spawned = std::thread::Builder::new()
+        .name("feedgraph-retention".into())
+        .spawn(move || {
+            loop {
+                // Sleep in short steps so a stopped server is noticed soon.
+                let until = std::time::Instant::now() + every;
+                while std::time::Instant::now() < until {
+                    std::thread::sleep(every.min(Duration::from_millis(200)));
+                    if weak.strong_count() == 0 {
+                        return;
+                    }
+                }
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
+                for org in service.retention_orgs() {
+                    let now = crate::model::now_millis();
+                    match service.apply_retention(&org, now, &mut |_, _| {}) {
+                        Ok(Some(r)) => tracing::info!(org, erasure = %r.id, items = r.items, "retention erased old items"),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(org, error = %e, "retention failed"),
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the retention thread");
+    }
+}
+
 /// The method and path template of every route the router serves (test-only routes
 /// aside), in the order they were added.
 pub fn route_list() -> Vec<(Verb, &'static str)> {
@@ -412,7 +449,9 @@ pub async fn start(
             let result = match opened {
                 Ok(Ok(service)) => {
                     state.telemetry.register_service(&service);
-                    let _ = state.service.set(Arc::new(service));
+                    let service = Arc::new(service);
+                    spawn_retention(&service);
+                    let _ = state.service.set(service);
                     tracing::info!("store open and graph built; ready");
                     Ok(())
                 }

@@ -45,6 +45,50 @@ impl Default for ErasureConfig {
     }
 }
 
+/// Retention settings (`[retention]`): per-org policies applied in the background and by
+/// `feedgraph retention`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How often (seconds) the server applies every policy (default 3600); 0 never runs
+    /// them in the background (the CLI still does).
+    pub interval_secs: u64,
+    /// A policy per org id (`[retention.orgs.acme] max_age_days = 90`).
+    pub orgs: std::collections::BTreeMap<String, RetentionPolicy>,
+    /// Test only: added to the clock (ms) when deciding which items are old enough.
+    pub test_clock_offset_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval_secs: 3600,
+            orgs: std::collections::BTreeMap::new(),
+            test_clock_offset_ms: 0,
+        }
+    }
+}
+
+/// One org's retention policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Items created more than this many days ago have their content erased.
+    pub max_age_days: u64,
+    /// Spare items a committed training batch used (default true): their text stays
+    /// for the trained adapter's provenance.
+    pub spare_committed: bool,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            max_age_days: 365,
+            spare_committed: true,
+        }
+    }
+}
+
 /// The body of `POST /erasures`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -101,7 +145,7 @@ impl Service {
             }
         };
         item_ids.sort_unstable();
-        self.erase_ids(actor, req.scope, subject, item_ids)
+        self.erase_ids(actor, req.scope, subject, item_ids, &mut |_, _| {})
     }
 
     /// Runs an erasure of `item_ids` (already chosen) to the end and returns its receipt.
@@ -111,6 +155,7 @@ impl Service {
         scope: ErasureScope,
         subject: String,
         item_ids: Vec<String>,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ErasureRecord, ServiceError> {
         let now = now_millis();
         let id = self
@@ -132,7 +177,7 @@ impl Service {
         };
         // The job is durable before any item is touched.
         self.store.write(actor, &mut |tx| tx.put_erasure(&job))?;
-        self.run_erasure(job)
+        self.run_erasure(job, progress)
     }
 
     /// The ids of the org's items with this user or session, from the graph (durable
@@ -155,7 +200,13 @@ impl Service {
     }
 
     /// Erases every item of a running job, chunk by chunk, then writes its receipt.
-    fn run_erasure(&self, mut job: ErasureRecord) -> Result<ErasureRecord, ServiceError> {
+    fn run_erasure(
+        &self,
+        mut job: ErasureRecord,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ErasureRecord, ServiceError> {
+        let total = job.item_ids.len() as u64;
+        let mut done = 0u64;
         let actor = Actor::new(job.org_id.clone(), job.requested_by.clone());
         let chunk = self.erasure.chunk_items.max(1);
         let mut versions = 0u64;
@@ -175,6 +226,8 @@ impl Service {
             self.graph.apply(&job.org_id, &changes).wait();
             items += counted.0;
             versions += counted.1;
+            done += ids.len() as u64;
+            progress(done, total);
             if self.erasure.test_chunk_delay_ms > 0 {
                 std::thread::sleep(std::time::Duration::from_millis(
                     self.erasure.test_chunk_delay_ms,
@@ -205,9 +258,73 @@ impl Service {
         let n = pending.len();
         for job in pending {
             tracing::warn!(erasure = %job.id, items = job.item_ids.len(), "resuming an erasure a stop interrupted");
-            self.run_erasure(job)?;
+            self.run_erasure(job, &mut |_, _| {})?;
         }
         Ok(n)
+    }
+
+    /// Applies `org`'s retention policy as of `now` (ms; the configured test offset is
+    /// added): erases the content of every item created more than `max_age_days` before,
+    /// not erased yet, sparing items of committed batches if the policy says so. Returns
+    /// the receipt, or `None` when nothing was old enough. `progress` gets (done, total).
+    pub fn apply_retention(
+        &self,
+        org: &str,
+        now: Millis,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Option<ErasureRecord>, ServiceError> {
+        check_org(org)?;
+        let policy = self.retention.orgs.get(org).ok_or_else(|| {
+            ServiceError::BadRequest(format!("org '{org}' has no retention policy"))
+        })?;
+        let now = now.saturating_add(self.retention.test_clock_offset_ms);
+        let cutoff = now.saturating_sub(policy.max_age_days.saturating_mul(86_400_000));
+        let candidates: Vec<String> = match self.graph.org(org) {
+            None => Vec::new(),
+            Some(g) => g
+                .feedback()
+                .iter()
+                .filter(|n| n.created_at < cutoff)
+                .filter(|n| {
+                    !(policy.spare_committed && n.used_for_training && n.training_batch_id != 0)
+                })
+                .map(|n| n.id.to_string())
+                .collect(),
+        };
+        // Tombstones are not erased again.
+        let mut ids = Vec::with_capacity(candidates.len());
+        for chunk in candidates.chunks(1024) {
+            let keys: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            for f in self.store.get_many(org, &keys)?.into_iter().flatten() {
+                if !f.is_erased() {
+                    ids.push(f.id);
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        ids.sort_unstable();
+        let actor = Actor::new(org, "retention");
+        self.erase_ids(
+            &actor,
+            ErasureScope::Retention,
+            format!("created_before:{cutoff}"),
+            ids,
+            progress,
+        )
+        .map(Some)
+    }
+
+    /// The orgs with a retention policy.
+    pub fn retention_orgs(&self) -> Vec<String> {
+        self.retention.orgs.keys().cloned().collect()
+    }
+
+    /// How often the server applies the retention policies; `None` for never.
+    pub fn retention_interval(&self) -> Option<std::time::Duration> {
+        (self.retention.interval_secs > 0 && !self.retention.orgs.is_empty())
+            .then(|| std::time::Duration::from_secs(self.retention.interval_secs))
     }
 
     /// A page of the org's erasure receipts, newest first.

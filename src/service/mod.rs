@@ -411,6 +411,7 @@ pub struct Service {
     query_gate: query::QueryGate,
     query_metrics: metrics::QueryMetrics,
     erasure: erasure::ErasureConfig,
+    retention: erasure::RetentionConfig,
 }
 
 /// A submit whose write the backend is making durable: polled by the request, or, if the
@@ -501,6 +502,7 @@ impl Service {
             ),
             query_metrics: metrics::QueryMetrics::new(config.metrics.per_org_labels),
             erasure: config.erasure.clone(),
+            retention: config.retention.clone(),
         };
         service.resume_erasures()?;
         Ok(service)
