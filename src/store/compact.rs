@@ -235,3 +235,47 @@ fn copy_live(
     src.flush()?;
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_with(dir: &Path, key: &[u8]) {
+        let db = sled::open(dir).unwrap();
+        db.insert(key, b"v".as_slice()).unwrap();
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn a_swap_cut_short_is_taken_back_or_finished() {
+        let data = tempfile::tempdir().unwrap();
+        let (live, fresh, old) = paths(data.path());
+        // Crash between the two renames: only the old database and the copy exist.
+        db_with(&live, b"kept");
+        wait_released(&live).unwrap();
+        std::fs::rename(&live, &old).unwrap();
+        std::fs::create_dir_all(&fresh).unwrap();
+        std::fs::write(fresh.join("db"), b"half a copy").unwrap();
+        recover(data.path()).unwrap();
+        assert!(!old.exists() && !fresh.exists());
+        let db = sled::open(&live).unwrap();
+        assert!(
+            db.get(b"kept").unwrap().is_some(),
+            "the old database is back"
+        );
+        drop(db);
+        wait_released(&live).unwrap();
+        // Crash after the swap, before the old one was deleted: it is deleted now.
+        std::fs::create_dir_all(old.join("x")).unwrap();
+        recover(data.path()).unwrap();
+        assert!(!old.exists() && live.exists());
+        // And a full rewrite keeps the data and clears the marker.
+        mark_due(data.path()).unwrap();
+        assert!(is_due(data.path()));
+        let r = compact(data.path(), &StorageConfig::default()).unwrap();
+        assert!(r.keys >= 1);
+        assert!(!is_due(data.path()));
+        let db = sled::open(&live).unwrap();
+        assert!(db.get(b"kept").unwrap().is_some());
+    }
+}
