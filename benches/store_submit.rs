@@ -48,6 +48,8 @@ fn record(ids: &IdGenerator, n: u64) -> Feedback {
         label: None,
         provider: None,
         score_config: None,
+        erased_at: None,
+        erased_by: None,
     }
 }
 

@@ -172,6 +172,36 @@ pub enum Command {
     /// Check the store's invariants (history, edges, leases, lineage) and that the graph
     /// index rebuilt from it is consistent (run it with the server stopped).
     Check,
+    /// Erase one item, or every item of a user or session, in an org (with the server
+    /// stopped; with it running use `POST /api/v1/llm/erasures`); prints the receipt.
+    Erase {
+        /// The org.
+        #[arg(long)]
+        org: String,
+        /// Erase this feedback item.
+        #[arg(long, group = "erase_scope")]
+        item: Option<String>,
+        /// Erase every item of this user_id.
+        #[arg(long, group = "erase_scope")]
+        user: Option<String>,
+        /// Erase every item of this session_id.
+        #[arg(long, group = "erase_scope")]
+        session: Option<String>,
+        /// Recorded as who erased (the receipt's `requested_by`).
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
+    /// Rewrite the sled database with only its live data, so that erased bytes leave the
+    /// disk (run it with the server stopped; the server also does it at start-up after
+    /// erasures).
+    Compact,
+    /// Apply an org's retention policy (`[retention.orgs.<org>]`) now, with a progress
+    /// bar (server stopped); prints the receipt, or nothing when no item is old enough.
+    Retention {
+        /// The org.
+        #[arg(long)]
+        org: String,
+    },
     /// Run a read-only openCypher query (or a named one from queries/) on an org's graph.
     Query {
         /// The query text, e.g. 'MATCH (a:Adapter) RETURN a.id'.
@@ -443,6 +473,67 @@ pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
                 }
                 Some(diff) => Err(CliError::Inconsistent(diff)),
             }
+        }
+        Command::Erase {
+            org,
+            item,
+            user,
+            session,
+            actor,
+        } => {
+            use crate::store::ErasureScope;
+            let (scope, value) = match (item, user, session) {
+                (Some(v), None, None) => (ErasureScope::Item, v),
+                (None, Some(v), None) => (ErasureScope::User, v),
+                (None, None, Some(v)) => (ErasureScope::Session, v),
+                _ => {
+                    return Err(CliError::Service(ServiceError::BadRequest(
+                        "give exactly one of --item, --user, --session".into(),
+                    )));
+                }
+            };
+            let service = Service::open(&config)?;
+            let receipt = service.erase(
+                &crate::model::Actor::new(org.clone(), actor.clone()),
+                &crate::service::erasure::EraseRequest {
+                    scope,
+                    value: value.clone(),
+                },
+            )?;
+            drop(service);
+            print_json(&receipt)
+        }
+        Command::Retention { org } => {
+            let service = Service::open(&config)?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "erasing old items {bar:40} {pos}/{len} ({eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let receipt =
+                service.apply_retention(org, crate::model::now_millis(), &mut |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })?;
+            bar.finish_and_clear();
+            drop(service);
+            match receipt {
+                Some(r) => print_json(&r),
+                None => {
+                    eprintln!("no item of {org} is older than its retention period");
+                    Ok(())
+                }
+            }
+        }
+        Command::Compact => {
+            let r = crate::store::compact::compact(&config.data_dir, &config.storage)
+                .map_err(ServiceError::from)?;
+            eprintln!(
+                "compacted: {} keys, {} -> {} bytes",
+                r.keys, r.bytes_before, r.bytes_after
+            );
+            Ok(())
         }
         Command::Load { file, org } => load(&config, file, org),
         Command::Query {

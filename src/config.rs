@@ -46,6 +46,10 @@ pub struct Config {
     pub placement: crate::service::placement::PlacementConfig,
     /// Lifecycle events delivered as webhooks (`[webhooks]`, see `events`).
     pub webhooks: crate::events::WebhooksConfig,
+    /// Erasure jobs and the rewrite of the sled database after them (`[erasure]`).
+    pub erasure: crate::service::erasure::ErasureConfig,
+    /// Per-org retention policies (`[retention]`).
+    pub retention: crate::service::erasure::RetentionConfig,
 }
 
 /// Batch submit (`POST /feedback/batch`).
@@ -317,6 +321,8 @@ impl Default for Config {
             pii: PiiConfig::default(),
             placement: Default::default(),
             webhooks: crate::events::WebhooksConfig::default(),
+            erasure: crate::service::erasure::ErasureConfig::default(),
+            retention: crate::service::erasure::RetentionConfig::default(),
         }
     }
 }

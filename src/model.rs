@@ -323,6 +323,50 @@ pub struct Feedback {
     pub provider: Option<String>,
     /// The score config (by name) the item's rating or label was checked against.
     pub score_config: Option<String>,
+    /// When the item's content was erased (it is a tombstone since); `null` if never.
+    #[serde(default)]
+    pub erased_at: Option<Millis>,
+    /// Who erased it (the admin's `sub`, `cli`, or `retention`); `null` if never.
+    #[serde(default)]
+    pub erased_by: Option<String>,
+}
+
+impl Feedback {
+    /// Blanks every field that holds what an end user typed or that identifies them, and
+    /// marks the item erased. The one list of content fields: a new text field is added
+    /// here and in [`Feedback::CONTENT_FIELDS`]. Kept: id, org, type, status and reasons,
+    /// times, version, training fields, model and adapter fields, score, PII findings
+    /// (they never hold a value).
+    pub fn erase_content(&mut self, at: Millis, by: &str) {
+        self.question.clear();
+        self.answer.clear();
+        self.correction = None;
+        self.comment = None;
+        self.metadata = Metadata::default();
+        self.user_id = None;
+        self.session_id = None;
+        self.interaction_id = None;
+        self.erased_at = Some(at);
+        self.erased_by = Some(by.to_owned());
+    }
+
+    /// The wire names of the fields [`Feedback::erase_content`] blanks: history entries
+    /// that mention them lose those changes when the item is erased.
+    pub const CONTENT_FIELDS: &'static [&'static str] = &[
+        "question",
+        "answer",
+        "correction",
+        "comment",
+        "metadata",
+        "user_id",
+        "session_id",
+        "interaction_id",
+    ];
+
+    /// True once the item's content was erased.
+    pub fn is_erased(&self) -> bool {
+        self.erased_at.is_some()
+    }
 }
 
 /// A kind of personal data or secret that the ingest detectors look for.
@@ -531,6 +575,8 @@ pub enum ChangeAction {
     Create,
     /// A score config got a new version.
     Update,
+    /// The item's texts and personal fields were erased (the entry itself holds none).
+    Erase,
 }
 
 /// One field's value before and after a change (`None` = absent).
@@ -825,6 +871,8 @@ impl Feedback {
             label: None,
             provider: None,
             score_config: None,
+            erased_at: None,
+            erased_by: None,
         }
     }
 }

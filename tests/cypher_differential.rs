@@ -257,6 +257,8 @@ fn build(spec: &Spec) -> OrgGraph {
             label: None,
             provider: None,
             score_config: None,
+            erased_at: None,
+            erased_by: None,
         };
         g.upsert_feedback(&f);
         for a in links {

@@ -58,6 +58,8 @@ fn fb(
         label: None,
         provider: None,
         score_config: None,
+        erased_at: None,
+        erased_by: None,
     }
 }
 

@@ -150,6 +150,8 @@ fn codec_seeds() -> Vec<(String, Vec<u8>)> {
         label: None,
         provider: None,
         score_config: None,
+        erased_at: None,
+        erased_by: None,
     };
     let mut plain = feedback.clone();
     plain.score = None;

@@ -40,11 +40,14 @@ fn expected(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture_dir().join(name)).unwrap();
     let mut v: Value = serde_json::from_str(&text).unwrap();
     v["pii"] = json!([]);
-    // Format 3's fields: an old record reads as thumbs with none of them.
+    // Format 3's kind fields: an old record reads as thumbs with none of them.
     v["kind"] = json!("thumbs");
     for k in ["label", "provider", "score_config"] {
         v[k] = Value::Null;
     }
+    // Format 4 (erasure): an old record reads as never erased.
+    v["erased_at"] = Value::Null;
+    v["erased_by"] = Value::Null;
     v
 }
 

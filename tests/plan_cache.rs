@@ -52,6 +52,8 @@ fn item(id: &str, model: &str, status: ValidationStatus) -> Feedback {
         label: None,
         provider: None,
         score_config: None,
+        erased_at: None,
+        erased_by: None,
     }
 }
 

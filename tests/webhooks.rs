@@ -148,10 +148,11 @@ async fn register(s: &TestServer, admin: &str, url: &str, events: Value) -> (u16
         .await
 }
 
-const ALL: [&str; 7] = [
+const ALL: [&str; 8] = [
     "feedback.submitted",
     "feedback.reviewed",
     "feedback.linked",
+    "feedback.erased",
     "batch.claimed",
     "batch.committed",
     "batch.aborted",
@@ -227,6 +228,10 @@ async fn every_event_type_arrives_signed_and_in_order_per_item() {
         )
         .await;
     assert_eq!(st, 200, "{body}");
+    let (st, body) = s
+        .post(&admin, &format!("/feedback/{a_id}/erase"), &json!({}))
+        .await;
+    assert_eq!(st, 201, "{body}");
     // Batches: one committed, one aborted.
     for q in ["First question here?", "Second question here?"] {
         let (st, _) = s.post(&admin, "/feedback", &item(q)).await;
@@ -293,6 +298,7 @@ async fn every_event_type_arrives_signed_and_in_order_per_item() {
             ("feedback.submitted".to_owned(), 1),
             ("feedback.linked".to_owned(), 2),
             ("feedback.reviewed".to_owned(), 3),
+            ("feedback.erased".to_owned(), 4),
         ]
     );
     let batch_events: Vec<_> = got

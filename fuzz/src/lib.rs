@@ -143,6 +143,8 @@ pub fn fixed_graph() -> &'static OrgGraph {
                 label: None,
                 provider: None,
                 score_config: None,
+                erased_at: None,
+                erased_by: None,
             };
             g.upsert_feedback(&f);
             for (k, a) in links.iter().enumerate() {

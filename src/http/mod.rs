@@ -10,6 +10,7 @@ pub mod auth;
 pub mod batch;
 pub mod conn;
 pub mod console;
+pub mod erasure;
 pub mod error;
 pub mod extract;
 pub mod feedback;
@@ -296,6 +297,10 @@ fn routes() -> Routes {
         .add(Post, "/api/v1/llm/feedback/{id}/link", feedback::link)
         .add(Get, "/api/v1/llm/feedback/{id}/history", feedback::history)
         .add(Get, "/api/v1/llm/feedback/{id}/impact", feedback::impact)
+        .add(Post, "/api/v1/llm/feedback/{id}/erase", erasure::erase_item)
+        .add(Post, "/api/v1/llm/erasures", erasure::erase)
+        .add(Get, "/api/v1/llm/erasures", erasure::list)
+        .add(Get, "/api/v1/llm/erasures/{id}", erasure::get)
         .add(Post, "/api/v1/llm/adapters", training::create_adapter)
         .add(Get, "/api/v1/llm/adapters/{id}", training::get_adapter)
         .add(Get, "/api/v1/llm/adapters/{id}/lineage", training::lineage)
@@ -344,6 +349,43 @@ fn routes() -> Routes {
             "/api/v1/llm/webhooks/{id}/deliveries/{delivery_id}/redeliver",
             webhooks::redeliver,
         )
+}
+
+/// Applies the retention policies every `retention.interval_secs` on a thread of its own
+/// (erasures block on the disk); it holds the service weakly and ends with the server.
+fn spawn_retention(service: &Arc<Service>) {
+    let Some(every) = service.retention_interval() else {
+        return;
+    };
+    let weak = Arc::downgrade(service);
+    let spawned = std::thread::Builder::new()
+        .name("feedgraph-retention".into())
+        .spawn(move || {
+            loop {
+                // Sleep in short steps so a stopped server is noticed soon.
+                let until = std::time::Instant::now() + every;
+                while std::time::Instant::now() < until {
+                    std::thread::sleep(every.min(Duration::from_millis(200)));
+                    if weak.strong_count() == 0 {
+                        return;
+                    }
+                }
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
+                for org in service.retention_orgs() {
+                    let now = crate::model::now_millis();
+                    match service.apply_retention(&org, now, &mut |_, _| {}) {
+                        Ok(Some(r)) => tracing::info!(org, erasure = %r.id, items = r.items, "retention erased old items"),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(org, error = %e, "retention failed"),
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the retention thread");
+    }
 }
 
 /// The method and path template of every route the router serves (test-only routes
@@ -477,6 +519,7 @@ pub async fn start(
                             tracing::error!(error = %e, "webhook delivery not started");
                         }
                     }
+                    spawn_retention(&service);
                     let _ = state.service.set(service);
                     tracing::info!("store open and graph built; ready");
                     Ok(())

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{self, RefOr, ResponseBuilder};
 
 use super::error::ErrorBody;
-use super::{batch, feedback, graph, kinds, metrics, training, webhooks};
+use super::{batch, erasure, feedback, graph, kinds, metrics, training, webhooks};
 
 /// The document's root: every operation and the schemas they use.
 #[derive(OpenApi)]
@@ -49,6 +49,10 @@ use super::{batch, feedback, graph, kinds, metrics, training, webhooks};
         feedback::link,
         feedback::history,
         feedback::impact,
+        erasure::erase_item,
+        erasure::erase,
+        erasure::list,
+        erasure::get,
         training::create_adapter,
         training::get_adapter,
         training::lineage,

@@ -348,6 +348,8 @@ pub fn check_record(
                     label: f.label,
                     provider: f.provider,
                     score_config: f.score_config,
+                    erased_at: None,
+                    erased_by: None,
                 },
                 links: Vec::new(),
                 lease: None,

@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod batch;
 pub mod dump;
+pub mod erasure;
 pub mod follow;
 pub mod kinds;
 pub mod lineage;
@@ -429,6 +430,8 @@ pub struct Service {
     placement: placement::Placement,
     /// The change-log follower, when the store is shared with other replicas.
     follower: Option<Arc<follow::Follower>>,
+    erasure: erasure::ErasureConfig,
+    retention: erasure::RetentionConfig,
 }
 
 /// A submit whose write the backend is making durable: polled by the request, or, if the
@@ -483,7 +486,19 @@ impl Service {
             .with_pii(&config.pii)
             .map_err(|e| ServiceError::Config(e.to_string()))?;
         let store: Arc<dyn Backend> = match config.storage.backend {
-            BackendKind::Sled => Arc::new(SledStore::open(&config.data_dir, &config.storage)?),
+            BackendKind::Sled => {
+                if config.erasure.compact_on_start
+                    && crate::store::compact::is_due(&config.data_dir)
+                {
+                    let r = crate::store::compact::compact(&config.data_dir, &config.storage)?;
+                    tracing::info!(
+                        bytes_before = r.bytes_before,
+                        bytes_after = r.bytes_after,
+                        "rewrote the sled database after erasures"
+                    );
+                }
+                Arc::new(SledStore::open(&config.data_dir, &config.storage)?)
+            }
             BackendKind::Postgres => Arc::new(PgStore::open(&config.storage)?),
         };
         let placement = placement::Placement::from_config(&config.placement)?;
@@ -501,7 +516,7 @@ impl Service {
             None => None,
         };
         let graph = GraphIndex::build_for(store.as_ref(), &|org| placement.serves(org))?;
-        Ok(Service {
+        let service = Service {
             placement,
             follower,
             store,
@@ -522,7 +537,11 @@ impl Service {
                 config.query.plan_cache_entries,
             ),
             query_metrics: metrics::QueryMetrics::new(config.metrics.per_org_labels),
-        })
+            erasure: config.erasure.clone(),
+            retention: config.retention.clone(),
+        };
+        service.resume_erasures()?;
+        Ok(service)
     }
 
     /// Adds the instruments of the service and its store to `registry` (see `/metrics`).
@@ -737,6 +756,8 @@ impl Service {
             label: valid.label,
             provider: valid.provider,
             score_config: valid.score_config,
+            erased_at: None,
+            erased_by: None,
         };
         Ok(fb)
     }

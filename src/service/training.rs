@@ -900,6 +900,11 @@ impl Service {
                 continue;
             };
             e.items += 1;
+            // An erased item is a tombstone: nothing of it is exported.
+            if f.is_erased() {
+                e.skipped += 1;
+                continue;
+            }
             if f.validation_status != ValidationStatus::Approved {
                 e.retracted += 1;
                 e.skipped += 1;

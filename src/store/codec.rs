@@ -11,12 +11,15 @@
 //! - 3: `Feedback` gained `kind`, `label`, `provider` and `score_config` after `pii`. A
 //!   version-1 or -2 feedback record reads as a `thumbs` item with none of them (see
 //!   [`Stored::decode_v2`]). The `score_configs` tree is new in this version.
+//! - 4: `Feedback` gained `erased_at` and `erased_by` (erasure tombstones) after the kind
+//!   fields. Older feedback records read as never erased ([`Stored::decode_v3`]). The
+//!   `erasures` tree is new in this version.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version written in front of every record by this build.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
@@ -34,6 +37,12 @@ pub trait Stored: DeserializeOwned {
     fn decode_v2(body: &[u8]) -> Result<Self, CodecError> {
         decode_body(body)
     }
+
+    /// Decodes a version-3 body; the default suits every type whose encoding did not
+    /// change in version 4.
+    fn decode_v3(body: &[u8]) -> Result<Self, CodecError> {
+        decode_body(body)
+    }
 }
 
 impl Stored for crate::model::Adapter {}
@@ -44,6 +53,7 @@ impl Stored for super::Batch {}
 impl Stored for super::outbox::Endpoint {}
 impl Stored for super::outbox::OutboxEntry {}
 impl Stored for super::outbox::Delivery {}
+impl Stored for super::erasure::ErasureRecord {}
 
 impl Stored for super::FeedbackRecord {
     /// Version 2 appended `Feedback::pii` to `Feedback`, the last field of
@@ -64,7 +74,17 @@ impl Stored for super::FeedbackRecord {
         let mut v3 = Vec::with_capacity(body.len() + V3_FEEDBACK_TAIL.len());
         v3.extend_from_slice(body);
         v3.extend_from_slice(&V3_FEEDBACK_TAIL);
-        decode_body(&v3)
+        Self::decode_v3(&v3)
+    }
+
+    /// Version 4 appended `erased_at` and `erased_by` (two options; `None` is one zero byte
+    /// each) after the kind fields: a version-3 body plus two zero bytes is the same
+    /// record, never erased.
+    fn decode_v3(body: &[u8]) -> Result<Self, CodecError> {
+        let mut v4 = Vec::with_capacity(body.len() + 2);
+        v4.extend_from_slice(body);
+        v4.extend_from_slice(&[0, 0]);
+        decode_body(&v4)
     }
 }
 
@@ -143,6 +163,7 @@ pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, CodecError> {
         FORMAT_VERSION => decode_body(body),
         1 => T::decode_v1(body),
         2 => T::decode_v2(body),
+        3 => T::decode_v3(body),
         found => Err(CodecError::UnknownVersion { found }),
     }
 }
@@ -201,15 +222,19 @@ mod tests {
             links: Vec::new(),
             feedback: f,
         };
-        // Version 2 wrote the same fields without the four trailing kind fields, version
-        // 1 also without the `pii` list.
-        let v3 = encode(&record).unwrap();
-        assert_eq!(&v3[v3.len() - 5..], &[0, 0, 0, 0, 0], "{v3:?}");
-        let mut v2 = v3[..v3.len() - 4].to_vec();
+        // Version 3 wrote the same fields without the two erasure options, version 2
+        // also without the four kind fields, version 1 also without the `pii` list.
+        let v4 = encode(&record).unwrap();
+        assert_eq!(&v4[v4.len() - 7..], &[0; 7], "{v4:?}");
+        let mut v3 = v4[..v4.len() - 2].to_vec();
+        v3[0] = 3;
+        let read: super::super::FeedbackRecord = decode(&v3).unwrap();
+        assert_eq!(read, record);
+        let mut v2 = v4[..v4.len() - 6].to_vec();
         v2[0] = 2;
         let read: super::super::FeedbackRecord = decode(&v2).unwrap();
         assert_eq!(read, record);
-        let mut v1 = v3[..v3.len() - 5].to_vec();
+        let mut v1 = v4[..v4.len() - 7].to_vec();
         v1[0] = 1;
         let read: super::super::FeedbackRecord = decode(&v1).unwrap();
         assert_eq!(read, record);

@@ -15,7 +15,9 @@
 
 pub mod backup;
 pub mod codec;
+pub mod compact;
 pub mod durability;
+pub mod erasure;
 pub mod keys;
 pub mod outbox;
 pub mod pg;
@@ -36,6 +38,7 @@ use crate::model::{
 };
 use codec::CodecError;
 pub use durability::{Durability, SyncError, Syncer};
+pub use erasure::{ErasureRecord, ErasureScope, ErasureState};
 use rules::IdempotencyRecord;
 pub use sled_store::{CODEC_TREES, SCHEMA_VERSION, SledStore, decode_stored_value};
 
@@ -237,6 +240,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         name: &str,
     ) -> Result<Vec<HistoryVersion>, StoreError>;
 
+    /// One erasure record (job or receipt) of `org`.
+    fn get_erasure(&self, org: &str, id: &str) -> Result<Option<ErasureRecord>, StoreError>;
+
+    /// Up to `limit` erasure records of `org`, newest first, with ids below `before` if
+    /// given.
+    fn erasures_page(
+        &self,
+        org: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ErasureRecord>, StoreError>;
+
+    /// Every erasure of every org still `running` (a crash stopped it), oldest first.
+    fn unfinished_erasures(&self) -> Result<Vec<ErasureRecord>, StoreError>;
+
     /// Fails when the backend cannot take writes now (for readiness).
     fn check_writable(&self) -> Result<(), StoreError>;
 
@@ -329,6 +347,18 @@ pub trait WriteTx {
     fn lock_for_claim(&mut self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         Ok(ids.to_vec())
     }
+
+    /// Rewrites a feedback item's stored history versions in place (erasure only):
+    /// `edit` gets each stored version, oldest first, and returns true if it changed it;
+    /// changed versions are written back. Idempotent when `edit` is.
+    fn rewrite_feedback_history(
+        &mut self,
+        id: &str,
+        edit: &mut dyn FnMut(&mut HistoryVersion) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// Creates or replaces an erasure record of the org.
+    fn put_erasure(&mut self, record: &ErasureRecord) -> Result<(), StoreError>;
 }
 
 /// One entry of a backend's change log: a record some transaction wrote.

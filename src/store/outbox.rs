@@ -107,6 +107,7 @@ pub fn event_for(kind: u8, entry: &HistoryVersion) -> Option<EventType> {
         (keys::KIND_FEEDBACK, ChangeAction::Submit) => Some(EventType::FeedbackSubmitted),
         (keys::KIND_FEEDBACK, ChangeAction::Review) => Some(EventType::FeedbackReviewed),
         (keys::KIND_FEEDBACK, ChangeAction::Link) => Some(EventType::FeedbackLinked),
+        (keys::KIND_FEEDBACK, ChangeAction::Erase) => Some(EventType::FeedbackErased),
         (keys::KIND_ADAPTER, ChangeAction::Create) if entry.version == 1 => {
             Some(EventType::AdapterCreated)
         }

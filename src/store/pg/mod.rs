@@ -15,8 +15,8 @@
 //! submits run as tasks on it, so a client that hangs up never cuts a transaction short.
 
 mod backup;
-pub mod follow;
 mod events;
+pub mod follow;
 pub mod ops;
 pub mod schema;
 
@@ -27,8 +27,9 @@ use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Object, Pool, Rec
 
 use self::ops::PgError;
 use super::{
-    Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, FeedbackRecord, IdempotencyKey,
-    Inserted, RecordHeadRef, StorageConfig, StoreError, WriteTx, codec, keys, rules,
+    Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, ErasureRecord, FeedbackRecord,
+    IdempotencyKey, Inserted, RecordHeadRef, StorageConfig, StoreError, WriteTx, codec, keys,
+    rules,
 };
 use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FieldChange, HistoryVersion, Millis, ScoreConfig,
@@ -461,6 +462,26 @@ impl WriteTx for PgTx<'_> {
     fn lock_for_claim(&mut self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         let (c, org) = (self.client, &self.actor.org);
         self.run(ops::lock_for_claim(c, org, ids))
+    }
+
+    fn rewrite_feedback_history(
+        &mut self,
+        id: &str,
+        edit: &mut dyn FnMut(&mut HistoryVersion) -> bool,
+    ) -> Result<(), StoreError> {
+        let (c, org) = (self.client, &self.actor.org);
+        let entries = self.run(ops::history_of(c, org, keys::KIND_FEEDBACK, id, u64::MAX))?;
+        for mut entry in entries {
+            if edit(&mut entry) {
+                self.run(ops::put_history(c, org, keys::KIND_FEEDBACK, id, &entry))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn put_erasure(&mut self, record: &ErasureRecord) -> Result<(), StoreError> {
+        let (c, org) = (self.client, &self.actor.org);
+        self.run(ops::put_erasure(c, org, record))
     }
 }
 
@@ -953,6 +974,54 @@ impl Backend for PgStore {
             let c = self.client().await?;
             let entries = ops::history_of(&c, org, keys::KIND_FEEDBACK, id, up_to).await?;
             Ok(entries.iter().map(|h| h.version).collect())
+        })
+    }
+
+    fn get_erasure(&self, org: &str, id: &str) -> Result<Option<ErasureRecord>, StoreError> {
+        self.run(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT body FROM fg_erasures WHERE org_id = $1 AND id = $2",
+                    &[&org, &id],
+                )
+                .await?;
+            Ok(ops::decode_rows("fg_erasures", org, &rows)?.pop())
+        })
+    }
+
+    fn erasures_page(
+        &self,
+        org: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ErasureRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT body FROM fg_erasures WHERE org_id = $1 AND ($2::text IS NULL OR id < $2) \
+                     ORDER BY id DESC LIMIT $3",
+                    &[&org, &before, &limit],
+                )
+                .await?;
+            ops::decode_rows("fg_erasures", org, &rows)
+        })
+    }
+
+    fn unfinished_erasures(&self) -> Result<Vec<ErasureRecord>, StoreError> {
+        self.run(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT org_id, body FROM fg_erasures WHERE running ORDER BY id",
+                    &[],
+                )
+                .await?;
+            let mut out: Vec<ErasureRecord> = ops::decode_rows("fg_erasures", "*", &rows)?;
+            out.sort_by(|a, b| a.requested_at.cmp(&b.requested_at).then(a.id.cmp(&b.id)));
+            Ok(out)
         })
     }
 

@@ -625,3 +625,21 @@ pub async fn emit(
     }
     Ok(())
 }
+
+/// Creates or replaces an erasure record (job or receipt).
+pub async fn put_erasure(
+    c: &ClientWrapper,
+    org: &str,
+    record: &super::super::ErasureRecord,
+) -> Result<(), PgError> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO fg_erasures (org_id, id, running, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org_id, id) DO UPDATE SET running = EXCLUDED.running, body = EXCLUDED.body",
+        )
+        .await?;
+    let running = record.state == super::super::ErasureState::Running;
+    c.execute(&stmt, &[&org, &record.id, &running, &encode(record)?])
+        .await?;
+    Ok(())
+}

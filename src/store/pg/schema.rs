@@ -73,6 +73,20 @@ CREATE TABLE fg_score_configs (
 "#,
     ),
     (
+        3,
+        "erasure jobs and receipts",
+        r#"
+CREATE TABLE fg_erasures (
+    org_id   text   NOT NULL,
+    id       text   NOT NULL,
+    running  boolean NOT NULL,
+    body     bytea  NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE INDEX fg_erasures_running ON fg_erasures (org_id, id) WHERE running;
+"#,
+    ),
+    (
         4,
         "webhook endpoints, the event outbox, the delivery log",
         r#"

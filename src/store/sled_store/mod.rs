@@ -39,8 +39,9 @@ use super::durability::Syncer;
 use super::outbox::{Changed, EventStore};
 use super::rules::{self, FEEDBACK_SKIP, IdempotencyRecord, creation_changes, import_entry};
 use super::{
-    Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, FeedbackRecord, IdSource,
-    IdempotencyKey, Inserted, RecordHeadRef, StorageConfig, StoreError, WriteTx, codec, keys,
+    Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, ErasureRecord, ErasureState,
+    FeedbackRecord, IdSource, IdempotencyKey, Inserted, RecordHeadRef, StorageConfig, StoreError,
+    WriteTx, codec, keys,
 };
 use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FieldChange, HistoryVersion, Millis,
@@ -92,6 +93,8 @@ pub struct SledStore {
     /// none costs one hash lookup. Kept in step by every endpoint write.
     hooks: parking_lot::RwLock<rustc_hash::FxHashMap<String, Vec<(String, u32)>>>,
     score_configs: Tree,
+    /// Erasure jobs and receipts: `org \0 erasure_id` -> `ErasureRecord`.
+    erasures: Tree,
     syncer: std::sync::Arc<Syncer>,
     dir: PathBuf,
     stripes: Vec<Mutex<()>>,
@@ -206,6 +209,7 @@ impl SledStore {
             "creating data directory {}",
             data_dir.display()
         )))?;
+        super::compact::recover(data_dir)?;
         let dir = data_dir.join("sled");
         // sled releases its file lock from its I/O threads, shortly after the previous
         // owner in this process (or a process that just exited) let go: a locked directory
@@ -270,6 +274,7 @@ impl SledStore {
             deliveries: db.open_tree("deliveries")?,
             hooks: parking_lot::RwLock::default(),
             score_configs: db.open_tree("score_configs")?,
+            erasures: db.open_tree("erasures")?,
             db,
             dir: data_dir.to_owned(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -441,6 +446,12 @@ impl SledStore {
             SyncMode::Wait => self.make_durable(),
             SyncMode::Defer => Ok(()),
         }
+    }
+
+    /// Records that an erasure finished: the next start-up (or `feedgraph compact`)
+    /// rewrites the database so the erased bytes leave the disk (see [`super::compact`]).
+    pub fn mark_compaction_due(&self) -> Result<(), StoreError> {
+        super::compact::mark_due(&self.dir)
     }
 
     /// Size of the database on disk, in bytes.
@@ -1327,6 +1338,67 @@ impl WriteTx for SledTx<'_> {
         // org's batch writes: a plain read holds.
         self.store.get_batch(&self.actor.org, id)
     }
+
+    fn rewrite_feedback_history(
+        &mut self,
+        id: &str,
+        edit: &mut dyn FnMut(&mut HistoryVersion) -> bool,
+    ) -> Result<(), StoreError> {
+        self.rewrite_history(id, edit)
+    }
+
+    fn put_erasure(&mut self, record: &ErasureRecord) -> Result<(), StoreError> {
+        let _w = self.store.syncer.begin_write()?;
+        self.wrote = true;
+        self.store
+            .erasures
+            .insert(keys::record(&self.actor.org, &record.id), encode(record)?)?;
+        Ok(())
+    }
+}
+
+impl SledTx<'_> {
+    /// The body of [`WriteTx::rewrite_feedback_history`] on sled: under the item's stripe
+    /// lock, each changed version is written back where it was.
+    fn rewrite_history(
+        &mut self,
+        id: &str,
+        edit: &mut dyn FnMut(&mut HistoryVersion) -> bool,
+    ) -> Result<(), StoreError> {
+        let org = &self.actor.org;
+        let _w = self.store.syncer.begin_write()?;
+        let _guard = self.store.stripes[stripe_of(org, id)].lock();
+        let prefix = keys::history_prefix(org, keys::KIND_FEEDBACK, id);
+        for kv in self.store.history.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            let mut entry: HistoryVersion = decode("history", &k, &v)?;
+            if edit(&mut entry) {
+                self.store.history.insert(k, encode(&entry)?)?;
+                self.wrote = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes the erasure records of one scan that `keep` accepts, at most `limit`.
+fn erasures_in(
+    iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    keep: &mut dyn FnMut(&ErasureRecord) -> bool,
+    limit: usize,
+) -> Result<Vec<ErasureRecord>, StoreError> {
+    let mut out = Vec::new();
+    for kv in iter {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = kv?;
+        let rec: ErasureRecord = decode("erasures", &k, &v)?;
+        if keep(&rec) {
+            out.push(rec);
+        }
+    }
+    Ok(out)
 }
 
 impl Backend for SledStore {
@@ -1606,6 +1678,46 @@ impl Backend for SledStore {
         name: &str,
     ) -> Result<Vec<HistoryVersion>, StoreError> {
         self.durable_read(|s| s.score_config_history(org, name))
+    }
+
+    fn get_erasure(&self, org: &str, id: &str) -> Result<Option<ErasureRecord>, StoreError> {
+        self.durable_read(|s| {
+            let key = keys::record(org, id);
+            match s.erasures.get(&key)? {
+                Some(v) => decode("erasures", &key, &v).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn erasures_page(
+        &self,
+        org: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ErasureRecord>, StoreError> {
+        self.durable_read(|s| {
+            let prefix = keys::record(org, "");
+            let end = match before {
+                Some(b) => keys::record(org, b),
+                None => {
+                    let mut e = prefix.clone();
+                    e.push(0xff);
+                    e
+                }
+            };
+            erasures_in(s.erasures.range(prefix..end).rev(), &mut |_| true, limit)
+        })
+    }
+
+    fn unfinished_erasures(&self) -> Result<Vec<ErasureRecord>, StoreError> {
+        let mut out = erasures_in(
+            self.erasures.iter(),
+            &mut |r| r.state == ErasureState::Running,
+            usize::MAX,
+        )?;
+        out.sort_by(|a, b| a.requested_at.cmp(&b.requested_at).then(a.id.cmp(&b.id)));
+        Ok(out)
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -1923,6 +2035,8 @@ mod tests {
             label: None,
             provider: None,
             score_config: None,
+            erased_at: None,
+            erased_by: None,
         };
         let record = FeedbackRecord {
             lease: Some(Lease {
