@@ -134,7 +134,7 @@ fn launch(base: &Path, owner: u32) -> Result<PgServer, String> {
     if is_root() {
         let status = Command::new("chown")
             .args(["-R", "postgres:postgres"])
-            .arg(&base)
+            .arg(base)
             .status()
             .map_err(|e| format!("chown: {e}"))?;
         if !status.success() {
