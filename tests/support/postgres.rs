@@ -14,6 +14,7 @@
 //! with `FEEDGRAPH_REQUIRE_POSTGRES=1` (set by CI) that is a failure instead.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -117,6 +118,7 @@ fn shared(run: &str) -> Result<PgServer, String> {
     );
     let _ = Command::new("sh")
         .args(["-c", &watch])
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -201,8 +203,11 @@ fn launch(base: &Path, owner: u32) -> Result<PgServer, String> {
         pid = owner,
         base = base.display()
     );
+    // In a process group of its own: a Ctrl-C (or a runner killing the tests' group) must
+    // not take the watchdog with it and leave the server running.
     Command::new("sh")
         .args(["-c", &script])
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
