@@ -348,21 +348,20 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
 /// which lets the binary retune process-wide settings (its allocator) for steady serving.
 pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
     let config = cli.load_config()?;
-    // Commands that only read must not create an empty store in a mistyped directory.
-    let reads_only = matches!(
-        cli.command,
-        Command::Get { .. }
-            | Command::Stats { .. }
-            | Command::Check
-            | Command::Query { .. }
-            | Command::Export { .. }
-            | Command::Dump { .. }
-            | Command::Backup { .. }
-    );
-    if reads_only
-        && config.storage.backend == crate::store::BackendKind::Sled
-        && !config.data_dir.join("sled").exists()
-    {
+    // Commands that only read must not create an empty store in a mistyped directory
+    // (sled's store is the directory; PostgreSQL's is the database, found by its URL).
+    let reads_only = config.storage.backend == crate::store::BackendKind::Sled
+        && matches!(
+            cli.command,
+            Command::Get { .. }
+                | Command::Stats { .. }
+                | Command::Check
+                | Command::Query { .. }
+                | Command::Export { .. }
+                | Command::Dump { .. }
+                | Command::Backup { .. }
+        );
+    if reads_only && !config.data_dir.join("sled").exists() {
         return Err(CliError::Usage(format!(
             "no feedgraph data in {} (give --data-dir, or import/load/serve first)",
             config.data_dir.display()

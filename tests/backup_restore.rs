@@ -6,17 +6,15 @@
 //! Damaged files write nothing; an org with data is not overwritten unless asked.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
 
 use std::process::Command;
 
+use common::postgres::PgServer;
 use feedgraph::config::Config;
 use feedgraph::model::Actor;
 use feedgraph::service::training::{ClaimRequest, CommitRequest, ReviewRequest};
 use feedgraph::service::{NewAdapter, Service, ServiceError};
 use feedgraph::store::{BackendKind, IdempotencyKey};
-use postgres::PgServer;
 use serde_json::{Value, json};
 
 /// A configuration on a fresh database of the shared test server, or `None` without
@@ -322,6 +320,7 @@ fn the_backup_and_restore_commands_round_trip_a_data_directory() {
             .arg(data)
             .args(args)
             .env("RUST_LOG", "error")
+            .envs(common::backend_env(data))
             .output()
             .unwrap();
         assert!(

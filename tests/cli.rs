@@ -1,13 +1,17 @@
 //! The command line as a user runs it: import checks, read-only commands, tokens, queries,
 //! and a data directory held by a running server.
 
+mod common;
+
 use std::process::{Command, Output};
 
+/// Runs `feedgraph --data-dir DIR ARGS` on the backend under test.
 fn feedgraph(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_feedgraph"))
         .arg("--data-dir")
         .arg(dir)
         .args(args)
+        .envs(common::backend_env(dir))
         .env("RUST_LOG", "error")
         .output()
         .unwrap()
@@ -107,7 +111,8 @@ fn import_checks_every_line_before_writing() {
 }
 
 #[test]
-fn read_only_commands_refuse_a_missing_directory_and_tokens_need_org_and_sub() {
+fn read_only_commands_refuse_a_missing_directory() {
+    common::sled_only!("a missing sled data directory; on PostgreSQL the data is in the database");
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("typo");
     let out = feedgraph(&missing, &["stats", "--org", "acme"]);
@@ -121,7 +126,11 @@ fn read_only_commands_refuse_a_missing_directory_and_tokens_need_org_and_sub() {
         !missing.exists(),
         "a read-only command created the directory"
     );
+}
 
+#[test]
+fn tokens_need_org_and_sub() {
+    let dir = tempfile::tempdir().unwrap();
     let out = feedgraph(dir.path(), &["token", "--org", "", "--sub", "alice"]);
     assert!(!out.status.success());
     let out = feedgraph(
@@ -231,6 +240,7 @@ fn load_names_the_bad_line_leaves_nothing_and_then_loads() {
 
 #[test]
 fn a_data_directory_in_use_is_refused_with_a_clear_error() {
+    common::sled_only!("sled's lock on its data directory");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/feedback.jsonl");

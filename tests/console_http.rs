@@ -131,7 +131,7 @@ async fn flagged(s: &TestServer, token: &str, question: &str, answer: &str) -> S
     body["id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_is_sent_to_sign_in_and_a_bad_token_is_refused_without_echo() {
     let s = server().await;
     let mut tab = Tab::new(&s);
@@ -175,7 +175,7 @@ async fn a_stranger_is_sent_to_sign_in_and_a_bad_token_is_refused_without_echo()
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_cookie_is_httponly_strict_and_secure_only_when_configured() {
     let s = server().await;
     let mut tab = Tab::new(&s);
@@ -200,7 +200,7 @@ async fn the_session_cookie_is_httponly_strict_and_secure_only_when_configured()
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_with_no_role_cannot_sign_in() {
     let s = server().await;
     let token = feedgraph::http::auth::mint(&s.config, "acme", "nobody", &[], 600).unwrap();
@@ -211,7 +211,7 @@ async fn a_token_with_no_role_cannot_sign_in() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changes_need_the_sessions_csrf_token_and_the_servers_origin() {
     let s = server().await;
     let admin = s.token("acme", "alice", Role::Admin);
@@ -293,7 +293,7 @@ async fn state_changes_need_the_sessions_csrf_token_and_the_servers_origin() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_sees_the_queue_without_review_forms_and_cannot_review() {
     let s = server().await;
     let admin = s.token("acme", "alice", Role::Admin);
@@ -324,7 +324,7 @@ async fn a_user_sees_the_queue_without_review_forms_and_cannot_review() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_from_the_queue_approves_rejects_and_keeps_the_history() {
     let s = server().await;
     let admin = s.token("acme", "alice", Role::Admin);
@@ -402,7 +402,7 @@ async fn review_from_the_queue_approves_rejects_and_keeps_the_history() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_text_is_shown_as_text_everywhere() {
     let s = server().await;
     let admin = s.token("acme", "alice", Role::Admin);
@@ -478,7 +478,7 @@ async fn user_text_is_shown_as_text_everywhere() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_carry_a_policy_that_runs_only_our_script() {
     let s = server().await;
     let mut tab = Tab::new(&s);
@@ -500,7 +500,7 @@ async fn pages_carry_a_policy_that_runs_only_our_script() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_and_the_item_list_page_through_every_item_once() {
     let s = server().await;
     let admin = s.token("acme", "alice", Role::Admin);
@@ -588,7 +588,7 @@ async fn the_queue_and_the_item_list_page_through_every_item_once() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_page_newest_first_and_show_their_manifest() {
     let s = server().await;
     let admin = s.token("acme", "alice", Role::Admin);
@@ -647,7 +647,7 @@ async fn batches_page_newest_first_and_show_their_manifest() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lineage_picture_draws_the_orgs_adapters_only() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -702,7 +702,7 @@ async fn the_lineage_picture_draws_the_orgs_adapters_only() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_listed_route_exists_and_nothing_else_does() {
     let s = server().await;
     let mut tab = Tab::new(&s);

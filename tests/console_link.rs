@@ -68,6 +68,7 @@ fn cli_link(s: &TestServer, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_feedgraph"))
         .arg("--data-dir")
         .arg(s.dir.path())
+        .envs(common::backend_env(s.dir.path()))
         .arg("console-link")
         .args(args)
         .arg("--url")
@@ -210,6 +211,7 @@ async fn the_command_refuses_unknown_roles_and_prints_a_reachable_address() {
     let out = Command::new(env!("CARGO_BIN_EXE_feedgraph"))
         .arg("--data-dir")
         .arg(s.dir.path())
+        .envs(common::backend_env(s.dir.path()))
         .args([
             "console-link",
             "--org",
@@ -226,6 +228,7 @@ async fn the_command_refuses_unknown_roles_and_prints_a_reachable_address() {
     let out = Command::new(env!("CARGO_BIN_EXE_feedgraph"))
         .arg("--data-dir")
         .arg(s.dir.path())
+        .envs(common::backend_env(s.dir.path()))
         .args(["console-link", "--org", "acme", "--user", "rita"])
         .env("FEEDGRAPH__SERVER__BIND", "0.0.0.0:8123")
         .output()

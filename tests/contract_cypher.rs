@@ -202,7 +202,7 @@ async fn add_every_kind_of_record(s: &TestServer, admin: &str, trainer: &str) {
 /// optional fields present and absent, reviewed and used items), adapters (metadata,
 /// parent, record version) and FEEDBACK_FOR edges (created_at, source, metadata), in every
 /// org of the fixtures.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rest_property_reads_the_same_in_cypher() {
     let s = server_with_fixtures().await;
     let orgs = fixture_orgs();
@@ -355,7 +355,7 @@ fn rows_of(result: &Value, column: &str) -> BTreeSet<String> {
 
 /// Rule: the maps Cypher reads are real maps: their keys and values can be used in
 /// expressions, and a filter on a metadata value finds the item REST shows it on.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_is_a_map_in_expressions() {
     let s = TestServer::start_with(|c| c.rate_limit.enabled = false).await;
     let token = s.token("acme", "ana", Role::Admin);
@@ -387,7 +387,7 @@ async fn metadata_is_a_map_in_expressions() {
 /// Rule: a relationship's `_id` (and `id(r)`) is its id for as long as it exists: adding
 /// links, adapters and parents never changes the id of an edge that was there, ids are
 /// never shared, and a new edge gets an id no edge had.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relationship_ids_stay_put_while_edges_come_and_go() {
     let s = TestServer::start_with(|c| c.rate_limit.enabled = false).await;
     let admin = s.token("acme", "ada", Role::Admin);

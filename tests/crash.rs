@@ -23,6 +23,7 @@ fn sigkill_loses_no_acknowledged_submit() {
             .args(["--data-dir"])
             .arg(dir.path())
             .args(["torture", "--org", "crash", "--threads", "4"])
+            .envs(common::backend_env(dir.path()))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -75,12 +76,13 @@ fn sigkill_loses_no_acknowledged_submit() {
         );
         // The rebuilt index holds exactly the stored items, each at its stored version.
         let g = s.graph().org("crash").expect("org graph");
-        let stored: Vec<_> = s
-            .sled()
-            .unwrap()
-            .scan_feedback()
-            .map(|f| f.unwrap())
-            .collect();
+        let mut stored = Vec::new();
+        s.store()
+            .for_each_record_of("crash", &mut |r| {
+                stored.push(r.feedback);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(
             g.feedback().len(),
             stored.len(),

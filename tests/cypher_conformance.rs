@@ -21,10 +21,10 @@ impl TextSource for StoreText<'_> {
     fn feedback_text(&self, id: &str, field: &str) -> Option<String> {
         let f = self
             .service
-            .sled()
-            .unwrap()
-            .get_feedback(self.org, id)
-            .ok()??;
+            .store()
+            .get_record(self.org, id)
+            .ok()??
+            .feedback;
         match field {
             "question" => Some(f.question),
             "answer" => Some(f.answer),
@@ -37,10 +37,10 @@ impl TextSource for StoreText<'_> {
     fn feedback_json(&self, id: &str, field: &str) -> Option<Value> {
         let f = self
             .service
-            .sled()
-            .unwrap()
-            .get_feedback(self.org, id)
-            .ok()??;
+            .store()
+            .get_record(self.org, id)
+            .ok()??
+            .feedback;
         (field == "metadata").then_some(Value::Object(f.metadata.0))
     }
 
@@ -51,21 +51,16 @@ impl TextSource for StoreText<'_> {
     ) -> Option<serde_json::Map<String, Value>> {
         let links = self
             .service
-            .sled()
-            .unwrap()
-            .links_of(self.org, feedback_id)
-            .ok()?;
+            .store()
+            .get_record(self.org, feedback_id)
+            .ok()??
+            .links;
         let l = links.into_iter().find(|l| l.adapter_id == adapter_id)?;
         Some(l.metadata.0)
     }
 
     fn adapter_metadata(&self, id: &str) -> Option<serde_json::Map<String, Value>> {
-        let a = self
-            .service
-            .sled()
-            .unwrap()
-            .get_adapter(self.org, id)
-            .ok()??;
+        let a = self.service.store().get_adapter(self.org, id).ok()??;
         Some(a.metadata.0)
     }
 

@@ -75,7 +75,7 @@ fn dump_then_load_gives_the_same_graph() {
         r#"{"kind":"feedback","id":"late_1","type":"positive","validation_status":"approved","used_for_training":false,"model_version":null,"question":"q?","answer":"a.","created_at":8}"#.to_owned(),
         format!(
             r#"{{"kind":"derived_from","from":"late_child","to":"{}"}}"#,
-            t.sled().unwrap().adapters_of("acme").unwrap()[0].id
+            t.store().adapters_of("acme").unwrap()[0].id
         ),
         r#"{"kind":"feedback_for","from":"late_1","to":"late_child"}"#.to_owned(),
     ];
@@ -160,16 +160,12 @@ fn bad_dumps_load_nothing_and_name_the_line() {
             s.graph().org("acme").is_none(),
             "{name}: something was loaded"
         );
-        assert!(
-            s.sled().unwrap().adapters_of("acme").unwrap().is_empty(),
-            "{name}"
-        );
-        // The history entries written while checking were taken back.
-        assert_eq!(
-            s.sled().unwrap().history_entries(),
-            0,
-            "{name}: history left behind"
-        );
+        assert!(s.store().adapters_of("acme").unwrap().is_empty(), "{name}");
+        // The history entries written while checking were taken back (sled counts its
+        // history tree; on PostgreSQL the load is one transaction that was rolled back).
+        if let Some(sled) = s.sled() {
+            assert_eq!(sled.history_entries(), 0, "{name}: history left behind");
+        }
     }
     // And the good part alone loads.
     let dir = tempfile::tempdir().unwrap();

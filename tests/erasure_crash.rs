@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use feedgraph::http::auth::{Role, mint};
-use feedgraph::store::{Backend, ErasureState, SledStore};
+use feedgraph::store::pg::PgStore;
+use feedgraph::store::{Backend, BackendKind, ErasureState, SledStore};
 use serde_json::{Value, json};
 
 const ITEMS: usize = 12;
@@ -35,6 +36,7 @@ async fn a_user_erasure_killed_half_way_is_finished_at_restart() {
         .env("FEEDGRAPH__ERASURE__CHUNK_ITEMS", "1")
         .env("FEEDGRAPH__ERASURE__TEST_CHUNK_DELAY_MS", "400")
         .env("RUST_LOG", "warn")
+        .envs(common::backend_env(dir.path()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -116,7 +118,11 @@ async fn a_user_erasure_killed_half_way_is_finished_at_restart() {
 
     // On disk: the job is recorded, running, and the items are half done.
     {
-        let store = SledStore::open(dir.path(), &config.storage).unwrap();
+        // The store itself, not a service (which would finish the job on open).
+        let store: Box<dyn Backend> = match config.storage.backend {
+            BackendKind::Sled => Box::new(SledStore::open(dir.path(), &config.storage).unwrap()),
+            BackendKind::Postgres => Box::new(PgStore::open(&config.storage).unwrap()),
+        };
         let running = store.unfinished_erasures().unwrap();
         assert_eq!(running.len(), 1, "the job was durable before its items");
         assert_eq!(running[0].state, ErasureState::Running);

@@ -345,6 +345,7 @@ async fn the_cli_erases_a_user_on_a_stopped_server() {
         .args([
             "erase", "--org", "acme", "--user", "u-cli", "--actor", "ops",
         ])
+        .envs(common::backend_env(dir.path()))
         .output()
         .unwrap();
     assert!(

@@ -3,14 +3,12 @@
 //! crash leaves it) is finished when a service opens the database.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
 
+use common::postgres::PgServer;
 use feedgraph::model::{Actor, HistoryVersion, NewFeedback};
 use feedgraph::service::Service;
 use feedgraph::service::erasure::EraseRequest;
 use feedgraph::store::{BackendKind, ErasureRecord, ErasureScope, ErasureState};
-use postgres::PgServer;
 
 fn item(m: &str, user: &str) -> NewFeedback {
     let mut f = common::item(

@@ -65,7 +65,8 @@ async fn retention_erases_old_items_from_the_cli_and_in_the_background() {
         cmd.arg("--data-dir")
             .arg(dir.path())
             .args(["retention", "--org", "acme"])
-            .env("FEEDGRAPH__RETENTION__ORGS__ACME__MAX_AGE_DAYS", "30");
+            .env("FEEDGRAPH__RETENTION__ORGS__ACME__MAX_AGE_DAYS", "30")
+            .envs(common::backend_env(dir.path()));
         for (k, v) in extra {
             cmd.env(k, v);
         }

@@ -161,7 +161,7 @@ async fn every_item_is_trained_exactly_once_across_a_restart() {
 
     // Every item used once, by a committed batch whose manifest lists it exactly once.
     let s = common::open(dir.path());
-    let batches = s.sled().unwrap().batches_of("acme").unwrap();
+    let batches = s.store().batches_of("acme").unwrap();
     let mut in_manifest: HashMap<String, u64> = HashMap::new();
     for b in batches.iter().filter(|b| b.state == BatchState::Committed) {
         for m in &b.manifest {

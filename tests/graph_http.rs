@@ -57,7 +57,7 @@ async fn run(s: &TestServer, token: &str, query: &str, params: Value) -> (u16, V
     .await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_queries_named_queries_and_tenancy() {
     let s = server(|_| {}).await;
     let acme = s.token("acme", "ana", Role::User);
@@ -184,7 +184,7 @@ async fn seed_queries_named_queries_and_tenancy() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_errors_and_limits() {
     let s = server(|c| {
         c.query.max_rows = 5;

@@ -163,7 +163,7 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_json_and_arrow_equal_the_collected_result() {
     // Three rows a batch: every result of more than three rows crosses batches.
     let (s, expected) = setup(|c| c.query.stream_batch_rows = 3).await;
@@ -238,7 +238,7 @@ async fn streamed_json_and_arrow_equal_the_collected_result() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_past_the_old_row_cap_stream_whole_in_bounded_memory() {
     let s = TestServer::start_with(|c| c.rate_limit.enabled = false).await;
     let t = s.token("acme", "ana", Role::User);
@@ -296,7 +296,7 @@ async fn assert_arrow_fails(s: &TestServer, t: &str, q: &str) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_midway_are_visible_in_the_body() {
     let s = TestServer::start_with(|c| {
         c.rate_limit.enabled = false;
@@ -356,7 +356,7 @@ async fn outcome_count(s: &TestServer, outcome: &str) -> u64 {
         .sum()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_mid_result_stops_its_query() {
     let s = TestServer::start_with(|c| {
         c.rate_limit.enabled = false;

@@ -40,6 +40,7 @@ fn count(s: &Service, org: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_sync_is_outcome_unknown_and_the_server_is_not_ready() {
+    common::sled_only!("a failed sled sync, injected through the sled store's fault hooks");
     let server = TestServer::start().await;
     let token = server.token("acme", "alice", Role::User);
     let body = json!({"type": "positive", "question": Q, "answer": A});
@@ -74,6 +75,7 @@ async fn a_failed_sync_is_outcome_unknown_and_the_server_is_not_ready() {
 
 #[test]
 fn after_an_unknown_outcome_a_retry_with_the_same_key_after_restart_stores_once() {
+    common::sled_only!("a failed sled sync, injected through the sled store's fault hooks");
     let dir = tempfile::tempdir().unwrap();
     let actor = common::actor("acme");
     {
@@ -106,6 +108,7 @@ fn after_an_unknown_outcome_a_retry_with_the_same_key_after_restart_stores_once(
 
 #[test]
 fn a_reader_does_not_see_a_write_before_its_sync_completes() {
+    common::sled_only!("a sled sync held by the fault hooks and sled's sync tickets");
     let dir = tempfile::tempdir().unwrap();
     let s = std::sync::Arc::new(common::open(dir.path()));
     let admin = feedgraph::model::Actor::new("acme", "root");
@@ -161,6 +164,7 @@ fn a_reader_does_not_see_a_write_before_its_sync_completes() {
 
 #[test]
 fn the_graph_takes_the_org_from_the_key_and_check_reports_a_body_that_disagrees() {
+    common::sled_only!("it plants a record in sled's trees under another org's key");
     let dir = tempfile::tempdir().unwrap();
     let planted_id;
     {
@@ -211,6 +215,7 @@ fn the_graph_takes_the_org_from_the_key_and_check_reports_a_body_that_disagrees(
 
 #[test]
 fn idempotency_keys_expire_and_are_swept() {
+    common::sled_only!("it moves the sled store's clock (the PostgreSQL backend has no such hook)");
     let dir = tempfile::tempdir().unwrap();
     let s = common::open(dir.path());
     let actor = common::actor("acme");
@@ -256,6 +261,7 @@ fn idempotency_keys_expire_and_are_swept() {
 
 #[test]
 fn the_idempotency_settings_are_configurable() {
+    common::sled_only!("it moves the sled store's clock (the PostgreSQL backend has no such hook)");
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
     config.storage.idempotency_ttl_secs = 60;

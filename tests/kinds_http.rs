@@ -485,7 +485,9 @@ async fn the_summary_counts_kinds_ratings_labels_and_groups() {
 }
 
 /// Rule: the dump carries kinds, labels and providers, and loading it gives them back.
-#[tokio::test]
+// Multi-threaded: the test calls the synchronous service, which on PostgreSQL blocks on
+// the backend's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dump_round_trips_kinds() {
     let s = server().await;
     let t = s.token("acme", "ana", Role::User);

@@ -3,9 +3,8 @@
 //! submit path looks configs up off the runtime.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
 
+use common::postgres::PgServer;
 use common::server::TestServer;
 use feedgraph::config::Config;
 use feedgraph::http::auth::Role;
@@ -13,7 +12,6 @@ use feedgraph::model::{FeedbackKind, NewFeedback};
 use feedgraph::service::kinds::{ConfigOutcome, NewScoreConfig};
 use feedgraph::service::{ListQuery, Service, ServiceError};
 use feedgraph::store::BackendKind;
-use postgres::PgServer;
 use serde_json::json;
 
 fn pg_config(dir: &std::path::Path) -> Option<Config> {

@@ -74,6 +74,7 @@ fn left_behind(data: &Path, org: &str) -> (usize, usize, usize) {
 /// after several batches went to the loader, which had written their history entries.
 #[test]
 fn a_reader_that_dies_mid_file_fails_the_load_and_leaves_nothing() {
+    common::sled_only!("the sled store's fault hooks and its leftover trees");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (file, _) = dump_file(dir.path(), "dies.jsonl", "f", 3000);
@@ -106,6 +107,7 @@ fn a_reader_that_dies_mid_file_fails_the_load_and_leaves_nothing() {
 /// the load is there completely or not at all.
 #[test]
 fn a_failed_final_sync_fails_the_load_with_a_clear_error() {
+    common::sled_only!("a failed sled sync, injected through the sled store's fault hooks");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Something already stored, in another org.

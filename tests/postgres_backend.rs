@@ -3,12 +3,11 @@
 //! graph, exactly-once claims from two services sharing one database, and the HTTP API.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use common::postgres::PgServer;
 use common::server::TestServer;
 use feedgraph::config::Config;
 use feedgraph::http::auth::Role;
@@ -16,7 +15,6 @@ use feedgraph::model::ValidationStatus;
 use feedgraph::service::training::{ClaimRequest, CommitRequest, ReviewRequest};
 use feedgraph::service::{ListQuery, NewAdapter, Service, ServiceError};
 use feedgraph::store::{BackendKind, IdempotencyKey};
-use postgres::PgServer;
 use serde_json::{Value, json};
 
 /// A configuration on a fresh database of the shared test server, or `None` without
@@ -317,4 +315,40 @@ fn concurrent_links_from_two_services_lose_no_update() {
         (1..=33).collect::<Vec<_>>()
     );
     assert_eq!(reopened.verify().unwrap(), None);
+}
+
+/// The read-only commands (`stats`, `check`, `dump`) find a PostgreSQL store by its URL:
+/// they must not refuse for want of a sled directory under `--data-dir`.
+#[test]
+fn read_only_commands_read_postgres_without_a_sled_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(config) = pg_config(dir.path()) else {
+        return;
+    };
+    common::load_fixtures(&Service::open(&config).unwrap());
+    let empty = dir.path().join("no-sled-here");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_feedgraph"))
+            .arg("--data-dir")
+            .arg(&empty)
+            .args(args)
+            .env("RUST_LOG", "error")
+            .env("FEEDGRAPH__STORAGE__BACKEND", "postgres")
+            .env(
+                "FEEDGRAPH__STORAGE__POSTGRES__URL",
+                &config.storage.postgres.url,
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "feedgraph {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stats: Value = serde_json::from_str(&run(&["stats", "--org", "acme"])).unwrap();
+    assert!(stats["total_feedback"].as_u64().unwrap() > 0, "{stats}");
+    run(&["check"]);
+    assert!(run(&["dump", "--org", "acme"]).lines().count() > 1);
 }

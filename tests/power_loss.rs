@@ -8,6 +8,7 @@
 //! Needs /dev/fuse and the right to mount (root here). `POWER_LOSS_CYCLES` sets the
 //! number of cycles (default 20).
 
+mod common;
 #[path = "support/lazyfs.rs"]
 mod lazyfs;
 
@@ -62,6 +63,7 @@ fn read(path: &Path) -> Option<Vec<u8>> {
 /// The layer itself: synced data and names survive a crash, nothing else does.
 #[test]
 fn lazyfs_forgets_exactly_what_no_sync_covered() {
+    common::sled_only!("it checks LazyFs, the file system the sled power-loss test runs on");
     let Some((root, mut fs)) = mounted() else {
         return;
     };
@@ -716,6 +718,7 @@ fn check(cycle: usize, data_dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_keeps_every_acknowledged_write() {
+    common::sled_only!("sled's fsyncs on a file system that forgets unsynced writes");
     let cycles: usize = std::env::var("POWER_LOSS_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())

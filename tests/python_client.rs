@@ -9,6 +9,8 @@
 //! the code as it is. `.ci/run` sets `FEEDGRAPH_REQUIRE_PYTHON=1`, so in CI a missing or
 //! broken environment fails the test; elsewhere it skips with a loud notice.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -94,6 +96,9 @@ fn show(o: &Output) -> String {
 
 #[test]
 fn the_python_client_type_checks_and_passes_its_tests_against_the_server() {
+    common::sled_only!(
+        "it tests the Python client; its pytest suite starts `feedgraph serve` processes of its own, on sled"
+    );
     let Some(python) = python() else { return };
     let client = root().join("clients/python");
     let src = client.join("src");

@@ -23,7 +23,7 @@ fn golden(name: &str, actual: &str) {
     assert_eq!(actual, expected, "{name} differs from the golden file");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_match_golden_files_and_only_approved_items_are_claimed() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -136,7 +136,7 @@ async fn exports_match_golden_files_and_only_approved_items_are_claimed() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_commit_retraction_impact_and_history() {
     let s = TestServer::start_with(|c| c.rate_limit.enabled = false).await;
     let admin = s.token("acme", "ada", Role::Admin);

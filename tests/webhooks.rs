@@ -5,8 +5,6 @@
 //! redelivery, and the PostgreSQL backend.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -735,7 +733,7 @@ async fn a_logged_delivery_can_be_sent_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_work_on_postgres() {
-    let Some(server) = postgres::PgServer::get() else {
+    let Some(server) = common::postgres::PgServer::get() else {
         return;
     };
     let url = server.fresh_database();

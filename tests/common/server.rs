@@ -1,4 +1,5 @@
-//! A real feedgraph HTTP server on 127.0.0.1:0 with a temporary data directory.
+//! A real feedgraph HTTP server on 127.0.0.1:0 with a temporary data directory, on the
+//! backend under test (`FEEDGRAPH_TEST_BACKEND`, see the parent module).
 #![allow(dead_code)]
 
 use feedgraph::config::Config;
@@ -29,12 +30,10 @@ impl TestServer {
         Self::start_in(tempfile::tempdir().unwrap(), tweak).await
     }
 
-    /// Starts a server on an existing data directory.
+    /// Starts a server on an existing data directory; on PostgreSQL, on the database that
+    /// stands for it, so a restarted server finds what the previous one stored.
     pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
+        let mut config = super::config(dir.path());
         config.server.bind = "127.0.0.1:0".into();
         tweak(&mut config);
         let mut server = start(config.clone(), std::future::pending()).await.unwrap();

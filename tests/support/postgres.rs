@@ -1,14 +1,20 @@
-//! A real PostgreSQL for the tests: one server per test binary, started on first use in
+//! A real PostgreSQL for the tests: one server per test process, started on first use in
 //! a temporary directory on a free port (initdb with trust authentication, listening on
 //! 127.0.0.1 only), and a fresh database per caller. As root it runs as the `postgres`
 //! user (PostgreSQL refuses root). A watchdog stops the server and removes its directory
 //! once the test process exits.
+//!
+//! Under `cargo nextest` every test is a process of its own, so there the processes of one
+//! run (`NEXTEST_RUN_ID`) share one server instead: the first starts it under a file lock
+//! and records its port; the others find it; the watchdog waits for nextest itself (the
+//! parent process) to exit.
 //!
 //! Binaries: `FEEDGRAPH_PG_BIN` (a directory with `initdb` and `pg_ctl`), else the newest
 //! `/usr/lib/postgresql/*/bin`, else `PATH`. When none is found the caller gets `None`;
 //! with `FEEDGRAPH_REQUIRE_POSTGRES=1` (set by CI) that is a failure instead.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -68,20 +74,78 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// Starts this process's server, or under nextest finds (or starts) the run's.
 fn start() -> Result<PgServer, String> {
-    start_named("")
+    match std::env::var("NEXTEST_RUN_ID") {
+        Ok(run) if !run.is_empty() => shared(&run),
+        _ => {
+            let base = std::env::temp_dir().join(format!("feedgraph-pg-{}", std::process::id()));
+            launch(&base, std::process::id())
+        }
+    }
 }
 
-fn start_named(tag: &str) -> Result<PgServer, String> {
+/// The server of nextest run `run`, shared by its test processes.
+fn shared(run: &str) -> Result<PgServer, String> {
+    use std::os::fd::AsRawFd;
+    let base = std::env::temp_dir().join(format!("feedgraph-pg-run-{run}"));
+    let lock_path = std::env::temp_dir().join(format!("feedgraph-pg-run-{run}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own; it is released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!("locking {}", lock_path.display()));
+    }
+    let port_file = base.join("port");
+    if let Some(port) = std::fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    {
+        let pg_ctl = bin_dir().map(|b| b.join("pg_ctl")).unwrap_or_default();
+        return Ok(PgServer {
+            port,
+            dir: base,
+            pg_ctl,
+            opts: String::new(),
+        });
+    }
+    // None yet (or it died): start it afresh, watched by nextest's process.
+    let _ = std::fs::remove_dir_all(&base);
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getppid() } as u32;
+    let server = launch(&base, parent)?;
+    std::fs::write(&port_file, server.port.to_string())
+        .map_err(|e| format!("writing {}: {e}", port_file.display()))?;
+    let watch = format!(
+        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; rm -f {}",
+        lock_path.display()
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &watch])
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    Ok(server)
+}
+
+/// Runs initdb and starts a server in `base`, stopped and removed once process `owner`
+/// is gone.
+fn launch(base: &Path, owner: u32) -> Result<PgServer, String> {
     let bin = bin_dir().ok_or("no PostgreSQL binaries (set FEEDGRAPH_PG_BIN)")?;
-    let base = std::env::temp_dir().join(format!("feedgraph-pg-{}{tag}", std::process::id()));
     let data = base.join("data");
     let sock = base.join("sock");
     std::fs::create_dir_all(&sock).map_err(|e| format!("creating {}: {e}", sock.display()))?;
     if is_root() {
         let status = Command::new("chown")
             .args(["-R", "postgres:postgres"])
-            .arg(&base)
+            .arg(base)
             .status()
             .map_err(|e| format!("chown: {e}"))?;
         if !status.success() {
@@ -145,11 +209,14 @@ fn start_named(tag: &str) -> Result<PgServer, String> {
     };
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {base}",
-        pid = std::process::id(),
+        pid = owner,
         base = base.display()
     );
+    // In a process group of its own: a Ctrl-C (or a runner killing the tests' group) must
+    // not take the watchdog with it and leave the server running.
     Command::new("sh")
         .args(["-c", &script])
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -157,7 +224,7 @@ fn start_named(tag: &str) -> Result<PgServer, String> {
         .map_err(|e| format!("starting the watchdog: {e}"))?;
     Ok(PgServer {
         port,
-        dir: base,
+        dir: base.to_owned(),
         pg_ctl,
         opts,
     })
@@ -187,7 +254,13 @@ impl PgServer {
     /// Creates a new empty database and returns its URL.
     pub fn fresh_database(&self) -> String {
         let n = NEXT_DB.fetch_add(1, Ordering::Relaxed);
-        let name = format!("fg_{}_{n}", std::process::id());
+        // The process id and a random part: a test binary may hold two copies of this
+        // module (through tests/common and directly), each with its own counter.
+        let name = format!(
+            "fg_{}_{:08x}_{n}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
         let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
         let sql = format!("CREATE DATABASE {name}");
         // On a thread of its own: the caller may be inside an async runtime.
@@ -211,6 +284,43 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// Writes every changed page to disk (`CHECKPOINT`) and returns the directory holding
+    /// the files of the database at `url` (`base/<oid>` of the cluster), for tests that
+    /// scan what reached the disk.
+    pub fn database_files(&self, url: &str) -> PathBuf {
+        let url = url.to_owned();
+        let oid = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to the test database");
+                let conn = tokio::spawn(conn);
+                client
+                    .batch_execute("CHECKPOINT")
+                    .await
+                    .expect("checkpoint");
+                let row = client
+                    .query_one(
+                        "SELECT oid FROM pg_database WHERE datname = current_database()",
+                        &[],
+                    )
+                    .await
+                    .expect("the database's oid");
+                let oid: u32 = row.get(0);
+                drop(client);
+                let _ = conn.await;
+                oid
+            })
+        })
+        .join()
+        .expect("reading the database's oid");
+        self.dir.join("data/base").join(oid.to_string())
+    }
+
     /// The server's directory (data, socket, log).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -219,7 +329,8 @@ impl PgServer {
     /// A server of the caller's own (not the shared one), for a test that stops and
     /// starts it; `None` as for [`PgServer::get`]. Removed when the test process exits.
     pub fn private(tag: &str) -> Option<PgServer> {
-        match start_named(&format!("-{tag}")) {
+        let base = std::env::temp_dir().join(format!("feedgraph-pg-{}-{tag}", std::process::id()));
+        match launch(&base, std::process::id()) {
             Ok(s) => Some(s),
             Err(e) => {
                 if std::env::var("FEEDGRAPH_REQUIRE_POSTGRES").as_deref() == Ok("1") {

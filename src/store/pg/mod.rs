@@ -772,6 +772,12 @@ impl Backend for PgStore {
                     "SELECT id, body FROM fg_feedback WHERE org_id = $1 AND id = ANY($2)",
                 )
                 .await?;
+            // No stored id holds NUL, which PostgreSQL text refuses: leave such ids out.
+            let ids: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|id| !id.contains('\0'))
+                .collect();
             let rows = c.query(&stmt, &[&org, &ids]).await?;
             let mut found = std::collections::HashMap::with_capacity(rows.len());
             for row in &rows {

@@ -99,6 +99,11 @@ pub async fn get_record(
     id: &str,
     lock: bool,
 ) -> Result<Option<FeedbackRecord>, PgError> {
+    // PostgreSQL text cannot hold NUL, and no stored id has one (validation refuses
+    // control characters): such an id names nothing, rather than failing the statement.
+    if id.contains('\0') {
+        return Ok(None);
+    }
     let sql = if lock {
         "SELECT body FROM fg_feedback WHERE org_id = $1 AND id = $2 FOR UPDATE"
     } else {
@@ -120,6 +125,9 @@ pub async fn get_adapter(
     org: &str,
     id: &str,
 ) -> Result<Option<Adapter>, PgError> {
+    if id.contains('\0') {
+        return Ok(None);
+    }
     let stmt = c
         .prepare_cached("SELECT body FROM fg_adapters WHERE org_id = $1 AND id = $2")
         .await?;
