@@ -11,9 +11,14 @@ use std::process::Command;
 
 use common::postgres::PgServer;
 use feedgraph::config::Config;
+use feedgraph::events::NewEndpoint;
 use feedgraph::model::Actor;
+use feedgraph::service::erasure::EraseRequest;
+use feedgraph::service::kinds::NewScoreConfig;
 use feedgraph::service::training::{ClaimRequest, CommitRequest, ReviewRequest};
 use feedgraph::service::{NewAdapter, Service, ServiceError};
+use feedgraph::store::ErasureScope;
+use feedgraph::store::outbox::EventType;
 use feedgraph::store::{BackendKind, IdempotencyKey};
 use serde_json::{Value, json};
 
@@ -98,6 +103,39 @@ fn populate(s: &Service) {
     let aborted = claim(2);
     s.abort(&common::actor("acme"), aborted.batch.batch.id)
         .unwrap();
+    // A score config with two versions, an erasure receipt, a webhook endpoint.
+    for max in [5.0, 10.0] {
+        s.put_score_config(
+            &admin,
+            NewScoreConfig {
+                name: Some("stars".into()),
+                data_type: Some("numeric".into()),
+                min: Some(1.0),
+                max: Some(max),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    s.erase(
+        &admin,
+        &EraseRequest {
+            scope: ErasureScope::Session,
+            value: "no-such-session".into(),
+        },
+    )
+    .unwrap();
+    feedgraph::events::register(
+        s,
+        &admin,
+        NewEndpoint {
+            url: "https://203.0.113.7/hooks".into(),
+            events: vec![EventType::FeedbackSubmitted],
+            secret: Some("a signing secret of enough length".into()),
+            description: None,
+        },
+    )
+    .unwrap();
     // A second org, so a backup holds several parts.
     s.submit(
         &Actor::new("globex", "bob"),
@@ -148,7 +186,17 @@ fn a_backup_moves_sled_to_postgres_and_back_with_nothing_lost() {
     populate(&source);
     let original = backup_of(&source);
     let lines = normalised(&original);
-    for kind in ["org", "adapter", "feedback", "batch", "idempotency", "end"] {
+    for kind in [
+        "org",
+        "adapter",
+        "feedback",
+        "batch",
+        "idempotency",
+        "score_config",
+        "erasure",
+        "webhook",
+        "end",
+    ] {
         assert!(
             lines.iter().any(|l| l["kind"] == kind),
             "the backup has {kind} lines"
@@ -204,6 +252,26 @@ fn a_backup_moves_sled_to_postgres_and_back_with_nothing_lost() {
     );
     assert_eq!(target.verify().unwrap(), None, "store and graph agree");
     assert_eq!(target.history("acme", &probe_id).unwrap(), history);
+    assert_eq!(
+        target
+            .store()
+            .score_config_history("acme", "stars")
+            .unwrap()
+            .len(),
+        2,
+        "both versions of the score config"
+    );
+    assert_eq!(
+        target
+            .store()
+            .erasures_page("acme", None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    let hooks = target.store().events().endpoints(Some("acme")).unwrap();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0].secret, "a signing secret of enough length");
     let links = target.links_of("acme", &probe_id).unwrap();
     assert!(
         links.iter().any(|l| l.adapter_id == "bk-child"

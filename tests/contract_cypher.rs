@@ -16,7 +16,14 @@ async fn server_with_fixtures() -> TestServer {
         let service = common::open(dir.path());
         common::load_fixtures(&service);
     }
-    TestServer::start_in(dir, |c| c.rate_limit.enabled = false).await
+    TestServer::start_in(dir, |c| {
+        c.rate_limit.enabled = false;
+        // These tests compare answers, not speed: on PostgreSQL every text property of
+        // every row is a store read, which a loaded 2-core machine can stretch past the
+        // default 5 s query limit.
+        c.query.timeout_ms = 60_000;
+    })
+    .await
 }
 
 /// The orgs the fixtures file names.

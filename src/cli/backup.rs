@@ -62,12 +62,15 @@ pub fn backup(config: &Config, orgs: &[String], out: Option<&Path>) -> Result<()
     };
     spinner.finish_and_clear();
     eprintln!(
-        "backed up {} adapters, {} feedback, {} batches, {} history versions, {} idempotency keys in {:.1} s",
+        "backed up {} adapters, {} feedback, {} batches, {} history versions, {} idempotency keys, {} score configs, {} erasure receipts, {} webhooks in {:.1} s",
         counts.adapters,
         counts.feedback,
         counts.batches,
         counts.history,
         counts.idempotency,
+        counts.score_configs,
+        counts.erasures,
+        counts.webhooks,
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -93,8 +96,15 @@ pub fn restore(config: &Config, file: &PathBuf, overwrite: bool) -> Result<(), C
     progress.finish_and_clear();
     for (org, c) in &summary.orgs {
         eprintln!(
-            "restored org '{org}': {} adapters, {} feedback, {} batches, {} history versions, {} idempotency keys",
-            c.adapters, c.feedback, c.batches, c.history, c.idempotency
+            "restored org '{org}': {} adapters, {} feedback, {} batches, {} history versions, {} idempotency keys, {} score configs, {} erasure receipts, {} webhooks",
+            c.adapters,
+            c.feedback,
+            c.batches,
+            c.history,
+            c.idempotency,
+            c.score_configs,
+            c.erasures,
+            c.webhooks
         );
     }
     eprintln!(

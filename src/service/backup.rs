@@ -11,12 +11,15 @@
 use std::io::{BufRead, Write};
 
 use super::{Service, ServiceError};
-use crate::model::now_millis;
+use crate::model::{Actor, now_millis};
 use crate::store::StoreError;
 use crate::store::backup::{BACKUP_FORMAT, BackupCounts, BackupEntry};
 
 /// Entities written per durable chunk of a restore.
 const RESTORE_CHUNK: usize = 1000;
+
+/// Erasure records read per page of a backup.
+const ERASURE_PAGE: usize = 500;
 
 /// What a restore wrote, per org.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,6 +131,34 @@ impl Service {
                     em.emit(&entry).map_err(|e| stash(&mut failed, e))
                 })
                 .map_err(|e| failed.take().unwrap_or(ServiceError::from(e)))?;
+            for config in self.store.score_configs_of(org)? {
+                let history = self.store.score_config_history(org, &config.name)?;
+                em.emit(&BackupEntry::ScoreConfig {
+                    config: Box::new(config),
+                    history,
+                })?;
+            }
+            let mut before: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .erasures_page(org, before.as_deref(), ERASURE_PAGE)?;
+                let full = page.len() == ERASURE_PAGE;
+                for record in page {
+                    before = Some(record.id.clone());
+                    em.emit(&BackupEntry::Erasure {
+                        record: Box::new(record),
+                    })?;
+                }
+                if !full {
+                    break;
+                }
+            }
+            for endpoint in self.store.events().endpoints(Some(org))? {
+                em.emit(&BackupEntry::Webhook {
+                    endpoint: Box::new(endpoint),
+                })?;
+            }
             let counts = em.counts;
             em.emit(&BackupEntry::End { counts })?;
             total.merge(&counts);
@@ -157,17 +188,14 @@ impl Service {
                 )));
             }
         }
-        let total: u64 = summary
-            .orgs
-            .iter()
-            .map(|(_, c)| c.adapters + c.feedback + c.batches + c.idempotency)
-            .sum();
+        let total: u64 = summary.orgs.iter().map(|(_, c)| c.entities()).sum();
         let mut org = String::new();
         let mut chunk: Vec<BackupEntry> = Vec::with_capacity(RESTORE_CHUNK);
         let mut written = 0u64;
         let mut flush = |org: &str, chunk: &mut Vec<BackupEntry>| -> Result<(), ServiceError> {
             if !chunk.is_empty() {
                 self.store.restore(org, chunk)?;
+                self.restore_through_writes(org, chunk)?;
                 written += chunk.len() as u64;
                 chunk.clear();
                 progress(written, total);
@@ -196,6 +224,46 @@ impl Service {
         }
         flush(&org, &mut chunk)?;
         Ok(summary)
+    }
+}
+
+impl Service {
+    /// The part of a restore chunk the backends do not write verbatim: score configs
+    /// (each history version written with the config, as a config write does), erasure
+    /// records (in one durable write), and webhook endpoints (through the event store, which
+    /// keeps its cache of orgs with endpoints in step).
+    fn restore_through_writes(&self, org: &str, chunk: &[BackupEntry]) -> Result<(), ServiceError> {
+        let through_write = |e: &BackupEntry| {
+            matches!(
+                e,
+                BackupEntry::ScoreConfig { .. } | BackupEntry::Erasure { .. }
+            )
+        };
+        if chunk.iter().any(through_write) {
+            let actor = Actor::new(org, "restore");
+            self.store.write(&actor, &mut |tx| {
+                // Config writes are serialised by the org's adapter lock.
+                tx.lock_adapters()?;
+                for entry in chunk {
+                    match entry {
+                        BackupEntry::ScoreConfig { config, history } => {
+                            for h in history {
+                                tx.put_score_config(config, h)?;
+                            }
+                        }
+                        BackupEntry::Erasure { record } => tx.put_erasure(record)?,
+                        _ => {}
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        for entry in chunk {
+            if let BackupEntry::Webhook { endpoint } = entry {
+                self.store.events().put_endpoint(endpoint)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -255,6 +323,9 @@ fn check_backup(input: impl BufRead) -> Result<RestoreSummary, ServiceError> {
                     BackupEntry::Adapter { adapter, .. } => Some(&adapter.org_id),
                     BackupEntry::Feedback { record, .. } => Some(&record.feedback.org_id),
                     BackupEntry::Batch { batch, .. } => Some(&batch.org_id),
+                    BackupEntry::ScoreConfig { config, .. } => Some(&config.org_id),
+                    BackupEntry::Erasure { record } => Some(&record.org_id),
+                    BackupEntry::Webhook { endpoint } => Some(&endpoint.org_id),
                     _ => None,
                 };
                 if let Some(owner) = owner

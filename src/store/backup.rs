@@ -6,7 +6,10 @@
 //! as stored (version, lease, edges with their metadata), every committed history version
 //! (a creation entry stays compact, as the store keeps it), every training batch with its
 //! history and manifest, and the idempotency keys still remembered, so a client retrying
-//! against the restored store is answered as it would have been by the old one.
+//! against the restored store is answered as it would have been by the old one; also the
+//! org's score configs with their history, its erasure receipts, and its webhook
+//! endpoints (with their signing secrets; events still queued and the delivery log are
+//! not carried over).
 //!
 //! The file is JSON Lines. Each org's part opens with a [`BackupEntry::Org`] line and
 //! closes with a [`BackupEntry::End`] line that counts what came between: a file cut short
@@ -14,9 +17,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::erasure::ErasureRecord;
+use super::outbox::Endpoint;
 use super::rules::IdempotencyRecord;
 use super::{Batch, FeedbackRecord};
-use crate::model::{Adapter, HistoryVersion, Millis};
+use crate::model::{Adapter, HistoryVersion, Millis, ScoreConfig};
 
 /// The version of the backup format written by this build.
 pub const BACKUP_FORMAT: u32 = 1;
@@ -66,6 +71,23 @@ pub enum BackupEntry {
         /// What its first use stored.
         record: IdempotencyRecord,
     },
+    /// A score config with its history.
+    ScoreConfig {
+        /// The config as stored.
+        config: Box<ScoreConfig>,
+        /// Its committed history, oldest first.
+        history: Vec<HistoryVersion>,
+    },
+    /// An erasure receipt (or a job a crash left running, finished after the restore).
+    Erasure {
+        /// The record as stored.
+        record: Box<ErasureRecord>,
+    },
+    /// A webhook endpoint, with its signing secret.
+    Webhook {
+        /// The endpoint as stored.
+        endpoint: Box<Endpoint>,
+    },
     /// Closes an org's part with what it held.
     End {
         /// How many of each entity came since the `org` line.
@@ -87,6 +109,15 @@ pub struct BackupCounts {
     pub batches: u64,
     /// Idempotency keys.
     pub idempotency: u64,
+    /// Score configs.
+    #[serde(default)]
+    pub score_configs: u64,
+    /// Erasure receipts.
+    #[serde(default)]
+    pub erasures: u64,
+    /// Webhook endpoints.
+    #[serde(default)]
+    pub webhooks: u64,
 }
 
 impl BackupCounts {
@@ -106,6 +137,12 @@ impl BackupCounts {
                 self.history += history.len() as u64;
             }
             BackupEntry::Idempotency { .. } => self.idempotency += 1,
+            BackupEntry::ScoreConfig { history, .. } => {
+                self.score_configs += 1;
+                self.history += history.len() as u64;
+            }
+            BackupEntry::Erasure { .. } => self.erasures += 1,
+            BackupEntry::Webhook { .. } => self.webhooks += 1,
             BackupEntry::Org { .. } | BackupEntry::End { .. } => {}
         }
     }
@@ -117,6 +154,20 @@ impl BackupCounts {
         self.history += other.history;
         self.batches += other.batches;
         self.idempotency += other.idempotency;
+        self.score_configs += other.score_configs;
+        self.erasures += other.erasures;
+        self.webhooks += other.webhooks;
+    }
+
+    /// The entities counted (every kind but history versions).
+    pub fn entities(&self) -> u64 {
+        self.adapters
+            + self.feedback
+            + self.batches
+            + self.idempotency
+            + self.score_configs
+            + self.erasures
+            + self.webhooks
     }
 }
 

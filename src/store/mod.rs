@@ -151,7 +151,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// with their histories, idempotency keys; the org's batch counter moves past every
     /// batch id written) and makes them durable. Writing the same entities again changes
     /// nothing, so a restore that failed part-way can be run again. No rule is checked
-    /// here: the caller restores into an org that holds nothing.
+    /// here: the caller restores into an org that holds nothing. Score configs, erasure
+    /// records and webhook endpoints are skipped: the service writes those through
+    /// [`Backend::write`] and the event store.
     fn restore(&self, org: &str, entries: &[backup::BackupEntry]) -> Result<(), StoreError>;
 
     /// One feedback record (item, edges, lease) of `org`.

@@ -130,3 +130,21 @@ def client(server: Server, org: str) -> Iterator[Client]:
     c = Client(server.url, server.token(org), retry=FAST)
     yield c
     c.close()
+
+
+#: What a server needs to deliver webhooks to a receiver on 127.0.0.1 over plain HTTP, fast.
+WEBHOOK_ENV = {
+    "FEEDGRAPH__WEBHOOKS__ALLOW_PRIVATE": "true",
+    "FEEDGRAPH__WEBHOOKS__ALLOW_HTTP": "true",
+    "FEEDGRAPH__WEBHOOKS__POLL_MS": "50",
+}
+
+
+@pytest.fixture(scope="module")
+def webhook_server() -> Iterator[Server]:
+    """A server that may deliver webhooks to loopback ``http://`` receivers, polling its
+    outbox every 50 ms (the shared server refuses such targets, as in production)."""
+    s = Server(env=WEBHOOK_ENV)
+    s.start()
+    yield s
+    s.close()

@@ -229,7 +229,12 @@ async fn restore_all(c: &ClientWrapper, org: &str, entries: &[BackupEntry]) -> R
                 c.execute(&stmt, &[&org, user, key, &at, &encode(record)?])
                     .await?;
             }
-            BackupEntry::Org { .. } | BackupEntry::End { .. } => {}
+            // Written by the service through the interface's own writes.
+            BackupEntry::ScoreConfig { .. }
+            | BackupEntry::Erasure { .. }
+            | BackupEntry::Webhook { .. }
+            | BackupEntry::Org { .. }
+            | BackupEntry::End { .. } => {}
         }
     }
     Ok(())

@@ -103,7 +103,12 @@ impl SledStore {
                     self.idempotency
                         .insert(keys::idempotency(org, user, key), encode(record)?)?;
                 }
-                BackupEntry::Org { .. } | BackupEntry::End { .. } => {}
+                // Written by the service through the interface's own writes.
+                BackupEntry::ScoreConfig { .. }
+                | BackupEntry::Erasure { .. }
+                | BackupEntry::Webhook { .. }
+                | BackupEntry::Org { .. }
+                | BackupEntry::End { .. } => {}
             }
         }
         drop(write);

@@ -33,6 +33,10 @@ from .errors import (
 from .models import (
     BatchItemResult,
     BatchResult,
+    Delivery,
+    DeliveryPage,
+    ErasurePage,
+    ErasureReceipt,
     Export,
     Feedback,
     FeedbackPage,
@@ -44,7 +48,9 @@ from .models import (
     Stats,
     SubmitResult,
     Summary,
+    Webhook,
 )
+from .webhooks import SIGNATURE_HEADER, verify_signature
 
 __all__ = [
     "AsyncClient",
@@ -55,6 +61,10 @@ __all__ = [
     "Client",
     "ConflictError",
     "ConnectionFailed",
+    "Delivery",
+    "DeliveryPage",
+    "ErasurePage",
+    "ErasureReceipt",
     "Export",
     "Feedback",
     "FeedbackCollector",
@@ -70,6 +80,7 @@ __all__ = [
     "QueueFull",
     "RateLimitedError",
     "RetryPolicy",
+    "SIGNATURE_HEADER",
     "ServerError",
     "ScoreConfig",
     "FeedbackSummary",
@@ -78,6 +89,8 @@ __all__ = [
     "Summary",
     "UnavailableError",
     "ValidationError",
+    "Webhook",
     "__version__",
     "item",
+    "verify_signature",
 ]

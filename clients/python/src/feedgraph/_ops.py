@@ -23,8 +23,12 @@ from .models import (
     JsonObject,
     LinkResult,
     QueryResult,
+    DeliveryPage,
+    ErasurePage,
+    ErasureReceipt,
     Stats,
     SubmitResult,
+    Webhook,
 )
 
 T = TypeVar("T")
@@ -178,6 +182,7 @@ def list_page(
     adapter: str | None = None,
     session: str | None = None,
     cursor: str | None = None,
+    kind: str | None = None,
 ) -> Op[FeedbackPage]:
     """``GET /feedback`` (one page)."""
     return Op(
@@ -192,6 +197,7 @@ def list_page(
             model=model,
             adapter=adapter,
             session=session,
+            kind=kind,
             cursor=cursor,
         ),
     )
@@ -204,6 +210,7 @@ def by_adapter_page(
     unused: bool | None = None,
     include_descendants: bool | None = None,
     cursor: str | None = None,
+    kind: str | None = None,
 ) -> Op[FeedbackPage]:
     """``GET /feedback/by-adapter/{adapter_id}`` (one page; ``raw`` has ``total_linked``)."""
     return Op(
@@ -211,7 +218,11 @@ def by_adapter_page(
         f"{API}/feedback/by-adapter/{seg(adapter_id)}",
         lambda r: FeedbackPage.from_json(_json(r)),
         params=_params(
-            limit=limit, unused=unused, include_descendants=include_descendants, cursor=cursor
+            limit=limit,
+            unused=unused,
+            include_descendants=include_descendants,
+            kind=kind,
+            cursor=cursor,
         ),
     )
 
@@ -406,4 +417,132 @@ def summary(window_hours: int | None = None, model: str | None = None,
         f"{API}/feedback/summary",
         lambda r: FeedbackSummary.from_json(_json(r)),
         params=_params(window_hours=window_hours, model=model, provider=provider),
+    )
+
+
+# -- erasure (admin) ------------------------------------------------------------------------
+
+#: What an erasure covers: one item, or every item of a user or a session.
+ERASURE_SCOPES = ("item", "user", "session")
+
+
+def erase(scope: str, value: str) -> Op[ErasureReceipt]:
+    """``POST /erasures {scope, value}``. Repeating it after an ambiguous failure is
+    harmless (erased items stay tombstones; at worst a second receipt is written)."""
+    return Op(
+        "POST",
+        f"{API}/erasures",
+        lambda r: ErasureReceipt.from_json(_json(r)),
+        body={"scope": scope, "value": value},
+    )
+
+
+def erase_item(feedback_id: str) -> Op[ErasureReceipt]:
+    """``POST /feedback/{id}/erase``."""
+    return Op(
+        "POST",
+        f"{API}/feedback/{seg(feedback_id)}/erase",
+        lambda r: ErasureReceipt.from_json(_json(r)),
+    )
+
+
+def erasures_page(*, limit: int | None = None, before: str | None = None) -> Op[ErasurePage]:
+    """``GET /erasures?limit&before`` (one page, newest first)."""
+    return Op(
+        "GET",
+        f"{API}/erasures",
+        lambda r: ErasurePage.from_json(_json(r)),
+        params=_params(limit=limit, before=before),
+    )
+
+
+def get_erasure(erasure_id: str) -> Op[ErasureReceipt]:
+    """``GET /erasures/{id}``."""
+    return Op(
+        "GET", f"{API}/erasures/{seg(erasure_id)}", lambda r: ErasureReceipt.from_json(_json(r))
+    )
+
+
+# -- webhooks (admin) -----------------------------------------------------------------------
+
+
+def _webhook(r: httpx.Response) -> Webhook:
+    return Webhook.from_json(_json(r))
+
+
+def create_webhook(
+    url: str,
+    events: Iterable[str],
+    *,
+    secret: str | None = None,
+    description: str | None = None,
+) -> Op[Webhook]:
+    """``POST /webhooks``. Not repeated after an ambiguous failure: it would register a
+    second endpoint."""
+    body: JsonObject = {"url": url, "events": list(events)}
+    if secret is not None:
+        body["secret"] = secret
+    if description is not None:
+        body["description"] = description
+    return Op("POST", f"{API}/webhooks", _webhook, body=body, safe=False)
+
+
+def list_webhooks() -> Op[list[Webhook]]:
+    """``GET /webhooks``."""
+
+    def parse(r: httpx.Response) -> list[Webhook]:
+        hooks = _json(r).get("webhooks")
+        return [Webhook.from_json(h) for h in hooks if isinstance(h, dict)] if isinstance(hooks, list) else []
+
+    return Op("GET", f"{API}/webhooks", parse)
+
+
+def get_webhook(webhook_id: str) -> Op[Webhook]:
+    """``GET /webhooks/{id}``."""
+    return Op("GET", f"{API}/webhooks/{seg(webhook_id)}", _webhook)
+
+
+def update_webhook(
+    webhook_id: str,
+    *,
+    enabled: bool | None = None,
+    events: Iterable[str] | None = None,
+    url: str | None = None,
+) -> Op[Webhook]:
+    """``PATCH /webhooks/{id}`` (only the fields given)."""
+    body: JsonObject = {}
+    if enabled is not None:
+        body["enabled"] = enabled
+    if events is not None:
+        body["events"] = list(events)
+    if url is not None:
+        body["url"] = url
+    return Op("PATCH", f"{API}/webhooks/{seg(webhook_id)}", _webhook, body=body)
+
+
+def delete_webhook(webhook_id: str) -> Op[None]:
+    """``DELETE /webhooks/{id}`` (204, no body)."""
+    return Op("DELETE", f"{API}/webhooks/{seg(webhook_id)}", lambda r: None)
+
+
+def deliveries_page(
+    webhook_id: str, *, limit: int | None = None, before: str | None = None
+) -> Op[DeliveryPage]:
+    """``GET /webhooks/{id}/deliveries?limit&before`` (one page, newest first)."""
+    return Op(
+        "GET",
+        f"{API}/webhooks/{seg(webhook_id)}/deliveries",
+        lambda r: DeliveryPage.from_json(_json(r)),
+        params=_params(limit=limit, before=before),
+    )
+
+
+def redeliver(webhook_id: str, delivery_id: str) -> Op[JsonObject]:
+    """``POST /webhooks/{id}/deliveries/{delivery_id}/redeliver`` (202 ``{"status":
+    "queued"}``). Not repeated after an ambiguous failure: it would queue the event twice."""
+    return Op(
+        "POST",
+        f"{API}/webhooks/{seg(webhook_id)}/deliveries/{seg(delivery_id)}/redeliver",
+        _json,
+        safe=False,
     )

@@ -23,6 +23,10 @@ from .background import BackgroundSender, ErrorHook, FullPolicy
 from .errors import FeedgraphError
 from .models import (
     BatchResult,
+    Delivery,
+    DeliveryPage,
+    ErasurePage,
+    ErasureReceipt,
     Export,
     Feedback,
     FeedbackPage,
@@ -35,6 +39,7 @@ from .models import (
     Stats,
     SubmitResult,
     Summary,
+    Webhook,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -276,17 +281,20 @@ class Client(_Background):
 
     def list_page(self, *, cursor: str | None = None, limit: int | None = None, type: str | None = None,
                   status: str | None = None, unused: bool | None = None, model: str | None = None,
-                  adapter: str | None = None, session: str | None = None) -> FeedbackPage:  # fmt: skip
-        """One page of ``GET /feedback``, newest first."""
+                  adapter: str | None = None, session: str | None = None,
+                  kind: str | None = None) -> FeedbackPage:  # fmt: skip
+        """One page of ``GET /feedback``, newest first (``kind``: only ``thumbs``,
+        ``rating``, ``text``, ``correction`` or ``label`` items)."""
         result: FeedbackPage = self._run(
             _ops.list_page(cursor=cursor, limit=limit, type=type, status=status, unused=unused,
-                           model=model, adapter=adapter, session=session)  # fmt: skip
+                           model=model, adapter=adapter, session=session, kind=kind)  # fmt: skip
         )
         return result
 
     def list(self, *, type: str | None = None, status: str | None = None, unused: bool | None = None,
              model: str | None = None, adapter: str | None = None, session: str | None = None,
-             page_size: int = 100, limit: int | None = None) -> Iterator[Feedback]:  # fmt: skip
+             kind: str | None = None, page_size: int = 100,
+             limit: int | None = None) -> Iterator[Feedback]:  # fmt: skip
         """Every matching item, newest first, fetched page by page with the server's
         cursors; at most ``limit`` items when given."""
         cursor: str | None = None
@@ -294,7 +302,8 @@ class Client(_Background):
         while True:
             size = page_size if limit is None else max(1, min(page_size, limit - seen))
             page = self.list_page(cursor=cursor, limit=size, type=type, status=status,
-                                  unused=unused, model=model, adapter=adapter, session=session)  # fmt: skip
+                                  unused=unused, model=model, adapter=adapter, session=session,
+                                  kind=kind)  # fmt: skip
             for item in page.feedback:
                 if limit is not None and seen >= limit:
                     return
@@ -332,22 +341,23 @@ class Client(_Background):
 
     def by_adapter_page(self, adapter_id: str, *, cursor: str | None = None, limit: int | None = None,
                         unused: bool | None = None,
-                        include_descendants: bool | None = None) -> FeedbackPage:  # fmt: skip
+                        include_descendants: bool | None = None,
+                        kind: str | None = None) -> FeedbackPage:  # fmt: skip
         """One page of the feedback linked to an adapter (``raw["total_linked"]``)."""
         result: FeedbackPage = self._run(
             _ops.by_adapter_page(adapter_id, cursor=cursor, limit=limit, unused=unused,
-                                 include_descendants=include_descendants)  # fmt: skip
+                                 include_descendants=include_descendants, kind=kind)  # fmt: skip
         )
         return result
 
     def by_adapter(self, adapter_id: str, *, unused: bool | None = None,
-                   include_descendants: bool | None = None,
+                   include_descendants: bool | None = None, kind: str | None = None,
                    page_size: int = 100) -> Iterator[Feedback]:  # fmt: skip
         """Every item linked to an adapter, newest first, page by page."""
         cursor: str | None = None
         while True:
             page = self.by_adapter_page(adapter_id, cursor=cursor, limit=page_size, unused=unused,
-                                        include_descendants=include_descendants)  # fmt: skip
+                                        include_descendants=include_descendants, kind=kind)  # fmt: skip
             yield from page.feedback
             if page.next_cursor is None:
                 return
@@ -465,6 +475,112 @@ class Client(_Background):
     def run_named(self, name: str, params: Mapping[str, Any] | None = None) -> QueryResult:
         """Runs a named query."""
         result: QueryResult = self._run(_ops.run_named(name, params))
+        return result
+
+    # -- erasure (admin) ----------------------------------------------------------------
+
+    def erase(self, scope: str, value: str) -> ErasureReceipt:
+        """Erases one item (``scope="item"``, ``value`` its id) or every item of a user or
+        a session (``"user"``, ``"session"``) and returns the receipt once all are erased
+        and durable."""
+        if scope not in _ops.ERASURE_SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(_ops.ERASURE_SCOPES)}, not {scope!r}")
+        result: ErasureReceipt = self._run(_ops.erase(scope, value))
+        return result
+
+    def erase_item(self, feedback_id: str) -> ErasureReceipt:
+        """Erases one item (``POST /feedback/{id}/erase``); the receipt."""
+        result: ErasureReceipt = self._run(_ops.erase_item(feedback_id))
+        return result
+
+    def erasures_page(self, *, limit: int | None = None, before: str | None = None) -> ErasurePage:
+        """One page of the org's erasure receipts, newest first."""
+        result: ErasurePage = self._run(_ops.erasures_page(limit=limit, before=before))
+        return result
+
+    def erasures(self, *, page_size: int = 100, limit: int | None = None) -> Iterator[ErasureReceipt]:
+        """Every erasure receipt of the org, newest first, following ``next_before``; at
+        most ``limit`` when given."""
+        before: str | None = None
+        seen = 0
+        while True:
+            size = page_size if limit is None else max(1, min(page_size, limit - seen))
+            page = self.erasures_page(limit=size, before=before)
+            for receipt in page.erasures:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield receipt
+            if page.next_before is None or not page.erasures or (limit is not None and seen >= limit):
+                return
+            before = page.next_before
+
+    def get_erasure(self, erasure_id: str) -> ErasureReceipt:
+        """One erasure receipt."""
+        result: ErasureReceipt = self._run(_ops.get_erasure(erasure_id))
+        return result
+
+    # -- webhooks (admin) ---------------------------------------------------------------
+
+    def create_webhook(self, url: str, events: Iterable[str], *, secret: str | None = None,
+                       description: str | None = None) -> Webhook:  # fmt: skip
+        """Registers an endpoint for the named events. The answer's ``secret`` (drawn by
+        the server unless given) is shown only this once: keep it to verify signatures."""
+        result: Webhook = self._run(
+            _ops.create_webhook(url, events, secret=secret, description=description)
+        )
+        return result
+
+    def webhooks(self) -> builtins.list[Webhook]:
+        """The org's endpoints."""
+        result: builtins.list[Webhook] = self._run(_ops.list_webhooks())
+        return result
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        """One endpoint (``pending`` events, ``failure_streak``, ``disabled_reason``)."""
+        result: Webhook = self._run(_ops.get_webhook(webhook_id))
+        return result
+
+    def update_webhook(self, webhook_id: str, *, enabled: bool | None = None,
+                       events: Iterable[str] | None = None, url: str | None = None) -> Webhook:  # fmt: skip
+        """Enables (clearing the failure streak) or disables an endpoint, or changes its
+        events or url; the endpoint after the change."""
+        result: Webhook = self._run(
+            _ops.update_webhook(webhook_id, enabled=enabled, events=events, url=url)
+        )
+        return result
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Removes an endpoint with its queued events and its delivery log."""
+        self._run(_ops.delete_webhook(webhook_id))
+
+    def deliveries_page(self, webhook_id: str, *, limit: int | None = None,
+                        before: str | None = None) -> DeliveryPage:  # fmt: skip
+        """One page of an endpoint's delivery log, newest first."""
+        result: DeliveryPage = self._run(_ops.deliveries_page(webhook_id, limit=limit, before=before))
+        return result
+
+    def deliveries(self, webhook_id: str, *, page_size: int = 100,
+                   limit: int | None = None) -> Iterator[Delivery]:  # fmt: skip
+        """An endpoint's whole delivery log, newest first, page by page; at most
+        ``limit`` entries when given."""
+        before: str | None = None
+        seen = 0
+        while True:
+            size = page_size if limit is None else max(1, min(page_size, limit - seen))
+            page = self.deliveries_page(webhook_id, limit=size, before=before)
+            for d in page.deliveries:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield d
+            if page.next_cursor is None or not page.deliveries or (limit is not None and seen >= limit):
+                return
+            before = page.next_cursor
+
+    def redeliver(self, webhook_id: str, delivery_id: str) -> JsonObject:
+        """Queues a logged event for delivery again (``{"status": "queued"}``)."""
+        result: JsonObject = self._run(_ops.redeliver(webhook_id, delivery_id))
         return result
 
     # -- operations -------------------------------------------------------------------
@@ -624,17 +740,18 @@ class AsyncClient(_Background):
     async def list_page(self, *, cursor: str | None = None, limit: int | None = None,
                         type: str | None = None, status: str | None = None,
                         unused: bool | None = None, model: str | None = None,
-                        adapter: str | None = None, session: str | None = None) -> FeedbackPage:  # fmt: skip
+                        adapter: str | None = None, session: str | None = None,
+                        kind: str | None = None) -> FeedbackPage:  # fmt: skip
         """See :meth:`Client.list_page`."""
         result: FeedbackPage = await self._run(
             _ops.list_page(cursor=cursor, limit=limit, type=type, status=status, unused=unused,
-                           model=model, adapter=adapter, session=session)  # fmt: skip
+                           model=model, adapter=adapter, session=session, kind=kind)  # fmt: skip
         )
         return result
 
     async def list(self, *, type: str | None = None, status: str | None = None,
                    unused: bool | None = None, model: str | None = None, adapter: str | None = None,
-                   session: str | None = None, page_size: int = 100,
+                   session: str | None = None, kind: str | None = None, page_size: int = 100,
                    limit: int | None = None) -> AsyncIterator[Feedback]:  # fmt: skip
         """See :meth:`Client.list` (an async iterator)."""
         cursor: str | None = None
@@ -643,7 +760,7 @@ class AsyncClient(_Background):
             size = page_size if limit is None else max(1, min(page_size, limit - seen))
             page = await self.list_page(cursor=cursor, limit=size, type=type, status=status,
                                         unused=unused, model=model, adapter=adapter,
-                                        session=session)  # fmt: skip
+                                        session=session, kind=kind)  # fmt: skip
             for item in page.feedback:
                 if limit is not None and seen >= limit:
                     return
@@ -681,23 +798,25 @@ class AsyncClient(_Background):
 
     async def by_adapter_page(self, adapter_id: str, *, cursor: str | None = None,
                               limit: int | None = None, unused: bool | None = None,
-                              include_descendants: bool | None = None) -> FeedbackPage:  # fmt: skip
+                              include_descendants: bool | None = None,
+                              kind: str | None = None) -> FeedbackPage:  # fmt: skip
         """See :meth:`Client.by_adapter_page`."""
         result: FeedbackPage = await self._run(
             _ops.by_adapter_page(adapter_id, cursor=cursor, limit=limit, unused=unused,
-                                 include_descendants=include_descendants)  # fmt: skip
+                                 include_descendants=include_descendants, kind=kind)  # fmt: skip
         )
         return result
 
     async def by_adapter(self, adapter_id: str, *, unused: bool | None = None,
-                         include_descendants: bool | None = None,
+                         include_descendants: bool | None = None, kind: str | None = None,
                          page_size: int = 100) -> AsyncIterator[Feedback]:  # fmt: skip
         """See :meth:`Client.by_adapter` (an async iterator)."""
         cursor: str | None = None
         while True:
             page = await self.by_adapter_page(adapter_id, cursor=cursor, limit=page_size,
                                               unused=unused,
-                                              include_descendants=include_descendants)  # fmt: skip
+                                              include_descendants=include_descendants,
+                                              kind=kind)  # fmt: skip
             for item in page.feedback:
                 yield item
             if page.next_cursor is None:
@@ -818,6 +937,112 @@ class AsyncClient(_Background):
     async def run_named(self, name: str, params: Mapping[str, Any] | None = None) -> QueryResult:
         """See :meth:`Client.run_named`."""
         result: QueryResult = await self._run(_ops.run_named(name, params))
+        return result
+
+    # -- erasure (admin) ----------------------------------------------------------------
+
+    async def erase(self, scope: str, value: str) -> ErasureReceipt:
+        """Erases one item (``scope="item"``, ``value`` its id) or every item of a user or
+        a session (``"user"``, ``"session"``) and returns the receipt once all are erased
+        and durable."""
+        if scope not in _ops.ERASURE_SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(_ops.ERASURE_SCOPES)}, not {scope!r}")
+        result: ErasureReceipt = await self._run(_ops.erase(scope, value))
+        return result
+
+    async def erase_item(self, feedback_id: str) -> ErasureReceipt:
+        """Erases one item (``POST /feedback/{id}/erase``); the receipt."""
+        result: ErasureReceipt = await self._run(_ops.erase_item(feedback_id))
+        return result
+
+    async def erasures_page(self, *, limit: int | None = None, before: str | None = None) -> ErasurePage:
+        """One page of the org's erasure receipts, newest first."""
+        result: ErasurePage = await self._run(_ops.erasures_page(limit=limit, before=before))
+        return result
+
+    async def erasures(self, *, page_size: int = 100, limit: int | None = None) -> AsyncIterator[ErasureReceipt]:
+        """Every erasure receipt of the org, newest first, following ``next_before``; at
+        most ``limit`` when given."""
+        before: str | None = None
+        seen = 0
+        while True:
+            size = page_size if limit is None else max(1, min(page_size, limit - seen))
+            page = await self.erasures_page(limit=size, before=before)
+            for receipt in page.erasures:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield receipt
+            if page.next_before is None or not page.erasures or (limit is not None and seen >= limit):
+                return
+            before = page.next_before
+
+    async def get_erasure(self, erasure_id: str) -> ErasureReceipt:
+        """One erasure receipt."""
+        result: ErasureReceipt = await self._run(_ops.get_erasure(erasure_id))
+        return result
+
+    # -- webhooks (admin) ---------------------------------------------------------------
+
+    async def create_webhook(self, url: str, events: Iterable[str], *, secret: str | None = None,
+                       description: str | None = None) -> Webhook:  # fmt: skip
+        """Registers an endpoint for the named events. The answer's ``secret`` (drawn by
+        the server unless given) is shown only this once: keep it to verify signatures."""
+        result: Webhook = await self._run(
+            _ops.create_webhook(url, events, secret=secret, description=description)
+        )
+        return result
+
+    async def webhooks(self) -> builtins.list[Webhook]:
+        """The org's endpoints."""
+        result: builtins.list[Webhook] = await self._run(_ops.list_webhooks())
+        return result
+
+    async def get_webhook(self, webhook_id: str) -> Webhook:
+        """One endpoint (``pending`` events, ``failure_streak``, ``disabled_reason``)."""
+        result: Webhook = await self._run(_ops.get_webhook(webhook_id))
+        return result
+
+    async def update_webhook(self, webhook_id: str, *, enabled: bool | None = None,
+                       events: Iterable[str] | None = None, url: str | None = None) -> Webhook:  # fmt: skip
+        """Enables (clearing the failure streak) or disables an endpoint, or changes its
+        events or url; the endpoint after the change."""
+        result: Webhook = await self._run(
+            _ops.update_webhook(webhook_id, enabled=enabled, events=events, url=url)
+        )
+        return result
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Removes an endpoint with its queued events and its delivery log."""
+        await self._run(_ops.delete_webhook(webhook_id))
+
+    async def deliveries_page(self, webhook_id: str, *, limit: int | None = None,
+                        before: str | None = None) -> DeliveryPage:  # fmt: skip
+        """One page of an endpoint's delivery log, newest first."""
+        result: DeliveryPage = await self._run(_ops.deliveries_page(webhook_id, limit=limit, before=before))
+        return result
+
+    async def deliveries(self, webhook_id: str, *, page_size: int = 100,
+                   limit: int | None = None) -> AsyncIterator[Delivery]:  # fmt: skip
+        """An endpoint's whole delivery log, newest first, page by page; at most
+        ``limit`` entries when given."""
+        before: str | None = None
+        seen = 0
+        while True:
+            size = page_size if limit is None else max(1, min(page_size, limit - seen))
+            page = await self.deliveries_page(webhook_id, limit=size, before=before)
+            for d in page.deliveries:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield d
+            if page.next_cursor is None or not page.deliveries or (limit is not None and seen >= limit):
+                return
+            before = page.next_cursor
+
+    async def redeliver(self, webhook_id: str, delivery_id: str) -> JsonObject:
+        """Queues a logged event for delivery again (``{"status": "queued"}``)."""
+        result: JsonObject = await self._run(_ops.redeliver(webhook_id, delivery_id))
         return result
 
     async def metrics(self) -> str:

@@ -440,3 +440,178 @@ class FeedbackSummary:
             by_provider=objects("by_provider"),
             raw=d,
         )
+
+
+def _opt_int(d: JsonObject, key: str) -> int | None:
+    v = d.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _str_list(d: JsonObject, key: str) -> list[str]:
+    v = d.get(key)
+    return [s for s in v if isinstance(s, str)] if isinstance(v, list) else []
+
+
+@dataclass(frozen=True)
+class ErasureReceipt:
+    """The receipt of an erasure (``POST /erasures``, ``GET /erasures/{id}``).
+
+    ``subject`` is the feedback id for scope ``item``, ``sha256:<hex>`` of the value for
+    ``user`` and ``session``, and ``created_before:<ms>`` for ``retention`` runs."""
+
+    id: str
+    org_id: str
+    scope: str
+    subject: str
+    requested_by: str
+    requested_at: int
+    #: ``running`` or ``done``.
+    state: str
+    item_ids: list[str]
+    #: Items erased.
+    items: int
+    #: Stored history versions whose content was removed.
+    versions: int
+    finished_at: int | None
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> ErasureReceipt:
+        """Reads a receipt."""
+        return cls(
+            id=str(d.get("id", "")),
+            org_id=str(d.get("org_id", "")),
+            scope=str(d.get("scope", "")),
+            subject=str(d.get("subject", "")),
+            requested_by=str(d.get("requested_by", "")),
+            requested_at=_int(d, "requested_at"),
+            state=str(d.get("state", "")),
+            item_ids=_str_list(d, "item_ids"),
+            items=_int(d, "items"),
+            versions=_int(d, "versions"),
+            finished_at=_opt_int(d, "finished_at"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class ErasurePage:
+    """One page of ``GET /erasures``, newest first; ``next_before`` is ``None`` on the last."""
+
+    erasures: list[ErasureReceipt]
+    next_before: str | None
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> ErasurePage:
+        """Reads a page of receipts."""
+        items = d.get("erasures")
+        return cls(
+            erasures=[ErasureReceipt.from_json(e) for e in items if isinstance(e, dict)]
+            if isinstance(items, list)
+            else [],
+            next_before=_opt_str(d, "next_before"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A registered webhook endpoint (``/webhooks``). ``secret`` is set only in the answer
+    to the registration, the one time the server shows it."""
+
+    id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    description: str | None
+    created_at: int
+    created_by: str
+    #: Failed attempts in a row.
+    failure_streak: int
+    failing_since: int | None
+    #: Events waiting for delivery.
+    pending: int
+    secret: str | None
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> Webhook:
+        """Reads an endpoint."""
+        return cls(
+            id=str(d.get("id", "")),
+            url=str(d.get("url", "")),
+            events=_str_list(d, "events"),
+            enabled=d.get("enabled") is True,
+            disabled_reason=_opt_str(d, "disabled_reason"),
+            description=_opt_str(d, "description"),
+            created_at=_int(d, "created_at"),
+            created_by=str(d.get("created_by", "")),
+            failure_streak=_int(d, "failure_streak"),
+            failing_since=_opt_int(d, "failing_since"),
+            pending=_int(d, "pending"),
+            secret=_opt_str(d, "secret"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One attempt in an endpoint's delivery log."""
+
+    id: str
+    event_id: str
+    #: The event type, e.g. ``feedback.submitted``.
+    event: str
+    #: 1 for the first attempt of the event.
+    attempt: int
+    at: int
+    #: The receiver's HTTP status, if it answered.
+    status: int | None
+    #: Delivered (the receiver answered 2xx).
+    ok: bool
+    error: str | None
+    #: Asked for by an admin (a redelivery).
+    manual: bool
+    #: The event body that was sent.
+    payload: Any
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> Delivery:
+        """Reads a log entry."""
+        return cls(
+            id=str(d.get("id", "")),
+            event_id=str(d.get("event_id", "")),
+            event=str(d.get("event", "")),
+            attempt=_int(d, "attempt"),
+            at=_int(d, "at"),
+            status=_opt_int(d, "status"),
+            ok=d.get("ok") is True,
+            error=_opt_str(d, "error"),
+            manual=d.get("manual") is True,
+            payload=d.get("payload"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    """One page of a delivery log, newest first; ``next_cursor`` is ``None`` on the last."""
+
+    deliveries: list[Delivery]
+    next_cursor: str | None
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> DeliveryPage:
+        """Reads a page of the log."""
+        items = d.get("deliveries")
+        return cls(
+            deliveries=[Delivery.from_json(e) for e in items if isinstance(e, dict)]
+            if isinstance(items, list)
+            else [],
+            next_cursor=_opt_str(d, "next_cursor"),
+            raw=d,
+        )

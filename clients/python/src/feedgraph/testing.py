@@ -7,6 +7,7 @@ keys, newest-first lists, cursors).
 from __future__ import annotations
 
 import builtins
+import hashlib
 
 import itertools
 import json
@@ -21,6 +22,8 @@ from .models import (
     ScoreConfig,
     BatchItemResult,
     BatchResult,
+    ErasurePage,
+    ErasureReceipt,
     Feedback,
     FeedbackPage,
     Health,
@@ -52,6 +55,9 @@ class InMemoryClient:
         #: Score configs by name (current version) and every version written.
         self.configs: dict[str, ScoreConfig] = {}
         self.config_versions: dict[str, list[JsonObject]] = {}
+        #: Erasure receipts, oldest first.
+        self.erasure_receipts: list[ErasureReceipt] = []
+        self._erasure_seq = itertools.count(1)
 
     def _store(self, body: Mapping[str, Any], key: str | None) -> SubmitResult:
         unknown = set(body) - _FIELDS
@@ -217,17 +223,20 @@ class InMemoryClient:
         """One item (:class:`~feedgraph.errors.NotFoundError` if unknown)."""
         return self._find(feedback_id)
 
-    def _matching(self, type: str | None, session: str | None) -> builtins.list[Feedback]:
+    def _matching(self, type: str | None, session: str | None,
+                  kind: str | None = None) -> builtins.list[Feedback]:  # fmt: skip
         return [
             f
             for f in reversed(self.items)
             if (type is None or f.type == type) and (session is None or f.session_id == session)
+            and (kind is None or f.kind == kind)
         ]
 
     def list_page(self, *, cursor: str | None = None, limit: int | None = None,
-                  type: str | None = None, session: str | None = None) -> FeedbackPage:  # fmt: skip
+                  type: str | None = None, session: str | None = None,
+                  kind: str | None = None) -> FeedbackPage:  # fmt: skip
         """One page, newest first, with the server's cursor rules."""
-        items = self._matching(type, session)
+        items = self._matching(type, session, kind)
         start = 0
         if cursor is not None:
             ids = [f.id for f in items]
@@ -240,9 +249,10 @@ class InMemoryClient:
         return FeedbackPage(page, page[-1].id if more and page else None, {})
 
     def list(self, *, type: str | None = None, session: str | None = None,
-             page_size: int = 100, limit: int | None = None) -> Iterator[Feedback]:  # fmt: skip
+             kind: str | None = None, page_size: int = 100,
+             limit: int | None = None) -> Iterator[Feedback]:  # fmt: skip
         """Every matching item, newest first."""
-        items = self._matching(type, session)
+        items = self._matching(type, session, kind)
         return iter(items if limit is None else items[:limit])
 
     def find_by_session(self, session_id: str, limit: int | None = None) -> builtins.list[Feedback]:
@@ -288,3 +298,78 @@ class InMemoryClient:
     def health_check(self, timeout: float = 5.0) -> Health:
         """Always healthy."""
         return Health(True, True, 0.0)
+
+    # -- erasure --------------------------------------------------------------------------
+
+    def erase(self, scope: str, value: str, *, actor: str = "test") -> ErasureReceipt:
+        """Erases like the server: question and answer emptied, correction, comment and
+        metadata dropped, the personal ids removed; the receipt keeps a user's or session's
+        value only as its SHA-256. An unknown item id is a :class:`NotFoundError`."""
+        if scope not in _ops.ERASURE_SCOPES:
+            raise ValidationError(f"invalid value for 'scope': {scope!r}", status=400)
+        value = value.strip()
+        if not value:
+            raise ValidationError("'value' must name the item, user or session to erase", status=400)
+        now = int(time.time() * 1000)
+        with self._lock:
+            if scope == "item":
+                self._find(value)
+                subject = value
+                hit = [f for f in self.items if f.id == value]
+            else:
+                subject = "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+                attr = "user_id" if scope == "user" else "session_id"
+                hit = [f for f in self.items if getattr(f, attr) == value]
+            ids = sorted(f.id for f in hit)
+            for i, f in enumerate(self.items):
+                if f.id not in ids or f.raw.get("erased_at") is not None:
+                    continue
+                raw = {k: v for k, v in f.raw.items()
+                       if k not in ("correction", "comment", "user_id", "session_id", "interaction_id")}  # fmt: skip
+                raw.update(question="", answer="", metadata={}, erased_at=now, erased_by=actor,
+                           version=f.version + 1, updated_at=now)  # fmt: skip
+                self.items[i] = Feedback.from_json(raw)
+            receipt = ErasureReceipt.from_json({
+                "id": f"erasure-{next(self._erasure_seq):026d}", "org_id": "test", "scope": scope,
+                "subject": subject, "requested_by": actor, "requested_at": now, "state": "done",
+                "item_ids": ids, "items": len(ids), "versions": len(ids), "finished_at": now,
+            })  # fmt: skip
+            self.erasure_receipts.append(receipt)
+        return receipt
+
+    def erase_item(self, feedback_id: str) -> ErasureReceipt:
+        """Erases one item."""
+        return self.erase("item", feedback_id)
+
+    def erasures_page(self, *, limit: int | None = None, before: str | None = None) -> ErasurePage:
+        """One page of receipts, newest first."""
+        receipts = self.erasure_receipts[::-1]
+        if before is not None:
+            receipts = [r for r in receipts if r.id < before]
+        size = limit or 100
+        page = receipts[:size]
+        more = len(receipts) > size
+        return ErasurePage(page, page[-1].id if more and page else None, {})
+
+    def erasures(self, *, page_size: int = 100, limit: int | None = None) -> Iterator[ErasureReceipt]:
+        """Every receipt, newest first."""
+        receipts = self.erasure_receipts[::-1]
+        return iter(receipts if limit is None else receipts[:limit])
+
+    def get_erasure(self, erasure_id: str) -> ErasureReceipt:
+        """One receipt (:class:`~feedgraph.errors.NotFoundError` if unknown)."""
+        for r in self.erasure_receipts:
+            if r.id == erasure_id:
+                return r
+        raise NotFoundError(f"Erasure '{erasure_id}' not found", status=404)
+
+    # -- webhooks: not modelled -------------------------------------------------------------
+
+    def _no_webhooks(self, *_: Any, **__: Any) -> Any:
+        raise NotImplementedError(
+            "InMemoryClient does not model webhooks: test them against a real feedgraph "
+            "server, or check receivers with feedgraph.verify_signature"
+        )
+
+    create_webhook = webhooks = get_webhook = update_webhook = delete_webhook = _no_webhooks
+    deliveries_page = deliveries = redeliver = _no_webhooks
