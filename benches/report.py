@@ -75,42 +75,54 @@ def main():
         with open(rows_path) as f:
             ours_rows = json.load(f)
     e2e = read_jsonl(os.path.join(a.work, "e2e.jsonl"))
+    e2e_arrow = read_jsonl(os.path.join(a.work, "e2e_arrow.jsonl"))
     peers = [(title, read_jsonl(os.path.join(a.work, name))) for name, title in PEERS]
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
     print(f"### {a.size} items — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}")
     print(f"Command: `benches/run --size {a.size}`\n")
     titles = [f"{t} {p.get('load', {}).get('version', '')}".strip() for t, p in peers]
-    print("| query | feedgraph engine | feedgraph end to end | " + " | ".join(titles)
-          + " | fastest peer / end to end | rows: engine / end to end / " + " / ".join(t for t, _ in peers) + " |")
-    print("|---" * (5 + len(peers)) + "|")
+    print("| query | feedgraph engine | feedgraph end to end (JSON) | feedgraph end to end (Arrow) | "
+          + " | ".join(titles)
+          + " | fastest peer / best end to end | rows: engine / JSON / Arrow / "
+          + " / ".join(t for t, _ in peers) + " |")
+    print("|---" * (6 + len(peers)) + "|")
     for key, label in QUERIES:
         ours = est(a.criterion, "queries", key)
         name = PEER_NAME[key]
         http = e2e.get(name, {})
+        arrow = e2e_arrow.get(name, {})
         theirs = [p.get(name, {}) for _, p in peers]
         times = [r.get("ms_median") for r in theirs]
         fastest = min((t for t in times if t), default=None)
-        counts = [ours_rows.get(key, "-"), http.get("rows", "-")] + [r.get("rows", "-") for r in theirs]
+        # The better of the two wire formats, named, is what a client would pick.
+        ends = [(t, f) for t, f in ((http.get("ms_median"), "JSON"),
+                                     (arrow.get("ms_median"), "Arrow")) if t]
+        best, best_fmt = min(ends, default=(None, ""))
+        counts = ([ours_rows.get(key, "-"), http.get("rows", "-"), arrow.get("rows", "-")]
+                  + [r.get("rows", "-") for r in theirs])
         known = {c for c in counts if c != "-"}
         mark = "" if len(known) <= 1 else " (differ!)"
-        print(f"| {label} | {fmt(ours)} | {fmt(http.get('ms_median'))} | "
+        speedup = ratio(fastest, best)
+        if speedup != "-":
+            speedup += f" ({best_fmt})"
+        print(f"| {label} | {fmt(ours)} | {fmt(http.get('ms_median'))} | {fmt(arrow.get('ms_median'))} | "
               + " | ".join(fmt(t) for t in times)
-              + f" | {ratio(fastest, http.get('ms_median'))} | {' / '.join(str(c) for c in counts)}{mark} |")
+              + f" | {speedup} | {' / '.join(str(c) for c in counts)}{mark} |")
     for key, label in SEED:
         if est(a.criterion, 'queries', key) is None:
             continue
-        print(f"| {label} | {fmt(est(a.criterion, 'queries', key))} | - | "
+        print(f"| {label} | {fmt(est(a.criterion, 'queries', key))} | - | - | "
               + " | ".join("-" for _ in peers) + f" | - | {ours_rows.get(key, '-')} |")
     print("\nfeedgraph engine: criterion, in process (parse + plan + execute + every result row "
           "built). feedgraph end to end: POST /graph/query over one keep-alive HTTP connection, "
-          "the whole answer parsed from JSON by a Python client (benches/peers/feedgraph_http.py). "
+          "the whole answer parsed from JSON by a Python client (benches/peers/feedgraph_http.py); "
+          "Arrow: the same request with `Accept: application/vnd.apache.arrow.stream`, the stream "
+          "read into a pyarrow Table. "
           "Peers: in process from Python, every row fetched. Median of 5 runs after a warm-up.")
     floor = e2e.get("floor_healthz", {}).get("ms_median")
     if floor:
         print(f"The end-to-end client's floor, GET /healthz on the same connection: {fmt(floor)}.")
     print()
-    # ARROW: once the server answers Arrow, add an "end to end (Arrow)" column read from
-    # e2e_arrow.jsonl (feedgraph_http.py --format arrow).
     print("| measure | value |")
     print("|---|---|")
     print(f"| bulk load (`feedgraph load`) | {metrics['load_s']:.1f} s |")
