@@ -192,6 +192,22 @@ def report(work):
             cells = [fmt_ms(by[s]["ms_median"]) if s in by else "–" for s in ("sled", "pg")]
             print(f"| {name} | {rows} | {cells[0]} | {cells[1]} |")
 
+    cpu = {}
+    for label, _rnd, rate, server, client, pg, others in read_tsv(f"{work}/cpu.tsv"):
+        cpu.setdefault(label, []).append(
+            [float(rate or 0), float(server), float(client), float(pg), float(others)])
+    if cpu:
+        print("\nWhere the CPU goes (cores used, sampled from /proc over 7 s of each run, "
+              "median of the rounds; the machine has "
+              f"{m.get('cores', '2')} cores):\n")
+        print("| run | per s | feedgraph server | load client | PostgreSQL | everything else |")
+        print("|---|---|---|---|---|---|")
+        for label, runs in cpu.items():
+            cols = [med([r[i] for r in runs]) for i in range(5)]
+            server = f"{cols[1]:.2f}" if "feedgraph" in label else "–"
+            print(f"| {label} | {cols[0]:.0f} | {server} | {cols[2]:.2f} | {cols[3]:.2f} "
+                  f"| {cols[4]:.2f} |")
+
     if m:
         print("\nRun facts:\n")
         for k, v in m.items():
