@@ -6,7 +6,8 @@
 //! `GET /adapters/{hottest}/lineage`, and durable `POST /feedback/{id}/link`.
 //!
 //! Full run: `cargo bench --bench http_load -- [--secs 5] [--rounds 5] [--conns 1,16,64,256]
-//! [--read-secs S] [--read-conns 1,16,64] [--only TEXT]`. `--only` keeps the rows whose
+//! [--read-secs S] [--read-conns 1,16,64] [--only TEXT] [--targets URL,URL...]`. `--only`
+//! keeps the rows whose
 //! label contains the text (e.g. `POST`, `ceiling`, `GET`, `by-adapter`, `link`), to profile
 //! one of them. The ceiling and the durable submits alternate in `--rounds` rounds that share
 //! each row's `--secs`, so a slow spell of a shared machine weighs on both rows alike and
@@ -22,6 +23,13 @@
 //! since every link adds an edge to the loaded org (to adapters `bench_link_*` they create).
 //! `FEEDGRAPH_BENCH_SERVER=PATH` loads another build's `feedgraph` binary instead of this
 //! build's (to compare two builds with the same client).
+//!
+//! `--targets URL,URL...` measures servers started by someone else (e.g. `benches/pg_run`:
+//! sled, or several PostgreSQL replicas over one database) instead of spawning one: no
+//! server and no ceiling row are started, connection `c` of every row sends to target
+//! `c % n` (so the load is split evenly between replicas), and the tokens are minted from
+//! the configuration in the environment (`FEEDGRAPH__AUTH__SECRET_FILE`: the targets' shared
+//! secret).
 //!
 //! The server runs as a separate `feedgraph serve` process (release build under
 //! `cargo bench`); the load client is this process (closed loop: each connection sends its
@@ -51,6 +59,8 @@ struct Opts {
     read_conns: Vec<usize>,
     /// Run only the rows whose label contains this (e.g. `POST`, `ceiling`, `GET`).
     only: Option<String>,
+    /// Servers started by someone else, sharing the load (empty: spawn one).
+    targets: Vec<String>,
 }
 
 impl Opts {
@@ -70,6 +80,7 @@ fn opts() -> Opts {
             read_secs: 5.0,
             read_conns: vec![1, 16, 64],
             only: None,
+            targets: Vec::new(),
         }
     } else {
         Opts {
@@ -79,6 +90,7 @@ fn opts() -> Opts {
             read_secs: 0.15,
             read_conns: vec![1, 4],
             only: None,
+            targets: Vec::new(),
         }
     };
     let mut read_secs = None;
@@ -89,6 +101,17 @@ fn opts() -> Opts {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--only" => o.only = it.next().cloned(),
+            "--targets" => {
+                o.targets = it
+                    .next()
+                    .map(|v| {
+                        v.split(',')
+                            .filter(|t| !t.is_empty())
+                            .map(|t| t.trim_end_matches('/').to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
             "--secs" => o.secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(o.secs),
             "--rounds" => {
                 o.rounds = it
@@ -362,21 +385,32 @@ async fn feedback_ids(c: &reqwest::Client, base: &str, token: &str) -> Vec<Strin
 }
 
 /// The read rows, then the link row (last: it adds edges to the org the reads read).
-fn read_rows(base: &str, token: &Arc<String>, hot: &str, ids: &Arc<Vec<String>>) -> Vec<ReadRow> {
+/// Connection `c` of every row talks to `bases[c % bases.len()]`.
+fn read_rows(
+    bases: &Arc<Vec<String>>,
+    token: &Arc<String>,
+    hot: &str,
+    ids: &Arc<Vec<String>>,
+) -> Vec<ReadRow> {
     let get = |what: &'static str, path: String| -> ReadRow {
-        let (t, url) = (token.clone(), format!("{base}/api/v1/llm{path}"));
+        let t = token.clone();
+        let urls: Vec<String> = bases
+            .iter()
+            .map(|b| format!("{b}/api/v1/llm{path}"))
+            .collect();
         ReadRow {
             what,
             expect: 200,
-            make: Arc::new(move |cl, _c, _n| cl.get(&url).bearer_auth(t.as_str())),
+            make: Arc::new(move |cl, c, _n| cl.get(&urls[c % urls.len()]).bearer_auth(t.as_str())),
         }
     };
-    let (t, b, ids2) = (token.clone(), base.to_owned(), ids.clone());
+    let (t, bs, ids2) = (token.clone(), bases.clone(), ids.clone());
     let by_id = ReadRow {
         what: BY_ID,
         expect: 200,
         make: Arc::new(move |cl, c, n| {
             let id = &ids2[(c * 7919 + n) % ids2.len()];
+            let b = &bs[c % bs.len()];
             cl.get(format!("{b}/api/v1/llm/feedback/{id}"))
                 .bearer_auth(t.as_str())
         }),
@@ -386,11 +420,12 @@ fn read_rows(base: &str, token: &Arc<String>, hot: &str, ids: &Arc<Vec<String>>)
     // ones too.
     let next = Arc::new(AtomicUsize::new(0));
     let run = std::process::id();
-    let (t, b, ids2) = (token.clone(), base.to_owned(), ids.clone());
+    let (t, bs, ids2) = (token.clone(), bases.clone(), ids.clone());
     let link = ReadRow {
         what: LINK,
         expect: 201,
-        make: Arc::new(move |cl, _c, _n| {
+        make: Arc::new(move |cl, c, _n| {
+            let b = &bs[c % bs.len()];
             let k = next.fetch_add(1, Ordering::Relaxed);
             let id = &ids2[k % ids2.len()];
             let adapter = format!("bench_link_{run}_{}", k / ids2.len());
@@ -426,17 +461,44 @@ fn main() {
     // FEEDGRAPH_BENCH_SERVER runs another build's server (paired before/after runs).
     let server_exe = std::env::var("FEEDGRAPH_BENCH_SERVER")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_feedgraph").to_owned());
-    let data = data(&server_exe);
-    let config = Config {
-        data_dir: data.dir.clone(),
-        ..Config::default()
+    let external = !o.targets.is_empty();
+    let (data, config) = if external {
+        // Servers someone else started: the tokens are minted from the environment's
+        // configuration (their shared secret).
+        let config = Config::load(None).expect("configuration from the environment");
+        let org = std::env::var("FEEDGRAPH_BENCH_ORG").unwrap_or_else(|_| "bench".into());
+        let data = Data {
+            dir: config.data_dir.clone(),
+            org,
+            _tmp: None,
+        };
+        (data, config)
+    } else {
+        let data = data(&server_exe);
+        let config = Config {
+            data_dir: data.dir.clone(),
+            ..Config::default()
+        };
+        (data, config)
     };
-    let server = spawn(&[&server_exe, "serve", "--bind", "127.0.0.1:0"], &data.dir);
-    let exe = std::env::current_exe().expect("exe");
-    let ceiling = spawn(
-        &[exe.to_str().expect("path"), "--ceiling-server"],
-        &data.dir,
-    );
+    // The servers this process started (stopped at the end), the targets of the rows on
+    // the server, and the ceiling's address (none with `--targets`).
+    let mut spawned = Vec::new();
+    let (targets, ceiling_base) = if external {
+        (o.targets.clone(), None)
+    } else {
+        let server = spawn(&[&server_exe, "serve", "--bind", "127.0.0.1:0"], &data.dir);
+        let exe = std::env::current_exe().expect("exe");
+        let ceiling = spawn(
+            &[exe.to_str().expect("path"), "--ceiling-server"],
+            &data.dir,
+        );
+        let both = (vec![server.base.clone()], Some(ceiling.base.clone()));
+        spawned.push(ceiling);
+        spawned.push(server);
+        both
+    };
+    let targets = Arc::new(targets);
     // Minted after the server started: it creates the signing secret of a new directory.
     let write_token =
         Arc::new(mint(&config, WRITE_ORG, "loader", &[Role::Admin], 3600).expect("token"));
@@ -445,30 +507,37 @@ fn main() {
 
     rt.block_on(async {
         let c = reqwest::Client::new();
-        for _ in 0..500 {
-            if let Ok(r) = c.get(format!("{}/readyz", server.base)).send().await
-                && r.status().is_success()
-            {
-                break;
+        for base in targets.iter() {
+            for _ in 0..500 {
+                if let Ok(r) = c.get(format!("{base}/readyz")).send().await
+                    && r.status().is_success()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         println!("| request | connections | requests/s | p50 ms | p99 ms | errors |");
         println!("|---|---|---|---|---|---|");
-        let rows = [
-            ("ceiling: token check + 201", &ceiling.base),
-            ("POST /feedback (durable)", &server.base),
-        ];
+        let mut rows: Vec<(&str, Vec<String>)> = Vec::new();
+        if let Some(b) = &ceiling_base {
+            rows.push(("ceiling: token check + 201", vec![b.clone()]));
+        }
+        rows.push(("POST /feedback (durable)", targets.to_vec()));
         for &conns in &o.conns {
             let mut totals: Vec<Run> = rows.iter().map(|_| Run::default()).collect();
             for _ in 0..o.rounds {
-                for ((what, base), total) in rows.iter().zip(totals.iter_mut()) {
+                for ((what, bases), total) in rows.iter().zip(totals.iter_mut()) {
                     if !o.wants(what) {
                         continue;
                     }
-                    let (t, url) = (write_token.clone(), format!("{base}/api/v1/llm/feedback"));
+                    let t = write_token.clone();
+                    let urls: Vec<String> = bases
+                        .iter()
+                        .map(|b| format!("{b}/api/v1/llm/feedback"))
+                        .collect();
                     let make: MakeRequest = Arc::new(move |cl, c, n| {
-                        cl.post(&url)
+                        cl.post(&urls[c % urls.len()])
                             .bearer_auth(t.as_str())
                             .header("content-type", "application/json")
                             .body(body(c, n))
@@ -490,15 +559,15 @@ fn main() {
             }
             let hot = match std::env::var("FEEDGRAPH_BENCH_ADAPTER") {
                 Ok(a) => a,
-                Err(_) => hottest_adapter(&c, &server.base, &read_token).await,
+                Err(_) => hottest_adapter(&c, &targets[0], &read_token).await,
             };
-            let ids = Arc::new(feedback_ids(&c, &server.base, &read_token).await);
+            let ids = Arc::new(feedback_ids(&c, &targets[0], &read_token).await);
             eprintln!(
                 "http_load: reading org '{}' of {}, $hottest = {hot}",
                 data.org,
                 data.dir.display()
             );
-            read_rows(&server.base, &read_token, &hot, &ids)
+            read_rows(&targets, &read_token, &hot, &ids)
         };
         // Every read row at every connection count first, the link row after them all.
         let (links, gets): (Vec<&ReadRow>, Vec<&ReadRow>) =
@@ -514,6 +583,5 @@ fn main() {
             }
         }
     });
-    drop(ceiling);
-    drop(server);
+    drop(spawned);
 }
