@@ -207,9 +207,7 @@ impl Receiver {
                             let most = s.most_in_flight.entry(hook.clone()).or_default();
                             *most = (*most).max(n);
                         }
-                        let _ = hold
-                            .wait_for(|h| h.as_deref() != Some(hook.as_str()))
-                            .await;
+                        let _ = hold.wait_for(|h| h.as_deref() != Some(hook.as_str())).await;
                         tokio::time::sleep(Duration::from_millis(3)).await;
                         *s.lock().unwrap().in_flight.entry(hook).or_default() -= 1;
                         StatusCode::NO_CONTENT
@@ -363,15 +361,30 @@ async fn replicas_deliver_each_event_once_in_order_per_item_with_two_and_three_r
     let feedback = ["feedback.submitted", "feedback.linked", "feedback.reviewed"];
     // Several endpoints over two orgs: (hook, org, events, secret).
     let hooks: Vec<(&str, &str, Vec<&str>, String)> = vec![
-        ("a0", "acme", feedback.to_vec(), "secret-of-hook-a0-0123".into()),
+        (
+            "a0",
+            "acme",
+            feedback.to_vec(),
+            "secret-of-hook-a0-0123".into(),
+        ),
         (
             "a1",
             "acme",
             vec!["feedback.submitted", "feedback.reviewed"],
             "secret-of-hook-a1-0123".into(),
         ),
-        ("a2", "acme", feedback.to_vec(), "secret-of-hook-a2-0123".into()),
-        ("b0", "beta", feedback.to_vec(), "secret-of-hook-b0-0123".into()),
+        (
+            "a2",
+            "acme",
+            feedback.to_vec(),
+            "secret-of-hook-a2-0123".into(),
+        ),
+        (
+            "b0",
+            "beta",
+            feedback.to_vec(),
+            "secret-of-hook-b0-0123".into(),
+        ),
     ];
     for (i, (hook, org, events, secret)) in hooks.iter().enumerate() {
         let r = &replicas[i % replicas.len()];
@@ -489,7 +502,10 @@ async fn a_replica_killed_while_holding_a_lease_is_taken_over_after_the_lease_la
     // A dies holding the lease; requests are answered from now on.
     a.kill();
     rx.hold.send_replace(None);
-    until("every event after the take-over", || rx.events("h0").len() == 9).await;
+    until("every event after the take-over", || {
+        rx.events("h0").len() == 9
+    })
+    .await;
     let hits = rx.hits();
     assert!(
         hits[1..].iter().any(|h| h.event_id == held),
@@ -513,8 +529,14 @@ async fn a_replica_killed_while_holding_a_lease_is_taken_over_after_the_lease_la
         assert_eq!(first.len(), 3, "{item}: {first:?}");
     }
     let repeats = hits.len() - 9;
-    assert!(repeats <= 1, "only the unanswered event goes twice: {hits:?}");
-    assert!(ids.iter().all(|id| hits.iter().any(|h| &h.feedback_id == id)));
+    assert!(
+        repeats <= 1,
+        "only the unanswered event goes twice: {hits:?}"
+    );
+    assert!(
+        ids.iter()
+            .all(|id| hits.iter().any(|h| &h.feedback_id == id))
+    );
     drop(b);
 }
 
@@ -534,30 +556,59 @@ async fn the_lease_is_exclusive_expires_and_fences_a_stale_holder() {
     tokio::task::spawn_blocking(move || {
         let service = feedgraph::service::Service::open(&config).unwrap();
         let ev = service.store().events();
-        let a = ev.acquire_lease("acme", "wh-1", "A", 60_000).unwrap().unwrap();
+        let a = ev
+            .acquire_lease("acme", "wh-1", "A", 60_000)
+            .unwrap()
+            .unwrap();
         // Held: nobody else gets it, for this endpoint; another endpoint is free.
-        assert!(ev.acquire_lease("acme", "wh-1", "B", 60_000).unwrap().is_none());
-        assert!(ev.acquire_lease("acme", "wh-2", "B", 60_000).unwrap().is_some());
-        assert!(ev.acquire_lease("beta", "wh-1", "B", 60_000).unwrap().is_some());
+        assert!(
+            ev.acquire_lease("acme", "wh-1", "B", 60_000)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            ev.acquire_lease("acme", "wh-2", "B", 60_000)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            ev.acquire_lease("beta", "wh-1", "B", 60_000)
+                .unwrap()
+                .is_some()
+        );
         assert!(ev.renew_lease(&a, 60_000).unwrap());
         // Released: B takes it with a new epoch, and A's old lease is fenced off even
         // after B lets go again.
         ev.release_lease(&a).unwrap();
-        let b = ev.acquire_lease("acme", "wh-1", "B", 60_000).unwrap().unwrap();
+        let b = ev
+            .acquire_lease("acme", "wh-1", "B", 60_000)
+            .unwrap()
+            .unwrap();
         assert!(b.epoch > a.epoch);
         assert!(!ev.renew_lease(&a, 60_000).unwrap());
         ev.release_lease(&b).unwrap();
         assert!(!ev.renew_lease(&a, 60_000).unwrap());
         // A lease that is not renewed lapses: a short one, then another taker gets it.
         let c = ev.acquire_lease("acme", "wh-1", "C", 200).unwrap().unwrap();
-        assert!(ev.acquire_lease("acme", "wh-1", "D", 60_000).unwrap().is_none());
+        assert!(
+            ev.acquire_lease("acme", "wh-1", "D", 60_000)
+                .unwrap()
+                .is_none()
+        );
         std::thread::sleep(Duration::from_millis(400));
-        let d = ev.acquire_lease("acme", "wh-1", "D", 60_000).unwrap().unwrap();
+        let d = ev
+            .acquire_lease("acme", "wh-1", "D", 60_000)
+            .unwrap()
+            .unwrap();
         assert!(d.epoch > c.epoch);
         assert!(!ev.renew_lease(&c, 60_000).unwrap(), "C was taken over");
         // Deleting the endpoint drops its lease.
         assert!(!ev.delete_endpoint("acme", "wh-1").unwrap());
-        assert!(ev.acquire_lease("acme", "wh-1", "E", 60_000).unwrap().is_some());
+        assert!(
+            ev.acquire_lease("acme", "wh-1", "E", 60_000)
+                .unwrap()
+                .is_some()
+        );
     })
     .await
     .unwrap();

@@ -71,9 +71,7 @@ pub fn spawn(
         policy,
         holder: format!("pid{}-{}", std::process::id(), ulid::Ulid::new()),
         lease: Duration::from_millis(config.lease_ms.max(MIN_LEASE_MS)),
-        slots: Arc::new(Semaphore::new(
-            config.concurrency.clamp(1, MAX_CONCURRENCY),
-        )),
+        slots: Arc::new(Semaphore::new(config.concurrency.clamp(1, MAX_CONCURRENCY))),
         running: Mutex::new(HashSet::new()),
         config,
     };
@@ -205,11 +203,7 @@ impl Worker {
         let (holder, ttl) = (self.holder.clone(), self.lease_ms());
         let asked = Instant::now();
         let lease = match self
-            .blocking(move |s| {
-                Ok(s.store()
-                    .events()
-                    .acquire_lease(&org, &id, &holder, ttl)?)
-            })
+            .blocking(move |s| Ok(s.store().events().acquire_lease(&org, &id, &holder, ttl)?))
             .await
         {
             Some(Ok(Some(lease))) => lease,
