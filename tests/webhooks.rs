@@ -2,7 +2,8 @@
 //! the test starts: every event type, per-item order, signatures checked with our own
 //! HMAC, a receiver that is down for a while, a server SIGKILLed between a change and its
 //! delivery, the allow-list, automatic disabling after a failure streak, manual
-//! redelivery, and the PostgreSQL backend.
+//! redelivery, a slow endpoint that does not hold up another, and the PostgreSQL
+//! backend. Several replicas delivering one outbox: tests/webhooks_replicas.rs.
 
 mod common;
 
@@ -690,7 +691,14 @@ async fn a_logged_delivery_can_be_sent_again() {
     s.post(&admin, "/feedback", &item("Send me twice, please?"))
         .await;
     until("the first delivery", || rx.got().len() == 1).await;
-    let (_, log) = s.get(&admin, &format!("/webhooks/{id}/deliveries")).await;
+    let mut log = Value::Null;
+    for _ in 0..3000 {
+        log = s.get(&admin, &format!("/webhooks/{id}/deliveries")).await.1;
+        if log["deliveries"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let dlv = log["deliveries"][0]["id"].as_str().unwrap().to_owned();
     let (st, body) = s
         .post(
@@ -713,7 +721,15 @@ async fn a_logged_delivery_can_be_sent_again() {
     assert_eq!(got[0].event_id, got[1].event_id, "the same event");
     assert_eq!(got[0].body, got[1].body);
     assert!(verify(&secret, &got[1]));
-    let (_, log) = s.get(&admin, &format!("/webhooks/{id}/deliveries")).await;
+    // The log entry is written after the receiver answered: wait for it.
+    let mut log = Value::Null;
+    for _ in 0..3000 {
+        log = s.get(&admin, &format!("/webhooks/{id}/deliveries")).await.1;
+        if log["deliveries"].as_array().is_some_and(|d| d.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(log["deliveries"][0]["manual"], true, "{log}");
     // Paging: one per page, newest first.
     let (_, p1) = s
@@ -823,5 +839,122 @@ async fn webhooks_work_on_postgres() {
     assert_eq!(st, 202, "{body}");
     until("the redelivery", || rx.got().len() > before).await;
     assert_eq!(rx.got().last().unwrap().event_id, event);
+    s.stop().await;
+}
+
+/// A receiver that records arrivals into a log shared with other receivers (so a test can
+/// see the order of arrival across them) and, while `hold` is set, keeps each request
+/// unanswered until it is cleared.
+struct Holding {
+    url: String,
+    answered: Arc<Mutex<Vec<String>>>,
+    arrived: Arc<Mutex<Vec<String>>>,
+    hold: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Holding {
+    async fn start(name: &'static str, log: Arc<Mutex<Vec<&'static str>>>, hold: bool) -> Holding {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hold_tx, hold_rx) = tokio::sync::watch::channel(hold);
+        let answered: Arc<Mutex<Vec<String>>> = Arc::default();
+        let arrived: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (an, ar) = (answered.clone(), arrived.clone());
+        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+            let (an, ar, log) = (an.clone(), ar.clone(), log.clone());
+            let mut hold = hold_rx.clone();
+            async move {
+                let id = headers
+                    .get("feedgraph-event-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                ar.lock().unwrap().push(id.clone());
+                let _ = hold.wait_for(|h| !*h).await;
+                log.lock().unwrap().push(name);
+                an.lock().unwrap().push(id);
+                StatusCode::NO_CONTENT
+            }
+        });
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Holding {
+            url: format!("http://{addr}/hook"),
+            answered,
+            arrived,
+            hold: hold_tx,
+            task,
+        }
+    }
+
+    fn answered(&self) -> std::collections::HashSet<String> {
+        self.answered.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_does_not_hold_up_another() {
+    // Two receivers on loopback: `slow` keeps every request open until released, `fast`
+    // answers at once. The request timeout is longer than the give-up bound of `until`, so
+    // a worker that waits for the slow endpoint before serving the fast one fails here.
+    let log: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let slow = Holding::start("slow", log.clone(), true).await;
+    let fast_rx = Holding::start("fast", log.clone(), false).await;
+    let s = TestServer::start_with(|c| {
+        fast(c);
+        c.webhooks.timeout_ms = 180_000;
+    })
+    .await;
+    let admin = s.token("acme", "root", Role::Admin);
+    // The slow one first: a worker that goes through endpoints in order meets it first.
+    let (st, _) = register(&s, &admin, &slow.url, json!(["feedback.submitted"])).await;
+    assert_eq!(st, 201);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (st, _) = register(&s, &admin, &fast_rx.url, json!(["feedback.submitted"])).await;
+    assert_eq!(st, 201);
+    for n in 0..5 {
+        let (st, body) = s
+            .post(
+                &admin,
+                "/feedback",
+                &item(&format!("Which endpoint is served first, {n}?")),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    until("the fast endpoint to get every event", || {
+        fast_rx.answered().len() == 5
+    })
+    .await;
+    // The slow endpoint's first request came and is still unanswered: the fast one got
+    // all its events while the slow one was pending.
+    until("the slow endpoint's first request", || {
+        !slow.arrived.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(slow.answered().is_empty());
+    assert_eq!(
+        slow.arrived.lock().unwrap().len(),
+        1,
+        "one request in flight per endpoint"
+    );
+    assert_eq!(*log.lock().unwrap(), vec!["fast"; 5]);
+    // Released, the slow endpoint gets everything too, in order after the fast ones.
+    slow.hold.send_replace(false);
+    until("the slow endpoint to get every event", || {
+        slow.answered().len() == 5
+    })
+    .await;
+    let order = log.lock().unwrap().clone();
+    assert_eq!(&order[..5], &["fast"; 5]);
+    assert!(order[5..].iter().all(|n| *n == "slow"), "{order:?}");
     s.stop().await;
 }

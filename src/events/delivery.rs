@@ -1,7 +1,22 @@
-//! The delivery worker: a task that sends each endpoint's due outbox entries, at least
-//! once, signed, in (record, version) order, and settles them.
+//! The delivery worker: sends each endpoint's due outbox entries, at least once, signed,
+//! in (record, version) order, and settles them.
 //!
-//! Per endpoint and pass it reads the entries whose change is durable (the store's
+//! Every `poll_ms` the worker lists the endpoints and starts a pass for each enabled one
+//! that has no pass running, up to `webhooks.concurrency` passes at once, so a slow or dead
+//! receiver holds up only its own endpoint. Within a pass an endpoint's entries go one at a
+//! time: at most one request per endpoint is in flight, which keeps per-item order.
+//!
+//! A pass first takes the endpoint's delivery lease from the store (`EventStore::
+//! acquire_lease`; see `store::outbox::Lease`): on PostgreSQL several replicas run this
+//! worker over one outbox, and the lease lets one of them deliver an endpoint at a time.
+//! The pass renews it every third of `lease_ms` (also while a request is in flight) and
+//! releases it when it ends. If a renewal fails, or cannot be made before the lease would
+//! lapse by our own clock, the pass stops at once: an in-flight request is abandoned and
+//! not settled (it is sent again by whoever takes over: at least once), so two live
+//! replicas never send one endpoint's events at the same time. A replica that dies holding
+//! a lease delays that endpoint by at most `lease_ms`. On sled the lease is always granted.
+//!
+//! Per endpoint and pass the worker reads the entries whose change is durable (the store's
 //! `pending`). An entry that fails is retried after an exponentially growing delay with
 //! jitter; until it is delivered, the later events of the same record wait (per-item
 //! order). A 2xx answer delivers; anything else (another status, a refused or timed-out
@@ -15,15 +30,25 @@ use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
 use super::WebhooksConfig;
 use super::allow::{CheckedResolver, TargetPolicy};
 use super::sign;
 use crate::model::{Millis, now_millis};
 use crate::service::{Service, ServiceError};
-use crate::store::outbox::{Delivery, Endpoint, KIND_REDELIVERY, OutboxEntry, Settle};
+use crate::store::outbox::{Delivery, Endpoint, KIND_REDELIVERY, Lease, OutboxEntry, Settle};
 
 /// Entries one pass reads per endpoint.
 const PASS_ENTRIES: usize = 200;
+
+/// The shortest lease accepted (`webhooks.lease_ms` is raised to it).
+pub const MIN_LEASE_MS: u64 = 300;
+
+/// Most passes in flight, whatever `webhooks.concurrency` says.
+const MAX_CONCURRENCY: usize = 4096;
 
 /// Starts the worker on the current runtime. It holds the service weakly and ends when
 /// the service is gone.
@@ -44,9 +69,13 @@ pub fn spawn(
         service,
         client,
         policy,
+        holder: format!("pid{}-{}", std::process::id(), ulid::Ulid::new()),
+        lease: Duration::from_millis(config.lease_ms.max(MIN_LEASE_MS)),
+        slots: Arc::new(Semaphore::new(config.concurrency.clamp(1, MAX_CONCURRENCY))),
+        running: Mutex::new(HashSet::new()),
         config,
     };
-    Ok(tokio::spawn(worker.run()))
+    Ok(tokio::spawn(Arc::new(worker).run()))
 }
 
 struct Worker {
@@ -54,6 +83,14 @@ struct Worker {
     client: reqwest::Client,
     policy: Arc<TargetPolicy>,
     config: WebhooksConfig,
+    /// This worker's name in the leases it takes: unique per process start.
+    holder: String,
+    /// The lease time (`webhooks.lease_ms`, at least [`MIN_LEASE_MS`]).
+    lease: Duration,
+    /// One permit per pass in flight (`webhooks.concurrency`).
+    slots: Arc<Semaphore>,
+    /// The endpoints (org, id) with a pass in flight.
+    running: Mutex<HashSet<(String, String)>>,
 }
 
 /// How an attempt went.
@@ -63,8 +100,28 @@ struct Outcome {
     error: Option<String>,
 }
 
+/// A lease this worker holds and until when it is surely valid by our own clock (counted
+/// from before the request that took or renewed it; the store counts from later).
+struct Held {
+    lease: Lease,
+    valid_until: Instant,
+}
+
+/// Marks an endpoint's pass as running until dropped; holds the pass's slot.
+struct Running {
+    worker: Arc<Worker>,
+    key: (String, String),
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.worker.running.lock().remove(&self.key);
+    }
+}
+
 impl Worker {
-    async fn run(self) {
+    async fn run(self: Arc<Self>) {
         let poll = Duration::from_millis(self.config.poll_ms.max(10));
         let mut passes: u64 = 0;
         loop {
@@ -81,17 +138,33 @@ impl Worker {
                 None => break,
             };
             passes += 1;
-            for ep in endpoints.into_iter().filter(|e| e.enabled) {
-                let (org, id) = (ep.org_id.clone(), ep.id.clone());
-                if let Err(e) = self.deliver_endpoint(ep).await {
-                    tracing::warn!(org = %org, endpoint = %id, error = %e, "webhooks: delivery pass failed");
+            let enabled: Vec<Endpoint> = endpoints.into_iter().filter(|e| e.enabled).collect();
+            if enabled.is_empty() {
+                continue;
+            }
+            // Start each poll at another endpoint, so that when more endpoints have work
+            // than there are slots, each gets its turn.
+            let first = usize::try_from(passes % enabled.len() as u64).unwrap_or(0);
+            let trim = passes.is_multiple_of(64);
+            for ep in enabled[first..].iter().chain(&enabled[..first]) {
+                let key = (ep.org_id.clone(), ep.id.clone());
+                if self.running.lock().contains(&key) {
+                    continue;
                 }
-                if passes.is_multiple_of(64) {
-                    let keep = self.config.log_keep;
-                    let _ = self
-                        .blocking(move |s| Ok(s.store().events().trim_log(&org, &id, keep)?))
-                        .await;
-                }
+                let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                    break;
+                };
+                self.running.lock().insert(key.clone());
+                let running = Running {
+                    worker: Arc::clone(&self),
+                    key,
+                    _slot: slot,
+                };
+                let ep = ep.clone();
+                tokio::spawn(async move {
+                    running.worker.endpoint_pass(ep, trim).await;
+                    drop(running);
+                });
             }
         }
     }
@@ -110,7 +183,128 @@ impl Worker {
         }
     }
 
-    async fn deliver_endpoint(&self, ep: Endpoint) -> Result<(), ServiceError> {
+    /// One pass over an endpoint: take its lease (or leave it to the replica holding
+    /// it), deliver what is due, release the lease.
+    async fn endpoint_pass(&self, ep: Endpoint, trim: bool) {
+        // A read first: an idle endpoint costs no lease write.
+        let reader = ep.clone();
+        match self
+            .blocking(move |s| Ok(s.store().events().pending(&reader, 1)?))
+            .await
+        {
+            Some(Ok(due)) if !due.is_empty() => {}
+            Some(Err(e)) => {
+                tracing::warn!(org = %ep.org_id, endpoint = %ep.id, error = %e, "webhooks: cannot read the outbox");
+                return;
+            }
+            _ => return,
+        }
+        let (org, id) = (ep.org_id.clone(), ep.id.clone());
+        let (holder, ttl) = (self.holder.clone(), self.lease_ms());
+        let asked = Instant::now();
+        let lease = match self
+            .blocking(move |s| Ok(s.store().events().acquire_lease(&org, &id, &holder, ttl)?))
+            .await
+        {
+            Some(Ok(Some(lease))) => lease,
+            Some(Ok(None)) | None => return,
+            Some(Err(e)) => {
+                tracing::warn!(org = %ep.org_id, endpoint = %ep.id, error = %e, "webhooks: cannot take the delivery lease");
+                return;
+            }
+        };
+        let mut held = Held {
+            lease,
+            valid_until: asked + self.lease,
+        };
+        if let Err(e) = self.deliver_endpoint(&ep, &mut held).await {
+            tracing::warn!(org = %ep.org_id, endpoint = %ep.id, error = %e, "webhooks: delivery pass failed");
+        }
+        if trim {
+            let (org, id, keep) = (ep.org_id.clone(), ep.id.clone(), self.config.log_keep);
+            let _ = self
+                .blocking(move |s| Ok(s.store().events().trim_log(&org, &id, keep)?))
+                .await;
+        }
+        let lease = held.lease;
+        if let Some(Err(e)) = self
+            .blocking(move |s| Ok(s.store().events().release_lease(&lease)?))
+            .await
+        {
+            // It lapses by itself after lease_ms.
+            tracing::warn!(org = %ep.org_id, endpoint = %ep.id, error = %e, "webhooks: cannot release the delivery lease");
+        }
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When the held lease is due for renewal: a third of the lease time after it was
+    /// last taken or renewed.
+    fn renew_at(&self, held: &Held) -> Instant {
+        held.valid_until - self.lease * 2 / 3
+    }
+
+    /// Renews the held lease; `false` if it is lost (taken over, the store failed, or no
+    /// answer before it would lapse): the pass must stop.
+    async fn renew(&self, held: &mut Held) -> bool {
+        let asked = Instant::now();
+        let (lease, ttl) = (held.lease.clone(), self.lease_ms());
+        let renewed = tokio::time::timeout_at(
+            held.valid_until,
+            self.blocking(move |s| Ok(s.store().events().renew_lease(&lease, ttl)?)),
+        )
+        .await;
+        let l = &held.lease;
+        match renewed {
+            Ok(Some(Ok(true))) => {
+                held.valid_until = asked + self.lease;
+                true
+            }
+            Ok(Some(Ok(false))) => {
+                tracing::info!(org = %l.org_id, endpoint = %l.endpoint_id, "webhooks: delivery lease taken over; stopping");
+                false
+            }
+            Ok(Some(Err(e))) => {
+                tracing::warn!(org = %l.org_id, endpoint = %l.endpoint_id, error = %e, "webhooks: cannot renew the delivery lease; stopping");
+                false
+            }
+            Ok(None) => false,
+            Err(_) => {
+                tracing::warn!(org = %l.org_id, endpoint = %l.endpoint_id, "webhooks: delivery lease lapsed before it could be renewed; stopping");
+                false
+            }
+        }
+    }
+
+    /// Sends one entry while keeping the lease alive; `None` if the lease was lost
+    /// meanwhile (the request is abandoned, unsettled).
+    async fn send_leased(
+        &self,
+        ep: &Endpoint,
+        entry: &OutboxEntry,
+        delivery_id: &str,
+        held: &mut Held,
+    ) -> Option<Outcome> {
+        if Instant::now() >= self.renew_at(held) && !self.renew(held).await {
+            return None;
+        }
+        let send = self.send(ep, entry, delivery_id);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                outcome = &mut send => return Some(outcome),
+                _ = tokio::time::sleep_until(self.renew_at(held)) => {
+                    if !self.renew(held).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver_endpoint(&self, ep: &Endpoint, held: &mut Held) -> Result<(), ServiceError> {
         let reader = ep.clone();
         let Some(entries) = self
             .blocking(move |s| Ok(s.store().events().pending(&reader, PASS_ENTRIES)?))
@@ -133,7 +327,9 @@ impl Worker {
                 continue;
             }
             let delivery_id = format!("dlv-{}", ulid::Ulid::new());
-            let outcome = self.send(&ep, &entry, &delivery_id).await;
+            let Some(outcome) = self.send_leased(ep, &entry, &delivery_id, held).await else {
+                return Ok(());
+            };
             if !outcome.ok && ordered {
                 blocked.insert(subject);
             }

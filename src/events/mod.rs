@@ -54,6 +54,13 @@ pub struct WebhooksConfig {
     pub disable_after_secs: u64,
     /// Delivery log entries kept per endpoint (oldest dropped first). Default 1000.
     pub log_keep: usize,
+    /// Endpoints delivered to at once (each endpoint has at most one request in flight,
+    /// so its per-item order holds). Default 16.
+    pub concurrency: usize,
+    /// How long (ms) a worker's claim on an endpoint lasts unless renewed (it is renewed
+    /// every third of this while delivering). Another replica takes an endpoint over at
+    /// most this long after its worker died. Default 30000; at least 300.
+    pub lease_ms: u64,
 }
 
 impl Default for WebhooksConfig {
@@ -71,6 +78,8 @@ impl Default for WebhooksConfig {
             disable_after_failures: 100,
             disable_after_secs: 3 * 24 * 3600,
             log_keep: 1000,
+            concurrency: 16,
+            lease_ms: 30_000,
         }
     }
 }

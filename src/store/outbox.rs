@@ -297,6 +297,27 @@ pub enum Settle {
     },
 }
 
+/// The right to deliver one endpoint's outbox, held by one delivery worker at a time.
+///
+/// Several PostgreSQL replicas each run a worker; the lease makes sure only one of them
+/// sends an endpoint's events at any moment, so per-item order holds and no event goes out
+/// twice at once. It expires `ttl` after it was taken or last renewed (the backend's clock),
+/// so a replica that dies while holding it blocks that endpoint for at most that long.
+/// `epoch` grows with every take-over: a renewal names it, so a worker whose lease expired
+/// and was taken by another (even if since released) learns it lost the lease and stops,
+/// instead of going on from a stale read of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The endpoint's org.
+    pub org_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Who holds it (one id per worker, see `events::delivery`).
+    pub holder: String,
+    /// Which take-over this is.
+    pub epoch: u64,
+}
+
 /// What a backend stores for lifecycle events: endpoints, the outbox, the delivery log.
 ///
 /// Outbox entries are written by the backend's own write paths (see the module comment);
@@ -356,4 +377,22 @@ pub trait EventStore: Send + Sync {
 
     /// Drops the oldest delivery log entries of an endpoint beyond the newest `keep`.
     fn trim_log(&self, org: &str, endpoint: &str, keep: usize) -> Result<(), StoreError>;
+
+    /// Takes the delivery lease of an endpoint for `holder` for `ttl_ms`, if nobody else
+    /// holds it (it is free, expired, or already `holder`'s); `None` when another worker
+    /// holds it. A backend with one process per store (sled) grants it always.
+    fn acquire_lease(
+        &self,
+        org: &str,
+        endpoint: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Extends a lease to `ttl_ms` from now; `false` if it is no longer this lease (taken
+    /// over since: stop delivering).
+    fn renew_lease(&self, lease: &Lease, ttl_ms: u64) -> Result<bool, StoreError>;
+
+    /// Gives a lease up (expires it now), if it is still this one.
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
 }

@@ -1,13 +1,14 @@
 //! The PostgreSQL backend's [`EventStore`]: endpoints, outbox and delivery log in
 //! `fg_webhooks`, `fg_outbox` and `fg_deliveries` (migration 4). Outbox rows are added by
 //! the writes themselves, in their transactions (`ops::emit`), so every committed row
-//! describes a committed change.
+//! describes a committed change. Delivery leases are rows of `fg_delivery_leases`
+//! (migration 6), timed by the database's clock so replicas' clocks need not agree.
 
 use super::PgStore;
 use super::ops::PgError;
 use crate::store::StoreError;
 use crate::store::codec;
-use crate::store::outbox::{Delivery, Endpoint, EventStore, OutboxEntry, Settle};
+use crate::store::outbox::{Delivery, Endpoint, EventStore, Lease, OutboxEntry, Settle};
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     codec::encode(v).map_err(StoreError::Encode)
@@ -66,7 +67,7 @@ impl EventStore for PgStore {
                     &[&org, &id],
                 )
                 .await?;
-            for table in ["fg_outbox", "fg_deliveries"] {
+            for table in ["fg_outbox", "fg_deliveries", "fg_delivery_leases"] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE org_id = $1 AND endpoint_id = $2"),
                     &[&org, &id],
@@ -257,6 +258,75 @@ impl EventStore for PgStore {
                  AND id COLLATE \"C\" <= (SELECT id FROM fg_deliveries WHERE org_id = $1 \
                  AND endpoint_id = $2 ORDER BY id COLLATE \"C\" DESC OFFSET $3 LIMIT 1)",
                 &[&org, &endpoint, &keep],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn acquire_lease(
+        &self,
+        org: &str,
+        endpoint: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let ttl = big(ttl_ms);
+        self.run(async {
+            let c = self.client().await?;
+            // Two takers at once: the second waits for the first's row and then sees an
+            // unexpired lease of someone else, so it gets no row back.
+            let rows = c
+                .query(
+                    "INSERT INTO fg_delivery_leases (org_id, endpoint_id, holder, epoch, expires_at) \
+                     VALUES ($1, $2, $3, 1, now() + $4::bigint * interval '1 millisecond') \
+                     ON CONFLICT (org_id, endpoint_id) DO UPDATE SET holder = EXCLUDED.holder, \
+                     epoch = fg_delivery_leases.epoch + 1, expires_at = EXCLUDED.expires_at \
+                     WHERE fg_delivery_leases.expires_at <= now() \
+                     OR fg_delivery_leases.holder = EXCLUDED.holder \
+                     RETURNING epoch",
+                    &[&org, &endpoint, &holder, &ttl],
+                )
+                .await?;
+            let Some(row) = rows.first() else {
+                return Ok(None);
+            };
+            let epoch: i64 = row.try_get(0)?;
+            Ok(Some(Lease {
+                org_id: org.to_owned(),
+                endpoint_id: endpoint.to_owned(),
+                holder: holder.to_owned(),
+                epoch: u64::try_from(epoch).unwrap_or(0),
+            }))
+        })
+    }
+
+    fn renew_lease(&self, lease: &Lease, ttl_ms: u64) -> Result<bool, StoreError> {
+        let ttl = big(ttl_ms);
+        let epoch = big(lease.epoch);
+        self.run(async {
+            let c = self.client().await?;
+            // No test of expires_at: if it lapsed and nobody took it over (same epoch),
+            // nobody else delivered meanwhile and going on is safe.
+            let n = c
+                .execute(
+                    "UPDATE fg_delivery_leases SET expires_at = now() + $5::bigint * interval '1 millisecond' \
+                     WHERE org_id = $1 AND endpoint_id = $2 AND holder = $3 AND epoch = $4",
+                    &[&lease.org_id, &lease.endpoint_id, &lease.holder, &epoch, &ttl],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let epoch = big(lease.epoch);
+        self.run(async {
+            let c = self.client().await?;
+            c.execute(
+                "UPDATE fg_delivery_leases SET expires_at = '-infinity' \
+                 WHERE org_id = $1 AND endpoint_id = $2 AND holder = $3 AND epoch = $4",
+                &[&lease.org_id, &lease.endpoint_id, &lease.holder, &epoch],
             )
             .await?;
             Ok(())

@@ -158,6 +158,20 @@ CREATE TABLE fg_replicas (
 );
 "#,
     ),
+    (
+        6,
+        "webhook delivery leases: one replica delivers an endpoint's outbox at a time",
+        r#"
+CREATE TABLE fg_delivery_leases (
+    org_id      text        NOT NULL,
+    endpoint_id text        NOT NULL,
+    holder      text        NOT NULL,
+    epoch       bigint      NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (org_id, endpoint_id)
+);
+"#,
+    ),
 ];
 
 /// The table that records which migrations ran.

@@ -4,12 +4,13 @@
 //! An entry goes in after the change's history entry and before its record, under the
 //! same lock, so the record stays the commit point (see `store::outbox`): an entry is
 //! handed out only once its record has reached the entry's version and is durable, and at
-//! open every entry whose record never did is removed.
+//! open every entry whose record never did is removed. The delivery lease is always
+//! granted here: one process owns a sled directory.
 
 use super::{SledStore, decode, encode};
 use crate::model::{Actor, HistoryVersion};
 use crate::store::outbox::{
-    self, Changed, Delivery, Endpoint, EventStore, KIND_REDELIVERY, OutboxEntry, Settle,
+    self, Changed, Delivery, Endpoint, EventStore, KIND_REDELIVERY, Lease, OutboxEntry, Settle,
 };
 use crate::store::{StoreError, keys};
 
@@ -345,6 +346,31 @@ impl EventStore for SledStore {
         {
             self.deliveries.remove(k?)?;
         }
+        Ok(())
+    }
+
+    // One process owns a sled directory (sled's file lock) and runs one delivery worker:
+    // the lease is always granted. The worker takes the same path on every backend.
+    fn acquire_lease(
+        &self,
+        org: &str,
+        endpoint: &str,
+        holder: &str,
+        _ttl_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        Ok(Some(Lease {
+            org_id: org.to_owned(),
+            endpoint_id: endpoint.to_owned(),
+            holder: holder.to_owned(),
+            epoch: 0,
+        }))
+    }
+
+    fn renew_lease(&self, _lease: &Lease, _ttl_ms: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn release_lease(&self, _lease: &Lease) -> Result<(), StoreError> {
         Ok(())
     }
 }
