@@ -8,10 +8,10 @@
 
 #[path = "support/postgres.rs"]
 mod postgres;
+#[path = "support/replica.rs"]
+mod replica;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,100 +22,11 @@ use feedgraph::service::placement::Placement;
 use feedgraph::store::{Batch, BatchState, FeedbackRecord, codec};
 use postgres::PgServer;
 use rand::Rng;
+use replica::Replica;
 use serde_json::{Value, json};
 
 const SECRET: &str = "replica-test-secret-0123456789abcdef";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// One `feedgraph serve` process.
-struct Replica {
-    child: Child,
-    base: String,
-    dir: std::path::PathBuf,
-    url: String,
-    shard: Option<String>,
-}
-
-impl Replica {
-    /// Starts a replica over `url` with its own data directory `dir` and waits until
-    /// `/readyz` answers 200.
-    async fn start(url: &str, dir: &std::path::Path, shard: Option<&str>) -> Replica {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_feedgraph"));
-        cmd.arg("--data-dir")
-            .arg(dir)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("FEEDGRAPH__STORAGE__BACKEND", "postgres")
-            .env("FEEDGRAPH__STORAGE__POSTGRES__URL", url)
-            .env("FEEDGRAPH__STORAGE__POSTGRES__FOLLOW_POLL_MS", "200")
-            .env("FEEDGRAPH__STORAGE__POSTGRES__CONNECT_TIMEOUT_MS", "2000")
-            .env("FEEDGRAPH__AUTH__SECRET", SECRET)
-            .env("FEEDGRAPH__RATE_LIMIT__ENABLED", "false")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(s) = shard {
-            cmd.env("FEEDGRAPH__PLACEMENT__SHARD", s);
-        }
-        let mut child = cmd.spawn().expect("start feedgraph serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("feedgraph listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let base = tokio::task::spawn_blocking(move || rx.recv_timeout(DEADLINE))
-            .await
-            .unwrap()
-            .expect("the replica printed its address");
-        let r = Replica {
-            child,
-            base,
-            dir: dir.to_owned(),
-            url: url.to_owned(),
-            shard: shard.map(str::to_owned),
-        };
-        let client = reqwest::Client::new();
-        let until = Instant::now() + DEADLINE;
-        loop {
-            let ok = client
-                .get(format!("{}/readyz", r.base))
-                .send()
-                .await
-                .is_ok_and(|x| x.status() == 200);
-            if ok {
-                return r;
-            }
-            assert!(Instant::now() < until, "replica {} never got ready", r.base);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILLs the process.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts the same replica again (same database, directory and placement).
-    async fn restart(&mut self) {
-        self.kill();
-        *self = Replica::start(&self.url, &self.dir.clone(), self.shard.as_deref()).await;
-    }
-
-    fn api(&self, path: &str) -> String {
-        format!("{}/api/v1/llm{path}", self.base)
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn token(org: &str, roles: &[Role]) -> String {
     let mut c = Config::default();
@@ -229,13 +140,13 @@ async fn a_write_on_one_replica_reaches_the_others_with_two_and_three_replicas()
     let c = reqwest::Client::new();
     let user = token("acme", &[Role::User, Role::Admin]);
     let mut replicas = vec![
-        Replica::start(&url, dirs[0].path(), None).await,
-        Replica::start(&url, dirs[1].path(), None).await,
+        Replica::start(&url, dirs[0].path(), SECRET, &[]).await,
+        Replica::start(&url, dirs[1].path(), SECRET, &[]).await,
     ];
     for round in 0..2 {
         if round == 1 {
             // A third replica joins: it builds from the store, then follows.
-            replicas.push(Replica::start(&url, dirs[2].path(), None).await);
+            replicas.push(Replica::start(&url, dirs[2].path(), SECRET, &[]).await);
         }
         let mut ids = Vec::new();
         for (i, r) in replicas.iter().enumerate() {
@@ -306,8 +217,8 @@ async fn a_transaction_that_commits_after_a_higher_sequence_number_is_still_foll
     };
     let url = server.fresh_database();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Replica::start(&url, da.path(), None).await;
-    let b = Replica::start(&url, db.path(), None).await;
+    let a = Replica::start(&url, da.path(), SECRET, &[]).await;
+    let b = Replica::start(&url, db.path(), SECRET, &[]).await;
     let c = reqwest::Client::new();
     let user = token("acme", &[Role::User]);
 
@@ -386,8 +297,20 @@ async fn placement_refuses_other_orgs_and_two_shards_answer_every_org() {
     let url = server.fresh_database();
     let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let shards = [
-        Replica::start(&url, d0.path(), Some("0/2")).await,
-        Replica::start(&url, d1.path(), Some("1/2")).await,
+        Replica::start(
+            &url,
+            d0.path(),
+            SECRET,
+            &[("FEEDGRAPH__PLACEMENT__SHARD", "0/2")],
+        )
+        .await,
+        Replica::start(
+            &url,
+            d1.path(),
+            SECRET,
+            &[("FEEDGRAPH__PLACEMENT__SHARD", "1/2")],
+        )
+        .await,
     ];
     let c = reqwest::Client::new();
     let orgs: Vec<String> = (0..8).map(|i| format!("tenant-{i}")).collect();
@@ -436,7 +359,7 @@ async fn claimers_spread_over_three_replicas_use_each_item_exactly_once() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut replicas = Vec::new();
     for d in &dirs {
-        replicas.push(Replica::start(&url, d.path(), None).await);
+        replicas.push(Replica::start(&url, d.path(), SECRET, &[]).await);
     }
     let replicas = Arc::new(replicas);
     let c = reqwest::Client::new();
@@ -604,8 +527,8 @@ async fn a_replica_killed_during_a_submit_burst_loses_nothing_acknowledged() {
     };
     let url = server.fresh_database();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = Replica::start(&url, da.path(), None).await;
-    let b = Replica::start(&url, db.path(), None).await;
+    let mut a = Replica::start(&url, da.path(), SECRET, &[]).await;
+    let b = Replica::start(&url, db.path(), SECRET, &[]).await;
     let c = reqwest::Client::new();
     let user = token("burst", &[Role::User]);
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -665,7 +588,7 @@ async fn a_database_restart_answers_503_acknowledges_only_commits_and_resumes() 
     };
     let url = server.fresh_database();
     let d = tempfile::tempdir().unwrap();
-    let r = Replica::start(&url, d.path(), None).await;
+    let r = Replica::start(&url, d.path(), SECRET, &[]).await;
     let c = reqwest::Client::new();
     let user = token("restart", &[Role::User]);
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -751,8 +674,8 @@ async fn a_commit_and_an_abort_of_one_batch_on_two_replicas_do_not_both_succeed(
     };
     let url = server.fresh_database();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Replica::start(&url, da.path(), None).await;
-    let b = Replica::start(&url, db.path(), None).await;
+    let a = Replica::start(&url, da.path(), SECRET, &[]).await;
+    let b = Replica::start(&url, db.path(), SECRET, &[]).await;
     let c = reqwest::Client::new();
     let user = token("race", &[Role::User, Role::Trainer]);
     let items: Vec<Value> = (0..200).map(|i| item(i, "race")).collect();

@@ -10,10 +10,10 @@
 
 #[path = "support/postgres.rs"]
 mod postgres;
+#[path = "support/replica.rs"]
+mod replica;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,87 +24,27 @@ use feedgraph::config::Config;
 use feedgraph::http::auth::{Role, mint};
 use hmac::{Hmac, Mac};
 use postgres::PgServer;
+use replica::Replica;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 const SECRET: &str = "replica-webhook-secret-0123456789abcdef";
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// One `feedgraph serve` process with webhooks on (loopback allowed, fast polling).
-struct Replica {
-    child: Child,
-    base: String,
-}
+/// The webhook settings of every replica here: loopback receivers allowed, fast polling
+/// and retries.
+const WEBHOOK_ENV: [(&str, &str); 5] = [
+    ("FEEDGRAPH__WEBHOOKS__ALLOW_PRIVATE", "true"),
+    ("FEEDGRAPH__WEBHOOKS__ALLOW_HTTP", "true"),
+    ("FEEDGRAPH__WEBHOOKS__POLL_MS", "20"),
+    ("FEEDGRAPH__WEBHOOKS__RETRY_BASE_MS", "20"),
+    ("FEEDGRAPH__WEBHOOKS__RETRY_MAX_MS", "100"),
+];
 
-impl Replica {
-    async fn start(url: &str, dir: &std::path::Path, extra: &[(&str, &str)]) -> Replica {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_feedgraph"));
-        cmd.arg("--data-dir")
-            .arg(dir)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("FEEDGRAPH__STORAGE__BACKEND", "postgres")
-            .env("FEEDGRAPH__STORAGE__POSTGRES__URL", url)
-            .env("FEEDGRAPH__STORAGE__POSTGRES__FOLLOW_POLL_MS", "200")
-            .env("FEEDGRAPH__AUTH__SECRET", SECRET)
-            .env("FEEDGRAPH__RATE_LIMIT__ENABLED", "false")
-            .env("FEEDGRAPH__WEBHOOKS__ALLOW_PRIVATE", "true")
-            .env("FEEDGRAPH__WEBHOOKS__ALLOW_HTTP", "true")
-            .env("FEEDGRAPH__WEBHOOKS__POLL_MS", "20")
-            .env("FEEDGRAPH__WEBHOOKS__RETRY_BASE_MS", "20")
-            .env("FEEDGRAPH__WEBHOOKS__RETRY_MAX_MS", "100")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start feedgraph serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("feedgraph listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let base = tokio::task::spawn_blocking(move || rx.recv_timeout(DEADLINE))
-            .await
-            .unwrap()
-            .expect("the replica printed its address");
-        let r = Replica { child, base };
-        let client = reqwest::Client::new();
-        let until = Instant::now() + DEADLINE;
-        loop {
-            let ok = client
-                .get(format!("{}/readyz", r.base))
-                .send()
-                .await
-                .is_ok_and(|x| x.status() == 200);
-            if ok {
-                return r;
-            }
-            assert!(Instant::now() < until, "replica {} never got ready", r.base);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILLs the process.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn api(&self, path: &str) -> String {
-        format!("{}/api/v1/llm{path}", self.base)
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts a replica with [`WEBHOOK_ENV`] and `extra` settings.
+async fn start(url: &str, dir: &std::path::Path, extra: &[(&str, &str)]) -> Replica {
+    let env: Vec<(&str, &str)> = WEBHOOK_ENV.iter().chain(extra).copied().collect();
+    Replica::start(url, dir, SECRET, &env).await
 }
 
 fn token(org: &str) -> String {
@@ -355,8 +295,8 @@ async fn replicas_deliver_each_event_once_in_order_per_item_with_two_and_three_r
     let c = reqwest::Client::new();
     let rx = Receiver::start().await;
     let mut replicas = vec![
-        Replica::start(&url, dirs[0].path(), &[]).await,
-        Replica::start(&url, dirs[1].path(), &[]).await,
+        start(&url, dirs[0].path(), &[]).await,
+        start(&url, dirs[1].path(), &[]).await,
     ];
     let feedback = ["feedback.submitted", "feedback.linked", "feedback.reviewed"];
     // Several endpoints over two orgs: (hook, org, events, secret).
@@ -403,7 +343,7 @@ async fn replicas_deliver_each_event_once_in_order_per_item_with_two_and_three_r
     let mut items: HashMap<&str, Vec<String>> = HashMap::new();
     for round in 0..2 {
         if round == 1 {
-            replicas.push(Replica::start(&url, dirs[2].path(), &[]).await);
+            replicas.push(start(&url, dirs[2].path(), &[]).await);
         }
         // A burst through every replica at once, both orgs.
         let mut tasks = Vec::new();
@@ -473,7 +413,7 @@ async fn a_replica_killed_while_holding_a_lease_is_taken_over_after_the_lease_la
         ("FEEDGRAPH__WEBHOOKS__LEASE_MS", "2000"),
         ("FEEDGRAPH__WEBHOOKS__TIMEOUT_MS", "300000"),
     ];
-    let mut a = Replica::start(&url, dirs[0].path(), settings).await;
+    let mut a = start(&url, dirs[0].path(), settings).await;
     let secret = "secret-of-hook-h0-0123";
     register(
         &c,
@@ -490,7 +430,7 @@ async fn a_replica_killed_while_holding_a_lease_is_taken_over_after_the_lease_la
     }
     until("A's first request", || !rx.hits().is_empty()).await;
     // B runs beside A for several lease times: A renews its lease, so B sends nothing.
-    let b = Replica::start(&url, dirs[1].path(), settings).await;
+    let b = start(&url, dirs[1].path(), settings).await;
     tokio::time::sleep(Duration::from_millis(6000)).await;
     assert_eq!(
         rx.hits().len(),
