@@ -80,15 +80,16 @@ fn source_ref(kind: EdgeKind, row: u32) -> NodeRef {
     }
 }
 
-/// How many rows ahead [`warm_feedback`] loads a feedback record; its id string is loaded
-/// half as far ahead, once the record is in cache.
+/// How many rows ahead [`warm_feedback`] loads a row's id entry; its string is loaded
+/// half as far ahead, once the entry is in cache.
 const WARM_AHEAD: usize = 16;
 
-/// Loads, ahead of use, the feedback records a walk down `list` (from the end) will reach
-/// in a few steps, and their id strings: they are scattered over memory, and reading them
-/// one at a time as the walk arrives leaves the core waiting on each in turn. Issuing the
-/// loads early lets them overlap with the work on the current rows. Plain loads whose
-/// values are discarded through `black_box`, so no unsafe prefetch intrinsics.
+/// Loads, ahead of use, the id column entries of the feedback rows a walk down `list` (from
+/// the end) will reach in a few steps, and their id strings: they are scattered over
+/// memory, and reading them one at a time as the walk arrives leaves the core waiting on
+/// each in turn. Issuing the loads early lets them overlap with the work on the current
+/// rows. Plain loads whose values are discarded through `black_box`, so no unsafe prefetch
+/// intrinsics.
 #[inline(always)]
 fn warm_feedback(g: &OrgGraph, list: &[u32], i: usize) {
     let rows = g.feedback();

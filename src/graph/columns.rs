@@ -283,7 +283,7 @@ impl FeedbackColumns {
         (0..self.len() as u32).map(move |r| FeedbackNode {
             node: self.node[r as usize],
             id: &self.id[r as usize],
-            props: self.props(r).unwrap_or_else(|| unreachable_props()),
+            props: self.props(r).unwrap_or_else(unreachable_props),
         })
     }
 

@@ -106,6 +106,28 @@ pub struct EdgeAt {
     pub other: NodeRef,
 }
 
+/// The relationships at one node in one direction ([`OrgGraph::edges`]).
+pub struct Edges<'a> {
+    graph: &'a Graph<NodeRef, EdgeData, petgraph::Directed, u32>,
+    inner: Option<petgraph::graph::Edges<'a, EdgeData, petgraph::Directed, u32>>,
+    out: bool,
+}
+
+impl Iterator for Edges<'_> {
+    type Item = EdgeAt;
+
+    #[inline]
+    fn next(&mut self) -> Option<EdgeAt> {
+        let e = self.inner.as_mut()?.next()?;
+        let other = if self.out { e.target() } else { e.source() };
+        Some(EdgeAt {
+            id: e.id().index() as EdgeId,
+            kind: e.weight().kind,
+            other: *self.graph.node_weight(other)?,
+        })
+    }
+}
+
 /// Relationship types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EdgeKind {
@@ -299,15 +321,14 @@ impl OrgGraph {
 
     /// The relationships at `n` in direction `dir` (outgoing: `n` is the start), newest
     /// edge first, without allocating.
-    pub fn edges(&self, n: NodeRef, dir: Direction) -> impl Iterator<Item = EdgeAt> + '_ {
-        let out = dir == Direction::Outgoing;
-        self.node_index(n).into_iter().flat_map(move |i| {
-            self.graph.edges_directed(i, dir).map(move |e| EdgeAt {
-                id: e.id().index() as EdgeId,
-                kind: e.weight().kind,
-                other: self.graph[if out { e.target() } else { e.source() }],
-            })
-        })
+    pub fn edges(&self, n: NodeRef, dir: Direction) -> Edges<'_> {
+        Edges {
+            graph: &self.graph,
+            inner: self
+                .node_index(n)
+                .map(|i| self.graph.edges_directed(i, dir)),
+            out: dir == Direction::Outgoing,
+        }
     }
 
     /// The properties of relationship `e`.
