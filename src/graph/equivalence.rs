@@ -102,7 +102,7 @@ fn apply(g: &mut OrgGraph, m: &mut Model, n: usize, op: &Op) {
             f.user_id = Some(format!("u{user}"));
             f.session_id = Some(format!("s{}", user % 2));
             f.score = score.map(|s| f64::from(s) / 4.0);
-            f.comment = (n % 2 == 0).then(|| "a comment".to_owned());
+            f.comment = n.is_multiple_of(2).then(|| "a comment".to_owned());
             g.upsert_feedback(&f);
             m.order.push(f.id.clone());
             m.items.insert(f.id.clone(), f);
