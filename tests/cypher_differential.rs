@@ -14,34 +14,35 @@ use std::collections::BTreeMap;
 
 use cypher_parser::{CypherValue, GraphProvider};
 use feedgraph::cypher::{self, NoText, QueryLimits};
+use feedgraph::graph::Direction;
 use feedgraph::graph::{EdgeKind, NodeRef, OrgGraph};
 use feedgraph::model::{
     Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Metadata, ValidationStatus,
 };
-use petgraph::Direction;
-use petgraph::graph::NodeIndex;
-use petgraph::visit::EdgeRef;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
 /// The oracle's view of our graph.
 struct Oracle<'g>(&'g OrgGraph);
 
+/// A node by its public id (`OrgGraph::node_id`).
+type NodeId = u32;
+
 impl Oracle<'_> {
-    fn kind(&self, n: NodeIndex) -> Option<NodeRef> {
-        self.0.graph().node_weight(n).copied()
+    fn kind(&self, n: NodeId) -> Option<NodeRef> {
+        self.0.node_at(n)
     }
 
-    fn label_of(&self, n: NodeIndex) -> &'static str {
+    fn label_of(&self, n: NodeId) -> &'static str {
         match self.kind(n) {
             Some(NodeRef::Feedback(_)) => "Feedback",
             _ => "Adapter",
         }
     }
 
-    fn id_of(&self, n: NodeIndex) -> String {
+    fn id_of(&self, n: NodeId) -> String {
         match self.kind(n) {
-            Some(NodeRef::Feedback(r)) => self.0.feedback()[r as usize].id.to_string(),
+            Some(NodeRef::Feedback(r)) => self.0.feedback().id_str(r).to_owned(),
             Some(NodeRef::Adapter(r)) => self
                 .0
                 .strings()
@@ -59,35 +60,29 @@ impl Oracle<'_> {
         }
     }
 
-    fn neighbours(&self, n: NodeIndex, rel: &str, dir: Direction) -> Vec<NodeIndex> {
+    fn neighbours(&self, n: NodeId, rel: &str, dir: Direction) -> Vec<NodeId> {
         let kind = Self::edge_kind(rel);
+        let Some(node) = self.kind(n) else {
+            return Vec::new();
+        };
         self.0
-            .graph()
-            .edges_directed(n, dir)
-            .filter(|e| Some(e.weight().kind) == kind)
-            .map(|e| {
-                if dir == Direction::Outgoing {
-                    e.target()
-                } else {
-                    e.source()
-                }
-            })
+            .edges(node, dir)
+            .filter(|e| Some(e.kind) == kind)
+            .filter_map(|e| self.0.node_id(e.other))
             .collect()
     }
 }
 
 impl GraphProvider for Oracle<'_> {
-    type NodeId = NodeIndex;
+    type NodeId = NodeId;
 
-    fn scan(&self, labels: &[String]) -> Vec<NodeIndex> {
-        self.0
-            .graph()
-            .node_indices()
+    fn scan(&self, labels: &[String]) -> Vec<NodeId> {
+        (0..self.0.node_count() as u32)
             .filter(|n| labels.is_empty() || labels.iter().any(|l| l == self.label_of(*n)))
             .collect()
     }
 
-    fn matches_label(&self, node: NodeIndex, label: &str) -> bool {
+    fn matches_label(&self, node: NodeId, label: &str) -> bool {
         self.label_of(node) == label
     }
 
@@ -95,19 +90,19 @@ impl GraphProvider for Oracle<'_> {
         vec!["FEEDBACK_FOR".into(), "DERIVED_FROM".into()]
     }
 
-    fn expand(&self, node: NodeIndex, rel_type: &str) -> Vec<NodeIndex> {
+    fn expand(&self, node: NodeId, rel_type: &str) -> Vec<NodeId> {
         self.neighbours(node, rel_type, Direction::Outgoing)
     }
 
-    fn rel_sources(&self, _rel_type: &str) -> Vec<NodeIndex> {
-        self.0.graph().node_indices().collect()
+    fn rel_sources(&self, _rel_type: &str) -> Vec<NodeId> {
+        (0..self.0.node_count() as u32).collect()
     }
 
-    fn expand_in(&self, node: NodeIndex, rel_type: &str) -> Option<Vec<NodeIndex>> {
+    fn expand_in(&self, node: NodeId, rel_type: &str) -> Option<Vec<NodeId>> {
         Some(self.neighbours(node, rel_type, Direction::Incoming))
     }
 
-    fn property(&self, node: NodeIndex, prop: &str) -> CypherValue {
+    fn property(&self, node: NodeId, prop: &str) -> CypherValue {
         let s = |v: &str| CypherValue::Str(v.to_owned());
         let sym = |v: Option<feedgraph::graph::Sym>| match v {
             Some(x) => s(self.0.strings().resolve(x)),
@@ -116,9 +111,11 @@ impl GraphProvider for Oracle<'_> {
         let int = |v: u64| CypherValue::Int(v as i64);
         match self.kind(node) {
             Some(NodeRef::Feedback(r)) => {
-                let f = &self.0.feedback()[r as usize];
+                let Some(f) = self.0.feedback().get(r) else {
+                    return CypherValue::Null;
+                };
                 match prop {
-                    "id" => s(&f.id),
+                    "id" => s(f.id),
                     "type" => s(f.feedback_type.as_str()),
                     "validation_status" => s(f.status.as_str()),
                     "used_for_training" => CypherValue::Bool(f.used_for_training),
@@ -150,15 +147,15 @@ impl GraphProvider for Oracle<'_> {
         }
     }
 
-    fn node_id(&self, node: NodeIndex) -> String {
+    fn node_id(&self, node: NodeId) -> String {
         format!("{}:{}", self.label_of(node), self.id_of(node))
     }
 
-    fn label(&self, node: NodeIndex) -> String {
+    fn label(&self, node: NodeId) -> String {
         self.label_of(node).to_owned()
     }
 
-    fn name(&self, node: NodeIndex) -> String {
+    fn name(&self, node: NodeId) -> String {
         self.id_of(node)
     }
 }

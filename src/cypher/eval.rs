@@ -8,7 +8,6 @@
 
 use std::rc::Rc;
 
-use petgraph::graph::{EdgeIndex, NodeIndex};
 use serde_json::json;
 
 use super::TextSource;
@@ -16,7 +15,7 @@ use super::budget::{Budget, VALUE_BYTES, string_work};
 use super::error::{CypherError, Fail};
 use super::plan::*;
 use super::value::{PathVal, Value, cypher_cmp, cypher_eq};
-use crate::graph::{EdgeKind, FeedbackNode, NodeRef, OrgGraph, Sym};
+use crate::graph::{EdgeKind, NodeRef, OrgGraph, Sym, SymCol};
 
 /// What expressions are evaluated against: the graph, the text source, the constants, and
 /// the query's budget, which every value-building loop charges (work and memory) and
@@ -89,66 +88,66 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn feedback(&self, r: u32) -> Option<&'a FeedbackNode> {
-        self.g.feedback().get(r as usize)
+    /// The public id of a node (`id(n)`, `_id`).
+    pub fn node_id(&self, n: NodeRef) -> Option<u32> {
+        self.g.node_id(n)
     }
 
-    /// The petgraph index of a node.
-    pub fn node_index(&self, n: NodeRef) -> Option<NodeIndex> {
-        match n {
-            NodeRef::Feedback(r) => self.g.feedback().get(r as usize).map(|f| f.node),
-            NodeRef::Adapter(r) => self.g.adapters().get(r as usize).map(|a| a.node),
-        }
-    }
-
-    /// A Feedback property.
+    /// A Feedback property, read from its column.
     pub fn fprop(&self, r: u32, p: FProp) -> Value<'a> {
-        let Some(f) = self.feedback(r) else {
+        let c = self.g.feedback();
+        if r as usize >= c.len() {
             return Value::Null;
+        }
+        let int = |v: Option<u64>| {
+            v.map_or(Value::Null, |v| {
+                Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+            })
         };
-        let int = |v: u64| Value::Int(i64::try_from(v).unwrap_or(i64::MAX));
         match p {
-            FProp::Id => Value::Str(&f.id),
+            FProp::Id => Value::Str(c.id_str(r)),
             FProp::OrgId => self.text.org_id().map_or(Value::Null, Value::Str),
-            FProp::Type => Value::Str(f.feedback_type.as_str()),
-            FProp::Status => Value::Str(f.status.as_str()),
-            FProp::Used => Value::Bool(f.used_for_training),
-            FProp::Batch => int(f.training_batch_id),
-            FProp::CreatedAt => int(f.created_at),
-            FProp::UpdatedAt => int(f.updated_at),
-            FProp::Version => int(f.version),
-            FProp::ModelVersion => self.sym(f.model_version),
-            FProp::AdapterId => self.sym(f.adapter_id),
-            FProp::AdapterVersion => self.sym(f.adapter_version),
-            FProp::UserId => self.sym(f.user_id),
-            FProp::SessionId => self.sym(f.session_id),
-            FProp::InteractionId => self.sym(f.interaction_id),
-            FProp::Score => f.score.map_or(Value::Null, Value::Float),
+            FProp::Type => c
+                .feedback_type(r)
+                .map_or(Value::Null, |t| Value::Str(t.as_str())),
+            FProp::Status => c.status(r).map_or(Value::Null, |t| Value::Str(t.as_str())),
+            FProp::Used => Value::Bool(c.used_for_training(r)),
+            FProp::Batch => int(c.training_batch_id(r)),
+            FProp::CreatedAt => int(c.created_at(r)),
+            FProp::UpdatedAt => int(c.updated_at(r)),
+            FProp::Version => int(c.version(r)),
+            FProp::ModelVersion
+            | FProp::AdapterId
+            | FProp::AdapterVersion
+            | FProp::UserId
+            | FProp::SessionId
+            | FProp::InteractionId => self.sym(sym_col(p).and_then(|col| c.sym(r, col))),
+            FProp::Score => c.score(r).map_or(Value::Null, Value::Float),
             FProp::Text(field) => {
                 let present = match field {
-                    TextField::Correction => f.has_correction,
-                    TextField::Comment => f.has_comment,
+                    TextField::Correction => c.has_correction(r),
+                    TextField::Comment => c.has_comment(r),
                     TextField::Question | TextField::Answer => true,
                 };
                 if !present {
                     return Value::Null;
                 }
-                match self.text.feedback_text(&f.id, field.name()) {
+                match self.text.feedback_text(c.id_str(r), field.name()) {
                     Some(s) => Value::Text(Rc::from(s)),
                     None => Value::Null,
                 }
             }
             FProp::Json(field) => self
                 .text
-                .feedback_json(&f.id, field.name())
+                .feedback_json(c.id_str(r), field.name())
                 .map_or(Value::Null, |v| Value::from_json(&v)),
         }
     }
 
     /// The stored fields of feedback row `r` that `RETURN f` shows, read at once: the texts
     /// it has, its validation reasons and its metadata, with their names.
-    fn stored_fields(&self, f: &FeedbackNode) -> Vec<(&'static str, Value<'a>)> {
-        self.stored_fields_json(f)
+    fn stored_fields(&self, r: u32) -> Vec<(&'static str, Value<'a>)> {
+        self.stored_fields_json(r)
             .into_iter()
             .map(|(name, v)| (name, Value::from_json(&v)))
             .collect()
@@ -157,12 +156,16 @@ impl<'a> Env<'a> {
     /// [`Env::stored_fields`] as the JSON the store holds, for building a node's JSON
     /// without a round trip through [`Value`] (numbers as [`Value::from_json`] reads them, so
     /// `RETURN f` and `RETURN f.metadata` agree).
-    fn stored_fields_json(&self, f: &FeedbackNode) -> Vec<(&'static str, serde_json::Value)> {
+    fn stored_fields_json(&self, r: u32) -> Vec<(&'static str, serde_json::Value)> {
+        let c = self.g.feedback();
+        if r as usize >= c.len() {
+            return Vec::new();
+        }
         let mut fields = vec!["question", "answer"];
-        if f.has_correction {
+        if c.has_correction(r) {
             fields.push("correction");
         }
-        if f.has_comment {
+        if c.has_comment(r) {
             fields.push("comment");
         }
         fields.extend([
@@ -174,7 +177,7 @@ impl<'a> Env<'a> {
             JsonField::Provider.name(),
             JsonField::ScoreConfig.name(),
         ]);
-        let values = self.text.feedback_fields(&f.id, &fields);
+        let values = self.text.feedback_fields(c.id_str(r), &fields);
         fields
             .into_iter()
             .zip(values)
@@ -214,7 +217,7 @@ impl<'a> Env<'a> {
 
     /// A relationship property.
     pub fn rprop(&self, e: u32, p: RProp) -> Value<'a> {
-        let Some(w) = self.g.graph().edge_weight(EdgeIndex::new(e as usize)) else {
+        let Some(w) = self.g.edge(e) else {
             return Value::Null;
         };
         match p {
@@ -231,12 +234,13 @@ impl<'a> Env<'a> {
                 let Some((NodeRef::Feedback(f), NodeRef::Adapter(a))) = self.edge_ends(e) else {
                     return Value::Null;
                 };
-                let (Some(f), Some(a)) = (self.feedback(f), self.g.adapters().get(a as usize))
+                let (Some(f), Some(a)) =
+                    (self.g.feedback().id(f), self.g.adapters().get(a as usize))
                 else {
                     return Value::Null;
                 };
                 self.text
-                    .link_metadata(&f.id, self.g.strings().resolve(a.id))
+                    .link_metadata(f, self.g.strings().resolve(a.id))
                     .map_or(Value::Null, |m| {
                         Value::from_json(&serde_json::Value::Object(m))
                     })
@@ -277,11 +281,14 @@ impl<'a> Env<'a> {
                 if p == FProp::Id {
                     return Some(x == y);
                 }
-                let (f, g) = (self.feedback(*x)?, self.feedback(*y)?);
+                let c = self.g.feedback();
                 match p {
-                    FProp::Type => Some(f.feedback_type == g.feedback_type),
-                    FProp::Status => Some(f.status == g.status),
-                    _ => Some(fsym(f, p)? == fsym(g, p)?),
+                    FProp::Type => Some(c.feedback_type(*x)? == c.feedback_type(*y)?),
+                    FProp::Status => Some(c.status(*x)? == c.status(*y)?),
+                    _ => {
+                        let col = sym_col(p)?;
+                        Some(c.sym(*x, col)? == c.sym(*y, col)?)
+                    }
                 }
             }
             (
@@ -309,12 +316,17 @@ impl<'a> Env<'a> {
     fn prop_test(&self, v: &Value<'a>, test: PropTest) -> Option<bool> {
         match (v, test) {
             (Value::Node(NodeRef::Feedback(r)), t) => {
-                let f = self.feedback(*r)?;
+                let c = self.g.feedback();
                 match t {
-                    PropTest::FType(t) => Some(t == Some(f.feedback_type)),
-                    PropTest::FStatus(s) => Some(s == Some(f.status)),
-                    PropTest::FUsed(b) => Some(f.used_for_training == b),
-                    PropTest::FSym(p, s) => Some(s == Some(fsym(f, p)?)),
+                    PropTest::FType(t) => Some(t == Some(c.feedback_type(*r)?)),
+                    PropTest::FStatus(s) => Some(s == Some(c.status(*r)?)),
+                    PropTest::FUsed(b) => {
+                        if *r as usize >= c.len() {
+                            return None;
+                        }
+                        Some(c.used_for_training(*r) == b)
+                    }
+                    PropTest::FSym(p, s) => Some(s == Some(c.sym(*r, sym_col(p)?)?)),
                     PropTest::ASym(..) => None,
                 }
             }
@@ -842,22 +854,16 @@ impl<'a> Env<'a> {
         };
         let mut cur = start;
         let push = |e: u32, p: &mut PathVal, cur: &mut NodeRef| -> Result<(), Fail> {
-            let pg = self.g.graph();
-            let here = self.node_index(*cur);
-            let ends = pg.edge_endpoints(EdgeIndex::new(e as usize));
-            let (Some(here), Some((a, b))) = (here, ends) else {
+            let Some((a, b)) = self.g.edge_ends(e) else {
                 return Err(type_err(
                     "a path refers to a missing relationship".into(),
                     pos,
                 ));
             };
-            let next = if a == here { b } else { a };
-            let Some(n) = pg.node_weight(next) else {
-                return Err(type_err("a path refers to a missing node".into(), pos));
-            };
+            let n = if a == *cur { b } else { a };
             p.rels.push(e);
-            p.nodes.push(*n);
-            *cur = *n;
+            p.nodes.push(n);
+            *cur = n;
             Ok(())
         };
         for step in &spec.steps {
@@ -882,9 +888,7 @@ impl<'a> Env<'a> {
     }
 
     fn edge_ends(&self, e: u32) -> Option<(NodeRef, NodeRef)> {
-        let pg = self.g.graph();
-        let (a, b) = pg.edge_endpoints(EdgeIndex::new(e as usize))?;
-        Some((*pg.node_weight(a)?, *pg.node_weight(b)?))
+        self.g.edge_ends(e)
     }
 
     fn properties(&self, v: &Value<'a>) -> Vec<(Rc<str>, Value<'a>)> {
@@ -895,9 +899,9 @@ impl<'a> Env<'a> {
                     .filter(|(_, p)| p.in_graph())
                     .map(|(n, p)| (Rc::from(*n), self.fprop(*r, *p)))
                     .collect();
-                if let Some(f) = self.feedback(*r) {
+                {
                     props.extend(
-                        self.stored_fields(f)
+                        self.stored_fields(*r)
                             .into_iter()
                             .map(|(n, v)| (Rc::from(n), v)),
                     );
@@ -974,8 +978,8 @@ impl<'a> Env<'a> {
         Ok(match f {
             Func::Coalesce => Value::Null,
             Func::Id => match first {
-                Value::Node(n) => Value::Int(self.node_index(n).map_or(-1, |i| i.index() as i64)),
-                Value::Rel(e) => match self.g.graph().edge_weight(EdgeIndex::new(e as usize)) {
+                Value::Node(n) => Value::Int(self.node_id(n).map_or(-1, i64::from)),
+                Value::Rel(e) => match self.g.edge(e) {
                     Some(w) => Value::Int(i64::from(w.id)),
                     None => Value::Null,
                 },
@@ -987,7 +991,7 @@ impl<'a> Env<'a> {
                 v => return Err(bad(&v)),
             },
             Func::Type => match first {
-                Value::Rel(e) => match self.g.graph().edge_weight(EdgeIndex::new(e as usize)) {
+                Value::Rel(e) => match self.g.edge(e) {
                     Some(w) => Value::Str(w.kind.name()),
                     None => Value::Null,
                 },
@@ -1251,10 +1255,7 @@ impl<'a> Env<'a> {
     /// A node as a JSON object (see the module docs of `cypher` for its shape).
     pub(crate) fn node_json(&self, n: NodeRef) -> serde_json::Value {
         let mut m = serde_json::Map::new();
-        m.insert(
-            "_id".into(),
-            json!(self.node_index(n).map_or(-1, |i| i.index() as i64)),
-        );
+        m.insert("_id".into(), json!(self.node_id(n).map_or(-1, i64::from)));
         match n {
             NodeRef::Feedback(r) => {
                 m.insert("_labels".into(), json!(["Feedback"]));
@@ -1264,10 +1265,8 @@ impl<'a> Env<'a> {
                         m.insert((*name).into(), self.to_json(&v));
                     }
                 }
-                if let Some(f) = self.feedback(r) {
-                    for (name, v) in self.stored_fields_json(f) {
-                        m.insert(name.into(), v);
-                    }
+                for (name, v) in self.stored_fields_json(r) {
+                    m.insert(name.into(), v);
                 }
             }
             NodeRef::Adapter(r) => {
@@ -1285,10 +1284,8 @@ impl<'a> Env<'a> {
 
     /// A relationship as a JSON object.
     pub(crate) fn rel_json(&self, e: u32) -> serde_json::Value {
-        let pg = self.g.graph();
-        let idx = EdgeIndex::new(e as usize);
         let mut m = serde_json::Map::new();
-        if let (Some(w), Some((a, b))) = (pg.edge_weight(idx), pg.edge_endpoints(idx)) {
+        if let (Some(w), Some((a, b))) = (self.g.edge(e), self.g.edge_ends(e)) {
             m.insert("_id".into(), json!(w.id));
             m.insert(
                 "_type".into(),
@@ -1297,8 +1294,8 @@ impl<'a> Env<'a> {
                     EdgeKind::DerivedFrom => "DERIVED_FROM",
                 }),
             );
-            m.insert("_start".into(), json!(a.index()));
-            m.insert("_end".into(), json!(b.index()));
+            m.insert("_start".into(), json!(self.node_id(a)));
+            m.insert("_end".into(), json!(self.node_id(b)));
             m.insert("created_at".into(), json!(w.created_at));
             m.insert("source".into(), json!(w.source.as_str()));
             let metadata = self.rprop(e, RProp::Metadata);
@@ -1310,17 +1307,17 @@ impl<'a> Env<'a> {
     }
 }
 
-/// An interned Feedback property.
-fn fsym(f: &FeedbackNode, p: FProp) -> Option<Sym> {
-    match p {
-        FProp::ModelVersion => f.model_version,
-        FProp::AdapterId => f.adapter_id,
-        FProp::AdapterVersion => f.adapter_version,
-        FProp::UserId => f.user_id,
-        FProp::SessionId => f.session_id,
-        FProp::InteractionId => f.interaction_id,
-        _ => None,
-    }
+/// The column of an interned Feedback property.
+fn sym_col(p: FProp) -> Option<SymCol> {
+    Some(match p {
+        FProp::ModelVersion => SymCol::ModelVersion,
+        FProp::AdapterId => SymCol::AdapterId,
+        FProp::AdapterVersion => SymCol::AdapterVersion,
+        FProp::UserId => SymCol::UserId,
+        FProp::SessionId => SymCol::SessionId,
+        FProp::InteractionId => SymCol::InteractionId,
+        _ => return None,
+    })
 }
 
 fn float_to_int(x: f64) -> Value<'static> {

@@ -15,10 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use petgraph::Direction;
-use petgraph::graph::NodeIndex;
-use petgraph::visit::EdgeRef;
-
 use super::TextSource;
 use super::budget::{Budget, VALUE_BYTES};
 use super::error::{CypherError, Fail, Limit};
@@ -27,7 +23,7 @@ use super::plan::*;
 use super::rows::{Cell, Rows};
 use super::value::{FastBuild, Value, order_cmp};
 use super::{QueryLimits, RowSink, StreamOptions};
-use crate::graph::{EdgeKind, NodeRef, OrgGraph};
+use crate::graph::{Direction, EdgeKind, NodeRef, OrgGraph};
 
 type Row<'a> = Vec<Value<'a>>;
 
@@ -84,31 +80,32 @@ fn source_ref(kind: EdgeKind, row: u32) -> NodeRef {
     }
 }
 
-/// How many rows ahead [`warm_feedback`] loads a feedback record; its id string is loaded
-/// half as far ahead, once the record is in cache.
+/// How many rows ahead [`warm_feedback`] loads a row's id entry; its string is loaded
+/// half as far ahead, once the entry is in cache.
 const WARM_AHEAD: usize = 16;
 
-/// Loads, ahead of use, the feedback records a walk down `list` (from the end) will reach
-/// in a few steps, and their id strings: they are scattered over memory, and reading them
-/// one at a time as the walk arrives leaves the core waiting on each in turn. Issuing the
-/// loads early lets them overlap with the work on the current rows. Plain loads whose
-/// values are discarded through `black_box`, so no unsafe prefetch intrinsics.
+/// Loads, ahead of use, the id column entries of the feedback rows a walk down `list` (from
+/// the end) will reach in a few steps, and their id strings: they are scattered over
+/// memory, and reading them one at a time as the walk arrives leaves the core waiting on
+/// each in turn. Issuing the loads early lets them overlap with the work on the current
+/// rows. Plain loads whose values are discarded through `black_box`, so no unsafe prefetch
+/// intrinsics.
 #[inline(always)]
 fn warm_feedback(g: &OrgGraph, list: &[u32], i: usize) {
     let rows = g.feedback();
-    if let Some(f) = i
+    if let Some(id) = i
         .checked_sub(WARM_AHEAD)
         .and_then(|j| list.get(j))
-        .and_then(|&r| rows.get(r as usize))
+        .and_then(|&r| rows.id(r))
     {
-        std::hint::black_box(f.id.len());
+        std::hint::black_box(id.len());
     }
-    if let Some(f) = i
+    if let Some(id) = i
         .checked_sub(WARM_AHEAD / 2)
         .and_then(|j| list.get(j))
-        .and_then(|&r| rows.get(r as usize))
+        .and_then(|&r| rows.id(r))
     {
-        std::hint::black_box(f.id.as_bytes().first().copied());
+        std::hint::black_box(id.as_bytes().first().copied());
     }
 }
 
@@ -597,9 +594,9 @@ impl<'a> Exec<'a> {
         Ok(n)
     }
 
-    fn node_of(&self, v: &Value<'a>, pos: usize) -> Result<Option<(NodeRef, NodeIndex)>, Fail> {
+    fn node_of(&self, v: &Value<'a>, pos: usize) -> Result<Option<NodeRef>, Fail> {
         match v {
-            Value::Node(n) => Ok(self.env.node_index(*n).map(|i| (*n, i))),
+            Value::Node(n) => Ok(self.env.node_id(*n).map(|_| *n)),
             Value::Null => Ok(None),
             other => Err(CypherError::type_error(
                 format!(
@@ -692,10 +689,10 @@ impl<'a> Exec<'a> {
             }
             Op::Expand(e) => self.expand(e, rest, row, sink),
             Op::ExpandCount(c) => {
-                let Some((from, idx)) = self.node_of(&row[c.from], 0)? else {
+                let Some(from) = self.node_of(&row[c.from], 0)? else {
                     return Ok(Flow::Go);
                 };
-                let d = self.degree(c, from, idx)?;
+                let d = self.degree(c, from)?;
                 if d == 0 {
                     return Ok(Flow::Go);
                 }
@@ -707,7 +704,7 @@ impl<'a> Exec<'a> {
                 self.run(rest, row, sink)
             }
             Op::VarExpand(v) => {
-                let Some((from, _)) = self.node_of(&row[v.step.from], 0)? else {
+                let Some(from) = self.node_of(&row[v.step.from], 0)? else {
                     return Ok(Flow::Go);
                 };
                 let mut path = Vec::new();
@@ -847,11 +844,10 @@ impl<'a> Exec<'a> {
         row: &mut Row<'a>,
         sink: &mut SinkFn<'_, 'a>,
     ) -> R {
-        let Some((from, idx)) = self.node_of(&row[e.from], 0)? else {
+        let Some(from) = self.node_of(&row[e.from], 0)? else {
             return Ok(Flow::Go);
         };
         let g = self.env.g;
-        let pg = g.graph();
         for &d in dirs(e.dir) {
             if d == Direction::Incoming
                 && let Some((list, kind)) = in_list(g, from, e.types)
@@ -861,17 +857,12 @@ impl<'a> Exec<'a> {
                 }
                 continue;
             }
-            for er in pg.edges_directed(idx, d) {
+            for er in g.edges(from, d) {
                 self.tick()?;
-                if !e.types.allows(er.weight().kind) {
+                if !e.types.allows(er.kind) {
                     continue;
                 }
-                let other_idx = if d == Direction::Outgoing {
-                    er.target()
-                } else {
-                    er.source()
-                };
-                let other = pg[other_idx];
+                let other = er.other;
                 if e.into {
                     if !matches!(row[e.to], Value::Node(n) if n == other) {
                         continue;
@@ -879,7 +870,7 @@ impl<'a> Exec<'a> {
                 } else if !e.to_kinds.allows(other) {
                     continue;
                 }
-                let eid = er.id().index() as u32;
+                let eid = er.id;
                 if self.taken(e, row, eid) {
                     continue;
                 }
@@ -931,7 +922,7 @@ impl<'a> Exec<'a> {
                 let Some(x) = g.edge_between(other, to, kind) else {
                     continue;
                 };
-                eid = x.index() as u32;
+                eid = x;
                 if self.taken(e, row, eid) {
                     continue;
                 }
@@ -951,10 +942,9 @@ impl<'a> Exec<'a> {
 
     /// How many relationships `c` stands for at `from`: what [`Exec::expand`] would
     /// follow, counted from the graph's per-adapter lists where it keeps one.
-    fn degree(&mut self, c: &ExpandCount, from: NodeRef, idx: NodeIndex) -> Result<i64, Fail> {
+    fn degree(&mut self, c: &ExpandCount, from: NodeRef) -> Result<i64, Fail> {
         self.tick()?;
         let g = self.env.g;
-        let pg = g.graph();
         let mut n: i64 = 0;
         for &d in dirs(c.dir) {
             if d == Direction::Incoming
@@ -965,17 +955,12 @@ impl<'a> Exec<'a> {
                 }
                 continue;
             }
-            for er in pg.edges_directed(idx, d) {
+            for er in g.edges(from, d) {
                 self.tick()?;
-                if !c.types.allows(er.weight().kind) {
+                if !c.types.allows(er.kind) {
                     continue;
                 }
-                let other_idx = if d == Direction::Outgoing {
-                    er.target()
-                } else {
-                    er.source()
-                };
-                if c.to_kinds.allows(pg[other_idx]) {
+                if c.to_kinds.allows(er.other) {
                     n = n.saturating_add(1);
                 }
             }
@@ -1025,11 +1010,10 @@ impl<'a> Exec<'a> {
         path: &mut Vec<u32>,
     ) -> R {
         let e = &v.step;
-        let Some(idx) = self.env.node_index(cur) else {
+        if self.env.node_id(cur).is_none() {
             return Ok(Flow::Go);
-        };
+        }
         let g = self.env.g;
-        let pg = g.graph();
         for &d in dirs(e.dir) {
             if d == Direction::Incoming
                 && let Some((list, kind)) = in_list(g, cur, e.types)
@@ -1040,25 +1024,19 @@ impl<'a> Exec<'a> {
                     let Some(eid) = g.edge_between(next, cur, kind) else {
                         continue;
                     };
-                    let flow = self.var_step(v, rest, row, sink, next, eid.index() as u32, path)?;
+                    let flow = self.var_step(v, rest, row, sink, next, eid, path)?;
                     if flow == Flow::Stop {
                         return Ok(Flow::Stop);
                     }
                 }
                 continue;
             }
-            for er in pg.edges_directed(idx, d) {
+            for er in g.edges(cur, d) {
                 self.tick()?;
-                if !e.types.allows(er.weight().kind) {
+                if !e.types.allows(er.kind) {
                     continue;
                 }
-                let other_idx = if d == Direction::Outgoing {
-                    er.target()
-                } else {
-                    er.source()
-                };
-                let next = pg[other_idx];
-                let eid = er.id().index() as u32;
+                let (next, eid) = (er.other, er.id);
                 if self.var_step(v, rest, row, sink, next, eid, path)? == Flow::Stop {
                     return Ok(Flow::Stop);
                 }

@@ -1062,7 +1062,7 @@ impl StatKey {
         match self {
             StatKey::Feedback => g.feedback().len() as u64,
             StatKey::Adapters => g.adapters().len() as u64,
-            StatKey::Edges => g.graph().edge_count() as u64,
+            StatKey::Edges => g.edge_count() as u64,
             StatKey::Type(FeedbackType::Positive) => org.positive,
             StatKey::Type(FeedbackType::Negative) => org.negative,
             StatKey::Status(ValidationStatus::Pending) => org.pending,

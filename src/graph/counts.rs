@@ -13,7 +13,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::{FeedbackNode, Sym};
+use super::{FeedbackProps, Sym};
 use crate::model::{FeedbackType, Millis, ValidationStatus};
 
 /// One day in milliseconds: day series count items by `created_at / DAY_MS` (UTC days).
@@ -50,16 +50,16 @@ pub struct Counts {
 
 impl Counts {
     /// Adds one item.
-    pub fn add(&mut self, f: &FeedbackNode) {
+    pub fn add(&mut self, f: &FeedbackProps) {
         self.apply(f, 1);
     }
 
     /// Takes one item out (it was added before).
-    pub fn remove(&mut self, f: &FeedbackNode) {
+    pub fn remove(&mut self, f: &FeedbackProps) {
         self.apply(f, -1);
     }
 
-    fn apply(&mut self, f: &FeedbackNode, sign: i64) {
+    fn apply(&mut self, f: &FeedbackProps, sign: i64) {
         let step = |c: &mut u64| *c = c.wrapping_add_signed(sign);
         step(&mut self.total);
         match f.feedback_type {
@@ -124,7 +124,7 @@ pub struct DaySeries {
 }
 
 impl DaySeries {
-    fn apply(&mut self, f: &FeedbackNode, sign: i64) {
+    fn apply(&mut self, f: &FeedbackProps, sign: i64) {
         let day = f.created_at / DAY_MS;
         let positive = u64::from(f.feedback_type == FeedbackType::Positive);
         // Items mostly arrive in time order: then this is the last day or a push.
@@ -182,7 +182,7 @@ pub struct DayCounters {
 impl Counters {
     /// Adds `f` to the org's and its model's counts (not to its adapters': see
     /// [`Counters::link`]).
-    pub fn add_item(&mut self, f: &FeedbackNode) {
+    pub fn add_item(&mut self, f: &FeedbackProps) {
         self.org.add(f);
         self.days.org.apply(f, 1);
         if let Some(m) = f.model_version {
@@ -192,7 +192,7 @@ impl Counters {
     }
 
     /// Takes `f` out of the org's and its model's counts.
-    pub fn remove_item(&mut self, f: &FeedbackNode) {
+    pub fn remove_item(&mut self, f: &FeedbackProps) {
         self.org.remove(f);
         self.days.org.apply(f, -1);
         if let Some(m) = f.model_version
@@ -215,7 +215,7 @@ impl Counters {
 
     /// Counts `f` for adapter row `a` (a new FEEDBACK_FOR edge, or `f` changed while
     /// linked).
-    pub fn link(&mut self, a: u32, f: &FeedbackNode) {
+    pub fn link(&mut self, a: u32, f: &FeedbackProps) {
         if let Some(c) = self.adapters.get_mut(a as usize) {
             c.add(f);
             let days = &mut self.days.adapters;
@@ -229,7 +229,7 @@ impl Counters {
     }
 
     /// Takes `f` out of adapter row `a`'s counts.
-    pub fn unlink(&mut self, a: u32, f: &FeedbackNode) {
+    pub fn unlink(&mut self, a: u32, f: &FeedbackProps) {
         if let Some(c) = self.adapters.get_mut(a as usize) {
             c.remove(f);
         }
@@ -249,7 +249,9 @@ mod tests {
     fn scan(g: &OrgGraph, rows: impl Iterator<Item = u32>) -> Vec<Day> {
         let mut days: std::collections::BTreeMap<u64, Day> = Default::default();
         for r in rows {
-            let f = &g.feedback()[r as usize];
+            let Some(f) = g.feedback().get(r) else {
+                continue;
+            };
             let d = days.entry(f.created_at / DAY_MS).or_insert(Day {
                 day: f.created_at / DAY_MS,
                 ..Day::default()
@@ -268,7 +270,7 @@ mod tests {
             let sym = g.strings().get(m);
             let rows = all
                 .clone()
-                .filter(|&r| g.feedback()[r as usize].model_version == sym);
+                .filter(|&r| g.feedback().sym(r, crate::graph::SymCol::ModelVersion) == sym);
             let kept = sym
                 .and_then(|s| days.models.get(&s))
                 .map_or(&[][..], |d| d.range(0, u64::MAX));

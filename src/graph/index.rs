@@ -265,7 +265,9 @@ impl GraphIndex {
                 None => builds.entry(org.to_owned()).or_default(),
             };
             let row = b.graph.upsert_head(&r.feedback, r.lease, false);
-            b.ids.push((b.graph.feedback[row as usize].id.clone(), row));
+            if let Some(id) = b.graph.feedback.id(row) {
+                b.ids.push((id.clone(), row));
+            }
             for (i, l) in r.links.iter().enumerate() {
                 // A record lists each adapter once (links are added only if absent); a
                 // repeat would be a second edge between the same pair, so it is skipped.
@@ -287,7 +289,12 @@ impl GraphIndex {
             let mut g = b.graph;
             g.feedback_by_id = b.ids.into_iter().collect();
             for (f, a, data) in b.edges {
-                let (from, to) = (g.feedback[f as usize].node, g.adapters[a as usize].node);
+                let (Some(from), Some(to)) = (
+                    g.feedback.node(f),
+                    g.adapters.get(a as usize).map(|a| a.node),
+                ) else {
+                    continue;
+                };
                 g.add_edge(from, to, data);
                 g.note_link(f, a);
             }

@@ -22,19 +22,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use petgraph::Direction;
+pub use petgraph::Direction;
 use petgraph::graph::{EdgeIndex, Graph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use rustc_hash::FxHashMap;
 
-use crate::model::{
-    Adapter, Feedback, FeedbackLink, FeedbackType, LinkSource, Millis, ValidationStatus,
-};
+use crate::model::{Adapter, Feedback, FeedbackLink, LinkSource, Millis};
 use crate::store::{ChangeSet, FeedbackHeadRef, Lease};
 
+mod columns;
 mod counts;
+#[cfg(test)]
+mod equivalence;
 mod index;
 mod pages;
+
+pub use columns::{Bits, FeedbackColumns, FeedbackNode, FeedbackProps, SymCol};
 
 pub use counts::{Counters, Counts, DAY_MS, Day, DayCounters, DaySeries, SCORE_SCALE};
 pub use index::{Applied, GraphIndex};
@@ -88,6 +91,43 @@ pub enum NodeRef {
     Adapter(u32),
 }
 
+/// A relationship handle within one snapshot of an org graph (not its stable id: see
+/// [`EdgeData::id`]).
+pub type EdgeId = u32;
+
+/// One relationship seen from a node: its handle, type and the node at its other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeAt {
+    /// The relationship.
+    pub id: EdgeId,
+    /// Its type.
+    pub kind: EdgeKind,
+    /// The node at the other end.
+    pub other: NodeRef,
+}
+
+/// The relationships at one node in one direction ([`OrgGraph::edges`]).
+pub struct Edges<'a> {
+    graph: &'a Graph<NodeRef, EdgeData, petgraph::Directed, u32>,
+    inner: Option<petgraph::graph::Edges<'a, EdgeData, petgraph::Directed, u32>>,
+    out: bool,
+}
+
+impl Iterator for Edges<'_> {
+    type Item = EdgeAt;
+
+    #[inline]
+    fn next(&mut self) -> Option<EdgeAt> {
+        let e = self.inner.as_mut()?.next()?;
+        let other = if self.out { e.target() } else { e.source() };
+        Some(EdgeAt {
+            id: e.id().index() as EdgeId,
+            kind: e.weight().kind,
+            other: *self.graph.node_weight(other)?,
+        })
+    }
+}
+
 /// Relationship types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EdgeKind {
@@ -131,56 +171,6 @@ pub struct EdgeData {
 // was padding, and must stay there.
 const _: () = assert!(std::mem::size_of::<EdgeData>() == 16);
 
-/// The indexed properties of one feedback item.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeedbackNode {
-    /// Its graph node.
-    pub node: NodeIndex,
-    /// Feedback id.
-    pub id: Arc<str>,
-    /// Type.
-    pub feedback_type: FeedbackType,
-    /// Validation status.
-    pub status: ValidationStatus,
-    /// Consumed by training.
-    pub used_for_training: bool,
-    /// Batch that consumed it (0 = none).
-    pub training_batch_id: u64,
-    /// Created, ms.
-    pub created_at: Millis,
-    /// Last changed, ms.
-    pub updated_at: Millis,
-    /// Record version.
-    pub version: u64,
-    /// Model version.
-    pub model_version: Option<Sym>,
-    /// Adapter named at submit.
-    pub adapter_id: Option<Sym>,
-    /// Adapter version named at submit.
-    pub adapter_version: Option<Sym>,
-    /// End user.
-    pub user_id: Option<Sym>,
-    /// Session.
-    pub session_id: Option<Sym>,
-    /// Interaction.
-    pub interaction_id: Option<Sym>,
-    /// Rating.
-    pub score: Option<f64>,
-    /// Has a correction.
-    pub has_correction: bool,
-    /// Has a comment.
-    pub has_comment: bool,
-    /// The training batch holding the item, and until when.
-    pub lease: Option<Lease>,
-}
-
-impl FeedbackNode {
-    /// True if a batch holds the item at `now`.
-    pub fn leased_at(&self, now: Millis) -> bool {
-        self.lease.is_some_and(|l| l.expires_at > now)
-    }
-}
-
 /// The indexed properties of one adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdapterNode {
@@ -207,7 +197,7 @@ pub struct AdapterNode {
 pub struct OrgGraph {
     graph: Graph<NodeRef, EdgeData, petgraph::Directed, u32>,
     strings: Interner,
-    feedback: Vec<FeedbackNode>,
+    feedback: FeedbackColumns,
     adapters: Vec<AdapterNode>,
     feedback_by_id: BTreeMap<Arc<str>, u32>,
     adapter_by_id: FxHashMap<Sym, u32>,
@@ -231,8 +221,10 @@ pub struct OrgGraph {
 }
 
 impl OrgGraph {
-    /// The underlying petgraph graph.
-    pub fn graph(&self) -> &Graph<NodeRef, EdgeData, petgraph::Directed, u32> {
+    /// The underlying petgraph graph (for this module's tests and algorithms; the query
+    /// engine walks through the methods below).
+    #[cfg(test)]
+    fn graph(&self) -> &Graph<NodeRef, EdgeData, petgraph::Directed, u32> {
         &self.graph
     }
 
@@ -246,8 +238,8 @@ impl OrgGraph {
         sym.map(|s| self.strings.resolve(s))
     }
 
-    /// All feedback rows (row number = index).
-    pub fn feedback(&self) -> &[FeedbackNode] {
+    /// All feedback rows (row number = index), as property columns.
+    pub fn feedback(&self) -> &FeedbackColumns {
         &self.feedback
     }
 
@@ -300,16 +292,65 @@ impl OrgGraph {
     /// The edge of `kind` from `from` to `to`, found by walking `from`'s outgoing edges
     /// (short: a feedback item's links, or an adapter's one parent edge). There is at most
     /// one such edge: links are added only if absent and an adapter has one parent.
-    pub fn edge_between(&self, from: NodeRef, to: NodeRef, kind: EdgeKind) -> Option<EdgeIndex> {
-        let node = |n: NodeRef| match n {
-            NodeRef::Feedback(r) => self.feedback.get(r as usize).map(|f| f.node),
-            NodeRef::Adapter(r) => self.adapters.get(r as usize).map(|a| a.node),
-        };
-        let (a, b) = (node(from)?, node(to)?);
+    pub fn edge_between(&self, from: NodeRef, to: NodeRef, kind: EdgeKind) -> Option<EdgeId> {
+        let (a, b) = (self.node_index(from)?, self.node_index(to)?);
         self.graph
             .edges_directed(a, Direction::Outgoing)
             .find(|e| e.target() == b && e.weight().kind == kind)
-            .map(|e| e.id())
+            .map(|e| e.id().index() as EdgeId)
+    }
+
+    /// The graph node of a row.
+    fn node_index(&self, n: NodeRef) -> Option<NodeIndex> {
+        match n {
+            NodeRef::Feedback(r) => self.feedback.node(r),
+            NodeRef::Adapter(r) => self.adapters.get(r as usize).map(|a| a.node),
+        }
+    }
+
+    /// The public id of a node (what queries show as `id(n)` and `_id`): its position in
+    /// the order nodes were added, feedback and adapters together.
+    pub fn node_id(&self, n: NodeRef) -> Option<u32> {
+        self.node_index(n).map(|i| i.index() as u32)
+    }
+
+    /// The node with public id `id` (see [`OrgGraph::node_id`]).
+    pub fn node_at(&self, id: u32) -> Option<NodeRef> {
+        self.graph.node_weight(NodeIndex::new(id as usize)).copied()
+    }
+
+    /// The relationships at `n` in direction `dir` (outgoing: `n` is the start), newest
+    /// edge first, without allocating.
+    pub fn edges(&self, n: NodeRef, dir: Direction) -> Edges<'_> {
+        Edges {
+            graph: &self.graph,
+            inner: self
+                .node_index(n)
+                .map(|i| self.graph.edges_directed(i, dir)),
+            out: dir == Direction::Outgoing,
+        }
+    }
+
+    /// The properties of relationship `e`.
+    #[inline]
+    pub fn edge(&self, e: EdgeId) -> Option<&EdgeData> {
+        self.graph.edge_weight(EdgeIndex::new(e as usize))
+    }
+
+    /// The start and end nodes of relationship `e`.
+    pub fn edge_ends(&self, e: EdgeId) -> Option<(NodeRef, NodeRef)> {
+        let (a, b) = self.graph.edge_endpoints(EdgeIndex::new(e as usize))?;
+        Some((*self.graph.node_weight(a)?, *self.graph.node_weight(b)?))
+    }
+
+    /// Number of relationships.
+    pub fn edge_count(&self) -> usize {
+        self.graph.edge_count()
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.graph.node_count()
     }
 
     /// Feedback rows newest first (ids are time-ordered), strictly before `before` if given.
@@ -359,7 +400,7 @@ impl OrgGraph {
 
     /// Adapter rows a feedback item is linked to.
     pub fn feedback_adapters(&self, feedback_row: u32) -> impl Iterator<Item = u32> + '_ {
-        let node = self.feedback.get(feedback_row as usize).map(|f| f.node);
+        let node = self.feedback.node(feedback_row);
         node.into_iter().flat_map(move |n| {
             self.graph
                 .edges_directed(n, Direction::Outgoing)
@@ -500,21 +541,36 @@ impl OrgGraph {
     fn upsert_head(&mut self, f: &FeedbackHeadRef<'_>, lease: Option<Lease>, index: bool) -> u32 {
         let existing = if index { self.feedback_row(f.id) } else { None };
         if let Some(r) = existing
-            && self.feedback[r as usize].version >= f.version
+            && self.feedback.version(r).is_some_and(|v| v >= f.version)
         {
             return r;
         }
         let mut sym = |s: Option<&str>| s.map(|s| self.strings.intern(s));
-        let model_version = sym(f.model_version);
-        let adapter_id = sym(f.adapter_id);
-        let adapter_version = sym(f.adapter_version);
-        let user_id = sym(f.user_id);
-        let session_id = sym(f.session_id);
-        let interaction_id = sym(f.interaction_id);
-        let (row, node, id) = match existing {
-            Some(r) => {
-                let old = &self.feedback[r as usize];
-                (r, old.node, old.id.clone())
+        let new = FeedbackProps {
+            feedback_type: f.feedback_type,
+            status: f.validation_status,
+            used_for_training: f.used_for_training,
+            training_batch_id: f.training_batch_id,
+            created_at: f.created_at,
+            updated_at: f.updated_at,
+            version: f.version,
+            model_version: sym(f.model_version),
+            adapter_id: sym(f.adapter_id),
+            adapter_version: sym(f.adapter_version),
+            user_id: sym(f.user_id),
+            session_id: sym(f.session_id),
+            interaction_id: sym(f.interaction_id),
+            score: f.score,
+            has_correction: f.correction.is_some(),
+            has_comment: f.comment.is_some(),
+            lease,
+        };
+        let session_id = new.session_id;
+        let (row, old_session) = match existing.and_then(|r| Some((r, self.feedback.props(r)?))) {
+            Some((r, old)) => {
+                self.feedback.set(r, &new);
+                self.recount(&old, r);
+                (r, old.session_id)
             }
             None => {
                 let r = self.feedback.len() as u32;
@@ -523,40 +579,9 @@ impl OrgGraph {
                 if index {
                     self.feedback_by_id.insert(id.clone(), r);
                 }
-                (r, node, id)
-            }
-        };
-        let new = FeedbackNode {
-            node,
-            id,
-            feedback_type: f.feedback_type,
-            status: f.validation_status,
-            used_for_training: f.used_for_training,
-            training_batch_id: f.training_batch_id,
-            created_at: f.created_at,
-            updated_at: f.updated_at,
-            version: f.version,
-            model_version,
-            adapter_id,
-            adapter_version,
-            user_id,
-            session_id,
-            interaction_id,
-            score: f.score,
-            has_correction: f.correction.is_some(),
-            has_comment: f.comment.is_some(),
-            lease,
-        };
-        let old_session = match existing {
-            Some(r) => {
-                let old = std::mem::replace(&mut self.feedback[r as usize], new);
-                self.recount(&old, r);
-                old.session_id
-            }
-            None => {
                 self.counters.add_item(&new);
-                self.feedback.push(new);
-                None
+                self.feedback.push(node, id, &new);
+                (r, None)
             }
         };
         if old_session != session_id {
@@ -574,22 +599,22 @@ impl OrgGraph {
 
     /// Moves row `r`'s contribution to the counters from `old` to what the row holds now:
     /// in the org's and model's counts, and in those of every adapter it is linked to.
-    fn recount(&mut self, old: &FeedbackNode, r: u32) {
+    fn recount(&mut self, old: &FeedbackProps, r: u32) {
         let OrgGraph {
             graph,
             feedback,
             counters,
             ..
         } = self;
-        let Some(new) = feedback.get(r as usize) else {
+        let (Some(new), Some(node)) = (feedback.props(r), feedback.node(r)) else {
             return;
         };
         counters.remove_item(old);
-        counters.add_item(new);
-        for e in graph.edges_directed(new.node, Direction::Outgoing) {
+        counters.add_item(&new);
+        for e in graph.edges_directed(node, Direction::Outgoing) {
             if let NodeRef::Adapter(a) = graph[e.target()] {
                 counters.unlink(a, old);
-                counters.link(a, new);
+                counters.link(a, &new);
             }
         }
     }
@@ -601,18 +626,15 @@ impl OrgGraph {
             list.push(f);
         }
         let feedback = &self.feedback;
-        if let (Some(list), Some(item)) = (
+        if let (Some(list), Some(item), Some(id)) = (
             self.linked_by_id.get_mut(a as usize),
-            feedback.get(f as usize),
+            feedback.props(f),
+            feedback.id(f),
         ) {
             // Links mostly arrive newest item last: then this is a push.
-            let at = list.partition_point(|&x| {
-                feedback
-                    .get(x as usize)
-                    .is_some_and(|other| other.id < item.id)
-            });
+            let at = list.partition_point(|&x| feedback.id(x).is_some_and(|other| other < id));
             list.insert(at, f);
-            self.counters.link(a, item);
+            self.counters.link(a, &item);
         }
     }
 
@@ -622,8 +644,12 @@ impl OrgGraph {
             return false;
         };
         let a = self.adapter_row_or_placeholder(&l.adapter_id);
-        let from = self.feedback[f as usize].node;
-        let to = self.adapters[a as usize].node;
+        let (Some(from), Some(to)) = (
+            self.feedback.node(f),
+            self.adapters.get(a as usize).map(|a| a.node),
+        ) else {
+            return false;
+        };
         if self.find_edge(from, to, EdgeKind::FeedbackFor).is_none() {
             let data = Self::link_data(l.created_at, l.source, !l.metadata.is_empty());
             self.add_edge(from, to, data);
@@ -636,7 +662,7 @@ impl OrgGraph {
     pub fn canonical(&self) -> CanonicalGraph {
         let mut nodes = BTreeMap::new();
         let t = |s: Option<Sym>| self.text(s).map(str::to_owned);
-        for f in &self.feedback {
+        for f in self.feedback.iter() {
             let props: BTreeMap<&'static str, String> = [
                 ("type", Some(f.feedback_type.as_str().to_owned())),
                 ("validation_status", Some(f.status.as_str().to_owned())),
@@ -678,7 +704,7 @@ impl OrgGraph {
             nodes.insert(format!("Adapter:{}", self.strings.resolve(a.id)), props);
         }
         let name = |n: NodeIndex| match self.graph[n] {
-            NodeRef::Feedback(r) => format!("Feedback:{}", self.feedback[r as usize].id),
+            NodeRef::Feedback(r) => format!("Feedback:{}", self.feedback.id_str(r)),
             NodeRef::Adapter(r) => {
                 format!(
                     "Adapter:{}",
@@ -714,7 +740,7 @@ impl OrgGraph {
             let ids: Vec<&str> = self
                 .linked_by_id(r as u32)
                 .iter()
-                .filter_map(|&f| self.feedback.get(f as usize).map(|f| &*f.id))
+                .filter_map(|&f| self.feedback.id(f).map(|id| &**id))
                 .collect();
             let c = self.counters.adapters.get(r).copied().unwrap_or_default();
             counts.insert(
@@ -829,7 +855,10 @@ mod tests {
         }
         for e in g.graph().edge_references() {
             let (from, to) = (g.graph()[e.source()], g.graph()[e.target()]);
-            assert_eq!(g.edge_between(from, to, e.weight().kind), Some(e.id()));
+            assert_eq!(
+                g.edge_between(from, to, e.weight().kind),
+                Some(e.id().index() as EdgeId)
+            );
         }
     }
 

@@ -29,7 +29,7 @@ impl OrgGraph {
         family: &[u32],
         before: Option<&str>,
         limit: usize,
-        keep: impl Fn(&FeedbackNode) -> bool,
+        keep: impl Fn(&FeedbackNode<'_>) -> bool,
     ) -> LinkedPage {
         let feedback = &self.feedback;
         // Where each adapter's walk starts: past the last row below the cursor.
@@ -38,18 +38,17 @@ impl OrgGraph {
             match before {
                 None => list,
                 Some(c) => {
-                    let end = list
-                        .partition_point(|&r| feedback.get(r as usize).is_some_and(|f| &*f.id < c));
+                    let end = list.partition_point(|&r| feedback.id_str(r) < c);
                     list.get(..end).unwrap_or(&[])
                 }
             }
         };
         let mut page = LinkedPage::default();
         let mut take = |r: u32| -> bool {
-            let Some(f) = feedback.get(r as usize) else {
+            let Some(f) = feedback.get(r) else {
                 return true;
             };
-            if !keep(f) {
+            if !keep(&f) {
                 return true;
             }
             if page.rows.len() == limit {
@@ -70,7 +69,7 @@ impl OrgGraph {
         // Heads of the lists still being walked: (id of the head row, list, index of the
         // head within the list). The greatest id comes first.
         let lists: Vec<&[u32]> = family.iter().map(|&a| start(a)).collect();
-        let id_of = |r: u32| feedback.get(r as usize).map_or("", |f| &*f.id);
+        let id_of = |r: u32| feedback.id_str(r);
         let mut heads: BinaryHeap<(&str, Reverse<usize>, usize)> = lists
             .iter()
             .enumerate()
@@ -257,7 +256,7 @@ mod tests {
                     let all: BTreeSet<&str> = fam
                         .iter()
                         .flat_map(|&a| g.adapter_feedback(a))
-                        .map(|r| &*g.feedback()[r as usize].id)
+                        .map(|r| g.feedback().id_str(r))
                         .collect();
                     prop_assert_eq!(g.linked_count(&fam), all.len());
                     let want: Vec<&str> = all
@@ -266,7 +265,7 @@ mod tests {
                         .copied()
                         .filter(|id| {
                             let r = g.feedback_row(id).unwrap_or(0);
-                            !unused || !g.feedback()[r as usize].used_for_training
+                            !unused || !g.feedback().used_for_training(r)
                         })
                         .collect();
                     let mut got: Vec<&str> = Vec::new();
@@ -277,7 +276,7 @@ mod tests {
                         });
                         prop_assert!(page.rows.len() <= limit);
                         prop_assert!(!page.more || page.rows.len() == limit);
-                        got.extend(page.rows.iter().map(|&r| &*g.feedback()[r as usize].id));
+                        got.extend(page.rows.iter().map(|&r| g.feedback().id_str(r)));
                         if !page.more {
                             break;
                         }
@@ -288,16 +287,18 @@ mod tests {
                 // An adapter's counts are the sum over its linked items.
                 let mut c = Counts::default();
                 for r in g.adapter_feedback(root) {
-                    c.add(&g.feedback()[r as usize]);
+                    if let Some(f) = g.feedback().get(r) {
+                        c.add(&f);
+                    }
                 }
                 prop_assert_eq!(g.counters().adapters[root as usize], c);
             }
             let mut org = Counts::default();
             let mut models: std::collections::HashMap<_, Counts> = Default::default();
-            for f in g.feedback() {
-                org.add(f);
+            for f in g.feedback().iter() {
+                org.add(&f);
                 if let Some(m) = f.model_version {
-                    models.entry(m).or_default().add(f);
+                    models.entry(m).or_default().add(&f);
                 }
             }
             prop_assert_eq!(g.counters().org, org);

@@ -212,7 +212,7 @@ impl Telemetry {
             let Some(g) = graph.org(&org) else { continue };
             let f = i64::try_from(g.feedback().len()).unwrap_or(i64::MAX);
             let a = i64::try_from(g.adapters().len()).unwrap_or(i64::MAX);
-            let e = i64::try_from(g.graph().edge_count()).unwrap_or(i64::MAX);
+            let e = i64::try_from(g.edge_count()).unwrap_or(i64::MAX);
             if self.per_org {
                 let label = OrgLabel::new(true, &org);
                 self.graph_nodes

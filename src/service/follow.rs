@@ -203,11 +203,8 @@ impl Service {
         };
         let g = self.graph.org(&c.org);
         if c.kind == keys::KIND_FEEDBACK {
-            g.and_then(|g| {
-                g.feedback_row(&c.id)
-                    .map(|r| g.feedback()[r as usize].version)
-            })
-            .is_none_or(|have| have < version)
+            g.and_then(|g| g.feedback_row(&c.id).and_then(|r| g.feedback().version(r)))
+                .is_none_or(|have| have < version)
         } else if c.kind == keys::KIND_ADAPTER {
             g.and_then(|g| {
                 g.adapter_row(&c.id)

@@ -396,7 +396,7 @@ struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, f: &FeedbackNode) -> bool {
+    fn matches(&self, f: &FeedbackNode<'_>) -> bool {
         self.feedback_type.is_none_or(|t| f.feedback_type == t)
             && self.status.is_none_or(|s| f.status == s)
             && (!self.unused || !f.used_for_training)
@@ -913,7 +913,7 @@ impl Service {
                 let mut ids: Vec<Arc<str>> = g
                     .session_rows(session)
                     .iter()
-                    .map(|&r| g.feedback()[r as usize].id.clone())
+                    .filter_map(|&r| g.feedback().id(r).cloned())
                     .collect();
                 ids.sort_unstable_by(|a, b| b.cmp(a));
                 ids
@@ -970,16 +970,17 @@ impl Service {
         match adapter_row {
             Some(row) => {
                 for r in g.adapter_feedback(row) {
-                    let f = &g.feedback()[r as usize];
-                    if filter.matches(f) {
-                        acc.add(f);
+                    if let Some(f) = g.feedback().get(r)
+                        && filter.matches(&f)
+                    {
+                        acc.add(&f);
                     }
                 }
             }
             None => {
-                for f in g.feedback() {
-                    if filter.matches(f) {
-                        acc.add(f);
+                for f in g.feedback().iter() {
+                    if filter.matches(&f) {
+                        acc.add(&f);
                     }
                 }
             }
@@ -1078,7 +1079,7 @@ impl Service {
             let ids: Vec<Arc<str>> = page
                 .rows
                 .iter()
-                .filter_map(|&r| g.feedback().get(r as usize).map(|f| f.id.clone()))
+                .filter_map(|&r| g.feedback().id(r).cloned())
                 .collect();
             (ids, g.linked_count(&family), page.more)
         };
@@ -1499,8 +1500,8 @@ impl Service {
 
 /// Keeps the `keep` newest rows (by id), sorted newest first: a partial selection, so a
 /// page of a hot adapter with 100k links does not sort all of them.
-fn newest_first(rows: &mut Vec<&FeedbackNode>, keep: usize) {
-    let newer = |a: &&FeedbackNode, b: &&FeedbackNode| b.id.cmp(&a.id);
+fn newest_first(rows: &mut Vec<FeedbackNode<'_>>, keep: usize) {
+    let newer = |a: &FeedbackNode<'_>, b: &FeedbackNode<'_>| b.id.cmp(a.id);
     if rows.len() > keep {
         rows.select_nth_unstable_by(keep - 1, newer);
         rows.truncate(keep);
@@ -1526,7 +1527,7 @@ fn collect_page(g: &OrgGraph, q: &ListQuery, limit: usize) -> (Vec<Arc<str>>, bo
     let cursor = q.cursor.as_deref();
     let mut ids = Vec::with_capacity(limit.min(64));
     let mut more = false;
-    let mut push = |f: &FeedbackNode| {
+    let mut push = |f: &FeedbackNode<'_>| {
         if ids.len() == limit {
             more = true;
             return false;
@@ -1539,22 +1540,24 @@ fn collect_page(g: &OrgGraph, q: &ListQuery, limit: usize) -> (Vec<Arc<str>>, bo
             let Some(row) = g.adapter_row(a) else {
                 return (Vec::new(), false);
             };
-            let mut rows: Vec<&FeedbackNode> = g
+            let mut rows: Vec<FeedbackNode<'_>> = g
                 .adapter_feedback(row)
-                .map(|r| &g.feedback()[r as usize])
-                .filter(|f| filter.matches(f) && cursor.is_none_or(|c| &*f.id < c))
+                .filter_map(|r| g.feedback().get(r))
+                .filter(|f| filter.matches(f) && cursor.is_none_or(|c| &**f.id < c))
                 .collect();
             newest_first(&mut rows, limit + 1);
             for f in rows {
-                if !push(f) {
+                if !push(&f) {
                     break;
                 }
             }
         }
         None => {
             for r in g.feedback_newest_first(cursor) {
-                let f = &g.feedback()[r as usize];
-                if filter.matches(f) && !push(f) {
+                if let Some(f) = g.feedback().get(r)
+                    && filter.matches(&f)
+                    && !push(&f)
+                {
                     break;
                 }
             }
@@ -1626,10 +1629,10 @@ mod tests {
         ) {
             let ids: Vec<u32> = ids.into_iter().collect();
             let g = graph_with(&ids);
-            let mut rows: Vec<&FeedbackNode> = g.feedback().iter().collect();
+            let mut rows: Vec<FeedbackNode<'_>> = g.feedback().iter().collect();
             newest_first(&mut rows, keep);
-            let got: Vec<&str> = rows.iter().map(|f| &*f.id).collect();
-            let mut all: Vec<&str> = g.feedback().iter().map(|f| &*f.id).collect();
+            let got: Vec<&str> = rows.iter().map(|f| &**f.id).collect();
+            let mut all: Vec<&str> = g.feedback().iter().map(|f| &**f.id).collect();
             all.sort_unstable_by(|a, b| b.cmp(a));
             all.truncate(keep);
             prop_assert_eq!(got, all);

@@ -150,7 +150,9 @@ impl Service {
         let mut ids: Vec<Arc<str>> = Vec::with_capacity(limit.min(64));
         let mut more = false;
         for r in g.feedback_oldest_first(after) {
-            let f = &g.feedback()[r as usize];
+            let Some(f) = g.feedback().get(r) else {
+                continue;
+            };
             if !awaits_review(f.status) {
                 continue;
             }

@@ -294,7 +294,7 @@ pub fn content_hash(f: &Feedback) -> String {
     format!("{:016x}", stable_hash(canonical.to_string().as_bytes()))
 }
 
-fn claimable(f: &crate::graph::FeedbackNode, now: Millis) -> bool {
+fn claimable(f: &crate::graph::FeedbackNode<'_>, now: Millis) -> bool {
     f.status == ValidationStatus::Approved && !f.used_for_training && !f.leased_at(now)
 }
 
@@ -491,7 +491,7 @@ impl Service {
                 None => return Ok(Vec::new()),
             },
         };
-        let ok = |f: &crate::graph::FeedbackNode| {
+        let ok = |f: &crate::graph::FeedbackNode<'_>| {
             claimable(f, now) && model.is_none_or(|m| f.model_version == Some(m))
         };
         match &req.adapter_id {
@@ -505,9 +505,10 @@ impl Service {
                 let mut rows: BTreeSet<(&str, u32)> = BTreeSet::new();
                 for ad in adapter_family(g, root, req.include_descendants) {
                     for r in g.adapter_feedback(ad) {
-                        let f = &g.feedback()[r as usize];
-                        if ok(f) {
-                            rows.insert((&f.id, r));
+                        if let Some(f) = g.feedback().get(r)
+                            && ok(&f)
+                        {
+                            rows.insert((&**f.id, r));
                         }
                     }
                 }
@@ -522,7 +523,7 @@ impl Service {
                 .collect::<Vec<_>>()
                 .into_iter()
                 .rev()
-                .map(|r| &g.feedback()[r as usize])
+                .filter_map(|r| g.feedback().get(r))
                 .filter(|f| ok(f))
                 .take(limit)
                 .map(|f| f.id.to_string())

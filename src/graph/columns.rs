@@ -1,0 +1,437 @@
+//! The feedback properties as columns: one vector per property, indexed by feedback row.
+//!
+//! Scans read one property of many rows (a type, a status, an id); with one vector per
+//! property such a scan touches a byte or a few bytes per row instead of a whole wide
+//! record. Flags are bitsets, symbols are 4-byte [`Sym`]s (0 is none, by the niche of
+//! `Option<Sym>`), the score is a float column with a presence bitset, and leases, which
+//! few items hold, are kept in a sparse map.
+//!
+//! [`FeedbackNode`] is the row view: all of one row's properties, built on demand by
+//! [`FeedbackColumns::get`] for the service paths that look at whole items.
+
+use std::sync::Arc;
+
+use petgraph::graph::NodeIndex;
+use rustc_hash::FxHashMap;
+
+use super::Sym;
+use crate::model::{FeedbackType, Millis, ValidationStatus};
+use crate::store::Lease;
+
+/// A growable bitset, one bit per row.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Bits {
+    words: Vec<u64>,
+}
+
+impl Bits {
+    /// The bit of row `r` (false past the end).
+    #[inline]
+    pub fn get(&self, r: u32) -> bool {
+        self.words
+            .get((r / 64) as usize)
+            .is_some_and(|w| w >> (r % 64) & 1 == 1)
+    }
+
+    /// Sets the bit of row `r`, growing the set as needed.
+    #[inline]
+    pub fn set(&mut self, r: u32, on: bool) {
+        let i = (r / 64) as usize;
+        if i >= self.words.len() {
+            if !on {
+                return;
+            }
+            self.words.resize(i + 1, 0);
+        }
+        let mask = 1u64 << (r % 64);
+        if let Some(w) = self.words.get_mut(i) {
+            if on {
+                *w |= mask;
+            } else {
+                *w &= !mask;
+            }
+        }
+    }
+
+    /// Bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.words.capacity() * 8
+    }
+}
+
+/// All indexed properties of one feedback item, as read from the columns (a row view; the
+/// id is borrowed from the id column).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeedbackNode<'a> {
+    /// Its graph node.
+    pub node: NodeIndex,
+    /// Feedback id.
+    pub id: &'a Arc<str>,
+    /// The other properties.
+    pub props: FeedbackProps,
+}
+
+impl std::ops::Deref for FeedbackNode<'_> {
+    type Target = FeedbackProps;
+
+    fn deref(&self) -> &FeedbackProps {
+        &self.props
+    }
+}
+
+impl FeedbackNode<'_> {
+    /// True if a batch holds the item at `now`.
+    pub fn leased_at(&self, now: Millis) -> bool {
+        self.props.lease.is_some_and(|l| l.expires_at > now)
+    }
+}
+
+/// The properties of one feedback item other than its node and id: what a write sets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeedbackProps {
+    /// Type.
+    pub feedback_type: FeedbackType,
+    /// Validation status.
+    pub status: ValidationStatus,
+    /// Consumed by training.
+    pub used_for_training: bool,
+    /// Batch that consumed it (0 = none).
+    pub training_batch_id: u64,
+    /// Created, ms.
+    pub created_at: Millis,
+    /// Last changed, ms.
+    pub updated_at: Millis,
+    /// Record version.
+    pub version: u64,
+    /// Model version.
+    pub model_version: Option<Sym>,
+    /// Adapter named at submit.
+    pub adapter_id: Option<Sym>,
+    /// Adapter version named at submit.
+    pub adapter_version: Option<Sym>,
+    /// End user.
+    pub user_id: Option<Sym>,
+    /// Session.
+    pub session_id: Option<Sym>,
+    /// Interaction.
+    pub interaction_id: Option<Sym>,
+    /// Rating.
+    pub score: Option<f64>,
+    /// Has a correction.
+    pub has_correction: bool,
+    /// Has a comment.
+    pub has_comment: bool,
+    /// The training batch holding the item, and until when.
+    pub lease: Option<Lease>,
+}
+
+/// Which interned feedback property a symbol column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymCol {
+    /// `model_version`.
+    ModelVersion,
+    /// `adapter_id`.
+    AdapterId,
+    /// `adapter_version`.
+    AdapterVersion,
+    /// `user_id`.
+    UserId,
+    /// `session_id`.
+    SessionId,
+    /// `interaction_id`.
+    InteractionId,
+}
+
+/// The feedback rows of one org, one vector per property (row number = index).
+#[derive(Debug, Default, Clone)]
+pub struct FeedbackColumns {
+    node: Vec<NodeIndex>,
+    id: Vec<Arc<str>>,
+    feedback_type: Vec<FeedbackType>,
+    status: Vec<ValidationStatus>,
+    used: Bits,
+    has_correction: Bits,
+    has_comment: Bits,
+    training_batch_id: Vec<u64>,
+    created_at: Vec<Millis>,
+    updated_at: Vec<Millis>,
+    version: Vec<u64>,
+    model_version: Vec<Option<Sym>>,
+    adapter_id: Vec<Option<Sym>>,
+    adapter_version: Vec<Option<Sym>>,
+    user_id: Vec<Option<Sym>>,
+    session_id: Vec<Option<Sym>>,
+    interaction_id: Vec<Option<Sym>>,
+    score: Vec<f64>,
+    has_score: Bits,
+    leases: FxHashMap<u32, Lease>,
+}
+
+// A symbol column must stay 4 bytes a row.
+const _: () = assert!(std::mem::size_of::<Option<Sym>>() == 4);
+
+impl FeedbackColumns {
+    /// Number of rows.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    /// True if there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+
+    /// Appends a row; returns its number.
+    pub(super) fn push(&mut self, node: NodeIndex, id: Arc<str>, p: &FeedbackProps) -> u32 {
+        let r = self.id.len() as u32;
+        self.node.push(node);
+        self.id.push(id);
+        self.feedback_type.push(p.feedback_type);
+        self.status.push(p.status);
+        self.training_batch_id.push(p.training_batch_id);
+        self.created_at.push(p.created_at);
+        self.updated_at.push(p.updated_at);
+        self.version.push(p.version);
+        self.model_version.push(p.model_version);
+        self.adapter_id.push(p.adapter_id);
+        self.adapter_version.push(p.adapter_version);
+        self.user_id.push(p.user_id);
+        self.session_id.push(p.session_id);
+        self.interaction_id.push(p.interaction_id);
+        self.score.push(0.0);
+        self.set_flags(r, p);
+        r
+    }
+
+    /// Overwrites the properties of row `r` (its node and id stay).
+    pub(super) fn set(&mut self, r: u32, p: &FeedbackProps) {
+        let i = r as usize;
+        if i >= self.id.len() {
+            return;
+        }
+        self.feedback_type[i] = p.feedback_type;
+        self.status[i] = p.status;
+        self.training_batch_id[i] = p.training_batch_id;
+        self.created_at[i] = p.created_at;
+        self.updated_at[i] = p.updated_at;
+        self.version[i] = p.version;
+        self.model_version[i] = p.model_version;
+        self.adapter_id[i] = p.adapter_id;
+        self.adapter_version[i] = p.adapter_version;
+        self.user_id[i] = p.user_id;
+        self.session_id[i] = p.session_id;
+        self.interaction_id[i] = p.interaction_id;
+        self.set_flags(r, p);
+    }
+
+    /// The bit columns, the score and the lease of row `r` (which exists).
+    fn set_flags(&mut self, r: u32, p: &FeedbackProps) {
+        self.used.set(r, p.used_for_training);
+        self.has_correction.set(r, p.has_correction);
+        self.has_comment.set(r, p.has_comment);
+        self.has_score.set(r, p.score.is_some());
+        if let Some(s) = self.score.get_mut(r as usize) {
+            *s = p.score.unwrap_or(0.0);
+        }
+        match p.lease {
+            Some(l) => {
+                self.leases.insert(r, l);
+            }
+            None => {
+                self.leases.remove(&r);
+            }
+        }
+    }
+
+    /// The row view of row `r`.
+    pub fn get(&self, r: u32) -> Option<FeedbackNode<'_>> {
+        let i = r as usize;
+        Some(FeedbackNode {
+            node: *self.node.get(i)?,
+            id: self.id.get(i)?,
+            props: self.props(r)?,
+        })
+    }
+
+    /// Every property of row `r` but its node and id.
+    pub fn props(&self, r: u32) -> Option<FeedbackProps> {
+        let i = r as usize;
+        Some(FeedbackProps {
+            feedback_type: *self.feedback_type.get(i)?,
+            status: *self.status.get(i)?,
+            used_for_training: self.used.get(r),
+            training_batch_id: *self.training_batch_id.get(i)?,
+            created_at: *self.created_at.get(i)?,
+            updated_at: *self.updated_at.get(i)?,
+            version: *self.version.get(i)?,
+            model_version: *self.model_version.get(i)?,
+            adapter_id: *self.adapter_id.get(i)?,
+            adapter_version: *self.adapter_version.get(i)?,
+            user_id: *self.user_id.get(i)?,
+            session_id: *self.session_id.get(i)?,
+            interaction_id: *self.interaction_id.get(i)?,
+            score: self.score(r),
+            has_correction: self.has_correction.get(r),
+            has_comment: self.has_comment.get(r),
+            lease: self.lease(r),
+        })
+    }
+
+    /// Every row's view, in row order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = FeedbackNode<'_>> + '_ {
+        (0..self.len() as u32).map(move |r| FeedbackNode {
+            node: self.node[r as usize],
+            id: &self.id[r as usize],
+            props: self.props(r).unwrap_or_else(unreachable_props),
+        })
+    }
+
+    /// The graph node of row `r`.
+    #[inline]
+    pub fn node(&self, r: u32) -> Option<NodeIndex> {
+        self.node.get(r as usize).copied()
+    }
+
+    /// The id of row `r`.
+    #[inline]
+    pub fn id(&self, r: u32) -> Option<&Arc<str>> {
+        self.id.get(r as usize)
+    }
+
+    /// The id of row `r` as a string (empty past the end).
+    #[inline]
+    pub fn id_str(&self, r: u32) -> &str {
+        self.id.get(r as usize).map_or("", |s| s)
+    }
+
+    /// The type of row `r`.
+    #[inline]
+    pub fn feedback_type(&self, r: u32) -> Option<FeedbackType> {
+        self.feedback_type.get(r as usize).copied()
+    }
+
+    /// The validation status of row `r`.
+    #[inline]
+    pub fn status(&self, r: u32) -> Option<ValidationStatus> {
+        self.status.get(r as usize).copied()
+    }
+
+    /// Whether training consumed row `r`.
+    #[inline]
+    pub fn used_for_training(&self, r: u32) -> bool {
+        self.used.get(r)
+    }
+
+    /// The consuming batch of row `r` (0 = none).
+    #[inline]
+    pub fn training_batch_id(&self, r: u32) -> Option<u64> {
+        self.training_batch_id.get(r as usize).copied()
+    }
+
+    /// Created, ms.
+    #[inline]
+    pub fn created_at(&self, r: u32) -> Option<Millis> {
+        self.created_at.get(r as usize).copied()
+    }
+
+    /// Last changed, ms.
+    #[inline]
+    pub fn updated_at(&self, r: u32) -> Option<Millis> {
+        self.updated_at.get(r as usize).copied()
+    }
+
+    /// Record version.
+    #[inline]
+    pub fn version(&self, r: u32) -> Option<u64> {
+        self.version.get(r as usize).copied()
+    }
+
+    /// An interned property of row `r` (`None` if absent or past the end).
+    #[inline]
+    pub fn sym(&self, r: u32, c: SymCol) -> Option<Sym> {
+        let col = match c {
+            SymCol::ModelVersion => &self.model_version,
+            SymCol::AdapterId => &self.adapter_id,
+            SymCol::AdapterVersion => &self.adapter_version,
+            SymCol::UserId => &self.user_id,
+            SymCol::SessionId => &self.session_id,
+            SymCol::InteractionId => &self.interaction_id,
+        };
+        col.get(r as usize).copied().flatten()
+    }
+
+    /// The score of row `r`, if it has one.
+    #[inline]
+    pub fn score(&self, r: u32) -> Option<f64> {
+        if self.has_score.get(r) {
+            self.score.get(r as usize).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Whether row `r` has a correction.
+    #[inline]
+    pub fn has_correction(&self, r: u32) -> bool {
+        self.has_correction.get(r)
+    }
+
+    /// Whether row `r` has a comment.
+    #[inline]
+    pub fn has_comment(&self, r: u32) -> bool {
+        self.has_comment.get(r)
+    }
+
+    /// The lease on row `r`, if any.
+    #[inline]
+    pub fn lease(&self, r: u32) -> Option<Lease> {
+        self.leases.get(&r).copied()
+    }
+}
+
+/// Never called: `iter` only asks for rows below `len`, which all have properties.
+#[cold]
+fn unreachable_props() -> FeedbackProps {
+    FeedbackProps {
+        feedback_type: FeedbackType::Positive,
+        status: ValidationStatus::Pending,
+        used_for_training: false,
+        training_batch_id: 0,
+        created_at: 0,
+        updated_at: 0,
+        version: 0,
+        model_version: None,
+        adapter_id: None,
+        adapter_version: None,
+        user_id: None,
+        session_id: None,
+        interaction_id: None,
+        score: None,
+        has_correction: false,
+        has_comment: false,
+        lease: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A bitset answers like a vector of booleans under any sequence of sets.
+        #[test]
+        fn bits_match_a_vec_of_bools(ops in prop::collection::vec((0u32..300, any::<bool>()), 0..200)) {
+            let mut bits = Bits::default();
+            let mut model = vec![false; 300];
+            for (r, on) in ops {
+                bits.set(r, on);
+                model[r as usize] = on;
+            }
+            for (r, &m) in model.iter().enumerate() {
+                prop_assert_eq!(bits.get(r as u32), m, "row {}", r);
+            }
+        }
+    }
+}
