@@ -25,6 +25,11 @@
 //! syncer ([`Syncer::begin_write`]), so that reads that show stored state to a client go
 //! through [`SledStore::durable_read`] and never show a write that is not durable yet.
 //!
+//! The database can be replaced while the store runs (the online rewrite that drops
+//! erased bytes, `rewrite.rs`): every tree is reached through [`Handle`] (`t()`), and every
+//! change to sled holds the handle's gate shared ([`SledStore::begin_write`]), so a swap
+//! that holds it exclusively sees no write half in the old database and half in the new.
+//!
 //! Idempotency keys live for `storage.idempotency_ttl_secs` after their first use: an
 //! older entry counts as absent, and a sweeper thread removes expired entries in batches
 //! (at open, then every `storage.idempotency_sweep_secs`).

@@ -369,7 +369,10 @@ impl SledStore {
                 break;
             }
         }
+        // Most of the copy reaches the disk now, so the fsync while writes are held
+        // covers only the last changes.
         new_db.flush()?;
+        compact::sync_tree(&fresh)?;
         let trees = Trees::open(new_db.clone(), name.to_owned())?;
         let data_file = fresh.join("db");
         let file = std::fs::File::open(&data_file)
