@@ -361,7 +361,8 @@ pub fn run_with(cli: &Cli, after_ready: fn()) -> Result<(), CliError> {
                 | Command::Dump { .. }
                 | Command::Backup { .. }
         );
-    if reads_only && !config.data_dir.join("sled").exists() {
+    let has_data = crate::store::compact::active_dir(&config.data_dir).is_ok_and(|d| d.exists());
+    if reads_only && !has_data {
         return Err(CliError::Usage(format!(
             "no feedgraph data in {} (give --data-dir, or import/load/serve first)",
             config.data_dir.display()

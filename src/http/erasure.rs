@@ -1,5 +1,6 @@
-//! The erasure endpoints (admin): erase an item, a user's or a session's items, and list
-//! the receipts. The work is `service::erasure`'s.
+//! The erasure endpoints (admin): erase an item, a user's or a session's items, list the
+//! receipts, and rewrite the store now (`POST /admin/compact`). The work is
+//! `service::erasure`'s.
 
 use std::sync::Arc;
 
@@ -11,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AdminCaller, ApiJson, ApiPath, QueryParams};
-use crate::service::erasure::{EraseRequest, ErasurePage};
-use crate::store::{ErasureRecord, ErasureScope};
+use crate::service::erasure::{CompactOutcome, EraseRequest, ErasurePage, ErasureReceipt};
+use crate::store::ErasureScope;
 
 /// `POST /erasures {scope, value}` (admin): erases one item (`item`, value the id), or
 /// every item of a `user` or `session` in the org; answers 201 with the receipt once
@@ -23,7 +24,7 @@ use crate::store::{ErasureRecord, ErasureScope};
     tag = "feedback",
     request_body = EraseRequest,
     responses(
-        (status = 201, description = "The receipt of the finished erasure", body = ErasureRecord),
+        (status = 201, description = "The receipt of the finished erasure", body = ErasureReceipt),
         (status = 404, description = "No such item (scope item)", body = ErrorBody),
     )
 )]
@@ -33,7 +34,12 @@ pub async fn erase(
     ApiJson(req): ApiJson<EraseRequest>,
 ) -> Result<Response, ApiError> {
     let actor = caller.actor();
-    let receipt = state.run(move |s| s.erase(&actor, &req)).await?;
+    let receipt = state
+        .run(move |s| {
+            let record = s.erase(&actor, &req)?;
+            s.receipt(record)
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(receipt)).into_response())
 }
 
@@ -44,7 +50,7 @@ pub async fn erase(
     tag = "feedback",
     params(("id" = String, Path, description = "The feedback id")),
     responses(
-        (status = 201, description = "The receipt of the finished erasure", body = ErasureRecord),
+        (status = 201, description = "The receipt of the finished erasure", body = ErasureReceipt),
         (status = 404, description = "No such item", body = ErrorBody),
     )
 )]
@@ -58,7 +64,12 @@ pub async fn erase_item(
         scope: ErasureScope::Item,
         value: id,
     };
-    let receipt = state.run(move |s| s.erase(&actor, &req)).await?;
+    let receipt = state
+        .run(move |s| {
+            let record = s.erase(&actor, &req)?;
+            s.receipt(record)
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(receipt)).into_response())
 }
 
@@ -96,13 +107,37 @@ pub async fn list(
     path = "/api/v1/llm/erasures/{id}",
     tag = "feedback",
     params(("id" = String, Path, description = "The erasure id")),
-    responses((status = 200, description = "The receipt", body = ErasureRecord))
+    responses((status = 200, description = "The receipt", body = ErasureReceipt))
 )]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     AdminCaller(caller): AdminCaller,
     ApiPath(id): ApiPath,
-) -> Result<Json<ErasureRecord>, ApiError> {
+) -> Result<Json<ErasureReceipt>, ApiError> {
     let org = caller.org().to_owned();
-    Ok(Json(state.run(move |s| s.erasure(&org, &id)).await?))
+    Ok(Json(
+        state
+            .run(move |s| {
+                let record = s.erasure(&org, &id)?;
+                s.receipt(record)
+            })
+            .await?,
+    ))
+}
+
+/// `POST /admin/compact` (admin): rewrites the store now so erased bytes leave the disk
+/// (sled: the online rewrite, writes go on; PostgreSQL: a plain `VACUUM`), answering
+/// once it is done. The server also does this by itself within
+/// `erasure.rewrite_within_secs` of an erasure.
+#[utoipa::path(
+    post,
+    path = "/api/v1/llm/admin/compact",
+    tag = "feedback",
+    responses((status = 200, description = "What the rewrite did", body = CompactOutcome))
+)]
+pub async fn compact(
+    State(state): State<Arc<AppState>>,
+    AdminCaller(_caller): AdminCaller,
+) -> Result<Json<CompactOutcome>, ApiError> {
+    Ok(Json(state.run(move |s| s.compact_now()).await?))
 }

@@ -301,6 +301,7 @@ fn routes() -> Routes {
         .add(Post, "/api/v1/llm/erasures", erasure::erase)
         .add(Get, "/api/v1/llm/erasures", erasure::list)
         .add(Get, "/api/v1/llm/erasures/{id}", erasure::get)
+        .add(Post, "/api/v1/llm/admin/compact", erasure::compact)
         .add(Post, "/api/v1/llm/adapters", training::create_adapter)
         .add(Get, "/api/v1/llm/adapters/{id}", training::get_adapter)
         .add(Get, "/api/v1/llm/adapters/{id}/lineage", training::lineage)
@@ -520,6 +521,7 @@ pub async fn start(
                         }
                     }
                     spawn_retention(&service);
+                    crate::service::erasure::spawn_rewriter(&service);
                     let _ = state.service.set(service);
                     tracing::info!("store open and graph built; ready");
                     Ok(())

@@ -53,6 +53,7 @@ use super::{batch, erasure, feedback, graph, kinds, metrics, training, webhooks}
         erasure::erase,
         erasure::list,
         erasure::get,
+        erasure::compact,
         training::create_adapter,
         training::get_adapter,
         training::lineage,

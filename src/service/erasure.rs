@@ -9,9 +9,13 @@
 //! every stored history version scrubbed of content fields), then the record is
 //! rewritten `done` with its counts: the receipt. Each step is idempotent, so a job that
 //! a crash stopped is run again from its start by [`Service::resume_erasures`] when the
-//! store opens. On sled, a finished erasure also leaves a marker file that makes the
-//! next start-up (or `feedgraph compact`) rewrite the database, so the old bytes leave
-//! the disk (see `SledStore::compact`).
+//! store opens. On sled, a finished erasure also leaves a marker file, and the server
+//! rewrites the database online within `erasure.rewrite_within_secs` (the
+//! `feedgraph-rewrite` thread, [`spawn_rewriter`]; erasures finishing meanwhile share
+//! that rewrite), or at once on `POST /admin/compact`, so the old bytes leave the disk
+//! (see `store::compact` and `SledStore::rewrite`). A receipt says when that happened
+//! (`bytes_gone_at`). On PostgreSQL the same trigger runs a plain `VACUUM` of the tables
+//! an erasure touches.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +34,13 @@ pub struct ErasureConfig {
     /// On sled: rewrite the database at start-up when an erasure finished since the last
     /// rewrite, so erased bytes leave the disk (default true).
     pub compact_on_start: bool,
+    /// On sled: the longest time (seconds) from the end of an erasure or retention run to
+    /// the start of the online rewrite that removes its bytes from the disk (default 600);
+    /// erasures finishing meanwhile share that rewrite. 0 rewrites at once.
+    pub rewrite_within_secs: u64,
+    /// Test only: pause this many ms after each batch of the rewrite's copy (default 0),
+    /// so a test can stop the process in the middle of a rewrite.
+    pub test_rewrite_delay_ms: u64,
     /// Test only: pause this many ms after each chunk (default 0), so a test can stop the
     /// process in the middle of an erasure.
     pub test_chunk_delay_ms: u64,
@@ -40,6 +51,8 @@ impl Default for ErasureConfig {
         ErasureConfig {
             chunk_items: 64,
             compact_on_start: true,
+            rewrite_within_secs: 600,
+            test_rewrite_delay_ms: 0,
             test_chunk_delay_ms: 0,
         }
     }
@@ -241,6 +254,20 @@ impl Service {
         self.store.write(&actor, &mut |tx| tx.put_erasure(&job))?;
         if let Some(sled) = self.sled() {
             sled.mark_compaction_due()?;
+        } else {
+            // PostgreSQL: reclaim the dead row versions now rather than at autovacuum's
+            // pace; best effort, off the request's path.
+            let store = self.store.clone();
+            let spawned = std::thread::Builder::new()
+                .name("feedgraph-vacuum".into())
+                .spawn(move || {
+                    if let Err(e) = store.vacuum_erased() {
+                        tracing::warn!(error = %e, "VACUUM after an erasure failed");
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start VACUUM after an erasure");
+            }
         }
         tracing::info!(
             erasure = %job.id,
@@ -362,6 +389,118 @@ impl Service {
                 kind: "erasure",
                 id: id.to_owned(),
             })
+    }
+
+    /// `record` with what is known about its bytes on disk (see [`ErasureReceipt`]).
+    pub fn receipt(&self, record: ErasureRecord) -> Result<ErasureReceipt, ServiceError> {
+        let (mut gone, mut due) = (None, None);
+        if let (Some(sled), Some(finished)) = (self.sled(), record.finished_at) {
+            gone = sled.bytes_gone_at(finished)?;
+            if gone.is_none() {
+                due = Some(
+                    finished.saturating_add(self.erasure.rewrite_within_secs.saturating_mul(1000)),
+                );
+            }
+        }
+        Ok(ErasureReceipt {
+            record,
+            bytes_gone_at: gone,
+            bytes_due_by: due,
+        })
+    }
+
+    /// Rewrites the store now so erased bytes leave the disk: on sled the online rewrite
+    /// (writes go on; see `SledStore::rewrite`), on PostgreSQL a plain `VACUUM` of the
+    /// tables erasures touch (dead row versions become free space; see README).
+    pub fn compact_now(&self) -> Result<CompactOutcome, ServiceError> {
+        match self.sled() {
+            Some(sled) => Ok(CompactOutcome {
+                backend: "sled",
+                rewrite: Some(sled.rewrite()?),
+            }),
+            None => {
+                self.store.vacuum_erased()?;
+                Ok(CompactOutcome {
+                    backend: self.store.name(),
+                    rewrite: None,
+                })
+            }
+        }
+    }
+}
+
+/// An erasure receipt with what is known about the erased bytes on disk.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErasureReceipt {
+    /// The erasure record.
+    #[serde(flatten)]
+    pub record: ErasureRecord,
+    /// On sled: when the old files holding the erased bytes were deleted (ms since
+    /// epoch), by the first database rewrite after the erasure finished; null until then
+    /// and on PostgreSQL (see README, Data lifecycle).
+    pub bytes_gone_at: Option<Millis>,
+    /// On sled, while `bytes_gone_at` is null: by when the scheduled rewrite starts
+    /// (`finished_at` + `erasure.rewrite_within_secs`).
+    pub bytes_due_by: Option<Millis>,
+}
+
+/// What `POST /admin/compact` did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CompactOutcome {
+    /// `sled` or `postgres`.
+    pub backend: &'static str,
+    /// On sled: the rewrite's report.
+    pub rewrite: Option<crate::store::compact::CompactReport>,
+}
+
+/// How often the rewrite thread looks for the erasure marker.
+const REWRITE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Starts the `feedgraph-rewrite` thread (sled only): once the erasure marker appears it
+/// waits at most `erasure.rewrite_within_secs` (erasures that finish meanwhile join the
+/// same rewrite), then rewrites the database online. The marker stays until a rewrite
+/// swapped, so a failed rewrite is tried again (after another wait). Holds the service
+/// weakly and ends with the server.
+pub fn spawn_rewriter(service: &std::sync::Arc<Service>) {
+    let Some(sled) = service.sled() else {
+        return;
+    };
+    let dir = sled.dir().to_owned();
+    let within = std::time::Duration::from_secs(service.erasure.rewrite_within_secs);
+    let weak = std::sync::Arc::downgrade(service);
+    let spawned = std::thread::Builder::new()
+        .name("feedgraph-rewrite".into())
+        .spawn(move || {
+            let mut due_since: Option<std::time::Instant> = None;
+            loop {
+                std::thread::sleep(REWRITE_POLL);
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                if !crate::store::compact::is_due(&dir) {
+                    due_since = None;
+                    continue;
+                }
+                let since = *due_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < within {
+                    continue;
+                }
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
+                if let Some(sled) = service.sled() {
+                    match sled.rewrite() {
+                        Ok(_) => due_since = None,
+                        Err(e) => {
+                            tracing::error!(error = %e, "scheduled rewrite failed; retried later");
+                            due_since = Some(std::time::Instant::now());
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the rewrite thread");
     }
 }
 

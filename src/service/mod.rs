@@ -487,17 +487,14 @@ impl Service {
             .map_err(|e| ServiceError::Config(e.to_string()))?;
         let store: Arc<dyn Backend> = match config.storage.backend {
             BackendKind::Sled => {
+                let sled = SledStore::open(&config.data_dir, &config.storage)?;
+                sled.set_rewrite_test_delay(config.erasure.test_rewrite_delay_ms);
                 if config.erasure.compact_on_start
                     && crate::store::compact::is_due(&config.data_dir)
                 {
-                    let r = crate::store::compact::compact(&config.data_dir, &config.storage)?;
-                    tracing::info!(
-                        bytes_before = r.bytes_before,
-                        bytes_after = r.bytes_after,
-                        "rewrote the sled database after erasures"
-                    );
+                    sled.rewrite()?;
                 }
-                Arc::new(SledStore::open(&config.data_dir, &config.storage)?)
+                Arc::new(sled)
             }
             BackendKind::Postgres => Arc::new(PgStore::open(&config.storage)?),
         };

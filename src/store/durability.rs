@@ -157,8 +157,9 @@ const QUIET_GAP: std::time::Duration = std::time::Duration::from_micros(50);
 /// The part of the syncer its worker thread shares.
 #[derive(Debug)]
 struct Shared {
-    db: sled::Db,
-    data_file: File,
+    /// The database and files a sync covers; replaced whole by [`Syncer::retarget`] when
+    /// the store swaps in a rewritten database.
+    target: Mutex<Arc<Target>>,
     mode: Durability,
     state: Mutex<State>,
     /// Wakes the worker when a sync is requested, when a gathering sync has its writers or
@@ -175,8 +176,6 @@ struct Shared {
     solo: Mutex<()>,
     /// Set with `State::poisoned`, for a lock-free check on every write.
     failed: std::sync::atomic::AtomicBool,
-    /// sled's directory for large values, which its flush writes but never fsyncs.
-    blobs: Blobs,
     /// The longest a sync waits for writers to join it.
     commit_delay: std::time::Duration,
     /// Batch sizes and sync times for `/metrics`.
@@ -198,6 +197,15 @@ struct Shared {
 
 #[cfg(any(test, feature = "testing"))]
 use super::testing::Fault;
+
+/// What one sync flushes and fsyncs: a sled database, its data file and its blob files.
+#[derive(Debug)]
+struct Target {
+    db: sled::Db,
+    data_file: File,
+    /// sled's directory for large values, which its flush writes but never fsyncs.
+    blobs: Blobs,
+}
 
 /// sled keeps values larger than about a quarter of a log segment (128 KiB by default) in
 /// files of their own under `blobs/`, written with plain writes and never synced; its log
@@ -321,15 +329,17 @@ impl Shared {
                 None => {}
             }
         }
+        let target = self.target.lock().clone();
         // Listed before the flush: see [`Blobs`].
         let blobs = match self.mode {
-            Durability::Fsync => self.blobs.list()?,
+            Durability::Fsync => target.blobs.list()?,
             Durability::Flush => None,
         };
-        self.db.flush().map_err(|e| format!("sled flush: {e}"))?;
+        target.db.flush().map_err(|e| format!("sled flush: {e}"))?;
         if self.mode == Durability::Fsync {
-            self.blobs.sync_new(blobs)?;
-            self.data_file
+            target.blobs.sync_new(blobs)?;
+            target
+                .data_file
                 .sync_data()
                 .map_err(|e| format!("fdatasync of the sled data file: {e}"))?;
         }
@@ -494,8 +504,11 @@ impl Syncer {
         commit_delay: std::time::Duration,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            db,
-            data_file: File::open(data_file)?,
+            target: Mutex::new(Arc::new(Target {
+                db,
+                data_file: File::open(data_file)?,
+                blobs: Blobs::new(data_file),
+            })),
             mode,
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -503,7 +516,6 @@ impl Syncer {
             waiters: [tokio::sync::Notify::new(), tokio::sync::Notify::new()],
             solo: Mutex::new(()),
             failed: std::sync::atomic::AtomicBool::new(false),
-            blobs: Blobs::new(data_file),
             commit_delay,
             metrics: SyncMetrics::default(),
             begun: AtomicU64::new(0),
@@ -629,6 +641,20 @@ impl Syncer {
         }
     }
 
+    /// Makes later syncs cover `db`, whose data file `file` (opened by the caller, so this
+    /// step cannot fail) is at `path`, instead of the database they covered so far (the
+    /// store swapped in a rewritten copy). The caller holds every writer off and has made
+    /// `db` durable itself: a sync already running finishes on the old database, whose
+    /// writes `db` holds too.
+    pub fn retarget(&self, db: sled::Db, file: File, path: &Path) {
+        let target = Arc::new(Target {
+            db,
+            data_file: file,
+            blobs: Blobs::new(path),
+        });
+        *self.shared.target.lock() = target;
+    }
+
     /// Returns once every write this thread completed before the call is durable.
     pub fn wait_durable(&self) -> Result<(), SyncError> {
         let ticket = self.ticket()?;
@@ -684,7 +710,12 @@ impl Drop for WriteGuard<'_> {
 impl Syncer {
     /// Blob files synced so far.
     pub(crate) fn blobs_synced(&self) -> u64 {
-        self.shared.blobs.synced.load(Ordering::Relaxed)
+        self.shared
+            .target
+            .lock()
+            .blobs
+            .synced
+            .load(Ordering::Relaxed)
     }
 
     /// Makes every later sync fail or panic.

@@ -263,6 +263,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Makes everything written so far durable (at shutdown).
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// Reclaims the space of row versions erasures left behind, where the backend keeps
+    /// them (PostgreSQL: a plain `VACUUM` of the tables erasures rewrite). Nothing by
+    /// default (sled has its own rewrite, `SledStore::rewrite`).
+    fn vacuum_erased(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Adds the backend's instruments to `registry` (see `/metrics`).
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry);
 

@@ -1044,6 +1044,17 @@ impl Backend for PgStore {
         Ok(())
     }
 
+    fn vacuum_erased(&self) -> Result<(), StoreError> {
+        // A plain VACUUM (not FULL): dead row versions become reusable space without a
+        // table lock; their bytes stay in the files until overwritten, and in the WAL
+        // until it is recycled (see README, Data lifecycle).
+        self.run(async {
+            let c = self.client().await?;
+            c.batch_execute("VACUUM fg_feedback, fg_history").await?;
+            Ok(())
+        })
+    }
+
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 
     fn events(&self) -> &dyn super::outbox::EventStore {

@@ -39,7 +39,7 @@ impl SledStore {
         f: &mut dyn FnMut(&str, &str, IdempotencyRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.settle_reads()?;
-        for kv in self.idempotency.scan_prefix(keys::record(org, "")) {
+        for kv in self.t().idempotency.scan_prefix(keys::record(org, "")) {
             let (k, v) = kv?;
             let rest = keys::split_org(&k).map_or(&[][..], |(_, rest)| rest);
             let Some((user, key)) = keys::split_org(rest) else {
@@ -62,7 +62,7 @@ impl SledStore {
     /// the records they belong to (each record is its own commit point); the batch counter
     /// only ever moves up.
     pub fn restore(&self, org: &str, entries: &[BackupEntry]) -> Result<(), StoreError> {
-        let write = self.syncer.begin_write()?;
+        let write = self.begin_write()?;
         for entry in entries {
             match entry {
                 BackupEntry::Adapter { adapter, history } => {
@@ -73,7 +73,8 @@ impl SledStore {
                     // Under the adapter lock, into sled before into the cache, as every
                     // adapter write does.
                     let _guard = self.adapter_lock.lock();
-                    self.adapters
+                    self.t()
+                        .adapters
                         .insert(key.as_slice(), encode(adapter.as_ref())?)?;
                     self.known_adapters.write().insert(key);
                 }
@@ -81,7 +82,7 @@ impl SledStore {
                     for h in history {
                         self.put_history(org, keys::KIND_FEEDBACK, &record.feedback.id, h)?;
                     }
-                    self.feedback.insert(
+                    self.t().feedback.insert(
                         keys::record(org, &record.feedback.id),
                         encode(record.as_ref())?,
                     )?;
@@ -90,17 +91,21 @@ impl SledStore {
                     for h in history {
                         self.put_history(org, keys::KIND_BATCH, &batch.id.to_string(), h)?;
                     }
-                    self.meta.update_and_fetch(batch_counter_key(org), |old| {
-                        let last = old
-                            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                            .map_or(0, u64::from_be_bytes);
-                        Some(last.max(batch.id).to_be_bytes().to_vec())
-                    })?;
-                    self.batches
+                    self.t()
+                        .meta
+                        .update_and_fetch(batch_counter_key(org), |old| {
+                            let last = old
+                                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                                .map_or(0, u64::from_be_bytes);
+                            Some(last.max(batch.id).to_be_bytes().to_vec())
+                        })?;
+                    self.t()
+                        .batches
                         .insert(keys::batch(org, batch.id), encode(batch.as_ref())?)?;
                 }
                 BackupEntry::Idempotency { user, key, record } => {
-                    self.idempotency
+                    self.t()
+                        .idempotency
                         .insert(keys::idempotency(org, user, key), encode(record)?)?;
                 }
                 // Written by the service through the interface's own writes.

@@ -25,6 +25,11 @@
 //! syncer ([`Syncer::begin_write`]), so that reads that show stored state to a client go
 //! through [`SledStore::durable_read`] and never show a write that is not durable yet.
 //!
+//! The database can be replaced while the store runs (the online rewrite that drops
+//! erased bytes, `rewrite.rs`): every tree is reached through [`Handle`] (`t()`), and every
+//! change to sled holds the handle's gate shared ([`SledStore::begin_write`]), so a swap
+//! that holds it exclusively sees no write half in the old database and half in the new.
+//!
 //! Idempotency keys live for `storage.idempotency_ttl_secs` after their first use: an
 //! older entry counts as absent, and a sweeper thread removes expired entries in batches
 //! (at open, then every `storage.idempotency_sweep_secs`).
@@ -50,7 +55,10 @@ use crate::model::{
 use codec::CodecError;
 
 mod backup;
+mod rewrite;
 mod sled_outbox;
+
+pub use rewrite::RewriteMetrics;
 
 /// Number of lock stripes serialising writers of the same feedback record.
 const STRIPES: usize = 256;
@@ -73,10 +81,13 @@ pub enum SyncMode {
     Defer,
 }
 
-/// The sled-backed store. Cheap to share behind an `Arc`; all methods take `&self`.
+/// One database generation: the sled database and its trees, swapped as a whole when an
+/// online rewrite replaces the database (see [`rewrite`]).
 #[derive(Debug)]
-pub struct SledStore {
+pub(super) struct Trees {
     db: sled::Db,
+    /// The database's directory name inside the data directory (`sled` or `sled.gen<N>`).
+    name: String,
     meta: Tree,
     feedback: Tree,
     adapters: Tree,
@@ -89,12 +100,77 @@ pub struct SledStore {
     outbox: Tree,
     /// The delivery log: `org \0 endpoint \0 delivery id` -> `Delivery`.
     deliveries: Tree,
-    /// Enabled endpoints per org with the mask of their events, so a write of an org with
-    /// none costs one hash lookup. Kept in step by every endpoint write.
-    hooks: parking_lot::RwLock<rustc_hash::FxHashMap<String, Vec<(String, u32)>>>,
     score_configs: Tree,
     /// Erasure jobs and receipts: `org \0 erasure_id` -> `ErasureRecord`.
     erasures: Tree,
+}
+
+impl Trees {
+    fn open(db: sled::Db, name: String) -> Result<Trees, StoreError> {
+        Ok(Trees {
+            meta: db.open_tree("meta")?,
+            feedback: db.open_tree("feedback")?,
+            adapters: db.open_tree("adapters")?,
+            history: db.open_tree("history")?,
+            idempotency: db.open_tree("idempotency")?,
+            batches: db.open_tree("batches")?,
+            webhooks: db.open_tree("webhooks")?,
+            outbox: db.open_tree("outbox")?,
+            deliveries: db.open_tree("deliveries")?,
+            score_configs: db.open_tree("score_configs")?,
+            erasures: db.open_tree("erasures")?,
+            db,
+            name,
+        })
+    }
+}
+
+/// The store's handle on its current database, and the gate that keeps writes off it
+/// while a rewrite swaps in a new one. Every change to sled holds the gate shared (inside
+/// [`SledStore::begin_write`]), so all the inserts of one write land in one database.
+#[derive(Debug)]
+pub(super) struct Handle {
+    current: parking_lot::RwLock<std::sync::Arc<Trees>>,
+    gate: parking_lot::RwLock<()>,
+}
+
+impl Handle {
+    /// The current database. A reader may keep it across a swap: the old database stays
+    /// readable (and holds everything durable at the swap) until its last user drops it.
+    fn trees(&self) -> std::sync::Arc<Trees> {
+        self.current.read().clone()
+    }
+
+    /// Holds writes off (shared): taken recursively, so a write that starts another
+    /// (nested) write while a swap waits never deadlocks.
+    fn hold(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.gate.read_recursive()
+    }
+}
+
+/// A write in progress: holds the swap gate shared and counts the write in with the
+/// syncer until dropped.
+pub(super) struct StoreWrite<'a> {
+    _write: super::durability::WriteGuard<'a>,
+    _gate: parking_lot::RwLockReadGuard<'a, ()>,
+}
+
+/// The sled-backed store. Cheap to share behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct SledStore {
+    /// The current database and its trees (replaced by an online rewrite).
+    h: std::sync::Arc<Handle>,
+    /// Enabled endpoints per org with the mask of their events, so a write of an org with
+    /// none costs one hash lookup. Kept in step by every endpoint write.
+    hooks: parking_lot::RwLock<rustc_hash::FxHashMap<String, Vec<(String, u32)>>>,
+    /// One online rewrite at a time.
+    rewriting: Mutex<()>,
+    /// sled's cache size the store was opened with (a rewrite opens its copy alike).
+    cache_bytes: u64,
+    /// The online rewrite's instruments.
+    rewrite_metrics: RewriteMetrics,
+    /// Test only: pause of the rewrite's copy after each batch, ms.
+    rewrite_test_delay_ms: std::sync::atomic::AtomicU64,
     syncer: std::sync::Arc<Syncer>,
     dir: PathBuf,
     stripes: Vec<Mutex<()>>,
@@ -202,7 +278,9 @@ fn stripe_of(org: &str, id: &str) -> usize {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `data_dir/sled`, checking the schema version.
+    /// Opens (or creates) the store in the data directory's current database (`sled`, or
+    /// the directory named in `CURRENT` after an online rewrite), checking the schema
+    /// version. Leftovers of an interrupted rewrite are cleaned up first.
     pub fn open(data_dir: &Path, config: &StorageConfig) -> Result<Self, StoreError> {
         let io = |context: String| move |source| StoreError::Io { context, source };
         std::fs::create_dir_all(data_dir).map_err(io(format!(
@@ -210,32 +288,10 @@ impl SledStore {
             data_dir.display()
         )))?;
         super::compact::recover(data_dir)?;
-        let dir = data_dir.join("sled");
-        // sled releases its file lock from its I/O threads, shortly after the previous
-        // owner in this process (or a process that just exited) let go: a locked directory
-        // is retried for a moment before it counts as held by someone else.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(&dir)
-                .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
-                .open();
-            match opened {
-                Ok(db) => break db,
-                // sled reports a held lock as an `Other` error naming it, with the
-                // `WouldBlock` cause only in the text.
-                Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(StoreError::Locked(data_dir.display().to_string()));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(other) => return Err(other.into()),
-            }
-        };
+        let name = super::compact::active_name(data_dir)?;
+        let dir = data_dir.join(&name);
+        let cache_bytes = config.cache_mb.saturating_mul(1024 * 1024);
+        let db = super::compact::open_db(&dir, data_dir, cache_bytes)?;
         // Persist the directory entries of sled's files once, so that fsyncs of the data
         // file are enough from here on.
         for d in [&dir, data_dir] {
@@ -263,19 +319,15 @@ impl SledStore {
         )
         .map_err(io(format!("opening {}", dir.join("db").display())))?;
         let mut store = SledStore {
-            meta: db.open_tree("meta")?,
-            feedback: db.open_tree("feedback")?,
-            adapters: db.open_tree("adapters")?,
-            history: db.open_tree("history")?,
-            idempotency: db.open_tree("idempotency")?,
-            batches: db.open_tree("batches")?,
-            webhooks: db.open_tree("webhooks")?,
-            outbox: db.open_tree("outbox")?,
-            deliveries: db.open_tree("deliveries")?,
+            h: std::sync::Arc::new(Handle {
+                current: parking_lot::RwLock::new(std::sync::Arc::new(Trees::open(db, name)?)),
+                gate: parking_lot::RwLock::new(()),
+            }),
             hooks: parking_lot::RwLock::default(),
-            score_configs: db.open_tree("score_configs")?,
-            erasures: db.open_tree("erasures")?,
-            db,
+            rewriting: Mutex::new(()),
+            cache_bytes,
+            rewrite_metrics: RewriteMetrics::default(),
+            rewrite_test_delay_ms: std::sync::atomic::AtomicU64::new(0),
             dir: data_dir.to_owned(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             idem_stripes: (0..IDEM_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -292,21 +344,33 @@ impl SledStore {
         Ok(store)
     }
 
+    /// The current database's trees (see [`Handle::trees`]).
+    fn t(&self) -> std::sync::Arc<Trees> {
+        self.h.trees()
+    }
+
+    /// Starts a write: holds the swap gate shared (so all of the write's inserts land in
+    /// one database) and counts the write in with the syncer ([`Syncer::begin_write`]).
+    /// Drop it before waiting for durability.
+    pub(super) fn begin_write(&self) -> Result<StoreWrite<'_>, StoreError> {
+        let gate = self.h.hold();
+        Ok(StoreWrite {
+            _write: self.syncer.begin_write()?,
+            _gate: gate,
+        })
+    }
+
     /// Starts the thread that removes expired idempotency keys: once now, then every
     /// `every_secs` (never again if 0) until the store is dropped.
     fn start_sweeper(&self, every_secs: u64) -> Result<Sweeper, StoreError> {
         let stop = std::sync::Arc::new((Mutex::new(false), parking_lot::Condvar::new()));
-        let (tree, syncer, ttl) = (
-            self.idempotency.clone(),
-            self.syncer.clone(),
-            self.idempotency_ttl_ms,
-        );
+        let (handle, syncer, ttl) = (self.h.clone(), self.syncer.clone(), self.idempotency_ttl_ms);
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("feedgraph-idem-sweep".into())
             .spawn(move || {
                 loop {
-                    match sweep_expired(&tree, &syncer, crate::model::now_millis(), ttl) {
+                    match sweep_expired(&handle, &syncer, crate::model::now_millis(), ttl) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(removed = n, "expired idempotency keys removed"),
                         Err(e) => tracing::warn!("sweeping expired idempotency keys: {e}"),
@@ -343,22 +407,18 @@ impl SledStore {
 
     /// Removes every expired idempotency entry now, in batches; returns how many.
     pub fn sweep_idempotency(&self) -> Result<usize, StoreError> {
-        sweep_expired(
-            &self.idempotency,
-            &self.syncer,
-            self.now(),
-            self.idempotency_ttl_ms,
-        )
+        sweep_expired(&self.h, &self.syncer, self.now(), self.idempotency_ttl_ms)
     }
 
     /// How many idempotency entries are stored, expired or not.
     pub fn idempotency_entries(&self) -> usize {
-        self.idempotency.len()
+        self.t().idempotency.len()
     }
 
     /// Adds the store's instruments (group-commit batch sizes, sync times) to `registry`.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.syncer.metrics().register(registry);
+        self.rewrite_metrics.register(registry);
     }
 
     /// Fails once a sync failed: the store then refuses every write until it is reopened
@@ -388,11 +448,11 @@ impl SledStore {
 
     fn check_schema(&self) -> Result<(), StoreError> {
         const KEY: &[u8] = b"schema_version";
-        match self.meta.get(KEY)? {
+        match self.t().meta.get(KEY)? {
             None => {
                 {
-                    let _w = self.syncer.begin_write()?;
-                    self.meta.insert(KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                    let _w = self.begin_write()?;
+                    self.t().meta.insert(KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 }
                 self.make_durable()?;
                 Ok(())
@@ -456,7 +516,7 @@ impl SledStore {
 
     /// Size of the database on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.t().db.size_on_disk()?)
     }
 
     fn put_history(
@@ -466,13 +526,14 @@ impl SledStore {
         id: &str,
         entry: &HistoryVersion,
     ) -> Result<(), StoreError> {
-        self.history
+        self.t()
+            .history
             .insert(keys::history(org, kind, id, entry.version), encode(entry)?)?;
         Ok(())
     }
 
     fn read_record(&self, key: &[u8]) -> Result<Option<FeedbackRecord>, StoreError> {
-        match self.feedback.get(key)? {
+        match self.t().feedback.get(key)? {
             Some(v) => decode("feedback", key, &v).map(Some),
             None => Ok(None),
         }
@@ -492,7 +553,7 @@ impl SledStore {
             return Ok(None);
         }
         let _guard = (!locked).then(|| self.adapter_lock.lock());
-        if self.adapters.contains_key(&key)? {
+        if self.t().adapters.contains_key(&key)? {
             self.known_adapters.write().insert(key);
             return Ok(None);
         }
@@ -505,7 +566,9 @@ impl SledStore {
             &entry,
             Changed::Adapter(&adapter),
         )?;
-        self.adapters.insert(key.as_slice(), encode(&adapter)?)?;
+        self.t()
+            .adapters
+            .insert(key.as_slice(), encode(&adapter)?)?;
         self.known_adapters.write().insert(key);
         Ok(Some(adapter))
     }
@@ -520,7 +583,7 @@ impl SledStore {
             return Ok(());
         }
         let key = keys::history(org, keys::KIND_FEEDBACK, &fb.id, 1);
-        let Some(v) = self.history.get(&key)? else {
+        let Some(v) = self.t().history.get(&key)? else {
             return Ok(());
         };
         let mut entry: HistoryVersion = decode("history", &key, &v)?;
@@ -541,7 +604,7 @@ impl SledStore {
         sync: SyncMode,
     ) -> Result<ChangeSet, StoreError> {
         let inserted = {
-            let _write = self.syncer.begin_write()?;
+            let _write = self.begin_write()?;
             self.insert_record(actor, fb, IdSource::Given, action, None, false)?
         };
         self.finish(sync)?;
@@ -567,7 +630,7 @@ impl SledStore {
         sync: SyncMode,
     ) -> Result<Inserted, StoreError> {
         let inserted = {
-            let _write = self.syncer.begin_write()?;
+            let _write = self.begin_write()?;
             self.insert_record(actor, fb, id_source, action, idempotency, false)?
         };
         self.finish(sync)?;
@@ -589,7 +652,7 @@ impl SledStore {
             .map(|k| self.idem_stripes[stripe_of(&actor.org, &k.key) % IDEM_STRIPES].lock());
         let idem_key = idempotency.map(|k| keys::idempotency(&actor.org, &actor.user, &k.key));
         if let (Some(k), Some(ikey)) = (idempotency, &idem_key)
-            && let Some(v) = self.idempotency.get(ikey)?
+            && let Some(v) = self.t().idempotency.get(ikey)?
         {
             let seen: IdempotencyRecord = decode("idempotency", ikey, &v)?;
             let original = self.get_feedback(&actor.org, &seen.feedback_id)?;
@@ -618,7 +681,7 @@ impl SledStore {
             )?);
         }
         let _guard = self.stripes[stripe_of(&actor.org, &fb.id)].lock();
-        if id_source == IdSource::Given && self.feedback.contains_key(&fkey)? {
+        if id_source == IdSource::Given && self.t().feedback.contains_key(&fkey)? {
             return Err(StoreError::Exists {
                 kind: "feedback",
                 id: fb.id.clone(),
@@ -640,9 +703,13 @@ impl SledStore {
                 request_hash: k.request_hash,
                 at: self.now(),
             };
-            self.idempotency.insert(ikey.as_slice(), encode(&seen)?)?;
+            self.t()
+                .idempotency
+                .insert(ikey.as_slice(), encode(&seen)?)?;
         }
-        self.feedback.insert(fkey.as_slice(), encode(&record)?)?;
+        self.t()
+            .feedback
+            .insert(fkey.as_slice(), encode(&record)?)?;
         cs.links = record.links.clone();
         cs.feedback.push(record);
         Ok(Inserted::New(cs))
@@ -660,7 +727,7 @@ impl SledStore {
         change: ChangeFn<'_>,
     ) -> Result<Option<FeedbackRecord>, StoreError> {
         let updated = {
-            let _write = self.syncer.begin_write()?;
+            let _write = self.begin_write()?;
             self.update_record(actor, feedback_id, at, change)?
         };
         if updated.is_some() {
@@ -706,7 +773,7 @@ impl SledStore {
             &entry,
             Changed::Feedback(&next),
         )?;
-        self.feedback.insert(fkey.as_slice(), encode(&next)?)?;
+        self.t().feedback.insert(fkey.as_slice(), encode(&next)?)?;
         Ok(Some(next))
     }
 
@@ -726,7 +793,7 @@ impl SledStore {
             entry,
             Changed::Adapter(adapter),
         )?;
-        self.adapters.insert(key.as_slice(), encode(adapter)?)?;
+        self.t().adapters.insert(key.as_slice(), encode(adapter)?)?;
         self.known_adapters.write().insert(key);
         Ok(())
     }
@@ -736,7 +803,7 @@ impl SledStore {
     /// its file, then the records with [`SledStore::load_records`]; until a record is written its
     /// history entry is inert, like the history written ahead of any record.
     pub fn load_history(&self, actor: &Actor, f: &Feedback) -> Result<(), StoreError> {
-        let _write = self.syncer.begin_write()?;
+        let _write = self.begin_write()?;
         let entry = import_entry(actor, f.version, f.created_at);
         self.put_history(&actor.org, keys::KIND_FEEDBACK, &f.id, &entry)
     }
@@ -748,9 +815,10 @@ impl SledStore {
         org: &str,
         ids: impl Iterator<Item = &'a str>,
     ) -> Result<(), StoreError> {
-        let _write = self.syncer.begin_write()?;
+        let _write = self.begin_write()?;
         for id in ids {
-            self.history
+            self.t()
+                .history
                 .remove(keys::history(org, keys::KIND_FEEDBACK, id, 1))?;
         }
         Ok(())
@@ -765,9 +833,11 @@ impl SledStore {
         adapters: &[Adapter],
         records: &[FeedbackRecord],
     ) -> Result<(), StoreError> {
-        let _write = self.syncer.begin_write()?;
+        let _write = self.begin_write()?;
         for r in records {
-            self.feedback.remove(keys::record(org, &r.feedback.id))?;
+            self.t()
+                .feedback
+                .remove(keys::record(org, &r.feedback.id))?;
         }
         {
             // Under the adapter lock, and out of sled before out of the cache: a submit
@@ -775,13 +845,13 @@ impl SledStore {
             let _guard = self.adapter_lock.lock();
             for a in adapters {
                 let key = keys::record(org, &a.id);
-                self.adapters.remove(key.as_slice())?;
+                self.t().adapters.remove(key.as_slice())?;
                 self.known_adapters.write().remove(&key);
             }
         }
         self.unload_history(org, records.iter().map(|r| r.feedback.id.as_str()))?;
         for a in adapters {
-            self.history.remove(keys::history(
+            self.t().history.remove(keys::history(
                 org,
                 keys::KIND_ADAPTER,
                 &a.id,
@@ -804,18 +874,20 @@ impl SledStore {
         records: &[FeedbackRecord],
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), StoreError> {
-        let _write = self.syncer.begin_write()?;
+        let _write = self.begin_write()?;
         for a in adapters {
             let entry = import_entry(actor, a.record_version, a.created_at);
             self.put_history(&actor.org, keys::KIND_ADAPTER, &a.id, &entry)?;
-            self.adapters
+            self.t()
+                .adapters
                 .insert(keys::record(&actor.org, &a.id), encode(a)?)?;
         }
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_unstable_by(|&x, &y| records[x].feedback.id.cmp(&records[y].feedback.id));
         for (n, &i) in order.iter().enumerate() {
             let r = &records[i];
-            self.feedback
+            self.t()
+                .feedback
                 .insert(keys::record(&actor.org, &r.feedback.id), encode(r)?)?;
             if n % 4096 == 4095 {
                 progress(n as u64 + 1);
@@ -827,7 +899,8 @@ impl SledStore {
 
     /// Every adapter of one org.
     pub fn adapters_of(&self, org: &str) -> Result<Vec<Adapter>, StoreError> {
-        self.adapters
+        self.t()
+            .adapters
             .scan_prefix(keys::record(org, ""))
             .map(|kv| {
                 let (k, v) = kv?;
@@ -841,20 +914,23 @@ impl SledStore {
         &self,
         org: &str,
     ) -> impl Iterator<Item = Result<FeedbackRecord, StoreError>> + '_ {
-        self.feedback.scan_prefix(keys::record(org, "")).map(|kv| {
-            let (k, v) = kv?;
-            decode("feedback", &k, &v)
-        })
+        self.t()
+            .feedback
+            .scan_prefix(keys::record(org, ""))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("feedback", &k, &v)
+            })
     }
 
     /// The next batch id of `org`: 1, 2, 3... per org. The counter lives in `meta` and is
     /// written before the batch that uses it, so a recovered batch always has its id
     /// counted and ids are never reused.
     pub fn new_batch_id(&self, org: &str) -> Result<u64, StoreError> {
-        let _write = self.syncer.begin_write()?;
+        let _write = self.begin_write()?;
         let mut key = b"next_batch_id\0".to_vec();
         key.extend_from_slice(org.as_bytes());
-        let next = self.meta.update_and_fetch(&key, |old| {
+        let next = self.t().meta.update_and_fetch(&key, |old| {
             let n = old
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map_or(0, u64::from_be_bytes);
@@ -880,7 +956,7 @@ impl SledStore {
         changes: Vec<FieldChange>,
         sync: SyncMode,
     ) -> Result<(), StoreError> {
-        let write = self.syncer.begin_write()?;
+        let write = self.begin_write()?;
         let entry = HistoryVersion {
             version: batch.version,
             at: crate::model::now_millis(),
@@ -897,7 +973,8 @@ impl SledStore {
             &entry,
             Changed::Batch(batch),
         )?;
-        self.batches
+        self.t()
+            .batches
             .insert(keys::batch(&actor.org, batch.id), encode(batch)?)?;
         drop(write);
         self.finish(sync)
@@ -906,7 +983,7 @@ impl SledStore {
     /// One batch of `org`, if present.
     pub fn get_batch(&self, org: &str, id: u64) -> Result<Option<Batch>, StoreError> {
         let key = keys::batch(org, id);
-        match self.batches.get(&key)? {
+        match self.t().batches.get(&key)? {
             Some(v) => decode("batches", &key, &v).map(Some),
             None => Ok(None),
         }
@@ -920,7 +997,8 @@ impl SledStore {
 
     /// Every batch of `org`, by id.
     pub fn batches_of(&self, org: &str) -> Result<Vec<Batch>, StoreError> {
-        self.batches
+        self.t()
+            .batches
             .scan_prefix(keys::record(org, ""))
             .map(|kv| {
                 let (k, v) = kv?;
@@ -939,8 +1017,8 @@ impl SledStore {
     ) -> Result<Vec<Batch>, StoreError> {
         let start = keys::batch(org, 0);
         let range = match before {
-            Some(id) => self.batches.range(start..keys::batch(org, id)),
-            None => self.batches.range(start..=keys::batch(org, u64::MAX)),
+            Some(id) => self.t().batches.range(start..keys::batch(org, id)),
+            None => self.t().batches.range(start..=keys::batch(org, u64::MAX)),
         };
         range
             .rev()
@@ -969,7 +1047,7 @@ impl SledStore {
         name: &str,
     ) -> Result<Option<ScoreConfig>, StoreError> {
         let key = keys::record(org, name);
-        match self.score_configs.get(&key)? {
+        match self.t().score_configs.get(&key)? {
             Some(v) => decode("score_configs", &key, &v).map(Some),
             None => Ok(None),
         }
@@ -977,7 +1055,8 @@ impl SledStore {
 
     /// Every score config of `org`, by name.
     pub fn score_configs_of(&self, org: &str) -> Result<Vec<ScoreConfig>, StoreError> {
-        self.score_configs
+        self.t()
+            .score_configs
             .scan_prefix(keys::record(org, ""))
             .map(|kv| {
                 let (k, v) = kv?;
@@ -1005,14 +1084,16 @@ impl SledStore {
     ) -> Result<(), StoreError> {
         let key = keys::record(&actor.org, &config.name);
         self.put_history(&actor.org, keys::KIND_SCORE_CONFIG, &config.name, entry)?;
-        self.score_configs.insert(key.as_slice(), encode(config)?)?;
+        self.t()
+            .score_configs
+            .insert(key.as_slice(), encode(config)?)?;
         Ok(())
     }
 
     /// One adapter of `org`, if present.
     pub fn get_adapter(&self, org: &str, id: &str) -> Result<Option<Adapter>, StoreError> {
         let key = keys::record(org, id);
-        match self.adapters.get(&key)? {
+        match self.t().adapters.get(&key)? {
             Some(v) => decode("adapters", &key, &v).map(Some),
             None => Ok(None),
         }
@@ -1063,7 +1144,7 @@ impl SledStore {
     /// How many history entries the store holds, committed or not, over every org (for
     /// checks: a failed bulk load must leave none of its own behind).
     pub fn history_entries(&self) -> usize {
-        self.history.len()
+        self.t().history.len()
     }
 
     /// Every committed version of an adapter's history, oldest first.
@@ -1081,6 +1162,7 @@ impl SledStore {
     ) -> Result<Vec<HistoryVersion>, StoreError> {
         let mut out = Vec::new();
         for kv in self
+            .t()
             .history
             .scan_prefix(keys::history_prefix(org, kind, id))
         {
@@ -1097,7 +1179,7 @@ impl SledStore {
 
     /// Every feedback record of every org, in key order (org, then id).
     pub fn scan_records(&self) -> impl Iterator<Item = Result<FeedbackRecord, StoreError>> + '_ {
-        scan(&self.feedback, "feedback")
+        scan(&self.t().feedback, "feedback")
     }
 
     /// Calls `f` with the org of its key and the graph-relevant prefix of every feedback
@@ -1109,7 +1191,7 @@ impl SledStore {
         &self,
         mut f: impl FnMut(&str, RecordHeadRef<'_>),
     ) -> Result<(), StoreError> {
-        for kv in self.feedback.iter() {
+        for kv in self.t().feedback.iter() {
             let (k, v) = kv?;
             let org = key_org("feedback", &k)?;
             let head: RecordHeadRef<'_> =
@@ -1127,7 +1209,7 @@ impl SledStore {
     pub fn scan_records_with_org(
         &self,
     ) -> impl Iterator<Item = Result<(String, FeedbackRecord), StoreError>> + '_ {
-        self.feedback.iter().map(|kv| {
+        self.t().feedback.iter().map(|kv| {
             let (k, v) = kv?;
             let org = key_org("feedback", &k)?.to_owned();
             Ok((org, decode("feedback", &k, &v)?))
@@ -1141,13 +1223,13 @@ impl SledStore {
 
     /// Every adapter of every org.
     pub fn scan_adapters(&self) -> impl Iterator<Item = Result<Adapter, StoreError>> + '_ {
-        scan(&self.adapters, "adapters")
+        scan(&self.t().adapters, "adapters")
     }
 
     /// The org ids present, from the org prefix of feedback, adapter and batch keys.
     pub fn orgs(&self) -> Result<Vec<String>, StoreError> {
         let mut out = std::collections::BTreeSet::new();
-        for tree in [&self.feedback, &self.adapters, &self.batches] {
+        for tree in [&self.t().feedback, &self.t().adapters, &self.t().batches] {
             let mut from: Vec<u8> = Vec::new();
             // Skip from one org to the next instead of walking every key.
             while let Some(kv) = tree.range(from.clone()..).next() {
@@ -1173,8 +1255,8 @@ impl SledStore {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         {
-            let _write = self.syncer.begin_write()?;
-            self.feedback.insert(keys::record(org, id), bytes)?;
+            let _write = self.begin_write()?;
+            self.t().feedback.insert(keys::record(org, id), bytes)?;
         }
         self.make_durable()
     }
@@ -1223,7 +1305,7 @@ impl WriteTx for SledTx<'_> {
 
     fn insert_feedback(&mut self, fb: &Feedback, action: ChangeAction) -> Result<(), StoreError> {
         let inserted = {
-            let _w = self.store.syncer.begin_write()?;
+            let _w = self.store.begin_write()?;
             self.wrote = true;
             self.store.insert_record(
                 self.actor,
@@ -1258,7 +1340,7 @@ impl WriteTx for SledTx<'_> {
     ) -> Result<Option<FeedbackRecord>, StoreError> {
         let mut before: Vec<FeedbackLink> = Vec::new();
         let updated = {
-            let _w = self.store.syncer.begin_write()?;
+            let _w = self.store.begin_write()?;
             self.store
                 .update_record(self.actor, id, at, &mut |cur: &FeedbackRecord| {
                     before.clone_from(&cur.links);
@@ -1273,7 +1355,7 @@ impl WriteTx for SledTx<'_> {
     }
 
     fn ensure_adapter(&mut self, id: &str, at: Millis) -> Result<(), StoreError> {
-        let _w = self.store.syncer.begin_write()?;
+        let _w = self.store.begin_write()?;
         let created = self
             .store
             .ensure_adapter(self.actor, id, at, self.adapters.is_some())?;
@@ -1296,7 +1378,7 @@ impl WriteTx for SledTx<'_> {
     }
 
     fn put_adapter(&mut self, adapter: &Adapter, entry: &HistoryVersion) -> Result<(), StoreError> {
-        let _w = self.store.syncer.begin_write()?;
+        let _w = self.store.begin_write()?;
         self.wrote = true;
         self.store.put_adapter(self.actor, adapter, entry)?;
         self.changes.adapters.push(adapter.clone());
@@ -1312,7 +1394,7 @@ impl WriteTx for SledTx<'_> {
         config: &ScoreConfig,
         entry: &HistoryVersion,
     ) -> Result<(), StoreError> {
-        let _w = self.store.syncer.begin_write()?;
+        let _w = self.store.begin_write()?;
         self.wrote = true;
         self.store.put_score_config(self.actor, config, entry)
     }
@@ -1348,9 +1430,10 @@ impl WriteTx for SledTx<'_> {
     }
 
     fn put_erasure(&mut self, record: &ErasureRecord) -> Result<(), StoreError> {
-        let _w = self.store.syncer.begin_write()?;
+        let _w = self.store.begin_write()?;
         self.wrote = true;
         self.store
+            .t()
             .erasures
             .insert(keys::record(&self.actor.org, &record.id), encode(record)?)?;
         Ok(())
@@ -1366,14 +1449,14 @@ impl SledTx<'_> {
         edit: &mut dyn FnMut(&mut HistoryVersion) -> bool,
     ) -> Result<(), StoreError> {
         let org = &self.actor.org;
-        let _w = self.store.syncer.begin_write()?;
+        let _w = self.store.begin_write()?;
         let _guard = self.store.stripes[stripe_of(org, id)].lock();
         let prefix = keys::history_prefix(org, keys::KIND_FEEDBACK, id);
-        for kv in self.store.history.scan_prefix(prefix) {
+        for kv in self.store.t().history.scan_prefix(prefix) {
             let (k, v) = kv?;
             let mut entry: HistoryVersion = decode("history", &k, &v)?;
             if edit(&mut entry) {
-                self.store.history.insert(k, encode(&entry)?)?;
+                self.store.t().history.insert(k, encode(&entry)?)?;
                 self.wrote = true;
             }
         }
@@ -1683,7 +1766,7 @@ impl Backend for SledStore {
     fn get_erasure(&self, org: &str, id: &str) -> Result<Option<ErasureRecord>, StoreError> {
         self.durable_read(|s| {
             let key = keys::record(org, id);
-            match s.erasures.get(&key)? {
+            match s.t().erasures.get(&key)? {
                 Some(v) => decode("erasures", &key, &v).map(Some),
                 None => Ok(None),
             }
@@ -1706,13 +1789,17 @@ impl Backend for SledStore {
                     e
                 }
             };
-            erasures_in(s.erasures.range(prefix..end).rev(), &mut |_| true, limit)
+            erasures_in(
+                s.t().erasures.range(prefix..end).rev(),
+                &mut |_| true,
+                limit,
+            )
         })
     }
 
     fn unfinished_erasures(&self) -> Result<Vec<ErasureRecord>, StoreError> {
         let mut out = erasures_in(
-            self.erasures.iter(),
+            self.t().erasures.iter(),
             &mut |r| r.state == ErasureState::Running,
             usize::MAX,
         )?;
@@ -1745,7 +1832,7 @@ impl Backend for SledStore {
 /// batches of [`SWEEP_BATCH`], each synced once. An entry is removed only if it is still
 /// the one judged expired (compare-and-swap), so a key reused meanwhile is kept.
 fn sweep_expired(
-    tree: &Tree,
+    handle: &Handle,
     syncer: &Syncer,
     now: Millis,
     ttl_ms: Millis,
@@ -1757,7 +1844,9 @@ fn sweep_expired(
             return Ok(());
         }
         {
+            let _gate = handle.hold();
             let _w = syncer.begin_write()?;
+            let tree = &handle.trees().idempotency;
             for (k, v) in batch.drain(..) {
                 if tree
                     .compare_and_swap(&k, Some(&v), None as Option<&[u8]>)?
@@ -1770,7 +1859,7 @@ fn sweep_expired(
         syncer.wait_durable()?;
         Ok(())
     };
-    for kv in tree.iter() {
+    for kv in handle.trees().idempotency.iter() {
         let (k, v) = kv?;
         match codec::decode::<IdempotencyRecord>(&v) {
             Ok(rec) if rec.expired(now, ttl_ms) => batch.push((k, v)),
@@ -1870,7 +1959,7 @@ mod tests {
     /// The creation entry as stored, not as [`SledStore::feedback_history`] shows it.
     fn raw_creation(store: &SledStore, id: &str) -> HistoryVersion {
         let key = keys::history("acme", keys::KIND_FEEDBACK, id, 1);
-        let bytes = store.history.get(&key).unwrap().unwrap();
+        let bytes = store.t().history.get(&key).unwrap().unwrap();
         decode("history", &key, &bytes).unwrap()
     }
 

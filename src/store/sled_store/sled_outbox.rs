@@ -60,7 +60,7 @@ impl SledStore {
                 next_attempt_at: 0,
             };
             let key = keys::outbox(&actor.org, &e.endpoint_id, kind, id, entry.version);
-            self.outbox.insert(key, encode(&e)?)?;
+            self.t().outbox.insert(key, encode(&e)?)?;
         }
         Ok(())
     }
@@ -70,7 +70,7 @@ impl SledStore {
     pub(super) fn open_outbox(&self) -> Result<(), StoreError> {
         {
             let mut hooks = self.hooks.write();
-            for kv in self.webhooks.iter() {
+            for kv in self.t().webhooks.iter() {
                 let (k, v) = kv?;
                 let ep: Endpoint = decode("webhooks", &k, &v)?;
                 if ep.enabled {
@@ -82,14 +82,15 @@ impl SledStore {
             }
         }
         let mut removed = 0usize;
-        for kv in self.outbox.iter() {
+        for kv in self.t().outbox.iter() {
             let (k, v) = kv?;
             let e: OutboxEntry = decode("outbox", &k, &v)?;
             let endpoint_known = self
+                .t()
                 .webhooks
                 .contains_key(keys::record(&e.org_id, &e.endpoint_id))?;
             if !endpoint_known || !self.committed(&e)? {
-                self.outbox.remove(&k)?;
+                self.t().outbox.remove(&k)?;
                 removed += 1;
             }
         }
@@ -138,7 +139,8 @@ impl SledStore {
     }
 
     fn endpoints_in(&self, org: &str) -> Result<Vec<Endpoint>, StoreError> {
-        self.webhooks
+        self.t()
+            .webhooks
             .scan_prefix(keys::record(org, ""))
             .map(|kv| {
                 let (k, v) = kv?;
@@ -158,10 +160,10 @@ impl SledStore {
 impl EventStore for SledStore {
     fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         {
-            let _write = self.syncer.begin_write()?;
+            let _write = self.begin_write()?;
             // The adapter lock serialises endpoint writes with each other (rare writes).
             let _guard = self.adapter_lock.lock();
-            self.webhooks.insert(
+            self.t().webhooks.insert(
                 keys::record(&endpoint.org_id, &endpoint.id),
                 encode(endpoint)?,
             )?;
@@ -172,13 +174,13 @@ impl EventStore for SledStore {
 
     fn delete_endpoint(&self, org: &str, id: &str) -> Result<bool, StoreError> {
         let existed = {
-            let _write = self.syncer.begin_write()?;
+            let _write = self.begin_write()?;
             let _guard = self.adapter_lock.lock();
-            let existed = self.webhooks.remove(keys::record(org, id))?.is_some();
+            let existed = self.t().webhooks.remove(keys::record(org, id))?.is_some();
             self.refresh_hooks(org)?;
             let prefix = keys::endpoint_prefix(org, id);
-            self.remove_prefix(&self.outbox, &prefix)?;
-            self.remove_prefix(&self.deliveries, &prefix)?;
+            self.remove_prefix(&self.t().outbox, &prefix)?;
+            self.remove_prefix(&self.t().deliveries, &prefix)?;
             existed
         };
         self.make_durable()?;
@@ -188,7 +190,7 @@ impl EventStore for SledStore {
     fn get_endpoint(&self, org: &str, id: &str) -> Result<Option<Endpoint>, StoreError> {
         self.durable_read(|s| {
             let key = keys::record(org, id);
-            match s.webhooks.get(&key)? {
+            match s.t().webhooks.get(&key)? {
                 Some(v) => decode("webhooks", &key, &v).map(Some),
                 None => Ok(None),
             }
@@ -202,6 +204,7 @@ impl EventStore for SledStore {
             // a sync (an idle server syncs nothing): an endpoint write is durable before it
             // returns, and an endpoint seen a moment early has nothing queued yet.
             None => self
+                .t()
                 .webhooks
                 .iter()
                 .map(|kv| {
@@ -220,7 +223,7 @@ impl EventStore for SledStore {
             // ones too (they cannot be stored before it anyway; this keeps order obvious).
             let mut blocked: Option<(u8, String)> = None;
             let prefix = keys::endpoint_prefix(&endpoint.org_id, &endpoint.id);
-            for kv in s.outbox.scan_prefix(&prefix) {
+            for kv in s.t().outbox.scan_prefix(&prefix) {
                 let (k, v) = kv?;
                 let e: OutboxEntry = decode("outbox", &k, &v)?;
                 if blocked
@@ -254,22 +257,23 @@ impl EventStore for SledStore {
         outcome: &Settle,
         attempt: &Delivery,
     ) -> Result<(), StoreError> {
+        let _gate = self.h.hold();
         let s = &entry.subject;
         let key = keys::outbox(&entry.org_id, &entry.endpoint_id, s.kind, &s.id, s.version);
         let mut log_key = keys::endpoint_prefix(&entry.org_id, &entry.endpoint_id);
         log_key.extend_from_slice(attempt.id.as_bytes());
-        self.deliveries.insert(log_key, encode(attempt)?)?;
+        self.t().deliveries.insert(log_key, encode(attempt)?)?;
         match outcome {
             Settle::Done => {
-                self.outbox.remove(key)?;
+                self.t().outbox.remove(key)?;
             }
             Settle::Retry { next_attempt_at } => {
                 let mut next = entry.clone();
                 next.attempts = next.attempts.saturating_add(1);
                 next.next_attempt_at = *next_attempt_at;
                 // Only if it is still queued (its endpoint may have been deleted meanwhile).
-                if self.outbox.contains_key(&key)? {
-                    self.outbox.insert(key, encode(&next)?)?;
+                if self.t().outbox.contains_key(&key)? {
+                    self.t().outbox.insert(key, encode(&next)?)?;
                 }
             }
         }
@@ -290,7 +294,8 @@ impl EventStore for SledStore {
                 Some(b) => end.extend_from_slice(b.as_bytes()),
                 None => end.push(0xff),
             }
-            s.deliveries
+            s.t()
+                .deliveries
                 .range(prefix.clone()..end)
                 .rev()
                 .take(limit)
@@ -311,7 +316,7 @@ impl EventStore for SledStore {
         self.durable_read(|s| {
             let mut key = keys::endpoint_prefix(org, endpoint);
             key.extend_from_slice(id.as_bytes());
-            match s.deliveries.get(&key)? {
+            match s.t().deliveries.get(&key)? {
                 Some(v) => decode("deliveries", &key, &v).map(Some),
                 None => Ok(None),
             }
@@ -320,31 +325,34 @@ impl EventStore for SledStore {
 
     fn enqueue(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         {
-            let _write = self.syncer.begin_write()?;
+            let _write = self.begin_write()?;
             let s = &entry.subject;
             let key = keys::outbox(&entry.org_id, &entry.endpoint_id, s.kind, &s.id, s.version);
-            self.outbox.insert(key, encode(entry)?)?;
+            self.t().outbox.insert(key, encode(entry)?)?;
         }
         self.make_durable()
     }
 
     fn pending_count(&self, org: &str, endpoint: &str) -> Result<usize, StoreError> {
         Ok(self
+            .t()
             .outbox
             .scan_prefix(keys::endpoint_prefix(org, endpoint))
             .count())
     }
 
     fn trim_log(&self, org: &str, endpoint: &str, keep: usize) -> Result<(), StoreError> {
+        let _gate = self.h.hold();
         let prefix = keys::endpoint_prefix(org, endpoint);
-        let total = self.deliveries.scan_prefix(&prefix).count();
+        let total = self.t().deliveries.scan_prefix(&prefix).count();
         for k in self
+            .t()
             .deliveries
             .scan_prefix(&prefix)
             .keys()
             .take(total.saturating_sub(keep))
         {
-            self.deliveries.remove(k?)?;
+            self.t().deliveries.remove(k?)?;
         }
         Ok(())
     }
@@ -460,7 +468,7 @@ mod tests {
                 SyncMode::Wait,
             )
             .unwrap();
-        assert_eq!(store.outbox.len(), 1);
+        assert_eq!(store.t().outbox.len(), 1);
         let mut off = ep.clone();
         off.enabled = false;
         store.put_endpoint(&off).unwrap();
@@ -472,6 +480,6 @@ mod tests {
                 SyncMode::Wait,
             )
             .unwrap();
-        assert_eq!(store.outbox.len(), 1);
+        assert_eq!(store.t().outbox.len(), 1);
     }
 }
