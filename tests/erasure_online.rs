@@ -188,6 +188,7 @@ async fn an_admin_rewrite_with_writes_going_on_removes_the_erased_bytes_and_lose
     );
     let (st, done) = s.post(&admin, "/admin/compact", &json!({})).await;
     assert_eq!(st, 200, "{done}");
+    assert_eq!(done["done"], true, "{done}");
     let report = &done["rewrite"];
     eprintln!("rewrite report: {report}");
     // Keep writing a little into the new database, then stop.
@@ -209,6 +210,12 @@ async fn an_admin_rewrite_with_writes_going_on_removes_the_erased_bytes_and_lose
     // The users role may not rewrite.
     let (st, _) = s.post(&user, "/admin/compact", &json!({})).await;
     assert_eq!(st, 403);
+    // Nothing is due any more: another request starts no rewrite (an org admin cannot
+    // make the server rewrite its whole store at will).
+    let (st, again) = s.post(&admin, "/admin/compact", &json!({})).await;
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["done"], false, "{again}");
+    assert!(again["rewrite"].is_null(), "{again}");
 
     check_readable(&s, &user, &acked).await;
     let fb = s.get(&user, &format!("/feedback/{id}")).await.1;

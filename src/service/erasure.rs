@@ -412,16 +412,36 @@ impl Service {
     /// Rewrites the store now so erased bytes leave the disk: on sled the online rewrite
     /// (writes go on; see `SledStore::rewrite`), on PostgreSQL a plain `VACUUM` of the
     /// tables erasures touch (dead row versions become free space; see README).
+    ///
+    /// Any org's admin may ask, and the work covers the whole store, so a request only
+    /// starts what is due: on sled a rewrite only while an erasure's bytes wait for one
+    /// (otherwise the answer says nothing was due), on PostgreSQL at most one `VACUUM`
+    /// per [`VACUUM_INTERVAL`].
     pub fn compact_now(&self) -> Result<CompactOutcome, ServiceError> {
         match self.sled() {
-            Some(sled) => Ok(CompactOutcome {
-                backend: "sled",
-                rewrite: Some(sled.rewrite()?),
-            }),
+            Some(sled) => {
+                let rewrite = sled.rewrite_if_due()?;
+                Ok(CompactOutcome {
+                    backend: "sled",
+                    done: rewrite.is_some(),
+                    rewrite,
+                })
+            }
             None => {
-                self.store.vacuum_erased()?;
+                let done = {
+                    let mut last = self.last_vacuum.lock();
+                    let due = last.is_none_or(|t| t.elapsed() >= VACUUM_INTERVAL);
+                    if due {
+                        *last = Some(std::time::Instant::now());
+                    }
+                    due
+                };
+                if done {
+                    self.store.vacuum_erased()?;
+                }
                 Ok(CompactOutcome {
                     backend: self.store.name(),
+                    done,
                     rewrite: None,
                 })
             }
@@ -449,9 +469,15 @@ pub struct ErasureReceipt {
 pub struct CompactOutcome {
     /// `sled` or `postgres`.
     pub backend: &'static str,
+    /// Whether anything ran: false when no erased bytes waited for a rewrite (sled) or a
+    /// `VACUUM` ran less than a minute ago (PostgreSQL).
+    pub done: bool,
     /// On sled: the rewrite's report.
     pub rewrite: Option<crate::store::compact::CompactReport>,
 }
+
+/// The least time between two `VACUUM`s that `POST /admin/compact` starts on PostgreSQL.
+pub const VACUUM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often the rewrite thread looks for the erasure marker.
 const REWRITE_POLL: std::time::Duration = std::time::Duration::from_millis(200);

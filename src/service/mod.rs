@@ -432,6 +432,8 @@ pub struct Service {
     follower: Option<Arc<follow::Follower>>,
     erasure: erasure::ErasureConfig,
     retention: erasure::RetentionConfig,
+    /// When `POST /admin/compact` last started a `VACUUM` (PostgreSQL).
+    last_vacuum: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 /// A submit whose write the backend is making durable: polled by the request, or, if the
@@ -536,6 +538,7 @@ impl Service {
             query_metrics: metrics::QueryMetrics::new(config.metrics.per_org_labels),
             erasure: config.erasure.clone(),
             retention: config.retention.clone(),
+            last_vacuum: parking_lot::Mutex::new(None),
         };
         service.resume_erasures()?;
         Ok(service)

@@ -222,6 +222,22 @@ impl SledStore {
     /// waits and then runs its own (covering what finished meanwhile).
     pub fn rewrite(&self) -> Result<CompactReport, StoreError> {
         let _one = self.rewriting.lock();
+        self.rewrite_locked()
+    }
+
+    /// [`SledStore::rewrite`] only if an erasure left bytes to remove (the marker is
+    /// there once the lock is ours), else `None`. What a request may start: an org admin
+    /// cannot make the server rewrite its whole store again and again, and callers that
+    /// queue behind a running rewrite find nothing left to do.
+    pub fn rewrite_if_due(&self) -> Result<Option<CompactReport>, StoreError> {
+        let _one = self.rewriting.lock();
+        if !compact::is_due(&self.dir) {
+            return Ok(None);
+        }
+        self.rewrite_locked().map(Some)
+    }
+
+    fn rewrite_locked(&self) -> Result<CompactReport, StoreError> {
         let started = Instant::now();
         let old = self.t();
         let old_dir = self.dir.join(&old.name);
