@@ -50,6 +50,14 @@ def test_erase_one_item(client: Client) -> None:
         client.erase_item("feedback-00000000000000000000000000")
     with pytest.raises(ValueError):
         client.erase("tenant", "x")
+    # The store rewrite makes the erased bytes leave the disk now; the receipt says when.
+    assert receipt.bytes_gone_at is None and receipt.bytes_due_by is not None
+    out = client.compact()
+    assert isinstance(out, feedgraph.CompactOutcome)
+    assert out.backend == "sled" and out.done and out.rewrite is not None
+    assert out.rewrite["keys"] > 0
+    assert client.get_erasure(receipt.id).bytes_gone_at is not None
+    assert client.compact().done is False  # nothing left to rewrite
 
 
 def test_erase_a_user_and_page_the_receipts(client: Client) -> None:
@@ -347,6 +355,7 @@ def test_every_openapi_operation_has_a_client_method(client: Client) -> None:
         c.get("f"), c.list_page(), c.stats(), c.summary(), c.link("f", "a"), c.by_adapter_page("a")
         c.history("f"), c.impact("f"), c.review("f", "approved", "ok"), c.mark_used(["f"])
         c.erase_item("f"), c.erase("user", "u"), c.erasures_page(), c.get_erasure("e")
+        c.compact()
         c.create_adapter("a"), c.get_adapter("a"), c.lineage("a"), c.descendants("a")
         c.claim_batch(), c.list_batches(), c.get_batch(1), c.commit_batch(1), c.abort_batch(1)
         c.export_batch(1), c.query("MATCH (n) RETURN n"), c.named_queries(), c.run_named("q")

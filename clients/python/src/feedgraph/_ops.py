@@ -17,6 +17,7 @@ from .models import (
     ScoreConfig,
     FeedbackSummary,
     BatchResult,
+    CompactOutcome,
     Export,
     Feedback,
     FeedbackPage,
@@ -461,6 +462,12 @@ def get_erasure(erasure_id: str) -> Op[ErasureReceipt]:
     return Op(
         "GET", f"{API}/erasures/{seg(erasure_id)}", lambda r: ErasureReceipt.from_json(_json(r))
     )
+
+
+def compact() -> Op[CompactOutcome]:
+    """``POST /admin/compact``: make erased bytes leave the disk now (see
+    :class:`CompactOutcome`)."""
+    return Op("POST", f"{API}/admin/compact", lambda r: CompactOutcome.from_json(_json(r)))
 
 
 # -- webhooks (admin) -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from .background import BackgroundSender, ErrorHook, FullPolicy
 from .errors import FeedgraphError
 from .models import (
     BatchResult,
+    CompactOutcome,
     Delivery,
     DeliveryPage,
     ErasurePage,
@@ -520,6 +521,11 @@ class Client(_Background):
         result: ErasureReceipt = self._run(_ops.get_erasure(erasure_id))
         return result
 
+    def compact(self) -> CompactOutcome:
+        """Makes erased bytes leave the disk now instead of at the scheduled rewrite."""
+        result: CompactOutcome = self._run(_ops.compact())
+        return result
+
     # -- webhooks (admin) ---------------------------------------------------------------
 
     def create_webhook(self, url: str, events: Iterable[str], *, secret: str | None = None,
@@ -980,6 +986,11 @@ class AsyncClient(_Background):
     async def get_erasure(self, erasure_id: str) -> ErasureReceipt:
         """One erasure receipt."""
         result: ErasureReceipt = await self._run(_ops.get_erasure(erasure_id))
+        return result
+
+    async def compact(self) -> CompactOutcome:
+        """Makes erased bytes leave the disk now instead of at the scheduled rewrite."""
+        result: CompactOutcome = await self._run(_ops.compact())
         return result
 
     # -- webhooks (admin) ---------------------------------------------------------------

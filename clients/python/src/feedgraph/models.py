@@ -473,6 +473,11 @@ class ErasureReceipt:
     #: Stored history versions whose content was removed.
     versions: int
     finished_at: int | None
+    #: On sled: when the old files holding the erased bytes were deleted (ms since epoch);
+    #: ``None`` until the rewrite after the erasure ran, and on PostgreSQL.
+    bytes_gone_at: int | None
+    #: On sled, while ``bytes_gone_at`` is ``None``: when the scheduled rewrite starts.
+    bytes_due_by: int | None
     raw: JsonObject = field(repr=False, compare=False)
 
     @classmethod
@@ -490,6 +495,34 @@ class ErasureReceipt:
             items=_int(d, "items"),
             versions=_int(d, "versions"),
             finished_at=_opt_int(d, "finished_at"),
+            bytes_gone_at=_opt_int(d, "bytes_gone_at"),
+            bytes_due_by=_opt_int(d, "bytes_due_by"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class CompactOutcome:
+    """What ``POST /admin/compact`` did: on sled an online rewrite of the store, only while
+    erased bytes wait for one; on PostgreSQL a ``VACUUM``, at most one a minute."""
+
+    #: ``sled`` or ``postgres``.
+    backend: str
+    #: Whether anything ran (``False``: nothing was due).
+    done: bool
+    #: On sled, the rewrite's report (``keys``, ``caught_up``, ``took_ms``, ``pause_us``,
+    #: ``bytes_before``, ``bytes_after``, ``finished_at``).
+    rewrite: JsonObject | None
+    raw: JsonObject = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: JsonObject) -> CompactOutcome:
+        """Reads the outcome."""
+        r = d.get("rewrite")
+        return cls(
+            backend=str(d.get("backend", "")),
+            done=d.get("done") is True,
+            rewrite=r if isinstance(r, dict) else None,
             raw=d,
         )
 
