@@ -874,7 +874,7 @@ async fn a_replica_follows_a_bulk_load() {
     );
 
     // A second load naming an id already stored fails and writes nothing.
-    let again = vec![
+    let again = [
         r#"{"kind":"adapter","id":"bulk-other","created_at":1}"#.to_owned(),
         lines[3].clone(),
     ];
