@@ -729,3 +729,90 @@ async fn a_commit_and_an_abort_of_one_batch_on_two_replicas_do_not_both_succeed(
         assert_eq!(batch["state"], want, "{batch}");
     }
 }
+
+/// A bulk load (`feedgraph load`, written with COPY in one transaction) reaches a running
+/// replica through the change log like any other write: every loaded item appears in its
+/// listing at the loaded version, with its edge to the adapter. A load that fails on a
+/// record id already stored writes nothing, not even its adapters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_follows_a_bulk_load() {
+    const ITEMS: usize = 3000;
+    let Some(server) = PgServer::get() else {
+        return;
+    };
+    let url = server.fresh_database();
+    let (dr, dl) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = Replica::start(&url, dr.path(), None).await;
+    let mut lines = vec![
+        r#"{"kind":"adapter","id":"bulk-base","created_at":1}"#.to_owned(),
+        r#"{"kind":"adapter","id":"bulk-child","created_at":2}"#.to_owned(),
+        r#"{"kind":"derived_from","from":"bulk-child","to":"bulk-base"}"#.to_owned(),
+    ];
+    let ids: Vec<String> = (0..ITEMS).map(|n| format!("bulk-{n:05}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        lines.push(format!(
+            r#"{{"kind":"feedback","id":"{id}","type":"positive","validation_status":"approved","used_for_training":false,"model_version":"m","question":"Bulk question {n}?","answer":"Bulk answer {n}.","created_at":{}}}"#,
+            n + 10
+        ));
+        lines.push(format!(
+            r#"{{"kind":"feedback_for","from":"{id}","to":"bulk-child"}}"#
+        ));
+    }
+    let file = dl.path().join("dump.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let load = |file: &std::path::Path, data: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_feedgraph"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["load", "--org", "bulkorg"])
+            .arg(file)
+            .env("FEEDGRAPH__STORAGE__BACKEND", "postgres")
+            .env("FEEDGRAPH__STORAGE__POSTGRES__URL", &url)
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run feedgraph load")
+    };
+    let out = load(&file, &dl.path().join("data"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let c = reqwest::Client::new();
+    let t = token("bulkorg", &[Role::User]);
+    await_listed(&c, &replica, &t, &ids).await;
+    let have = listing(&c, &replica, &t).await;
+    assert_eq!(have.len(), ITEMS, "exactly the loaded items");
+    let (status, body) = get(
+        &c,
+        replica.api("/feedback/by-adapter/bulk-base?include_descendants=true&limit=1"),
+        &t,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["total_linked"], ITEMS,
+        "the replica's graph has every loaded edge and the lineage: {body}"
+    );
+
+    // A second load naming an id already stored fails and writes nothing.
+    let again = [
+        r#"{"kind":"adapter","id":"bulk-other","created_at":1}"#.to_owned(),
+        lines[3].clone(),
+    ];
+    let file2 = dl.path().join("again.jsonl");
+    std::fs::write(&file2, again.join("\n")).unwrap();
+    let out = load(&file2, &dl.path().join("data2"));
+    assert!(!out.status.success(), "a load over a stored id fails");
+    let db = raw_client(&url).await;
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM fg_adapters WHERE org_id = 'bulkorg' AND id = 'bulk-other'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the failed load wrote nothing");
+}

@@ -75,17 +75,99 @@ impl Service {
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<BackupCounts, ServiceError> {
-        let orgs = if orgs.is_empty() {
-            self.store.orgs()?
-        } else {
-            orgs.to_vec()
-        };
+        // Every read of the backup sees one state of the store (on PostgreSQL, one
+        // REPEATABLE READ transaction), so a write landing meanwhile is in it whole or
+        // not at all.
         let mut total = BackupCounts::default();
         let mut em = Emitter {
             out,
             counts: BackupCounts::default(),
             written: 0,
             progress,
+        };
+        let mut failed: Option<ServiceError> = None;
+        self.store
+            .read_snapshot(&mut || {
+                self.backup_in_snapshot(orgs, &mut em, &mut total)
+                    .map_err(|e| stash(&mut failed, e))
+            })
+            .map_err(|e| failed.take().unwrap_or(ServiceError::from(e)))?;
+        em.out.flush().map_err(write_err)?;
+        (em.progress)(em.written);
+        Ok(total)
+    }
+
+    /// Checks a backup read from `open()` end to end, then restores it: each org must
+    /// hold nothing in this store unless `overwrite` (which replaces what the backup
+    /// holds and keeps the rest). `open` is called twice, once per pass. `progress` gets
+    /// the number of entities written so far and the total.
+    pub fn restore_backup<R: BufRead>(
+        &self,
+        mut open: impl FnMut() -> Result<R, ServiceError>,
+        overwrite: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RestoreSummary, ServiceError> {
+        let summary = check_backup(open()?)?;
+        if !overwrite {
+            let present = self.store.orgs()?;
+            if let Some((org, _)) = summary.orgs.iter().find(|(o, _)| present.contains(o)) {
+                return Err(ServiceError::Conflict(format!(
+                    "org '{org}' already holds data in this store; restore into an empty \
+                     store, or give --overwrite to replace what the backup holds"
+                )));
+            }
+        }
+        let total: u64 = summary.orgs.iter().map(|(_, c)| c.entities()).sum();
+        let mut org = String::new();
+        let mut chunk: Vec<BackupEntry> = Vec::with_capacity(RESTORE_CHUNK);
+        let mut written = 0u64;
+        let mut flush = |org: &str, chunk: &mut Vec<BackupEntry>| -> Result<(), ServiceError> {
+            if !chunk.is_empty() {
+                self.store.restore(org, chunk)?;
+                self.restore_through_writes(org, chunk)?;
+                written += chunk.len() as u64;
+                chunk.clear();
+                progress(written, total);
+            }
+            Ok(())
+        };
+        for (n, line) in open()?.lines().enumerate() {
+            let line = line.map_err(|e| bad_line(n + 1, e))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry: BackupEntry = serde_json::from_str(&line).map_err(|e| bad_line(n + 1, e))?;
+            match entry {
+                BackupEntry::Org { org: next, .. } => {
+                    flush(&org, &mut chunk)?;
+                    org = next;
+                }
+                BackupEntry::End { .. } => flush(&org, &mut chunk)?,
+                entry => {
+                    chunk.push(entry);
+                    if chunk.len() == RESTORE_CHUNK {
+                        flush(&org, &mut chunk)?;
+                    }
+                }
+            }
+        }
+        flush(&org, &mut chunk)?;
+        Ok(summary)
+    }
+}
+
+impl Service {
+    /// The reads and lines of [`Service::backup`], inside its snapshot.
+    fn backup_in_snapshot(
+        &self,
+        orgs: &[String],
+        em: &mut Emitter<'_>,
+        total: &mut BackupCounts,
+    ) -> Result<(), ServiceError> {
+        let orgs = if orgs.is_empty() {
+            self.store.orgs()?
+        } else {
+            orgs.to_vec()
         };
         for org in &orgs {
             super::check_org(org)?;
@@ -163,71 +245,9 @@ impl Service {
             em.emit(&BackupEntry::End { counts })?;
             total.merge(&counts);
         }
-        em.out.flush().map_err(write_err)?;
-        (em.progress)(em.written);
-        Ok(total)
+        Ok(())
     }
 
-    /// Checks a backup read from `open()` end to end, then restores it: each org must
-    /// hold nothing in this store unless `overwrite` (which replaces what the backup
-    /// holds and keeps the rest). `open` is called twice, once per pass. `progress` gets
-    /// the number of entities written so far and the total.
-    pub fn restore_backup<R: BufRead>(
-        &self,
-        mut open: impl FnMut() -> Result<R, ServiceError>,
-        overwrite: bool,
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<RestoreSummary, ServiceError> {
-        let summary = check_backup(open()?)?;
-        if !overwrite {
-            let present = self.store.orgs()?;
-            if let Some((org, _)) = summary.orgs.iter().find(|(o, _)| present.contains(o)) {
-                return Err(ServiceError::Conflict(format!(
-                    "org '{org}' already holds data in this store; restore into an empty \
-                     store, or give --overwrite to replace what the backup holds"
-                )));
-            }
-        }
-        let total: u64 = summary.orgs.iter().map(|(_, c)| c.entities()).sum();
-        let mut org = String::new();
-        let mut chunk: Vec<BackupEntry> = Vec::with_capacity(RESTORE_CHUNK);
-        let mut written = 0u64;
-        let mut flush = |org: &str, chunk: &mut Vec<BackupEntry>| -> Result<(), ServiceError> {
-            if !chunk.is_empty() {
-                self.store.restore(org, chunk)?;
-                self.restore_through_writes(org, chunk)?;
-                written += chunk.len() as u64;
-                chunk.clear();
-                progress(written, total);
-            }
-            Ok(())
-        };
-        for (n, line) in open()?.lines().enumerate() {
-            let line = line.map_err(|e| bad_line(n + 1, e))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let entry: BackupEntry = serde_json::from_str(&line).map_err(|e| bad_line(n + 1, e))?;
-            match entry {
-                BackupEntry::Org { org: next, .. } => {
-                    flush(&org, &mut chunk)?;
-                    org = next;
-                }
-                BackupEntry::End { .. } => flush(&org, &mut chunk)?,
-                entry => {
-                    chunk.push(entry);
-                    if chunk.len() == RESTORE_CHUNK {
-                        flush(&org, &mut chunk)?;
-                    }
-                }
-            }
-        }
-        flush(&org, &mut chunk)?;
-        Ok(summary)
-    }
-}
-
-impl Service {
     /// The part of a restore chunk the backends do not write verbatim: score configs
     /// (each history version written with the config, as a config write does), erasure
     /// records (in one durable write), and webhook endpoints (through the event store, which

@@ -128,6 +128,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), (StoreError, bool)>;
 
+    /// Runs `work` with every read the calling thread makes through this backend seeing
+    /// one consistent state of the store (a full backup's many reads). PostgreSQL holds
+    /// one `REPEATABLE READ READ ONLY` transaction for it; the default runs `work` as is.
+    fn read_snapshot(
+        &self,
+        work: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        work()
+    }
+
     /// The orgs that have any stored record (feedback, adapter or batch), sorted.
     fn orgs(&self) -> Result<Vec<String>, StoreError>;
 

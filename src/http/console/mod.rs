@@ -332,6 +332,41 @@ impl FromRequestParts<Arc<ConsoleState>> for Session {
         parts: &mut Parts,
         state: &Arc<ConsoleState>,
     ) -> Result<Self, Self::Rejection> {
+        let session = Session::verified(parts, state)?;
+        // An org placed on another replica gets the API's 421 naming the placement.
+        check_placement(state, &session.principal.org)?;
+        Ok(session)
+    }
+}
+
+/// A signed-in console user whose org may be placed on another replica: only for
+/// signing out, which must work wherever the cookie was set.
+#[derive(Debug, Clone)]
+pub struct AnySession(pub Session);
+
+impl FromRequestParts<Arc<ConsoleState>> for AnySession {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ConsoleState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(AnySession(Session::verified(parts, state)?))
+    }
+}
+
+/// `Ok` when this replica serves `org` (or the service is still opening: the page
+/// itself then answers 503), else the API's 421 naming the placement.
+pub fn check_placement(state: &ConsoleState, org: &str) -> Result<(), ApiError> {
+    if let Ok(service) = state.app.service() {
+        service.placement().check(org).map_err(ApiError::from)?;
+    }
+    Ok(())
+}
+
+impl Session {
+    /// The session of the request's cookie, verified and within the rate limits.
+    fn verified(parts: &Parts, state: &ConsoleState) -> Result<Self, Refusal> {
         let secure = state.secure_cookie;
         let token = session_cookie(&parts.headers).ok_or(Refusal::SignIn {
             clear: false,

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::svg::{self, esc, pct};
-use super::{ConsoleForm, ConsoleState, Params, Refusal, Segment, Session, html};
+use super::{AnySession, ConsoleForm, ConsoleState, Params, Refusal, Segment, Session, html};
 use crate::http::error::ApiError;
 use crate::model::{Feedback, HistoryVersion, Millis, ValidationStatus};
 use crate::service::ListQuery;
@@ -271,6 +271,8 @@ pub async fn login(
             "Not signed in: the token grants no known role (user, trainer or admin).".into(),
         );
     }
+    // A session for an org this replica does not serve would be refused on every page.
+    super::check_placement(&state, &principal.org)?;
     let mut r = Redirect::to("/console/queue").into_response();
     let cookie = HeaderValue::from_str(&state.cookie(Some(token)))
         .map_err(|_| ApiError::BadRequest("the token holds characters a cookie cannot".into()))?;
@@ -335,6 +337,9 @@ pub async fn link_login(
         .links
         .as_ref()
         .ok_or_else(|| link_refused(super::link::LinkError::Off))?;
+    // Checked before the link is used up, so it still works on the replica that serves it.
+    let claims = links.open(form.code.trim()).map_err(link_refused)?;
+    super::check_placement(&state, &claims.org)?;
     let token = links.redeem(form.code.trim()).map_err(link_refused)?;
     let mut r = Redirect::to("/console/queue").into_response();
     let cookie = HeaderValue::from_str(&state.cookie(Some(&token)))
@@ -352,7 +357,7 @@ pub struct CsrfForm {
 /// `POST /console/logout`: clears the session cookie.
 pub async fn logout(
     State(state): State<Arc<ConsoleState>>,
-    session: Session,
+    AnySession(session): AnySession,
     ConsoleForm(form): ConsoleForm<CsrfForm>,
 ) -> PageResult {
     state.check_csrf(&session, form.csrf.as_deref())?;

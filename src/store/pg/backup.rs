@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::ClientWrapper;
 
+use super::bulk;
 use super::ops::{self, PgError, corrupt};
 use super::{PgStore, SCAN_PAGE};
 use crate::model::HistoryVersion;
@@ -27,7 +28,7 @@ impl PgStore {
     /// Every org with a feedback record, an adapter or a batch, sorted.
     pub fn orgs(&self) -> Result<Vec<String>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let rows = c
                 .query(
                     "SELECT org_id FROM fg_feedback UNION SELECT org_id FROM fg_adapters \
@@ -50,7 +51,7 @@ impl PgStore {
         let mut last: Option<String> = None;
         loop {
             let page = self.run(async {
-                let c = self.client().await?;
+                let c = self.reader().await?;
                 let rows = c
                     .query(
                         "SELECT id, body FROM fg_feedback WHERE org_id = $1 \
@@ -100,7 +101,7 @@ impl PgStore {
         loop {
             let (after_user, after_key) = last.clone().unzip();
             let rows = self.run(async {
-                let c = self.client().await?;
+                let c = self.reader().await?;
                 Ok(c.query(
                     "SELECT user_id, key, body FROM fg_idempotency WHERE org_id = $1 \
                      AND ($2::text IS NULL OR (user_id, key) > ($2, $3)) \
@@ -161,6 +162,11 @@ async fn histories(
 }
 
 async fn restore_all(c: &ClientWrapper, org: &str, entries: &[BackupEntry]) -> Result<(), PgError> {
+    // Records, their histories and idempotency keys (the bulk of a backup) are gathered
+    // and written with COPY after the loop; adapters and batches (few) row by row.
+    let mut histories: Vec<(u8, &str, HistoryVersion)> = Vec::new();
+    let mut records: Vec<&FeedbackRecord> = Vec::new();
+    let mut idempotency: Vec<(String, String, i64, Vec<u8>)> = Vec::new();
     for entry in entries {
         match entry {
             BackupEntry::Adapter { adapter, history } => {
@@ -179,20 +185,9 @@ async fn restore_all(c: &ClientWrapper, org: &str, entries: &[BackupEntry]) -> R
                     .await?;
             }
             BackupEntry::Feedback { record, history } => {
-                let id = &record.feedback.id;
-                for h in history {
-                    ops::put_history(c, org, keys::KIND_FEEDBACK, id, h).await?;
-                }
-                let stmt = c
-                    .prepare_cached(
-                        "INSERT INTO fg_feedback (org_id, id, version, body) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, id) \
-                         DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body",
-                    )
-                    .await?;
-                let version = big(record.feedback.version);
-                c.execute(&stmt, &[&org, id, &version, &encode(record)?])
-                    .await?;
+                let id = record.feedback.id.as_str();
+                histories.extend(history.iter().map(|h| (keys::KIND_FEEDBACK, id, h.clone())));
+                records.push(&**record);
             }
             BackupEntry::Batch { batch, history } => {
                 let id = batch.id.to_string();
@@ -218,16 +213,8 @@ async fn restore_all(c: &ClientWrapper, org: &str, entries: &[BackupEntry]) -> R
                 c.execute(&stmt, &[&org, &big(batch.id)]).await?;
             }
             BackupEntry::Idempotency { user, key, record } => {
-                let stmt = c
-                    .prepare_cached(
-                        "INSERT INTO fg_idempotency (org_id, user_id, key, at, body) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, user_id, key) \
-                         DO UPDATE SET at = EXCLUDED.at, body = EXCLUDED.body",
-                    )
-                    .await?;
                 let at = i64::try_from(record.at).unwrap_or(i64::MAX);
-                c.execute(&stmt, &[&org, user, key, &at, &encode(record)?])
-                    .await?;
+                idempotency.push((user.clone(), key.clone(), at, encode(record)?));
             }
             // Written by the service through the interface's own writes.
             BackupEntry::ScoreConfig { .. }
@@ -236,6 +223,15 @@ async fn restore_all(c: &ClientWrapper, org: &str, entries: &[BackupEntry]) -> R
             | BackupEntry::Org { .. }
             | BackupEntry::End { .. } => {}
         }
+    }
+    if !histories.is_empty() {
+        bulk::put_histories(c, org, &histories).await?;
+    }
+    if !records.is_empty() {
+        bulk::upsert_feedback(c, org, &records).await?;
+    }
+    if !idempotency.is_empty() {
+        bulk::upsert_idempotency(c, org, &idempotency).await?;
     }
     Ok(())
 }

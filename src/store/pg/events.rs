@@ -94,7 +94,7 @@ impl EventStore for PgStore {
 
     fn endpoints(&self, org: Option<&str>) -> Result<Vec<Endpoint>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let rows = match org {
                 Some(org) => {
                     c.query(

@@ -15,10 +15,12 @@
 //! submits run as tasks on it, so a client that hangs up never cuts a transaction short.
 
 mod backup;
+mod bulk;
 mod events;
 pub mod follow;
 pub mod ops;
 pub mod schema;
+mod snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +56,9 @@ pub struct PgStore {
     counter_pool: Pool,
     /// Wake-ups between writes, the change-log notifier and the follower.
     signals: Arc<follow::Signals>,
+    /// Connections held in a `REPEATABLE READ READ ONLY` transaction by the threads inside
+    /// [`Backend::read_snapshot`]: every read such a thread makes goes through its own.
+    snapshots: snapshot::Pinned,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -156,6 +161,7 @@ impl PgStore {
         let store = PgStore {
             counter_pool,
             signals,
+            snapshots: snapshot::Pinned::default(),
             pool,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
@@ -525,7 +531,7 @@ impl PgStore {
         let mut first = true;
         loop {
             let rows = self.run(async {
-                let c = self.client().await?;
+                let c = self.reader().await?;
                 let rows = match scan {
                     Scan::Feedback | Scan::Adapters => {
                         let table = if matches!(scan, Scan::Feedback) {
@@ -733,6 +739,13 @@ impl Backend for PgStore {
         })
     }
 
+    fn read_snapshot(
+        &self,
+        work: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.snapshot(work)
+    }
+
     fn orgs(&self) -> Result<Vec<String>, StoreError> {
         PgStore::orgs(self)
     }
@@ -759,14 +772,14 @@ impl Backend for PgStore {
 
     fn get_record(&self, org: &str, id: &str) -> Result<Option<FeedbackRecord>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             ops::get_record(&c, org, id, false).await
         })
     }
 
     fn get_many(&self, org: &str, ids: &[&str]) -> Result<Vec<Option<Feedback>>, StoreError> {
         let found = self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let stmt = c
                 .prepare_cached(
                     "SELECT id, body FROM fg_feedback WHERE org_id = $1 AND id = ANY($2)",
@@ -799,14 +812,14 @@ impl Backend for PgStore {
 
     fn get_adapter(&self, org: &str, id: &str) -> Result<Option<Adapter>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             ops::get_adapter(&c, org, id).await
         })
     }
 
     fn adapters_of(&self, org: &str) -> Result<Vec<Adapter>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let rows = c
                 .query(
                     "SELECT body FROM fg_adapters WHERE org_id = $1 ORDER BY id",
@@ -830,7 +843,7 @@ impl Backend for PgStore {
 
     fn feedback_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let Some(current) = ops::get_record(&c, org, id, false).await? else {
                 return Ok(Vec::new());
             };
@@ -843,7 +856,7 @@ impl Backend for PgStore {
 
     fn adapter_history(&self, org: &str, id: &str) -> Result<Vec<HistoryVersion>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let current = ops::get_adapter(&c, org, id)
                 .await?
                 .map_or(0, |a| a.record_version);
@@ -853,14 +866,14 @@ impl Backend for PgStore {
 
     fn get_score_config(&self, org: &str, name: &str) -> Result<Option<ScoreConfig>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             ops::get_score_config(&c, org, name).await
         })
     }
 
     fn score_configs_of(&self, org: &str) -> Result<Vec<ScoreConfig>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let rows = c
                 .query(
                     "SELECT body FROM fg_score_configs WHERE org_id = $1 ORDER BY name",
@@ -877,7 +890,7 @@ impl Backend for PgStore {
         name: &str,
     ) -> Result<Vec<HistoryVersion>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let current = ops::get_score_config(&c, org, name)
                 .await?
                 .map_or(0, |s| s.version);
@@ -887,7 +900,7 @@ impl Backend for PgStore {
 
     fn batch_history(&self, org: &str, id: u64) -> Result<Vec<HistoryVersion>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let current = ops::get_batch(&c, org, id).await?.map_or(0, |b| b.version);
             ops::history_of(&c, org, keys::KIND_BATCH, &id.to_string(), current).await
         })
@@ -895,14 +908,14 @@ impl Backend for PgStore {
 
     fn get_batch(&self, org: &str, id: u64) -> Result<Option<Batch>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             ops::get_batch(&c, org, id).await
         })
     }
 
     fn batches_of(&self, org: &str) -> Result<Vec<Batch>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let rows = c
                 .query(
                     "SELECT body FROM fg_batches WHERE org_id = $1 ORDER BY id",
@@ -922,7 +935,7 @@ impl Backend for PgStore {
         let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let rows = c
                 .query(
                     "SELECT body FROM fg_batches WHERE org_id = $1 AND id < $2 \
@@ -977,7 +990,7 @@ impl Backend for PgStore {
         up_to: u64,
     ) -> Result<Vec<u64>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let entries = ops::history_of(&c, org, keys::KIND_FEEDBACK, id, up_to).await?;
             Ok(entries.iter().map(|h| h.version).collect())
         })
@@ -985,7 +998,7 @@ impl Backend for PgStore {
 
     fn get_erasure(&self, org: &str, id: &str) -> Result<Option<ErasureRecord>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let rows = c
                 .query(
                     "SELECT body FROM fg_erasures WHERE org_id = $1 AND id = $2",
@@ -1004,7 +1017,7 @@ impl Backend for PgStore {
     ) -> Result<Vec<ErasureRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let rows = c
                 .query(
                     "SELECT body FROM fg_erasures WHERE org_id = $1 AND ($2::text IS NULL OR id < $2) \
@@ -1018,7 +1031,7 @@ impl Backend for PgStore {
 
     fn unfinished_erasures(&self) -> Result<Vec<ErasureRecord>, StoreError> {
         self.run(async {
-            let c = self.client().await?;
+            let c = self.reader().await?;
             let rows = c
                 .query(
                     "SELECT org_id, body FROM fg_erasures WHERE running ORDER BY id",
@@ -1117,19 +1130,18 @@ async fn load_all(
         let entry = rules::import_entry(actor, a.record_version, a.created_at);
         ops::put_adapter(c, actor, a, &entry).await?;
     }
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO fg_feedback (org_id, id, version, body) VALUES ($1, $2, $3, $4)",
-        )
-        .await?;
-    for r in records {
-        let f = &r.feedback;
-        let entry = rules::import_entry(actor, f.version, f.created_at);
-        ops::put_history(c, &actor.org, keys::KIND_FEEDBACK, &f.id, &entry).await?;
-        let version = i64::try_from(f.version).unwrap_or(i64::MAX);
-        let body = codec::encode(r).map_err(StoreError::Encode)?;
-        c.execute(&stmt, &[&actor.org, &f.id, &version, &body])
-            .await?;
-    }
+    // History first, then the records (whose row trigger writes the change log), each
+    // with one COPY in this transaction: no round trip per row.
+    let org = actor.org.as_str();
+    let histories: Vec<(u8, &str, HistoryVersion)> = records
+        .iter()
+        .map(|r| {
+            let f = &r.feedback;
+            let entry = rules::import_entry(actor, f.version, f.created_at);
+            (keys::KIND_FEEDBACK, f.id.as_str(), entry)
+        })
+        .collect();
+    bulk::put_histories(c, org, &histories).await?;
+    bulk::insert_feedback(c, org, records).await?;
     Ok(())
 }
