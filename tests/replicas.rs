@@ -14,6 +14,7 @@ mod replica;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use feedgraph::config::Config;
@@ -742,7 +743,7 @@ async fn a_replica_follows_a_bulk_load() {
     };
     let url = server.fresh_database();
     let (dr, dl) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = Replica::start(&url, dr.path(), None).await;
+    let replica = Replica::start(&url, dr.path(), SECRET, &[]).await;
     let mut lines = vec![
         r#"{"kind":"adapter","id":"bulk-base","created_at":1}"#.to_owned(),
         r#"{"kind":"adapter","id":"bulk-child","created_at":2}"#.to_owned(),
