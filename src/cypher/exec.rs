@@ -24,6 +24,7 @@ use super::rows::{Cell, Rows};
 use super::value::{FastBuild, Value, order_cmp};
 use super::{QueryLimits, RowSink, StreamOptions};
 use crate::graph::{Direction, EdgeKind, NodeRef, OrgGraph};
+use crate::model::{FeedbackType, ValidationStatus};
 
 type Row<'a> = Vec<Value<'a>>;
 
@@ -1118,6 +1119,17 @@ enum AggArg<'a> {
         arms: Vec<(&'a Expr, Num)>,
         default: Num,
     },
+    /// A [`AggArg::CaseNum`] whose every condition tests one enumerated column (`type` or
+    /// `validation_status`) of the Feedback node in `slot`: the arm a row takes depends only
+    /// on that column's byte, so the result is looked up in `table` (indexed by the enum's
+    /// discriminant); a row whose slot holds no Feedback node takes `default`, as every
+    /// arm's test is null for it.
+    CaseTable {
+        slot: Slot,
+        column: EnumColumn,
+        table: Vec<Num>,
+        default: Num,
+    },
     /// Anything else.
     General,
 }
@@ -1162,11 +1174,98 @@ impl<'a> AggArg<'a> {
                         None => return AggArg::General,
                     },
                 };
-                AggArg::CaseNum { arms: out, default }
+                case_table(&out, default).unwrap_or(AggArg::CaseNum { arms: out, default })
             }
             Some(_) => AggArg::General,
         }
     }
+}
+
+/// An enumerated Feedback column a [`AggArg::CaseTable`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EnumColumn {
+    Type,
+    Status,
+}
+
+const TYPES: [FeedbackType; 2] = [FeedbackType::Positive, FeedbackType::Negative];
+const STATUSES: [ValidationStatus; 4] = [
+    ValidationStatus::Approved,
+    ValidationStatus::Pending,
+    ValidationStatus::Flagged,
+    ValidationStatus::Rejected,
+];
+
+/// The position of `t` in [`TYPES`] (an exhaustive match: a new variant must be added there).
+#[inline]
+fn type_index(t: FeedbackType) -> usize {
+    match t {
+        FeedbackType::Positive => 0,
+        FeedbackType::Negative => 1,
+    }
+}
+
+/// The position of `s` in [`STATUSES`].
+#[inline]
+fn status_index(s: ValidationStatus) -> usize {
+    match s {
+        ValidationStatus::Approved => 0,
+        ValidationStatus::Pending => 1,
+        ValidationStatus::Flagged => 2,
+        ValidationStatus::Rejected => 3,
+    }
+}
+
+/// Compiles a numeric CASE to a lookup table when every condition is a [`ExprKind::PropIs`]
+/// on one slot and one enumerated column: the arms are evaluated once per enum value, in
+/// order, with the same three-valued logic [`Env::truth`] applies per row.
+fn case_table<'a>(arms: &[(&'a Expr, Num)], default: Num) -> Option<AggArg<'a>> {
+    let mut slot = None;
+    let mut column = None;
+    let mut tests = Vec::with_capacity(arms.len());
+    for (cond, v) in arms {
+        let ExprKind::PropIs {
+            slot: s,
+            test,
+            negated,
+        } = &cond.kind
+        else {
+            return None;
+        };
+        let c = match test {
+            PropTest::FType(_) => EnumColumn::Type,
+            PropTest::FStatus(_) => EnumColumn::Status,
+            _ => return None,
+        };
+        if *slot.get_or_insert(*s) != *s || *column.get_or_insert(c) != c {
+            return None;
+        }
+        tests.push((*test, *negated, *v));
+    }
+    let (slot, column) = (slot?, column?);
+    // The arm taken by a row whose column holds `matches(test)`.
+    let pick = |matches: &dyn Fn(PropTest) -> bool| {
+        tests
+            .iter()
+            .find(|(t, negated, _)| matches(*t) != *negated)
+            .map_or(default, |(_, _, v)| *v)
+    };
+    let table = match column {
+        EnumColumn::Type => TYPES
+            .iter()
+            .map(|ty| pick(&|t| t == PropTest::FType(Some(*ty))))
+            .collect(),
+        EnumColumn::Status => STATUSES
+            .iter()
+            .map(|st| pick(&|t| t == PropTest::FStatus(Some(*st))))
+            .collect(),
+    };
+    Some(AggArg::CaseTable {
+        slot,
+        column,
+        table,
+        default,
+    })
 }
 
 /// The running state of one aggregate.
@@ -1518,14 +1617,36 @@ impl<'a> AggState<'a> {
         let n = aggs.len();
         for (j, (a, arg)) in aggs.iter().zip(&self.args).enumerate() {
             let at = g * n + j;
-            if let AggArg::CaseNum { arms, default } = arg {
-                let mut r = *default;
-                for (cond, v) in arms {
-                    if env.truth(cond, row)? == Some(true) {
-                        r = *v;
-                        break;
+            let case = match arg {
+                AggArg::CaseNum { arms, default } => {
+                    let mut r = *default;
+                    for (cond, v) in arms {
+                        if env.truth(cond, row)? == Some(true) {
+                            r = *v;
+                            break;
+                        }
                     }
+                    Some(r)
                 }
+                AggArg::CaseTable {
+                    slot,
+                    column,
+                    table,
+                    default,
+                } => Some(match row.get(*slot) {
+                    Some(Value::Node(NodeRef::Feedback(f))) => {
+                        let c = env.g.feedback();
+                        let i = match column {
+                            EnumColumn::Type => c.feedback_type(*f).map(type_index),
+                            EnumColumn::Status => c.status(*f).map(status_index),
+                        };
+                        i.and_then(|i| table.get(i)).copied().unwrap_or(*default)
+                    }
+                    _ => *default,
+                }),
+                _ => None,
+            };
+            if let Some(r) = case {
                 if let Some(acc) = self.accs.get_mut(at) {
                     match acc {
                         Acc::Count(c) if r != Num::Null => *c = c.saturating_add(w),
