@@ -12,9 +12,9 @@ mod postgres;
 mod replica;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use feedgraph::config::Config;
