@@ -42,6 +42,24 @@ async fn copy_into(
     Ok(BinaryCopyInWriter::new(sink, types))
 }
 
+/// Creates the transaction's staging table `table` (dropped at COMMIT) with `columns`
+/// (name, SQL type, wire type) and opens a binary `COPY` into it.
+async fn copy_into_staging(
+    c: &ClientWrapper,
+    table: &str,
+    columns: &[(&str, &str, Type)],
+) -> Result<BinaryCopyInWriter, PgError> {
+    let ddl: Vec<String> = columns.iter().map(|(n, t, _)| format!("{n} {t}")).collect();
+    c.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {table} ({}) ON COMMIT DROP",
+        ddl.join(", ")
+    ))
+    .await?;
+    let names: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
+    let types: Vec<Type> = columns.iter().map(|(_, _, t)| t.clone()).collect();
+    copy_into(c, table, &names.join(", "), &types).await
+}
+
 /// Writes history entries `(kind, id, entry)` of `org` as [`super::ops::put_history`]
 /// does for each (an entry already stored at that version is replaced).
 pub async fn put_histories(
@@ -49,16 +67,15 @@ pub async fn put_histories(
     org: &str,
     entries: &[(u8, &str, HistoryVersion)],
 ) -> Result<(), PgError> {
-    c.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS fg_bulk_history \
-         (kind smallint, id text, version bigint, body bytea) ON COMMIT DROP",
-    )
-    .await?;
-    let writer = copy_into(
+    let writer = copy_into_staging(
         c,
         "fg_bulk_history",
-        "kind, id, version, body",
-        &[Type::INT2, Type::TEXT, Type::INT8, Type::BYTEA],
+        &[
+            ("kind", "smallint", Type::INT2),
+            ("id", "text", Type::TEXT),
+            ("version", "bigint", Type::INT8),
+            ("body", "bytea", Type::BYTEA),
+        ],
     )
     .await?;
     pin_mut!(writer);
@@ -111,16 +128,14 @@ pub async fn upsert_feedback(
     org: &str,
     records: &[&FeedbackRecord],
 ) -> Result<(), PgError> {
-    c.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS fg_bulk_feedback \
-         (id text, version bigint, body bytea) ON COMMIT DROP",
-    )
-    .await?;
-    let writer = copy_into(
+    let writer = copy_into_staging(
         c,
         "fg_bulk_feedback",
-        "id, version, body",
-        &[Type::TEXT, Type::INT8, Type::BYTEA],
+        &[
+            ("id", "text", Type::TEXT),
+            ("version", "bigint", Type::INT8),
+            ("body", "bytea", Type::BYTEA),
+        ],
     )
     .await?;
     pin_mut!(writer);
@@ -150,16 +165,15 @@ pub async fn upsert_idempotency(
     org: &str,
     keys: &[(String, String, i64, Vec<u8>)],
 ) -> Result<(), PgError> {
-    c.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS fg_bulk_idempotency \
-         (user_id text, key text, at bigint, body bytea) ON COMMIT DROP",
-    )
-    .await?;
-    let writer = copy_into(
+    let writer = copy_into_staging(
         c,
         "fg_bulk_idempotency",
-        "user_id, key, at, body",
-        &[Type::TEXT, Type::TEXT, Type::INT8, Type::BYTEA],
+        &[
+            ("user_id", "text", Type::TEXT),
+            ("key", "text", Type::TEXT),
+            ("at", "bigint", Type::INT8),
+            ("body", "bytea", Type::BYTEA),
+        ],
     )
     .await?;
     pin_mut!(writer);
