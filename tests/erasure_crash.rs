@@ -8,20 +8,13 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use feedgraph::http::auth::{Role, mint};
 use feedgraph::store::pg::PgStore;
 use feedgraph::store::{Backend, BackendKind, ErasureState, SledStore};
 use serde_json::{Value, json};
 
 const ITEMS: usize = 12;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_erasure_killed_half_way_is_finished_at_restart() {

@@ -7,36 +7,10 @@
 
 mod common;
 
-use std::path::Path;
-
+use common::disk::holders;
 use common::server::TestServer;
 use feedgraph::http::auth::Role;
 use serde_json::{Value, json};
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
-/// The files of `dir` that hold `needle`.
-fn holders(dir: &Path, needle: &str) -> Vec<String> {
-    let mut all = Vec::new();
-    files(dir, &mut all);
-    all.into_iter()
-        .filter(|p| {
-            let bytes = std::fs::read(p).unwrap();
-            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-        })
-        .map(|p| p.display().to_string())
-        .collect()
-}
 
 fn item(m: &str, user: &str) -> Value {
     json!({

@@ -16,39 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::disk::holders;
+use common::free_port;
 use common::server::TestServer;
 use feedgraph::http::auth::{Role, mint};
 use feedgraph::store::SledStore;
 use serde_json::{Value, json};
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
-/// The files of `dir` that hold `needle`.
-fn holders(dir: &Path, needle: &str) -> Vec<String> {
-    let mut all = Vec::new();
-    files(dir, &mut all);
-    all.into_iter()
-        .filter(|p| {
-            std::fs::read(p)
-                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                .unwrap_or(false)
-        })
-        .map(|p| p.display().to_string())
-        .collect()
-}
 
 fn item(m: &str, user: &str) -> Value {
     json!({
@@ -288,14 +261,6 @@ async fn the_scheduled_rewrite_runs_within_the_configured_time_by_itself() {
         "the rewrite is counted"
     );
     s.stop().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn serve(dir: &Path, port: u16) -> std::process::Child {

@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use common::disk::{contains, files};
 use common::server::TestServer;
 use feedgraph::http::auth::Role;
 use feedgraph::validate::{PiiConfig, PiiMode};
@@ -83,25 +83,6 @@ fn iban() -> String {
         .map(|c| std::str::from_utf8(c).unwrap())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[tokio::test]
@@ -253,10 +234,10 @@ async fn no_redacted_value_reaches_the_disk_or_the_logs() {
     let mut all = Vec::new();
     match common::postgres_files(dir.path()) {
         None => {
-            files(dir.path(), &mut all);
+            all.extend(files(dir.path()));
             assert!(all.iter().any(|p| p.ends_with("db")), "{all:?}");
         }
-        Some(cluster) => files(&cluster, &mut all),
+        Some(cluster) => all.extend(files(&cluster)),
     }
     let mut seen_control = false;
     for path in &all {

@@ -9,6 +9,7 @@
 //! tests stay independent. Tests about sled itself skip on PostgreSQL with [`sled_only!`].
 #![allow(dead_code)]
 
+pub mod disk;
 #[path = "../support/postgres.rs"]
 pub mod postgres;
 pub mod server;
@@ -162,4 +163,12 @@ pub fn item(question: &str, answer: &str) -> NewFeedback {
 /// An actor.
 pub fn actor(org: &str) -> Actor {
     Actor::new(org, "tester")
+}
+
+/// A port that was free a moment ago, for a server started as a child process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
 }
