@@ -180,6 +180,14 @@ async fn an_admin_rewrite_with_writes_going_on_removes_the_erased_bytes_and_lose
     assert_eq!(st, 200);
     assert!(r["bytes_gone_at"].is_u64(), "{r}");
     assert!(r["bytes_due_by"].is_null(), "{r}");
+    // ... and so does the list.
+    let (st, list) = s.get(&admin, "/erasures").await;
+    assert_eq!(st, 200);
+    assert_eq!(list["erasures"][0]["id"], r["id"], "{list}");
+    assert_eq!(
+        list["erasures"][0]["bytes_gone_at"], r["bytes_gone_at"],
+        "{list}"
+    );
     // The users role may not rewrite.
     let (st, _) = s.post(&user, "/admin/compact", &json!({})).await;
     assert_eq!(st, 403);

@@ -115,8 +115,9 @@ pub struct EraseRequest {
 /// A page of erasure receipts, newest first.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErasurePage {
-    /// The receipts (and any erasure still running).
-    pub erasures: Vec<ErasureRecord>,
+    /// The receipts (and any erasure still running), each with what is known about its
+    /// bytes on disk, as `GET /erasures/{id}` gives it.
+    pub erasures: Vec<ErasureReceipt>,
     /// How many are on this page.
     pub count: usize,
     /// Pass as `before` for the next page; `null` on the last.
@@ -374,6 +375,10 @@ impl Service {
         } else {
             None
         };
+        let erasures = erasures
+            .into_iter()
+            .map(|e| self.receipt(e))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ErasurePage {
             count: erasures.len(),
             erasures,
