@@ -115,7 +115,8 @@ def main():
               + " | ".join("-" for _ in peers) + f" | - | {ours_rows.get(key, '-')} |")
     print("\nfeedgraph engine: criterion, in process (parse + plan + execute + every result row "
           "built). feedgraph end to end: POST /graph/query over one keep-alive HTTP connection, "
-          "the whole answer parsed from JSON by a Python client (benches/peers/feedgraph_http.py); "
+          "the whole answer parsed from JSON by a Python client (benches/peers/feedgraph_http.py, "
+          "the standard library's http.client); "
           "Arrow: the same request with `Accept: application/vnd.apache.arrow.stream`, the stream "
           "read into a pyarrow Table. "
           "Peers: in process from Python, every row fetched. Median of 5 runs after a warm-up.")
