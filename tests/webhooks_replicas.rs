@@ -3,7 +3,8 @@
 //! time (a lease in the database), so with two and three replicas writing at once every
 //! event arrives, none is sent twice, each item's events arrive in order and signatures
 //! verify; a replica SIGKILLed while it holds a lease (its request left hanging) blocks
-//! nobody once the lease has lapsed: another replica takes over and delivers everything.
+//! nobody once the lease has lapsed: another replica takes over and delivers everything;
+//! one stopped gracefully releases its lease, so the next takes over at once.
 //!
 //! Receivers are real HTTP servers on 127.0.0.1 started by the test. Waits poll with a
 //! give-up deadline; no assertion depends on how long something took.
@@ -477,6 +478,46 @@ async fn a_replica_killed_while_holding_a_lease_is_taken_over_after_the_lease_la
         ids.iter()
             .all(|id| hits.iter().any(|h| &h.feedback_id == id))
     );
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_stopped_gracefully_releases_its_lease_for_the_next_at_once() {
+    let Some(server) = PgServer::get() else {
+        return;
+    };
+    let url = server.fresh_database();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let c = reqwest::Client::new();
+    let rx = Receiver::start().await;
+    // A's first request to h0 hangs while A holds the endpoint's lease, which is far longer
+    // than the test's deadline: only a release lets another replica deliver in time.
+    rx.hold.send_replace(Some("h0".into()));
+    let settings: &[(&str, &str)] = &[
+        ("FEEDGRAPH__WEBHOOKS__LEASE_MS", "600000"),
+        ("FEEDGRAPH__WEBHOOKS__TIMEOUT_MS", "300000"),
+    ];
+    let mut a = start(&url, dirs[0].path(), settings).await;
+    register(
+        &c,
+        &a,
+        "acme",
+        &rx.url("h0"),
+        &["feedback.submitted", "feedback.linked", "feedback.reviewed"],
+        "secret-of-hook-h0-0123",
+    )
+    .await;
+    let id = write_item(&c, &a.base, "acme", "graceful").await;
+    until("A's first request", || !rx.hits().is_empty()).await;
+    // A is stopped gracefully with its request in flight; then B starts.
+    a.terminate();
+    rx.hold.send_replace(None);
+    let b = start(&url, dirs[1].path(), settings).await;
+    until("B delivers the item's three events", || {
+        rx.events("h0").len() == 3
+    })
+    .await;
+    assert!(rx.hits().iter().all(|h| h.feedback_id == id));
     drop(b);
 }
 

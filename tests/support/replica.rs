@@ -102,6 +102,13 @@ impl Replica {
         let _ = self.child.wait();
     }
 
+    /// Stops the process gracefully (SIGTERM) and waits until it has exited.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
+    }
+
     /// Starts the same replica again: same database, directory and settings.
     pub async fn restart(&mut self) {
         self.kill();

@@ -40,6 +40,49 @@ fn big(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The holders (one per delivery worker) this process has taken leases as, and whether
+/// it is shutting down: then it takes no lease and renews none, so that a pass cut short
+/// stops at its next renewal instead of taking back what shutdown released.
+#[derive(Debug, Default)]
+pub(super) struct Leases {
+    holders: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Leases {
+    fn closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl PgStore {
+    /// Releases every unexpired lease of this process's holders and refuses further
+    /// leases (graceful shutdown; see [`crate::store::Backend::flush`]).
+    pub(super) fn release_leases_at_shutdown(&self) -> Result<(), StoreError> {
+        self.leases
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let holders: Vec<String> = self.leases.holders.lock().iter().cloned().collect();
+        if holders.is_empty() {
+            return Ok(());
+        }
+        self.run(async {
+            let c = self.client().await?;
+            let n = c
+                .execute(
+                    "UPDATE fg_delivery_leases SET expires_at = '-infinity' \
+                     WHERE holder = ANY($1) AND expires_at > now()",
+                    &[&holders],
+                )
+                .await?;
+            if n > 0 {
+                tracing::info!(released = n, "released webhook delivery leases at shutdown");
+            }
+            Ok(())
+        })
+    }
+}
+
 impl EventStore for PgStore {
     fn put_endpoint(&self, ep: &Endpoint) -> Result<(), StoreError> {
         let body = encode(ep)?;
@@ -271,8 +314,12 @@ impl EventStore for PgStore {
         holder: &str,
         ttl_ms: u64,
     ) -> Result<Option<Lease>, StoreError> {
+        if self.leases.closed() {
+            return Ok(None);
+        }
+        self.leases.holders.lock().insert(holder.to_owned());
         let ttl = big(ttl_ms);
-        self.run(async {
+        let lease = self.run(async {
             let c = self.client().await?;
             // Two takers at once: the second waits for the first's row and then sees an
             // unexpired lease of someone else, so it gets no row back.
@@ -298,10 +345,19 @@ impl EventStore for PgStore {
                 holder: holder.to_owned(),
                 epoch: u64::try_from(epoch).unwrap_or(0),
             }))
-        })
+        })?;
+        if let (Some(l), true) = (&lease, self.leases.closed()) {
+            // Shutdown released the leases while this one was being taken.
+            self.release_lease(l)?;
+            return Ok(None);
+        }
+        Ok(lease)
     }
 
     fn renew_lease(&self, lease: &Lease, ttl_ms: u64) -> Result<bool, StoreError> {
+        if self.leases.closed() {
+            return Ok(false);
+        }
         let ttl = big(ttl_ms);
         let epoch = big(lease.epoch);
         self.run(async {

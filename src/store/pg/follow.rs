@@ -192,38 +192,51 @@ impl ChangeLog for PgStore {
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         self.run(async {
             let c = self.client().await?;
-            let xmin_row = c
-                .query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])
-                .await?;
-            let xmin: String = xmin_row.try_get(0)?;
+            // One statement, one snapshot: `xmin` and the rows below it are read together
+            // (every transaction below the snapshot's xmin has ended, so its rows are
+            // visible to that same snapshot). Every row carries xmin; with no change, one
+            // row of xmin and NULLs.
             let stmt = c
                 .prepare_cached(
-                    "SELECT org_id, entity, id, version, \
-                     (extract(epoch FROM at) * 1000)::bigint, xid::text, seq \
-                     FROM fg_changes \
-                     WHERE (xid, seq) >= ($1::text::xid8, $2) AND xid < $3::text::xid8 \
-                     ORDER BY xid, seq LIMIT $4",
+                    "SELECT s.xmin::text, c.org_id, c.entity, c.id, c.version, c.at_ms, \
+                     c.xid::text, c.seq \
+                     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) s \
+                     LEFT JOIN LATERAL (SELECT org_id, entity, id, version, \
+                         (extract(epoch FROM at) * 1000)::bigint AS at_ms, xid, seq \
+                         FROM fg_changes \
+                         WHERE (xid, seq) >= ($1::text::xid8, $2) AND xid < s.xmin \
+                         ORDER BY xid, seq LIMIT $3) c ON true \
+                     ORDER BY c.xid, c.seq",
                 )
                 .await?;
-            let rows = c.query(&stmt, &[&xid, &seq, &xmin, &limit]).await?;
+            let rows = c.query(&stmt, &[&xid, &seq, &limit]).await?;
+            let Some(head) = rows.first() else {
+                return Err(PgError::Store(StoreError::Backend(
+                    "the change-log read returned no snapshot row".into(),
+                )));
+            };
+            let xmin: String = head.try_get(0)?;
             let mut changes = Vec::with_capacity(rows.len());
             let mut last = None;
             for r in &rows {
-                let kind: i16 = r.try_get(1)?;
+                let Some(seq) = r.try_get::<_, Option<i64>>(7)? else {
+                    continue;
+                };
+                let kind: i16 = r.try_get(2)?;
                 changes.push(LoggedChange {
-                    org: r.try_get(0)?,
+                    org: r.try_get(1)?,
                     kind: u8::try_from(kind).unwrap_or(0),
-                    id: r.try_get(2)?,
-                    version: r.try_get(3)?,
-                    at_ms: r.try_get(4)?,
+                    id: r.try_get(3)?,
+                    version: r.try_get(4)?,
+                    at_ms: r.try_get(5)?,
                 });
-                let x: String = r.try_get(5)?;
+                let x: String = r.try_get(6)?;
                 last = Some(LogPosition {
                     xid: parse_xid(&x)?,
-                    seq: r.try_get(6)?,
+                    seq,
                 });
             }
-            let full = rows.len() as i64 >= limit;
+            let full = changes.len() as i64 >= limit;
             let xmin = parse_xid(&xmin)?;
             let next = match (full, last) {
                 // Stopped at the limit: resume just after the last row read.

@@ -59,6 +59,8 @@ pub struct PgStore {
     /// Connections held in a `REPEATABLE READ READ ONLY` transaction by the threads inside
     /// [`Backend::read_snapshot`]: every read such a thread makes goes through its own.
     snapshots: snapshot::Pinned,
+    /// The webhook delivery leases' holders of this process, released at shutdown.
+    leases: events::Leases,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -130,10 +132,9 @@ impl PgStore {
             pg_config,
             tokio_postgres::NoTls,
             ManagerConfig {
-                // A connection whose holder never ended its transaction (a panic, a lost
-                // ROLLBACK) must not carry it into the next checkout: recycling rolls
-                // back whatever is open (a no-op warning when nothing is).
-                recycling_method: RecyclingMethod::Custom("ROLLBACK".into()),
+                // No statement on checkout: a connection whose transaction did not end
+                // cleanly never comes back to the pool (see `OpenTx`).
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         let wait = Duration::from_millis(pg.connect_timeout_ms.max(1));
@@ -162,6 +163,7 @@ impl PgStore {
             counter_pool,
             signals,
             snapshots: snapshot::Pinned::default(),
+            leases: events::Leases::default(),
             pool,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
@@ -245,20 +247,32 @@ impl PgStore {
     /// Runs `body` inside a transaction on one connection (handed to it and back), again
     /// from the start when it lost a race, and commits. A COMMIT whose answer is lost is
     /// [`StoreError::CommitUnknown`].
-    async fn transact<'a, T, F>(&self, mut body: F) -> Result<T, PgError>
+    async fn transact<'a, T, F>(&self, body: F) -> Result<T, PgError>
     where
-        F: FnMut(Object) -> BoxFuture<'a, (Object, Result<T, PgError>)>,
+        F: FnMut(OpenTx) -> BoxFuture<'a, (OpenTx, Result<T, PgError>)>,
+    {
+        self.transact_with(false, body).await
+    }
+
+    /// [`PgStore::transact`] whose `body` sends the `BEGIN` itself (with its first
+    /// statements, in one round trip) when `body_begins`.
+    async fn transact_with<'a, T, F>(&self, body_begins: bool, mut body: F) -> Result<T, PgError>
+    where
+        F: FnMut(OpenTx) -> BoxFuture<'a, (OpenTx, Result<T, PgError>)>,
     {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let client = self.client().await?;
-            client.batch_execute("BEGIN").await?;
+            let client = OpenTx(Some(self.client().await?));
+            if !body_begins {
+                client.batch_execute("BEGIN").await?;
+            }
             let (client, result) = body(client).await;
             match result {
                 Ok(v) => {
                     return match client.batch_execute("COMMIT").await {
                         Ok(()) => {
+                            client.release();
                             self.signals.wrote();
                             Ok(v)
                         }
@@ -272,7 +286,9 @@ impl PgStore {
                     };
                 }
                 Err(e) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
+                    if client.batch_execute("ROLLBACK").await.is_ok() {
+                        client.release();
+                    }
                     if e.retryable() && attempt < MAX_ATTEMPTS {
                         continue;
                     }
@@ -304,6 +320,40 @@ fn commit_error(e: tokio_postgres::Error) -> PgError {
         )))
     } else {
         PgError::Db(e)
+    }
+}
+
+/// A pooled connection on which this process may have a transaction open. The pool
+/// recycles connections without a statement (`RecyclingMethod::Fast`: a `ROLLBACK` on
+/// every checkout was a round trip per write), so a connection goes back to it only
+/// through [`OpenTx::release`], after its COMMIT or ROLLBACK succeeded. Dropped any other
+/// way (a failed COMMIT or ROLLBACK, a panic, a future dropped mid-transaction) it is
+/// detached from the pool and closed, and the server rolls back whatever was open.
+pub(crate) struct OpenTx(Option<Object>);
+
+impl OpenTx {
+    /// Gives the connection back to the pool: its transaction has ended.
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl std::ops::Deref for OpenTx {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        match &self.0 {
+            Some(c) => c,
+            None => unreachable!("an OpenTx's connection is only taken on release or drop"),
+        }
+    }
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            drop(Object::take(c));
+        }
     }
 }
 
@@ -346,7 +396,9 @@ impl WriteTx for PgTx<'_> {
     fn insert_feedback(&mut self, fb: &Feedback, action: ChangeAction) -> Result<(), StoreError> {
         let (c, actor, now) = (self.client, self.actor, now_millis());
         let ttl = self.store.idempotency_ttl_ms;
-        match self.run(ops::insert_record(c, actor, fb, action, None, now, ttl))? {
+        match self.run(ops::insert_record(
+            c, actor, fb, action, None, now, ttl, false,
+        ))? {
             Inserted::New(cs) => {
                 self.changes.feedback.extend(cs.feedback);
                 self.changes.adapters.extend(cs.adapters);
@@ -591,7 +643,7 @@ impl Backend for PgStore {
         let task = handle.spawn(async move {
             let ttl = self.idempotency_ttl_ms;
             let (actor, fb, key) = (&actor, &fb, idempotency.as_ref());
-            self.transact(|c| {
+            self.transact_with(true, |c| {
                 Box::pin(async move {
                     let r = ops::insert_record(
                         &c,
@@ -601,6 +653,7 @@ impl Backend for PgStore {
                         key,
                         now_millis(),
                         ttl,
+                        true,
                     )
                     .await;
                     (c, r)
@@ -648,7 +701,7 @@ impl Backend for PgStore {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Inserted, StoreError> {
         let ttl = self.idempotency_ttl_ms;
-        self.run(self.transact(|c| {
+        self.run(self.transact_with(true, |c| {
             Box::pin(async move {
                 let r = ops::insert_record(
                     &c,
@@ -658,6 +711,7 @@ impl Backend for PgStore {
                     idempotency,
                     now_millis(),
                     ttl,
+                    true,
                 )
                 .await;
                 (c, r)
@@ -673,7 +727,7 @@ impl Backend for PgStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let client = self.run(self.client())?;
+            let client = OpenTx(Some(self.run(self.client())?));
             self.run(async { Ok(client.batch_execute("BEGIN").await?) })?;
             let mut tx = PgTx {
                 store: self,
@@ -697,6 +751,7 @@ impl Backend for PgStore {
                     let committed = self.block(async { client.batch_execute("COMMIT").await });
                     match committed {
                         Ok(()) => {
+                            client.release();
                             self.signals.wrote();
                             return Ok(changes);
                         }
@@ -709,7 +764,12 @@ impl Backend for PgStore {
                     }
                 }
                 Err(e) => {
-                    let _ = self.block(async { client.batch_execute("ROLLBACK").await });
+                    if self
+                        .block(async { client.batch_execute("ROLLBACK").await })
+                        .is_ok()
+                    {
+                        client.release();
+                    }
                     if !(retry && attempt < MAX_ATTEMPTS) {
                         return Err(e);
                     }
@@ -1053,7 +1113,13 @@ impl Backend for PgStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        // Every acknowledged write was committed; there is nothing to flush.
+        // Every acknowledged write was committed; there is nothing to flush. This runs at
+        // shutdown: the webhook delivery leases this process holds are given up now, so
+        // another replica takes those endpoints over at once instead of after
+        // `webhooks.lease_ms` (best effort: a lease not released still lapses).
+        if let Err(e) = self.release_leases_at_shutdown() {
+            tracing::warn!("could not release the webhook delivery leases: {e}");
+        }
         Ok(())
     }
 
@@ -1102,6 +1168,7 @@ async fn insert_all(
             key.as_ref(),
             now_millis(),
             ttl,
+            false,
         )
         .await;
         match one {

@@ -148,12 +148,7 @@ pub async fn put_history(
     id: &str,
     entry: &HistoryVersion,
 ) -> Result<(), PgError> {
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO fg_history (org_id, kind, id, version, body) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (org_id, kind, id, version) DO UPDATE SET body = EXCLUDED.body",
-        )
-        .await?;
+    let stmt = c.prepare_cached(PUT_HISTORY).await?;
     let version = i64::try_from(entry.version).unwrap_or(i64::MAX);
     c.execute(
         &stmt,
@@ -197,12 +192,7 @@ pub async fn ensure_adapter(
     at: Millis,
 ) -> Result<Option<Adapter>, PgError> {
     let (adapter, entry) = rules::auto_adapter(actor, id, at);
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO fg_adapters (org_id, id, version, body) VALUES ($1, $2, 1, $3) \
-             ON CONFLICT (org_id, id) DO NOTHING",
-        )
-        .await?;
+    let stmt = c.prepare_cached(INSERT_ADAPTER_IF_NEW).await?;
     let n = c
         .execute(&stmt, &[&actor.org, &id, &encode(&adapter)?])
         .await?;
@@ -302,8 +292,37 @@ pub async fn lock_adapters(c: &ClientWrapper, org: &str) -> Result<(), PgError> 
     Ok(())
 }
 
+/// A submit's writes in one statement (see [`insert_record`]): the record, then, only if
+/// it was new, its history entry and the adapter it names (unless that exists). Returns
+/// whether the record was new and whether the adapter was.
+const INSERT_SUBMIT: &str = "WITH f AS (INSERT INTO fg_feedback (org_id, id, version, body) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, id) DO NOTHING RETURNING 1), \
+     h AS (INSERT INTO fg_history (org_id, kind, id, version, body) \
+         SELECT $1, $5::smallint, $2, $6::bigint, $7::bytea FROM f \
+         ON CONFLICT (org_id, kind, id, version) DO UPDATE SET body = EXCLUDED.body RETURNING 1), \
+     a AS (INSERT INTO fg_adapters (org_id, id, version, body) \
+         SELECT $1, $8::text, 1, $9::bytea FROM f WHERE $8::text IS NOT NULL \
+         ON CONFLICT (org_id, id) DO NOTHING RETURNING 1) \
+     SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM h), (SELECT count(*) FROM a)";
+const INSERT_ADAPTER_IF_NEW: &str = "INSERT INTO fg_adapters (org_id, id, version, body) \
+     VALUES ($1, $2, 1, $3) ON CONFLICT (org_id, id) DO NOTHING";
+const PUT_HISTORY: &str = "INSERT INTO fg_history (org_id, kind, id, version, body) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (org_id, kind, id, version) DO UPDATE SET body = EXCLUDED.body";
+const ENDPOINTS: &str = "SELECT id FROM fg_webhooks WHERE org_id = $1 AND enabled \
+     AND (mask & $2) <> 0 ORDER BY id";
+
 /// Stores a new item with its history, adapter and edge, at most once per idempotency
 /// key. What the caller's transaction commits is what this returns.
+///
+/// `begin`: the transaction is not open yet and this sends its `BEGIN`. The statements
+/// every submit makes (`BEGIN`, the record, the adapter auto-create, the history entry,
+/// the org's webhook endpoints for the event) go out together and are answered in one
+/// round trip (tokio-postgres pipelines requests that are in flight at once); only a new
+/// adapter or an org with endpoints adds statements. Their answers are read in the order
+/// sent, so the first failure reported is the one that aborted the transaction, and the
+/// caller commits only if every one succeeded.
+#[allow(clippy::too_many_arguments)]
 pub async fn insert_record(
     c: &ClientWrapper,
     actor: &Actor,
@@ -312,8 +331,14 @@ pub async fn insert_record(
     key: Option<&IdempotencyKey>,
     now: Millis,
     ttl_ms: Millis,
+    begin: bool,
 ) -> Result<Inserted, PgError> {
+    let mut begin = begin;
     if let Some(k) = key {
+        if begin {
+            c.batch_execute("BEGIN").await?;
+            begin = false;
+        }
         // Uses of one key wait for each other: the second sees the first's entry.
         let stmt = c
             .prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))")
@@ -344,38 +369,102 @@ pub async fn insert_record(
         }
     }
     let record = rules::new_record(fb);
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO fg_feedback (org_id, id, version, body) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (org_id, id) DO NOTHING",
-        )
-        .await?;
+    let entry = rules::submit_entry(actor, fb, action);
+    let auto = fb
+        .adapter_id
+        .as_deref()
+        .map(|id| (id, rules::auto_adapter(actor, id, fb.created_at)));
+    let event = outbox::event_for(keys::KIND_FEEDBACK, &entry);
+    // Everything encoded and every statement prepared (cached after the first use)
+    // before the first request goes out.
+    let s_submit = c.prepare_cached(INSERT_SUBMIT).await?;
+    let s_endpoints = match event {
+        Some(_) => Some(c.prepare_cached(ENDPOINTS).await?),
+        None => None,
+    };
     let version = i64::try_from(fb.version).unwrap_or(i64::MAX);
-    let n = c
-        .execute(&stmt, &[&actor.org, &fb.id, &version, &encode(&record)?])
-        .await?;
-    if n == 0 {
+    let entry_version = i64::try_from(entry.version).unwrap_or(i64::MAX);
+    let (record_body, entry_body) = (encode(&record)?, encode(&entry)?);
+    let (adapter_id, adapter_body) = match &auto {
+        Some((id, (adapter, _))) => (Some(*id), Some(encode(adapter)?)),
+        None => (None, None),
+    };
+    let mask = event.map_or(0, |e| i32::try_from(e.bit()).unwrap_or(0));
+    let kind = i16::from(keys::KIND_FEEDBACK);
+    let org = &actor.org;
+    // `join3` polls its futures in order, so the requests are sent in this order.
+    let (began, written, endpoints) = futures_util::future::join3(
+        async {
+            if begin {
+                c.batch_execute("BEGIN").await
+            } else {
+                Ok(())
+            }
+        },
+        c.query_one(
+            &s_submit,
+            &[
+                org,
+                &fb.id,
+                &version,
+                &record_body,
+                &kind,
+                &entry_version,
+                &entry_body,
+                &adapter_id,
+                &adapter_body,
+            ],
+        ),
+        async {
+            match &s_endpoints {
+                Some(s) => c.query(s, &[org, &mask]).await,
+                None => Ok(Vec::new()),
+            }
+        },
+    )
+    .await;
+    began?;
+    let written = written?;
+    let (inserted, adapter_new): (i64, i64) = (written.try_get(0)?, written.try_get(2)?);
+    if inserted == 0 {
         return Err(PgError::Store(StoreError::Exists {
             kind: "feedback",
             id: fb.id.clone(),
         }));
     }
+    let adapter_new = adapter_new == 1;
+    let endpoints = endpoints?;
     let mut cs = ChangeSet::default();
-    if let Some(adapter_id) = &fb.adapter_id {
-        cs.adapters
-            .extend(ensure_adapter(c, actor, adapter_id, fb.created_at).await?);
+    if let (true, Some((id, (adapter, adapter_entry)))) = (adapter_new, auto) {
+        put_history(c, org, keys::KIND_ADAPTER, id, &adapter_entry).await?;
+        emit(
+            c,
+            org,
+            keys::KIND_ADAPTER,
+            id,
+            &adapter_entry,
+            Changed::Adapter(&adapter),
+        )
+        .await?;
+        cs.adapters.push(adapter);
     }
-    let entry = rules::submit_entry(actor, fb, action);
-    put_history(c, &actor.org, keys::KIND_FEEDBACK, &fb.id, &entry).await?;
-    emit(
-        c,
-        &actor.org,
-        keys::KIND_FEEDBACK,
-        &fb.id,
-        &entry,
-        Changed::Feedback(&record),
-    )
-    .await?;
+    if let Some(event) = event {
+        let endpoints = endpoints
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        emit_to(
+            c,
+            org,
+            keys::KIND_FEEDBACK,
+            &fb.id,
+            &entry,
+            event,
+            Changed::Feedback(&record),
+            endpoints,
+        )
+        .await?;
+    }
     if let Some(k) = key {
         let seen = IdempotencyRecord {
             feedback_id: fb.id.clone(),
@@ -581,15 +670,31 @@ pub async fn emit(
     let Some(event) = outbox::event_for(kind, entry) else {
         return Ok(());
     };
-    let stmt = c
-        .prepare_cached(
-            "SELECT id FROM fg_webhooks WHERE org_id = $1 AND enabled AND (mask & $2) <> 0 \
-             ORDER BY id",
-        )
-        .await?;
+    let stmt = c.prepare_cached(ENDPOINTS).await?;
     let mask = i32::try_from(event.bit()).unwrap_or(0);
-    let rows = c.query(&stmt, &[&org, &mask]).await?;
-    if rows.is_empty() {
+    let endpoints = c
+        .query(&stmt, &[&org, &mask])
+        .await?
+        .iter()
+        .map(|r| r.try_get::<_, String>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    emit_to(c, org, kind, id, entry, event, changed, endpoints).await
+}
+
+/// Adds the outbox entries of one change for the `endpoints` (ids, in order) that
+/// receive its `event`; none costs nothing.
+#[allow(clippy::too_many_arguments)]
+async fn emit_to(
+    c: &ClientWrapper,
+    org: &str,
+    kind: u8,
+    id: &str,
+    entry: &HistoryVersion,
+    event: outbox::EventType,
+    changed: Changed<'_>,
+    endpoints: Vec<String>,
+) -> Result<(), PgError> {
+    if endpoints.is_empty() {
         return Ok(());
     }
     let event_id = format!("evt-{}", ulid::Ulid::new());
@@ -602,8 +707,7 @@ pub async fn emit(
         )
         .await?;
     let version = i64::try_from(entry.version).unwrap_or(i64::MAX);
-    for row in rows {
-        let endpoint_id: String = row.try_get(0)?;
+    for endpoint_id in endpoints {
         let e = OutboxEntry {
             endpoint_id,
             org_id: org.to_owned(),
