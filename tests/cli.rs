@@ -68,6 +68,47 @@ fn import_checks_every_line_before_writing() {
         (Some(0), Some(240))
     );
 
+    // A line naming a stored id with other content is skipped and changes nothing of the
+    // stored item (neither its record nor its history) nor creates its adapter (the count
+    // of adapters below stays 9), while the new item beside it in the same write is
+    // stored with its own history.
+    let clash = dir.path().join("clash.jsonl");
+    std::fs::write(
+        &clash,
+        [
+            r#"{"org":"acme","id":"feedback-01M32H550553R7WVEWWYKTSSSJ","created_at":1790099999999,"type":"positive","question":"CLASHQ?","answer":"CLASHA.","adapter_id":"clash_adapter"}"#,
+            r#"{"org":"acme","id":"feedback-clash-new","created_at":1790099999999,"type":"positive","question":"NEWQ?","answer":"NEWA.","adapter_id":"themis_help_lora"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = feedgraph(&data, &["import", clash.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["feedback"].as_u64(), v["skipped"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let service = common::open(&data);
+    let kept = service
+        .get("acme", "feedback-01M32H550553R7WVEWWYKTSSSJ")
+        .unwrap();
+    assert_eq!(kept.question, "What does the error 'lease expired' mean?");
+    let history = service
+        .history("acme", "feedback-01M32H550553R7WVEWWYKTSSSJ")
+        .unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert!(
+        !format!("{history:?}").contains("CLASH"),
+        "the skipped line reached the history: {history:?}"
+    );
+    assert_eq!(
+        service.history("acme", "feedback-clash-new").unwrap().len(),
+        1
+    );
+    drop(service);
+
     // Queries from the command line.
     let out = feedgraph(
         &data,

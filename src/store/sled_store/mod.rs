@@ -669,6 +669,15 @@ impl SledStore {
         }
         let fkey = keys::record(&actor.org, &fb.id);
         let mut cs = ChangeSet::default();
+        // A given id that is stored already is refused before anything is written (the
+        // adapter it names is not auto-created for a line that is skipped); the check is
+        // repeated under the stripe below for a writer of the same id in between.
+        if id_source == IdSource::Given && self.t().feedback.contains_key(&fkey)? {
+            return Err(StoreError::Exists {
+                kind: "feedback",
+                id: fb.id.clone(),
+            });
+        }
         // The adapter before the record's stripe: locks are always taken in the order
         // idempotency stripe, adapter lock, record stripe (a write holding the adapter
         // lock takes stripes after it), so no two writers can wait on each other.
