@@ -508,7 +508,8 @@ fn main() {
     rt.block_on(async {
         let c = reqwest::Client::new();
         for base in targets.iter() {
-            for _ in 0..500 {
+            // Up to a minute: a 1M-item directory takes seconds to open on a busy machine.
+            for _ in 0..3000 {
                 if let Ok(r) = c.get(format!("{base}/readyz")).send().await
                     && r.status().is_success()
                 {

@@ -298,6 +298,7 @@ impl GraphIndex {
                 g.add_edge(from, to, data);
                 g.note_link(f, a);
             }
+            g.family_refresh();
             orgs.insert(org, Arc::new(OrgSlot::new(g)));
         }
         Ok(GraphIndex {

@@ -218,6 +218,8 @@ pub struct OrgGraph {
     counters: Counters,
     /// The id the next edge gets (see [`EdgeData::id`]).
     next_edge_id: u32,
+    /// Per adapter row: distinct items linked into its subtree (`pages.rs`).
+    family: pages::FamilyCounts,
 }
 
 impl OrgGraph {
@@ -506,6 +508,7 @@ impl OrgGraph {
                     }
                 }
             }
+            self.family_note_parent(row);
             if let Some(p) = parent {
                 let parent_node = self.adapters[p as usize].node;
                 self.add_edge(
@@ -636,6 +639,7 @@ impl OrgGraph {
             list.insert(at, f);
             self.counters.link(a, &item);
         }
+        self.family_note_link(f, a);
     }
 
     /// Adds a FEEDBACK_FOR edge if absent. Returns false if either end is unknown.
@@ -793,6 +797,7 @@ impl OrgGraph {
         for l in &changes.links {
             self.add_link(l);
         }
+        self.family_refresh();
     }
 
     /// Adds the FEEDBACK_FOR edges stored inside the changed records (bulk loads).
@@ -802,6 +807,7 @@ impl OrgGraph {
                 self.add_link(l);
             }
         }
+        self.family_refresh();
     }
 }
 

@@ -118,6 +118,220 @@ impl OrgGraph {
     }
 }
 
+/// Per adapter row, how many distinct feedback items are linked to the adapter or to any
+/// of its descendants (its subtree in the DERIVED_FROM forest): the `total_linked` of a
+/// by-adapter page with `include_descendants`, kept up to date on every link instead of
+/// counted with a pass over every link of the family.
+///
+/// A new link from item `f` to adapter `a` adds one to `a` and to each ancestor of `a` up
+/// to (not including) the first one whose subtree already held `f` through another of
+/// `f`'s adapters: above that one, every subtree held `f` already. The graph never removes
+/// a FEEDBACK_FOR edge (an erased item keeps its node and links). A re-parented adapter
+/// whose subtree holds items moves them between ancestors: the counts are then recomputed
+/// once, at the end of the write ([`OrgGraph::family_refresh`]). While the forest has a
+/// cycle the counts are off and callers count by scanning.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FamilyCounts {
+    /// Per adapter row: distinct items linked into its subtree.
+    counts: Vec<u64>,
+    /// Whether `counts` can be trusted.
+    state: FamilyState,
+}
+
+/// Whether the family counts are up to date.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum FamilyState {
+    /// Up to date.
+    #[default]
+    Fresh,
+    /// To be recomputed at the end of the current write.
+    Stale,
+    /// The adapter forest has a cycle: not kept; callers scan.
+    Off,
+}
+
+/// What a family page walks when the family holds this share of the org's items or more
+/// (1 in `DENSE_FAMILY`): the org's items newest first, each tested for membership, rather
+/// than a k-way merge of the family's lists. A dense family then costs about
+/// `DENSE_FAMILY * limit` membership tests per page, however many adapters it has.
+const DENSE_FAMILY: u64 = 8;
+
+impl OrgGraph {
+    /// The parent chain of adapter row `a`, `a` first; `None` if it is longer than there
+    /// are adapters (a cycle).
+    fn ancestors_of(&self, a: u32, mut each: impl FnMut(u32) -> bool) -> Option<()> {
+        let mut at = Some(a);
+        let mut steps = 0usize;
+        while let Some(r) = at {
+            if steps > self.adapters.len() {
+                return None;
+            }
+            steps += 1;
+            if !each(r) {
+                return Some(());
+            }
+            at = self.adapters.get(r as usize).and_then(|n| n.parent);
+        }
+        Some(())
+    }
+
+    /// Counts a new FEEDBACK_FOR edge from feedback row `f` to adapter row `a` (already
+    /// added to the graph) in the family counts.
+    pub(super) fn family_note_link(&mut self, f: u32, a: u32) {
+        if self.family.state != FamilyState::Fresh {
+            return;
+        }
+        let n = self.adapters.len();
+        if self.family.counts.len() < n {
+            self.family.counts.resize(n, 0);
+        }
+        // Every subtree that already held `f`: the chains above its other adapters.
+        let mut covered: Vec<u32> = Vec::new();
+        let others: Vec<u32> = self.feedback_adapters(f).filter(|&b| b != a).collect();
+        for b in others {
+            let walked = self.ancestors_of(b, |r| {
+                if covered.contains(&r) {
+                    return false;
+                }
+                covered.push(r);
+                true
+            });
+            if walked.is_none() {
+                self.family.state = FamilyState::Off;
+                return;
+            }
+        }
+        // The counts are taken out while the chain is walked (the walk reads `self`).
+        let mut counts = std::mem::take(&mut self.family.counts);
+        let walked = self.ancestors_of(a, |r| {
+            if covered.contains(&r) {
+                return false;
+            }
+            if let Some(c) = counts.get_mut(r as usize) {
+                *c += 1;
+            }
+            true
+        });
+        self.family.counts = counts;
+        if walked.is_none() {
+            self.family.state = FamilyState::Off;
+        }
+    }
+
+    /// Notes that adapter row `row` changed parent: its subtree's items move between
+    /// ancestors, so the counts are recomputed at the end of the write (nothing moves if
+    /// the subtree holds no items, as when an adapter is created).
+    pub(super) fn family_note_parent(&mut self, row: u32) {
+        let holds = self.family.counts.get(row as usize).copied().unwrap_or(0) > 0;
+        match self.family.state {
+            FamilyState::Fresh if !holds => {}
+            // A cycle may have been broken: try again.
+            _ => self.family.state = FamilyState::Stale,
+        }
+    }
+
+    /// Recomputes the family counts if a write left them stale: one pass over every
+    /// item's links, each walking up its adapters' chains until a subtree already counted
+    /// for that item.
+    pub(super) fn family_refresh(&mut self) {
+        if self.family.state != FamilyState::Stale {
+            return;
+        }
+        let n = self.adapters.len();
+        // A cycle anywhere: the counts stay off.
+        for a in 0..n as u32 {
+            if self.ancestors_of(a, |_| true).is_none() {
+                self.family.state = FamilyState::Off;
+                return;
+            }
+        }
+        let mut counts = vec![0u64; n];
+        let mut stamp = vec![u32::MAX; n];
+        for f in 0..self.feedback.len() as u32 {
+            for b in self.feedback_adapters(f) {
+                // Acyclic (checked above), so each walk ends.
+                let _ = self.ancestors_of(b, |r| {
+                    let Some(s) = stamp.get_mut(r as usize) else {
+                        return false;
+                    };
+                    if *s == f {
+                        return false;
+                    }
+                    *s = f;
+                    if let Some(c) = counts.get_mut(r as usize) {
+                        *c += 1;
+                    }
+                    true
+                });
+            }
+        }
+        self.family = FamilyCounts {
+            counts,
+            state: FamilyState::Fresh,
+        };
+    }
+
+    /// How many distinct feedback items are linked to adapter row `root` or to any of its
+    /// descendants, from the counts kept on write; `None` while they are off (a cycle).
+    pub fn subtree_linked_count(&self, root: u32) -> Option<usize> {
+        if self.family.state != FamilyState::Fresh || root as usize >= self.adapters.len() {
+            return None;
+        }
+        Some(self.family.counts.get(root as usize).copied().unwrap_or(0) as usize)
+    }
+
+    /// Whether feedback row `f` is linked to adapter row `root` or to a descendant of it.
+    fn in_subtree(&self, f: u32, root: u32) -> bool {
+        self.feedback_adapters(f).any(|b| {
+            let mut found = false;
+            let _ = self.ancestors_of(b, |r| {
+                found = r == root;
+                !found
+            });
+            found
+        })
+    }
+
+    /// [`OrgGraph::linked_page`] for the subtree of adapter row `root` (`family` lists its
+    /// rows, as [`OrgGraph::linked_page`] takes them, when they are needed). A family holding a large share of
+    /// the org's items is paged by walking the org's items newest first and keeping those
+    /// linked into the subtree, which reads about as many items as the page returns
+    /// however many adapters the family has; a sparse one is merged from its lists.
+    pub fn subtree_page(
+        &self,
+        root: u32,
+        family: impl FnOnce() -> Vec<u32>,
+        before: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&FeedbackNode<'_>) -> bool,
+    ) -> LinkedPage {
+        let dense = self
+            .subtree_linked_count(root)
+            .is_some_and(|n| (n as u64).saturating_mul(DENSE_FAMILY) >= self.feedback.len() as u64);
+        if !dense {
+            return self.linked_page(&family(), before, limit, keep);
+        }
+        let mut page = LinkedPage::default();
+        for r in self.feedback_newest_first(before) {
+            if !self.in_subtree(r, root) {
+                continue;
+            }
+            let Some(f) = self.feedback.get(r) else {
+                continue;
+            };
+            if !keep(&f) {
+                continue;
+            }
+            if page.rows.len() == limit {
+                page.more = true;
+                break;
+            }
+            page.rows.push(r);
+        }
+        page
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -173,8 +387,11 @@ mod tests {
         }
     }
 
-    /// Applies `ops`; returns the graph and the items' ids in creation order.
-    fn build(ops: &[Op]) -> (OrgGraph, Vec<Feedback>) {
+    /// Applies `ops`; returns the graph and the items' ids in creation order. With
+    /// `refresh_each`, each op ends as a write does (stale family counts recomputed), so
+    /// later links are counted on top of a recomputation; without, a re-parenting leaves
+    /// them stale until the end.
+    fn build(ops: &[Op], refresh_each: bool) -> (OrgGraph, Vec<Feedback>) {
         let mut g = OrgGraph::default();
         let mut items: Vec<Feedback> = Vec::new();
         for (n, op) in ops.iter().enumerate() {
@@ -227,6 +444,9 @@ mod tests {
                 }
                 _ => {}
             }
+            if refresh_each {
+                g.family_refresh();
+            }
         }
         (g, items)
     }
@@ -247,8 +467,17 @@ mod tests {
             ops in prop::collection::vec(op(), 1..120),
             limit in 1usize..7,
             unused in any::<bool>(),
+            refresh_each in any::<bool>(),
         ) {
-            let (g, _) = build(&ops);
+            let (mut g, _) = build(&ops, refresh_each);
+            // Counts kept on write are right or, while stale, not offered.
+            for root in 0..g.adapters().len() as u32 {
+                if let Some(n) = g.subtree_linked_count(root) {
+                    let fam = family(&g, root, true);
+                    prop_assert_eq!(n, g.linked_count(&fam), "root {}", root);
+                }
+            }
+            g.family_refresh();
             for root in 0..g.adapters().len() as u32 {
                 for descendants in [false, true] {
                     let fam = family(&g, root, descendants);
@@ -259,6 +488,9 @@ mod tests {
                         .map(|r| g.feedback().id_str(r))
                         .collect();
                     prop_assert_eq!(g.linked_count(&fam), all.len());
+                    if descendants {
+                        prop_assert_eq!(g.subtree_linked_count(root), Some(all.len()));
+                    }
                     let want: Vec<&str> = all
                         .iter()
                         .rev()
@@ -283,6 +515,29 @@ mod tests {
                         cursor = got.last().map(|s| s.to_string());
                     }
                     prop_assert_eq!(&got, &want, "root {} descendants {}", root, descendants);
+                    // The same through `subtree_page` (a dense family walks the org's
+                    // items instead of merging lists).
+                    if descendants {
+                        let mut got: Vec<&str> = Vec::new();
+                        let mut cursor: Option<String> = None;
+                        loop {
+                            let page = g.subtree_page(
+                                root,
+                                || fam.clone(),
+                                cursor.as_deref(),
+                                limit,
+                                |f| !unused || !f.used_for_training,
+                            );
+                            prop_assert!(page.rows.len() <= limit);
+                            prop_assert!(!page.more || page.rows.len() == limit);
+                            got.extend(page.rows.iter().map(|&r| g.feedback().id_str(r)));
+                            if !page.more {
+                                break;
+                            }
+                            cursor = got.last().map(|s| s.to_string());
+                        }
+                        prop_assert_eq!(&got, &want, "subtree of root {}", root);
+                    }
                 }
                 // An adapter's counts are the sum over its linked items.
                 let mut c = Counts::default();

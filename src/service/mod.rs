@@ -1071,17 +1071,27 @@ impl Service {
         let (ids, total, more) = {
             let row = g.adapter_row(adapter_id).ok_or_else(not_found)?;
             check_cursor(Some(&g), q.cursor.as_deref())?;
-            let family = training::adapter_family(&g, row, q.include_descendants);
             let rows = if q.kind.is_some() { ALL_ROWS } else { limit };
-            let page = g.linked_page(&family, q.cursor.as_deref(), rows, |f| {
-                !q.unused || !f.used_for_training
-            });
+            let keep = |f: &crate::graph::FeedbackNode<'_>| !q.unused || !f.used_for_training;
+            let (page, total) = if q.include_descendants && !g.child_rows(row).is_empty() {
+                // A family: its rows are listed only when the counts kept on write
+                // cannot answer (see `OrgGraph::subtree_page`).
+                let family = || training::adapter_family(&g, row, true);
+                let page = g.subtree_page(row, family, q.cursor.as_deref(), rows, keep);
+                let total = g
+                    .subtree_linked_count(row)
+                    .unwrap_or_else(|| g.linked_count(&family()));
+                (page, total)
+            } else {
+                let page = g.linked_page(&[row], q.cursor.as_deref(), rows, keep);
+                (page, g.linked_by_id(row).len())
+            };
             let ids: Vec<Arc<str>> = page
                 .rows
                 .iter()
                 .filter_map(|&r| g.feedback().id(r).cloned())
                 .collect();
-            (ids, g.linked_count(&family), page.more)
+            (ids, total, page.more)
         };
         let (feedback, more) = match q.kind {
             None => (self.load(org, ids)?, more),
