@@ -67,7 +67,7 @@ impl OrgGraph {
             ),
             ("counters", self.counters.heap_bytes()),
         ];
-        out.sort_by(|a, b| b.1.cmp(&a.1));
+        out.sort_by_key(|e| std::cmp::Reverse(e.1));
         out
     }
 }
