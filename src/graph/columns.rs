@@ -182,6 +182,26 @@ impl FeedbackColumns {
         self.id.is_empty()
     }
 
+    /// Gives back the spare capacity of every column.
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.node.shrink_to_fit();
+        self.id.shrink_to_fit();
+        self.feedback_type.shrink_to_fit();
+        self.status.shrink_to_fit();
+        self.training_batch_id.shrink_to_fit();
+        self.created_at.shrink_to_fit();
+        self.updated_at.shrink_to_fit();
+        self.version.shrink_to_fit();
+        self.model_version.shrink_to_fit();
+        self.adapter_id.shrink_to_fit();
+        self.adapter_version.shrink_to_fit();
+        self.user_id.shrink_to_fit();
+        self.session_id.shrink_to_fit();
+        self.interaction_id.shrink_to_fit();
+        self.score.shrink_to_fit();
+        self.leases.shrink_to_fit();
+    }
+
     /// Appends a row; returns its number.
     pub(super) fn push(&mut self, node: NodeIndex, id: Arc<str>, p: &FeedbackProps) -> u32 {
         let r = self.id.len() as u32;
@@ -297,6 +317,42 @@ impl FeedbackColumns {
     #[inline]
     pub fn id(&self, r: u32) -> Option<&Arc<str>> {
         self.id.get(r as usize)
+    }
+
+    /// Estimated heap bytes of the id column (see `memory.rs`).
+    pub(super) fn id_heap_bytes(&self) -> usize {
+        self.id.capacity() * std::mem::size_of::<Arc<str>>()
+            + self
+                .id
+                .iter()
+                .map(|s| (16 + s.len()).div_ceil(16) * 16)
+                .sum::<usize>()
+    }
+
+    /// Estimated heap bytes of every column but the node and id columns' strings.
+    pub(super) fn column_heap_bytes(&self) -> usize {
+        fn v<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        v(&self.node)
+            + v(&self.feedback_type)
+            + v(&self.status)
+            + v(&self.training_batch_id)
+            + v(&self.created_at)
+            + v(&self.updated_at)
+            + v(&self.version)
+            + v(&self.model_version)
+            + v(&self.adapter_id)
+            + v(&self.adapter_version)
+            + v(&self.user_id)
+            + v(&self.session_id)
+            + v(&self.interaction_id)
+            + v(&self.score)
+            + self.used.heap_bytes()
+            + self.has_correction.heap_bytes()
+            + self.has_comment.heap_bytes()
+            + self.has_score.heap_bytes()
+            + self.leases.capacity() * 25
     }
 
     /// The id of row `r` as a string (empty past the end).

@@ -180,6 +180,18 @@ pub struct DayCounters {
 }
 
 impl Counters {
+    /// Estimated heap bytes of the counters and day series.
+    pub fn heap_bytes(&self) -> usize {
+        let day = std::mem::size_of::<Day>();
+        let series = |s: &DaySeries| s.days.capacity() * day;
+        self.adapters.capacity() * std::mem::size_of::<Counts>()
+            + self.models.capacity() * (std::mem::size_of::<(Sym, Counts)>() + 1)
+            + series(&self.days.org)
+            + self.days.adapters.capacity() * std::mem::size_of::<DaySeries>()
+            + self.days.adapters.iter().map(series).sum::<usize>()
+            + self.days.models.values().map(series).sum::<usize>()
+    }
+
     /// Adds `f` to the org's and its model's counts (not to its adapters': see
     /// [`Counters::link`]).
     pub fn add_item(&mut self, f: &FeedbackProps) {

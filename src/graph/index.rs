@@ -239,6 +239,8 @@ impl GraphIndex {
             ids: Vec<(Arc<str>, u32)>,
             edges: Vec<(u32, u32, EdgeData)>,
         }
+        let started = std::time::Instant::now();
+        let rss_before = super::memory::resident_kib();
         let mut builds: HashMap<String, Building> = HashMap::new();
         store.for_each_adapter(&mut |a| {
             if !serves(&a.org_id) {
@@ -284,10 +286,14 @@ impl GraphIndex {
                 b.edges.push((row, a, data));
             }
         })?;
+        let scanned = started.elapsed();
+        let rss_scanned = super::memory::resident_kib();
         let mut orgs: HashMap<String, Arc<OrgSlot>> = HashMap::with_capacity(builds.len());
         for (org, b) in builds {
             let mut g = b.graph;
             g.feedback_by_id = b.ids.into_iter().collect();
+            // Every edge is known: room for exactly these, not a doubled buffer.
+            g.graph.reserve_exact_edges(b.edges.len());
             for (f, a, data) in b.edges {
                 let (Some(from), Some(to)) = (
                     g.feedback.node(f),
@@ -299,8 +305,25 @@ impl GraphIndex {
                 g.note_link(f, a);
             }
             g.family_refresh();
+            g.shrink_to_fit();
+            tracing::debug!(
+                org = %org,
+                feedback = g.feedback.len(),
+                edges = g.edge_count(),
+                heap = ?g.heap_report(),
+                "org graph built"
+            );
             orgs.insert(org, Arc::new(OrgSlot::new(g)));
         }
+        tracing::info!(
+            orgs = orgs.len(),
+            scan_ms = scanned.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            rss_kib_before = rss_before,
+            rss_kib_scanned = rss_scanned,
+            rss_kib_built = super::memory::resident_kib(),
+            "graph index built"
+        );
         Ok(GraphIndex {
             orgs: RwLock::new(orgs),
             worker: Mutex::new(None),

@@ -35,12 +35,14 @@ mod counts;
 #[cfg(test)]
 mod equivalence;
 mod index;
+mod memory;
 mod pages;
 
 pub use columns::{Bits, FeedbackColumns, FeedbackNode, FeedbackProps, SymCol};
 
 pub use counts::{Counters, Counts, DAY_MS, Day, DayCounters, DaySeries, SCORE_SCALE};
 pub use index::{Applied, GraphIndex};
+pub use memory::resident_kib;
 pub use pages::LinkedPage;
 
 /// An interned string.
@@ -66,6 +68,17 @@ impl Interner {
         let sym = Sym(NonZeroU32::MIN.saturating_add(self.strings.len() as u32 - 1));
         self.map.insert(arc, sym);
         sym
+    }
+
+    /// Estimated heap bytes: the strings, their list and the map.
+    pub fn heap_bytes(&self) -> usize {
+        self.strings.capacity() * 16
+            + self.map.capacity() * 21
+            + self
+                .strings
+                .iter()
+                .map(|s| (16 + s.len()).div_ceil(16) * 16)
+                .sum::<usize>()
     }
 
     /// The symbol of `s` if it was ever interned.
@@ -253,6 +266,12 @@ impl OrgGraph {
     /// Row of a feedback id.
     pub fn feedback_row(&self, id: &str) -> Option<u32> {
         self.feedback_by_id.get(id).copied()
+    }
+
+    /// Estimated heap bytes of the feedback id map (a B-tree: about 11 entries per
+    /// 240-byte leaf when bulk-built).
+    fn id_map_heap_bytes(&self) -> usize {
+        self.feedback_by_id.len().div_ceil(11) * 240
     }
 
     /// Row of an adapter id.
@@ -548,7 +567,18 @@ impl OrgGraph {
         {
             return r;
         }
-        let mut sym = |s: Option<&str>| s.map(|s| self.strings.intern(s));
+        // Neighbouring records often share a value (a session's items, a model): the
+        // previous row's symbol in the same column is tried before a hash lookup.
+        let prev = (self.feedback.len() as u32).checked_sub(1);
+        let (strings, columns) = (&mut self.strings, &self.feedback);
+        let mut sym = |s: Option<&str>, col: SymCol| {
+            let s = s?;
+            let hint = prev.and_then(|p| columns.sym(p, col));
+            Some(match hint {
+                Some(h) if strings.resolve(h) == s => h,
+                _ => strings.intern(s),
+            })
+        };
         let new = FeedbackProps {
             feedback_type: f.feedback_type,
             status: f.validation_status,
@@ -557,12 +587,12 @@ impl OrgGraph {
             created_at: f.created_at,
             updated_at: f.updated_at,
             version: f.version,
-            model_version: sym(f.model_version),
-            adapter_id: sym(f.adapter_id),
-            adapter_version: sym(f.adapter_version),
-            user_id: sym(f.user_id),
-            session_id: sym(f.session_id),
-            interaction_id: sym(f.interaction_id),
+            model_version: sym(f.model_version, SymCol::ModelVersion),
+            adapter_id: sym(f.adapter_id, SymCol::AdapterId),
+            adapter_version: sym(f.adapter_version, SymCol::AdapterVersion),
+            user_id: sym(f.user_id, SymCol::UserId),
+            session_id: sym(f.session_id, SymCol::SessionId),
+            interaction_id: sym(f.interaction_id, SymCol::InteractionId),
             score: f.score,
             has_correction: f.correction.is_some(),
             has_comment: f.comment.is_some(),
@@ -622,6 +652,28 @@ impl OrgGraph {
         }
     }
 
+    /// Gives back the spare capacity vectors and tables grew while the graph was built (a
+    /// doubling vector holds up to twice what it needs).
+    fn shrink_to_fit(&mut self) {
+        self.graph.shrink_to_fit();
+        self.feedback.shrink_to_fit();
+        self.adapters.shrink_to_fit();
+        self.sessions.shrink_to_fit();
+        for v in self.sessions.values_mut() {
+            v.shrink_to_fit();
+        }
+        for lists in [
+            &mut self.feedback_in,
+            &mut self.children_in,
+            &mut self.linked_by_id,
+        ] {
+            lists.shrink_to_fit();
+            for v in lists.iter_mut() {
+                v.shrink_to_fit();
+            }
+        }
+    }
+
     /// Records a new FEEDBACK_FOR edge from feedback row `f` to adapter row `a` in the
     /// typed lists and the adapter's counts (the petgraph edge is added by the caller).
     fn note_link(&mut self, f: u32, a: u32) {
@@ -634,9 +686,16 @@ impl OrgGraph {
             feedback.props(f),
             feedback.id(f),
         ) {
-            // Links mostly arrive newest item last: then this is a push.
-            let at = list.partition_point(|&x| feedback.id(x).is_some_and(|other| other < id));
-            list.insert(at, f);
+            // Links mostly arrive newest item last (always, in a start-up build, where rows
+            // come in id order): then one comparison with the last entry makes it a push,
+            // instead of a binary search that compares a string at every step.
+            let newest = list.last().and_then(|&x| feedback.id(x));
+            if newest.is_none_or(|last| last < id) {
+                list.push(f);
+            } else {
+                let at = list.partition_point(|&x| feedback.id(x).is_some_and(|other| other < id));
+                list.insert(at, f);
+            }
             self.counters.link(a, &item);
         }
         self.family_note_link(f, a);

@@ -282,6 +282,7 @@ impl SledStore {
     /// the directory named in `CURRENT` after an online rewrite), checking the schema
     /// version. Leftovers of an interrupted rewrite are cleaned up first.
     pub fn open(data_dir: &Path, config: &StorageConfig) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
         let io = |context: String| move |source| StoreError::Io { context, source };
         std::fs::create_dir_all(data_dir).map_err(io(format!(
             "creating data directory {}",
@@ -341,6 +342,12 @@ impl SledStore {
         store.check_schema()?;
         store.open_outbox()?;
         store.sweeper = Some(store.start_sweeper(config.idempotency_sweep_secs)?);
+        tracing::info!(
+            open_ms = started.elapsed().as_millis() as u64,
+            rss_kib = crate::graph::resident_kib(),
+            cache_mb = config.cache_mb,
+            "sled store open"
+        );
         Ok(store)
     }
 
