@@ -319,6 +319,23 @@ const QUERIES: &[(&str, bool, bool)] = &[
         false,
         false,
     ),
+    // Ids read straight from the nodes, beside other items, repeated, on other bounds and
+    // with filters on the feedback's columns.
+    (
+        "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*1..30]->(a2:Adapter) WHERE a2.id = 'a0' RETURN f.id, a1.id",
+        false,
+        false,
+    ),
+    (
+        "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*0..2]->(a2:Adapter) WHERE f.type = 'positive' RETURN a1.id, f.id AS fid, f.type, a2.id, f.id",
+        false,
+        false,
+    ),
+    (
+        "MATCH (a2:Adapter)<-[:DERIVED_FROM*2..]-(a1:Adapter)<-[:FEEDBACK_FOR]-(f:Feedback) RETURN a2.id, f.id, a1.id",
+        false,
+        false,
+    ),
     (
         "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter), (f:Feedback)-[:FEEDBACK_FOR]->(a2:Adapter) WHERE a1.id <> a2.id WITH a1.id AS x, a2.id AS y, count(f) AS c WHERE c > 1 RETURN x, y, c",
         false,
@@ -700,6 +717,30 @@ fn compare(g: &OrgGraph, query: &str, ordered: bool, sort_lists: bool) -> Result
         &QueryLimits::default(),
     )
     .map_err(|e| format!("{query}: ours failed: {e}"))?;
+    // Through the service's entry point the rows keep the graph and node ids are references
+    // into it: the same rows, in the same order, and the same JSON text.
+    let shared = std::sync::Arc::new(g.clone());
+    let (cached, _) = cypher::execute_cached(
+        &shared,
+        &NoText,
+        query,
+        &serde_json::Map::new(),
+        &QueryLimits::default(),
+        &std::sync::atomic::AtomicBool::new(false),
+        &cypher::PlanCache::new(4),
+        "org",
+    );
+    let cached = cached.map_err(|e| format!("{query}: cached failed: {e}"))?;
+    if cached.rows != mine.rows
+        || serde_json::to_string(&cached.rows).ok() != serde_json::to_string(&mine.rows).ok()
+    {
+        return Err(format!(
+            "{query}
+ shared: {:?}
+ copied: {:?}",
+            cached.rows, mine.rows
+        ));
+    }
     let parsed = cypher_parser::parse(query).map_err(|e| format!("{query}: oracle parse: {e}"))?;
     let oracle = cypher_parser::execute(&Oracle(g), &parsed)
         .map_err(|e| format!("{query}: oracle failed: {e}"))?;

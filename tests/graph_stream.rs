@@ -40,6 +40,9 @@ fn queries() -> Vec<(String, String, Value)> {
         "MATCH (a:Adapter) RETURN a.id, a.derived_from, [1, 'x', null] AS l, {k: a.id} AS m ORDER BY a.id",
         "MATCH (f:Feedback) RETURN f.type AS t, count(*) AS n, avg(f.created_at) AS avg ORDER BY t",
         "MATCH (f:Feedback) WHERE f.id = 'none' RETURN f.id",
+        // Ids kept as references into the graph snapshot until written out.
+        "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*0..30]->(a2:Adapter) RETURN f.id, a1.id, a2.id",
+        "MATCH (a:Adapter) OPTIONAL MATCH (a)<-[:FEEDBACK_FOR]-(f:Feedback) RETURN a.id, f.id",
         "UNWIND [1, 'x', null, [2], {a: 1.5}] AS v RETURN v",
         "UNWIND [1, 2.5, null, 3, 4] AS v RETURN v",
     ] {

@@ -90,7 +90,7 @@ fn cached(
     params: &Map<String, Value>,
 ) -> (Vec<Vec<Value>>, CacheOutcome) {
     let (r, outcome) = cypher::execute_cached(
-        g,
+        &std::sync::Arc::new(g.clone()),
         &NoText,
         q,
         params,
@@ -151,7 +151,7 @@ fn a_repeated_text_is_planned_once() {
     let bad = "MATCH (f:Feedback) RETURN g";
     for _ in 0..2 {
         let (r, outcome) = cypher::execute_cached(
-            &g,
+            &std::sync::Arc::new(g.clone()),
             &NoText,
             bad,
             &Map::new(),

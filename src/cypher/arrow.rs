@@ -345,6 +345,127 @@ mod tests {
         assert!(e.to_string().contains("column 'i'"), "{e}");
     }
 
+    /// Adapters `root` <- `mid` <- `leaf` (DERIVED_FROM) and feedback items linked to
+    /// them, one with an id that JSON must escape.
+    fn lineage_graph() -> crate::graph::OrgGraph {
+        use crate::model::{Adapter, Feedback, FeedbackLink, LinkSource, Metadata};
+        let mut g = crate::graph::OrgGraph::default();
+        for (id, parent) in [("root", None), ("mid", Some("root")), ("leaf", Some("mid"))] {
+            g.upsert_adapter(&Adapter {
+                id: id.into(),
+                org_id: "t".into(),
+                version: None,
+                base_model: None,
+                derived_from: parent.map(str::to_owned),
+                metadata: Metadata::default(),
+                created_at: 1,
+                source: LinkSource::Manual,
+                record_version: 1,
+            });
+        }
+        for (i, a) in [
+            (1, "mid"),
+            (2, "leaf"),
+            (3, "leaf"),
+            (4, "root"),
+            (5, "mid"),
+        ] {
+            let id = if i == 3 {
+                "fb-\"3\"\u{e9}".to_owned()
+            } else {
+                format!("fb-{i}")
+            };
+            let f = Feedback::sample(&id, "t");
+            g.upsert_feedback(&f);
+            g.add_link(&FeedbackLink {
+                feedback_id: f.id.clone(),
+                adapter_id: a.into(),
+                created_at: 1,
+                source: LinkSource::Auto,
+                metadata: Metadata::default(),
+            });
+        }
+        g
+    }
+
+    #[test]
+    fn node_ids_kept_as_references_read_back_like_copies() {
+        use crate::cypher::{NoText, PlanCache, QueryLimits, execute, execute_cached};
+        use std::sync::atomic::AtomicBool;
+        let g = lineage_graph();
+        let none = serde_json::Map::new();
+        for (q, ids_per_row) in [
+            (
+                "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*1..30]->(a2:Adapter) WHERE a2.id = 'root' RETURN f.id, a1.id",
+                2,
+            ),
+            (
+                "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a1:Adapter)-[:DERIVED_FROM*0..]->(a2:Adapter) RETURN a2.id, f.type, f.id AS x, size(f.id) AS n",
+                2,
+            ),
+            (
+                "MATCH (a:Adapter) OPTIONAL MATCH (a)<-[:FEEDBACK_FOR]-(f:Feedback) WHERE f.id = 'fb-4' RETURN f.id, a.id",
+                0,
+            ),
+        ] {
+            let copied = execute(&g, &NoText, q, &none, &QueryLimits::default()).unwrap();
+            let shared = Arc::new(g.clone());
+            let (kept, _) = execute_cached(
+                &shared,
+                &NoText,
+                q,
+                &none,
+                &QueryLimits::default(),
+                &AtomicBool::new(false),
+                &PlanCache::new(4),
+                "t",
+            );
+            let kept = kept.unwrap();
+            // The rows hold the snapshot: dropping the caller's handle changes nothing.
+            drop(shared);
+            assert!(!kept.rows.is_empty(), "{q}");
+            assert_eq!(copied.rows.id_cells(), 0, "{q}");
+            if ids_per_row > 0 {
+                assert_eq!(kept.rows.id_cells(), ids_per_row * kept.rows.len(), "{q}");
+            }
+            assert_eq!(kept.rows, copied.rows, "{q}");
+            assert_eq!(kept.rows.to_json(), copied.rows.to_json(), "{q}");
+            let (a, b) = (
+                serde_json::to_string(&kept.rows).unwrap(),
+                serde_json::to_string(&copied.rows).unwrap(),
+            );
+            assert_eq!(a, b, "{q}");
+            let mut text = b"[".to_vec();
+            kept.rows.write_json_rows(&mut text, true).unwrap();
+            text.push(b']');
+            assert_eq!(text, b.as_bytes(), "{q}");
+
+            // Arrow: every column read back equals the JSON rows.
+            let mut enc = ArrowEncoder::new(&kept.columns);
+            let mut bytes = enc.batch(&kept.rows).unwrap();
+            bytes.extend(enc.finish().unwrap());
+            let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+            let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+            let want = copied.rows.to_json();
+            let b = &batches[0];
+            assert_eq!(b.num_rows(), want.len(), "{q}");
+            for (c, col) in b.columns().iter().enumerate() {
+                for (r, row) in want.iter().enumerate() {
+                    let got = if col.is_null(r) {
+                        serde_json::Value::Null
+                    } else if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+                        serde_json::Value::from(s.value(r))
+                    } else if let Some(i) = col.as_any().downcast_ref::<Int64Array>() {
+                        serde_json::Value::from(i.value(r))
+                    } else {
+                        panic!("{q}: column {c} is {:?}", col.data_type())
+                    };
+                    assert_eq!(got, row[c], "{q}: row {r} column {c}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn an_empty_result_is_a_stream_with_a_schema() {
         let cols = vec!["a".to_owned()];

@@ -20,7 +20,7 @@ use super::budget::{Budget, VALUE_BYTES};
 use super::error::{CypherError, Fail, Limit};
 use super::eval::Env;
 use super::plan::*;
-use super::rows::{Cell, Rows};
+use super::rows::{Cell, Rows, node_id_str};
 use super::value::{FastBuild, Value, order_cmp};
 use super::{QueryLimits, RowSink, StreamOptions};
 use crate::graph::{Direction, EdgeKind, NodeRef, OrgGraph};
@@ -91,8 +91,11 @@ const WARM_AHEAD: usize = 16;
 /// each in turn. Issuing the loads early lets them overlap with the work on the current
 /// rows. Plain loads whose values are discarded through `black_box`, so no unsafe prefetch
 /// intrinsics.
+///
+/// Without `text`, only the id entries are loaded (a result whose ids are references into
+/// the graph never reads their strings).
 #[inline(always)]
-fn warm_feedback(g: &OrgGraph, list: &[u32], i: usize) {
+fn warm_feedback(g: &OrgGraph, list: &[u32], i: usize, text: bool) {
     let rows = g.feedback();
     if let Some(id) = i
         .checked_sub(WARM_AHEAD)
@@ -101,10 +104,11 @@ fn warm_feedback(g: &OrgGraph, list: &[u32], i: usize) {
     {
         std::hint::black_box(id.len());
     }
-    if let Some(id) = i
-        .checked_sub(WARM_AHEAD / 2)
-        .and_then(|j| list.get(j))
-        .and_then(|&r| rows.id(r))
+    if text
+        && let Some(id) = i
+            .checked_sub(WARM_AHEAD / 2)
+            .and_then(|j| list.get(j))
+            .and_then(|&r| rows.id(r))
     {
         std::hint::black_box(id.as_bytes().first().copied());
     }
@@ -128,6 +132,9 @@ pub(crate) struct Exec<'a> {
     counters: Vec<u64>,
     counts: Vec<Option<u64>>,
     seen: Vec<HashSet<Box<[Value<'a>]>, FastBuild>>,
+    /// Whether walks over feedback rows load their id strings ahead of use (see
+    /// [`warm_feedback`]): not when the segment returns ids as references into the graph.
+    warm_text: bool,
 }
 
 /// Result rows and the work done.
@@ -341,9 +348,13 @@ fn push_cell<'a>(
 ///
 /// With `stream`, result rows go to the sink in batches as they are produced and the
 /// budget stops counting them once the sink has them; the sink's error stops the query.
+/// When `shared` is the snapshot `g` is, the rows keep it and node ids they return are
+/// references into it ([`Cell::Id`]) rather than copies.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<'a>(
     plan: &'a Plan,
     g: &'a OrgGraph,
+    shared: Option<&Arc<OrgGraph>>,
     text: &'a dyn TextSource,
     limits: &'a QueryLimits,
     started: Instant,
@@ -356,6 +367,7 @@ pub(crate) fn run<'a>(
         counters: vec![0; plan.states],
         counts: vec![None; plan.states],
         seen: (0..plan.states).map(|_| HashSet::default()).collect(),
+        warm_text: true,
     };
     ex.check()?;
     let mut stream = stream;
@@ -431,7 +443,11 @@ pub(crate) fn run<'a>(
                 input = buf;
             }
             Sink::Output { slots } => {
-                let mut out = Rows::new(slots.len());
+                let keep = shared.filter(|a| std::ptr::eq(&***a, g)).cloned();
+                let ids = keep.is_some();
+                let fresh = |capacity| Rows::for_graph(slots.len(), keep.clone(), capacity);
+                let batch_rows = stream.as_ref().map_or(0, |(_, o)| o.batch_rows.max(1));
+                let mut out = fresh(batch_rows);
                 let mut last: Vec<LastStr> = vec![None; slots.len()];
                 let mut shared = SharedJson::default();
                 let max_rows = ex.limits.max_rows;
@@ -441,8 +457,10 @@ pub(crate) fn run<'a>(
                 let mut unsent = 0u64;
                 // A row's cells, its brackets and separators.
                 let row_base = 2 + slots.len() as u64 * (CELL_BYTES + 1);
+                let outp = OutProjection::new(&seg.ops, slots);
+                ex.warm_text = !(ids && outp.ids.iter().any(Option::is_some));
                 for row in input.iter_mut() {
-                    let flow = ex.run(&seg.ops, row, &mut |ex, row| {
+                    let flow = ex.run(outp.ops, row, &mut |ex, row| {
                         if total >= max_rows {
                             return Err(CypherError::limit(
                                 Limit::MaxRows,
@@ -451,19 +469,34 @@ pub(crate) fn run<'a>(
                                 ),
                             ).into());
                         }
+                        // Values the projection builds are charged while the row holds them.
+                        let mark = ex.env.budget.mark();
+                        outp.eval(&ex.env, g, row)?;
+                        let held = ex.env.budget.mark().saturating_sub(mark);
                         let mut bytes = row_base;
-                        for (s, last) in slots.iter().zip(last.iter_mut()) {
+                        for ((s, last), id) in slots.iter().zip(last.iter_mut()).zip(&outp.ids) {
+                            if let Some(n) = id.and_then(|node| live_node(g, row, node)) {
+                                bytes += id_len(g, n) + 2;
+                                if ids {
+                                    out.push_id(n);
+                                } else {
+                                    let v = Value::Str(node_id_str(g, n));
+                                    push_cell(&ex.env, &mut out, &mut shared, &v, last)?;
+                                }
+                                continue;
+                            }
                             bytes += push_cell(&ex.env, &mut out, &mut shared, row.get(*s).unwrap_or(&Value::Null), last)?;
                         }
                         out.end_row();
                         total += 1;
                         ex.env.budget.charge(bytes)?;
+                        ex.env.budget.release(held);
                         unsent = unsent.saturating_add(bytes);
                         ex.check_clock_every(total)?;
                         if let Some((sink, opts)) = stream.as_mut()
                             && (out.len() >= opts.batch_rows.max(1) || unsent >= opts.batch_bytes)
                         {
-                            let batch = std::mem::replace(&mut out, Rows::new(slots.len()));
+                            let batch = std::mem::replace(&mut out, fresh(batch_rows));
                             // The batch's strings and shared nodes go with it.
                             last.iter_mut().for_each(|l| *l = None);
                             shared = SharedJson::default();
@@ -482,7 +515,7 @@ pub(crate) fn run<'a>(
                 if let Some((sink, _)) = stream.as_mut()
                     && !out.is_empty()
                 {
-                    let batch = std::mem::replace(&mut out, Rows::new(slots.len()));
+                    let batch = std::mem::replace(&mut out, fresh(0));
                     ex.env.budget.release(unsent);
                     sink.batch(batch).map_err(Box::new)?;
                 }
@@ -505,6 +538,106 @@ pub(crate) fn run<'a>(
         work: ex.env.budget.work(),
         memory: ex.env.budget.peak(),
     })
+}
+
+/// The node in `row[slot]`, when it is a node of `g`.
+#[inline]
+fn live_node(g: &OrgGraph, row: &[Value<'_>], slot: Slot) -> Option<NodeRef> {
+    match row.get(slot)? {
+        Value::Node(n @ NodeRef::Feedback(r)) if (*r as usize) < g.feedback().len() => Some(*n),
+        Value::Node(n @ NodeRef::Adapter(r)) if (*r as usize) < g.adapters().len() => Some(*n),
+        _ => None,
+    }
+}
+
+/// The length of node `n`'s id, read without touching the id's text where the graph
+/// keeps the length beside the pointer (feedback ids).
+#[inline]
+fn id_len(g: &OrgGraph, n: NodeRef) -> u64 {
+    match n {
+        NodeRef::Feedback(r) => g.feedback().id(r).map_or(0, |s| s.len()) as u64,
+        NodeRef::Adapter(_) => node_id_str(g, n).len() as u64,
+    }
+}
+
+/// The node slot whose id `e` reads, when `e` is `n.id` of a variable.
+fn id_of(e: &Expr) -> Option<Slot> {
+    match &e.kind {
+        ExprKind::Prop(base, key)
+            if matches!(key.f, Some(FProp::Id)) && matches!(key.a, Some(AProp::Id)) =>
+        {
+            match base.kind {
+                ExprKind::Slot(s) => Some(s),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// How an output segment produces its columns. When the segment ends with the RETURN's
+/// projection, the projection runs in the output sink instead of as an operator, and an
+/// item `n.id` whose `n` holds a node is not evaluated at all: the output reads the node
+/// and pushes its id (a [`Cell::Id`] when the rows keep the graph), which is the same
+/// string `n.id` evaluates to. Items of a RETURN never read each other's slots, so
+/// evaluating the others here, in order, is what the operator did.
+struct OutProjection<'a> {
+    /// The operators to run before the sink.
+    ops: &'a [Op],
+    /// The projection moved into the sink, with, per item, the node slot of an `n.id`
+    /// item.
+    items: Vec<(&'a (Slot, Expr), Option<Slot>)>,
+    /// Per output column: the node slot when the column is an `n.id` item.
+    ids: Vec<Option<Slot>>,
+}
+
+impl<'a> OutProjection<'a> {
+    fn new(ops: &'a [Op], slots: &[Slot]) -> Self {
+        let plain = OutProjection {
+            ops,
+            items: Vec::new(),
+            ids: vec![None; slots.len()],
+        };
+        let Some((Op::Project(items), before)) = ops.split_last() else {
+            return plain;
+        };
+        let targets: Vec<Slot> = items.iter().map(|(s, _)| *s).collect();
+        let items: Vec<_> = items
+            .iter()
+            .map(|it| (it, id_of(&it.1).filter(|n| !targets.contains(n))))
+            .collect();
+        if items.iter().all(|(_, id)| id.is_none()) {
+            return plain;
+        }
+        let ids = slots
+            .iter()
+            .map(|s| {
+                items
+                    .iter()
+                    .find(|((t, _), _)| t == s)
+                    .and_then(|(_, id)| *id)
+            })
+            .collect();
+        OutProjection {
+            ops: before,
+            items,
+            ids,
+        }
+    }
+
+    /// Evaluates the projection's items on `row`, but for `n.id` items whose node is in
+    /// place (the output reads those from the node).
+    #[inline]
+    fn eval(&self, env: &Env<'a>, g: &OrgGraph, row: &mut Row<'a>) -> Result<(), Fail> {
+        for ((slot, e), id) in &self.items {
+            if id.is_some_and(|n| live_node(g, row, n).is_some()) {
+                continue;
+            }
+            let v = env.eval(e, row)?;
+            row[*slot] = v;
+        }
+        Ok(())
+    }
 }
 
 /// Charges a sort buffer again after it was cut to its top rows: gives back what the
@@ -912,7 +1045,7 @@ impl<'a> Exec<'a> {
         for (i, &r) in list.iter().enumerate().rev() {
             self.tick()?;
             if warm {
-                warm_feedback(g, list, i);
+                warm_feedback(g, list, i, self.warm_text);
             }
             let other = source_ref(kind, r);
             if e.into && !matches!(row[e.to], Value::Node(n) if n == other) {

@@ -50,6 +50,7 @@
 //! A JSON integer outside the 64-bit signed range reads as a float, as it does in
 //! parameters.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -310,10 +311,11 @@ pub trait RowSink {
 /// instead of collecting them: the memory budget stops counting rows once the sink has
 /// them, so a result of any size runs in bounded memory (`max_rows` still caps the count).
 /// The plan comes from `cache` as in [`execute_cached`]. Returns what the query cost, and
-/// how the plan was found.
+/// how the plan was found. The batches keep `graph` (a shared snapshot) alive: a node id
+/// in them may be a reference into it, read when the batch is written out.
 #[allow(clippy::too_many_arguments)]
 pub fn execute_streaming(
-    graph: &OrgGraph,
+    graph: &Arc<OrgGraph>,
     text: &dyn TextSource,
     query: &str,
     params: &serde_json::Map<String, serde_json::Value>,
@@ -332,6 +334,7 @@ pub fn execute_streaming(
         let out = exec::run(
             &p,
             graph,
+            Some(graph),
             text,
             limits,
             started,
@@ -381,10 +384,11 @@ fn cached_plan(
 
 /// [`execute_cancellable`] on `org`'s graph with its plan from `cache`: a text with the
 /// same parameters is parsed and planned once while what its plan took from the graph
-/// still holds (see [`PlanCache`]). Also says how the plan was found.
+/// still holds (see [`PlanCache`]). Also says how the plan was found. The rows keep
+/// `graph` (a shared snapshot) alive: a node id in them may be a reference into it.
 #[allow(clippy::too_many_arguments)]
 pub fn execute_cached(
-    graph: &OrgGraph,
+    graph: &Arc<OrgGraph>,
     text: &dyn TextSource,
     query: &str,
     params: &serde_json::Map<String, serde_json::Value>,
@@ -395,7 +399,8 @@ pub fn execute_cached(
 ) -> (Result<QueryResult, CypherError>, CacheOutcome) {
     let started = Instant::now();
     let (plan, outcome) = cached_plan(graph, query, params, limits, cache, org);
-    let result = plan.and_then(|p| run_plan(&p, graph, text, limits, started, Some(cancel)));
+    let result =
+        plan.and_then(|p| run_plan(&p, graph, Some(graph), text, limits, started, Some(cancel)));
     (result.map_err(|e| e.locate(query)), outcome)
 }
 
@@ -403,12 +408,13 @@ pub fn execute_cached(
 fn run_plan(
     p: &plan::Plan,
     graph: &OrgGraph,
+    shared: Option<&Arc<OrgGraph>>,
     text: &dyn TextSource,
     limits: &QueryLimits,
     started: Instant,
     cancel: Option<&AtomicBool>,
 ) -> Result<QueryResult, CypherError> {
-    let out = exec::run(p, graph, text, limits, started, cancel, None).map_err(|e| *e)?;
+    let out = exec::run(p, graph, shared, text, limits, started, cancel, None).map_err(|e| *e)?;
     Ok(QueryResult {
         columns: p.columns.clone(),
         stats: QueryStats {
@@ -433,7 +439,7 @@ fn run_query(
     let started = Instant::now();
     let run = || -> Result<QueryResult, CypherError> {
         let p = prepare(graph, query, params, limits, options)?;
-        run_plan(&p, graph, text, limits, started, cancel)
+        run_plan(&p, graph, None, text, limits, started, cancel)
     };
     run().map_err(|e| e.locate(query))
 }

@@ -9,6 +9,12 @@
 //! them (a lineage path repeats the same adapters in row after row; a streamed query keeps
 //! them for one batch); paths and lists are lists of cells; maps stay JSON values.
 //!
+//! A node's id (the `id` property of a Feedback or Adapter node) can be a cell of its own,
+//! [`Cell::Id`], that names the node instead of copying its id: the rows then keep the
+//! graph snapshot they were built from (snapshots are immutable and shared), and the id is
+//! read from it only when the rows are serialized or read. A result of a million feedback
+//! ids then costs a million 16-byte cells and no text.
+//!
 //! [`Rows`] serializes to exactly the JSON of the rows as arrays of JSON values, and
 //! [`Rows::to_json`] gives those values; [`Rows::write_json_rows`] writes one batch of a
 //! streamed result, and the Arrow encoder reads cells through `Rows::scalar`.
@@ -17,6 +23,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeSeq, Serializer};
+
+use crate::graph::{NodeRef, OrgGraph};
 
 /// One result cell.
 #[derive(Debug, Clone)]
@@ -37,6 +45,20 @@ pub(crate) enum Cell {
     Shared(Arc<serde_json::Value>),
     /// Anything else, or a string too long for `len`.
     Json(Box<serde_json::Value>),
+    /// The id of a node of the rows' graph (see [`Rows::push_node_id`]), read from the
+    /// graph when needed.
+    Id(NodeRef),
+}
+
+/// The id of node `n` in `g` (empty when `g` has no such node).
+pub(crate) fn node_id_str(g: &OrgGraph, n: NodeRef) -> &str {
+    match n {
+        NodeRef::Feedback(r) => g.feedback().id_str(r),
+        NodeRef::Adapter(r) => g
+            .adapters()
+            .get(r as usize)
+            .map_or("", |a| g.strings().resolve(a.id)),
+    }
 }
 
 impl Cell {
@@ -53,16 +75,22 @@ impl Cell {
 /// One cell with the rows it belongs to (for its strings).
 struct CellRef<'r>(&'r Rows, &'r Cell);
 
-impl CellRef<'_> {
-    fn str(&self, start: usize, len: u32) -> &str {
+impl<'r> CellRef<'r> {
+    fn str(&self, start: usize, len: u32) -> &'r str {
         self.0
             .text
             .get(start..start.saturating_add(len as usize))
             .unwrap_or("")
     }
 
+    /// The id an [`Cell::Id`] stands for.
+    fn id(&self, n: NodeRef) -> &'r str {
+        self.0.graph.as_deref().map_or("", |g| node_id_str(g, n))
+    }
+
     fn to_json(&self) -> serde_json::Value {
         match self.1 {
+            Cell::Id(n) => serde_json::Value::String(self.id(*n).into()),
             Cell::Null => serde_json::Value::Null,
             Cell::Bool(b) => serde_json::Value::Bool(*b),
             Cell::Int(i) => serde_json::Value::from(*i),
@@ -81,6 +109,7 @@ impl CellRef<'_> {
     fn eq_json(&self, v: &serde_json::Value) -> bool {
         match (self.1, v) {
             (Cell::Str { len, start }, serde_json::Value::String(t)) => self.str(*start, *len) == t,
+            (Cell::Id(n), serde_json::Value::String(t)) => self.id(*n) == t,
             (Cell::Shared(x), y) => **x == *y,
             (Cell::Json(x), y) => **x == *y,
             (_, y) => self.to_json() == *y,
@@ -96,6 +125,7 @@ impl Serialize for CellRef<'_> {
             Cell::Int(i) => s.serialize_i64(*i),
             Cell::Float(f) => s.serialize_f64(*f),
             Cell::Str { len, start } => s.serialize_str(self.str(*start, *len)),
+            Cell::Id(n) => s.serialize_str(self.id(*n)),
             Cell::List(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;
                 for c in items.iter() {
@@ -116,6 +146,8 @@ pub struct Rows {
     rows: usize,
     cells: Vec<Cell>,
     text: String,
+    /// The graph snapshot that [`Cell::Id`] cells refer to.
+    graph: Option<Arc<OrgGraph>>,
 }
 
 impl Rows {
@@ -123,6 +155,17 @@ impl Rows {
     pub fn new(width: usize) -> Self {
         Rows {
             width,
+            ..Rows::default()
+        }
+    }
+
+    /// No rows of `width` cells, whose node ids may refer to `graph` (see
+    /// [`Rows::push_id`]); room for `capacity` rows is reserved.
+    pub(crate) fn for_graph(width: usize, graph: Option<Arc<OrgGraph>>, capacity: usize) -> Self {
+        Rows {
+            width,
+            cells: Vec::with_capacity(capacity.saturating_mul(width)),
+            graph,
             ..Rows::default()
         }
     }
@@ -214,9 +257,28 @@ impl Rows {
         self.cells.push(cell);
     }
 
+    /// Pushes the id of node `n` of the graph these rows keep, as a [`Cell::Id`]. Only for
+    /// rows made with [`Rows::for_graph`] and a graph, and a node of that graph.
+    #[inline]
+    pub(crate) fn push_id(&mut self, n: NodeRef) {
+        debug_assert!(self.graph.is_some());
+        self.cells.push(Cell::Id(n));
+    }
+
     /// Pushes a string already in the text buffer (from [`Rows::push_str`]).
     pub(crate) fn push_stored(&mut self, (start, len): (usize, u32)) {
         self.cells.push(Cell::Str { len, start });
+    }
+}
+
+#[cfg(test)]
+impl Rows {
+    /// How many cells are node ids kept as references into the graph.
+    pub(crate) fn id_cells(&self) -> usize {
+        self.cells
+            .iter()
+            .filter(|c| matches!(c, Cell::Id(_)))
+            .count()
     }
 }
 
@@ -299,6 +361,7 @@ impl Rows {
                     .get(*start..start.saturating_add(*len as usize))
                     .unwrap_or(""),
             ),
+            Cell::Id(n) => Scalar::Str(CellRef(self, cell).id(*n)),
             Cell::Json(v) => match &**v {
                 serde_json::Value::Null => Scalar::Null,
                 serde_json::Value::Bool(b) => Scalar::Bool(*b),

@@ -220,7 +220,7 @@ impl Service {
                 cypher::execute_cached(&g, &source, text, params, limits, cancel, plans, org)
             }
             None => {
-                let empty = crate::graph::OrgGraph::default();
+                let empty = std::sync::Arc::new(crate::graph::OrgGraph::default());
                 cypher::execute_cached(&empty, &source, text, params, limits, cancel, plans, org)
             }
         };
