@@ -31,7 +31,8 @@ use super::{
 };
 use crate::cypher::error::CypherError;
 use crate::cypher::plan::{
-    AggFunc, Expand, Expr, ExprKind, Kinds, Op, PairCount, Segment, Sink, Slot,
+    AProp, AggFunc, Expand, Expr, ExprKind, FProp, Kinds, Op, PairCount, PairSel, Segment, Sink,
+    Slot,
 };
 use crate::graph::{Direction, NodeRef, OrgGraph};
 
@@ -322,18 +323,20 @@ fn radix_sort<E: Entry>(v: &mut Vec<E>, scratch: &mut Vec<E>, bits: u32) {
 /// The relationships `e` follows from `from`, as [`Exec::expand`] walks them (same order,
 /// same checks, one unit of work per relationship examined), into `out`; returns the units
 /// of work. The uniqueness check is left to the caller.
+///
+/// The row pipeline first checks that `from` is a node of the graph; a row without one has
+/// no relationships here either (`OrgGraph::edges` and the adapters' lists yield nothing),
+/// so the check is left out. `need_eid`: look the relationship up where the list does not
+/// carry it (as the pipeline does when a slot or a uniqueness check needs it).
+#[inline]
 fn edges(
-    ex: &Exec<'_>,
+    g: &OrgGraph,
     e: &Expand,
     from: NodeRef,
+    need_eid: bool,
     out: &mut Vec<(NodeRef, u32)>,
-) -> Result<u64, Fail> {
+) -> u64 {
     out.clear();
-    let g = ex.env.g;
-    if ex.env.node_id(from).is_none() {
-        return Ok(0);
-    }
-    let need_eid = e.rel.is_some() || !e.unique.is_empty();
     let mut work = 0u64;
     for &d in dirs(e.dir) {
         if d == Direction::Incoming
@@ -363,7 +366,77 @@ fn edges(
             }
         }
     }
-    Ok(work)
+    work
+}
+
+/// Does `e` need relationship ids (for its slot or a uniqueness check)?
+fn needs_eid(e: &Expand) -> bool {
+    e.rel.is_some() || !e.unique.is_empty()
+}
+
+/// A filter of the walk: `a.id <> b.id` (or `=`) on two of its nodes compares rows (ids
+/// are unique); anything else is evaluated on the row.
+enum Test<'p> {
+    /// [`ExprKind::PropPair`] on the id: the levels of the two nodes, the label both must
+    /// have, and whether it is `<>`.
+    SameId {
+        a: usize,
+        b: usize,
+        adapter: bool,
+        negated: bool,
+    },
+    General(&'p Expr),
+}
+
+impl<'p> Test<'p> {
+    fn compile(e: &'p Expr, sh: &Shape<'_>) -> Self {
+        let nodes = sh.nodes();
+        let level = |s: Slot| nodes.iter().position(|x| *x == s);
+        if let ExprKind::PropPair { a, b, sel, negated } = &e.kind
+            && let (Some(a), Some(b)) = (level(*a), level(*b))
+        {
+            let adapter = match sel {
+                PairSel::Adapter(AProp::Id) => Some(true),
+                PairSel::Feedback(FProp::Id) => Some(false),
+                _ => None,
+            };
+            if let Some(adapter) = adapter {
+                return Test::SameId {
+                    a,
+                    b,
+                    adapter,
+                    negated: *negated,
+                };
+            }
+        }
+        Test::General(e)
+    }
+
+    /// The filter's verdict on the nodes bound so far (`nodes`) or the row.
+    #[inline(always)]
+    fn pass<'a>(&self, ex: &Exec<'a>, nodes: &[NodeRef; 3], row: &Row<'a>) -> Result<bool, Fail>
+    where
+        'p: 'a,
+    {
+        match self {
+            Test::SameId {
+                a,
+                b,
+                adapter,
+                negated,
+            } => Ok(
+                match (nodes.get(*a).copied(), nodes.get(*b).copied(), adapter) {
+                    (Some(NodeRef::Adapter(x)), Some(NodeRef::Adapter(y)), true)
+                    | (Some(NodeRef::Feedback(x)), Some(NodeRef::Feedback(y)), false) => {
+                        (x == y) != *negated
+                    }
+                    // A node of another label: the comparison is null.
+                    _ => false,
+                },
+            ),
+            Test::General(e) => ex.env.test(e, row),
+        }
+    }
 }
 
 /// Runs a [`Sink::PairCount`] segment on the single empty input row; returns the groups as
@@ -435,7 +508,28 @@ fn count<'a, E: Entry>(
     let mut list1: Vec<(NodeRef, u32)> = Vec::new();
     let mut list2: Vec<(NodeRef, u32)> = Vec::new();
     let second_from_scan = sh.second.from == sh.scan;
+    // From the scanned node, the second expansion may be the first one again (Q4): then
+    // its list is the first's.
+    let same = second_from_scan
+        && sh.first.types == sh.second.types
+        && sh.first.dir == sh.second.dir
+        && sh.first.to_kinds == sh.second.to_kinds;
+    let need1 = needs_eid(sh.first) || (same && needs_eid(sh.second));
+    let need2 = needs_eid(sh.second);
     let taken_check = !sh.second.unique.is_empty();
+    let tests: [Vec<Test<'a>>; 3] = [0, 1, 2].map(|l| {
+        sh.filters[l]
+            .iter()
+            .map(|e| Test::compile(*e, sh))
+            .collect()
+    });
+    // Bind the row's slots at a level only when a general filter at or after it reads them.
+    let general = |l: usize| tests[l].iter().any(|t| matches!(t, Test::General(_)));
+    let write = [
+        general(0) || general(1) || general(2),
+        general(1) || general(2),
+        general(2),
+    ];
     let mut seq: u64 = 0;
     let mut charged = 0usize;
     let rows = |k: Kinds| {
@@ -448,57 +542,70 @@ fn count<'a, E: Entry>(
     let scan = (0..nf)
         .map(NodeRef::Feedback)
         .chain((0..na).map(NodeRef::Adapter));
+    let mut nodes = [NodeRef::Feedback(0); 3];
     'scan: for s in scan {
         ex.tick()?;
-        set_node(&mut row, sh.scan, s);
-        for f in &sh.filters[0] {
-            if !ex.env.test(f, &row)? {
+        nodes[0] = s;
+        if write[0] {
+            set_node(&mut row, sh.scan, s);
+        }
+        for t in &tests[0] {
+            if !t.pass(ex, &nodes, &row)? {
                 continue 'scan;
             }
         }
-        let work1 = edges(ex, sh.first, s, &mut list1)?;
+        let work1 = edges(g, sh.first, s, need1, &mut list1);
         ex.env.budget.tick_n(work1)?;
         // From the scanned node, the second list is the same for every first relationship:
         // walked once, counted each time (as the row pipeline walks it each time).
         let mut work2 = None;
         'first: for &(a, e1) in &list1 {
-            set_node(&mut row, sh.first.to, a);
-            if let Some(rs) = sh.first.rel {
-                set_rel(&mut row, rs, e1);
+            nodes[1] = a;
+            if write[1] {
+                set_node(&mut row, sh.first.to, a);
+                if let Some(rs) = sh.first.rel {
+                    set_rel(&mut row, rs, e1);
+                }
             }
-            for f in &sh.filters[1] {
-                if !ex.env.test(f, &row)? {
+            for t in &tests[1] {
+                if !t.pass(ex, &nodes, &row)? {
                     continue 'first;
                 }
             }
             let w = match (second_from_scan, work2) {
                 (true, Some(w)) => w,
                 (true, None) => {
-                    let w = edges(ex, sh.second, s, &mut list2)?;
+                    let w = if same {
+                        list2.clone_from(&list1);
+                        work1
+                    } else {
+                        edges(g, sh.second, s, need2, &mut list2)
+                    };
                     work2 = Some(w);
                     w
                 }
-                (false, _) => edges(ex, sh.second, a, &mut list2)?,
+                (false, _) => edges(g, sh.second, a, need2, &mut list2),
             };
             ex.env.budget.tick_n(w)?;
-            let nodes = [s, a];
             'second: for &(b, e2) in &list2 {
                 if taken_check && e2 == e1 {
                     continue;
                 }
-                set_node(&mut row, sh.second.to, b);
-                if let Some(rs) = sh.second.rel {
-                    set_rel(&mut row, rs, e2);
+                nodes[2] = b;
+                if write[2] {
+                    set_node(&mut row, sh.second.to, b);
+                    if let Some(rs) = sh.second.rel {
+                        set_rel(&mut row, rs, e2);
+                    }
                 }
-                for f in &sh.filters[2] {
-                    if !ex.env.test(f, &row)? {
+                for t in &tests[2] {
+                    if !t.pass(ex, &nodes, &row)? {
                         continue 'second;
                     }
                 }
-                let at = |l: usize| nodes.get(l).copied().unwrap_or(b);
-                let mut key = hi.of(at(hl));
+                let mut key = hi.of(nodes[hl]);
                 if let Some(lo) = lo {
-                    key = (key << lo_bits) | lo.of(at(ll));
+                    key = (key << lo_bits) | lo.of(nodes[ll]);
                 }
                 if seq > max_seq {
                     return Err(CypherError::limit(
