@@ -17,7 +17,14 @@ fn adapter(i: usize, parent: Option<usize>) -> Adapter {
         id: format!("a{i:03}"),
         org_id: "t".into(),
         version: Some(format!("v{}", i % 3)),
-        base_model: Some(if i % 2 == 0 { "llama" } else { "mistral" }.into()),
+        base_model: Some(
+            if i.is_multiple_of(2) {
+                "llama"
+            } else {
+                "mistral"
+            }
+            .into(),
+        ),
         derived_from: parent.map(|p| format!("a{p:03}")),
         metadata: Metadata::default(),
         created_at: i as u64,
@@ -30,7 +37,7 @@ fn feedback(i: usize, r: u64) -> Feedback {
     Feedback {
         id: format!("f{i:06}"),
         org_id: "t".into(),
-        feedback_type: if r % 3 == 0 {
+        feedback_type: if r.is_multiple_of(3) {
             FeedbackType::Negative
         } else {
             FeedbackType::Positive
@@ -44,7 +51,7 @@ fn feedback(i: usize, r: u64) -> Feedback {
         created_at: i as u64,
         updated_at: i as u64,
         version: 1,
-        used_for_training: r % 5 == 0,
+        used_for_training: r.is_multiple_of(5),
         training_batch_id: 0,
         model_version: Some("llama".into()),
         adapter_id: None,
@@ -91,7 +98,7 @@ fn graph(adapters: usize, items: usize, seed: u64) -> OrgGraph {
         s >> 33
     };
     for i in 0..adapters {
-        let parent = (i > 0 && next() % 4 != 0).then(|| (next() as usize) % i);
+        let parent = (i > 0 && !next().is_multiple_of(4)).then(|| (next() as usize) % i);
         g.upsert_adapter(&adapter(i, parent));
     }
     for i in 0..items {
@@ -100,13 +107,13 @@ fn graph(adapters: usize, items: usize, seed: u64) -> OrgGraph {
         let n = (next() % 4) as usize;
         for _ in 0..n {
             // Skewed: half the links go to the first few adapters.
-            let a = if next() % 2 == 0 {
+            let a = if next().is_multiple_of(2) {
                 (next() as usize) % 4.min(adapters)
             } else {
                 (next() as usize) % adapters
             };
             link(&mut g, i, a);
-            if next() % 8 == 0 {
+            if next().is_multiple_of(8) {
                 link(&mut g, i, a);
             }
         }
@@ -243,7 +250,7 @@ fn two_relationships_between_the_same_nodes_count_twice() {
     assert_eq!(fast, slow, "{plan}");
     let get = |x: &str, y: &str| {
         fast.iter()
-            .find(|r| r[0] == Value::from(x) && r[1] == Value::from(y))
+            .find(|r| r[0] == x && r[1] == y)
             .map(|r| r[2].clone())
     };
     // Through a001: a000 by the edge a000->a001 and by a001->a000.

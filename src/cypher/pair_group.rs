@@ -520,7 +520,7 @@ fn count<'a, E: Entry>(
     let tests: [Vec<Test<'a>>; 3] = [0, 1, 2].map(|l| {
         sh.filters[l]
             .iter()
-            .map(|e| Test::compile(*e, sh))
+            .map(|&e| Test::compile(e, sh))
             .collect()
     });
     // Bind the row's slots at a level only when a general filter at or after it reads them.
