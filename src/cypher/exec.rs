@@ -28,6 +28,9 @@ use crate::model::{FeedbackType, ValidationStatus};
 
 type Row<'a> = Vec<Value<'a>>;
 
+#[path = "pair_group.rs"]
+pub(super) mod pair_group;
+
 /// Binds a node in `row[slot]`. When the slot already holds a node (the previous iteration's),
 /// only the `NodeRef` is overwritten: building a whole `Value` on the stack and copying it
 /// in costs a store-forwarding stall per row in the hot loops.
@@ -400,6 +403,9 @@ pub(crate) fn run<'a>(
                     }
                 }
                 input = st.finish(plan.slots, keys, aggs);
+            }
+            Sink::PairCount(pc) => {
+                input = pair_group::run(&mut ex, &seg.ops, pc, plan.slots)?;
             }
             Sink::Sort { keys, top } => {
                 let keep = match top {

@@ -213,6 +213,10 @@ pub struct PlanOptions {
     /// status, used flag and model version from the org's counters instead of a fixed
     /// guess, which can change where a pattern starts (never its rows).
     pub statistics: bool,
+    /// The pair grouper: rows of a scan and two expansions counted by two of their nodes
+    /// are grouped by sorting packed node pairs instead of hashing each row
+    /// ([`plan::Sink::PairCount`]).
+    pub pair_count: bool,
 }
 
 impl Default for PlanOptions {
@@ -220,6 +224,7 @@ impl Default for PlanOptions {
         PlanOptions {
             count_pushdown: true,
             statistics: true,
+            pair_count: true,
         }
     }
 }

@@ -1001,11 +1001,33 @@ pub enum Sink {
         /// (skip, limit) constants when a LIMIT follows.
         top: Option<(Option<Expr>, Expr)>,
     },
+    /// An aggregation the pair grouper runs (see [`PairCount`]): the segment's operators are
+    /// a scan and two expansions, and the groups are counted from sorted packed node pairs.
+    PairCount(Box<PairCount>),
     /// The result: these slots, in column order.
     Output {
         /// Column slots.
         slots: Vec<Slot>,
     },
+}
+
+/// Counting rows grouped by two nodes (or by expressions of them), done by the pair
+/// grouper (`pair_group.rs`) instead of hashing every row: the segment's operators are a
+/// [`Op::Scan`], two [`Op::Expand`]s and filters; each row's pair of nodes is packed into an
+/// integer with its position in the row order, the integers are sorted and runs counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairCount {
+    /// Grouping keys (slot, expression), each reading only the nodes in `pair`.
+    pub keys: Vec<(Slot, Expr)>,
+    /// The aggregates: all `count(*)` or `count` of a variable the segment binds.
+    pub aggs: Vec<Agg>,
+    /// The node slots the keys read (the same slot twice when they read one).
+    pub pair: [Slot; 2],
+    /// The keys are the nodes themselves or their unique ids: a node pair is a group.
+    pub injective: bool,
+    /// Filters on the counts alone (a `HAVING` or `WITH ... WHERE`), applied before the
+    /// keys are built.
+    pub having: Vec<Expr>,
 }
 
 /// Operators feeding one sink.
@@ -1142,6 +1164,16 @@ impl Plan {
                         .map(|(s, d)| format!("{}{}", self.name(*s), if *d { " DESC" } else { "" }))
                         .collect::<Vec<_>>(),
                     if top.is_some() { " (top-k)" } else { "" }
+                ),
+                Sink::PairCount(pc) => writeln!(
+                    out,
+                    "  -> PairCount (sorted pair keys{}) pair=({}, {}) keys={:?} counts={}{}",
+                    if pc.injective { "" } else { ", merged by key" },
+                    self.name(pc.pair[0]),
+                    self.name(pc.pair[1]),
+                    pc.keys.iter().map(|k| self.name(k.0)).collect::<Vec<_>>(),
+                    pc.aggs.len(),
+                    if pc.having.is_empty() { "" } else { " having" }
                 ),
                 Sink::Output { .. } => writeln!(out, "  -> Output {:?}", self.columns),
             };

@@ -186,6 +186,9 @@ pub(crate) fn plan(
         ));
     }
     p.query(program)?;
+    if options.pair_count {
+        super::exec::pair_group::rewrite(&mut p.segments);
+    }
     Ok(Plan {
         segments: p.segments,
         columns: p.columns,
