@@ -223,6 +223,7 @@ fn run_query(query: &str, params: &Map<String, Value>) {
     let off = PlanOptions {
         count_pushdown: false,
         statistics: false,
+        group_scan: false,
     };
     let plain = cypher::execute_with(g, &FixedText, query, params, &limits, &off);
     if let (Ok(a), Ok(b)) = (&on, &plain) {

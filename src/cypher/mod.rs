@@ -64,6 +64,7 @@ pub mod dialect;
 pub mod error;
 mod eval;
 mod exec;
+mod group_scan;
 pub mod plan;
 mod planner;
 mod rows;
@@ -212,6 +213,10 @@ pub struct PlanOptions {
     /// status, used flag and model version from the org's counters instead of a fixed
     /// guess, which can change where a pattern starts (never its rows).
     pub statistics: bool,
+    /// Columnar grouped aggregation: a one-hop match grouped by one end runs as a walk of
+    /// that end's nodes and adjacency lists, reading columns into per-group counters
+    /// ([`plan::GroupScan`]), instead of row by row.
+    pub group_scan: bool,
 }
 
 impl Default for PlanOptions {
@@ -219,6 +224,7 @@ impl Default for PlanOptions {
         PlanOptions {
             count_pushdown: true,
             statistics: true,
+            group_scan: true,
         }
     }
 }
