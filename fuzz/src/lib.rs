@@ -224,6 +224,7 @@ fn run_query(query: &str, params: &Map<String, Value>) {
         count_pushdown: false,
         statistics: false,
         pair_count: false,
+        group_scan: false,
     };
     let plain = cypher::execute_with(g, &FixedText, query, params, &limits, &off);
     if let (Ok(a), Ok(b)) = (&on, &plain) {

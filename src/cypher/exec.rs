@@ -26,7 +26,7 @@ use super::{QueryLimits, RowSink, StreamOptions};
 use crate::graph::{Direction, EdgeKind, NodeRef, OrgGraph};
 use crate::model::{FeedbackType, ValidationStatus};
 
-type Row<'a> = Vec<Value<'a>>;
+pub(super) type Row<'a> = Vec<Value<'a>>;
 
 #[path = "pair_group.rs"]
 pub(super) mod pair_group;
@@ -66,7 +66,7 @@ fn dirs(dir: Dir) -> &'static [Direction] {
 /// FEEDBACK_FOR edges start at Feedback nodes and DERIVED_FROM edges join adapters). The list
 /// is in edge order; petgraph's incoming walk is its reverse, which is the order used.
 #[inline]
-fn in_list(g: &OrgGraph, node: NodeRef, types: RelKinds) -> Option<(&[u32], EdgeKind)> {
+pub(super) fn in_list(g: &OrgGraph, node: NodeRef, types: RelKinds) -> Option<(&[u32], EdgeKind)> {
     match (node, types.feedback_for, types.derived_from) {
         (NodeRef::Feedback(_), _, _) => Some((&[], EdgeKind::FeedbackFor)),
         (NodeRef::Adapter(r), true, false) => Some((g.feedback_in(r), EdgeKind::FeedbackFor)),
@@ -77,7 +77,7 @@ fn in_list(g: &OrgGraph, node: NodeRef, types: RelKinds) -> Option<(&[u32], Edge
 
 /// The node a source row of an [`in_list`] stands for.
 #[inline]
-fn source_ref(kind: EdgeKind, row: u32) -> NodeRef {
+pub(super) fn source_ref(kind: EdgeKind, row: u32) -> NodeRef {
     match kind {
         EdgeKind::FeedbackFor => NodeRef::Feedback(row),
         EdgeKind::DerivedFrom => NodeRef::Adapter(row),
@@ -381,6 +381,17 @@ pub(crate) fn run<'a>(
     for seg in &plan.segments {
         let before = ex.env.budget.mark();
         match &seg.sink {
+            // A one-hop grouped aggregation the planner compiled to a columnar scan.
+            Sink::Aggregate { keys, aggs, .. } if matches!(*seg.ops, [Op::GroupScan(_)]) => {
+                input = super::group_scan::run(
+                    &seg.ops,
+                    &ex.env,
+                    plan.slots,
+                    keys,
+                    aggs,
+                    ex.max_held(),
+                )?;
+            }
             Sink::Aggregate {
                 keys,
                 aggs,
@@ -939,6 +950,12 @@ impl<'a> Exec<'a> {
                     Ok(Flow::Go)
                 }
             }
+            // Only ever a segment's single operator, run by `run` with its aggregation.
+            Op::GroupScan(_) => Err(CypherError::semantic(
+                "internal: a group scan outside its aggregation",
+                0,
+            )
+            .into()),
             Op::Skip { count, state } => {
                 let n = self.count_of(*state, count)?;
                 if self.counters[*state] < n {
@@ -1227,7 +1244,7 @@ impl<'a> Exec<'a> {
     }
 }
 
-fn held_too_many(max: usize) -> Fail {
+pub(super) fn held_too_many(max: usize) -> Fail {
     CypherError::limit(
         Limit::MaxWork,
         format!(
@@ -1327,8 +1344,8 @@ enum EnumColumn {
     Status,
 }
 
-const TYPES: [FeedbackType; 2] = [FeedbackType::Positive, FeedbackType::Negative];
-const STATUSES: [ValidationStatus; 4] = [
+pub(super) const TYPES: [FeedbackType; 2] = [FeedbackType::Positive, FeedbackType::Negative];
+pub(super) const STATUSES: [ValidationStatus; 4] = [
     ValidationStatus::Approved,
     ValidationStatus::Pending,
     ValidationStatus::Flagged,
@@ -1337,7 +1354,7 @@ const STATUSES: [ValidationStatus; 4] = [
 
 /// The position of `t` in [`TYPES`] (an exhaustive match: a new variant must be added there).
 #[inline]
-fn type_index(t: FeedbackType) -> usize {
+pub(super) fn type_index(t: FeedbackType) -> usize {
     match t {
         FeedbackType::Positive => 0,
         FeedbackType::Negative => 1,
@@ -1346,7 +1363,7 @@ fn type_index(t: FeedbackType) -> usize {
 
 /// The position of `s` in [`STATUSES`].
 #[inline]
-fn status_index(s: ValidationStatus) -> usize {
+pub(super) fn status_index(s: ValidationStatus) -> usize {
     match s {
         ValidationStatus::Approved => 0,
         ValidationStatus::Pending => 1,
@@ -1412,7 +1429,7 @@ fn case_table<'a>(arms: &[(&'a Expr, Num)], default: Num) -> Option<AggArg<'a>> 
 ///
 /// Kept to 16 bytes (the rare large states are boxed) so one group's accumulators share a
 /// cache line: groups are hit in random order.
-enum Acc<'a> {
+pub(super) enum Acc<'a> {
     Count(i64),
     SumInt(i64),
     SumFloat(f64),
@@ -1429,7 +1446,7 @@ enum Acc<'a> {
 }
 
 impl<'a> Acc<'a> {
-    fn new(f: AggFunc) -> Self {
+    pub(super) fn new(f: AggFunc) -> Self {
         match f {
             AggFunc::Count => Acc::Count(0),
             AggFunc::Sum => Acc::SumInt(0),
@@ -1440,7 +1457,7 @@ impl<'a> Acc<'a> {
         }
     }
 
-    fn add(&mut self, v: &Value<'a>, pos: usize) -> Result<(), Fail> {
+    pub(super) fn add(&mut self, v: &Value<'a>, pos: usize) -> Result<(), Fail> {
         let num_err = |name: &str, v: &Value<'_>| -> Fail {
             CypherError::type_error(
                 format!("{name}() needs numbers, got {}", v.type_name()),
@@ -1528,7 +1545,7 @@ impl<'a> Acc<'a> {
         }
     }
 
-    fn result(self) -> Value<'a> {
+    pub(super) fn result(self) -> Value<'a> {
         match self {
             Acc::Count(n) | Acc::SumInt(n) => Value::Int(n),
             Acc::SumFloat(f) => Value::Float(f),

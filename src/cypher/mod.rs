@@ -65,6 +65,7 @@ pub mod dialect;
 pub mod error;
 mod eval;
 mod exec;
+mod group_scan;
 pub mod plan;
 mod planner;
 mod rows;
@@ -217,6 +218,10 @@ pub struct PlanOptions {
     /// are grouped by sorting packed node pairs instead of hashing each row
     /// ([`plan::Sink::PairCount`]).
     pub pair_count: bool,
+    /// Columnar grouped aggregation: a one-hop match grouped by one end runs as a walk of
+    /// that end's nodes and adjacency lists, reading columns into per-group counters
+    /// ([`plan::GroupScan`]), instead of row by row.
+    pub group_scan: bool,
 }
 
 impl Default for PlanOptions {
@@ -225,6 +230,7 @@ impl Default for PlanOptions {
             count_pushdown: true,
             statistics: true,
             pair_count: true,
+            group_scan: true,
         }
     }
 }

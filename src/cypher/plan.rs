@@ -15,6 +15,8 @@ use std::sync::Arc;
 use crate::graph::{EdgeKind, NodeRef, Sym};
 use crate::model::{FeedbackType, ValidationStatus};
 
+pub use super::group_scan::GroupScan;
+
 /// Index of a value in a row.
 pub type Slot = usize;
 
@@ -902,6 +904,10 @@ pub enum Op {
     VarExpand(Box<VarExpand>),
     /// Counts single relationships instead of following them.
     ExpandCount(Box<ExpandCount>),
+    /// A whole one-hop grouped aggregation run over columns and adjacency lists (see
+    /// [`GroupScan`]); only ever the single operator of a segment whose sink is the
+    /// [`Sink::Aggregate`] it computes.
+    GroupScan(Box<GroupScan>),
     /// Keeps rows where the predicate is true.
     Filter(Expr),
     /// Runs `body` per row; if it yields nothing, passes the row on with `nulls` set to null.
@@ -967,6 +973,7 @@ impl Op {
                 }
             }
             Op::Filter(e) => e.slots(out),
+            Op::GroupScan(_) => {}
             Op::Optional { body, .. } => body.iter().for_each(|op| op.reads(out)),
             Op::Unwind { list, .. } => list.slots(out),
             Op::Project(items) => items.iter().for_each(|(_, e)| e.slots(out)),
@@ -1226,6 +1233,7 @@ impl Plan {
                     KindsFmt(c.to_kinds)
                 ),
                 Op::Filter(_) => writeln!(out, "{pad}Filter"),
+                Op::GroupScan(g) => writeln!(out, "{pad}{}", g.explain(&self.slot_names)),
                 Op::Optional { body, .. } => {
                     let _ = writeln!(out, "{pad}Optional");
                     self.explain_ops(body, depth + 1, out);

@@ -1814,6 +1814,13 @@ impl<'q> Planner<'q> {
     fn finish_segment(&mut self, mut sink: Sink) {
         let mut ops = std::mem::take(&mut self.ops);
         self.push_down_counts(&mut ops, &mut sink);
+        // The first segment (nothing bound before it) may run as a columnar group scan.
+        if self.options.group_scan
+            && self.segments.is_empty()
+            && let Some(gs) = super::group_scan::compile(&ops, &sink, &self.consts)
+        {
+            ops = vec![Op::GroupScan(Box::new(gs))];
+        }
         self.segments.push(Segment { ops, sink });
     }
 
