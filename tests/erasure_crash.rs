@@ -141,7 +141,7 @@ async fn a_user_erasure_killed_half_way_is_finished_at_restart() {
     let s = common::open(dir.path());
     let page = s.erasures("acme", None, None).unwrap();
     assert_eq!(page.count, 1);
-    let receipt = &page.erasures[0];
+    let receipt = &page.erasures[0].record;
     assert_eq!(receipt.state, ErasureState::Done);
     assert_eq!(receipt.items, ITEMS as u64);
     assert_eq!(

@@ -69,7 +69,12 @@ fn erasure_and_its_resume_work_on_postgres() {
     }
     assert_eq!(s.get("acme", &keep.id).unwrap().question, keep.question);
     let page = s.erasures("acme", None, None).unwrap();
-    assert_eq!(page.erasures, vec![receipt.clone()]);
+    let listed: Vec<_> = page.erasures.iter().map(|e| e.record.clone()).collect();
+    assert_eq!(listed, vec![receipt.clone()]);
+    assert_eq!(
+        page.erasures[0].bytes_gone_at, None,
+        "PostgreSQL keeps no such time"
+    );
 
     // A job a crash left running is finished by the next open.
     let job = ErasureRecord {

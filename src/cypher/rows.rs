@@ -150,6 +150,10 @@ pub struct Rows {
     graph: Option<Arc<OrgGraph>>,
 }
 
+/// The most cells [`Rows::for_graph`] reserves ahead (1 MiB of cells); a batch that grows
+/// past it grows as any vector does, charged to the budget as it goes.
+pub(crate) const MAX_RESERVED_CELLS: usize = 1 << 16;
+
 impl Rows {
     /// No rows of `width` cells.
     pub fn new(width: usize) -> Self {
@@ -160,11 +164,13 @@ impl Rows {
     }
 
     /// No rows of `width` cells, whose node ids may refer to `graph` (see
-    /// [`Rows::push_id`]); room for `capacity` rows is reserved.
+    /// [`Rows::push_id`]); room for `capacity` rows is reserved, up to
+    /// [`MAX_RESERVED_CELLS`] cells (the batch size is configurable without bound, and
+    /// the reservation is not charged to the query's memory budget).
     pub(crate) fn for_graph(width: usize, graph: Option<Arc<OrgGraph>>, capacity: usize) -> Self {
         Rows {
             width,
-            cells: Vec::with_capacity(capacity.saturating_mul(width)),
+            cells: Vec::with_capacity(capacity.saturating_mul(width).min(MAX_RESERVED_CELLS)),
             graph,
             ..Rows::default()
         }
