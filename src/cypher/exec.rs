@@ -1337,11 +1337,74 @@ impl<'a> AggArg<'a> {
     }
 }
 
-/// An enumerated Feedback column a [`AggArg::CaseTable`] reads.
+/// An enumerated Feedback column a CASE over it is compiled against (the table of
+/// [`AggArg::CaseTable`], the group scan's per-value counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EnumColumn {
+pub enum EnumColumn {
+    /// `type`.
     Type,
+    /// `validation_status`.
     Status,
+}
+
+/// The arms of a CASE over one enumerated column of one slot: the slot, the column, and
+/// each arm's test, whether it is negated (`<>`) and its value.
+pub(super) type EnumArms<V> = (Slot, EnumColumn, Vec<(PropTest, bool, V)>);
+
+/// The arms of a CASE whose every condition is a compiled [`ExprKind::PropIs`] on one slot
+/// and one enumerated column, each with its value; `None` for any other CASE.
+pub(super) fn enum_case_arms<'e, V>(
+    arms: impl IntoIterator<Item = (&'e Expr, V)>,
+) -> Option<EnumArms<V>> {
+    let mut slot = None;
+    let mut column = None;
+    let mut tests = Vec::new();
+    for (cond, v) in arms {
+        let ExprKind::PropIs {
+            slot: s,
+            test,
+            negated,
+        } = &cond.kind
+        else {
+            return None;
+        };
+        let c = match test {
+            PropTest::FType(_) => EnumColumn::Type,
+            PropTest::FStatus(_) => EnumColumn::Status,
+            _ => return None,
+        };
+        if *slot.get_or_insert(*s) != *s || *column.get_or_insert(c) != c {
+            return None;
+        }
+        tests.push((*test, *negated, v));
+    }
+    Some((slot?, column?, tests))
+}
+
+/// The value a Feedback row takes for each value of `column` (in [`TYPES`] or
+/// [`STATUSES`] order): the first arm whose test holds (a test on a Feedback node's
+/// enumerated column is never null), else `default`.
+pub(super) fn enum_case_values<V: Clone>(
+    column: EnumColumn,
+    tests: &[(PropTest, bool, V)],
+    default: &V,
+) -> Vec<V> {
+    let pick = |matches: &dyn Fn(PropTest) -> bool| {
+        tests
+            .iter()
+            .find(|(t, negated, _)| matches(*t) != *negated)
+            .map_or_else(|| default.clone(), |(_, _, v)| v.clone())
+    };
+    match column {
+        EnumColumn::Type => TYPES
+            .iter()
+            .map(|ty| pick(&|t| t == PropTest::FType(Some(*ty))))
+            .collect(),
+        EnumColumn::Status => STATUSES
+            .iter()
+            .map(|st| pick(&|t| t == PropTest::FStatus(Some(*st))))
+            .collect(),
+    }
 }
 
 pub(super) const TYPES: [FeedbackType; 2] = [FeedbackType::Positive, FeedbackType::Negative];
@@ -1376,46 +1439,8 @@ pub(super) fn status_index(s: ValidationStatus) -> usize {
 /// on one slot and one enumerated column: the arms are evaluated once per enum value, in
 /// order, with the same three-valued logic [`Env::truth`] applies per row.
 fn case_table<'a>(arms: &[(&'a Expr, Num)], default: Num) -> Option<AggArg<'a>> {
-    let mut slot = None;
-    let mut column = None;
-    let mut tests = Vec::with_capacity(arms.len());
-    for (cond, v) in arms {
-        let ExprKind::PropIs {
-            slot: s,
-            test,
-            negated,
-        } = &cond.kind
-        else {
-            return None;
-        };
-        let c = match test {
-            PropTest::FType(_) => EnumColumn::Type,
-            PropTest::FStatus(_) => EnumColumn::Status,
-            _ => return None,
-        };
-        if *slot.get_or_insert(*s) != *s || *column.get_or_insert(c) != c {
-            return None;
-        }
-        tests.push((*test, *negated, *v));
-    }
-    let (slot, column) = (slot?, column?);
-    // The arm taken by a row whose column holds `matches(test)`.
-    let pick = |matches: &dyn Fn(PropTest) -> bool| {
-        tests
-            .iter()
-            .find(|(t, negated, _)| matches(*t) != *negated)
-            .map_or(default, |(_, _, v)| *v)
-    };
-    let table = match column {
-        EnumColumn::Type => TYPES
-            .iter()
-            .map(|ty| pick(&|t| t == PropTest::FType(Some(*ty))))
-            .collect(),
-        EnumColumn::Status => STATUSES
-            .iter()
-            .map(|st| pick(&|t| t == PropTest::FStatus(Some(*st))))
-            .collect(),
-    };
+    let (slot, column, tests) = enum_case_arms(arms.iter().map(|(c, v)| (*c, *v)))?;
+    let table = enum_case_values(column, &tests, &default);
     Some(AggArg::CaseTable {
         slot,
         column,

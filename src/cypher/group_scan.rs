@@ -37,7 +37,8 @@ use std::fmt::Write as _;
 use super::error::{CypherError, Fail};
 use super::eval::Env;
 use super::exec::{
-    Acc, Row, STATUSES, TYPES, held_too_many, in_list, source_ref, status_index, type_index,
+    Acc, EnumColumn, Row, STATUSES, TYPES, enum_case_arms, enum_case_values, held_too_many,
+    in_list, source_ref, status_index, type_index,
 };
 use super::plan::{
     AProp, Agg, AggFunc, Const, Dir, Expr, ExprKind, FProp, Kinds, Op, PropTest, RelKinds, Sink,
@@ -60,21 +61,12 @@ pub enum Side {
     Member,
 }
 
-/// An enumerated Feedback column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnumCol {
-    /// `type`.
-    Type,
-    /// `validation_status`.
-    Status,
-}
-
-impl EnumCol {
+impl EnumColumn {
     /// Its buckets: one per value, and a last one for a node that is not a Feedback node.
     fn width(self) -> usize {
         match self {
-            EnumCol::Type => TYPES.len() + 1,
-            EnumCol::Status => STATUSES.len() + 1,
+            EnumColumn::Type => TYPES.len() + 1,
+            EnumColumn::Status => STATUSES.len() + 1,
         }
     }
 
@@ -83,8 +75,8 @@ impl EnumCol {
     fn feedback_bucket(self, g: &OrgGraph, r: u32) -> usize {
         let c = g.feedback();
         match self {
-            EnumCol::Type => c.feedback_type(r).map_or(TYPES.len(), type_index),
-            EnumCol::Status => c.status(r).map_or(STATUSES.len(), status_index),
+            EnumColumn::Type => c.feedback_type(r).map_or(TYPES.len(), type_index),
+            EnumColumn::Status => c.status(r).map_or(STATUSES.len(), status_index),
         }
     }
 
@@ -104,13 +96,13 @@ pub enum GroupAgg {
     /// `count(*)` or `count` of either end (never null): the group's number of rows.
     Rows,
     /// `count`, `sum` or `avg` of a numeric CASE over an enumerated column: `values` holds
-    /// the CASE's result per bucket of the column (see [`EnumCol::bucket`]); rows are
+    /// the CASE's result per bucket of the column (see [`EnumColumn::bucket`]); rows are
     /// counted per bucket and the result is computed from the counts.
     Hist {
         /// The end the column is read from.
         side: Side,
         /// The column.
-        column: EnumCol,
+        column: EnumColumn,
         /// The result per bucket (null, integer or float constants).
         values: Vec<Const>,
     },
@@ -120,7 +112,7 @@ pub enum GroupAgg {
         /// The end the column is read from.
         side: Side,
         /// The column.
-        column: EnumCol,
+        column: EnumColumn,
         /// The result per bucket.
         values: Vec<Const>,
     },
@@ -141,7 +133,7 @@ pub enum MemberFilter {
     /// A test of an enumerated column: the row passes if its bucket is allowed.
     Mask {
         /// The column.
-        column: EnumCol,
+        column: EnumColumn,
         /// Per bucket.
         allowed: Vec<bool>,
     },
@@ -343,14 +335,14 @@ fn member_filter(f: &Expr, member: Slot, kinds: Kinds) -> MemberFilter {
         // node that is no Feedback node makes it null, which a filter drops.
         let mask = match test {
             PropTest::FType(t) => Some((
-                EnumCol::Type,
+                EnumColumn::Type,
                 TYPES
                     .iter()
                     .map(|v| (*t == Some(*v)) != *negated)
                     .collect::<Vec<_>>(),
             )),
             PropTest::FStatus(s) => Some((
-                EnumCol::Status,
+                EnumColumn::Status,
                 STATUSES
                     .iter()
                     .map(|v| (*s == Some(*v)) != *negated)
@@ -404,52 +396,19 @@ fn group_agg(
             arms,
             default,
         } => {
-            let mut slot = None;
-            let mut column = None;
-            let mut tests = Vec::with_capacity(arms.len());
-            for (cond, then) in arms {
-                let ExprKind::PropIs {
-                    slot: s,
-                    test,
-                    negated,
-                } = &cond.kind
-                else {
-                    return None;
-                };
-                let c = match test {
-                    PropTest::FType(_) => EnumCol::Type,
-                    PropTest::FStatus(_) => EnumCol::Status,
-                    _ => return None,
-                };
-                if *slot.get_or_insert(*s) != *s || *column.get_or_insert(c) != c {
-                    return None;
-                }
-                tests.push((*test, *negated, num(consts, then)?));
-            }
+            let numbered = arms
+                .iter()
+                .map(|(cond, then)| Some((cond, num(consts, then)?)))
+                .collect::<Option<Vec<_>>>()?;
+            let (slot, column, tests) = enum_case_arms(numbered)?;
             let default = match default {
                 None => Const::Null,
                 Some(d) => num(consts, d)?,
             };
-            let (side, _) = side_of(slot?)?;
-            let column = column?;
+            let (side, _) = side_of(slot)?;
             // The arm a row takes: the first whose test is true (never null on a Feedback
-            // node); a node that is no Feedback node takes the default.
-            let pick = |matches: &dyn Fn(PropTest) -> bool| {
-                tests
-                    .iter()
-                    .find(|(t, negated, _)| matches(*t) != *negated)
-                    .map_or_else(|| default.clone(), |(_, _, v)| v.clone())
-            };
-            let mut values: Vec<Const> = match column {
-                EnumCol::Type => TYPES
-                    .iter()
-                    .map(|ty| pick(&|t| t == PropTest::FType(Some(*ty))))
-                    .collect(),
-                EnumCol::Status => STATUSES
-                    .iter()
-                    .map(|st| pick(&|t| t == PropTest::FStatus(Some(*st))))
-                    .collect(),
-            };
+            // node); a node that is no Feedback node takes the default (the last bucket).
+            let mut values: Vec<Const> = enum_case_values(column, &tests, &default);
             values.push(default);
             let exact = values.iter().all(|v| match v {
                 Const::Null => true,
@@ -506,8 +465,8 @@ struct Run<'r, 'a> {
     scratch: Row<'a>,
     /// Histogram columns read from the member per row, and from the group node once per
     /// group node: (column, offset in a group's counts).
-    member_hists: Vec<(EnumCol, usize)>,
-    group_hists: Vec<(EnumCol, usize)>,
+    member_hists: Vec<(EnumColumn, usize)>,
+    group_hists: Vec<(EnumColumn, usize)>,
     /// Counts per group.
     hist_width: usize,
     /// Per aggregate: the offset of its histogram column, or its accumulator's index.
@@ -543,8 +502,8 @@ pub(super) fn run<'a>(
     let Some(Op::GroupScan(gs)) = ops.first() else {
         return Err(CypherError::semantic("internal: no group scan to run", 0).into());
     };
-    let mut member_hists: Vec<(EnumCol, usize)> = Vec::new();
-    let mut group_hists: Vec<(EnumCol, usize)> = Vec::new();
+    let mut member_hists: Vec<(EnumColumn, usize)> = Vec::new();
+    let mut group_hists: Vec<(EnumColumn, usize)> = Vec::new();
     let mut hist_width = 0;
     let mut slot_of = Vec::with_capacity(aggs.len());
     let mut row_aggs = Vec::new();
@@ -696,13 +655,13 @@ impl<'a> Run<'_, 'a> {
             for &(column, off) in &self.member_hists {
                 let mut h = [0u64; 8];
                 match column {
-                    EnumCol::Type => {
+                    EnumColumn::Type => {
                         let c = g.feedback();
                         for &r in list {
                             h[c.feedback_type(r).map_or(TYPES.len(), type_index)] += 1;
                         }
                     }
-                    EnumCol::Status => {
+                    EnumColumn::Status => {
                         let c = g.feedback();
                         for &r in list {
                             h[c.status(r).map_or(STATUSES.len(), status_index)] += 1;
