@@ -262,8 +262,14 @@ impl Default for RateLimitConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
-    /// Wall time, milliseconds.
+    /// Wall time, milliseconds: the whole of a query whose result is collected, and the
+    /// time until the first rows of a streamed (HTTP) result are sent.
     pub timeout_ms: u64,
+    /// Wall time of a streamed (HTTP) result once its rows flow, milliseconds. A streamed
+    /// query holds one batch of rows at a time and `max_work` bounds its CPU, so this only
+    /// ends answers too big to finish: the seed's lineage with paths at 1M items is about
+    /// 4 GB of JSON. The client must still take each batch within `timeout_ms`.
+    pub stream_timeout_ms: u64,
     /// Rows one query may return. Over HTTP the rows are streamed and rows sent hold no
     /// memory (`max_memory_bytes` bounds what a query holds), so this only stops runaway
     /// results; in-process calls (`feedgraph query`) collect their rows within the memory limit.
@@ -292,6 +298,7 @@ impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             timeout_ms: 5_000,
+            stream_timeout_ms: 600_000,
             max_rows: 10_000_000,
             max_work: 50_000_000,
             max_depth: 30,

@@ -407,3 +407,114 @@ async fn a_client_that_hangs_up_mid_result_stops_its_query() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_may_outlast_the_query_timeout_but_not_the_stream_timeout() {
+    // 1.5M rows: well past 200 ms to produce and send, but their first batch goes out
+    // long before that.
+    let q = "UNWIND range(1, 1500) AS i UNWIND range(1, 1000) AS j RETURN i, j";
+    let s = TestServer::start_with(|c| {
+        c.rate_limit.enabled = false;
+        c.query.timeout_ms = 200;
+        c.query.stream_timeout_ms = 600_000;
+        c.query.max_work = u64::MAX / 2;
+    })
+    .await;
+    let t = s.token("acme", "ana", Role::User);
+    let body: Value = post_query(&s, &t, q, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["complete"], true, "{}", body["error"]);
+    assert_eq!(body["rows"].as_array().unwrap().len(), 1_500_000);
+    let took = body["stats"]["elapsed_us"].as_u64().unwrap();
+    assert!(
+        took > 200_000,
+        "the query finished within timeout_ms ({took} µs), so it proves nothing"
+    );
+    // The same through Arrow.
+    let r = post_arrow(&s, &t, q, &json!({})).await;
+    let (_, batches) = read_arrow(&r.bytes().await.unwrap());
+    assert_eq!(
+        batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+        1_500_000
+    );
+    s.stop().await;
+
+    // With the stream timeout as short as the query timeout, the answer is cut and says
+    // which limit cut it.
+    let s = TestServer::start_with(|c| {
+        c.rate_limit.enabled = false;
+        c.query.timeout_ms = 200;
+        c.query.stream_timeout_ms = 200;
+        c.query.max_work = u64::MAX / 2;
+    })
+    .await;
+    let t = s.token("acme", "ana", Role::User);
+    let body: Value = post_query(&s, &t, q, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("complete").is_none(), "the answer was not cut");
+    assert_eq!(
+        body["error"]["error"], "Query limit exceeded",
+        "{}",
+        body["error"]
+    );
+    assert!(
+        body["error"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("query.stream_timeout_ms"),
+        "{}",
+        body["error"]
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_after_the_query_timeout() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limit.enabled = false;
+        c.query.max_concurrent_per_org = 1;
+        c.query.timeout_ms = 500;
+        c.query.stream_timeout_ms = 600_000;
+        c.query.max_work = u64::MAX / 2;
+    })
+    .await;
+    let t = s.token("acme", "ana", Role::User);
+    // 9 million rows of about 60 bytes: far more than socket buffers hold.
+    let q = "UNWIND range(1, 3000) AS i UNWIND range(1, 3000) AS j \
+             RETURN i, j, 'some padding to make each row longer than a few bytes' AS pad";
+    let body = json!({"query": q}).to_string();
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /api/v1/llm/graph/query HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {t}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    sock.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The client holds the connection open and reads nothing more: the query gives up its
+    // org's only slot once a batch has waited timeout_ms, not after stream_timeout_ms.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = post_query(&s, &t, "RETURN 1 AS one", &json!({})).await;
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        assert_eq!(r.status().as_u16(), 429);
+        assert!(
+            Instant::now() < give_up,
+            "a client that stopped reading kept its query running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(sock);
+    s.stop().await;
+}

@@ -183,6 +183,7 @@ impl TextSource for FixedText {
 fn limits() -> QueryLimits {
     QueryLimits {
         timeout: Duration::from_secs(2),
+        stream_timeout: Duration::from_secs(2),
         max_rows: 200,
         max_work: 20_000,
         max_depth: 6,

@@ -54,6 +54,10 @@ pub(crate) struct Budget<'c> {
     max_work: u64,
     max_mem: u64,
     timeout: Duration,
+    /// The limit once rows stream ([`Budget::note_streamed`]).
+    stream_timeout: Duration,
+    /// Whether a batch of rows was handed to a sink.
+    streamed: Cell<bool>,
     started: Instant,
     cancel: Option<&'c AtomicBool>,
 }
@@ -69,9 +73,17 @@ impl<'c> Budget<'c> {
             max_work: limits.max_work,
             max_mem: limits.max_memory,
             timeout: limits.timeout,
+            stream_timeout: limits.stream_timeout.max(limits.timeout),
+            streamed: Cell::new(false),
             started,
             cancel,
         }
+    }
+
+    /// Records that a batch of rows went to the client: from now on the query runs under
+    /// the streamed time limit (`query.stream_timeout_ms`).
+    pub fn note_streamed(&self) {
+        self.streamed.set(true);
     }
 
     /// Work done so far.
@@ -122,13 +134,15 @@ impl<'c> Budget<'c> {
         if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(CypherError::Cancelled.into());
         }
-        if self.started.elapsed() > self.timeout {
+        let (limit, key) = if self.streamed.get() {
+            (self.stream_timeout, "query.stream_timeout_ms")
+        } else {
+            (self.timeout, "query.timeout_ms")
+        };
+        if self.started.elapsed() > limit {
             return Err(CypherError::limit(
                 Limit::Timeout,
-                format!(
-                    "the query ran longer than {} ms (query.timeout_ms)",
-                    self.timeout.as_millis()
-                ),
+                format!("the query ran longer than {} ms ({key})", limit.as_millis()),
             )
             .into());
         }

@@ -520,6 +520,7 @@ pub(crate) fn run<'a>(
                             ex.env.budget.release(unsent);
                             unsent = 0;
                             sink.batch(batch).map_err(Box::new)?;
+                            ex.env.budget.note_streamed();
                             ex.check()?;
                         }
                         Ok(Flow::Go)

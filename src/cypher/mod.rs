@@ -145,8 +145,14 @@ impl TextSource for NoText {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryLimits {
     /// Wall-clock time (checked every few thousand units of work, inside expressions too,
-    /// and per output batch).
+    /// and per output batch). For a streamed query, the time until its first batch of rows
+    /// is handed to the sink; after that [`QueryLimits::stream_timeout`] applies.
     pub timeout: Duration,
+    /// Wall-clock time of a streamed query once its rows are flowing. Its memory is bounded
+    /// by the batch size whatever the row count, and its CPU by `max_work`, so a big answer
+    /// (the seed's lineage with paths at 1M is gigabytes of JSON) may take longer than a
+    /// query that holds its whole result. Never shorter than `timeout` in effect.
+    pub stream_timeout: Duration,
     /// Rows returned.
     pub max_rows: usize,
     /// Work: nodes scanned, relationships examined, and list elements built or visited by
@@ -167,6 +173,7 @@ impl Default for QueryLimits {
     fn default() -> Self {
         QueryLimits {
             timeout: Duration::from_secs(5),
+            stream_timeout: Duration::from_secs(600),
             max_rows: 10_000,
             max_work: 50_000_000,
             max_memory: 256 * 1024 * 1024,

@@ -6,8 +6,10 @@
 //! there, as JSON or as an Arrow IPC record batch (`Accept:
 //! application/vnd.apache.arrow.stream`), and goes to the response body through a channel
 //! of [`CHANNEL_BATCHES`] batches. A client that reads slowly makes the query wait on the
-//! channel (until `query.timeout_ms`, which covers the whole query), so the server holds
-//! at most a few batches whatever the row count.
+//! channel, so the server holds at most a few batches whatever the row count. Time limits:
+//! `query.timeout_ms` until the first batch is sent and for the client to take each next
+//! one; `query.stream_timeout_ms` for the whole answer once rows flow (its memory is bounded
+//! and `query.max_work` bounds its CPU, so only answers too big to finish are cut).
 //!
 //! The JSON body is `{"columns": [...], "rows": [...], "stats": {...}, "complete": true}`,
 //! written in that order as the rows arrive. An error before the first batch is sent is an
@@ -26,7 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -167,9 +169,12 @@ type Chunk = Result<Bytes, io::Error>;
 struct HttpSink {
     tx: mpsc::Sender<Bytes>,
     runtime: tokio::runtime::Handle,
-    /// When the query's time is up (`query.timeout_ms`): waiting for the client counts.
+    /// When the streamed query's time is up (`query.stream_timeout_ms`): waiting for the
+    /// client counts.
     deadline: Instant,
-    timeout_ms: u128,
+    /// The longest the client may take to accept one batch (`query.timeout_ms`).
+    batch_wait: Duration,
+    stream_timeout_ms: u128,
     format: Format,
     columns: Vec<String>,
     arrow: Option<ArrowEncoder>,
@@ -185,6 +190,8 @@ struct HttpSink {
 impl HttpSink {
     fn send(&mut self, bytes: Vec<u8>) -> Result<(), CypherError> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let over_deadline = remaining <= self.batch_wait;
+        let remaining = remaining.min(self.batch_wait);
         let send = self.tx.send(Bytes::from(bytes));
         match self
             .runtime
@@ -196,11 +203,18 @@ impl HttpSink {
             }
             // The body was dropped: the client went away.
             Ok(Err(_)) => Err(CypherError::Cancelled),
+            Err(_) if over_deadline => Err(CypherError::limit(
+                Limit::Timeout,
+                format!(
+                    "the query ran longer than {} ms, waiting for its client to read the rows (query.stream_timeout_ms)",
+                    self.stream_timeout_ms
+                ),
+            )),
             Err(_) => Err(CypherError::limit(
                 Limit::Timeout,
                 format!(
-                    "the query ran longer than {} ms, waiting for its client to read the rows (query.timeout_ms)",
-                    self.timeout_ms
+                    "the client took longer than {} ms to read the next rows (query.timeout_ms)",
+                    self.batch_wait.as_millis()
                 ),
             )),
         }
@@ -383,13 +397,15 @@ async fn stream(
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(Arc::clone(&cancel));
     let (tx, mut rx) = mpsc::channel(CHANNEL_BATCHES);
-    let timeout = service.query_limits().timeout;
+    let limits = service.query_limits();
+    let (timeout, stream_timeout) = (limits.timeout, limits.stream_timeout.max(limits.timeout));
     let complete = Arc::new(AtomicBool::new(false));
     let mut sink = HttpSink {
         tx,
         runtime: tokio::runtime::Handle::current(),
-        deadline: Instant::now() + timeout,
-        timeout_ms: timeout.as_millis(),
+        deadline: Instant::now() + stream_timeout,
+        stream_timeout_ms: stream_timeout.as_millis(),
+        batch_wait: timeout,
         format,
         columns: Vec::new(),
         arrow: None,

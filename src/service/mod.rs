@@ -526,6 +526,7 @@ impl Service {
             claim_locks: parking_lot::Mutex::new(HashMap::new()),
             query_limits: crate::cypher::QueryLimits {
                 timeout: std::time::Duration::from_millis(config.query.timeout_ms),
+                stream_timeout: std::time::Duration::from_millis(config.query.stream_timeout_ms),
                 max_rows: config.query.max_rows,
                 max_work: config.query.max_work,
                 max_depth: config.query.max_depth,
