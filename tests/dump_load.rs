@@ -190,3 +190,44 @@ fn bad_dumps_load_nothing_and_name_the_line() {
     assert_eq!(a.metadata.0["rank"], 16);
     assert_eq!(s.lineage("acme", "child").unwrap()[0].id, "base_model");
 }
+
+#[test]
+fn a_big_load_reports_its_progress_as_it_writes() {
+    // More records than one chunk of a PostgreSQL load, so both backends report progress
+    // before the end.
+    let n = 120_000;
+    let mut lines = vec![r#"{"kind":"adapter","id":"big","created_at":1}"#.to_owned()];
+    for i in 0..n {
+        lines.push(format!(
+            r#"{{"kind":"feedback","id":"item_{i:06}","type":"positive","validation_status":"approved","used_for_training":false,"model_version":null,"question":"q?","answer":"a.","created_at":{}}}"#,
+            10 + i
+        ));
+        lines.push(format!(
+            r#"{{"kind":"feedback_for","from":"item_{i:06}","to":"big"}}"#
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::open(dir.path());
+    let mut seen = Vec::new();
+    let summary = s
+        .load_dump(
+            "acme",
+            parse_dump(&lines.join("\n")).unwrap().into_iter().map(Ok),
+            |written, total| seen.push((written, total)),
+        )
+        .unwrap();
+    assert_eq!(summary.feedback, n);
+    let total = n as u64 + 1;
+    assert!(seen.iter().all(|&(_, t)| t == total), "{seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress went back: {seen:?}"
+    );
+    assert_eq!(seen.last().map(|p| p.0), Some(total));
+    assert!(
+        seen.iter().any(|&(w, _)| w > 1 && w < total),
+        "no progress between the adapters and the end: {seen:?}"
+    );
+    let g = s.graph().org("acme").unwrap();
+    assert_eq!(g.adapter_feedback(g.adapter_row("big").unwrap()).count(), n);
+}

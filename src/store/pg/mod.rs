@@ -786,13 +786,36 @@ impl Backend for PgStore {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), (StoreError, bool)> {
         // One transaction: all or nothing, so a failed load leaves nothing to take back.
-        let written = self.run(self.transact(|c| {
+        // The records go in chunks; the count of those written is reported while the
+        // transaction runs (the transaction's future must be `Send`, `progress` is not).
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let transaction = self.transact(|c| {
+            let done = &done;
             Box::pin(async move {
-                let r = load_all(&c, actor, adapters, records).await;
+                let r = load_all(&c, actor, adapters, records, done).await;
                 (c, r)
             })
-        }));
-        progress(records.len() as u64);
+        });
+        let written = self.run(async {
+            tokio::pin!(transaction);
+            let mut tick = tokio::time::interval(LOAD_PROGRESS_EVERY);
+            let mut shown = 0;
+            loop {
+                tokio::select! {
+                    r = &mut transaction => break r,
+                    _ = tick.tick() => {
+                        let n = done.load(std::sync::atomic::Ordering::Relaxed);
+                        if n != shown {
+                            shown = n;
+                            progress(n);
+                        }
+                    }
+                }
+            }
+        });
+        if written.is_ok() {
+            progress(records.len() as u64);
+        }
         written.map_err(|e| {
             let partial = matches!(e, StoreError::CommitUnknown(_));
             (e, partial)
@@ -1192,23 +1215,39 @@ async fn load_all(
     actor: &Actor,
     adapters: &[Adapter],
     records: &[FeedbackRecord],
+    done: &std::sync::atomic::AtomicU64,
 ) -> Result<(), PgError> {
+    // A retried transaction starts over.
+    done.store(0, std::sync::atomic::Ordering::Relaxed);
     for a in adapters {
         let entry = rules::import_entry(actor, a.record_version, a.created_at);
         ops::put_adapter(c, actor, a, &entry).await?;
     }
-    // History first, then the records (whose row trigger writes the change log), each
-    // with one COPY in this transaction: no round trip per row.
+    // Per chunk: its history entries, then its records (whose row trigger writes the
+    // change log), each with one COPY in this transaction: no round trip per row, and a
+    // count of records written to show.
     let org = actor.org.as_str();
-    let histories: Vec<(u8, &str, HistoryVersion)> = records
-        .iter()
-        .map(|r| {
-            let f = &r.feedback;
-            let entry = rules::import_entry(actor, f.version, f.created_at);
-            (keys::KIND_FEEDBACK, f.id.as_str(), entry)
-        })
-        .collect();
-    bulk::put_histories(c, org, &histories).await?;
-    bulk::insert_feedback(c, org, records).await?;
+    let mut written = 0u64;
+    for chunk in records.chunks(LOAD_CHUNK) {
+        let histories: Vec<(u8, &str, HistoryVersion)> = chunk
+            .iter()
+            .map(|r| {
+                let f = &r.feedback;
+                let entry = rules::import_entry(actor, f.version, f.created_at);
+                (keys::KIND_FEEDBACK, f.id.as_str(), entry)
+            })
+            .collect();
+        bulk::put_histories(c, org, &histories).await?;
+        bulk::insert_feedback(c, org, chunk).await?;
+        written += chunk.len() as u64;
+        done.store(written, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(())
 }
+
+/// Records per COPY of a load: large enough that a statement's round trips do not show,
+/// small enough that progress moves every second or so.
+const LOAD_CHUNK: usize = 50_000;
+
+/// How often a load's progress is reported while its transaction runs.
+const LOAD_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
