@@ -138,6 +138,9 @@ pub(crate) struct Exec<'a> {
     /// Whether walks over feedback rows load their id strings ahead of use (see
     /// [`warm_feedback`]): not when the segment returns ids as references into the graph.
     warm_text: bool,
+    /// Whether walks over feedback lists load the rows' id entries ahead of use (see
+    /// [`warm_feedback`]); off when nothing downstream reads them.
+    warm_ids: bool,
 }
 
 /// Result rows and the work done.
@@ -371,6 +374,7 @@ pub(crate) fn run<'a>(
         counts: vec![None; plan.states],
         seen: (0..plan.states).map(|_| HashSet::default()).collect(),
         warm_text: true,
+        warm_ids: true,
     };
     ex.check()?;
     let mut stream = stream;
@@ -476,6 +480,12 @@ pub(crate) fn run<'a>(
                 let row_base = 2 + slots.len() as u64 * (CELL_BYTES + 1);
                 let outp = OutProjection::new(&seg.ops, slots);
                 ex.warm_text = !(ids && outp.ids.iter().any(Option::is_some));
+                // With the ids kept as references and no filter to read them, nothing
+                // reads a walked feedback row's id entry: loading it ahead is a wasted
+                // miss per row.
+                ex.warm_ids = ex.warm_text
+                    || outp.ops.iter().any(|op| matches!(op, Op::Filter(_)))
+                    || outp.items.iter().any(|(_, id)| id.is_none());
                 for row in input.iter_mut() {
                     let flow = ex.run(outp.ops, row, &mut |ex, row| {
                         if total >= max_rows {
@@ -493,12 +503,13 @@ pub(crate) fn run<'a>(
                         let mut bytes = row_base;
                         for ((s, last), id) in slots.iter().zip(last.iter_mut()).zip(&outp.ids) {
                             if let Some(n) = id.and_then(|node| live_node(g, row, node)) {
-                                bytes += id_len(g, n) + 2;
                                 if ids {
+                                    // Charged without reading the id (see ID_TEXT_BYTES).
+                                    bytes += ID_TEXT_BYTES;
                                     out.push_id(n);
                                 } else {
                                     let v = Value::Str(node_id_str(g, n));
-                                    push_cell(&ex.env, &mut out, &mut shared, &v, last)?;
+                                    bytes += push_cell(&ex.env, &mut out, &mut shared, &v, last)?;
                                 }
                                 continue;
                             }
@@ -568,15 +579,14 @@ fn live_node(g: &OrgGraph, row: &[Value<'_>], slot: Slot) -> Option<NodeRef> {
     }
 }
 
-/// The length of node `n`'s id, read without touching the id's text where the graph
-/// keeps the length beside the pointer (feedback ids).
-#[inline]
-fn id_len(g: &OrgGraph, n: NodeRef) -> u64 {
-    match n {
-        NodeRef::Feedback(r) => g.feedback().id(r).map_or(0, |s| s.len()) as u64,
-        NodeRef::Adapter(_) => node_id_str(g, n).len() as u64,
-    }
-}
+/// What a returned node id kept as a reference into the snapshot is charged for its text
+/// (quotes included), instead of its length: reading the length would read the id's entry,
+/// a cache miss per row that costs more than the rest of the row. The rows hold 4 bytes
+/// per such id (see `rows::Col`); this estimate only sizes the text a batch is written as
+/// (a streamed batch ends at `query.stream_batch_bytes` of it) and what a result kept
+/// whole counts against `query.max_memory_bytes`. Generated ids (a UUID is 36 characters,
+/// the bundled generator's 11-13) are about this long; the id alphabet needs no escapes.
+pub(crate) const ID_TEXT_BYTES: u64 = 40;
 
 /// The node slot whose id `e` reads, when `e` is `n.id` of a variable.
 fn id_of(e: &Expr) -> Option<Slot> {
@@ -1065,7 +1075,7 @@ impl<'a> Exec<'a> {
         }
         let g = self.env.g;
         let need_eid = e.rel.is_some() || !e.unique.is_empty() || !e.unique_lists.is_empty();
-        let warm = kind == EdgeKind::FeedbackFor;
+        let warm = kind == EdgeKind::FeedbackFor && self.warm_ids;
         for (i, &r) in list.iter().enumerate().rev() {
             self.tick()?;
             if warm {

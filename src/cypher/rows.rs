@@ -1,23 +1,27 @@
-//! Result rows in a compact, flat form.
+//! Result rows in a compact, column-by-column form.
 //!
 //! A query can return millions of rows. Building each as a `Vec<serde_json::Value>` costs a
-//! vector and a string allocation per row and cell; [`Rows`] instead keeps every cell in one
-//! flat vector of 16-byte [`Cell`]s and every string in one text buffer, so a row of ids
-//! costs two cell pushes and two short copies. A string borrowed from the graph that repeats
+//! vector and a string allocation per row and cell; [`Rows`] instead keeps each column's
+//! cells in one vector of 16-byte [`Cell`]s and every string in one text buffer, so a row
+//! costs a push per column and short copies. A string borrowed from the graph that repeats
 //! in a column (an adapter id over many feedback rows) is stored once. Nodes and
 //! relationships are JSON values built once per query and shared by every cell that returns
 //! them (a lineage path repeats the same adapters in row after row; a streamed query keeps
 //! them for one batch); paths and lists are lists of cells; maps stay JSON values.
 //!
-//! A node's id (the `id` property of a Feedback or Adapter node) can be a cell of its own,
-//! [`Cell::Id`], that names the node instead of copying its id: the rows then keep the
-//! graph snapshot they were built from (snapshots are immutable and shared), and the id is
-//! read from it only when the rows are serialized or read. A result of a million feedback
-//! ids then costs a million 16-byte cells and no text.
+//! A node's id (the `id` property of a Feedback or Adapter node) is not copied: the rows
+//! keep the graph snapshot they were built from (snapshots are immutable and shared), and
+//! the id is read from it only when the rows are serialized or read. A column whose cells
+//! are ids of one kind of node keeps just the nodes' row numbers (4 bytes a row; see
+//! `Col`), other ids are [`Cell::Id`] cells naming the node. A result of a million
+//! feedback ids then costs four megabytes and no text, and the writers read a column's
+//! ids in row order: [`Rows::write_json_rows`] writes one batch of a streamed result
+//! (strings that need no escape, every id, go out without serde_json's escaping loop),
+//! and the Arrow encoder copies an id column straight into its string array
+//! (`Rows::id_column`), other cells through `Rows::scalar`.
 //!
 //! [`Rows`] serializes to exactly the JSON of the rows as arrays of JSON values, and
-//! [`Rows::to_json`] gives those values; [`Rows::write_json_rows`] writes one batch of a
-//! streamed result, and the Arrow encoder reads cells through `Rows::scalar`.
+//! [`Rows::to_json`] gives those values.
 
 use std::fmt;
 use std::sync::Arc;
@@ -77,15 +81,12 @@ struct CellRef<'r>(&'r Rows, &'r Cell);
 
 impl<'r> CellRef<'r> {
     fn str(&self, start: usize, len: u32) -> &'r str {
-        self.0
-            .text
-            .get(start..start.saturating_add(len as usize))
-            .unwrap_or("")
+        self.0.text_at(start, len)
     }
 
     /// The id an [`Cell::Id`] stands for.
     fn id(&self, n: NodeRef) -> &'r str {
-        self.0.graph.as_deref().map_or("", |g| node_id_str(g, n))
+        self.0.id_text(n)
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -139,14 +140,45 @@ impl Serialize for CellRef<'_> {
     }
 }
 
-/// The rows of a query result: `len()` rows of `width()` cells each.
+/// One output column of a [`Rows`], in row order: first the ids of a run of nodes of one
+/// kind (feedback or adapter), kept as the nodes' row numbers, 4 bytes a row; then, from
+/// the first cell that is not such an id, cells. A column of a million feedback ids is a
+/// million row numbers.
+#[derive(Debug, Clone, Default)]
+struct Col {
+    /// Row numbers of the nodes whose ids are the column's first cells.
+    ids: Vec<u32>,
+    /// The `ids` are adapters' (feedback items' otherwise).
+    adapters: bool,
+    /// The cells after the ids.
+    cells: Vec<Cell>,
+}
+
+impl Col {
+    /// The node of id row `r`.
+    #[inline]
+    fn node(&self, r: u32) -> NodeRef {
+        if self.adapters {
+            NodeRef::Adapter(r)
+        } else {
+            NodeRef::Feedback(r)
+        }
+    }
+}
+
+/// The rows of a query result: `len()` rows of `width()` cells each, kept column by
+/// column (see [`Col`]); cells are pushed row by row.
 #[derive(Clone, Default)]
 pub struct Rows {
     width: usize,
     rows: usize,
-    cells: Vec<Cell>,
+    cols: Vec<Col>,
+    /// The column the next pushed cell goes to.
+    cur: usize,
+    /// Rows each column reserves room for when it gets its first cell.
+    reserve: usize,
     text: String,
-    /// The graph snapshot that [`Cell::Id`] cells refer to.
+    /// The graph snapshot that [`Cell::Id`] cells and id columns refer to.
     graph: Option<Arc<OrgGraph>>,
 }
 
@@ -154,11 +186,33 @@ pub struct Rows {
 /// past it grows as any vector does, charged to the budget as it goes.
 pub(crate) const MAX_RESERVED_CELLS: usize = 1 << 16;
 
+/// A cell read from the rows: one kept as a cell, or a node id of an id column.
+enum At<'r> {
+    Cell(&'r Cell),
+    Id(NodeRef),
+    Out,
+}
+
 impl Rows {
+    /// `text[start..start + len]`.
+    #[inline]
+    fn text_at(&self, start: usize, len: u32) -> &str {
+        self.text
+            .get(start..start.saturating_add(len as usize))
+            .unwrap_or("")
+    }
+
+    /// The id of node `n` of the graph the rows keep.
+    #[inline]
+    fn id_text(&self, n: NodeRef) -> &str {
+        self.graph.as_deref().map_or("", |g| node_id_str(g, n))
+    }
+
     /// No rows of `width` cells.
     pub fn new(width: usize) -> Self {
         Rows {
             width,
+            cols: vec![Col::default(); width],
             ..Rows::default()
         }
     }
@@ -170,7 +224,8 @@ impl Rows {
     pub(crate) fn for_graph(width: usize, graph: Option<Arc<OrgGraph>>, capacity: usize) -> Self {
         Rows {
             width,
-            cells: Vec::with_capacity(capacity.saturating_mul(width).min(MAX_RESERVED_CELLS)),
+            cols: vec![Col::default(); width],
+            reserve: capacity.min(MAX_RESERVED_CELLS / width.max(1)),
             graph,
             ..Rows::default()
         }
@@ -191,19 +246,36 @@ impl Rows {
         self.width
     }
 
-    fn row_cells(&self, i: usize) -> &[Cell] {
-        let from = i.saturating_mul(self.width);
-        self.cells
-            .get(from..from.saturating_add(self.width))
-            .unwrap_or(&[])
+    /// The cell at row `row`, column `col`.
+    #[inline]
+    fn at(&self, row: usize, col: usize) -> At<'_> {
+        let Some(c) = self.cols.get(col) else {
+            return At::Out;
+        };
+        match c.ids.get(row) {
+            Some(r) => At::Id(c.node(*r)),
+            None => c.cells.get(row - c.ids.len()).map_or(At::Out, At::Cell),
+        }
+    }
+
+    /// Calls `f` with the cell at `row`, `col` (an id column's cell made on the spot), if
+    /// there is one.
+    fn with_cell<R>(&self, row: usize, col: usize, f: impl FnOnce(CellRef<'_>) -> R) -> Option<R> {
+        match self.at(row, col) {
+            At::Cell(c) => Some(f(CellRef(self, c))),
+            At::Id(n) => Some(f(CellRef(self, &Cell::Id(n)))),
+            At::Out => None,
+        }
     }
 
     /// Row `i` as JSON values, if it exists.
     pub fn row(&self, i: usize) -> Option<Vec<serde_json::Value>> {
         (i < self.rows).then(|| {
-            self.row_cells(i)
-                .iter()
-                .map(|c| CellRef(self, c).to_json())
+            (0..self.width)
+                .map(|c| {
+                    self.with_cell(i, c, |r| r.to_json())
+                        .unwrap_or(serde_json::Value::Null)
+                })
                 .collect()
         })
     }
@@ -214,24 +286,44 @@ impl Rows {
     }
 
     /// Ends a row: called after pushing exactly `width()` cells.
+    #[inline]
     pub(crate) fn end_row(&mut self) {
+        debug_assert_eq!(self.cur, self.width);
         self.rows += 1;
+        self.cur = 0;
+    }
+
+    /// The column the next cell goes to, as a column of cells.
+    #[inline]
+    fn next_cells(&mut self) -> &mut Vec<Cell> {
+        let at = self.cur;
+        self.cur += 1;
+        if at >= self.cols.len() {
+            // More cells than columns: a caller's bug; keep them rather than lose them.
+            self.cols.resize_with(at + 1, Col::default);
+        }
+        let reserve = self.reserve;
+        let cells = &mut self.cols[at].cells;
+        if cells.capacity() == 0 {
+            cells.reserve(reserve);
+        }
+        cells
     }
 
     pub(crate) fn push_null(&mut self) {
-        self.cells.push(Cell::Null);
+        self.next_cells().push(Cell::Null);
     }
 
     pub(crate) fn push_bool(&mut self, b: bool) {
-        self.cells.push(Cell::Bool(b));
+        self.next_cells().push(Cell::Bool(b));
     }
 
     pub(crate) fn push_int(&mut self, i: i64) {
-        self.cells.push(Cell::Int(i));
+        self.next_cells().push(Cell::Int(i));
     }
 
     pub(crate) fn push_float(&mut self, f: f64) {
-        self.cells.push(Cell::float(f));
+        self.next_cells().push(Cell::float(f));
     }
 
     /// Copies `s` into the text buffer; returns where it went, to be reused by
@@ -242,7 +334,7 @@ impl Rows {
             Cell::Str { len, start } => Some((start, len)),
             _ => None,
         };
-        self.cells.push(cell);
+        self.next_cells().push(cell);
         at
     }
 
@@ -260,20 +352,69 @@ impl Rows {
 
     /// Pushes a cell built with [`Rows::str_cell`] or by hand.
     pub(crate) fn push(&mut self, cell: Cell) {
-        self.cells.push(cell);
+        self.next_cells().push(cell);
     }
 
-    /// Pushes the id of node `n` of the graph these rows keep, as a [`Cell::Id`]. Only for
-    /// rows made with [`Rows::for_graph`] and a graph, and a node of that graph.
+    /// Pushes the id of node `n` of the graph these rows keep: into the column's row
+    /// numbers while the column holds only ids of that kind of node, as a [`Cell::Id`]
+    /// otherwise. Only for rows made with [`Rows::for_graph`] and a graph, and a node of
+    /// that graph.
     #[inline]
     pub(crate) fn push_id(&mut self, n: NodeRef) {
         debug_assert!(self.graph.is_some());
-        self.cells.push(Cell::Id(n));
+        if let Some(c) = self.cols.get_mut(self.cur)
+            && c.cells.is_empty()
+        {
+            let (r, adapters) = match n {
+                NodeRef::Feedback(r) => (r, false),
+                NodeRef::Adapter(r) => (r, true),
+            };
+            if c.ids.is_empty() {
+                c.adapters = adapters;
+                c.ids.reserve(self.reserve.max(1));
+            }
+            if c.adapters == adapters {
+                c.ids.push(r);
+                self.cur += 1;
+                return;
+            }
+        }
+        self.next_cells().push(Cell::Id(n));
     }
 
     /// Pushes a string already in the text buffer (from [`Rows::push_str`]).
     pub(crate) fn push_stored(&mut self, (start, len): (usize, u32)) {
-        self.cells.push(Cell::Str { len, start });
+        self.next_cells().push(Cell::Str { len, start });
+    }
+
+    /// The ids of column `col` in row order, when it is a column of node ids (see
+    /// [`Col`]): what the Arrow encoder copies into a string column.
+    pub(crate) fn id_column(&self, col: usize) -> Option<impl Iterator<Item = &str> + '_> {
+        let g = self.graph.as_deref()?;
+        let c = self.cols.get(col).filter(|c| c.cells.is_empty())?;
+        Some(if c.adapters {
+            IdIter::Adapter(g, c.ids.iter())
+        } else {
+            IdIter::Feedback(g, c.ids.iter())
+        })
+    }
+}
+
+/// The ids of an id column.
+enum IdIter<'r> {
+    Feedback(&'r OrgGraph, std::slice::Iter<'r, u32>),
+    Adapter(&'r OrgGraph, std::slice::Iter<'r, u32>),
+}
+
+impl<'r> Iterator for IdIter<'r> {
+    type Item = &'r str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'r str> {
+        match self {
+            IdIter::Feedback(g, it) => it.next().map(|r| g.feedback().id_str(*r)),
+            IdIter::Adapter(g, it) => it.next().map(|r| node_id_str(g, NodeRef::Adapter(*r))),
+        }
     }
 }
 
@@ -281,9 +422,17 @@ impl Rows {
 impl Rows {
     /// How many cells are node ids kept as references into the graph.
     pub(crate) fn id_cells(&self) -> usize {
-        self.cells
+        self.cols
             .iter()
-            .filter(|c| matches!(c, Cell::Id(_)))
+            .map(|c| c.ids.len() + c.cells.iter().filter(|c| matches!(c, Cell::Id(_))).count())
+            .sum()
+    }
+
+    /// How many columns keep node ids as row numbers.
+    pub(crate) fn id_columns(&self) -> usize {
+        self.cols
+            .iter()
+            .filter(|c| c.cells.is_empty() && !c.ids.is_empty())
             .count()
     }
 }
@@ -299,10 +448,11 @@ impl PartialEq for Rows {
         self.rows == o.rows
             && self.width == o.width
             && (0..self.rows).all(|i| {
-                self.row_cells(i)
-                    .iter()
-                    .zip(o.row_cells(i))
-                    .all(|(a, b)| CellRef(self, a).eq_json(&CellRef(o, b).to_json()))
+                (0..self.width).all(|c| {
+                    let theirs = o.with_cell(i, c, |b| b.to_json());
+                    self.with_cell(i, c, |a| theirs.as_ref().is_some_and(|v| a.eq_json(v)))
+                        .unwrap_or(theirs.is_none())
+                })
             })
     }
 }
@@ -311,12 +461,10 @@ impl PartialEq<Vec<Vec<serde_json::Value>>> for Rows {
     fn eq(&self, o: &Vec<Vec<serde_json::Value>>) -> bool {
         self.rows == o.len()
             && o.iter().enumerate().all(|(i, r)| {
-                let cells = self.row_cells(i);
-                cells.len() == r.len()
-                    && cells
-                        .iter()
-                        .zip(r)
-                        .all(|(c, v)| CellRef(self, c).eq_json(v))
+                r.len() == self.width
+                    && r.iter()
+                        .enumerate()
+                        .all(|(c, v)| self.with_cell(i, c, |a| a.eq_json(v)).unwrap_or(false))
             })
     }
 }
@@ -342,32 +490,45 @@ pub(crate) enum Scalar<'r> {
 impl Rows {
     /// Appends the rows as JSON arrays separated by commas, without enclosing brackets;
     /// a comma comes first too unless `first` (the rows continue an array already begun).
+    /// The same text as serializing each row with serde_json, written cell by cell.
     pub fn write_json_rows(&self, out: &mut Vec<u8>, first: bool) -> serde_json::Result<()> {
         for i in 0..self.rows {
             if i > 0 || !first {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, &RowSer(self, self.row_cells(i)))?;
+            out.push(b'[');
+            for c in 0..self.width {
+                if c > 0 {
+                    out.push(b',');
+                }
+                match self.at(i, c) {
+                    At::Id(n) => write_json_str(out, self.id_text(n)),
+                    At::Cell(Cell::Str { len, start }) => {
+                        write_json_str(out, self.text_at(*start, *len));
+                    }
+                    At::Cell(cell) => serde_json::to_writer(&mut *out, &CellRef(self, cell))?,
+                    At::Out => out.extend_from_slice(b"null"),
+                }
+            }
+            out.push(b']');
         }
         Ok(())
     }
 
     /// The cell at row `row`, column `col` (null outside the rows).
     pub(crate) fn scalar(&self, row: usize, col: usize) -> Scalar<'_> {
-        let Some(cell) = self.row_cells(row).get(col) else {
-            return Scalar::Null;
+        let cell = match self.at(row, col) {
+            At::Cell(c) => c,
+            At::Id(n) => return Scalar::Str(self.id_text(n)),
+            At::Out => return Scalar::Null,
         };
         match cell {
             Cell::Null => Scalar::Null,
             Cell::Bool(b) => Scalar::Bool(*b),
             Cell::Int(i) => Scalar::Int(*i),
             Cell::Float(f) => Scalar::Float(*f),
-            Cell::Str { len, start } => Scalar::Str(
-                self.text
-                    .get(*start..start.saturating_add(*len as usize))
-                    .unwrap_or(""),
-            ),
-            Cell::Id(n) => Scalar::Str(CellRef(self, cell).id(*n)),
+            Cell::Str { len, start } => Scalar::Str(self.text_at(*start, *len)),
+            Cell::Id(n) => Scalar::Str(self.id_text(*n)),
             Cell::Json(v) => match &**v {
                 serde_json::Value::Null => Scalar::Null,
                 serde_json::Value::Bool(b) => Scalar::Bool(*b),
@@ -384,21 +545,40 @@ impl Rows {
 
     /// The cell at row `row`, column `col` as JSON text (`null` outside the rows).
     pub(crate) fn cell_json(&self, row: usize, col: usize) -> String {
-        match self.row_cells(row).get(col) {
-            Some(cell) => serde_json::to_string(&CellRef(self, cell)).unwrap_or_default(),
-            None => "null".to_owned(),
-        }
+        self.with_cell(row, col, |c| serde_json::to_string(&c).unwrap_or_default())
+            .unwrap_or_else(|| "null".to_owned())
+    }
+}
+
+/// Writes `s` as a JSON string, as serde_json writes it: as is between quotes when no byte
+/// needs an escape (a control character, a quote or a backslash; ids never have one),
+/// through serde_json's escaping otherwise.
+#[inline]
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a vector cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
 /// One row while serializing.
-struct RowSer<'r>(&'r Rows, &'r [Cell]);
+struct RowSer<'r>(&'r Rows, usize);
 
 impl Serialize for RowSer<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.1.len()))?;
-        for c in self.1 {
-            seq.serialize_element(&CellRef(self.0, c))?;
+        let rows = self.0;
+        let mut seq = s.serialize_seq(Some(rows.width))?;
+        for c in 0..rows.width {
+            match rows.at(self.1, c) {
+                At::Cell(cell) => seq.serialize_element(&CellRef(rows, cell))?,
+                At::Id(n) => seq.serialize_element(&CellRef(rows, &Cell::Id(n)))?,
+                At::Out => seq.serialize_element(&())?,
+            }
         }
         seq.end()
     }
@@ -408,7 +588,7 @@ impl Serialize for Rows {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.rows))?;
         for i in 0..self.rows {
-            seq.serialize_element(&RowSer(self, self.row_cells(i)))?;
+            seq.serialize_element(&RowSer(self, i))?;
         }
         seq.end()
     }
@@ -420,6 +600,37 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain",
+            "a\"b",
+            "a\\b",
+            "\n",
+            "\t",
+            "\u{1f}",
+            " ",
+            "\u{7f}",
+            "\u{e9}\u{20ac}",
+            "</script>",
+            "fb_00000001",
+            "a-b_c.d:e@f/g+h",
+        ] {
+            let mut r = Rows::new(1);
+            r.push_str(s);
+            r.end_row();
+            let mut text = Vec::new();
+            r.write_json_rows(&mut text, true).unwrap();
+            let want = serde_json::to_string(&[[s]]).unwrap();
+            assert_eq!(
+                format!("[{}]", String::from_utf8(text).unwrap()),
+                want,
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
     fn rows_serialize_like_json_values() {
         let mut r = Rows::new(4);
         for i in 0..3 {
@@ -428,6 +639,9 @@ mod tests {
             r.push_float(if i == 1 { f64::NAN } else { 0.5 });
             if i == 2 {
                 r.push(Cell::Json(Box::new(json!({"b": 1, "a": [true, null]}))));
+            } else if i == 1 {
+                // Written through the escaping path.
+                r.push_str("q\"b\\s\n\u{1}\u{7f}\u{e9}/</");
             } else {
                 r.push_null();
             }
@@ -464,9 +678,18 @@ mod tests {
             ]
         );
         assert_eq!(values[2][2], json!(null));
+        assert_eq!(values[2][3], json!("q\"b\\s\n\u{1}\u{7f}\u{e9}/</"));
         assert_eq!(r.row(6), None);
         let empty = Rows::new(0);
         assert_eq!(serde_json::to_string(&empty).unwrap(), "[]");
+        // Written by hand: the same text as serde_json's.
+        let mut once = b"[".to_vec();
+        r.write_json_rows(&mut once, true).unwrap();
+        once.push(b']');
+        assert_eq!(
+            String::from_utf8(once).unwrap(),
+            serde_json::to_string(&values).unwrap()
+        );
         // Rows written in pieces make the same array.
         let mut text = b"[".to_vec();
         r.write_json_rows(&mut text, true).unwrap();
