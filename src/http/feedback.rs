@@ -306,8 +306,12 @@ pub async fn link(
 ) -> Result<Response, ApiError> {
     caller.require(Role::User)?;
     let actor = caller.actor();
-    let outcome = state
-        .run(move |s| s.link(&actor, &id, req.adapter_id, req.metadata))
+    // Not on the blocking pool, as for submits: the sled writes take microseconds, and the
+    // wait for the group commit (shared with the submits) is a future. If the client goes
+    // away, `link_durable` still indexes an edge that reached the store once durable.
+    let service = state.service()?;
+    let outcome = service
+        .link_durable(&actor, &id, req.adapter_id, req.metadata)
         .await?;
     let status = if outcome.created {
         StatusCode::CREATED

@@ -31,8 +31,8 @@ use crate::model::{
 };
 use crate::store::pg::PgStore;
 use crate::store::{
-    AdapterOutcome, Backend, BackendKind, BoxFuture, IdempotencyKey, Inserted, SledStore,
-    StoreError, SyncError, WriteTx,
+    AdapterOutcome, Backend, BackendKind, BoxFuture, ChangeSet, IdempotencyKey, Inserted,
+    SledStore, StoreError, SyncError, WriteTx,
 };
 use crate::validate::{self, FieldLimits, ValidationError, Validator};
 
@@ -436,20 +436,54 @@ pub struct Service {
     last_vacuum: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
-/// A submit whose write the backend is making durable: polled by the request, or, if the
-/// client hangs up first, by a task that finishes and indexes it (see [`FinishOnDrop`]).
-type SubmitFuture = BoxFuture<'static, Result<Inserted, StoreError>>;
+/// A write the backend is making durable: polled by the request, or, if the client hangs
+/// up first, by a task that finishes and indexes it (see [`FinishOnDrop`]).
+type WriteFuture<T> = BoxFuture<'static, Result<T, StoreError>>;
 
-/// A submit handed to the backend whose caller may stop waiting: on drop before the write
-/// finished, a task drives it to the end and indexes the item, as the caller would have,
-/// so a stored item is always indexed.
-struct FinishOnDrop<'a> {
-    service: &'a Arc<Service>,
-    org: String,
-    pending: Option<SubmitFuture>,
+/// What a durable write hands the graph index once it finished.
+trait Indexed: Send + 'static {
+    /// The changes to apply (`None` when nothing was stored).
+    fn changes(&self) -> Option<&ChangeSet>;
 }
 
-impl Drop for FinishOnDrop<'_> {
+impl Indexed for Inserted {
+    fn changes(&self) -> Option<&ChangeSet> {
+        match self {
+            Inserted::New(changes) => Some(changes),
+            Inserted::Replay(_) => None,
+        }
+    }
+}
+
+impl Indexed for crate::store::Linked {
+    fn changes(&self) -> Option<&ChangeSet> {
+        Some(&self.changes)
+    }
+}
+
+/// A write (a submit or a link) handed to the backend whose caller may stop waiting: on
+/// drop before the write finished, a task drives it to the end and indexes what it
+/// stored, as the caller would have, so a stored change is always indexed.
+struct FinishOnDrop<'a, T: Indexed> {
+    service: &'a Arc<Service>,
+    org: String,
+    pending: Option<WriteFuture<T>>,
+}
+
+impl<'a, T: Indexed> FinishOnDrop<'a, T> {
+    /// Waits for the write; from then on nothing is left for the guard (a failed write
+    /// indexes nothing). Returns the write's outcome and the org to index it in.
+    async fn finish(mut self) -> (Result<T, StoreError>, String) {
+        let written = match self.pending.as_mut() {
+            Some(pending) => pending.await,
+            None => Err(StoreError::Backend("the write was finished twice".into())),
+        };
+        self.pending = None;
+        (written, std::mem::take(&mut self.org))
+    }
+}
+
+impl<T: Indexed> Drop for FinishOnDrop<'_, T> {
     fn drop(&mut self) {
         let Some(pending) = self.pending.take() else {
             return;
@@ -458,12 +492,13 @@ impl Drop for FinishOnDrop<'_> {
         let org = std::mem::take(&mut self.org);
         let finish = async move {
             match pending.await {
-                Ok(Inserted::New(changes)) => {
-                    // Nobody waits for it; the graph thread publishes it if it queued.
-                    let _applied = service.graph.apply(&org, &changes);
+                Ok(written) => {
+                    if let Some(changes) = written.changes() {
+                        // Nobody waits for it; the graph thread publishes it if it queued.
+                        let _applied = service.graph.apply(&org, changes);
+                    }
                 }
-                Ok(Inserted::Replay(_)) => {}
-                Err(e) => tracing::error!("a submit whose client left was not made durable: {e}"),
+                Err(e) => tracing::error!("a write whose client left was not made durable: {e}"),
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -474,7 +509,7 @@ impl Drop for FinishOnDrop<'_> {
             // Outside a runtime nobody polls futures: whatever was stored is indexed at
             // the next start.
             Err(_) => tracing::warn!(
-                "a submit was dropped outside the runtime; it is indexed at the next start"
+                "a write was dropped outside the runtime; it is indexed at the next start"
             ),
         }
     }
@@ -625,22 +660,12 @@ impl Service {
                 .next(),
         };
         let (fb, org, key) = self.begin_submit(actor, new, key, config)?;
-        let mut unfinished = FinishOnDrop {
+        let unfinished = FinishOnDrop {
             service: self,
             org,
             pending: Some(Arc::clone(&self.store).submit(actor.clone(), fb, key)),
         };
-        let inserted = match unfinished.pending.as_mut() {
-            Some(pending) => pending.await,
-            None => {
-                return Err(ServiceError::Internal(
-                    "the submit was finished twice".into(),
-                ));
-            }
-        };
-        // From here on nothing is left for the guard: a failed write indexes nothing.
-        unfinished.pending = None;
-        let org = std::mem::take(&mut unfinished.org);
+        let (inserted, org) = unfinished.finish().await;
         let (feedback, replay, applied) = self.finish_submit(&org, inserted?)?;
         applied.wait_async().await;
         Ok((feedback, replay))
@@ -989,7 +1014,8 @@ impl Service {
         Ok(Stats::from_counts(&acc))
     }
 
-    /// Links a feedback item to an adapter by hand (idempotent).
+    /// Links a feedback item to an adapter by hand (idempotent). Blocks until durable
+    /// and indexed; call it from a blocking thread, never from the runtime.
     pub fn link(
         &self,
         actor: &Actor,
@@ -999,24 +1025,41 @@ impl Service {
     ) -> Result<LinkOutcome, ServiceError> {
         check_org(&actor.org)?;
         let link = self.new_link(feedback_id, adapter_id, metadata)?;
-        let mut created = false;
-        let changes = self.store.write(actor, &mut |tx| {
-            created = crate::store::link_in(tx, &link)?;
-            Ok(())
-        })?;
-        self.graph.apply(&actor.org, &changes).wait();
-        let link = match changes.links.into_iter().next() {
-            Some(l) => l,
-            None => self
-                .store
-                .get_record(&actor.org, feedback_id)?
-                .map(|r| r.links)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|l| l.adapter_id == link.adapter_id)
-                .ok_or_else(|| ServiceError::Conflict("link vanished while reading".into()))?,
+        let linked = self.store.link_blocking(actor, &link)?;
+        self.graph.apply(&actor.org, &linked.changes).wait();
+        Ok(LinkOutcome {
+            link: linked.link,
+            created: linked.created,
+        })
+    }
+
+    /// [`Service::link`] for async callers: the backend's write is a future that joins
+    /// the same group commit as the submits, so a request waiting for its durable commit
+    /// holds no thread. Answers once the edge is durable and the graph shows it.
+    ///
+    /// Cancel-safe like [`Service::submit_durable`]: dropped before the write finished,
+    /// it hands the rest to a task that indexes the edge once it is durable.
+    pub(crate) async fn link_durable(
+        self: &Arc<Self>,
+        actor: &Actor,
+        feedback_id: &str,
+        adapter_id: Option<String>,
+        metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<LinkOutcome, ServiceError> {
+        check_org(&actor.org)?;
+        let link = self.new_link(feedback_id, adapter_id, metadata)?;
+        let unfinished = FinishOnDrop {
+            service: self,
+            org: actor.org.clone(),
+            pending: Some(Arc::clone(&self.store).link(actor.clone(), link)),
         };
-        Ok(LinkOutcome { link, created })
+        let (linked, org) = unfinished.finish().await;
+        let linked = linked?;
+        self.graph.apply(&org, &linked.changes).wait_async().await;
+        Ok(LinkOutcome {
+            link: linked.link,
+            created: linked.created,
+        })
     }
 
     /// Checks a link request and builds its edge (source manual, made now).

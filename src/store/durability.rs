@@ -673,6 +673,20 @@ impl Syncer {
         })
     }
 
+    /// [`Syncer::settle_read`] for async callers: `None` when everything a read made
+    /// before the call could have seen is durable already, else the ticket of a sync that
+    /// covers it, to wait on with [`Syncer::wait_async`]. Errors as for `settle_read`.
+    pub fn read_ticket(&self) -> Result<Option<u64>, SyncError> {
+        let begun = self.shared.begun.load(Ordering::SeqCst);
+        if begun <= self.shared.covered.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        match self.ticket() {
+            Ok(t) => Ok(Some(t)),
+            Err(SyncError::Failed(m) | SyncError::Poisoned(m)) => Err(SyncError::Poisoned(m)),
+        }
+    }
+
     /// Call after reading sled, before showing what was read: returns once everything the
     /// read could have seen is durable. If no write has begun since the last sync started
     /// (with every earlier write ended), that is already true; otherwise this waits for a

@@ -104,6 +104,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Inserted, StoreError>;
 
+    /// Adds the FEEDBACK_FOR edge `link` (made by hand) as [`link_in`] does: idempotent
+    /// (an existing edge is left and reported, with `created: false`), its adapter created
+    /// first if unknown, [`StoreError::NotFound`] for an unknown feedback item. The future
+    /// resolves once the edge (or, for an existing one, what was read of it) is durable,
+    /// so a caller that answers then never acknowledges a write a crash can lose. It owns
+    /// what it needs, so a caller that stops waiting can hand it to a task to finish.
+    ///
+    /// PostgreSQL runs [`link_by_write`] (one transaction) on a blocking thread; sled
+    /// writes in place and awaits the group commit it shares with [`Backend::submit`].
+    fn link(
+        self: Arc<Self>,
+        actor: Actor,
+        link: FeedbackLink,
+    ) -> BoxFuture<'static, Result<Linked, StoreError>>;
+
+    /// [`Backend::link`] for a blocking caller (tools, tests): returns once durable.
+    /// Never call it on an async runtime's thread.
+    fn link_blocking(&self, actor: &Actor, link: &FeedbackLink) -> Result<Linked, StoreError> {
+        link_by_write(self, actor, link)
+    }
+
     /// Runs `work` as one write and returns what it stored, once durable. `work` may be
     /// run more than once (a backend retries a transaction that lost a race), so it must
     /// start from scratch each time. If it fails, the backend keeps no partial state that
@@ -466,6 +487,57 @@ pub fn link_in(tx: &mut dyn WriteTx, link: &FeedbackLink) -> Result<bool, StoreE
         Ok(rules::add_link(cur, link))
     })?;
     Ok(updated.is_some())
+}
+
+/// What [`Backend::link`] did: the edge as stored, whether this call made it, and what
+/// the graph index must apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linked {
+    /// The edge (as stored; for an existing edge, as first made).
+    pub link: FeedbackLink,
+    /// False when the edge existed already.
+    pub created: bool,
+    /// What the write stored (empty when nothing was written).
+    pub changes: ChangeSet,
+}
+
+/// [`Backend::link`] through [`Backend::write`] and [`link_in`]: one transaction on a
+/// transactional backend. Blocks until durable; for blocking callers only.
+pub fn link_by_write<B: Backend + ?Sized>(
+    store: &B,
+    actor: &Actor,
+    link: &FeedbackLink,
+) -> Result<Linked, StoreError> {
+    let mut created = false;
+    let mut existing = None;
+    let changes = store.write(actor, &mut |tx| {
+        created = link_in(tx, link)?;
+        existing = None;
+        if !created {
+            // Read in the same transaction: the edge as first made.
+            existing = tx.get_record(&link.feedback_id)?.and_then(|r| {
+                r.links
+                    .into_iter()
+                    .find(|l| l.adapter_id == link.adapter_id)
+            });
+        }
+        Ok(())
+    })?;
+    let stored = if created {
+        changes
+            .links
+            .iter()
+            .find(|l| l.adapter_id == link.adapter_id)
+            .cloned()
+    } else {
+        existing
+    };
+    let link = stored.ok_or_else(|| StoreError::Conflict("link vanished while reading".into()))?;
+    Ok(Linked {
+        link,
+        created,
+        changes,
+    })
 }
 
 /// Creates or re-creates an adapter under the rules of [`rules::plan_adapter`], with the

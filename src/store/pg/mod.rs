@@ -30,12 +30,12 @@ use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Object, Pool, Rec
 use self::ops::PgError;
 use super::{
     Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, ErasureRecord, FeedbackRecord,
-    IdempotencyKey, Inserted, RecordHeadRef, StorageConfig, StoreError, WriteTx, codec, keys,
-    rules,
+    IdempotencyKey, Inserted, Linked, RecordHeadRef, StorageConfig, StoreError, WriteTx, codec,
+    keys, rules,
 };
 use crate::model::{
-    Actor, Adapter, ChangeAction, Feedback, FieldChange, HistoryVersion, Millis, ScoreConfig,
-    now_millis,
+    Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FieldChange, HistoryVersion, Millis,
+    ScoreConfig, now_millis,
 };
 
 /// How many times a write that lost a race is run again before its error is returned.
@@ -717,6 +717,21 @@ impl Backend for PgStore {
                 (c, r)
             })
         }))
+    }
+
+    fn link(
+        self: Arc<Self>,
+        actor: Actor,
+        link: FeedbackLink,
+    ) -> BoxFuture<'static, Result<Linked, StoreError>> {
+        // One transaction (`link_in` under `write`) on a blocking thread of the backend's
+        // runtime: it commits even if the caller stops waiting.
+        let handle = self.handle.clone();
+        let task = handle.spawn_blocking(move || super::link_by_write(&*self, &actor, &link));
+        Box::pin(async move {
+            task.await
+                .map_err(|e| StoreError::Backend(format!("the link task failed: {e}")))?
+        })
     }
 
     fn write(

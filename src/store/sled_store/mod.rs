@@ -45,8 +45,8 @@ use super::outbox::{Changed, EventStore};
 use super::rules::{self, FEEDBACK_SKIP, IdempotencyRecord, creation_changes, import_entry};
 use super::{
     Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, ErasureRecord, ErasureState,
-    FeedbackRecord, IdSource, IdempotencyKey, Inserted, RecordHeadRef, StorageConfig, StoreError,
-    WriteTx, codec, keys,
+    FeedbackRecord, IdSource, IdempotencyKey, Inserted, Linked, RecordHeadRef, StorageConfig,
+    StoreError, WriteTx, codec, keys,
 };
 use crate::model::{
     Actor, Adapter, ChangeAction, Feedback, FeedbackLink, FieldChange, HistoryVersion, Millis,
@@ -791,6 +791,71 @@ impl SledStore {
         )?;
         self.t().feedback.insert(fkey.as_slice(), encode(&next)?)?;
         Ok(Some(next))
+    }
+
+    /// The writes of a link (see [`Backend::link`]), not yet durable: the adapter if it
+    /// is new, then the feedback record with the edge added and its history entry, under
+    /// the record's stripe lock as every update. Returns what happened and whether
+    /// anything was written (then the caller waits for a sync; else for the sync that
+    /// covers what it read, [`Syncer::read_ticket`]).
+    fn link_record(
+        &self,
+        actor: &Actor,
+        link: &FeedbackLink,
+    ) -> Result<(Linked, bool), StoreError> {
+        // An unknown item is refused before its adapter would be created.
+        if !self
+            .t()
+            .feedback
+            .contains_key(keys::record(&actor.org, &link.feedback_id))?
+        {
+            return Err(StoreError::NotFound {
+                kind: "feedback",
+                id: link.feedback_id.clone(),
+            });
+        }
+        let _write = self.begin_write()?;
+        let mut changes = ChangeSet::default();
+        // The adapter before the record's stripe (the lock order of `insert_record`).
+        let adapter = self.ensure_adapter(actor, &link.adapter_id, link.created_at, false)?;
+        let wrote_adapter = adapter.is_some();
+        changes.adapters.extend(adapter);
+        let mut existing = None;
+        let updated = self.update_record(
+            actor,
+            &link.feedback_id,
+            link.created_at,
+            &mut |cur: &FeedbackRecord| {
+                let change = rules::add_link(cur, link);
+                if change.is_none() {
+                    existing = cur
+                        .links
+                        .iter()
+                        .find(|l| l.adapter_id == link.adapter_id)
+                        .cloned();
+                }
+                Ok(change)
+            },
+        )?;
+        let linked = match updated {
+            Some(next) => {
+                changes.links.push(link.clone());
+                changes.feedback.push(next);
+                Linked {
+                    link: link.clone(),
+                    created: true,
+                    changes,
+                }
+            }
+            None => Linked {
+                link: existing
+                    .ok_or_else(|| StoreError::Conflict("link vanished while reading".into()))?,
+                created: false,
+                changes,
+            },
+        };
+        let wrote = wrote_adapter || linked.created;
+        Ok((linked, wrote))
     }
 
     /// Writes an adapter record after its history entry (the record is the commit point).
@@ -1589,6 +1654,37 @@ impl Backend for SledStore {
         // As in `submit`: the sync after the write (or the replayed original's read).
         self.make_durable()?;
         Ok(inserted)
+    }
+
+    fn link(
+        self: std::sync::Arc<Self>,
+        actor: Actor,
+        link: FeedbackLink,
+    ) -> BoxFuture<'static, Result<Linked, StoreError>> {
+        Box::pin(async move {
+            // As in `submit`: the sled writes run on the caller's thread, and the wait for
+            // the group commit they join (with the submits) is a future.
+            let (linked, wrote) = self.link_record(&actor, &link)?;
+            if wrote {
+                let ticket = self.durability_ticket()?;
+                self.durable(ticket).await?;
+            } else if let Some(ticket) = self.syncer.read_ticket()? {
+                // An edge another request made may not be durable yet: answering "it
+                // existed" before it is would acknowledge a write a crash can lose.
+                self.durable(ticket).await?;
+            }
+            Ok(linked)
+        })
+    }
+
+    fn link_blocking(&self, actor: &Actor, link: &FeedbackLink) -> Result<Linked, StoreError> {
+        let (linked, wrote) = self.link_record(actor, link)?;
+        if wrote {
+            self.make_durable()?;
+        } else {
+            self.settle_reads()?;
+        }
+        Ok(linked)
     }
 
     fn write(
