@@ -15,13 +15,15 @@ use super::error::ErrorBody;
 use super::extract::{
     AdminCaller, ApiJson, ApiPath, Caller, QueryParams, RawBody, TrainerCaller, parse_json,
 };
+use super::render::{self, PageBody};
 use crate::model::{
     Feedback, FeedbackKind, FeedbackType, HistoryEntry, HistoryVersion, LinkSource, NewFeedback,
     ValidationReason, ValidationStatus,
 };
 use crate::service::training::MarkResult;
-use crate::service::{ByAdapterQuery, ListQuery, StatsQuery};
-use crate::store::{IdempotencyKey, stable_hash};
+use crate::service::{ByAdapterQuery, DEFAULT_LIMIT, ListQuery, StatsQuery};
+use crate::store::codec::CodecError;
+use crate::store::{IdempotencyKey, StoreError, stable_hash};
 
 /// The 201 body of a submit (the seed's shape, plus the reasons behind the status).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -194,7 +196,7 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     mut q: QueryParams,
-) -> Result<Json<ListResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Role::User)?;
     let query = ListQuery {
         limit: limit_param(&mut q)?,
@@ -211,13 +213,54 @@ pub async fn list(
     };
     q.finish()?;
     let org = caller.org().to_owned();
-    let page = state.run(move |s| s.list(&org, &query)).await?;
-    Ok(Json(ListResponse {
-        count: page.items.len(),
-        feedback: page.items,
-        limit: page.limit,
-        next_cursor: page.next_cursor,
-    }))
+    // The body is written straight from the records read in place (see `render`): the
+    // bytes of `ListResponse` serialised by serde_json.
+    let body = state
+        .run(move |s| {
+            let mut body = PageBody::new(b"", query.limit.unwrap_or(DEFAULT_LIMIT));
+            let page = s.list_with(&org, &query, &mut |v| {
+                body.item(v).map_err(|source| corrupt(&org, v.id, source))
+            })?;
+            body.close_items();
+            let b = body.buf();
+            b.extend_from_slice(b",\"count\":");
+            render::write_u64(b, page.count as u64);
+            b.extend_from_slice(b",\"limit\":");
+            render::write_u64(b, page.limit as u64);
+            next_cursor_field(b, page.next_cursor.as_deref());
+            Ok(body.finish())
+        })
+        .await?;
+    Ok(json_body(body))
+}
+
+/// A stored record the renderer could not read: corruption, as reading it whole says.
+fn corrupt(org: &str, id: &str, source: CodecError) -> StoreError {
+    StoreError::Corrupt {
+        tree: "feedback",
+        key: format!("{org}/{id}"),
+        source,
+    }
+}
+
+/// Appends `,"next_cursor":"..."` when there is a next page (left out otherwise).
+fn next_cursor_field(b: &mut Vec<u8>, cursor: Option<&str>) {
+    if let Some(c) = cursor {
+        b.extend_from_slice(b",\"next_cursor\":");
+        render::write_str(b, c);
+    }
+}
+
+/// A 200 with a JSON body written by hand, headed as `Json` heads its bodies.
+fn json_body(body: Vec<u8>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The longest `hours` window of the stats: 100 years.
@@ -374,7 +417,7 @@ pub async fn by_adapter(
     caller: Caller,
     ApiPath(adapter_id): ApiPath,
     mut q: QueryParams,
-) -> Result<Json<ByAdapterResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Role::User)?;
     let query = ByAdapterQuery {
         limit: limit_param(&mut q)?,
@@ -385,16 +428,28 @@ pub async fn by_adapter(
     };
     q.finish()?;
     let org = caller.org().to_owned();
-    let r = state
-        .run(move |s| s.by_adapter(&org, &adapter_id, &query))
+    // The body is written straight from the records read in place (see `render`): the
+    // bytes of `ByAdapterResponse` serialised by serde_json.
+    let body = state
+        .run(move |s| {
+            let mut head = b"\"adapter_id\":".to_vec();
+            render::write_str(&mut head, &adapter_id);
+            head.push(b',');
+            let mut body = PageBody::new(&head, query.limit.unwrap_or(DEFAULT_LIMIT));
+            let (page, total) = s.by_adapter_with(&org, &adapter_id, &query, &mut |v| {
+                body.item(v).map_err(|source| corrupt(&org, v.id, source))
+            })?;
+            body.close_items();
+            let b = body.buf();
+            b.extend_from_slice(b",\"count\":");
+            render::write_u64(b, page.count as u64);
+            b.extend_from_slice(b",\"total_linked\":");
+            render::write_u64(b, total as u64);
+            next_cursor_field(b, page.next_cursor.as_deref());
+            Ok(body.finish())
+        })
         .await?;
-    Ok(Json(ByAdapterResponse {
-        adapter_id: r.adapter_id,
-        count: r.count,
-        feedback: r.feedback,
-        total_linked: r.total_linked,
-        next_cursor: r.next_cursor,
-    }))
+    Ok(json_body(body))
 }
 
 /// The body of `GET /feedback/{id}/history`.

@@ -19,6 +19,7 @@ pub mod kinds;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod render;
 pub mod training;
 pub mod webhooks;
 

@@ -30,6 +30,7 @@ use crate::model::{
     IdGenerator, LinkSource, Millis, NewFeedback, ValidationStatus, now_millis,
 };
 use crate::store::pg::PgStore;
+use crate::store::view::FeedbackView;
 use crate::store::{
     AdapterOutcome, Backend, BackendKind, BoxFuture, ChangeSet, IdempotencyKey, Inserted,
     SledStore, StoreError, SyncError, WriteTx,
@@ -145,6 +146,21 @@ pub struct Page {
     /// Pass as `cursor` to get the next page; `None` on the last page.
     pub next_cursor: Option<String>,
 }
+
+/// What a page handed out item by item ([`Service::list_with`],
+/// [`Service::by_adapter_with`]) adds to its items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewPage {
+    /// Items handed out.
+    pub count: usize,
+    /// The effective limit.
+    pub limit: usize,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Takes each item of a page read in place; an error stops the page.
+pub type EmitView<'e> = dyn FnMut(&FeedbackView<'_>) -> Result<(), StoreError> + 'e;
 
 /// Scope of [`Service::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -866,6 +882,97 @@ impl Service {
             .collect()
     }
 
+    /// Hands the items named by `ids` (newest first) to `emit`, read in place: with a
+    /// `kind`, only those of that kind, at most `limit` of them, reading a chunk at a
+    /// time. Returns how many went out, the id of the last and whether more follow
+    /// (`more` from the index when there is no kind to check).
+    fn emit_views(
+        &self,
+        org: &str,
+        ids: &[Arc<str>],
+        kind: Option<crate::model::FeedbackKind>,
+        limit: usize,
+        more: bool,
+        emit: &mut EmitView<'_>,
+    ) -> Result<(usize, Option<Arc<str>>, bool), ServiceError> {
+        const CHUNK: usize = 256;
+        let chunk_len = if kind.is_some() { CHUNK } else { ids.len() };
+        let mut count = 0;
+        let mut last: Option<usize> = None;
+        let mut full = false;
+        let mut at = 0;
+        for chunk in ids.chunks(chunk_len.max(1)) {
+            let keys: Vec<&str> = chunk.iter().map(|id| &**id).collect();
+            let mut missing: Option<usize> = None;
+            self.store.for_each_feedback_view(org, &keys, &mut |v| {
+                let i = at;
+                at += 1;
+                let Some(v) = v else {
+                    missing.get_or_insert(i);
+                    return Ok(());
+                };
+                if full || missing.is_some() {
+                    return Ok(());
+                }
+                if let Some(k) = kind {
+                    if v.kind != k {
+                        return Ok(());
+                    }
+                    if count == limit {
+                        full = true;
+                        return Ok(());
+                    }
+                }
+                emit(v)?;
+                count += 1;
+                last = Some(i);
+                Ok(())
+            })?;
+            if let Some(i) = missing {
+                // The graph only holds ids whose records are durable; a miss means the
+                // store lost a record the index has, which is corruption, not a 404.
+                return Err(ServiceError::Store(StoreError::Corrupt {
+                    tree: "feedback",
+                    key: format!("{org}/{}", ids[i]),
+                    source: crate::store::codec::CodecError::Empty,
+                }));
+            }
+            if full {
+                break;
+            }
+        }
+        let more = if kind.is_some() { full } else { more };
+        Ok((count, last.map(|i| ids[i].clone()), more))
+    }
+
+    /// The page [`Service::list`] answers, each item handed to `emit` as it is read in
+    /// place instead of collected (for callers that render the page straight away).
+    pub fn list_with(
+        &self,
+        org: &str,
+        q: &ListQuery,
+        emit: &mut EmitView<'_>,
+    ) -> Result<ViewPage, ServiceError> {
+        let limit = effective_limit(q.limit)?;
+        let snapshot = self.graph.org(org);
+        check_cursor(snapshot.as_deref(), q.cursor.as_deref())?;
+        let rows = if q.kind.is_some() { ALL_ROWS } else { limit };
+        let (ids, more) = match snapshot {
+            None => (Vec::new(), false),
+            Some(g) => collect_page(&g, q, rows),
+        };
+        let (count, last, more) = self.emit_views(org, &ids, q.kind, limit, more, emit)?;
+        Ok(ViewPage {
+            count,
+            limit,
+            next_cursor: if more {
+                last.map(|id| id.to_string())
+            } else {
+                None
+            },
+        })
+    }
+
     /// Lists the org's feedback newest first, filtered, one page at a time.
     pub fn list(&self, org: &str, q: &ListQuery) -> Result<Page, ServiceError> {
         let limit = effective_limit(q.limit)?;
@@ -1107,6 +1214,59 @@ impl Service {
         q: &ByAdapterQuery,
     ) -> Result<ByAdapter, ServiceError> {
         let limit = effective_limit(q.limit)?;
+        let (ids, total, more) = self.by_adapter_ids(org, adapter_id, q, limit)?;
+        let (feedback, more) = match q.kind {
+            None => (self.load(org, ids)?, more),
+            Some(kind) => self.first_of_kind(org, ids, kind, limit)?,
+        };
+        let next_cursor = if more {
+            feedback.last().map(|f| f.id.clone())
+        } else {
+            None
+        };
+        Ok(ByAdapter {
+            adapter_id: adapter_id.to_owned(),
+            count: feedback.len(),
+            feedback,
+            total_linked: total,
+            next_cursor,
+        })
+    }
+
+    /// The page [`Service::by_adapter`] answers, each item handed to `emit` as it is read
+    /// in place instead of collected (for callers that render the page straight away).
+    /// Returns the page's summary and `total_linked`.
+    pub fn by_adapter_with(
+        &self,
+        org: &str,
+        adapter_id: &str,
+        q: &ByAdapterQuery,
+        emit: &mut EmitView<'_>,
+    ) -> Result<(ViewPage, usize), ServiceError> {
+        let limit = effective_limit(q.limit)?;
+        let (ids, total, more) = self.by_adapter_ids(org, adapter_id, q, limit)?;
+        let (count, last, more) = self.emit_views(org, &ids, q.kind, limit, more, emit)?;
+        let page = ViewPage {
+            count,
+            limit,
+            next_cursor: if more {
+                last.map(|id| id.to_string())
+            } else {
+                None
+            },
+        };
+        Ok((page, total))
+    }
+
+    /// The ids of a by-adapter page newest first (every candidate when a kind must be
+    /// read from the records), the adapter's `total_linked`, and whether more follow.
+    fn by_adapter_ids(
+        &self,
+        org: &str,
+        adapter_id: &str,
+        q: &ByAdapterQuery,
+        limit: usize,
+    ) -> Result<(Vec<Arc<str>>, usize, bool), ServiceError> {
         let not_found = || ServiceError::NotFound {
             kind: "adapter",
             id: adapter_id.to_owned(),
@@ -1137,22 +1297,7 @@ impl Service {
                 .collect();
             (ids, total, page.more)
         };
-        let (feedback, more) = match q.kind {
-            None => (self.load(org, ids)?, more),
-            Some(kind) => self.first_of_kind(org, ids, kind, limit)?,
-        };
-        let next_cursor = if more {
-            feedback.last().map(|f| f.id.clone())
-        } else {
-            None
-        };
-        Ok(ByAdapter {
-            adapter_id: adapter_id.to_owned(),
-            count: feedback.len(),
-            feedback,
-            total_linked: total,
-            next_cursor,
-        })
+        Ok((ids, total, more))
     }
 
     /// Creates (or idempotently re-creates) an adapter with an optional parent.

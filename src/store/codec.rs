@@ -196,6 +196,29 @@ pub fn decode_prefix_borrowed<'de, T: serde::Deserialize<'de>>(
     Ok(value)
 }
 
+/// Decodes a whole record written by this build's format as `T`, with strings borrowed
+/// from `bytes`, checking that every byte was consumed. `Ok(None)` for a record in an older
+/// format (the caller reads it through [`decode`] and its migration instead).
+pub fn decode_current_borrowed<'de, T: serde::Deserialize<'de>>(
+    bytes: &'de [u8],
+) -> Result<Option<T>, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != FORMAT_VERSION {
+        return if (OLDEST_READABLE_VERSION..FORMAT_VERSION).contains(&version) {
+            Ok(None)
+        } else {
+            Err(CodecError::UnknownVersion { found: version })
+        };
+    }
+    let (value, read) = with_decode_limit!(body.len(), |c| {
+        bincode::serde::borrow_decode_from_slice(body, c)
+    })?;
+    if read != body.len() {
+        return Err(CodecError::Trailing(body.len() - read));
+    }
+    Ok(Some(value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,14 @@ pub fn record(org: &str, id: &str) -> Vec<u8> {
     k
 }
 
+/// [`record`] written into `key` (cleared first), so a loop over ids reuses one buffer.
+pub fn record_into(key: &mut Vec<u8>, org: &str, id: &str) {
+    key.clear();
+    key.extend_from_slice(org.as_bytes());
+    key.push(SEP);
+    key.extend_from_slice(id.as_bytes());
+}
+
 /// `org \0 user \0 key` — a used idempotency key.
 pub fn idempotency(org: &str, user: &str, key: &str) -> Vec<u8> {
     let mut k = record(org, user);

@@ -25,6 +25,7 @@ pub mod rules;
 pub mod sled_store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod view;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -192,6 +193,25 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Feedback items of `org` by id, in the order asked; `None` for an id not stored.
     fn get_many(&self, org: &str, ids: &[&str]) -> Result<Vec<Option<Feedback>>, StoreError>;
+
+    /// Calls `f` with each feedback item of `org` named in `ids`, in the order asked
+    /// (`None` for an id not stored), as a [`view::FeedbackView`]: read in place where the
+    /// backend can, for pages that only render the items. Returns once everything read is
+    /// durable, as the other reads. The default reads the items with [`Backend::get_many`].
+    fn for_each_feedback_view(
+        &self,
+        org: &str,
+        ids: &[&str],
+        f: &mut dyn FnMut(Option<&view::FeedbackView<'_>>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for fb in self.get_many(org, ids)? {
+            match fb {
+                Some(fb) => f(Some(&view::FeedbackView::from(&fb)))?,
+                None => f(None)?,
+            }
+        }
+        Ok(())
+    }
 
     /// One adapter of `org`.
     fn get_adapter(&self, org: &str, id: &str) -> Result<Option<Adapter>, StoreError>;

@@ -43,6 +43,7 @@ use sled::Tree;
 use super::durability::Syncer;
 use super::outbox::{Changed, EventStore};
 use super::rules::{self, FEEDBACK_SKIP, IdempotencyRecord, creation_changes, import_entry};
+use super::view::{FeedbackView, RecordView};
 use super::{
     Backend, Batch, BatchWritten, BoxFuture, ChangeFn, ChangeSet, ErasureRecord, ErasureState,
     FeedbackRecord, IdSource, IdempotencyKey, Inserted, Linked, RecordHeadRef, StorageConfig,
@@ -537,6 +538,28 @@ impl SledStore {
             .history
             .insert(keys::history(org, kind, id, entry.version), encode(entry)?)?;
         Ok(())
+    }
+
+    /// Calls `f` with the item of a stored feedback record, read in place when the record
+    /// is in the current format (older ones are decoded through their migration).
+    fn with_feedback_view(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        f: &mut dyn FnMut(Option<&FeedbackView<'_>>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let corrupt = |source| StoreError::Corrupt {
+            tree: "feedback",
+            key: keys::display(key),
+            source,
+        };
+        match codec::decode_current_borrowed::<RecordView<'_>>(bytes).map_err(corrupt)? {
+            Some(r) => f(Some(&r.feedback)),
+            None => {
+                let r: FeedbackRecord = decode("feedback", key, bytes)?;
+                f(Some(&FeedbackView::from(&r.feedback)))
+            }
+        }
     }
 
     fn read_record(&self, key: &[u8]) -> Result<Option<FeedbackRecord>, StoreError> {
@@ -1768,6 +1791,25 @@ impl Backend for SledStore {
 
     fn get_many(&self, org: &str, ids: &[&str]) -> Result<Vec<Option<Feedback>>, StoreError> {
         self.durable_read(|s| ids.iter().map(|id| s.get_feedback(org, id)).collect())
+    }
+
+    fn for_each_feedback_view(
+        &self,
+        org: &str,
+        ids: &[&str],
+        f: &mut dyn FnMut(Option<&FeedbackView<'_>>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.durable_read(|s| {
+            let mut key = Vec::new();
+            for id in ids {
+                keys::record_into(&mut key, org, id);
+                match s.t().feedback.get(&key)? {
+                    Some(bytes) => s.with_feedback_view(&key, &bytes, &mut *f)?,
+                    None => f(None)?,
+                }
+            }
+            Ok(())
+        })
     }
 
     fn get_adapter(&self, org: &str, id: &str) -> Result<Option<Adapter>, StoreError> {
