@@ -164,7 +164,7 @@ fn check(g: &OrgGraph, m: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(text(c.sym(r, SymCol::UserId)), f.user_id.clone());
         prop_assert_eq!(text(c.sym(r, SymCol::SessionId)), f.session_id.clone());
         let view = c.get(r);
-        prop_assert!(view.is_some_and(|v| v.version == f.version && &**v.id == id));
+        prop_assert!(view.is_some_and(|v| v.version == f.version && v.id == id));
         // Out-neighbours and degree of the item.
         let node = NodeRef::Feedback(r);
         prop_assert_eq!(g.node_id(node).and_then(|i| g.node_at(i)), Some(node));

@@ -35,8 +35,7 @@ impl OrgGraph {
                 "petgraph edges",
                 self.graph.capacity().1 * (size_of::<super::EdgeData>() + 16),
             ),
-            ("feedback ids", f.id_heap_bytes()),
-            ("feedback id map", self.id_map_heap_bytes()),
+            ("feedback ids and id lookup", f.id_heap_bytes()),
             ("feedback columns (other)", f.column_heap_bytes()),
             ("interned strings", self.strings.heap_bytes()),
             (

@@ -34,6 +34,7 @@ mod columns;
 mod counts;
 #[cfg(test)]
 mod equivalence;
+mod ids;
 mod index;
 mod memory;
 mod pages;
@@ -212,7 +213,6 @@ pub struct OrgGraph {
     strings: Interner,
     feedback: FeedbackColumns,
     adapters: Vec<AdapterNode>,
-    feedback_by_id: BTreeMap<Arc<str>, u32>,
     adapter_by_id: FxHashMap<Sym, u32>,
     sessions: FxHashMap<Sym, Vec<u32>>,
     /// Per adapter row: the feedback rows with a FEEDBACK_FOR edge into it, in the order the
@@ -265,13 +265,7 @@ impl OrgGraph {
 
     /// Row of a feedback id.
     pub fn feedback_row(&self, id: &str) -> Option<u32> {
-        self.feedback_by_id.get(id).copied()
-    }
-
-    /// Estimated heap bytes of the feedback id map (a B-tree: about 11 entries per
-    /// 240-byte leaf when bulk-built).
-    fn id_map_heap_bytes(&self) -> usize {
-        self.feedback_by_id.len().div_ceil(11) * 240
+        self.feedback.row_of(id)
     }
 
     /// Row of an adapter id.
@@ -379,15 +373,7 @@ impl OrgGraph {
         &'a self,
         before: Option<&'a str>,
     ) -> Box<dyn Iterator<Item = u32> + 'a> {
-        match before {
-            None => Box::new(self.feedback_by_id.values().rev().copied()),
-            Some(c) => Box::new(
-                self.feedback_by_id
-                    .range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(c)))
-                    .rev()
-                    .map(|(_, &r)| r),
-            ),
-        }
+        Box::new(self.feedback.newest_first(before))
     }
 
     /// Feedback rows oldest first (ids are time-ordered), strictly after `after` if given.
@@ -395,14 +381,7 @@ impl OrgGraph {
         &'a self,
         after: Option<&'a str>,
     ) -> Box<dyn Iterator<Item = u32> + 'a> {
-        match after {
-            None => Box::new(self.feedback_by_id.values().copied()),
-            Some(c) => Box::new(
-                self.feedback_by_id
-                    .range::<str, _>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
-                    .map(|(_, &r)| r),
-            ),
-        }
+        Box::new(self.feedback.oldest_first(after))
     }
 
     /// Rows of the feedback in a session.
@@ -608,12 +587,8 @@ impl OrgGraph {
             None => {
                 let r = self.feedback.len() as u32;
                 let node = self.graph.add_node(NodeRef::Feedback(r));
-                let id: Arc<str> = Arc::from(f.id);
-                if index {
-                    self.feedback_by_id.insert(id.clone(), r);
-                }
                 self.counters.add_item(&new);
-                self.feedback.push(node, id, &new);
+                self.feedback.push(node, f.id, &new, index);
                 (r, None)
             }
         };
@@ -803,7 +778,7 @@ impl OrgGraph {
             let ids: Vec<&str> = self
                 .linked_by_id(r as u32)
                 .iter()
-                .filter_map(|&f| self.feedback.id(f).map(|id| &**id))
+                .filter_map(|&f| self.feedback.id(f))
                 .collect();
             let c = self.counters.adapters.get(r).copied().unwrap_or_default();
             counts.insert(
