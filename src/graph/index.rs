@@ -287,7 +287,7 @@ impl GraphIndex {
         let mut orgs: HashMap<String, Arc<OrgSlot>> = HashMap::with_capacity(builds.len());
         for (org, b) in builds {
             let mut g = b.graph;
-            g.feedback.index_ids();
+            g.index_bulk();
             // Every edge is known: room for exactly these, not a doubled buffer.
             g.graph.reserve_exact_edges(b.edges.len());
             for (f, a, data) in b.edges {

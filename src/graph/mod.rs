@@ -38,6 +38,7 @@ mod ids;
 mod index;
 mod memory;
 mod pages;
+mod sessions;
 
 pub use columns::{Bits, FeedbackColumns, FeedbackNode, FeedbackProps, SymCol};
 
@@ -80,6 +81,16 @@ impl Interner {
                 .iter()
                 .map(|s| (16 + s.len()).div_ceil(16) * 16)
                 .sum::<usize>()
+    }
+
+    /// Number of strings interned (symbols are `1..=len`).
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// True if nothing was interned.
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
     }
 
     /// The symbol of `s` if it was ever interned.
@@ -214,7 +225,7 @@ pub struct OrgGraph {
     feedback: FeedbackColumns,
     adapters: Vec<AdapterNode>,
     adapter_by_id: FxHashMap<Sym, u32>,
-    sessions: FxHashMap<Sym, Vec<u32>>,
+    sessions: sessions::SessionRows,
     /// Per adapter row: the feedback rows with a FEEDBACK_FOR edge into it, in the order the
     /// edges were added. The petgraph adjacency list of a popular adapter interleaves its
     /// few DERIVED_FROM edges with every FEEDBACK_FOR edge and is scattered over the edge
@@ -384,13 +395,12 @@ impl OrgGraph {
         Box::new(self.feedback.oldest_first(after))
     }
 
-    /// Rows of the feedback in a session.
-    pub fn session_rows(&self, session: &str) -> &[u32] {
+    /// Rows of the feedback in a session (in no particular order).
+    pub fn session_rows<'a>(&'a self, session: &str) -> impl Iterator<Item = u32> + use<'a> {
         self.strings
             .get(session)
-            .and_then(|s| self.sessions.get(&s))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+            .into_iter()
+            .flat_map(move |s| self.sessions.rows(s, &self.feedback))
     }
 
     /// Feedback rows linked to an adapter (FEEDBACK_FOR edges into it), newest link first.
@@ -592,15 +602,15 @@ impl OrgGraph {
                 (r, None)
             }
         };
-        if old_session != session_id {
-            if let Some(s) = old_session
-                && let Some(rows) = self.sessions.get_mut(&s)
-            {
-                rows.retain(|&x| x != row);
-            }
-            if let Some(s) = session_id {
-                self.sessions.entry(s).or_default().push(row);
-            }
+        // A bulk build groups every row by session at the end (`index_sessions`).
+        if index {
+            self.sessions.moved(
+                row,
+                old_session,
+                session_id,
+                &self.feedback,
+                self.strings.len(),
+            );
         }
         row
     }
@@ -634,9 +644,6 @@ impl OrgGraph {
         self.feedback.shrink_to_fit();
         self.adapters.shrink_to_fit();
         self.sessions.shrink_to_fit();
-        for v in self.sessions.values_mut() {
-            v.shrink_to_fit();
-        }
         for lists in [
             &mut self.feedback_in,
             &mut self.children_in,
@@ -647,6 +654,13 @@ impl OrgGraph {
                 v.shrink_to_fit();
             }
         }
+    }
+
+    /// Indexes every row's id and groups the rows by session at once, after a bulk build
+    /// that added rows unindexed.
+    fn index_bulk(&mut self) {
+        self.feedback.index_ids();
+        self.sessions.rebuild(&self.feedback, self.strings.len());
     }
 
     /// Records a new FEEDBACK_FOR edge from feedback row `f` to adapter row `a` in the

@@ -912,8 +912,7 @@ impl Service {
             Some(g) => {
                 let mut ids: Vec<Arc<str>> = g
                     .session_rows(session)
-                    .iter()
-                    .filter_map(|&r| g.feedback().id(r).map(Arc::from))
+                    .filter_map(|r| g.feedback().id(r).map(Arc::from))
                     .collect();
                 ids.sort_unstable_by(|a, b| b.cmp(a));
                 ids
