@@ -101,7 +101,7 @@ impl FeedbackIds {
         let i = r as usize;
         let end = *self.ends.get(i)? as usize;
         let base = *self.bases.get(i / BLOCK)? as usize;
-        let start = if i % BLOCK == 0 {
+        let start = if i.is_multiple_of(BLOCK) {
             0
         } else {
             *self.ends.get(i - 1)? as usize
@@ -116,7 +116,7 @@ impl FeedbackIds {
     /// indexes once at the end, [`FeedbackIds::index_all`]). Returns the row.
     fn append(&mut self, id: &str) -> u32 {
         let r = self.ends.len();
-        if r % BLOCK == 0 {
+        if r.is_multiple_of(BLOCK) {
             self.bases.push(self.text.len() as u64);
         }
         let base = self.bases.last().copied().unwrap_or(0) as usize;
