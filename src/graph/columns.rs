@@ -9,12 +9,11 @@
 //! [`FeedbackNode`] is the row view: all of one row's properties, built on demand by
 //! [`FeedbackColumns::get`] for the service paths that look at whole items.
 
-use std::sync::Arc;
-
 use petgraph::graph::NodeIndex;
 use rustc_hash::FxHashMap;
 
 use super::Sym;
+use super::ids::{FeedbackIds, IdWalk};
 use crate::model::{FeedbackType, Millis, ValidationStatus};
 use crate::store::Lease;
 
@@ -66,7 +65,7 @@ pub struct FeedbackNode<'a> {
     /// Its graph node.
     pub node: NodeIndex,
     /// Feedback id.
-    pub id: &'a Arc<str>,
+    pub id: &'a str,
     /// The other properties.
     pub props: FeedbackProps,
 }
@@ -146,7 +145,7 @@ pub enum SymCol {
 #[derive(Debug, Default, Clone)]
 pub struct FeedbackColumns {
     node: Vec<NodeIndex>,
-    id: Vec<Arc<str>>,
+    ids: FeedbackIds,
     feedback_type: Vec<FeedbackType>,
     status: Vec<ValidationStatus>,
     used: Bits,
@@ -174,18 +173,18 @@ impl FeedbackColumns {
     /// Number of rows.
     #[inline]
     pub fn len(&self) -> usize {
-        self.id.len()
+        self.ids.len()
     }
 
     /// True if there are no rows.
     pub fn is_empty(&self) -> bool {
-        self.id.is_empty()
+        self.ids.is_empty()
     }
 
     /// Gives back the spare capacity of every column.
     pub(super) fn shrink_to_fit(&mut self) {
         self.node.shrink_to_fit();
-        self.id.shrink_to_fit();
+        self.ids.shrink_to_fit();
         self.feedback_type.shrink_to_fit();
         self.status.shrink_to_fit();
         self.training_batch_id.shrink_to_fit();
@@ -202,11 +201,21 @@ impl FeedbackColumns {
         self.leases.shrink_to_fit();
     }
 
-    /// Appends a row; returns its number.
-    pub(super) fn push(&mut self, node: NodeIndex, id: Arc<str>, p: &FeedbackProps) -> u32 {
-        let r = self.id.len() as u32;
+    /// Appends a row; returns its number. With `index == false` the id is not put into
+    /// the lookup by id: a bulk build indexes every row at the end ([`FeedbackColumns::index_ids`]).
+    pub(super) fn push(
+        &mut self,
+        node: NodeIndex,
+        id: &str,
+        p: &FeedbackProps,
+        index: bool,
+    ) -> u32 {
+        let r = if index {
+            self.ids.push(id)
+        } else {
+            self.ids.push_unindexed(id)
+        };
         self.node.push(node);
-        self.id.push(id);
         self.feedback_type.push(p.feedback_type);
         self.status.push(p.status);
         self.training_batch_id.push(p.training_batch_id);
@@ -227,7 +236,7 @@ impl FeedbackColumns {
     /// Overwrites the properties of row `r` (its node and id stay).
     pub(super) fn set(&mut self, r: u32, p: &FeedbackProps) {
         let i = r as usize;
-        if i >= self.id.len() {
+        if i >= self.ids.len() {
             return;
         }
         self.feedback_type[i] = p.feedback_type;
@@ -269,7 +278,7 @@ impl FeedbackColumns {
         let i = r as usize;
         Some(FeedbackNode {
             node: *self.node.get(i)?,
-            id: self.id.get(i)?,
+            id: self.ids.get(r)?,
             props: self.props(r)?,
         })
     }
@@ -302,7 +311,7 @@ impl FeedbackColumns {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = FeedbackNode<'_>> + '_ {
         (0..self.len() as u32).map(move |r| FeedbackNode {
             node: self.node[r as usize],
-            id: &self.id[r as usize],
+            id: self.ids.get(r).unwrap_or(""),
             props: self.props(r).unwrap_or_else(unreachable_props),
         })
     }
@@ -315,18 +324,34 @@ impl FeedbackColumns {
 
     /// The id of row `r`.
     #[inline]
-    pub fn id(&self, r: u32) -> Option<&Arc<str>> {
-        self.id.get(r as usize)
+    pub fn id(&self, r: u32) -> Option<&str> {
+        self.ids.get(r)
     }
 
-    /// Estimated heap bytes of the id column (see `memory.rs`).
+    /// The row of feedback id `id`.
+    #[inline]
+    pub fn row_of(&self, id: &str) -> Option<u32> {
+        self.ids.row(id)
+    }
+
+    /// Rows newest first (ids are time-ordered), strictly before `before` if given.
+    pub fn newest_first<'a>(&'a self, before: Option<&'a str>) -> IdWalk<'a> {
+        self.ids.newest_first(before)
+    }
+
+    /// Rows oldest first, strictly after `after` if given.
+    pub fn oldest_first<'a>(&'a self, after: Option<&'a str>) -> IdWalk<'a> {
+        self.ids.oldest_first(after)
+    }
+
+    /// Indexes every row's id at once (after pushes with `index == false`).
+    pub(super) fn index_ids(&mut self) {
+        self.ids.index_all();
+    }
+
+    /// Estimated heap bytes of the id column and the lookup by id (see `memory.rs`).
     pub(super) fn id_heap_bytes(&self) -> usize {
-        self.id.capacity() * std::mem::size_of::<Arc<str>>()
-            + self
-                .id
-                .iter()
-                .map(|s| (16 + s.len()).div_ceil(16) * 16)
-                .sum::<usize>()
+        self.ids.heap_bytes()
     }
 
     /// Estimated heap bytes of every column but the node and id columns' strings.
@@ -358,7 +383,7 @@ impl FeedbackColumns {
     /// The id of row `r` as a string (empty past the end).
     #[inline]
     pub fn id_str(&self, r: u32) -> &str {
-        self.id.get(r as usize).map_or("", |s| s)
+        self.ids.get(r).unwrap_or("")
     }
 
     /// The type of row `r`.

@@ -17,12 +17,16 @@ use crate::model::{
 enum Op {
     /// Adapter `a` (of 6) with parent `p` (a lower number, or none), a newer record.
     Adapter { a: u8, parent: Option<u8> },
-    /// A new item.
+    /// A new item; `early` gives it an id that sorts before every `f` id (out of order,
+    /// as a client-chosen id may).
     Submit {
         negative: bool,
         user: u8,
         score: Option<i8>,
+        early: bool,
     },
+    /// Item `i` moved to session `s`.
+    Resession { i: u16, s: u8 },
     /// Item `i` (modulo the items so far) linked to adapter `a`.
     Link { i: u16, a: u8 },
     /// Item `i` reviewed and maybe consumed.
@@ -37,8 +41,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => (0u8..6, prop::option::of(0u8..6))
             .prop_map(|(a, p)| Op::Adapter { a, parent: p.filter(|p| *p < a) }),
-        4 => (any::<bool>(), 0u8..4, prop::option::of(-5i8..6))
-            .prop_map(|(negative, user, score)| Op::Submit { negative, user, score }),
+        4 => (any::<bool>(), 0u8..4, prop::option::of(-5i8..6), prop::bool::weighted(0.2))
+            .prop_map(|(negative, user, score, early)| Op::Submit { negative, user, score, early }),
+        1 => (any::<u16>(), 0u8..3).prop_map(|(i, s)| Op::Resession { i, s }),
         5 => (any::<u16>(), 0u8..6).prop_map(|(i, a)| Op::Link { i, a }),
         2 => (any::<u16>(), 0u8..4, any::<bool>())
             .prop_map(|(i, status, used)| Op::Review { i, status, used }),
@@ -92,15 +97,21 @@ fn apply(g: &mut OrgGraph, m: &mut Model, n: usize, op: &Op) {
             negative,
             user,
             score,
+            early,
         } => {
-            let mut f = Feedback::sample(&format!("f{n:05}"), "t");
+            let id = if *early {
+                format!("e{:05}", 99_999 - n)
+            } else {
+                format!("f{n:05}")
+            };
+            let mut f = Feedback::sample(&id, "t");
             f.feedback_type = if *negative {
                 FeedbackType::Negative
             } else {
                 FeedbackType::Positive
             };
             f.user_id = Some(format!("u{user}"));
-            f.session_id = Some(format!("s{}", user % 2));
+            f.session_id = Some(format!("s{}", user % 3));
             f.score = score.map(|s| f64::from(s) / 4.0);
             f.comment = n.is_multiple_of(2).then(|| "a comment".to_owned());
             g.upsert_feedback(&f);
@@ -126,6 +137,14 @@ fn apply(g: &mut OrgGraph, m: &mut Model, n: usize, op: &Op) {
                 f.version += 1;
                 f.validation_status = STATUSES[*status as usize % 4];
                 f.used_for_training = *used;
+                g.upsert_feedback(f);
+            }
+        }
+        Op::Resession { i, s } if !m.order.is_empty() => {
+            let id = &m.order[*i as usize % m.order.len()];
+            if let Some(f) = m.items.get_mut(id) {
+                f.version += 1;
+                f.session_id = Some(format!("s{s}"));
                 g.upsert_feedback(f);
             }
         }
@@ -164,7 +183,7 @@ fn check(g: &OrgGraph, m: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(text(c.sym(r, SymCol::UserId)), f.user_id.clone());
         prop_assert_eq!(text(c.sym(r, SymCol::SessionId)), f.session_id.clone());
         let view = c.get(r);
-        prop_assert!(view.is_some_and(|v| v.version == f.version && &**v.id == id));
+        prop_assert!(view.is_some_and(|v| v.version == f.version && v.id == id));
         // Out-neighbours and degree of the item.
         let node = NodeRef::Feedback(r);
         prop_assert_eq!(g.node_id(node).and_then(|i| g.node_at(i)), Some(node));
@@ -257,6 +276,45 @@ fn check(g: &OrgGraph, m: &Model) -> Result<(), TestCaseError> {
         g.edge_count(),
         m.links.len() + m.parents.values().flatten().count()
     );
+    // Sessions: exactly the items whose record names the session now.
+    for s in ["s0", "s1", "s2", "s3"] {
+        let mut got: Vec<&str> = g.session_rows(s).map(|r| c.id_str(r)).collect();
+        got.sort_unstable();
+        let want: Vec<&str> = m
+            .items
+            .values()
+            .filter(|f| f.session_id.as_deref() == Some(s))
+            .map(|f| f.id.as_str())
+            .collect();
+        prop_assert_eq!(got, want, "session {}", s);
+    }
+    // The walks in id order, whole and from cursors (present and absent).
+    let ids: Vec<String> = m.items.keys().cloned().collect();
+    let walk = |w: Box<dyn Iterator<Item = u32> + '_>| -> Vec<String> {
+        w.map(|r| c.id_str(r).to_owned()).collect()
+    };
+    let mut newest = ids.clone();
+    newest.reverse();
+    prop_assert_eq!(walk(g.feedback_newest_first(None)), newest);
+    prop_assert_eq!(walk(g.feedback_oldest_first(None)), ids.clone());
+    let mut cursors: Vec<String> = ids.iter().step_by(3).cloned().collect();
+    cursors.extend(["e", "f00003x", "g"].map(str::to_owned));
+    for cur in &cursors {
+        let before: Vec<String> = ids.iter().rev().filter(|i| *i < cur).cloned().collect();
+        let after: Vec<String> = ids.iter().filter(|i| *i > cur).cloned().collect();
+        prop_assert_eq!(
+            walk(g.feedback_newest_first(Some(cur))),
+            before,
+            "before {}",
+            cur
+        );
+        prop_assert_eq!(
+            walk(g.feedback_oldest_first(Some(cur))),
+            after,
+            "after {}",
+            cur
+        );
+    }
     Ok(())
 }
 

@@ -236,7 +236,6 @@ impl GraphIndex {
         #[derive(Default)]
         struct Building {
             graph: OrgGraph,
-            ids: Vec<(Arc<str>, u32)>,
             edges: Vec<(u32, u32, EdgeData)>,
         }
         let started = std::time::Instant::now();
@@ -267,9 +266,6 @@ impl GraphIndex {
                 None => builds.entry(org.to_owned()).or_default(),
             };
             let row = b.graph.upsert_head(&r.feedback, r.lease, false);
-            if let Some(id) = b.graph.feedback.id(row) {
-                b.ids.push((id.clone(), row));
-            }
             for (i, l) in r.links.iter().enumerate() {
                 // A record lists each adapter once (links are added only if absent); a
                 // repeat would be a second edge between the same pair, so it is skipped.
@@ -291,7 +287,7 @@ impl GraphIndex {
         let mut orgs: HashMap<String, Arc<OrgSlot>> = HashMap::with_capacity(builds.len());
         for (org, b) in builds {
             let mut g = b.graph;
-            g.feedback_by_id = b.ids.into_iter().collect();
+            g.index_bulk();
             // Every edge is known: room for exactly these, not a doubled buffer.
             g.graph.reserve_exact_edges(b.edges.len());
             for (f, a, data) in b.edges {

@@ -35,19 +35,10 @@ impl OrgGraph {
                 "petgraph edges",
                 self.graph.capacity().1 * (size_of::<super::EdgeData>() + 16),
             ),
-            ("feedback ids", f.id_heap_bytes()),
-            ("feedback id map", self.id_map_heap_bytes()),
+            ("feedback ids and id lookup", f.id_heap_bytes()),
             ("feedback columns (other)", f.column_heap_bytes()),
             ("interned strings", self.strings.heap_bytes()),
-            (
-                "sessions",
-                table_bytes::<(super::Sym, Vec<u32>)>(self.sessions.capacity())
-                    + self
-                        .sessions
-                        .values()
-                        .map(|v| alloc_bytes(v.capacity() * 4))
-                        .sum::<usize>(),
-            ),
+            ("sessions", self.sessions.heap_bytes()),
             (
                 "adapters",
                 vec_bytes(&self.adapters)

@@ -34,9 +34,11 @@ mod columns;
 mod counts;
 #[cfg(test)]
 mod equivalence;
+mod ids;
 mod index;
 mod memory;
 mod pages;
+mod sessions;
 
 pub use columns::{Bits, FeedbackColumns, FeedbackNode, FeedbackProps, SymCol};
 
@@ -79,6 +81,16 @@ impl Interner {
                 .iter()
                 .map(|s| (16 + s.len()).div_ceil(16) * 16)
                 .sum::<usize>()
+    }
+
+    /// Number of strings interned (symbols are `1..=len`).
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// True if nothing was interned.
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
     }
 
     /// The symbol of `s` if it was ever interned.
@@ -212,9 +224,8 @@ pub struct OrgGraph {
     strings: Interner,
     feedback: FeedbackColumns,
     adapters: Vec<AdapterNode>,
-    feedback_by_id: BTreeMap<Arc<str>, u32>,
     adapter_by_id: FxHashMap<Sym, u32>,
-    sessions: FxHashMap<Sym, Vec<u32>>,
+    sessions: sessions::SessionRows,
     /// Per adapter row: the feedback rows with a FEEDBACK_FOR edge into it, in the order the
     /// edges were added. The petgraph adjacency list of a popular adapter interleaves its
     /// few DERIVED_FROM edges with every FEEDBACK_FOR edge and is scattered over the edge
@@ -265,13 +276,7 @@ impl OrgGraph {
 
     /// Row of a feedback id.
     pub fn feedback_row(&self, id: &str) -> Option<u32> {
-        self.feedback_by_id.get(id).copied()
-    }
-
-    /// Estimated heap bytes of the feedback id map (a B-tree: about 11 entries per
-    /// 240-byte leaf when bulk-built).
-    fn id_map_heap_bytes(&self) -> usize {
-        self.feedback_by_id.len().div_ceil(11) * 240
+        self.feedback.row_of(id)
     }
 
     /// Row of an adapter id.
@@ -379,15 +384,7 @@ impl OrgGraph {
         &'a self,
         before: Option<&'a str>,
     ) -> Box<dyn Iterator<Item = u32> + 'a> {
-        match before {
-            None => Box::new(self.feedback_by_id.values().rev().copied()),
-            Some(c) => Box::new(
-                self.feedback_by_id
-                    .range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(c)))
-                    .rev()
-                    .map(|(_, &r)| r),
-            ),
-        }
+        Box::new(self.feedback.newest_first(before))
     }
 
     /// Feedback rows oldest first (ids are time-ordered), strictly after `after` if given.
@@ -395,23 +392,15 @@ impl OrgGraph {
         &'a self,
         after: Option<&'a str>,
     ) -> Box<dyn Iterator<Item = u32> + 'a> {
-        match after {
-            None => Box::new(self.feedback_by_id.values().copied()),
-            Some(c) => Box::new(
-                self.feedback_by_id
-                    .range::<str, _>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
-                    .map(|(_, &r)| r),
-            ),
-        }
+        Box::new(self.feedback.oldest_first(after))
     }
 
-    /// Rows of the feedback in a session.
-    pub fn session_rows(&self, session: &str) -> &[u32] {
+    /// Rows of the feedback in a session (in no particular order).
+    pub fn session_rows<'a>(&'a self, session: &str) -> impl Iterator<Item = u32> + use<'a> {
         self.strings
             .get(session)
-            .and_then(|s| self.sessions.get(&s))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+            .into_iter()
+            .flat_map(move |s| self.sessions.rows(s, &self.feedback))
     }
 
     /// Feedback rows linked to an adapter (FEEDBACK_FOR edges into it), newest link first.
@@ -608,24 +597,20 @@ impl OrgGraph {
             None => {
                 let r = self.feedback.len() as u32;
                 let node = self.graph.add_node(NodeRef::Feedback(r));
-                let id: Arc<str> = Arc::from(f.id);
-                if index {
-                    self.feedback_by_id.insert(id.clone(), r);
-                }
                 self.counters.add_item(&new);
-                self.feedback.push(node, id, &new);
+                self.feedback.push(node, f.id, &new, index);
                 (r, None)
             }
         };
-        if old_session != session_id {
-            if let Some(s) = old_session
-                && let Some(rows) = self.sessions.get_mut(&s)
-            {
-                rows.retain(|&x| x != row);
-            }
-            if let Some(s) = session_id {
-                self.sessions.entry(s).or_default().push(row);
-            }
+        // A bulk build groups every row by session at the end (`index_sessions`).
+        if index {
+            self.sessions.moved(
+                row,
+                old_session,
+                session_id,
+                &self.feedback,
+                self.strings.len(),
+            );
         }
         row
     }
@@ -659,9 +644,6 @@ impl OrgGraph {
         self.feedback.shrink_to_fit();
         self.adapters.shrink_to_fit();
         self.sessions.shrink_to_fit();
-        for v in self.sessions.values_mut() {
-            v.shrink_to_fit();
-        }
         for lists in [
             &mut self.feedback_in,
             &mut self.children_in,
@@ -672,6 +654,13 @@ impl OrgGraph {
                 v.shrink_to_fit();
             }
         }
+    }
+
+    /// Indexes every row's id and groups the rows by session at once, after a bulk build
+    /// that added rows unindexed.
+    fn index_bulk(&mut self) {
+        self.feedback.index_ids();
+        self.sessions.rebuild(&self.feedback, self.strings.len());
     }
 
     /// Records a new FEEDBACK_FOR edge from feedback row `f` to adapter row `a` in the
@@ -803,7 +792,7 @@ impl OrgGraph {
             let ids: Vec<&str> = self
                 .linked_by_id(r as u32)
                 .iter()
-                .filter_map(|&f| self.feedback.id(f).map(|id| &**id))
+                .filter_map(|&f| self.feedback.id(f))
                 .collect();
             let c = self.counters.adapters.get(r).copied().unwrap_or_default();
             counts.insert(

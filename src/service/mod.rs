@@ -1045,8 +1045,7 @@ impl Service {
             Some(g) => {
                 let mut ids: Vec<Arc<str>> = g
                     .session_rows(session)
-                    .iter()
-                    .filter_map(|&r| g.feedback().id(r).cloned())
+                    .filter_map(|r| g.feedback().id(r).map(Arc::from))
                     .collect();
                 ids.sort_unstable_by(|a, b| b.cmp(a));
                 ids
@@ -1293,7 +1292,7 @@ impl Service {
             let ids: Vec<Arc<str>> = page
                 .rows
                 .iter()
-                .filter_map(|&r| g.feedback().id(r).cloned())
+                .filter_map(|&r| g.feedback().id(r).map(Arc::from))
                 .collect();
             (ids, total, page.more)
         };
@@ -1731,7 +1730,7 @@ fn collect_page(g: &OrgGraph, q: &ListQuery, limit: usize) -> (Vec<Arc<str>>, bo
             more = true;
             return false;
         }
-        ids.push(f.id.clone());
+        ids.push(Arc::from(f.id));
         true
     };
     match &q.adapter {
@@ -1742,7 +1741,7 @@ fn collect_page(g: &OrgGraph, q: &ListQuery, limit: usize) -> (Vec<Arc<str>>, bo
             let mut rows: Vec<FeedbackNode<'_>> = g
                 .adapter_feedback(row)
                 .filter_map(|r| g.feedback().get(r))
-                .filter(|f| filter.matches(f) && cursor.is_none_or(|c| &**f.id < c))
+                .filter(|f| filter.matches(f) && cursor.is_none_or(|c| f.id < c))
                 .collect();
             newest_first(&mut rows, limit + 1);
             for f in rows {
@@ -1830,8 +1829,8 @@ mod tests {
             let g = graph_with(&ids);
             let mut rows: Vec<FeedbackNode<'_>> = g.feedback().iter().collect();
             newest_first(&mut rows, keep);
-            let got: Vec<&str> = rows.iter().map(|f| &**f.id).collect();
-            let mut all: Vec<&str> = g.feedback().iter().map(|f| &**f.id).collect();
+            let got: Vec<&str> = rows.iter().map(|f| f.id).collect();
+            let mut all: Vec<&str> = g.feedback().iter().map(|f| f.id).collect();
             all.sort_unstable_by(|a, b| b.cmp(a));
             all.truncate(keep);
             prop_assert_eq!(got, all);

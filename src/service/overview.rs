@@ -160,7 +160,7 @@ impl Service {
                 more = true;
                 break;
             }
-            ids.push(f.id.clone());
+            ids.push(Arc::from(f.id));
         }
         let next_cursor = if more {
             ids.last().map(|s| s.to_string())

@@ -508,7 +508,7 @@ impl Service {
                         if let Some(f) = g.feedback().get(r)
                             && ok(&f)
                         {
-                            rows.insert((&**f.id, r));
+                            rows.insert((f.id, r));
                         }
                     }
                 }

@@ -590,7 +590,9 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// Whether concurrent writers share one flush + fsync.
     pub group_commit: bool,
-    /// sled's page cache in MiB (sled's own default is 1 GiB).
+    /// sled's page cache in MiB (sled's own default is 1 GiB). Default 8: reads by id and
+    /// by-adapter pages measured no slower at 4, 8, 16 or 32 at 1M items (the OS page
+    /// cache backs sled's), while resident memory grows about 1.6 MiB per MiB of it.
     pub cache_mb: u64,
     /// With group commit, how long (µs) a sync may wait for more writers to join it when
     /// the previous syncs served several at once (see [`durability`]); 0 never waits.
@@ -652,7 +654,7 @@ impl Default for StorageConfig {
         StorageConfig {
             durability: Durability::Fsync,
             group_commit: true,
-            cache_mb: 32,
+            cache_mb: 8,
             commit_delay_us: 800,
             idempotency_ttl_secs: 24 * 60 * 60,
             idempotency_sweep_secs: 10 * 60,
