@@ -26,7 +26,7 @@ use std::sync::mpsc::{Sender, channel};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::Notify;
 
-use super::{CanonicalGraph, EdgeData, OrgGraph};
+use super::{CanonicalGraph, OrgGraph};
 use crate::store::{Backend, ChangeSet, StoreError};
 
 /// One queued change: a write's [`ChangeSet`], and whether the FEEDBACK_FOR edges stored
@@ -232,74 +232,21 @@ impl GraphIndex {
         store: &dyn Backend,
         serves: &dyn Fn(&str) -> bool,
     ) -> Result<Self, StoreError> {
-        /// One org's graph while it is being built.
-        #[derive(Default)]
-        struct Building {
-            graph: OrgGraph,
-            edges: Vec<(u32, u32, EdgeData)>,
-        }
         let started = std::time::Instant::now();
         let rss_before = super::memory::resident_kib();
-        let mut builds: HashMap<String, Building> = HashMap::new();
-        store.for_each_adapter(&mut |a| {
-            if !serves(&a.org_id) {
-                return Ok(());
-            }
-            builds
-                .entry(a.org_id.clone())
-                .or_default()
-                .graph
-                .upsert_adapter(&a);
-            Ok(())
-        })?;
         // Records come in key order: org, then id. Ids are indexed once per org at the
-        // end, from that sorted order, and edges are added after every node exists (a
-        // record's edges are unique by construction, so no duplicate check is needed).
-        // The org comes from each record's key, like every other path; `feedgraph check`
-        // reports a record whose body names another.
-        store.for_each_record_head(&mut |org, r| {
-            if !serves(org) {
-                return;
-            }
-            let b = match builds.get_mut(org) {
-                Some(b) => b,
-                None => builds.entry(org.to_owned()).or_default(),
-            };
-            let row = b.graph.upsert_head(&r.feedback, r.lease, false);
-            for (i, l) in r.links.iter().enumerate() {
-                // A record lists each adapter once (links are added only if absent); a
-                // repeat would be a second edge between the same pair, so it is skipped.
-                if r.links[..i].iter().any(|p| p.adapter_id == l.adapter_id) {
-                    continue;
-                }
-                let a = b.graph.adapter_row_or_placeholder(l.adapter_id);
-                // Metadata is stored as its JSON text; an empty object is `{}`.
-                let data = OrgGraph::link_data(
-                    l.created_at,
-                    l.source,
-                    !matches!(l.metadata.trim(), "{}" | ""),
-                );
-                b.edges.push((row, a, data));
-            }
-        })?;
+        // end, from that sorted order. The org comes from each record's key, like every
+        // other path; `feedgraph check` reports a record whose body names another.
+        let built = super::build::build_graphs(store, serves)?;
         let scanned = started.elapsed();
         let rss_scanned = super::memory::resident_kib();
-        let mut orgs: HashMap<String, Arc<OrgSlot>> = HashMap::with_capacity(builds.len());
-        for (org, b) in builds {
-            let mut g = b.graph;
+        let mut orgs: HashMap<String, Arc<OrgSlot>> = HashMap::with_capacity(built.len());
+        for super::build::BuiltOrg {
+            name: org,
+            graph: mut g,
+        } in built
+        {
             g.index_bulk();
-            // Every edge is known: room for exactly these, not a doubled buffer.
-            g.graph.reserve_exact_edges(b.edges.len());
-            for (f, a, data) in b.edges {
-                let (Some(from), Some(to)) = (
-                    g.feedback.node(f),
-                    g.adapters.get(a as usize).map(|a| a.node),
-                ) else {
-                    continue;
-                };
-                g.add_edge(from, to, data);
-                g.note_link(f, a);
-            }
             g.family_refresh();
             g.shrink_to_fit();
             tracing::debug!(

@@ -30,6 +30,7 @@ use rustc_hash::FxHashMap;
 use crate::model::{Adapter, Feedback, FeedbackLink, LinkSource, Millis};
 use crate::store::{ChangeSet, FeedbackHeadRef, Lease};
 
+mod build;
 mod columns;
 mod counts;
 #[cfg(test)]
@@ -104,6 +105,43 @@ impl Interner {
             .get(sym.0.get() as usize - 1)
             .map(|s| &**s)
             .unwrap_or("")
+    }
+}
+
+/// The indexed properties of a record's leading fields, its strings interned in `strings`.
+/// `hint` gives a symbol likely to be the one of a column (the previous row's), which is
+/// compared before the hash lookup; it changes only the speed, never the result.
+fn head_props(
+    strings: &mut Interner,
+    f: &FeedbackHeadRef<'_>,
+    lease: Option<Lease>,
+    hint: impl Fn(SymCol) -> Option<Sym>,
+) -> FeedbackProps {
+    let mut sym = |s: Option<&str>, col: SymCol| {
+        let s = s?;
+        Some(match hint(col) {
+            Some(h) if strings.resolve(h) == s => h,
+            _ => strings.intern(s),
+        })
+    };
+    FeedbackProps {
+        feedback_type: f.feedback_type,
+        status: f.validation_status,
+        used_for_training: f.used_for_training,
+        training_batch_id: f.training_batch_id,
+        created_at: f.created_at,
+        updated_at: f.updated_at,
+        version: f.version,
+        model_version: sym(f.model_version, SymCol::ModelVersion),
+        adapter_id: sym(f.adapter_id, SymCol::AdapterId),
+        adapter_version: sym(f.adapter_version, SymCol::AdapterVersion),
+        user_id: sym(f.user_id, SymCol::UserId),
+        session_id: sym(f.session_id, SymCol::SessionId),
+        interaction_id: sym(f.interaction_id, SymCol::InteractionId),
+        score: f.score,
+        has_correction: f.correction.is_some(),
+        has_comment: f.comment.is_some(),
+        lease,
     }
 }
 
@@ -464,6 +502,15 @@ impl OrgGraph {
             return r;
         }
         let sym = self.strings.intern(id);
+        self.adapter_row_for_sym(sym)
+    }
+
+    /// The row of the adapter whose interned id is `sym`, adding a placeholder if there is
+    /// none. Does not read the interner (the start-up build interns on another thread).
+    fn adapter_row_for_sym(&mut self, sym: Sym) -> u32 {
+        if let Some(&r) = self.adapter_by_id.get(&sym) {
+            return r;
+        }
         let row = self.adapters.len() as u32;
         let node = self.graph.add_node(NodeRef::Adapter(row));
         self.adapters.push(AdapterNode {
@@ -559,34 +606,10 @@ impl OrgGraph {
         // Neighbouring records often share a value (a session's items, a model): the
         // previous row's symbol in the same column is tried before a hash lookup.
         let prev = (self.feedback.len() as u32).checked_sub(1);
-        let (strings, columns) = (&mut self.strings, &self.feedback);
-        let mut sym = |s: Option<&str>, col: SymCol| {
-            let s = s?;
-            let hint = prev.and_then(|p| columns.sym(p, col));
-            Some(match hint {
-                Some(h) if strings.resolve(h) == s => h,
-                _ => strings.intern(s),
-            })
-        };
-        let new = FeedbackProps {
-            feedback_type: f.feedback_type,
-            status: f.validation_status,
-            used_for_training: f.used_for_training,
-            training_batch_id: f.training_batch_id,
-            created_at: f.created_at,
-            updated_at: f.updated_at,
-            version: f.version,
-            model_version: sym(f.model_version, SymCol::ModelVersion),
-            adapter_id: sym(f.adapter_id, SymCol::AdapterId),
-            adapter_version: sym(f.adapter_version, SymCol::AdapterVersion),
-            user_id: sym(f.user_id, SymCol::UserId),
-            session_id: sym(f.session_id, SymCol::SessionId),
-            interaction_id: sym(f.interaction_id, SymCol::InteractionId),
-            score: f.score,
-            has_correction: f.correction.is_some(),
-            has_comment: f.comment.is_some(),
-            lease,
-        };
+        let columns = &self.feedback;
+        let new = head_props(&mut self.strings, f, lease, |col| {
+            prev.and_then(|p| columns.sym(p, col))
+        });
         let session_id = new.session_id;
         let (row, old_session) = match existing.and_then(|r| Some((r, self.feedback.props(r)?))) {
             Some((r, old)) => {
@@ -594,13 +617,7 @@ impl OrgGraph {
                 self.recount(&old, r);
                 (r, old.session_id)
             }
-            None => {
-                let r = self.feedback.len() as u32;
-                let node = self.graph.add_node(NodeRef::Feedback(r));
-                self.counters.add_item(&new);
-                self.feedback.push(node, f.id, &new, index);
-                (r, None)
-            }
+            None => return self.push_row(f.id, &new, index),
         };
         // A bulk build groups every row by session at the end (`index_sessions`).
         if index {
@@ -613,6 +630,22 @@ impl OrgGraph {
             );
         }
         row
+    }
+
+    /// Adds a new feedback row with id `id` and properties `new` (already interned), its
+    /// node, counts and session entry; returns the row. With `index == false` the id is not
+    /// put into the id map (see [`OrgGraph::upsert_head`]). The caller knows the id is new.
+    fn push_row(&mut self, id: &str, new: &FeedbackProps, index: bool) -> u32 {
+        let r = self.feedback.len() as u32;
+        let node = self.graph.add_node(NodeRef::Feedback(r));
+        self.counters.add_item(new);
+        self.feedback.push(node, id, new, index);
+        // A bulk build groups every row by session at the end (`index_bulk`).
+        if index {
+            self.sessions
+                .moved(r, None, new.session_id, &self.feedback, self.strings.len());
+        }
+        r
     }
 
     /// Moves row `r`'s contribution to the counters from `old` to what the row holds now:

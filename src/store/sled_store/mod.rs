@@ -1291,22 +1291,65 @@ impl SledStore {
     /// decoded, no allocation per field). Used to build the graph at start-up. The org is
     /// the key's, as on every other path; `Service::verify` reports a record whose body
     /// names another.
+    ///
+    /// sled's iteration (page reads, node decoding, its cache) runs on a thread of its own
+    /// a few batches ahead of `f`, which runs on the calling thread: at start-up this and
+    /// the graph's build share the machine's cores. If that thread cannot be started, the
+    /// scan runs here.
     pub fn for_each_record_head(
         &self,
         mut f: impl FnMut(&str, RecordHeadRef<'_>),
     ) -> Result<(), StoreError> {
-        for kv in self.t().feedback.iter() {
-            let (k, v) = kv?;
-            let org = key_org("feedback", &k)?;
-            let head: RecordHeadRef<'_> =
-                codec::decode_prefix_borrowed(&v).map_err(|source| StoreError::Corrupt {
-                    tree: "feedback",
-                    key: keys::display(&k),
-                    source,
-                })?;
-            f(org, head);
-        }
-        Ok(())
+        let tree = self.t().feedback.clone();
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<
+                Result<Vec<(sled::IVec, sled::IVec)>, sled::Error>,
+            >(SCAN_AHEAD_BATCHES);
+            let ahead = std::thread::Builder::new()
+                .name("feedgraph-scan".into())
+                .spawn_scoped(scope, move || {
+                    let mut batch = Vec::with_capacity(SCAN_BATCH);
+                    for kv in tree.iter() {
+                        match kv {
+                            Ok(kv) => batch.push(kv),
+                            Err(e) => {
+                                // The reader stops at the error, as a scan here would.
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                        if batch.len() == SCAN_BATCH {
+                            let full =
+                                std::mem::replace(&mut batch, Vec::with_capacity(SCAN_BATCH));
+                            // Fails only when the caller stopped reading (an error): stop too.
+                            if tx.send(Ok(full)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if !batch.is_empty() {
+                        let _ = tx.send(Ok(batch));
+                    }
+                });
+            match ahead {
+                Ok(_) => {
+                    // Returning early drops the receiver, which stops the thread.
+                    for batch in rx {
+                        for (k, v) in batch? {
+                            record_head(&k, &v, &mut f)?;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start the scan thread; scanning here");
+                    for kv in self.t().feedback.iter() {
+                        let (k, v) = kv?;
+                        record_head(&k, &v, &mut f)?;
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Every feedback record of every org with the org of its key, in key order.
@@ -2032,6 +2075,29 @@ fn sweep_expired(
 }
 
 /// The org of a `org \0 ...` key.
+/// Pairs per batch the scan thread of [`SledStore::for_each_record_head`] hands over.
+const SCAN_BATCH: usize = 256;
+
+/// Batches the scan thread may read ahead: a few hundred records' values in memory.
+const SCAN_AHEAD_BATCHES: usize = 8;
+
+/// Decodes one stored feedback record's key and leading fields and hands them to `f`.
+fn record_head(
+    k: &[u8],
+    v: &[u8],
+    f: &mut impl FnMut(&str, RecordHeadRef<'_>),
+) -> Result<(), StoreError> {
+    let org = key_org("feedback", k)?;
+    let head: RecordHeadRef<'_> =
+        codec::decode_prefix_borrowed(v).map_err(|source| StoreError::Corrupt {
+            tree: "feedback",
+            key: keys::display(k),
+            source,
+        })?;
+    f(org, head);
+    Ok(())
+}
+
 fn key_org<'k>(tree: &'static str, key: &'k [u8]) -> Result<&'k str, StoreError> {
     keys::split_org(key)
         .and_then(|(org, _)| std::str::from_utf8(org).ok())
