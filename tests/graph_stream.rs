@@ -359,6 +359,25 @@ async fn outcome_count(s: &TestServer, outcome: &str) -> u64 {
         .sum()
 }
 
+/// 9 million rows of about 60 bytes: far more than socket buffers hold.
+const HUGE: &str = "UNWIND range(1, 3000) AS i UNWIND range(1, 3000) AS j \
+                    RETURN i, j, 'some padding to make each row longer than a few bytes' AS pad";
+
+/// Sends `q` on a raw connection asking for `accept`, and returns the connection unread,
+/// so a test can read as little of the answer as it likes.
+async fn send_raw_query(s: &TestServer, t: &str, q: &str, accept: &str) -> tokio::net::TcpStream {
+    let body = json!({"query": q}).to_string();
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /api/v1/llm/graph/query HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {t}\r\n\
+         Accept: {accept}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(request.as_bytes()).await.unwrap();
+    sock
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_mid_result_stops_its_query() {
     let s = TestServer::start_with(|c| {
@@ -370,20 +389,9 @@ async fn a_client_that_hangs_up_mid_result_stops_its_query() {
     })
     .await;
     let t = s.token("acme", "ana", Role::User);
-    // 9 million rows of about 60 bytes: far more than socket buffers hold.
-    let q = "UNWIND range(1, 3000) AS i UNWIND range(1, 3000) AS j \
-             RETURN i, j, 'some padding to make each row longer than a few bytes' AS pad";
     for format in ["application/json", MEDIA_TYPE] {
         let before = outcome_count(&s, "cancelled").await;
-        let body = json!({"query": q}).to_string();
-        let addr = s.base.trim_start_matches("http://").to_owned();
-        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let request = format!(
-            "POST /api/v1/llm/graph/query HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {t}\r\n\
-             Accept: {format}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        sock.write_all(request.as_bytes()).await.unwrap();
+        let mut sock = send_raw_query(&s, &t, HUGE, format).await;
         let mut buf = vec![0u8; 16 * 1024];
         let mut read = 0;
         while read < 8 * 1024 {
@@ -485,18 +493,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_query_timeout() {
     })
     .await;
     let t = s.token("acme", "ana", Role::User);
-    // 9 million rows of about 60 bytes: far more than socket buffers hold.
-    let q = "UNWIND range(1, 3000) AS i UNWIND range(1, 3000) AS j \
-             RETURN i, j, 'some padding to make each row longer than a few bytes' AS pad";
-    let body = json!({"query": q}).to_string();
-    let addr = s.base.trim_start_matches("http://").to_owned();
-    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let request = format!(
-        "POST /api/v1/llm/graph/query HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {t}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    sock.write_all(request.as_bytes()).await.unwrap();
+    let mut sock = send_raw_query(&s, &t, HUGE, "application/json").await;
     let mut head = [0u8; 12];
     sock.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
