@@ -106,7 +106,10 @@ impl SessionRows {
         {
             self.added.entry(s).or_default().push(r);
             self.added_len += 1;
-            if self.added_len >= ADDED_MIN.max(self.rows.len() / 4) {
+            // A rebuild reads every row's session: it waits for a quarter of all rows,
+            // not of those in sessions, so it stays amortised O(1) per write in an org
+            // where few items carry a session.
+            if self.added_len >= ADDED_MIN.max(columns.len() / 4) {
                 self.rebuild(columns, symbols);
             }
         }
