@@ -266,9 +266,10 @@ pub struct QueryConfig {
     /// time until the first rows of a streamed (HTTP) result are sent.
     pub timeout_ms: u64,
     /// Wall time of a streamed (HTTP) result once its rows flow, milliseconds. A streamed
-    /// query holds one batch of rows at a time and `max_work` bounds its CPU, so this only
-    /// ends answers too big to finish: the seed's lineage with paths at 1M items is about
-    /// 4 GB of JSON. The client must still take each batch within `timeout_ms`.
+    /// query holds one batch of rows at a time and `max_work` bounds its graph work (texts
+    /// read from the store and bytes encoded are not counted), so this mostly ends answers
+    /// too big to finish: the seed's lineage with paths at 1M items is about 5 GB of JSON
+    /// (91 s here). The client must still take each batch within `timeout_ms`.
     pub stream_timeout_ms: u64,
     /// Rows one query may return. Over HTTP the rows are streamed and rows sent hold no
     /// memory (`max_memory_bytes` bounds what a query holds), so this only stops runaway

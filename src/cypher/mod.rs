@@ -149,7 +149,7 @@ pub struct QueryLimits {
     /// is handed to the sink; after that [`QueryLimits::stream_timeout`] applies.
     pub timeout: Duration,
     /// Wall-clock time of a streamed query once its rows are flowing. Its memory is bounded
-    /// by the batch size whatever the row count, and its CPU by `max_work`, so a big answer
+    /// by the batch size whatever the row count, and its graph work by `max_work`, so a big answer
     /// (the seed's lineage with paths at 1M is gigabytes of JSON) may take longer than a
     /// query that holds its whole result. Never shorter than `timeout` in effect.
     pub stream_timeout: Duration,

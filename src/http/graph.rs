@@ -9,7 +9,8 @@
 //! channel, so the server holds at most a few batches whatever the row count. Time limits:
 //! `query.timeout_ms` until the first batch is sent and for the client to take each next
 //! one; `query.stream_timeout_ms` for the whole answer once rows flow (its memory is bounded
-//! and `query.max_work` bounds its CPU, so only answers too big to finish are cut).
+//! and `query.max_work` bounds its graph work, so mostly answers too big to finish are cut;
+//! the texts it reads from the store and the bytes it encodes are not counted as work).
 //!
 //! The JSON body is `{"columns": [...], "rows": [...], "stats": {...}, "complete": true}`,
 //! written in that order as the rows arrive. An error before the first batch is sent is an
