@@ -416,15 +416,13 @@ async fn a_client_that_hangs_up_mid_result_stops_its_query() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamed_answer_may_outlast_the_query_timeout_but_not_the_stream_timeout() {
-    // 1.5M rows: well past 200 ms to produce and send, but their first batch goes out
-    // long before that.
-    let q = "UNWIND range(1, 1500) AS i UNWIND range(1, 1000) AS j RETURN i, j";
+/// A server with `query.timeout_ms = 200` and `stream_timeout_ms`, a user's token, and its
+/// JSON answer to `q`.
+async fn timed_server_and_answer(stream_timeout_ms: u64, q: &str) -> (TestServer, String, Value) {
     let s = TestServer::start_with(|c| {
         c.rate_limit.enabled = false;
         c.query.timeout_ms = 200;
-        c.query.stream_timeout_ms = 600_000;
+        c.query.stream_timeout_ms = stream_timeout_ms;
         c.query.max_work = u64::MAX / 2;
     })
     .await;
@@ -434,6 +432,15 @@ async fn a_streamed_answer_may_outlast_the_query_timeout_but_not_the_stream_time
         .json()
         .await
         .unwrap();
+    (s, t, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_may_outlast_the_query_timeout_but_not_the_stream_timeout() {
+    // 1.5M rows: well past 200 ms to produce and send, but their first batch goes out
+    // long before that.
+    let q = "UNWIND range(1, 1500) AS i UNWIND range(1, 1000) AS j RETURN i, j";
+    let (s, t, body) = timed_server_and_answer(600_000, q).await;
     assert_eq!(body["complete"], true, "{}", body["error"]);
     assert_eq!(body["rows"].as_array().unwrap().len(), 1_500_000);
     let took = body["stats"]["elapsed_us"].as_u64().unwrap();
@@ -452,19 +459,7 @@ async fn a_streamed_answer_may_outlast_the_query_timeout_but_not_the_stream_time
 
     // With the stream timeout as short as the query timeout, the answer is cut and says
     // which limit cut it.
-    let s = TestServer::start_with(|c| {
-        c.rate_limit.enabled = false;
-        c.query.timeout_ms = 200;
-        c.query.stream_timeout_ms = 200;
-        c.query.max_work = u64::MAX / 2;
-    })
-    .await;
-    let t = s.token("acme", "ana", Role::User);
-    let body: Value = post_query(&s, &t, q, &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (s, _, body) = timed_server_and_answer(200, q).await;
     assert!(body.get("complete").is_none(), "the answer was not cut");
     assert_eq!(
         body["error"]["error"], "Query limit exceeded",
