@@ -284,6 +284,10 @@ pub struct QueryConfig {
     pub max_memory_bytes: u64,
     /// Queries of one org that may run at once; more answer 429 (0 = no limit).
     pub max_concurrent_per_org: usize,
+    /// Queries of all orgs that may run at once, each on a blocking thread holding up to
+    /// `max_memory_bytes`; more answer 429 (0 = no limit). The last quarter of these slots
+    /// is kept for orgs that run no query, so busy tenants cannot shut out the others.
+    pub max_concurrent_total: usize,
     /// Streamed results (HTTP): most rows per batch, the unit in which rows are sent and
     /// released from the query's memory estimate (and one Arrow record batch).
     pub stream_batch_rows: usize,
@@ -305,6 +309,7 @@ impl Default for QueryConfig {
             max_depth: 30,
             max_memory_bytes: 256 * 1024 * 1024,
             max_concurrent_per_org: 4,
+            max_concurrent_total: 16,
             stream_batch_rows: 8192,
             stream_batch_bytes: 1024 * 1024,
             plan_cache_entries: 1024,

@@ -358,3 +358,111 @@ async fn a_client_that_hangs_up_cancels_its_query() {
     }
     assert_healthy(&server).await;
 }
+
+/// Slow queries sent on raw connections, each resent if the server answered it (it was
+/// refused while a probe held a slot): a running slow query never answers.
+struct SlowQueries<'s> {
+    server: &'s TestServer,
+    streams: Vec<(String, std::net::TcpStream)>,
+}
+
+impl<'s> SlowQueries<'s> {
+    const TEXT: &'static str =
+        "WITH range(1,1000000) AS r RETURN any(x IN r WHERE any(y IN r WHERE y = -x))";
+
+    fn send(&mut self, org: &str) {
+        let token = self.server.token(org, "hog", Role::User);
+        let stream = send_raw(self.server, &token, Self::TEXT);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        self.streams.push((org.to_owned(), stream));
+    }
+
+    /// Sends again every slow query that was answered instead of running.
+    fn resend_answered(&mut self) {
+        let mut answered = Vec::new();
+        self.streams.retain(|(org, stream)| {
+            let mut first = [0u8; 1];
+            let done = matches!(stream.peek(&mut first), Ok(n) if n > 0);
+            if done {
+                answered.push(org.clone());
+            }
+            !done
+        });
+        for org in answered {
+            self.send(&org);
+        }
+    }
+
+    /// Probes with `RETURN 1` as `org` until it is refused with `limit`.
+    async fn wait_until_refused(&mut self, org: &str, limit: &str) {
+        let started = Instant::now();
+        loop {
+            let (status, body) = query(self.server, org, "RETURN 1").await;
+            if status == 429 {
+                let details = error_details(&body);
+                if details.contains(limit) {
+                    return;
+                }
+            } else {
+                assert_eq!(status, 200, "{}", short(&body));
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{org} was never refused with {limit}"
+            );
+            self.resend_answered();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_orgs_cannot_take_the_servers_last_query_slots() {
+    // Four queries at once in all, the last one kept for orgs running none; four per org.
+    let server = server_with(|c| {
+        c.query.max_concurrent_per_org = 4;
+        c.query.max_concurrent_total = 4;
+        c.query.timeout_ms = 3_600_000;
+        c.query.max_work = u64::MAX / 4;
+    })
+    .await;
+    let mut slow = SlowQueries {
+        server: &server,
+        streams: Vec::new(),
+    };
+    for _ in 0..3 {
+        slow.send("acme");
+    }
+    // With three of its queries running, acme is refused the fourth slot by the server-wide
+    // limit, though it is under its own.
+    slow.wait_until_refused("acme", "max_concurrent_total")
+        .await;
+    // An org running nothing gets in.
+    let (status, body) = query(&server, "globex", "RETURN 2 AS two").await;
+    assert_eq!(status, 200, "{}", short(&body));
+    assert_eq!(body["rows"], json!([[2]]));
+    // Once it takes the last slot, nobody else does.
+    slow.send("globex");
+    slow.wait_until_refused("initech", "max_concurrent_total")
+        .await;
+    let (status, body) = query(&server, "globex", "RETURN 1").await;
+    assert_eq!(status, 429, "{}", short(&body));
+    // Hanging up frees every slot.
+    drop(slow);
+    let hung_up = Instant::now();
+    for org in ["initech", "acme", "globex"] {
+        loop {
+            let (status, body) = query(&server, org, "RETURN 1 AS one").await;
+            if status == 200 {
+                assert_eq!(body["rows"], json!([[1]]));
+                break;
+            }
+            assert_eq!(status, 429, "{}", short(&body));
+            assert!(hung_up.elapsed() < PATIENCE, "a slot was never given back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_healthy(&server).await;
+}

@@ -77,6 +77,9 @@ pub enum Limit {
     /// Queries of one org running at once (`query.max_concurrent_per_org`); the caller
     /// should retry shortly.
     MaxConcurrent,
+    /// Queries of all orgs running at once (`query.max_concurrent_total`); the caller
+    /// should retry shortly.
+    MaxConcurrentTotal,
 }
 
 impl Limit {
@@ -89,6 +92,7 @@ impl Limit {
             Limit::MaxDepth => "max_depth",
             Limit::MaxMemory => "max_memory",
             Limit::MaxConcurrent => "max_concurrent_per_org",
+            Limit::MaxConcurrentTotal => "max_concurrent_total",
         }
     }
 }

@@ -134,7 +134,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(s) => ApiError::Internal(s.to_string()),
             ServiceError::Query(
                 q @ crate::cypher::CypherError::LimitExceeded {
-                    limit: crate::cypher::Limit::MaxConcurrent,
+                    limit:
+                        crate::cypher::Limit::MaxConcurrent | crate::cypher::Limit::MaxConcurrentTotal,
                     ..
                 },
             ) => ApiError::TooManyRequests {

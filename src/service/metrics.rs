@@ -81,7 +81,7 @@ impl QueryMetrics {
         registry.register(
             "feedgraph_query_limit_hits",
             "Graph queries stopped or refused by a limit (timeout, max_rows, max_work, \
-             max_depth, max_memory, max_concurrent_per_org)",
+             max_depth, max_memory, max_concurrent_per_org, max_concurrent_total)",
             self.limits.clone(),
         );
         registry.register(
@@ -110,7 +110,7 @@ impl QueryMetrics {
                 self.limits
                     .get_or_create(&(Tag("limit", limit.name()), org.clone()))
                     .inc();
-                if *limit == Limit::MaxConcurrent {
+                if matches!(limit, Limit::MaxConcurrent | Limit::MaxConcurrentTotal) {
                     // Refused before it ran: no time to report.
                     return;
                 }

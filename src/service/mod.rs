@@ -585,6 +585,7 @@ impl Service {
             },
             query_gate: query::QueryGate::with_plan_cache(
                 config.query.max_concurrent_per_org,
+                config.query.max_concurrent_total,
                 config.query.plan_cache_entries,
             ),
             query_metrics: metrics::QueryMetrics::new(config.metrics.per_org_labels),

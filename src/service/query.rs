@@ -1,7 +1,7 @@
 //! Graph queries: runs openCypher on the caller's org graph with the configured limits,
 //! loading long text fields from the store only for the items a query reads or returns.
-//! A query can be cancelled (its caller went away), and each org may run only so many
-//! queries at once ([`QueryGate`]).
+//! A query can be cancelled (its caller went away), and each org, and the server as a
+//! whole, may run only so many queries at once ([`QueryGate`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -16,14 +16,28 @@ use super::{Service, ServiceError};
 /// Plans the query service caches by default (`query.plan_cache_entries`).
 pub const DEFAULT_PLAN_CACHE_ENTRIES: usize = 1024;
 
-/// Counts the queries each org is running, so one tenant cannot take every blocking thread;
-/// and holds the plans of repeated query texts, shared by every request.
+/// Counts the queries each org is running, so one tenant cannot take every blocking thread,
+/// and the queries of all orgs together, so many tenants cannot either; and holds the plans
+/// of repeated query texts, shared by every request.
+///
+/// The last quarter of the server-wide slots is kept for orgs that run no query yet: a
+/// tenant that already runs one cannot take them, so however the busy tenants behave, a
+/// tenant that runs nothing gets its query in until those slots too are taken, one per
+/// tenant.
 #[derive(Debug)]
 pub struct QueryGate {
     /// Plans of repeated texts (see [`cypher::PlanCache`]).
     plans: cypher::PlanCache,
     max_per_org: usize,
-    running: parking_lot::Mutex<HashMap<String, usize>>,
+    max_total: usize,
+    running: parking_lot::Mutex<Running>,
+}
+
+/// What runs now: queries per org, and in all.
+#[derive(Debug, Default)]
+struct Running {
+    per_org: HashMap<String, usize>,
+    total: usize,
 }
 
 /// One running query's place in the [`QueryGate`], given back on drop.
@@ -33,24 +47,41 @@ struct GateSlot<'g> {
 }
 
 impl QueryGate {
-    /// A gate letting `max_per_org` queries of one org run at once (0: no limit).
+    /// A gate letting `max_per_org` queries of one org run at once (0: no limit) and no
+    /// limit across orgs.
     pub fn new(max_per_org: usize) -> Self {
-        Self::with_plan_cache(max_per_org, DEFAULT_PLAN_CACHE_ENTRIES)
+        Self::with_plan_cache(max_per_org, 0, DEFAULT_PLAN_CACHE_ENTRIES)
     }
 
-    /// [`QueryGate::new`] with a plan cache of `plan_cache_entries` plans (0: off).
-    pub fn with_plan_cache(max_per_org: usize, plan_cache_entries: usize) -> Self {
+    /// A gate letting `max_per_org` queries of one org and `max_total` queries of all orgs
+    /// run at once (0: no limit), with a plan cache of `plan_cache_entries` plans (0: off).
+    pub fn with_plan_cache(
+        max_per_org: usize,
+        max_total: usize,
+        plan_cache_entries: usize,
+    ) -> Self {
         QueryGate {
             plans: cypher::PlanCache::new(plan_cache_entries),
             max_per_org,
-            running: parking_lot::Mutex::new(HashMap::new()),
+            max_total,
+            running: parking_lot::Mutex::new(Running::default()),
+        }
+    }
+
+    /// The server-wide slots an org that already runs a query may not take.
+    fn reserved(&self) -> usize {
+        if self.max_total > 1 {
+            self.max_total.div_ceil(4)
+        } else {
+            0
         }
     }
 
     fn enter<'g>(&'g self, org: &'g str) -> Result<GateSlot<'g>, CypherError> {
         let mut running = self.running.lock();
-        let n = running.entry(org.to_owned()).or_insert(0);
-        if self.max_per_org > 0 && *n >= self.max_per_org {
+        let total = running.total;
+        let n = running.per_org.get(org).copied().unwrap_or(0);
+        if self.max_per_org > 0 && n >= self.max_per_org {
             return Err(CypherError::LimitExceeded {
                 limit: Limit::MaxConcurrent,
                 detail: format!(
@@ -59,7 +90,25 @@ impl QueryGate {
                 ),
             });
         }
-        *n += 1;
+        if self.max_total > 0 {
+            let open_to_this_org = if n == 0 {
+                self.max_total
+            } else {
+                self.max_total - self.reserved()
+            };
+            if total >= open_to_this_org {
+                return Err(CypherError::LimitExceeded {
+                    limit: Limit::MaxConcurrentTotal,
+                    detail: format!(
+                        "the server is running {total} queries (at most {} at once, the last {} kept for orgs running none); retry shortly (query.max_concurrent_total)",
+                        self.max_total,
+                        self.reserved()
+                    ),
+                });
+            }
+        }
+        *running.per_org.entry(org.to_owned()).or_insert(0) += 1;
+        running.total += 1;
         Ok(GateSlot { gate: self, org })
     }
 }
@@ -67,11 +116,12 @@ impl QueryGate {
 impl Drop for GateSlot<'_> {
     fn drop(&mut self) {
         let mut running = self.gate.running.lock();
-        if let Some(n) = running.get_mut(self.org) {
+        if let Some(n) = running.per_org.get_mut(self.org) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                running.remove(self.org);
+                running.per_org.remove(self.org);
             }
+            running.total = running.total.saturating_sub(1);
         }
     }
 }
@@ -178,7 +228,8 @@ impl Service {
 
     /// [`Service::query`] that stops with [`CypherError::Cancelled`] soon after `cancel`
     /// turns true. Over `query.max_concurrent_per_org` running queries of `org` it refuses
-    /// with [`Limit::MaxConcurrent`].
+    /// with [`Limit::MaxConcurrent`], over `query.max_concurrent_total` of all orgs with
+    /// [`Limit::MaxConcurrentTotal`].
     pub fn query_cancellable(
         &self,
         org: &str,
@@ -327,5 +378,63 @@ impl Service {
     /// The named queries shipped in `queries/`.
     pub fn named_queries(&self) -> Vec<NamedQuery> {
         cypher::named_queries()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit_of(r: Result<GateSlot<'_>, CypherError>) -> Option<Limit> {
+        match r {
+            Ok(_) => None,
+            Err(CypherError::LimitExceeded { limit, .. }) => Some(limit),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn busy_orgs_leave_the_reserved_slots_to_idle_ones() {
+        // 8 slots in all, the last 2 kept for orgs running nothing; 4 per org.
+        let gate = QueryGate::with_plan_cache(4, 8, 0);
+        let mut held = Vec::new();
+        for org in ["a", "b"] {
+            for _ in 0..3 {
+                held.push(gate.enter(org).unwrap());
+            }
+        }
+        // Six run: a busy org may not take slot 7, though it is under its own limit.
+        assert_eq!(limit_of(gate.enter("a")), Some(Limit::MaxConcurrentTotal));
+        // An org running nothing may, once each.
+        held.push(gate.enter("c").unwrap());
+        assert_eq!(limit_of(gate.enter("c")), Some(Limit::MaxConcurrentTotal));
+        held.push(gate.enter("d").unwrap());
+        // All 8 taken: nobody else.
+        assert_eq!(limit_of(gate.enter("e")), Some(Limit::MaxConcurrentTotal));
+        // Slots come back on drop, the per-org count with them.
+        held.truncate(5);
+        assert_eq!(gate.running.lock().total, 5);
+        assert_eq!(gate.running.lock().per_org.get("c"), None);
+        held.push(gate.enter("a").unwrap());
+        assert_eq!(gate.running.lock().per_org.get("a"), Some(&4));
+        // The org's own limit is named when it is the one reached.
+        held.truncate(0);
+        let four: Vec<_> = (0..4).map(|_| gate.enter("a").unwrap()).collect();
+        assert_eq!(limit_of(gate.enter("a")), Some(Limit::MaxConcurrent));
+        drop(four);
+        assert_eq!(gate.running.lock().total, 0);
+        assert!(gate.running.lock().per_org.is_empty());
+    }
+
+    #[test]
+    fn zero_means_no_limit_and_one_slot_has_no_reserve() {
+        let gate = QueryGate::with_plan_cache(0, 0, 0);
+        let held: Vec<_> = (0..100).map(|_| gate.enter("a").unwrap()).collect();
+        assert_eq!(held.len(), 100);
+        let one = QueryGate::with_plan_cache(0, 1, 0);
+        let slot = one.enter("a").unwrap();
+        assert_eq!(limit_of(one.enter("b")), Some(Limit::MaxConcurrentTotal));
+        drop(slot);
+        assert!(one.enter("a").is_ok());
     }
 }
