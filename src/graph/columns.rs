@@ -349,6 +349,16 @@ impl FeedbackColumns {
         self.ids.index_all();
     }
 
+    /// Whether ids that came out of order are due to be merged into the id order.
+    pub(super) fn ids_merge_due(&self) -> bool {
+        self.ids.merge_due()
+    }
+
+    /// Merges the ids that came out of order into the id order (O(rows)).
+    pub(super) fn merge_ids(&mut self) {
+        self.ids.merge_late();
+    }
+
     /// Estimated heap bytes of the id column and the lookup by id (see `memory.rs`).
     pub(super) fn id_heap_bytes(&self) -> usize {
         self.ids.heap_bytes()

@@ -27,10 +27,14 @@ const BLOCK: usize = if cfg!(test) { 8 } else { 4096 };
 /// the arithmetic safe for any input).
 const LONG_ID: usize = if cfg!(test) { 6 } else { 64 * 1024 };
 
-/// Rows in `late` that trigger a merge: at least this many, and more than
-/// `1 / LATE_FRACTION` of the ordered rows.
+/// Rows in `late` at which a merge is due: at least this many, and more than
+/// `1 / LATE_FRACTION` of the ordered rows. A merge is O(rows), so a live graph leaves it
+/// to its owner ([`FeedbackIds::merge_due`], done by the graph thread on a copy; see
+/// `index.rs`); `push` merges by itself only at `LATE_FORCE` times that, so that a graph
+/// nobody tends still keeps `late` a fraction of the rows.
 const LATE_MIN: usize = if cfg!(test) { 4 } else { 1024 };
 const LATE_FRACTION: usize = if cfg!(test) { 4 } else { 64 };
+const LATE_FORCE: usize = 4;
 
 /// The rows in id order, other than those in `late`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +148,7 @@ impl FeedbackIds {
             Order::Rows(v) if in_order => v.push(r),
             _ => {
                 self.late.insert(id.into(), r);
-                if self.late.len() >= LATE_MIN.max(self.order.len() / LATE_FRACTION) {
+                if self.late.len() >= LATE_FORCE * self.late_threshold() {
                     self.merge_late();
                 }
             }
@@ -183,8 +187,20 @@ impl FeedbackIds {
         self.order = Order::Rows(kept);
     }
 
-    /// Moves every row of `late` into the ordered rows.
-    fn merge_late(&mut self) {
+    /// The size of `late` at which a merge is due.
+    fn late_threshold(&self) -> usize {
+        LATE_MIN.max(self.order.len() / LATE_FRACTION)
+    }
+
+    /// Whether enough ids came out of order that they should be merged into the ordered
+    /// rows ([`FeedbackIds::merge_late`]): lookups stay right either way, they only slow
+    /// down as `late` grows.
+    pub fn merge_due(&self) -> bool {
+        self.late.len() >= self.late_threshold()
+    }
+
+    /// Moves every row of `late` into the ordered rows: O(rows).
+    pub fn merge_late(&mut self) {
         let late = std::mem::take(&mut self.late);
         let mut merged = Vec::with_capacity(self.order.len() + late.len());
         let mut late = late.into_iter().peekable();
@@ -527,10 +543,21 @@ mod tests {
         for i in 0..40 {
             ids.push(&format!("e{i:04}"));
         }
-        assert!(ids.late.len() < 41, "merged");
+        // Past a quarter of the rows (in tests) a merge is due, but left to the owner.
+        assert_eq!(ids.late.len(), 41);
+        assert!(ids.merge_due());
+        ids.merge_late();
+        assert!(ids.late.is_empty() && !ids.merge_due());
         assert_eq!(ids.row("f0050x"), Some(100));
         assert_eq!(ids.row("e0000"), Some(101));
         assert_eq!(ids.newest_first(None).next(), Some(99));
         assert_eq!(ids.oldest_first(None).next(), Some(101));
+        // Left untended, `late` is merged by `push` itself at LATE_FORCE times the due size.
+        for i in 0..200 {
+            ids.push(&format!("d{i:04}"));
+            assert!(ids.late.len() < LATE_FORCE * ids.late_threshold());
+        }
+        assert_eq!(ids.row("d0000"), Some(141));
+        assert_eq!(ids.oldest_first(None).next(), Some(141));
     }
 }

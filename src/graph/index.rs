@@ -60,6 +60,9 @@ struct Queue {
     applied_seq: u64,
     /// The graph thread owns the queue's changes (it is copying or about to).
     busy: bool,
+    /// The published graph's O(rows) upkeep is due ([`OrgGraph::upkeep_due`]): the graph
+    /// thread does it on a copy.
+    upkeep: bool,
 }
 
 /// One org's published snapshot and its pending changes.
@@ -103,6 +106,13 @@ impl OrgSlot {
             if let Some(g) = Arc::get_mut(&mut current) {
                 apply_change(g, changes, record_links);
                 q.applied_seq = seq;
+                // Upkeep is O(rows): never here, on the caller's (often a runtime) thread
+                // under the lock, but on the graph thread, on a copy.
+                if g.upkeep_due() {
+                    q.upkeep = true;
+                    q.busy = true;
+                    return (seq, true);
+                }
                 return (seq, false);
             }
         }
@@ -118,27 +128,36 @@ impl OrgSlot {
     }
 
     /// The graph thread's work on this slot: publish every queued change, copying the
-    /// graph when a reader holds the current snapshot, until the queue is empty.
+    /// graph when a reader holds the current snapshot or upkeep is due, until the queue
+    /// is empty.
     fn drain(&self) {
         loop {
-            let (mut batch, mut upto) = {
+            let (mut batch, mut upto, upkeep) = {
                 let mut q = self.queue.lock();
-                if q.changes.is_empty() {
+                if q.changes.is_empty() && !q.upkeep {
                     q.busy = false;
                     return;
                 }
-                (std::mem::take(&mut q.changes), q.last_seq)
+                let upkeep = std::mem::take(&mut q.upkeep);
+                (std::mem::take(&mut q.changes), q.last_seq, upkeep)
             };
-            let in_place = {
+            let (in_place, upkeep_next) = if upkeep {
+                (false, false)
+            } else {
                 let mut current = self.current.write();
                 match Arc::get_mut(&mut current) {
                     Some(g) => {
                         batch.iter().for_each(|c| c.apply_to(g));
-                        true
+                        (true, g.upkeep_due())
                     }
-                    None => false,
+                    None => (false, false),
                 }
             };
+            if upkeep_next {
+                // For the next round, on a copy: not under the lock (taken after the
+                // graph's lock is let go: writers take the queue's lock first).
+                self.queue.lock().upkeep = true;
+            }
             if !in_place {
                 // The copy is made with no lock held: readers keep reading the old
                 // snapshot and writers keep queueing.
@@ -151,6 +170,7 @@ impl OrgSlot {
                     upto = q.last_seq;
                 }
                 batch.iter().for_each(|c| c.apply_to(&mut copy));
+                copy.upkeep();
                 *self.current.write() = Arc::new(copy);
             }
             self.queue.lock().applied_seq = upto;
@@ -395,6 +415,37 @@ mod tests {
             }],
             ..ChangeSet::default()
         }
+    }
+
+    #[test]
+    fn upkeep_runs_on_the_graph_thread_on_a_copy_never_in_place() {
+        let slot = OrgSlot::new(OrgGraph::default());
+        // Descending ids: every one after the first comes out of order.
+        let id = |n: usize| format!("f{:06}", 100_000 - n);
+        let mut n = 0;
+        loop {
+            n += 1;
+            assert!(n < 10_000, "upkeep never fell due");
+            let (seq, start) = slot.offer(&change(&id(n)), false);
+            // Every write is applied at once, in place (no reader holds the graph).
+            assert_eq!(slot.applied_seq(), seq);
+            if start {
+                break;
+            }
+        }
+        // The write that made the upkeep due did not do it, and every id is found.
+        let g = slot.snapshot();
+        assert!(g.upkeep_due());
+        assert!((1..=n).all(|k| g.feedback_row(&id(k)).is_some()));
+        let before = Arc::as_ptr(&g);
+        drop(g);
+        // What the graph thread does with the slot.
+        slot.drain();
+        let g = slot.snapshot();
+        assert_ne!(Arc::as_ptr(&g), before, "the upkeep was done on a copy");
+        assert!(!g.upkeep_due());
+        assert!((1..=n).all(|k| g.feedback_row(&id(k)).is_some()));
+        assert!(!slot.queue.lock().busy);
     }
 
     #[test]

@@ -689,6 +689,25 @@ impl OrgGraph {
         }
     }
 
+    /// Whether upkeep that costs O(rows) is due: ids that came out of order to merge into
+    /// the id order, or rows that joined sessions to group. Lookups are right either way;
+    /// they slow down as the backlog grows. The graph's owner does the upkeep off the
+    /// request path ([`OrgGraph::upkeep`]; `index.rs` runs it on the graph thread, on a
+    /// copy, so no writer on a runtime thread and no reader waits for it).
+    pub fn upkeep_due(&self) -> bool {
+        self.feedback.ids_merge_due() || self.sessions.rebuild_due(&self.feedback)
+    }
+
+    /// Does the upkeep [`OrgGraph::upkeep_due`] reports, if any.
+    pub fn upkeep(&mut self) {
+        if self.feedback.ids_merge_due() {
+            self.feedback.merge_ids();
+        }
+        if self.sessions.rebuild_due(&self.feedback) {
+            self.sessions.rebuild(&self.feedback, self.strings.len());
+        }
+    }
+
     /// Indexes every row's id and groups the rows by session at once, after a bulk build
     /// that added rows unindexed.
     fn index_bulk(&mut self) {

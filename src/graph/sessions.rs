@@ -13,9 +13,12 @@ use rustc_hash::FxHashMap;
 
 use super::{FeedbackColumns, Sym, SymCol};
 
-/// Added rows that trigger a rebuild: at least this many, and more than a quarter of the
-/// grouped rows.
+/// Added rows at which a rebuild is due: at least this many, and a quarter of all rows. A
+/// rebuild is O(rows), so a live graph leaves it to its owner
+/// ([`SessionRows::rebuild_due`], done by the graph thread on a copy; see `index.rs`);
+/// `moved` rebuilds by itself only at `ADDED_FORCE` times that.
 const ADDED_MIN: usize = if cfg!(test) { 3 } else { 4096 };
+const ADDED_FORCE: usize = 4;
 
 /// Every session's feedback rows (see the module comment).
 #[derive(Debug, Default, Clone)]
@@ -121,10 +124,21 @@ impl SessionRows {
             // A rebuild reads every row's session: it waits for a quarter of all rows,
             // not of those in sessions, so it stays amortised O(1) per write in an org
             // where few items carry a session.
-            if self.added_len >= ADDED_MIN.max(columns.len() / 4) {
+            if self.added_len >= ADDED_FORCE * Self::added_threshold(columns) {
                 self.rebuild(columns, symbols);
             }
         }
+    }
+
+    /// The size of the added lists at which a rebuild is due.
+    fn added_threshold(columns: &FeedbackColumns) -> usize {
+        ADDED_MIN.max(columns.len() / 4)
+    }
+
+    /// Whether enough rows joined sessions since the last build that the grouped list
+    /// should be rebuilt ([`SessionRows::rebuild`]): lookups stay right either way.
+    pub fn rebuild_due(&self, columns: &FeedbackColumns) -> bool {
+        self.added_len >= Self::added_threshold(columns)
     }
 
     /// The rows of session `s`: its group's rows that still belong to it, ascending, then
