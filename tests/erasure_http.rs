@@ -72,6 +72,7 @@ async fn every_read(s: &TestServer, t: &str, admin: &str, ids: &[&str], batch: u
         .await;
     assert_eq!(st, 200, "{q}");
     all += &text_of(&q);
+    all += &link_metadata(s, t).await;
     for format in ["sft", "dpo", "kto"] {
         let r = s
             .client
@@ -85,6 +86,19 @@ async fn every_read(s: &TestServer, t: &str, admin: &str, ids: &[&str], batch: u
     }
     all += &text_of(&s.get(admin, &format!("/training/batches/{batch}")).await.1);
     all
+}
+
+/// Every FEEDBACK_FOR edge's metadata, through Cypher.
+async fn link_metadata(s: &TestServer, t: &str) -> String {
+    let (st, q) = s
+        .post(
+            t,
+            "/graph/query",
+            &json!({"query": "MATCH (f:Feedback)-[r:FEEDBACK_FOR]->(a:Adapter) RETURN f.id, a.id, r.metadata"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{q}");
+    text_of(&q)
 }
 
 #[tokio::test]
@@ -113,10 +127,15 @@ async fn erasure_by_user_session_and_item_leaves_tombstones_and_receipts() {
         .post(
             &admin,
             &format!("/feedback/{ia}/link"),
-            &json!({"adapter_id": "ad-3"}),
+            &json!({"adapter_id": "ad-3", "metadata": {"note": format!("link {ma}")}}),
         )
         .await;
     assert!(st == 200 || st == 201, "link: {st}");
+    let link_note = format!("link {ma}");
+    assert!(
+        link_metadata(&s, &user).await.contains(&link_note),
+        "the link's metadata is readable before erasure"
+    );
     let (st, _) = s
         .patch(
             &admin,
@@ -293,6 +312,19 @@ async fn erasure_by_user_session_and_item_leaves_tombstones_and_receipts() {
     let manifest_after =
         s.get(&admin, &format!("/training/batches/{batch}")).await.1["manifest"].clone();
     assert_eq!(manifest_after, manifest_before);
+
+    // A link made to an erased item keeps no metadata either.
+    let (st, _) = s
+        .post(
+            &admin,
+            &format!("/feedback/{ia}/link"),
+            &json!({"adapter_id": "ad-2", "metadata": {"note": format!("late {ma}")}}),
+        )
+        .await;
+    assert_eq!(st, 201, "a link to an erased item is still made");
+    let links = link_metadata(&s, &user).await;
+    assert!(links.contains(&format!("\"{ia}\",\"ad-2\"")), "{links}");
+    assert!(!links.contains(ma.as_str()), "{links}");
 
     // Receipts, newest first, paged.
     let (st, page) = s.get(&admin, "/erasures?limit=2").await;

@@ -535,8 +535,8 @@ pub fn spawn_rewriter(service: &std::sync::Arc<Service>) {
     }
 }
 
-/// Erases one item inside a write: blanks the record as a new version (unless it is
-/// erased already) and scrubs every stored history version. Returns how many history
+/// Erases one item inside a write: blanks the record, its links' metadata included, as a
+/// new version (unless it is erased already) and scrubs every stored history version. Returns how many history
 /// versions held content before (all but `erase` entries), `None` if the item is gone.
 fn erase_one(tx: &mut dyn WriteTx, id: &str, at: Millis) -> Result<Option<u64>, StoreError> {
     let by = tx.actor().user.clone();
@@ -546,6 +546,10 @@ fn erase_one(tx: &mut dyn WriteTx, id: &str, at: Millis) -> Result<Option<u64>, 
         }
         let mut next = cur.clone();
         next.feedback.erase_content(at, &by);
+        // A link's metadata is the client's free text about the item: it goes too.
+        for link in &mut next.links {
+            link.metadata = Default::default();
+        }
         Ok(Some((
             next,
             ChangeAction::Erase,

@@ -163,7 +163,8 @@ pub fn auto_adapter(actor: &Actor, adapter_id: &str, at: Millis) -> (Adapter, Hi
 }
 
 /// Adds the FEEDBACK_FOR edge `new` to a record, or `None` if the record has an edge to
-/// that adapter already (linking is idempotent).
+/// that adapter already (linking is idempotent). An erased record gets the edge without
+/// its metadata.
 pub fn add_link(
     current: &FeedbackRecord,
     new: &FeedbackLink,
@@ -172,7 +173,12 @@ pub fn add_link(
         return None;
     }
     let mut next = current.clone();
-    next.links.push(new.clone());
+    let mut link = new.clone();
+    if current.feedback.is_erased() {
+        // An erased item keeps no free text: the edge is made, its metadata is not kept.
+        link.metadata = Default::default();
+    }
+    next.links.push(link);
     let changes = vec![
         field_change("links", None, Some(new.adapter_id.as_str())),
         field_change("link_source", None, Some(new.source.as_str())),
