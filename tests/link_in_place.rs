@@ -47,7 +47,7 @@ fn many_links_on_one_item_read_back_in_order_with_a_version_each() {
         let fb = s.submit(&actor("acme"), new).unwrap();
         for (n, name) in names.iter().enumerate() {
             let mut meta = serde_json::Map::new();
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 meta.insert("confidence".into(), serde_json::json!(n));
             }
             let out = s
@@ -76,7 +76,7 @@ fn many_links_on_one_item_read_back_in_order_with_a_version_each() {
         assert_eq!(l.source, LinkSource::Manual);
         assert_eq!(
             l.metadata.0.get("confidence"),
-            (n % 3 == 0).then(|| serde_json::json!(n)).as_ref(),
+            n.is_multiple_of(3).then(|| serde_json::json!(n)).as_ref(),
             "{l:?}"
         );
     }

@@ -154,7 +154,7 @@ mod tests {
             feedback_id: "feedback-1".into(),
             adapter_id: format!("adapter_{i:05}"),
             created_at: 1_700_000_000_000 + i as u64,
-            source: if i % 2 == 0 {
+            source: if i.is_multiple_of(2) {
                 LinkSource::Auto
             } else {
                 LinkSource::Manual
@@ -177,7 +177,7 @@ mod tests {
                 batch_id: 7,
                 expires_at: 1_800_000_000_000,
             }),
-            links: (0..edges).map(|i| edge(i, i % 3 == 0)).collect(),
+            links: (0..edges).map(|i| edge(i, i.is_multiple_of(3))).collect(),
             feedback: f,
         }
     }
@@ -206,7 +206,7 @@ mod tests {
                         assert_eq!(parts.links.len(), edges);
                         assert_eq!(parts.head.version, version);
                         assert_eq!(parts.lease, r.lease);
-                        let link = edge(10_000 + edges, edges % 2 == 0);
+                        let link = edge(10_000 + edges, edges.is_multiple_of(2));
                         assert!(!parts.has_link(&link.adapter_id));
                         let (value, item_at) = parts.with_link(&link, at).unwrap();
                         let want = by_decoding(&r, &link, at);
