@@ -210,6 +210,10 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// When set, every token's `iss` must equal this; `feedgraph token` adds it.
     pub issuer: Option<String>,
+    /// How many verified tokens are remembered (by their text, until they expire) so a
+    /// client that sends the same token on every request has it checked once; 0 turns
+    /// the cache off. When full it is emptied and fills again.
+    pub verified_cache: usize,
 }
 
 impl Default for AuthConfig {
@@ -222,6 +226,7 @@ impl Default for AuthConfig {
             leeway_secs: 30,
             audience: None,
             issuer: None,
+            verified_cache: 4096,
         }
     }
 }

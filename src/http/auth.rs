@@ -125,6 +125,54 @@ pub struct Authenticator {
     leeway: u64,
     audience: Option<String>,
     issuer: Option<String>,
+    verified: Verified,
+}
+
+/// Tokens that verified, by their text, with who they name and when they expire: a client
+/// sends the same token with every request, and checking its signature (and parsing its
+/// JSON) each time cost about a twentieth of a durable link's server time. The keys and
+/// the rules a token is checked against do not change while the server runs, so a token
+/// that verified stays good until its `exp` (plus the leeway); only that is checked again.
+/// Bounded: when full it is emptied, and refills with the tokens in use.
+struct Verified {
+    capacity: usize,
+    map: parking_lot::RwLock<HashMap<Box<str>, (Principal, u64)>>,
+}
+
+impl Verified {
+    /// Who `token` names, if it verified before and has not expired since.
+    fn get(&self, token: &str, leeway: u64) -> Option<Principal> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let map = self.map.read();
+        let (principal, exp) = map.get(token)?;
+        // As the full check: expired once `exp` is more than the leeway in the past.
+        (exp.saturating_add(leeway) >= now_secs()).then(|| principal.clone())
+    }
+
+    /// Remembers a token that verified (unless it is unusually long: the cache's memory
+    /// stays within `capacity` times [`MAX_CACHED_TOKEN`] bytes of keys).
+    fn put(&self, token: &str, principal: &Principal, exp: u64) {
+        if self.capacity == 0 || token.len() > MAX_CACHED_TOKEN {
+            return;
+        }
+        let mut map = self.map.write();
+        if map.len() >= self.capacity {
+            map.clear();
+        }
+        map.insert(token.into(), (principal.clone(), exp));
+    }
+}
+
+/// The longest token [`Verified`] remembers, in bytes (ours are about 200).
+const MAX_CACHED_TOKEN: usize = 2048;
+
+/// Seconds since the epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -252,6 +300,10 @@ impl Authenticator {
             leeway: auth.leeway_secs,
             audience: nonblank(&auth.audience),
             issuer: nonblank(&auth.issuer),
+            verified: Verified {
+                capacity: auth.verified_cache,
+                map: parking_lot::RwLock::default(),
+            },
         })
     }
 
@@ -275,6 +327,16 @@ impl Authenticator {
     /// `sub` and `org`. Refusals say what to fix in our own words and never repeat the
     /// token's contents.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        if let Some(known) = self.verified.get(token, self.leeway) {
+            return Ok(known);
+        }
+        let (principal, exp) = self.verify_uncached(token)?;
+        self.verified.put(token, &principal, exp);
+        Ok(principal)
+    }
+
+    /// [`Authenticator::verify`] without the cache; returns the token's `exp` too.
+    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let invalid = |m: String| AuthError::Invalid(m);
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
@@ -379,11 +441,14 @@ impl Authenticator {
             ));
         }
         let role = c.roles.iter().filter_map(|r| Role::parse(r)).max();
-        Ok(Principal {
-            user: c.sub,
-            org: c.org,
-            role,
-        })
+        Ok((
+            Principal {
+                user: c.sub,
+                org: c.org,
+                role,
+            },
+            c.exp,
+        ))
     }
 }
 
@@ -421,4 +486,80 @@ fn nonblank(v: &Option<String>) -> Option<String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator(dir: &Path, cache: usize) -> (Config, Authenticator) {
+        let mut config = Config {
+            data_dir: dir.to_owned(),
+            ..Config::default()
+        };
+        config.auth.secret = Some("a test secret that is long enough to sign with".into());
+        config.auth.verified_cache = cache;
+        let auth = Authenticator::from_config(&config).unwrap();
+        (config, auth)
+    }
+
+    fn principal(user: &str) -> Principal {
+        Principal {
+            user: user.into(),
+            org: "acme".into(),
+            role: Some(Role::User),
+        }
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, auth) = authenticator(dir.path(), 16);
+        let token = mint(&config, "acme", "alice", &[Role::User], 600).unwrap();
+        let first = auth.verify(&token).unwrap();
+        assert_eq!(first.user, "alice");
+        assert_eq!(auth.verified.map.read().len(), 1);
+        assert_eq!(auth.verify(&token).unwrap(), first);
+        // A remembered entry answers without the signature check (this text is no token).
+        auth.verified
+            .put("not-a-token", &principal("remembered"), now_secs() + 600);
+        assert_eq!(auth.verify("not-a-token").unwrap().user, "remembered");
+        // Once past its `exp` and the leeway it is checked in full again, and refused.
+        auth.verified.put(
+            "not-a-token",
+            &principal("remembered"),
+            now_secs() - auth.leeway - 5,
+        );
+        assert!(auth.verify("not-a-token").is_err());
+        // Within the leeway it still counts, as in the full check.
+        auth.verified
+            .put("not-a-token", &principal("remembered"), now_secs() - 1);
+        assert!(auth.verify("not-a-token").is_ok());
+        // Refused tokens are never remembered.
+        let before = auth.verified.map.read().len();
+        assert!(auth.verify("x.y.z").is_err());
+        assert_eq!(auth.verified.map.read().len(), before);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_can_be_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, auth) = authenticator(dir.path(), 3);
+        for n in 0..10 {
+            let token = mint(&config, "acme", &format!("user{n}"), &[], 600).unwrap();
+            assert_eq!(auth.verify(&token).unwrap().user, format!("user{n}"));
+            assert!(auth.verified.map.read().len() <= 3);
+        }
+        let long = "x".repeat(MAX_CACHED_TOKEN + 1);
+        auth.verified
+            .put(&long, &principal("long"), now_secs() + 600);
+        assert!(!auth.verified.map.read().contains_key(long.as_str()));
+        let (config, off) = authenticator(dir.path(), 0);
+        let token = mint(&config, "acme", "bob", &[], 600).unwrap();
+        assert_eq!(off.verify(&token).unwrap().user, "bob");
+        assert!(off.verified.map.read().is_empty());
+        off.verified
+            .put("not-a-token", &principal("x"), now_secs() + 600);
+        assert!(off.verify("not-a-token").is_err());
+    }
 }

@@ -168,6 +168,32 @@ pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, CodecError> {
     }
 }
 
+/// Appends the encoding of `value` to `out`, without a version byte: a part of a
+/// current-format body (a record assembled from parts, see `sled_store::link_append`).
+pub fn encode_part_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, out, config())?;
+    Ok(())
+}
+
+/// Decodes the leading part of a current-format body (no version byte) as `T`, strings
+/// borrowed from `body`, and returns it with the number of bytes it took.
+pub fn decode_part_borrowed<'de, T: serde::Deserialize<'de>>(
+    body: &'de [u8],
+) -> Result<(T, usize), CodecError> {
+    Ok(with_decode_limit!(body.len(), |c| {
+        bincode::serde::borrow_decode_from_slice(body, c)
+    })?)
+}
+
+/// Decodes a whole current-format body (no version byte) as `T`, checking that every
+/// byte was consumed.
+pub fn decode_part<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+    decode_body(body)
+}
+
 /// Decodes a current-format body, checking that every byte was consumed.
 fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let (value, read) = with_decode_limit!(body.len(), |c| {

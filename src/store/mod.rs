@@ -517,7 +517,9 @@ pub struct Linked {
     pub link: FeedbackLink,
     /// False when the edge existed already.
     pub created: bool,
-    /// What the write stored (empty when nothing was written).
+    /// What the graph index must apply: what the write stored, or for an edge that
+    /// existed that edge and its item as read (the request that made it may not have
+    /// applied it yet; applying a change twice is harmless).
     pub changes: ChangeSet,
 }
 
@@ -530,15 +532,18 @@ pub fn link_by_write<B: Backend + ?Sized>(
 ) -> Result<Linked, StoreError> {
     let mut created = false;
     let mut existing = None;
-    let changes = store.write(actor, &mut |tx| {
+    let mut changes = store.write(actor, &mut |tx| {
         created = link_in(tx, link)?;
         existing = None;
         if !created {
-            // Read in the same transaction: the edge as first made.
+            // Read in the same transaction: the edge as first made, and its item.
             existing = tx.get_record(&link.feedback_id)?.and_then(|r| {
-                r.links
-                    .into_iter()
+                let edge = r
+                    .links
+                    .iter()
                     .find(|l| l.adapter_id == link.adapter_id)
+                    .cloned()?;
+                Some((edge, r))
             });
         }
         Ok(())
@@ -549,8 +554,14 @@ pub fn link_by_write<B: Backend + ?Sized>(
             .iter()
             .find(|l| l.adapter_id == link.adapter_id)
             .cloned()
+    } else if let Some((edge, record)) = existing {
+        // The graph may not show the edge yet (the request that made it may still be on
+        // its way): applied again, it is there when this answer reaches the client.
+        changes.links.push(edge.clone());
+        changes.feedback.push(record);
+        Some(edge)
     } else {
-        existing
+        None
     };
     let link = stored.ok_or_else(|| StoreError::Conflict("link vanished while reading".into()))?;
     Ok(Linked {
@@ -762,7 +773,10 @@ pub enum StoreError {
 /// Records a write created or changed: what the graph index must apply.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChangeSet {
-    /// New or changed feedback records (full new state).
+    /// New or changed feedback records: the item and lease in their new state. Their
+    /// `links` are complete except from a link call, which carries only the edge it made
+    /// or found (it does not decode the record's other edges); the graph takes edges from
+    /// [`ChangeSet::links`], or from a record's `links` only for bulk loads.
     pub feedback: Vec<FeedbackRecord>,
     /// New or changed adapters (full new state).
     pub adapters: Vec<Adapter>,

@@ -179,11 +179,15 @@ pub fn add_link(
         link.metadata = Default::default();
     }
     next.links.push(link);
-    let changes = vec![
+    Some((next, ChangeAction::Link, link_changes(new)))
+}
+
+/// The field changes of the history entry that records the new edge `new`.
+pub fn link_changes(new: &FeedbackLink) -> Vec<FieldChange> {
+    vec![
         field_change("links", None, Some(new.adapter_id.as_str())),
         field_change("link_source", None, Some(new.source.as_str())),
-    ];
-    Some((next, ChangeAction::Link, changes))
+    ]
 }
 
 /// Walks up the lineage from `parent` through `get_adapter`; meeting `child` means the new

@@ -56,6 +56,7 @@ use crate::model::{
 use codec::CodecError;
 
 mod backup;
+mod link_append;
 mod rewrite;
 mod sled_outbox;
 
@@ -250,6 +251,20 @@ pub fn decode_stored_value(tree: &str, bytes: &[u8]) -> Result<(), StoreError> {
         "feedback" => {
             let prefix = codec::decode_prefix_borrowed::<RecordHeadRef<'_>>(bytes);
             let full = decode::<FeedbackRecord>("feedback", key, bytes);
+            // A link's in-place append reads the same bytes its own way: no panic either.
+            if let Ok(Some(parts)) = link_append::RecordParts::read(bytes) {
+                let probe = FeedbackLink {
+                    feedback_id: "fuzz".into(),
+                    adapter_id: "fuzz".into(),
+                    created_at: 0,
+                    source: crate::model::LinkSource::Manual,
+                    metadata: crate::model::Metadata::default(),
+                };
+                let _ = parts.has_link("fuzz");
+                if let Ok((value, item_at)) = parts.with_link(&probe, 0) {
+                    let _ = link_append::item_for_graph(&value, item_at, parts.lease, &probe);
+                }
+            }
             prefix.map_err(|source| StoreError::Corrupt {
                 tree: "feedback",
                 key: keys::display(key),
@@ -821,28 +836,43 @@ impl SledStore {
     /// the record's stripe lock as every update. Returns what happened and whether
     /// anything was written (then the caller waits for a sync; else for the sync that
     /// covers what it read, [`Syncer::read_ticket`]).
+    ///
+    /// An edge that exists already is answered from a read, without counting a write in
+    /// with the syncer: a repeated link then waits for a sync only if a write it may have
+    /// read is not durable yet. A new edge is appended to the stored record in place
+    /// ([`link_append`]) when it can be; the record is decoded and encoded again only for
+    /// an item's first update (its creation entry is written out), an older format, or an
+    /// org with webhooks (the event carries the whole record).
     fn link_record(
         &self,
         actor: &Actor,
         link: &FeedbackLink,
     ) -> Result<(Linked, bool), StoreError> {
+        let fkey = keys::record(&actor.org, &link.feedback_id);
         // An unknown item is refused before its adapter would be created.
-        if !self
-            .t()
-            .feedback
-            .contains_key(keys::record(&actor.org, &link.feedback_id))?
-        {
+        let Some(seen) = self.t().feedback.get(&fkey)? else {
             return Err(StoreError::NotFound {
                 kind: "feedback",
                 id: link.feedback_id.clone(),
             });
+        };
+        if let Some(existed) = self.existing_link(&fkey, &seen, link)? {
+            return Ok((existed, false));
         }
+        drop(seen);
         let _write = self.begin_write()?;
         let mut changes = ChangeSet::default();
         // The adapter before the record's stripe (the lock order of `insert_record`).
         let adapter = self.ensure_adapter(actor, &link.adapter_id, link.created_at, false)?;
         let wrote_adapter = adapter.is_some();
         changes.adapters.extend(adapter);
+        if let Some(mut linked) = self.link_in_place(actor, &fkey, link)? {
+            let wrote = wrote_adapter || linked.created;
+            changes.feedback.append(&mut linked.changes.feedback);
+            changes.links.append(&mut linked.changes.links);
+            linked.changes = changes;
+            return Ok((linked, wrote));
+        }
         let mut existing = None;
         let updated = self.update_record(
             actor,
@@ -851,17 +881,13 @@ impl SledStore {
             &mut |cur: &FeedbackRecord| {
                 let change = rules::add_link(cur, link);
                 if change.is_none() {
-                    existing = cur
-                        .links
-                        .iter()
-                        .find(|l| l.adapter_id == link.adapter_id)
-                        .cloned();
+                    existing = Some(cur.clone());
                 }
                 Ok(change)
             },
         )?;
-        let linked = match updated {
-            Some(next) => {
+        let linked = match (updated, existing) {
+            (Some(next), _) => {
                 changes.links.push(link.clone());
                 changes.feedback.push(next);
                 Linked {
@@ -870,15 +896,143 @@ impl SledStore {
                     changes,
                 }
             }
-            None => Linked {
-                link: existing
-                    .ok_or_else(|| StoreError::Conflict("link vanished while reading".into()))?,
-                created: false,
-                changes,
-            },
+            (None, Some(record)) => {
+                let mut existed = Self::existed(record, link)?;
+                changes.feedback.append(&mut existed.changes.feedback);
+                changes.links.append(&mut existed.changes.links);
+                existed.changes = changes;
+                existed
+            }
+            (None, None) => {
+                return Err(StoreError::Conflict("link vanished while reading".into()));
+            }
         };
         let wrote = wrote_adapter || linked.created;
         Ok((linked, wrote))
+    }
+
+    /// If the stored record `bytes` (under `key`) has an edge to `link`'s adapter already,
+    /// what a link answers: that edge as first made, and for the graph the edge and the
+    /// item as read. The graph may not show them yet (the request that made the edge can
+    /// still be waiting for its sync); applying them again is harmless (graph changes are
+    /// idempotent), and then the client that hears "it existed" sees the edge at once.
+    fn existing_link(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        link: &FeedbackLink,
+    ) -> Result<Option<Linked>, StoreError> {
+        let corrupt = |source| StoreError::Corrupt {
+            tree: "feedback",
+            key: keys::display(key),
+            source,
+        };
+        if let Some(parts) = link_append::RecordParts::read(bytes).map_err(corrupt)?
+            && !parts.has_link(&link.adapter_id)
+        {
+            return Ok(None);
+        }
+        let record: FeedbackRecord = decode("feedback", key, bytes)?;
+        if !record.links.iter().any(|l| l.adapter_id == link.adapter_id) {
+            return Ok(None);
+        }
+        Self::existed(record, link).map(Some)
+    }
+
+    /// The answer to a link whose edge `record` has already.
+    fn existed(record: FeedbackRecord, link: &FeedbackLink) -> Result<Linked, StoreError> {
+        let Some(edge) = record
+            .links
+            .iter()
+            .find(|l| l.adapter_id == link.adapter_id)
+            .cloned()
+        else {
+            return Err(StoreError::Conflict("link vanished while reading".into()));
+        };
+        let record = FeedbackRecord {
+            links: vec![edge.clone()],
+            ..record
+        };
+        Ok(Linked {
+            link: edge.clone(),
+            created: false,
+            changes: ChangeSet {
+                feedback: vec![record],
+                adapters: Vec::new(),
+                links: vec![edge],
+            },
+        })
+    }
+
+    /// Adds `link` to the record under `key` in place (see [`link_append`]), under the
+    /// record's stripe lock: the history entry, then the record with the edge appended.
+    /// `Ok(None)` when the record has to take the decoding path instead (see
+    /// [`SledStore::link_record`]); the caller then runs it, after this released the lock.
+    fn link_in_place(
+        &self,
+        actor: &Actor,
+        key: &[u8],
+        link: &FeedbackLink,
+    ) -> Result<Option<Linked>, StoreError> {
+        if self
+            .hooks
+            .read()
+            .get(&actor.org)
+            .is_some_and(|list| !list.is_empty())
+        {
+            return Ok(None);
+        }
+        let corrupt = |source| StoreError::Corrupt {
+            tree: "feedback",
+            key: keys::display(key),
+            source,
+        };
+        let _guard = self.stripes[stripe_of(&actor.org, &link.feedback_id)].lock();
+        let Some(bytes) = self.t().feedback.get(key)? else {
+            return Err(StoreError::NotFound {
+                kind: "feedback",
+                id: link.feedback_id.clone(),
+            });
+        };
+        let Some(parts) = link_append::RecordParts::read(&bytes).map_err(corrupt)? else {
+            return Ok(None);
+        };
+        if parts.has_link(&link.adapter_id) {
+            // Made by another request since this one looked.
+            let record: FeedbackRecord = decode("feedback", key, &bytes)?;
+            return Self::existed(record, link).map(Some);
+        }
+        if parts.head.version == 1 {
+            // The first update writes out the item's compact creation entry, which needs
+            // the whole item.
+            return Ok(None);
+        }
+        let (value, item_at) = parts.with_link(link, link.created_at).map_err(corrupt)?;
+        let next =
+            link_append::item_for_graph(&value, item_at, parts.lease, link).map_err(corrupt)?;
+        if next.feedback.is_erased() && !link.metadata.0.is_empty() {
+            // An erased item keeps no link metadata (`rules::add_link` drops it).
+            return Ok(None);
+        }
+        let entry = HistoryVersion {
+            version: next.feedback.version,
+            at: link.created_at,
+            actor: actor.user.clone(),
+            action: ChangeAction::Link,
+            changes: rules::link_changes(link),
+        };
+        self.put_history(&actor.org, keys::KIND_FEEDBACK, &link.feedback_id, &entry)?;
+        // No webhook of this org listens (checked above), so there is no event to add.
+        self.t().feedback.insert(key, value)?;
+        Ok(Some(Linked {
+            link: link.clone(),
+            created: true,
+            changes: ChangeSet {
+                feedback: vec![next],
+                adapters: Vec::new(),
+                links: vec![link.clone()],
+            },
+        }))
     }
 
     /// Writes an adapter record after its history entry (the record is the commit point).
