@@ -318,6 +318,8 @@ async fn serve(dir: &Path) -> (std::process::Child, String) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server did not get ready");
 }
 

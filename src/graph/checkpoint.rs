@@ -328,7 +328,7 @@ impl In {
 
     fn series(&mut self) -> Result<DaySeries, CheckpointError> {
         let flat: Vec<u64> = self.col()?;
-        if flat.len() % 3 != 0 {
+        if !flat.len().is_multiple_of(3) {
             return Err(malformed("a day series of uneven length"));
         }
         Ok(DaySeries {
