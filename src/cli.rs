@@ -855,6 +855,8 @@ fn load(config: &Config, file: &PathBuf, org: &str) -> Result<(), CliError> {
             format!("{path}: {e}; nothing was loaded")
         })
     })?;
+    // The load is durable: save the graph so the next start need not scan.
+    service.checkpoint_graph();
     eprintln!(
         "loaded {} adapters, {} DERIVED_FROM, {} feedback, {} FEEDBACK_FOR into '{org}' in {:.1} s",
         summary.adapters,

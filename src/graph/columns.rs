@@ -20,7 +20,7 @@ use crate::store::Lease;
 /// A growable bitset, one bit per row.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Bits {
-    words: Vec<u64>,
+    pub(super) words: Vec<u64>,
 }
 
 impl Bits {
@@ -144,26 +144,26 @@ pub enum SymCol {
 /// The feedback rows of one org, one vector per property (row number = index).
 #[derive(Debug, Default, Clone)]
 pub struct FeedbackColumns {
-    node: Vec<NodeIndex>,
-    ids: FeedbackIds,
-    feedback_type: Vec<FeedbackType>,
-    status: Vec<ValidationStatus>,
-    used: Bits,
-    has_correction: Bits,
-    has_comment: Bits,
-    training_batch_id: Vec<u64>,
-    created_at: Vec<Millis>,
-    updated_at: Vec<Millis>,
-    version: Vec<u64>,
-    model_version: Vec<Option<Sym>>,
-    adapter_id: Vec<Option<Sym>>,
-    adapter_version: Vec<Option<Sym>>,
-    user_id: Vec<Option<Sym>>,
-    session_id: Vec<Option<Sym>>,
-    interaction_id: Vec<Option<Sym>>,
-    score: Vec<f64>,
-    has_score: Bits,
-    leases: FxHashMap<u32, Lease>,
+    pub(super) node: Vec<NodeIndex>,
+    pub(super) ids: FeedbackIds,
+    pub(super) feedback_type: Vec<FeedbackType>,
+    pub(super) status: Vec<ValidationStatus>,
+    pub(super) used: Bits,
+    pub(super) has_correction: Bits,
+    pub(super) has_comment: Bits,
+    pub(super) training_batch_id: Vec<u64>,
+    pub(super) created_at: Vec<Millis>,
+    pub(super) updated_at: Vec<Millis>,
+    pub(super) version: Vec<u64>,
+    pub(super) model_version: Vec<Option<Sym>>,
+    pub(super) adapter_id: Vec<Option<Sym>>,
+    pub(super) adapter_version: Vec<Option<Sym>>,
+    pub(super) user_id: Vec<Option<Sym>>,
+    pub(super) session_id: Vec<Option<Sym>>,
+    pub(super) interaction_id: Vec<Option<Sym>>,
+    pub(super) score: Vec<f64>,
+    pub(super) has_score: Bits,
+    pub(super) leases: FxHashMap<u32, Lease>,
 }
 
 // A symbol column must stay 4 bytes a row.

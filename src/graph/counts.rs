@@ -120,7 +120,7 @@ pub struct Day {
 /// Per-day counts of one set of items: only days with items, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DaySeries {
-    days: Vec<Day>,
+    pub(super) days: Vec<Day>,
 }
 
 impl DaySeries {

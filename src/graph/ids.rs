@@ -20,7 +20,7 @@ use std::ops::Bound;
 use rustc_hash::FxHashMap;
 
 /// Rows per block of end offsets: offsets are 4 bytes relative to their block's start.
-const BLOCK: usize = if cfg!(test) { 8 } else { 4096 };
+pub(super) const BLOCK: usize = if cfg!(test) { 8 } else { 4096 };
 
 /// Ids longer than this (bytes) are kept beside the arena, so that a block's offsets always
 /// fit in 32 bits (ids are bounded far below this by the request limits; this only makes
@@ -38,7 +38,7 @@ const LATE_FORCE: usize = 4;
 
 /// The rows in id order, other than those in `late`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Order {
+pub(super) enum Order {
     /// Rows `0..n`, whose ids increase with the row number.
     Prefix(u32),
     /// These rows, ids increasing.
@@ -74,17 +74,17 @@ impl Order {
 #[derive(Debug, Default, Clone)]
 pub struct FeedbackIds {
     /// The ids, one after another.
-    text: String,
+    pub(super) text: String,
     /// Per row: the end of its id in `text`, relative to its block's base.
-    ends: Vec<u32>,
+    pub(super) ends: Vec<u32>,
     /// Per block of [`BLOCK`] rows: where its first id starts in `text`.
-    bases: Vec<u64>,
+    pub(super) bases: Vec<u64>,
     /// Ids over [`LONG_ID`] bytes (their span in `text` is empty).
-    long: FxHashMap<u32, Box<str>>,
+    pub(super) long: FxHashMap<u32, Box<str>>,
     /// Rows in id order, other than `late`'s.
-    order: Order,
+    pub(super) order: Order,
     /// Rows whose id came out of order since the last merge, by id.
-    late: BTreeMap<Box<str>, u32>,
+    pub(super) late: BTreeMap<Box<str>, u32>,
 }
 
 impl FeedbackIds {

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -232,6 +233,10 @@ pub struct GraphIndex {
     orgs: RwLock<HashMap<String, Arc<OrgSlot>>>,
     /// The graph thread's inbox, started on first use.
     worker: Mutex<Option<Sender<Arc<OrgSlot>>>>,
+    /// Non-empty changes handed to the index so far (see [`GraphIndex::changes_offered`]).
+    offered: AtomicU64,
+    /// Whether the graphs were read from a checkpoint rather than built from the store.
+    from_checkpoint: bool,
 }
 
 impl GraphIndex {
@@ -289,8 +294,72 @@ impl GraphIndex {
         );
         Ok(GraphIndex {
             orgs: RwLock::new(orgs),
-            worker: Mutex::new(None),
+            ..GraphIndex::default()
         })
+    }
+
+    /// Reads every org's graph from the checkpoint in `data_dir` whose id is `id` (the one
+    /// the store vouches for; see `checkpoint.rs`). Any mismatch is an error, and the
+    /// caller builds from the store instead.
+    pub fn load_checkpoint(
+        data_dir: &std::path::Path,
+        id: u128,
+    ) -> Result<Self, super::checkpoint::CheckpointError> {
+        let started = std::time::Instant::now();
+        let rss_before = super::memory::resident_kib();
+        let graphs = super::checkpoint::read(data_dir, id)?;
+        let orgs: HashMap<String, Arc<OrgSlot>> = graphs
+            .into_iter()
+            .map(|(org, g)| (org, Arc::new(OrgSlot::new(g))))
+            .collect();
+        tracing::info!(
+            orgs = orgs.len(),
+            total_ms = started.elapsed().as_millis() as u64,
+            rss_kib_before = rss_before,
+            rss_kib_built = super::memory::resident_kib(),
+            "graph index loaded from the checkpoint"
+        );
+        Ok(GraphIndex {
+            orgs: RwLock::new(orgs),
+            from_checkpoint: true,
+            ..GraphIndex::default()
+        })
+    }
+
+    /// Whether the graphs were read from a checkpoint at start-up (not built by a scan).
+    pub fn loaded_from_checkpoint(&self) -> bool {
+        self.from_checkpoint
+    }
+
+    /// How many non-empty changes were handed to the index so far ([`GraphIndex::apply`]
+    /// and the like). Unchanged over a stretch of time with the store closed to writes,
+    /// it says every write the store took is in the graph.
+    pub fn changes_offered(&self) -> u64 {
+        self.offered.load(Ordering::SeqCst)
+    }
+
+    /// Every org's latest snapshot once every change handed to it so far is published
+    /// (waiting for the graph thread if it is copying), by org name.
+    pub fn settled_snapshots(&self) -> Vec<(String, Arc<OrgGraph>)> {
+        let mut slots: Vec<(String, Arc<OrgSlot>)> = self
+            .orgs
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        slots
+            .into_iter()
+            .map(|(org, slot)| {
+                {
+                    let mut q = slot.queue.lock();
+                    while q.applied_seq < q.last_seq {
+                        slot.applied.wait(&mut q);
+                    }
+                }
+                (org, slot.snapshot())
+            })
+            .collect()
     }
 
     /// A snapshot of `org`'s graph, if the org has any data. It stays as it is however
@@ -324,6 +393,7 @@ impl GraphIndex {
         if changes.adapters.is_empty() && changes.feedback.is_empty() && changes.links.is_empty() {
             return Applied::default();
         }
+        self.offered.fetch_add(1, Ordering::SeqCst);
         let slot = self.slot_or_create(org);
         let (seq, start) = slot.offer(changes, record_links);
         if start {
@@ -396,6 +466,7 @@ impl GraphIndex {
             return false;
         }
         orgs.insert(org.to_owned(), Arc::new(OrgSlot::new(graph)));
+        self.offered.fetch_add(1, Ordering::SeqCst);
         true
     }
 }

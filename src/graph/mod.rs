@@ -31,6 +31,7 @@ use crate::model::{Adapter, Feedback, FeedbackLink, LinkSource, Millis};
 use crate::store::{ChangeSet, FeedbackHeadRef, Lease};
 
 mod build;
+pub mod checkpoint;
 mod columns;
 mod counts;
 #[cfg(test)]

@@ -133,14 +133,14 @@ impl OrgGraph {
 #[derive(Debug, Clone, Default)]
 pub(super) struct FamilyCounts {
     /// Per adapter row: distinct items linked into its subtree.
-    counts: Vec<u64>,
+    pub(super) counts: Vec<u64>,
     /// Whether `counts` can be trusted.
-    state: FamilyState,
+    pub(super) state: FamilyState,
 }
 
 /// Whether the family counts are up to date.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum FamilyState {
+pub(super) enum FamilyState {
     /// Up to date.
     #[default]
     Fresh,

@@ -453,17 +453,23 @@ impl RunningServer {
         }
     }
 
-    /// Waits for the server to stop; then makes every acknowledged write durable.
+    /// Waits for the server to stop; then makes every acknowledged write durable and, on
+    /// sled, writes the graph checkpoint (`storage.graph_checkpoint`).
     pub async fn wait(self) -> Result<(), HttpError> {
         let served = self
             .task
             .await
             .map_err(|e| HttpError::Task(e.to_string()))?;
         if let Some(service) = self.state.service.get().cloned() {
-            tokio::task::spawn_blocking(move || service.store().flush())
-                .await
-                .map_err(|e| HttpError::Task(e.to_string()))?
-                .map_err(|e| HttpError::Open(e.into()))?;
+            tokio::task::spawn_blocking(move || {
+                service.store().flush()?;
+                // Last: the store refuses writes from here on (see `Service::checkpoint_graph`).
+                service.checkpoint_graph();
+                Ok::<(), crate::store::StoreError>(())
+            })
+            .await
+            .map_err(|e| HttpError::Task(e.to_string()))?
+            .map_err(|e| HttpError::Open(e.into()))?;
         }
         served
     }

@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod batch;
+mod checkpoint;
 pub mod dump;
 pub mod erasure;
 pub mod follow;
@@ -450,6 +451,12 @@ pub struct Service {
     retention: erasure::RetentionConfig,
     /// When `POST /admin/compact` last started a `VACUUM` (PostgreSQL).
     last_vacuum: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// Where the graph checkpoint is written at a clean stop (`None`: it is not).
+    checkpoint_dir: Option<std::path::PathBuf>,
+    /// Writes whose client left, being finished by a task of their own ([`FinishOnDrop`]);
+    /// one that could not be finished stays counted (the graph then lacks a durable write,
+    /// and no checkpoint is written).
+    finishing: std::sync::atomic::AtomicUsize,
 }
 
 /// A write the backend is making durable: polled by the request, or, if the client hangs
@@ -506,6 +513,9 @@ impl<T: Indexed> Drop for FinishOnDrop<'_, T> {
         };
         let service = Arc::clone(self.service);
         let org = std::mem::take(&mut self.org);
+        service
+            .finishing
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let finish = async move {
             match pending.await {
                 Ok(written) => {
@@ -516,6 +526,9 @@ impl<T: Indexed> Drop for FinishOnDrop<'_, T> {
                 }
                 Err(e) => tracing::error!("a write whose client left was not made durable: {e}"),
             }
+            service
+                .finishing
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -538,9 +551,11 @@ impl Service {
             .map_err(|e| ServiceError::Config(e.to_string()))?
             .with_pii(&config.pii)
             .map_err(|e| ServiceError::Config(e.to_string()))?;
+        let mut vouched = None;
         let store: Arc<dyn Backend> = match config.storage.backend {
             BackendKind::Sled => {
                 let sled = SledStore::open(&config.data_dir, &config.storage)?;
+                vouched = sled.vouched_graph_checkpoint();
                 sled.set_rewrite_test_delay(config.erasure.test_rewrite_delay_ms);
                 if config.erasure.compact_on_start
                     && crate::store::compact::is_due(&config.data_dir)
@@ -565,8 +580,16 @@ impl Service {
             }
             None => None,
         };
-        let graph = GraphIndex::build_for(store.as_ref(), &|org| placement.serves(org))?;
+        let checkpoint_dir = checkpoint::dir_for(config, &placement);
+        let graph = checkpoint::open_graph(
+            store.as_ref(),
+            &placement,
+            checkpoint_dir.as_deref(),
+            vouched,
+        )?;
         let service = Service {
+            checkpoint_dir,
+            finishing: std::sync::atomic::AtomicUsize::new(0),
             placement,
             follower,
             store,
@@ -601,6 +624,13 @@ impl Service {
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.store.register_metrics(registry);
         self.query_metrics.register(registry);
+        let from_checkpoint = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+        from_checkpoint.set(i64::from(self.graph.loaded_from_checkpoint()));
+        registry.register(
+            "feedgraph_graph_checkpoint_loaded",
+            "1 if this start read the graph from its checkpoint, 0 if it scanned the store",
+            from_checkpoint,
+        );
         if let Some(f) = &self.follower {
             f.register(registry);
         }

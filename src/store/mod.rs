@@ -617,6 +617,11 @@ pub struct StorageConfig {
     pub backend: BackendKind,
     /// The PostgreSQL backend's settings (used when `backend = "postgres"`).
     pub postgres: PostgresConfig,
+    /// sled backend: write every org's graph to `graph.ckpt` in the data directory at a
+    /// clean stop (and at the end of `feedgraph load`), and read it at the next start
+    /// instead of scanning the store, when the store vouches for it (see
+    /// `graph/checkpoint.rs`). Off: every start scans.
+    pub graph_checkpoint: bool,
 }
 
 /// The storage backends feedgraph can run on.
@@ -671,6 +676,7 @@ impl Default for StorageConfig {
             idempotency_sweep_secs: 10 * 60,
             backend: BackendKind::Sled,
             postgres: PostgresConfig::default(),
+            graph_checkpoint: true,
         }
     }
 }

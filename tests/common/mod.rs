@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod graphs;
 #[path = "../support/postgres.rs"]
 pub mod postgres;
 pub mod server;

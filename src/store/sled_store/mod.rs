@@ -187,7 +187,14 @@ pub struct SledStore {
     clock_skew_ms: std::sync::atomic::AtomicU64,
     /// The thread that removes expired idempotency keys; stopped on drop.
     sweeper: Option<Sweeper>,
+    /// Set by [`SledStore::seal`]: every write from then on is refused.
+    sealed: std::sync::atomic::AtomicBool,
+    /// The graph checkpoint id found in `meta` at open (and removed there then).
+    graph_checkpoint: Option<u128>,
 }
+
+/// The `meta` key holding the id of the graph checkpoint the store vouches for.
+const GRAPH_CHECKPOINT_KEY: &[u8] = b"graph_checkpoint";
 
 /// The idempotency sweeper thread and the means to stop it.
 #[derive(Debug)]
@@ -354,8 +361,11 @@ impl SledStore {
             clock_skew_ms: std::sync::atomic::AtomicU64::new(0),
             syncer: std::sync::Arc::new(syncer),
             sweeper: None,
+            sealed: std::sync::atomic::AtomicBool::new(false),
+            graph_checkpoint: None,
         };
         store.check_schema()?;
+        store.graph_checkpoint = store.take_graph_checkpoint()?;
         store.open_outbox()?;
         store.sweeper = Some(store.start_sweeper(config.idempotency_sweep_secs)?);
         tracing::info!(
@@ -377,6 +387,11 @@ impl SledStore {
     /// Drop it before waiting for durability.
     pub(super) fn begin_write(&self) -> Result<StoreWrite<'_>, StoreError> {
         let gate = self.h.hold();
+        if self.sealed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "the store is closed to writes: the server is stopping".into(),
+            ));
+        }
         Ok(StoreWrite {
             _write: self.syncer.begin_write()?,
             _gate: gate,
@@ -467,6 +482,62 @@ impl SledStore {
         let out = read(self)?;
         self.syncer.settle_read()?;
         Ok(out)
+    }
+
+    /// Removes the graph checkpoint id from `meta`, durably, and returns it: the store
+    /// vouches for a checkpoint once, at open, before anything else can write. Every
+    /// opener takes it (a tool that writes while the server is down leaves none behind),
+    /// so a checkpoint is used only by the first start after the stop that wrote it.
+    fn take_graph_checkpoint(&self) -> Result<Option<u128>, StoreError> {
+        let Some(v) = self.t().meta.get(GRAPH_CHECKPOINT_KEY)? else {
+            return Ok(None);
+        };
+        {
+            let _w = self.begin_write()?;
+            self.t().meta.remove(GRAPH_CHECKPOINT_KEY)?;
+        }
+        self.make_durable()?;
+        Ok(<[u8; 16]>::try_from(v.as_ref())
+            .ok()
+            .map(u128::from_be_bytes))
+    }
+
+    /// The id of the graph checkpoint this store vouched for when it was opened (see
+    /// `graph/checkpoint.rs`); `None` if the last stop wrote none or anything opened the
+    /// store since.
+    pub fn vouched_graph_checkpoint(&self) -> Option<u128> {
+        self.graph_checkpoint
+    }
+
+    /// Refuses every write from now on (with [`StoreError::Unavailable`]); returns once no
+    /// write is between its first and last change to sled. For a clean stop, before the
+    /// graph checkpoint is taken: after this, the store cannot change under it.
+    pub fn seal(&self) {
+        let _all = self.h.gate.write();
+        self.sealed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Records `id` as the graph checkpoint the store vouches for, durably. Call only with
+    /// the store sealed and the checkpoint file durable.
+    pub fn vouch_for_graph_checkpoint(&self, id: u128) -> Result<(), StoreError> {
+        {
+            let _gate = self.h.hold();
+            let _w = self.syncer.begin_write()?;
+            self.t()
+                .meta
+                .insert(GRAPH_CHECKPOINT_KEY, &id.to_be_bytes())?;
+        }
+        self.make_durable()
+    }
+
+    /// Takes back [`SledStore::vouch_for_graph_checkpoint`], durably.
+    pub fn withdraw_graph_checkpoint(&self) -> Result<(), StoreError> {
+        {
+            let _gate = self.h.hold();
+            let _w = self.syncer.begin_write()?;
+            self.t().meta.remove(GRAPH_CHECKPOINT_KEY)?;
+        }
+        self.make_durable()
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
