@@ -40,11 +40,12 @@ pub fn fingerprint(g: &OrgGraph) -> String {
         )
         .unwrap();
         if let Some(s) = text(f.session_id) {
-            writeln!(
-                out,
-                "  session {s}: {:?}",
-                g.session_rows(&s).collect::<Vec<_>>()
-            )
+            writeln!(out, "  session {s}: {:?}", {
+                // In no particular order (`OrgGraph::session_rows`).
+                let mut rows = g.session_rows(&s).collect::<Vec<_>>();
+                rows.sort_unstable();
+                rows
+            })
             .unwrap();
         }
     }
