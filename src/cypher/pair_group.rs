@@ -273,19 +273,19 @@ impl Entry for u128 {
 /// Widest radix digit: 2^14 counters (128 KiB) stay in the core's cache.
 const MAX_DIGIT_BITS: u32 = 14;
 
-/// Sorts `v` by the `bits` low bits of each entry's key, stably, by a least significant
-/// digit radix sort with `scratch` as the second buffer. The entries arrive in row order,
-/// and a stable sort keeps each group's rows in that order, so the first entry of a run is
-/// the group's first row; the position bits need no sorting. Digits that are the same in
-/// every entry are skipped.
-fn radix_sort<E: Entry>(v: &mut Vec<E>, scratch: &mut Vec<E>, bits: u32) {
+/// Sorts `v` by the `bits` bits of each entry's key from bit `shift` up, stably, by a least
+/// significant digit radix sort with `scratch` as the second buffer. The entries arrive in
+/// row order, and a stable sort keeps the rows of each key in that order, so the first
+/// entry of a run is the run's first row; the position bits need no sorting. Digits that
+/// are the same in every entry are skipped.
+fn radix_sort<E: Entry>(v: &mut Vec<E>, scratch: &mut Vec<E>, shift: u32, bits: u32) {
     if bits == 0 {
         return;
     }
     let passes = bits.div_ceil(MAX_DIGIT_BITS);
     let width = bits.div_ceil(passes);
     let mask = (1u64 << width) - 1;
-    let digit = |x: E, p: u32| ((x.key() >> (p * width)) & mask) as usize;
+    let digit = |x: E, p: u32| (((x.key() >> shift) >> (p * width)) & mask) as usize;
     // One read of the data for every pass's histogram.
     let mut hist = vec![0usize; (passes as usize) << width];
     for &x in v.iter() {
@@ -317,6 +317,77 @@ fn radix_sort<E: Entry>(v: &mut Vec<E>, scratch: &mut Vec<E>, bits: u32) {
             }
         }
         std::mem::swap(v, scratch);
+    }
+}
+
+/// Widest low part of a key counted in a flat array rather than sorted: 2^16 counters and
+/// first rows (768 KiB) for every group that shares the high part.
+const MAX_DENSE_BITS: u32 = 16;
+
+/// One group of equal keys: the packed key, its number of rows and its first row.
+type Group = (u64, u64, u64);
+
+/// The groups of `buf`'s keys (`hi_bits` above `lo_bits`), in no particular order (each
+/// group's first row tells its place).
+///
+/// When the low part is narrow (at most [`MAX_DENSE_BITS`]), the entries are sorted by the
+/// high part only, and each run of one high part is counted into a flat array indexed by
+/// the low part, remembering each low part's first row: one radix pass fewer than sorting
+/// the whole key, and no pass to find the runs. Otherwise the whole key is sorted and runs
+/// are counted.
+fn groups_of<E: Entry>(buf: &mut Vec<E>, hi_bits: u32, lo_bits: u32) -> Vec<Group> {
+    let mut scratch = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
+    if lo_bits == 0 || lo_bits > MAX_DENSE_BITS {
+        radix_sort(buf, &mut scratch, 0, hi_bits + lo_bits);
+        drop(scratch);
+        for &x in buf.iter() {
+            match groups.last_mut() {
+                Some(last) if last.0 == x.key() => last.1 += 1,
+                _ => groups.push((x.key(), 1, x.seq())),
+            }
+        }
+        return groups;
+    }
+    radix_sort(buf, &mut scratch, lo_bits, hi_bits);
+    drop(scratch);
+    let lo_mask = (1u64 << lo_bits) - 1;
+    let mut count = vec![0u64; 1 << lo_bits];
+    let mut first = vec![0u64; 1 << lo_bits];
+    let mut touched: Vec<u64> = Vec::new();
+    for run in buf.chunk_by(|x, y| x.key() >> lo_bits == y.key() >> lo_bits) {
+        let Some(head) = run.first() else {
+            continue;
+        };
+        let hi = head.key() & !lo_mask;
+        for &x in run {
+            let lo = x.key() & lo_mask;
+            if let (Some(c), Some(f)) = (count.get_mut(lo as usize), first.get_mut(lo as usize)) {
+                if *c == 0 {
+                    *f = x.seq();
+                    touched.push(lo);
+                }
+                *c += 1;
+            }
+        }
+        for &lo in &touched {
+            if let (Some(c), Some(f)) = (count.get_mut(lo as usize), first.get(lo as usize)) {
+                groups.push((hi | lo, *c, *f));
+                *c = 0;
+            }
+        }
+        touched.clear();
+    }
+    groups
+}
+
+/// Bytes of the flat arrays [`groups_of`] uses for a low part of `lo_bits` (besides the
+/// sort's second buffer, charged with the entries).
+fn dense_bytes(lo_bits: u32) -> u64 {
+    if lo_bits == 0 || lo_bits > MAX_DENSE_BITS {
+        0
+    } else {
+        16u64 << lo_bits
     }
 }
 
@@ -377,15 +448,36 @@ fn needs_eid(e: &Expand) -> bool {
 /// A filter of the walk: `a.id <> b.id` (or `=`) on two of its nodes compares rows (ids
 /// are unique); anything else is evaluated on the row.
 enum Test<'p> {
-    /// [`ExprKind::PropPair`] on the id: the levels of the two nodes, the label both must
-    /// have, and whether it is `<>`.
-    SameId {
-        a: usize,
-        b: usize,
-        adapter: bool,
-        negated: bool,
-    },
+    /// `a.id <> b.id` (or `=`) on two nodes of the walk.
+    SameId(SameId),
     General(&'p Expr),
+}
+
+/// [`ExprKind::PropPair`] on the id, decided on the nodes' rows.
+#[derive(Clone, Copy)]
+struct SameId {
+    /// The levels of the two nodes (0 the scan, 1 the first expansion, 2 the second).
+    a: usize,
+    b: usize,
+    /// The label both must have: Adapter (else Feedback).
+    adapter: bool,
+    /// `<>` rather than `=`.
+    negated: bool,
+}
+
+impl SameId {
+    /// The comparison's verdict on the nodes bound so far.
+    #[inline(always)]
+    fn pass(self, nodes: &[NodeRef; 3]) -> bool {
+        match (nodes.get(self.a), nodes.get(self.b), self.adapter) {
+            (Some(NodeRef::Adapter(x)), Some(NodeRef::Adapter(y)), true)
+            | (Some(NodeRef::Feedback(x)), Some(NodeRef::Feedback(y)), false) => {
+                (x == y) != self.negated
+            }
+            // A node of another label: the comparison is null.
+            _ => false,
+        }
+    }
 }
 
 impl<'p> Test<'p> {
@@ -401,12 +493,12 @@ impl<'p> Test<'p> {
                 _ => None,
             };
             if let Some(adapter) = adapter {
-                return Test::SameId {
+                return Test::SameId(SameId {
                     a,
                     b,
                     adapter,
                     negated: *negated,
-                };
+                });
             }
         }
         Test::General(e)
@@ -419,21 +511,7 @@ impl<'p> Test<'p> {
         'p: 'a,
     {
         match self {
-            Test::SameId {
-                a,
-                b,
-                adapter,
-                negated,
-            } => Ok(
-                match (nodes.get(*a).copied(), nodes.get(*b).copied(), adapter) {
-                    (Some(NodeRef::Adapter(x)), Some(NodeRef::Adapter(y)), true)
-                    | (Some(NodeRef::Feedback(x)), Some(NodeRef::Feedback(y)), false) => {
-                        (x == y) != *negated
-                    }
-                    // A node of another label: the comparison is null.
-                    _ => false,
-                },
-            ),
+            Test::SameId(t) => Ok(t.pass(nodes)),
             Test::General(e) => ex.env.test(e, row),
         }
     }
@@ -482,6 +560,120 @@ fn level(sh: &Shape<'_>, s: Slot) -> usize {
     sh.nodes().iter().position(|x| *x == s).unwrap_or(0)
 }
 
+/// A remembered HAVING verdict for one count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Unknown,
+    Pass,
+    Fail,
+}
+
+/// The buffer of packed entries the walk fills, one per row, charged to the budget as it
+/// grows.
+struct Entries<E> {
+    buf: Vec<E>,
+    /// The next row's position.
+    seq: u64,
+    /// The largest position an entry can hold.
+    max_seq: u64,
+    /// Entries charged so far.
+    charged: usize,
+}
+
+impl<E: Entry> Entries<E> {
+    fn new() -> Self {
+        Entries {
+            buf: Vec::new(),
+            seq: 0,
+            max_seq: if E::SEQ_BITS >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << E::SEQ_BITS) - 1
+            },
+            charged: 0,
+        }
+    }
+
+    /// Appends the next row's entry, grouped by `key`.
+    #[inline(always)]
+    fn push(&mut self, ex: &Exec<'_>, key: u64) -> Result<(), Fail> {
+        if self.seq > self.max_seq {
+            return Err(CypherError::limit(
+                super::Limit::MaxWork,
+                "the query produced more rows than the pair grouper can number; narrow the MATCH",
+            )
+            .into());
+        }
+        self.buf.push(E::pack(key, self.seq));
+        self.seq += 1;
+        if self.buf.len() >= self.charged + CHARGE_EVERY {
+            self.charge(ex)?;
+        }
+        Ok(())
+    }
+
+    /// Charges the entries added since the last charge: the buffer and the sort's second
+    /// buffer.
+    #[inline(never)]
+    fn charge(&mut self, ex: &Exec<'_>) -> Result<(), Fail> {
+        let new = (self.buf.len() - self.charged) as u64;
+        ex.env
+            .budget
+            .charge(2 * std::mem::size_of::<E>() as u64 * new)?;
+        self.charged = self.buf.len();
+        Ok(())
+    }
+}
+
+/// The walk of [`count`] when every filter compares ids (nothing is bound in a row) and the
+/// second expansion is the first one again from the scanned node, as in the shared-feedback
+/// query: one list per scanned node, walked twice. The rows, their order and the work
+/// counted are the general walk's.
+#[allow(clippy::too_many_arguments)]
+fn walk_same<E: Entry>(
+    ex: &mut Exec<'_>,
+    first: &Expand,
+    scan: impl Iterator<Item = NodeRef>,
+    tests: &[Vec<SameId>; 3],
+    need_eid: bool,
+    taken_check: bool,
+    key_of: impl Fn(&[NodeRef; 3]) -> u64,
+    out: &mut Entries<E>,
+) -> Result<(), Fail> {
+    let g = ex.env.g;
+    let mut list: Vec<(NodeRef, u32)> = Vec::new();
+    let mut nodes = [NodeRef::Feedback(0); 3];
+    let [t0, t1, t2] = tests;
+    for s in scan {
+        ex.tick()?;
+        nodes[0] = s;
+        if !t0.iter().all(|t| t.pass(&nodes)) {
+            continue;
+        }
+        let work = edges(g, first, s, need_eid, &mut list);
+        ex.env.budget.tick_n(work)?;
+        for &(a, e1) in &list {
+            nodes[1] = a;
+            if !t1.iter().all(|t| t.pass(&nodes)) {
+                continue;
+            }
+            // The second expansion walks the list again (the row path walks it per row).
+            ex.env.budget.tick_n(work)?;
+            for &(b, e2) in &list {
+                if taken_check && e2 == e1 {
+                    continue;
+                }
+                nodes[2] = b;
+                if !t2.iter().all(|t| t.pass(&nodes)) {
+                    continue;
+                }
+                out.push(ex, key_of(&nodes))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Entries per budget charge.
 const CHARGE_EVERY: usize = 1 << 14;
 
@@ -495,15 +687,8 @@ fn count<'a, E: Entry>(
 ) -> Result<Vec<Row<'a>>, Fail> {
     let g = ex.env.g;
     let budget_mark = ex.env.budget.mark();
-    let entry_bytes = std::mem::size_of::<E>() as u64;
     let (hl, ll) = (level(sh, pc.pair[0]), level(sh, pc.pair[1]));
     let lo_bits = lo.map_or(0, |c| c.bits);
-    let max_seq = if E::SEQ_BITS >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << E::SEQ_BITS) - 1
-    };
-    let mut buf: Vec<E> = Vec::new();
     let mut row: Row<'a> = vec![Value::Null; width];
     let mut list1: Vec<(NodeRef, u32)> = Vec::new();
     let mut list2: Vec<(NodeRef, u32)> = Vec::new();
@@ -530,8 +715,7 @@ fn count<'a, E: Entry>(
         general(1) || general(2),
         general(2),
     ];
-    let mut seq: u64 = 0;
-    let mut charged = 0usize;
+    let mut out = Entries::<E>::new();
     let rows = |k: Kinds| {
         (
             if k.feedback { g.feedback().len() } else { 0 } as u32,
@@ -542,103 +726,106 @@ fn count<'a, E: Entry>(
     let scan = (0..nf)
         .map(NodeRef::Feedback)
         .chain((0..na).map(NodeRef::Adapter));
-    let mut nodes = [NodeRef::Feedback(0); 3];
-    'scan: for s in scan {
-        ex.tick()?;
-        nodes[0] = s;
-        if write[0] {
-            set_node(&mut row, sh.scan, s);
+    let key_of = |nodes: &[NodeRef; 3]| {
+        let mut key = hi.of(nodes[hl]);
+        if let Some(lo) = lo {
+            key = (key << lo_bits) | lo.of(nodes[ll]);
         }
-        for t in &tests[0] {
-            if !t.pass(ex, &nodes, &row)? {
-                continue 'scan;
+        key
+    };
+    let only_ids = |l: usize| -> Option<Vec<SameId>> {
+        tests[l]
+            .iter()
+            .map(|t| match t {
+                Test::SameId(t) => Some(*t),
+                Test::General(_) => None,
+            })
+            .collect()
+    };
+    if same && let (Some(t0), Some(t1), Some(t2)) = (only_ids(0), only_ids(1), only_ids(2)) {
+        walk_same(
+            ex,
+            sh.first,
+            scan,
+            &[t0, t1, t2],
+            need1,
+            taken_check,
+            key_of,
+            &mut out,
+        )?;
+    } else {
+        let mut nodes = [NodeRef::Feedback(0); 3];
+        'scan: for s in scan {
+            ex.tick()?;
+            nodes[0] = s;
+            if write[0] {
+                set_node(&mut row, sh.scan, s);
             }
-        }
-        let work1 = edges(g, sh.first, s, need1, &mut list1);
-        ex.env.budget.tick_n(work1)?;
-        // From the scanned node, the second list is the same for every first relationship:
-        // walked once, counted each time (as the row pipeline walks it each time).
-        let mut work2 = None;
-        'first: for &(a, e1) in &list1 {
-            nodes[1] = a;
-            if write[1] {
-                set_node(&mut row, sh.first.to, a);
-                if let Some(rs) = sh.first.rel {
-                    set_rel(&mut row, rs, e1);
-                }
-            }
-            for t in &tests[1] {
+            for t in &tests[0] {
                 if !t.pass(ex, &nodes, &row)? {
-                    continue 'first;
+                    continue 'scan;
                 }
             }
-            let w = match (second_from_scan, work2) {
-                (true, Some(w)) => w,
-                (true, None) => {
-                    let w = if same {
-                        list2.clone_from(&list1);
-                        work1
-                    } else {
-                        edges(g, sh.second, s, need2, &mut list2)
-                    };
-                    work2 = Some(w);
-                    w
-                }
-                (false, _) => edges(g, sh.second, a, need2, &mut list2),
-            };
-            ex.env.budget.tick_n(w)?;
-            'second: for &(b, e2) in &list2 {
-                if taken_check && e2 == e1 {
-                    continue;
-                }
-                nodes[2] = b;
-                if write[2] {
-                    set_node(&mut row, sh.second.to, b);
-                    if let Some(rs) = sh.second.rel {
-                        set_rel(&mut row, rs, e2);
+            let work1 = edges(g, sh.first, s, need1, &mut list1);
+            ex.env.budget.tick_n(work1)?;
+            // From the scanned node, the second list is the same for every first relationship:
+            // walked once, counted each time (as the row pipeline walks it each time).
+            let mut work2 = None;
+            'first: for &(a, e1) in &list1 {
+                nodes[1] = a;
+                if write[1] {
+                    set_node(&mut row, sh.first.to, a);
+                    if let Some(rs) = sh.first.rel {
+                        set_rel(&mut row, rs, e1);
                     }
                 }
-                for t in &tests[2] {
+                for t in &tests[1] {
                     if !t.pass(ex, &nodes, &row)? {
-                        continue 'second;
+                        continue 'first;
                     }
                 }
-                let mut key = hi.of(nodes[hl]);
-                if let Some(lo) = lo {
-                    key = (key << lo_bits) | lo.of(nodes[ll]);
-                }
-                if seq > max_seq {
-                    return Err(CypherError::limit(
-                        super::Limit::MaxWork,
-                        "the query produced more rows than the pair grouper can number; narrow the MATCH",
-                    )
-                    .into());
-                }
-                buf.push(E::pack(key, seq));
-                seq += 1;
-                if buf.len() >= charged + CHARGE_EVERY {
-                    // The buffer and the sort's second buffer.
-                    ex.env
-                        .budget
-                        .charge(2 * entry_bytes * (buf.len() - charged) as u64)?;
-                    charged = buf.len();
+                let w = match (second_from_scan, work2) {
+                    (true, Some(w)) => w,
+                    (true, None) => {
+                        let w = if same {
+                            work1
+                        } else {
+                            edges(g, sh.second, s, need2, &mut list2)
+                        };
+                        work2 = Some(w);
+                        w
+                    }
+                    (false, _) => edges(g, sh.second, a, need2, &mut list2),
+                };
+                ex.env.budget.tick_n(w)?;
+                let second: &[(NodeRef, u32)] = if same { &list1 } else { &list2 };
+                'second: for &(b, e2) in second {
+                    if taken_check && e2 == e1 {
+                        continue;
+                    }
+                    nodes[2] = b;
+                    if write[2] {
+                        set_node(&mut row, sh.second.to, b);
+                        if let Some(rs) = sh.second.rel {
+                            set_rel(&mut row, rs, e2);
+                        }
+                    }
+                    for t in &tests[2] {
+                        if !t.pass(ex, &nodes, &row)? {
+                            continue 'second;
+                        }
+                    }
+                    out.push(ex, key_of(&nodes))?;
                 }
             }
         }
     }
     ex.env.budget.check()?;
 
-    // Sort, then count runs: (packed nodes, rows, first row).
-    let mut scratch = Vec::new();
-    radix_sort(&mut buf, &mut scratch, hi.bits + lo_bits);
-    drop(scratch);
-    let mut groups: Vec<(u64, u64, u64)> = Vec::new();
-    for &x in &buf {
-        match groups.last_mut() {
-            Some(last) if last.0 == x.key() => last.1 += 1,
-            _ => groups.push((x.key(), 1, x.seq())),
-        }
-    }
+    // The groups: (packed nodes, rows, first row).
+    ex.env.budget.charge(dense_bytes(lo_bits))?;
+    let mut buf = out.buf;
+    let mut groups = groups_of(&mut buf, hi.bits, lo_bits);
     drop(buf);
     ex.env.budget.settle(budget_mark, 0);
     let max_groups = ex.max_held();
@@ -646,8 +833,6 @@ fn count<'a, E: Entry>(
         return Err(held_too_many(max_groups));
     }
     ex.env.budget.charge(24 * groups.len() as u64)?;
-    // Back in the order the groups first appeared.
-    groups.sort_unstable_by_key(|g| g.2);
 
     let lo_mask = if lo_bits == 0 {
         0
@@ -674,18 +859,32 @@ fn count<'a, E: Entry>(
         }
     };
     let mut scratch_row: Row<'a> = vec![Value::Null; width];
-    // Does a group with `n` rows pass HAVING?
-    let passes = |ex: &mut Exec<'a>, r: &mut Row<'a>, n: u64| -> Result<bool, Fail> {
+    // Does a group with `n` rows pass HAVING? It reads only the counts, so the verdict of
+    // a small count is remembered.
+    let mut verdicts = vec![Verdict::Unknown; if pc.having.is_empty() { 0 } else { 4096 }];
+    let mut passes = |ex: &mut Exec<'a>, r: &mut Row<'a>, n: u64| -> Result<bool, Fail> {
+        if pc.having.is_empty() {
+            return Ok(true);
+        }
+        let known = usize::try_from(n).ok().and_then(|i| verdicts.get_mut(i));
+        if let Some(Verdict::Pass | Verdict::Fail) = known.as_deref() {
+            return Ok(known.as_deref() == Some(&Verdict::Pass));
+        }
         let v = Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
         for a in &pc.aggs {
             r[a.slot] = v.clone();
         }
+        let mut ok = true;
         for f in &pc.having {
             if !ex.env.test(f, r)? {
-                return Ok(false);
+                ok = false;
+                break;
             }
         }
-        Ok(true)
+        if let Some(k) = known {
+            *k = if ok { Verdict::Pass } else { Verdict::Fail };
+        }
+        Ok(ok)
     };
     let key_values = |ex: &mut Exec<'a>, r: &Row<'a>| -> Result<Vec<Value<'a>>, Fail> {
         let mut out = Vec::with_capacity(pc.keys.len());
@@ -714,16 +913,28 @@ fn count<'a, E: Entry>(
         Ok(())
     };
     if pc.injective {
-        for &(k, n, _) in &groups {
-            if !passes(ex, &mut scratch_row, n)? {
-                continue;
+        // HAVING first, then only the groups it keeps are put back in order of first row.
+        let mut kept = 0;
+        for i in 0..groups.len() {
+            if let Some(&g) = groups.get(i)
+                && passes(ex, &mut scratch_row, g.1)?
+            {
+                if let Some(slot) = groups.get_mut(kept) {
+                    *slot = g;
+                }
+                kept += 1;
             }
+        }
+        groups.truncate(kept);
+        groups.sort_unstable_by_key(|g| g.2);
+        for &(k, n, _) in &groups {
             decode(k, &mut scratch_row);
             let key = key_values(ex, &scratch_row)?;
             emit(ex, &mut out, key, n)?;
         }
     } else {
         // Merge node pairs with equal keys, in order of first row.
+        groups.sort_unstable_by_key(|g| g.2);
         let mut index: HashMap<Box<[Value<'a>]>, usize, FastBuild> = HashMap::default();
         let mut merged: Vec<(Box<[Value<'a>]>, u64)> = Vec::new();
         for &(k, n, _) in &groups {
@@ -751,4 +962,66 @@ fn count<'a, E: Entry>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The groups by the obvious method: a map from key to (rows, first row).
+    fn reference<E: Entry>(entries: &[E]) -> Vec<Group> {
+        let mut by_key: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+        for x in entries {
+            by_key
+                .entry(x.key())
+                .and_modify(|g| g.0 += 1)
+                .or_insert((1, x.seq()));
+        }
+        let mut out: Vec<Group> = by_key.into_iter().map(|(k, (n, f))| (k, n, f)).collect();
+        out.sort_unstable_by_key(|g| g.2);
+        out
+    }
+
+    fn grouped<E: Entry>(mut entries: Vec<E>, hi_bits: u32, lo_bits: u32) -> Vec<Group> {
+        let mut out = groups_of(&mut entries, hi_bits, lo_bits);
+        out.sort_unstable_by_key(|g| g.2);
+        out
+    }
+
+    /// Keys drawn from `hi_bits` and `lo_bits` wide parts (a few values of each, so groups
+    /// repeat), numbered in order.
+    fn keys(hi_bits: u32, lo_bits: u32) -> impl Strategy<Value = Vec<u64>> {
+        let part = |bits: u32| {
+            let max = if bits == 0 { 0 } else { (1u64 << bits) - 1 };
+            prop_oneof![Just(0u64), Just(max), 0..=max, 0..=max.min(7)]
+        };
+        prop::collection::vec(
+            (part(hi_bits), part(lo_bits)).prop_map(move |(h, l)| (h << lo_bits) | l),
+            0..600,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn narrow_low_parts_group_as_a_map_does(
+            (hi_bits, lo_bits, ks) in (0u32..=MAX_DENSE_BITS)
+                .prop_flat_map(|l| (0..=32 - l, Just(l)))
+                .prop_flat_map(|(h, l)| (Just(h), Just(l), keys(h, l)))
+        ) {
+            let entries: Vec<u64> =
+                ks.iter().enumerate().map(|(i, &k)| u64::pack(k, i as u64)).collect();
+            prop_assert_eq!(grouped(entries.clone(), hi_bits, lo_bits), reference(&entries));
+        }
+
+        #[test]
+        fn wide_keys_group_as_a_map_does(
+            (hi_bits, lo_bits, ks) in (0u32..=30, (MAX_DENSE_BITS + 1)..=34)
+                .prop_flat_map(|(h, l)| (Just(h), Just(l), keys(h, l)))
+        ) {
+            let entries: Vec<u128> =
+                ks.iter().enumerate().map(|(i, &k)| u128::pack(k, i as u64)).collect();
+            prop_assert_eq!(grouped(entries.clone(), hi_bits, lo_bits), reference(&entries));
+        }
+    }
 }
