@@ -110,14 +110,16 @@ fn arrow_error(e: arrow_schema::ArrowError) -> CypherError {
     }
 }
 
-/// A string array of the ids of an id column of `rows` (no nulls), copied in row order
-/// (no per-cell dispatch; see `Rows::id_column`).
+/// A string array of the ids of an id column of `rows` (no nulls). The ids are read
+/// first, all of them, then copied: in a big result each id is a cache miss, and a loop
+/// that only reads them keeps many of those misses in flight at once, where reading and
+/// copying one id after another waits on each in turn.
 fn id_array(rows: &Rows, col: usize) -> ArrayRef {
-    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
-    if let Some(ids) = rows.id_column(col) {
-        for id in ids {
-            b.append_value(id);
-        }
+    let ids: Vec<&str> = rows.id_column(col).map_or_else(Vec::new, Iterator::collect);
+    let bytes = ids.iter().map(|s| s.len()).sum();
+    let mut b = StringBuilder::with_capacity(ids.len(), bytes);
+    for id in ids {
+        b.append_value(id);
     }
     Arc::new(b.finish())
 }

@@ -18,7 +18,9 @@
 //! ids in row order: [`Rows::write_json_rows`] writes one batch of a streamed result
 //! (strings that need no escape, every id, go out without serde_json's escaping loop),
 //! and the Arrow encoder copies an id column straight into its string array
-//! (`Rows::id_column`), other cells through `Rows::scalar`.
+//! (`Rows::id_column`), other cells through `Rows::scalar`. Both read a batch's ids in a
+//! first pass of their own (each id of a big result is a cache miss; a loop that only
+//! reads them overlaps the misses), and an adapter-id column becomes an Arrow dictionary.
 //!
 //! [`Rows`] serializes to exactly the JSON of the rows as arrays of JSON values, and
 //! [`Rows::to_json`] gives those values.
@@ -558,6 +560,11 @@ impl Rows {
     /// a comma comes first too unless `first` (the rows continue an array already begun).
     /// The same text as serializing each row with serde_json, written cell by cell.
     pub fn write_json_rows(&self, out: &mut Vec<u8>, first: bool) -> serde_json::Result<()> {
+        // The ids of each id column, read ahead of the rows: in a big result each is a
+        // cache miss, and a loop that only reads them keeps many misses in flight at once.
+        let ids: Vec<Option<Vec<&str>>> = (0..self.width)
+            .map(|c| self.id_column(c).map(Iterator::collect))
+            .collect();
         for i in 0..self.rows {
             if i > 0 || !first {
                 out.push(b',');
@@ -568,7 +575,11 @@ impl Rows {
                     out.push(b',');
                 }
                 match self.at(i, c) {
-                    At::Id(n) => write_json_str(out, self.id_text(n)),
+                    At::Id(n) => {
+                        let read = ids.get(c).and_then(Option::as_ref);
+                        let id = read.and_then(|v| v.get(i).copied());
+                        write_json_str(out, id.unwrap_or_else(|| self.id_text(n)));
+                    }
                     At::Cell(Cell::Str { len, start }) => {
                         write_json_str(out, self.text_at(*start, *len));
                     }
