@@ -165,8 +165,10 @@ fn bulk_rows_equal_the_walk_a_row_at_a_time() {
     ];
     let default = QueryLimits::default();
     let limited = |f: &dyn Fn(&mut QueryLimits)| {
-        let mut l = QueryLimits::default();
-        l.timeout = Duration::from_secs(600);
+        let mut l = QueryLimits {
+            timeout: Duration::from_secs(600),
+            ..QueryLimits::default()
+        };
         f(&mut l);
         l
     };
