@@ -7,8 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use arrow_array::types::Int32Type;
 use arrow_array::{
-    Array, BooleanArray, Float64Array, Int64Array, NullArray, RecordBatch, StringArray,
+    Array, BooleanArray, DictionaryArray, Float64Array, Int64Array, NullArray, RecordBatch,
+    StringArray,
 };
 use arrow_ipc::reader::StreamReader;
 use arrow_schema::DataType;
@@ -134,6 +136,14 @@ fn arrow_rows(schema: &arrow_schema::Schema, batches: &[RecordBatch]) -> Vec<Vec
                         assert!(any.downcast_ref::<NullArray>().is_some());
                         Value::Null
                     }
+                    // Adapter ids: each batch's distinct ids once, an index per row.
+                    DataType::Dictionary(k, v)
+                        if **k == DataType::Int32 && **v == DataType::Utf8 =>
+                    {
+                        let d = any.downcast_ref::<DictionaryArray<Int32Type>>().unwrap();
+                        let values = d.values().as_any().downcast_ref::<StringArray>().unwrap();
+                        json!(values.value(d.keys().value(r) as usize))
+                    }
                     DataType::Utf8 => {
                         let s = any.downcast_ref::<StringArray>().unwrap().value(r);
                         if json_text {
@@ -171,6 +181,7 @@ async fn streamed_json_and_arrow_equal_the_collected_result() {
     // Three rows a batch: every result of more than three rows crosses batches.
     let (s, expected) = setup(|c| c.query.stream_batch_rows = 3).await;
     let mut multi_batch = 0;
+    let mut dictionaries = 0;
     for (org, q, params, want) in &expected {
         let t = s.token(org, "ana", Role::User);
         let r = post_query(&s, &t, q, params).await;
@@ -206,6 +217,11 @@ async fn streamed_json_and_arrow_equal_the_collected_result() {
             n.div_ceil(3),
             "{q}: one record batch per batch"
         );
+        dictionaries += schema
+            .fields()
+            .iter()
+            .filter(|f| matches!(f.data_type(), DataType::Dictionary(..)))
+            .count();
         let rows = arrow_rows(&schema, &batches);
         let want_rows = want["rows"].as_array().unwrap();
         assert_eq!(rows.len(), want_rows.len(), "{q}");
@@ -214,6 +230,8 @@ async fn streamed_json_and_arrow_equal_the_collected_result() {
         }
     }
     assert!(multi_batch >= 5, "too few results cross batches");
+    // Columns of adapter ids come dictionary-encoded, a dictionary per batch.
+    assert!(dictionaries >= 2, "no dictionary-encoded column");
 
     // The named-query endpoint streams too.
     let t = s.token("acme", "ana", Role::User);

@@ -11,6 +11,7 @@
 //! | only integers | `Int64` |
 //! | numbers, at least one a float | `Float64` (integers converted) |
 //! | only strings | `Utf8` |
+//! | only adapter ids kept as references into the graph (`a.id` of an `Adapter` node) | `Dictionary(Int32, Utf8)`: each batch's distinct adapter ids once, and an index per row |
 //! | anything else: nodes, relationships, paths, lists, maps, mixed kinds, or only nulls | `Utf8` holding each value's JSON text, the field's metadata `feedgraph.encoding = json` |
 //!
 //! Every column is nullable; a Cypher null is an Arrow null. A later row whose value does
@@ -18,16 +19,28 @@
 //! column) stops the query with a type error, which the HTTP layer reports by cutting the
 //! stream short; an integer in a `Float64` column is converted. JSON-text columns take any
 //! value.
+//!
+//! Adapter ids repeat over a result (one adapter over all its feedback rows), so a column
+//! of them is dictionary-encoded: a record batch carries the distinct ids of its rows once
+//! and an `Int32` index per row, and readers (pyarrow, arrow-rs) give back the same strings
+//! (pandas makes it a categorical column). Each batch sends its own dictionary (a
+//! replacement, as the IPC stream format allows). A later batch of such a column may hold
+//! any strings and nulls.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, StringDictionaryBuilder,
+};
+use arrow_array::types::Int32Type;
+use arrow_array::{ArrayRef, DictionaryArray, Int32Array, RecordBatch};
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::error::CypherError;
 use super::rows::{Rows, Scalar};
+use super::value::FastBuild;
 
 /// The field metadata key that marks a column of JSON text.
 pub const ENCODING_KEY: &str = "feedgraph.encoding";
@@ -45,6 +58,8 @@ enum Kind {
     Int,
     Float,
     Str,
+    /// Strings, dictionary-encoded (a column of adapter ids).
+    Dict,
     Json,
 }
 
@@ -55,6 +70,7 @@ impl Kind {
             Kind::Int => "Int64",
             Kind::Float => "Float64",
             Kind::Str => "Utf8",
+            Kind::Dict => "Dictionary(Int32, Utf8)",
             Kind::Json => "Utf8 (JSON text)",
         }
     }
@@ -62,8 +78,10 @@ impl Kind {
 
 /// The type of column `col` from the values of `rows` (see the module docs).
 fn infer(rows: &Rows, col: usize) -> Kind {
-    if rows.id_column(col).is_some() && !rows.is_empty() {
-        return Kind::Str;
+    match rows.id_rows(col) {
+        Some((true, ids)) if !ids.is_empty() => return Kind::Dict,
+        Some((false, ids)) if !ids.is_empty() => return Kind::Str,
+        _ => {}
     }
     let (mut b, mut i, mut f, mut s, mut n) = (false, false, false, false, false);
     for r in 0..rows.len() {
@@ -92,16 +110,56 @@ fn arrow_error(e: arrow_schema::ArrowError) -> CypherError {
     }
 }
 
-/// A string array of the ids of an id column of `rows` (no nulls), copied in row order
-/// (no per-cell dispatch; see `Rows::id_column`).
+/// A string array of the ids of an id column of `rows` (no nulls). The ids are read
+/// first, all of them, then copied: in a big result each id is a cache miss, and a loop
+/// that only reads them keeps many of those misses in flight at once, where reading and
+/// copying one id after another waits on each in turn.
 fn id_array(rows: &Rows, col: usize) -> ArrayRef {
-    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
-    if let Some(ids) = rows.id_column(col) {
-        for id in ids {
-            b.append_value(id);
-        }
+    let ids: Vec<&str> = rows.id_column(col).map_or_else(Vec::new, Iterator::collect);
+    let bytes = ids.iter().map(|s| s.len()).sum();
+    let mut b = StringBuilder::with_capacity(ids.len(), bytes);
+    for id in ids {
+        b.append_value(id);
     }
     Arc::new(b.finish())
+}
+
+/// A dictionary array of the adapter ids `ids` (adapter row numbers of the graph `rows`
+/// keep): the distinct ids in order of first appearance, and one index per row. Adapters
+/// come in runs (a walk returns an adapter's feedback rows together), so a row whose
+/// adapter is the previous row's takes its index without a lookup.
+fn adapter_dictionary(rows: &Rows, ids: &[u32]) -> Result<ArrayRef, CypherError> {
+    let mut keys: Vec<i32> = Vec::with_capacity(ids.len());
+    let mut values = StringBuilder::new();
+    let mut index: HashMap<u32, i32, FastBuild> = HashMap::default();
+    let mut prev: Option<(u32, i32)> = None;
+    for &r in ids {
+        let key = match prev {
+            Some((p, k)) if p == r => k,
+            _ => {
+                let next = index.len();
+                let k = match index.get(&r) {
+                    Some(k) => *k,
+                    None => {
+                        let k = i32::try_from(next).map_err(|_| CypherError::Type {
+                            message: "too many distinct adapter ids in one Arrow batch".into(),
+                            position: None,
+                        })?;
+                        values.append_value(rows.adapter_id(r));
+                        index.insert(r, k);
+                        k
+                    }
+                };
+                prev = Some((r, k));
+                k
+            }
+        };
+        keys.push(key);
+    }
+    let dict =
+        DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), Arc::new(values.finish()))
+            .map_err(arrow_error)?;
+    Ok(Arc::new(dict))
 }
 
 /// Encodes a streamed query's rows as an Arrow IPC stream, batch by batch.
@@ -110,6 +168,9 @@ pub struct ArrowEncoder {
     kinds: Vec<Kind>,
     schema: SchemaRef,
     writer: Option<StreamWriter<Vec<u8>>>,
+    /// The bytes of the last batch: the next batch's buffer starts with room for as many,
+    /// instead of growing to them.
+    last_len: usize,
 }
 
 impl ArrowEncoder {
@@ -120,6 +181,7 @@ impl ArrowEncoder {
             kinds: Vec::new(),
             schema: Arc::new(Schema::empty()),
             writer: None,
+            last_len: 0,
         }
     }
 
@@ -134,6 +196,9 @@ impl ArrowEncoder {
                     Kind::Int => DataType::Int64,
                     Kind::Float => DataType::Float64,
                     Kind::Str | Kind::Json => DataType::Utf8,
+                    Kind::Dict => {
+                        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+                    }
                 };
                 let field = Field::new(name, dt, true);
                 if *kind == Kind::Json {
@@ -220,6 +285,22 @@ impl ArrowEncoder {
                 }
                 Arc::new(b.finish())
             }
+            Kind::Dict => match rows.id_rows(col) {
+                Some((true, ids)) => adapter_dictionary(rows, ids)?,
+                _ => {
+                    let mut b = StringDictionaryBuilder::<Int32Type>::new();
+                    for r in 0..n {
+                        match rows.scalar(r, col) {
+                            Scalar::Null => b.append_null(),
+                            Scalar::Str(v) => {
+                                b.append(v).map_err(arrow_error)?;
+                            }
+                            other => return Err(self.mismatch(col, kind, other)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+            },
             Kind::Json => {
                 let mut b = StringBuilder::with_capacity(n, n * 32);
                 for r in 0..n {
@@ -234,10 +315,13 @@ impl ArrowEncoder {
     }
 
     fn take(&mut self) -> Vec<u8> {
-        self.writer
-            .as_mut()
-            .map(|w| std::mem::take(w.get_mut()))
-            .unwrap_or_default()
+        let Some(w) = self.writer.as_mut() else {
+            return Vec::new();
+        };
+        let next = Vec::with_capacity(self.last_len.saturating_add(self.last_len / 8));
+        let bytes = std::mem::replace(w.get_mut(), next);
+        self.last_len = bytes.len();
+        bytes
     }
 
     /// Encodes one batch of rows as a record batch and returns the bytes to send: the
@@ -270,6 +354,8 @@ impl ArrowEncoder {
         if let Some(w) = self.writer.as_mut() {
             w.finish().map_err(arrow_error)?;
         }
+        // Nothing follows the end of the stream: no room to keep.
+        self.last_len = 0;
         Ok(self.take())
     }
 }
@@ -470,10 +556,25 @@ mod tests {
             let want = copied.rows.to_json();
             let b = &batches[0];
             assert_eq!(b.num_rows(), want.len(), "{q}");
+            // A column of adapter ids is dictionary-encoded, one of feedback ids is not.
+            let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+            for (c, name) in kept.columns.iter().enumerate() {
+                let t = b.schema().field(c).data_type().clone();
+                match name.as_str() {
+                    "a1.id" | "a2.id" => assert_eq!(t, dict, "{q}: {name}"),
+                    "f.id" | "x" => assert_eq!(t, DataType::Utf8, "{q}: {name}"),
+                    _ => {}
+                }
+            }
             for (c, col) in b.columns().iter().enumerate() {
                 for (r, row) in want.iter().enumerate() {
                     let got = if col.is_null(r) {
                         serde_json::Value::Null
+                    } else if let Some(d) =
+                        col.as_any().downcast_ref::<DictionaryArray<Int32Type>>()
+                    {
+                        let values = d.values().as_any().downcast_ref::<StringArray>().unwrap();
+                        serde_json::Value::from(values.value(d.keys().value(r) as usize))
                     } else if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
                         serde_json::Value::from(s.value(r))
                     } else if let Some(i) = col.as_any().downcast_ref::<Int64Array>() {

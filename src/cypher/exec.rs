@@ -466,18 +466,6 @@ pub(crate) fn run<'a>(
             Sink::Output { slots } => {
                 let keep = shared.filter(|a| std::ptr::eq(&***a, g)).cloned();
                 let ids = keep.is_some();
-                let fresh = |capacity| Rows::for_graph(slots.len(), keep.clone(), capacity);
-                let batch_rows = stream.as_ref().map_or(0, |(_, o)| o.batch_rows.max(1));
-                let mut out = fresh(batch_rows);
-                let mut last: Vec<LastStr> = vec![None; slots.len()];
-                let mut shared = SharedJson::default();
-                let max_rows = ex.limits.max_rows;
-                // Rows produced so far, and what the rows not yet handed to the sink were
-                // charged (streamed rows are released once the sink has them).
-                let mut total = 0usize;
-                let mut unsent = 0u64;
-                // A row's cells, its brackets and separators.
-                let row_base = 2 + slots.len() as u64 * (CELL_BYTES + 1);
                 let outp = OutProjection::new(&seg.ops, slots);
                 ex.warm_text = !(ids && outp.ids.iter().any(Option::is_some));
                 // With the ids kept as references and no filter to read them, nothing
@@ -486,74 +474,19 @@ pub(crate) fn run<'a>(
                 ex.warm_ids = ex.warm_text
                     || outp.ops.iter().any(|op| matches!(op, Op::Filter(_)))
                     || outp.items.iter().any(|(_, id)| id.is_none());
+                let bulk = BulkIn::new(&outp, slots, ids).filter(|_| bulk_allowed());
+                let mut o = RowOut::new(g, slots, &outp, keep, ex.limits.max_rows, stream.take());
                 for row in input.iter_mut() {
-                    let flow = ex.run(outp.ops, row, &mut |ex, row| {
-                        if total >= max_rows {
-                            return Err(CypherError::limit(
-                                Limit::MaxRows,
-                                format!(
-                                    "the query returns more than {max_rows} rows; add a LIMIT or narrow the MATCH (query.max_rows)"
-                                ),
-                            ).into());
-                        }
-                        // Values the projection builds are charged while the row holds them.
-                        let mark = ex.env.budget.mark();
-                        outp.eval(&ex.env, g, row)?;
-                        let held = ex.env.budget.mark().saturating_sub(mark);
-                        let mut bytes = row_base;
-                        for ((s, last), id) in slots.iter().zip(last.iter_mut()).zip(&outp.ids) {
-                            if let Some(n) = id.and_then(|node| live_node(g, row, node)) {
-                                if ids {
-                                    // Charged without reading the id (see ID_TEXT_BYTES).
-                                    bytes += ID_TEXT_BYTES;
-                                    out.push_id(n);
-                                } else {
-                                    let v = Value::Str(node_id_str(g, n));
-                                    bytes += push_cell(&ex.env, &mut out, &mut shared, &v, last)?;
-                                }
-                                continue;
-                            }
-                            bytes += push_cell(&ex.env, &mut out, &mut shared, row.get(*s).unwrap_or(&Value::Null), last)?;
-                        }
-                        out.end_row();
-                        total += 1;
-                        ex.env.budget.charge(bytes)?;
-                        ex.env.budget.release(held);
-                        unsent = unsent.saturating_add(bytes);
-                        ex.check_clock_every(total)?;
-                        if let Some((sink, opts)) = stream.as_mut()
-                            && (out.len() >= opts.batch_rows.max(1) || unsent >= opts.batch_bytes)
-                        {
-                            let batch = std::mem::replace(&mut out, fresh(batch_rows));
-                            // The batch's strings and shared nodes go with it.
-                            last.iter_mut().for_each(|l| *l = None);
-                            shared = SharedJson::default();
-                            ex.env.budget.release(unsent);
-                            unsent = 0;
-                            sink.batch(batch).map_err(Box::new)?;
-                            ex.env.budget.note_streamed();
-                            ex.check()?;
-                        }
-                        Ok(Flow::Go)
-                    })?;
+                    let flow = match &bulk {
+                        Some(b) => ex.run(b.before, row, &mut |ex, row| o.bulk(ex, row, b))?,
+                        None => ex.run(outp.ops, row, &mut |ex, row| o.row(ex, row))?,
+                    };
                     if flow == Flow::Stop {
                         break;
                     }
                 }
                 ex.check()?;
-                if let Some((sink, _)) = stream.as_mut()
-                    && !out.is_empty()
-                {
-                    let batch = std::mem::replace(&mut out, fresh(0));
-                    ex.env.budget.release(unsent);
-                    sink.batch(batch).map_err(Box::new)?;
-                }
-                return Ok(Output {
-                    rows: out,
-                    total,
-                    work: ex.env.budget.work(),
-                    memory: ex.env.budget.peak(),
-                });
+                return o.finish(&mut ex);
             }
         }
         let held = ex.env.budget.mark().saturating_sub(before);
@@ -567,6 +500,336 @@ pub(crate) fn run<'a>(
         work: ex.env.budget.work(),
         memory: ex.env.budget.peak(),
     })
+}
+
+#[cfg(test)]
+#[path = "exec_bulk_tests.rs"]
+mod bulk_tests;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests turn the bulk output off, to compare it with the walk a row at a time.
+    static NO_BULK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Runs of rows the bulk output added (tests check that it ran).
+    static BULK_RUNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether output segments may use [`BulkIn`] (always, but in tests that turn it off).
+#[inline]
+fn bulk_allowed() -> bool {
+    #[cfg(test)]
+    {
+        !NO_BULK.with(std::cell::Cell::get)
+    }
+    #[cfg(not(test))]
+    {
+        true
+    }
+}
+
+/// The rows a bulk step of [`RowOut::bulk`] adds at most at once: small enough that the
+/// clock and the cancel flag are read often (as [`Exec::tick`] reads them every
+/// `budget::CHECK_EVERY` units of work), large enough that the per-step checks cost
+/// nothing per row.
+const BULK_ROWS: usize = 4096;
+
+/// An output segment whose last operator walks a node's incoming edges of one type (one
+/// of the graph's dense lists, see [`in_list`]) and whose RETURN is only node ids kept as
+/// references into the snapshot (`RETURN f.id, a1.id` after `(f)-[:FEEDBACK_FOR]->(a1)`):
+/// the output takes each list whole, a run of rows at a time, instead of one row per
+/// edge. Every row's cells are row numbers, from the list or repeated from a node bound
+/// before the walk, and every row is charged the same, so a run of rows is two copies
+/// into the id columns and one charge. The rows, their order, the batches and the limits
+/// are those of the walk a row at a time ([`Exec::expand`] into [`RowOut::row`]), which
+/// the output falls back on wherever a run does not fit a limit.
+struct BulkIn<'a> {
+    /// The operators before the walk.
+    before: &'a [Op],
+    /// The walk.
+    expand: &'a Expand,
+    /// Per output column, the node slot whose id it returns.
+    cols: Vec<Slot>,
+}
+
+impl<'a> BulkIn<'a> {
+    /// The bulk form of an output segment, when it has one (see the type's docs).
+    fn new(outp: &OutProjection<'a>, slots: &[Slot], ids: bool) -> Option<Self> {
+        if !ids || outp.items.is_empty() || outp.items.iter().any(|(_, id)| id.is_none()) {
+            return None;
+        }
+        let cols = outp.ids.iter().copied().collect::<Option<Vec<Slot>>>()?;
+        if cols.len() != slots.len() {
+            return None;
+        }
+        let (Op::Expand(e), before) = outp.ops.split_last()? else {
+            return None;
+        };
+        let plain = e.dir == Dir::In
+            && !e.into
+            && e.rel.is_none()
+            && e.unique.is_empty()
+            && e.unique_lists.is_empty();
+        plain.then_some(BulkIn {
+            before,
+            expand: e,
+            cols,
+        })
+    }
+}
+
+/// The output of a query's last segment: builds the result rows, charges them, enforces
+/// `max_rows`, and with a sink hands them over in batches.
+struct RowOut<'o, 's, 'a> {
+    g: &'a OrgGraph,
+    slots: &'o [Slot],
+    outp: &'o OutProjection<'a>,
+    /// The snapshot the rows keep (node ids are references into it), when they keep one.
+    keep: Option<Arc<OrgGraph>>,
+    /// The rows not yet handed over.
+    out: Rows,
+    /// Rows a fresh batch reserves room for.
+    batch_rows: usize,
+    last: Vec<LastStr>,
+    shared: SharedJson,
+    max_rows: usize,
+    /// Rows produced so far.
+    total: usize,
+    /// What the rows not yet handed to the sink were charged (streamed rows are released
+    /// once the sink has them).
+    unsent: u64,
+    /// A row's cells, its brackets and separators.
+    row_base: u64,
+    stream: Option<(&'s mut dyn RowSink, StreamOptions)>,
+    /// Per column, the node a bulk run repeats (`None`: the walked list's).
+    fixed: Vec<Option<NodeRef>>,
+}
+
+impl<'o, 's, 'a> RowOut<'o, 's, 'a> {
+    fn new(
+        g: &'a OrgGraph,
+        slots: &'o [Slot],
+        outp: &'o OutProjection<'a>,
+        keep: Option<Arc<OrgGraph>>,
+        max_rows: usize,
+        stream: Option<(&'s mut dyn RowSink, StreamOptions)>,
+    ) -> Self {
+        let batch_rows = stream.as_ref().map_or(0, |(_, o)| o.batch_rows.max(1));
+        RowOut {
+            g,
+            slots,
+            outp,
+            out: Rows::for_graph(slots.len(), keep.clone(), batch_rows),
+            keep,
+            batch_rows,
+            last: vec![None; slots.len()],
+            shared: SharedJson::default(),
+            max_rows,
+            total: 0,
+            unsent: 0,
+            row_base: 2 + slots.len() as u64 * (CELL_BYTES + 1),
+            stream,
+            fixed: Vec::with_capacity(slots.len()),
+        }
+    }
+
+    /// The rows-over-the-limit error.
+    #[cold]
+    fn too_many(&self) -> Fail {
+        let max_rows = self.max_rows;
+        CypherError::limit(
+            Limit::MaxRows,
+            format!(
+                "the query returns more than {max_rows} rows; add a LIMIT or narrow the MATCH (query.max_rows)"
+            ),
+        )
+        .into()
+    }
+
+    /// Adds one result row from `row`.
+    fn row(&mut self, ex: &mut Exec<'a>, row: &mut Row<'a>) -> R {
+        if self.total >= self.max_rows {
+            return Err(self.too_many());
+        }
+        let g = self.g;
+        let ids = self.keep.is_some();
+        // Values the projection builds are charged while the row holds them.
+        let mark = ex.env.budget.mark();
+        self.outp.eval(&ex.env, g, row)?;
+        let held = ex.env.budget.mark().saturating_sub(mark);
+        let mut bytes = self.row_base;
+        for ((s, last), id) in self
+            .slots
+            .iter()
+            .zip(self.last.iter_mut())
+            .zip(&self.outp.ids)
+        {
+            if let Some(n) = id.and_then(|node| live_node(g, row, node)) {
+                if ids {
+                    // Charged without reading the id (see ID_TEXT_BYTES).
+                    bytes += ID_TEXT_BYTES;
+                    self.out.push_id(n);
+                } else {
+                    let v = Value::Str(node_id_str(g, n));
+                    bytes += push_cell(&ex.env, &mut self.out, &mut self.shared, &v, last)?;
+                }
+                continue;
+            }
+            bytes += push_cell(
+                &ex.env,
+                &mut self.out,
+                &mut self.shared,
+                row.get(*s).unwrap_or(&Value::Null),
+                last,
+            )?;
+        }
+        self.out.end_row();
+        self.total += 1;
+        ex.env.budget.charge(bytes)?;
+        ex.env.budget.release(held);
+        self.unsent = self.unsent.saturating_add(bytes);
+        ex.check_clock_every(self.total)?;
+        self.hand_over_if_full(ex)?;
+        Ok(Flow::Go)
+    }
+
+    /// Hands the rows over when a sink takes them and the batch is full.
+    #[inline]
+    fn hand_over_if_full(&mut self, ex: &mut Exec<'a>) -> Result<(), Fail> {
+        let full = self.stream.as_ref().is_some_and(|(_, opts)| {
+            self.out.len() >= opts.batch_rows.max(1) || self.unsent >= opts.batch_bytes
+        });
+        if full {
+            self.hand_over(ex, self.batch_rows)?;
+            ex.env.budget.note_streamed();
+            ex.check()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the rows not yet handed over to the sink; the next batch reserves room for
+    /// `capacity` rows.
+    fn hand_over(&mut self, ex: &mut Exec<'a>, capacity: usize) -> Result<(), Fail> {
+        let fresh = Rows::for_graph(self.slots.len(), self.keep.clone(), capacity);
+        let batch = std::mem::replace(&mut self.out, fresh);
+        // The batch's strings and shared nodes go with it.
+        self.last.iter_mut().for_each(|l| *l = None);
+        self.shared = SharedJson::default();
+        ex.env.budget.release(self.unsent);
+        self.unsent = 0;
+        if let Some((sink, _)) = self.stream.as_mut() {
+            sink.batch(batch).map_err(Box::new)?;
+        }
+        Ok(())
+    }
+
+    /// The walk `b.expand` from `row` into the output, a run of rows at a time (see
+    /// [`BulkIn`]).
+    fn bulk(&mut self, ex: &mut Exec<'a>, row: &mut Row<'a>, b: &BulkIn<'a>) -> R {
+        let e = b.expand;
+        let Some(from) = ex.node_of(&row[e.from], 0)? else {
+            return Ok(Flow::Go);
+        };
+        let g = self.g;
+        let Some((list, kind)) = in_list(g, from, e.types) else {
+            return ex.expand(e, &[], row, &mut |ex, row| self.row(ex, row));
+        };
+        if !e.to_kinds.allows(source_ref(kind, 0)) {
+            return Ok(Flow::Go);
+        }
+        // The columns' nodes bound before the walk, read once; a column whose node is not
+        // one of the graph's (or a list row that is not) takes the walk a row at a time.
+        let nodes = match kind {
+            EdgeKind::FeedbackFor => g.feedback().len(),
+            EdgeKind::DerivedFrom => g.adapters().len(),
+        };
+        self.fixed.clear();
+        for &s in &b.cols {
+            if s == e.to {
+                self.fixed.push(None);
+            } else if let Some(n) = live_node(g, row, s) {
+                self.fixed.push(Some(n));
+            } else {
+                return ex.expand(e, &[], row, &mut |ex, row| self.row(ex, row));
+            }
+        }
+        if list.iter().any(|&r| r as usize >= nodes) {
+            return ex.expand(e, &[], row, &mut |ex, row| self.row(ex, row));
+        }
+        let adapters = kind == EdgeKind::DerivedFrom;
+        let per_row = self.row_base + ID_TEXT_BYTES * self.slots.len() as u64;
+        // The walk goes down the list from its end (see `Exec::expand_in`).
+        let mut end = list.len();
+        while end > 0 {
+            let mut k = end.min(BULK_ROWS);
+            if let Some((_, opts)) = &self.stream {
+                // Stop where a row at a time would hand the batch over.
+                let room = opts.batch_rows.max(1).saturating_sub(self.out.len());
+                let bytes_left = opts.batch_bytes.saturating_sub(self.unsent);
+                let by_bytes = usize::try_from(bytes_left.div_ceil(per_row)).unwrap_or(usize::MAX);
+                k = k.min(room.max(1)).min(by_bytes.max(1));
+            }
+            let run = &list[end - k..end];
+            let fits = self.total.saturating_add(k) <= self.max_rows
+                && ex.env.budget.work().saturating_add(k as u64) <= ex.limits.max_work
+                && ex
+                    .env
+                    .budget
+                    .charge(per_row.saturating_mul(k as u64))
+                    .is_ok();
+            if !fits {
+                // Row by row, as the walk would: the limit stops it at the same row.
+                for &r in run.iter().rev() {
+                    ex.tick()?;
+                    set_node(row, e.to, source_ref(kind, r));
+                    if self.row(ex, row)? == Flow::Stop {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                end -= k;
+                continue;
+            }
+            ex.env.budget.tick_n(k as u64)?;
+            for (c, n) in self.fixed.iter().enumerate() {
+                match *n {
+                    Some(NodeRef::Feedback(r)) => {
+                        self.out.extend_ids(c, false, std::iter::repeat_n(r, k));
+                    }
+                    Some(NodeRef::Adapter(r)) => {
+                        self.out.extend_ids(c, true, std::iter::repeat_n(r, k));
+                    }
+                    None => self.out.extend_ids(c, adapters, run.iter().rev().copied()),
+                }
+            }
+            self.out.end_rows(k);
+            #[cfg(test)]
+            BULK_RUNS.with(|c| c.set(c.get() + 1));
+            let before = self.total;
+            self.total += k;
+            self.unsent = self.unsent.saturating_add(per_row.saturating_mul(k as u64));
+            // The clock, as often as a row at a time reads it.
+            if before / 256 != self.total / 256 {
+                ex.check()?;
+            }
+            // The walk leaves its last node bound.
+            set_node(row, e.to, source_ref(kind, run[0]));
+            self.hand_over_if_full(ex)?;
+            end -= k;
+        }
+        Ok(Flow::Go)
+    }
+
+    /// The end of the output: hands the last rows to the sink, or returns them.
+    fn finish(mut self, ex: &mut Exec<'a>) -> Result<Output, Fail> {
+        if self.stream.is_some() && !self.out.is_empty() {
+            self.hand_over(ex, 0)?;
+        }
+        Ok(Output {
+            rows: self.out,
+            total: self.total,
+            work: ex.env.budget.work(),
+            memory: ex.env.budget.peak(),
+        })
+    }
 }
 
 /// The node in `row[slot]`, when it is a node of `g`.

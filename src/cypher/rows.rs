@@ -18,7 +18,9 @@
 //! ids in row order: [`Rows::write_json_rows`] writes one batch of a streamed result
 //! (strings that need no escape, every id, go out without serde_json's escaping loop),
 //! and the Arrow encoder copies an id column straight into its string array
-//! (`Rows::id_column`), other cells through `Rows::scalar`.
+//! (`Rows::id_column`), other cells through `Rows::scalar`. Both read a batch's ids in a
+//! first pass of their own (each id of a big result is a cache miss; a loop that only
+//! reads them overlaps the misses), and an adapter-id column becomes an Arrow dictionary.
 //!
 //! [`Rows`] serializes to exactly the JSON of the rows as arrays of JSON values, and
 //! [`Rows::to_json`] gives those values.
@@ -382,6 +384,57 @@ impl Rows {
         self.next_cells().push(Cell::Id(n));
     }
 
+    /// Appends `ids` (nodes of one kind: adapters' rows when `adapters`, feedback rows
+    /// otherwise) to column `col`, one per row of a run of rows being added column by
+    /// column (see [`Rows::end_rows`]): into the column's row numbers while it holds only
+    /// ids of that kind of node, as [`Cell::Id`] cells otherwise (as [`Rows::push_id`]
+    /// would, one at a time). Only for rows that keep a graph, and nodes of it.
+    pub(crate) fn extend_ids(
+        &mut self,
+        col: usize,
+        adapters: bool,
+        ids: impl ExactSizeIterator<Item = u32>,
+    ) {
+        debug_assert!(self.graph.is_some());
+        debug_assert_eq!(self.cur, 0);
+        if col >= self.cols.len() {
+            self.cols.resize_with(col + 1, Col::default);
+        }
+        let reserve = self.reserve;
+        let c = &mut self.cols[col];
+        if c.cells.is_empty() && (c.ids.is_empty() || c.adapters == adapters) {
+            if c.ids.is_empty() {
+                c.adapters = adapters;
+                c.ids.reserve(reserve.max(ids.len()));
+            }
+            c.ids.extend(ids);
+            return;
+        }
+        let node = |r| {
+            if adapters {
+                NodeRef::Adapter(r)
+            } else {
+                NodeRef::Feedback(r)
+            }
+        };
+        if c.cells.capacity() == 0 {
+            c.cells.reserve(reserve);
+        }
+        c.cells.extend(ids.map(|r| Cell::Id(node(r))));
+    }
+
+    /// Ends `n` rows whose cells were added column by column ([`Rows::extend_ids`]): every
+    /// column must have had `n` cells added.
+    pub(crate) fn end_rows(&mut self, n: usize) {
+        debug_assert_eq!(self.cur, 0);
+        debug_assert!(
+            self.cols
+                .iter()
+                .all(|c| c.ids.len() + c.cells.len() == self.rows + n)
+        );
+        self.rows += n;
+    }
+
     /// Pushes a string already in the text buffer (from [`Rows::push_str`]).
     pub(crate) fn push_stored(&mut self, (start, len): (usize, u32)) {
         self.next_cells().push(Cell::Str { len, start });
@@ -397,6 +450,21 @@ impl Rows {
         } else {
             IdIter::Feedback(g, c.ids.iter())
         })
+    }
+}
+
+impl Rows {
+    /// The node row numbers of column `col` when it is a column of node ids (see
+    /// [`Col`]), and whether they are adapters' (feedback items' otherwise).
+    pub(crate) fn id_rows(&self, col: usize) -> Option<(bool, &[u32])> {
+        self.graph.as_ref()?;
+        let c = self.cols.get(col).filter(|c| c.cells.is_empty())?;
+        Some((c.adapters, &c.ids))
+    }
+
+    /// The id of adapter row `r` of the rows' graph (empty when there is none).
+    pub(crate) fn adapter_id(&self, r: u32) -> &str {
+        self.id_text(NodeRef::Adapter(r))
     }
 }
 
@@ -492,6 +560,11 @@ impl Rows {
     /// a comma comes first too unless `first` (the rows continue an array already begun).
     /// The same text as serializing each row with serde_json, written cell by cell.
     pub fn write_json_rows(&self, out: &mut Vec<u8>, first: bool) -> serde_json::Result<()> {
+        // The ids of each id column, read ahead of the rows: in a big result each is a
+        // cache miss, and a loop that only reads them keeps many misses in flight at once.
+        let ids: Vec<Option<Vec<&str>>> = (0..self.width)
+            .map(|c| self.id_column(c).map(Iterator::collect))
+            .collect();
         for i in 0..self.rows {
             if i > 0 || !first {
                 out.push(b',');
@@ -502,7 +575,11 @@ impl Rows {
                     out.push(b',');
                 }
                 match self.at(i, c) {
-                    At::Id(n) => write_json_str(out, self.id_text(n)),
+                    At::Id(n) => {
+                        let read = ids.get(c).and_then(Option::as_ref);
+                        let id = read.and_then(|v| v.get(i).copied());
+                        write_json_str(out, id.unwrap_or_else(|| self.id_text(n)));
+                    }
                     At::Cell(Cell::Str { len, start }) => {
                         write_json_str(out, self.text_at(*start, *len));
                     }
@@ -628,6 +705,62 @@ mod tests {
                 "{s:?}"
             );
         }
+    }
+
+    #[test]
+    fn ids_added_in_runs_equal_ids_added_one_at_a_time() {
+        use crate::model::{Adapter, Feedback, LinkSource, Metadata};
+        let mut g = OrgGraph::default();
+        for id in ["x", "y"] {
+            g.upsert_adapter(&Adapter {
+                id: id.into(),
+                org_id: "t".into(),
+                version: None,
+                base_model: None,
+                derived_from: None,
+                metadata: Metadata::default(),
+                created_at: 1,
+                source: LinkSource::Manual,
+                record_version: 1,
+            });
+        }
+        for id in ["f1", "f2", "f3"] {
+            g.upsert_feedback(&Feedback::sample(id, "t"));
+        }
+        let g = Arc::new(g);
+        let mut runs = Rows::for_graph(2, Some(g.clone()), 2);
+        let mut single = Rows::for_graph(2, Some(g), 2);
+        // Column 0 holds adapter ids, then feedback ids (from there on it keeps cells);
+        // column 1 only feedback ids.
+        for (adapters, c0, c1) in [
+            (true, vec![0, 1, 1], vec![0, 1, 2]),
+            (false, vec![2, 0], vec![1, 1]),
+            (true, vec![1], vec![0]),
+            (true, vec![], vec![]),
+        ] {
+            runs.extend_ids(0, adapters, c0.iter().copied());
+            runs.extend_ids(1, false, c1.iter().copied());
+            runs.end_rows(c0.len());
+            for (a, f) in c0.iter().zip(&c1) {
+                single.push_id(if adapters {
+                    NodeRef::Adapter(*a)
+                } else {
+                    NodeRef::Feedback(*a)
+                });
+                single.push_id(NodeRef::Feedback(*f));
+                single.end_row();
+            }
+        }
+        assert_eq!(runs.len(), 6);
+        assert_eq!(runs.to_json(), single.to_json());
+        assert_eq!(runs.to_json()[3], vec![json!("f3"), json!("f2")]);
+        assert_eq!(runs.id_columns(), 1);
+        assert_eq!(single.id_columns(), 1);
+        assert_eq!(runs.id_cells(), 12);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        runs.write_json_rows(&mut a, true).unwrap();
+        single.write_json_rows(&mut b, true).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -186,6 +186,9 @@ struct HttpSink {
     /// Set once the body's last bytes are in the channel: a channel that closes without it
     /// (a failed Arrow stream, a panic, a client too slow to take the end) cuts the body.
     complete: Arc<AtomicBool>,
+    /// The length of the last JSON batch: the next one's buffer starts with room for
+    /// about as much, instead of growing to it.
+    json_len: usize,
 }
 
 impl HttpSink {
@@ -322,7 +325,7 @@ impl RowSink for HttpSink {
             (Format::Arrow, Some(enc)) => enc.batch(&rows)?,
             _ => {
                 let mut out = if self.sent {
-                    Vec::new()
+                    Vec::with_capacity(self.json_len.saturating_add(self.json_len / 8))
                 } else {
                     self.json_head()
                 };
@@ -331,6 +334,7 @@ impl RowSink for HttpSink {
                         message: format!("a row could not be written as JSON: {e}"),
                         position: None,
                     })?;
+                self.json_len = out.len();
                 out
             }
         };
@@ -413,6 +417,7 @@ async fn stream(
         sent: false,
         options: state.query_stream,
         complete: Arc::clone(&complete),
+        json_len: 0,
     };
     let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
