@@ -10,10 +10,12 @@ pub mod batch;
 pub mod dump;
 pub mod erasure;
 pub mod follow;
+pub mod item_cache;
 pub mod kinds;
 pub mod lineage;
 pub mod metrics;
 pub mod overview;
+pub mod pages;
 pub mod placement;
 pub mod query;
 pub mod training;
@@ -450,6 +452,10 @@ pub struct Service {
     retention: erasure::RetentionConfig,
     /// When `POST /admin/compact` last started a `VACUUM` (PostgreSQL).
     last_vacuum: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// Rendered feedback items kept between pages (see `pages`).
+    items: Arc<item_cache::ItemCache>,
+    /// `[pages]`.
+    pages: pages::PagesConfig,
 }
 
 /// A write the backend is making durable: polled by the request, or, if the client hangs
@@ -566,7 +572,16 @@ impl Service {
             None => None,
         };
         let graph = GraphIndex::build_for(store.as_ref(), &|org| placement.serves(org))?;
+        // Every durable change the graph is offered drops the changed items' rendered
+        // copies (see `item_cache`).
+        let items = Arc::new(item_cache::ItemCache::new(config.pages.cache_bytes));
+        let watched = items.clone();
+        graph.watch(crate::graph::ChangeWatcher(Arc::new(
+            move |org, changes| watched.invalidate_changes(org, changes),
+        )));
         let service = Service {
+            items,
+            pages: config.pages.clone(),
             placement,
             follower,
             store,
@@ -600,6 +615,7 @@ impl Service {
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.store.register_metrics(registry);
         self.query_metrics.register(registry);
+        self.items.register(registry);
         if let Some(f) = &self.follower {
             f.register(registry);
         }
@@ -1272,23 +1288,10 @@ impl Service {
         };
         let g = self.graph.org(org).ok_or_else(not_found)?;
         let (ids, total, more) = {
-            let row = g.adapter_row(adapter_id).ok_or_else(not_found)?;
-            check_cursor(Some(&g), q.cursor.as_deref())?;
             let rows = if q.kind.is_some() { ALL_ROWS } else { limit };
-            let keep = |f: &crate::graph::FeedbackNode<'_>| !q.unused || !f.used_for_training;
-            let (page, total) = if q.include_descendants && !g.child_rows(row).is_empty() {
-                // A family: its rows are listed only when the counts kept on write
-                // cannot answer (see `OrgGraph::subtree_page`).
-                let family = || training::adapter_family(&g, row, true);
-                let page = g.subtree_page(row, family, q.cursor.as_deref(), rows, keep);
-                let total = g
-                    .subtree_linked_count(row)
-                    .unwrap_or_else(|| g.linked_count(&family()));
-                (page, total)
-            } else {
-                let page = g.linked_page(&[row], q.cursor.as_deref(), rows, keep);
-                (page, g.linked_by_id(row).len())
-            };
+            let (page, total) = self
+                .by_adapter_rows(&g, adapter_id, q, rows, usize::MAX)?
+                .unwrap_or_default();
             let ids: Vec<Arc<str>> = page
                 .rows
                 .iter()
