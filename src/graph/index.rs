@@ -216,11 +216,14 @@ pub struct GraphIndex {
     watcher: std::sync::OnceLock<ChangeWatcher>,
 }
 
+/// What a [`ChangeWatcher`] calls: with the org and the change.
+pub type WatchFn = dyn Fn(&str, &ChangeSet) + Send + Sync;
+
 /// Told of every durable change the index is offered (see [`GraphIndex::watch`]).
 #[derive(Clone)]
 pub struct ChangeWatcher(
     /// Called with the org and the change.
-    pub Arc<dyn Fn(&str, &ChangeSet) + Send + Sync>,
+    pub Arc<WatchFn>,
 );
 
 impl std::fmt::Debug for ChangeWatcher {

@@ -559,7 +559,7 @@ mod tests {
                                 !unused || !f.used_for_training
                             }, bound);
                             prop_assert!(within.as_ref().is_none_or(|w| w == &page), "bound {}", bound);
-                            if bound >= fam.len() + g.feedback().len() + 1 {
+                            if bound > fam.len() + g.feedback().len() {
                                 prop_assert!(within.is_some());
                             }
                         }
