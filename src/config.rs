@@ -50,6 +50,8 @@ pub struct Config {
     pub erasure: crate::service::erasure::ErasureConfig,
     /// Per-org retention policies (`[retention]`).
     pub retention: crate::service::erasure::RetentionConfig,
+    /// Feedback pages: the rendered-item cache (`[pages]`, see `service::pages`).
+    pub pages: crate::service::pages::PagesConfig,
 }
 
 /// Batch submit (`POST /feedback/batch`).
@@ -341,6 +343,7 @@ impl Default for Config {
             webhooks: crate::events::WebhooksConfig::default(),
             erasure: crate::service::erasure::ErasureConfig::default(),
             retention: crate::service::erasure::RetentionConfig::default(),
+            pages: crate::service::pages::PagesConfig::default(),
         }
     }
 }

@@ -237,7 +237,29 @@ pub struct GraphIndex {
     offered: AtomicU64,
     /// Whether the graphs were read from a checkpoint rather than built from the store.
     from_checkpoint: bool,
+    /// Told of every change offered, before it is published (see [`GraphIndex::watch`]).
+    watcher: std::sync::OnceLock<ChangeWatcher>,
 }
+
+/// What a [`ChangeWatcher`] calls: with the org and the change.
+pub type WatchFn = dyn Fn(&str, &ChangeSet) + Send + Sync;
+
+/// Told of every durable change the index is offered (see [`GraphIndex::watch`]).
+#[derive(Clone)]
+pub struct ChangeWatcher(
+    /// Called with the org and the change.
+    pub Arc<WatchFn>,
+);
+
+impl std::fmt::Debug for ChangeWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangeWatcher")
+    }
+}
+
+/// [`GraphIndex::try_org`] would have waited for a writer's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WouldBlock;
 
 impl GraphIndex {
     /// An empty index.
@@ -368,6 +390,31 @@ impl GraphIndex {
         self.slot(org).map(|s| s.snapshot())
     }
 
+    /// [`GraphIndex::org`] without waiting, for callers on an async runtime thread:
+    /// [`WouldBlock`] when a writer holds a lock the snapshot is read under (a change
+    /// being applied in place, an org being added).
+    pub fn try_org(&self, org: &str) -> Result<Option<Arc<OrgGraph>>, WouldBlock> {
+        let slot = match self.orgs.try_read() {
+            Some(orgs) => orgs.get(org).cloned(),
+            None => return Err(WouldBlock),
+        };
+        match slot {
+            None => Ok(None),
+            Some(s) => s
+                .current
+                .try_read()
+                .map(|g| Some(g.clone()))
+                .ok_or(WouldBlock),
+        }
+    }
+
+    /// Has `watcher` told of every change offered from now on (once; a second watcher is
+    /// refused and false returned). It runs on the writer's thread after the change is
+    /// durable and before the graph shows it, so it must be quick and must not block.
+    pub fn watch(&self, watcher: ChangeWatcher) -> bool {
+        self.watcher.set(watcher).is_ok()
+    }
+
     fn slot(&self, org: &str) -> Option<Arc<OrgSlot>> {
         self.orgs.read().get(org).cloned()
     }
@@ -394,6 +441,9 @@ impl GraphIndex {
             return Applied::default();
         }
         self.offered.fetch_add(1, Ordering::SeqCst);
+        if let Some(w) = self.watcher.get() {
+            (w.0)(org, changes);
+        }
         let slot = self.slot_or_create(org);
         let (seq, start) = slot.offer(changes, record_links);
         if start {

@@ -45,7 +45,7 @@ mod sessions;
 pub use columns::{Bits, FeedbackColumns, FeedbackNode, FeedbackProps, SymCol};
 
 pub use counts::{Counters, Counts, DAY_MS, Day, DayCounters, DaySeries, SCORE_SCALE};
-pub use index::{Applied, GraphIndex};
+pub use index::{Applied, ChangeWatcher, GraphIndex, WouldBlock};
 pub use memory::resident_kib;
 pub use pages::LinkedPage;
 

@@ -31,6 +31,24 @@ impl OrgGraph {
         limit: usize,
         keep: impl Fn(&FeedbackNode<'_>) -> bool,
     ) -> LinkedPage {
+        self.linked_page_within(family, before, limit, keep, usize::MAX)
+            .unwrap_or_default()
+    }
+
+    /// [`OrgGraph::linked_page`] that gives up (`None`) rather than look at more than
+    /// `max_rows` candidate rows or merge more than `max_rows` lists: a bounded amount of
+    /// work, for callers that must not run long (an async runtime thread).
+    pub fn linked_page_within(
+        &self,
+        family: &[u32],
+        before: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&FeedbackNode<'_>) -> bool,
+        max_rows: usize,
+    ) -> Option<LinkedPage> {
+        if family.len() > max_rows {
+            return None;
+        }
         let feedback = &self.feedback;
         // Where each adapter's walk starts: past the last row below the cursor.
         let start = |a: u32| -> &[u32] {
@@ -44,7 +62,14 @@ impl OrgGraph {
             }
         };
         let mut page = LinkedPage::default();
+        let mut visited = 0usize;
+        let mut over = false;
         let mut take = |r: u32| -> bool {
+            visited += 1;
+            if visited > max_rows {
+                over = true;
+                return false;
+            }
             let Some(f) = feedback.get(r) else {
                 return true;
             };
@@ -64,7 +89,7 @@ impl OrgGraph {
                     break;
                 }
             }
-            return page;
+            return (!over).then_some(page);
         }
         // Heads of the lists still being walked: (id of the head row, list, index of the
         // head within the list). The greatest id comes first.
@@ -92,7 +117,7 @@ impl OrgGraph {
                 break;
             }
         }
-        page
+        (!over).then_some(page)
     }
 
     /// How many distinct feedback items are linked to at least one adapter row of
@@ -305,14 +330,36 @@ impl OrgGraph {
         limit: usize,
         keep: impl Fn(&FeedbackNode<'_>) -> bool,
     ) -> LinkedPage {
+        self.subtree_page_within(root, family, before, limit, keep, usize::MAX)
+            .unwrap_or_default()
+    }
+
+    /// [`OrgGraph::subtree_page`] that gives up (`None`) rather than look at more than
+    /// `max_rows` rows. With a bound, a sparse family (one merged from its lists, which
+    /// are listed first) always gives up: listing them is not bounded.
+    pub fn subtree_page_within(
+        &self,
+        root: u32,
+        family: impl FnOnce() -> Vec<u32>,
+        before: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&FeedbackNode<'_>) -> bool,
+        max_rows: usize,
+    ) -> Option<LinkedPage> {
         let dense = self
             .subtree_linked_count(root)
             .is_some_and(|n| (n as u64).saturating_mul(DENSE_FAMILY) >= self.feedback.len() as u64);
         if !dense {
-            return self.linked_page(&family(), before, limit, keep);
+            if max_rows != usize::MAX {
+                return None;
+            }
+            return self.linked_page_within(&family(), before, limit, keep, max_rows);
         }
         let mut page = LinkedPage::default();
-        for r in self.feedback_newest_first(before) {
+        for (visited, r) in self.feedback_newest_first(before).enumerate() {
+            if visited >= max_rows {
+                return None;
+            }
             if !self.in_subtree(r, root) {
                 continue;
             }
@@ -328,7 +375,7 @@ impl OrgGraph {
             }
             page.rows.push(r);
         }
-        page
+        Some(page)
     }
 }
 
@@ -506,6 +553,16 @@ mod tests {
                         let page = g.linked_page(&fam, cursor.as_deref(), limit, |f| {
                             !unused || !f.used_for_training
                         });
+                        // With a bound on the rows looked at: the same page, or none.
+                        for bound in [0, 1, limit, limit + 1, limit + 3, 64] {
+                            let within = g.linked_page_within(&fam, cursor.as_deref(), limit, |f| {
+                                !unused || !f.used_for_training
+                            }, bound);
+                            prop_assert!(within.as_ref().is_none_or(|w| w == &page), "bound {}", bound);
+                            if bound > fam.len() + g.feedback().len() {
+                                prop_assert!(within.is_some());
+                            }
+                        }
                         prop_assert!(page.rows.len() <= limit);
                         prop_assert!(!page.more || page.rows.len() == limit);
                         got.extend(page.rows.iter().map(|&r| g.feedback().id_str(r)));
@@ -528,6 +585,17 @@ mod tests {
                                 limit,
                                 |f| !unused || !f.used_for_training,
                             );
+                            for bound in [0, 1, limit, limit + 1, limit + 3, 64] {
+                                let within = g.subtree_page_within(
+                                    root,
+                                    || fam.clone(),
+                                    cursor.as_deref(),
+                                    limit,
+                                    |f| !unused || !f.used_for_training,
+                                    bound,
+                                );
+                                prop_assert!(within.as_ref().is_none_or(|w| w == &page), "bound {}", bound);
+                            }
                             prop_assert!(page.rows.len() <= limit);
                             prop_assert!(!page.more || page.rows.len() == limit);
                             got.extend(page.rows.iter().map(|&r| g.feedback().id_str(r)));

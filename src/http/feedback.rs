@@ -15,15 +15,15 @@ use super::error::ErrorBody;
 use super::extract::{
     AdminCaller, ApiJson, ApiPath, Caller, QueryParams, RawBody, TrainerCaller, parse_json,
 };
-use super::render::{self, PageBody};
+use super::render;
 use crate::model::{
     Feedback, FeedbackKind, FeedbackType, HistoryEntry, HistoryVersion, LinkSource, NewFeedback,
     ValidationReason, ValidationStatus,
 };
+use crate::service::pages::RenderedPage;
 use crate::service::training::MarkResult;
-use crate::service::{ByAdapterQuery, DEFAULT_LIMIT, ListQuery, StatsQuery};
-use crate::store::codec::CodecError;
-use crate::store::{IdempotencyKey, StoreError, stable_hash};
+use crate::service::{ByAdapterQuery, ListQuery, StatsQuery};
+use crate::store::{IdempotencyKey, stable_hash};
 
 /// The 201 body of a submit (the seed's shape, plus the reasons behind the status).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -213,34 +213,40 @@ pub async fn list(
     };
     q.finish()?;
     let org = caller.org().to_owned();
-    // The body is written straight from the records read in place (see `render`): the
-    // bytes of `ListResponse` serialised by serde_json.
+    // The bytes of `ListResponse` serialised by serde_json, each item as `render` writes
+    // it, kept between pages (see `service::pages`).
     let body = state
         .run(move |s| {
-            let mut body = PageBody::new(b"", query.limit.unwrap_or(DEFAULT_LIMIT));
-            let page = s.list_with(&org, &query, &mut |v| {
-                body.item(v).map_err(|source| corrupt(&org, v.id, source))
-            })?;
-            body.close_items();
-            let b = body.buf();
+            let page = s.list_rendered(&org, &query, render::write_feedback)?;
+            let mut b = items_body(b"", &page);
             b.extend_from_slice(b",\"count\":");
-            render::write_u64(b, page.count as u64);
+            render::write_u64(&mut b, page.items.len() as u64);
             b.extend_from_slice(b",\"limit\":");
-            render::write_u64(b, page.limit as u64);
-            next_cursor_field(b, page.next_cursor.as_deref());
-            Ok(body.finish())
+            render::write_u64(&mut b, page.limit as u64);
+            next_cursor_field(&mut b, page.next_cursor.as_deref());
+            b.push(b'}');
+            Ok(b)
         })
         .await?;
     Ok(json_body(body))
 }
 
-/// A stored record the renderer could not read: corruption, as reading it whole says.
-fn corrupt(org: &str, id: &str, source: CodecError) -> StoreError {
-    StoreError::Corrupt {
-        tree: "feedback",
-        key: format!("{org}/{id}"),
-        source,
+/// `{` + `head` + `"feedback":[` + the page's items + `]`: a page body up to the fields
+/// after the items.
+fn items_body(head: &[u8], page: &RenderedPage) -> Vec<u8> {
+    let items: usize = page.items.iter().map(|i| i.len() + 1).sum();
+    let mut b = Vec::with_capacity(items + head.len() + 128);
+    b.push(b'{');
+    b.extend_from_slice(head);
+    b.extend_from_slice(b"\"feedback\":[");
+    for (i, item) in page.items.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(item);
     }
+    b.push(b']');
+    b
 }
 
 /// Appends `,"next_cursor":"..."` when there is a next page (left out otherwise).
@@ -428,28 +434,36 @@ pub async fn by_adapter(
     };
     q.finish()?;
     let org = caller.org().to_owned();
-    // The body is written straight from the records read in place (see `render`): the
-    // bytes of `ByAdapterResponse` serialised by serde_json.
-    let body = state
+    // The bytes of `ByAdapterResponse` serialised by serde_json, each item as `render`
+    // writes it (see `service::pages`): first from the rendered items kept between pages,
+    // right here, if every item is held and the page is short; else on the blocking pool,
+    // which reads the items not held from the store and keeps them.
+    let service = state.service()?;
+    if let Some(page) = service.by_adapter_cached_now(&org, &adapter_id, &query)? {
+        return Ok(json_body(by_adapter_body(&adapter_id, &page)));
+    }
+    let (page, adapter_id) = state
         .run(move |s| {
-            let mut head = b"\"adapter_id\":".to_vec();
-            render::write_str(&mut head, &adapter_id);
-            head.push(b',');
-            let mut body = PageBody::new(&head, query.limit.unwrap_or(DEFAULT_LIMIT));
-            let (page, total) = s.by_adapter_with(&org, &adapter_id, &query, &mut |v| {
-                body.item(v).map_err(|source| corrupt(&org, v.id, source))
-            })?;
-            body.close_items();
-            let b = body.buf();
-            b.extend_from_slice(b",\"count\":");
-            render::write_u64(b, page.count as u64);
-            b.extend_from_slice(b",\"total_linked\":");
-            render::write_u64(b, total as u64);
-            next_cursor_field(b, page.next_cursor.as_deref());
-            Ok(body.finish())
+            let page = s.by_adapter_rendered(&org, &adapter_id, &query, render::write_feedback)?;
+            Ok((page, adapter_id))
         })
         .await?;
-    Ok(json_body(body))
+    Ok(json_body(by_adapter_body(&adapter_id, &page)))
+}
+
+/// The body of a by-adapter page: the fields of `ByAdapterResponse` in their order.
+fn by_adapter_body(adapter_id: &str, page: &RenderedPage) -> Vec<u8> {
+    let mut head = b"\"adapter_id\":".to_vec();
+    render::write_str(&mut head, adapter_id);
+    head.push(b',');
+    let mut b = items_body(&head, page);
+    b.extend_from_slice(b",\"count\":");
+    render::write_u64(&mut b, page.items.len() as u64);
+    b.extend_from_slice(b",\"total_linked\":");
+    render::write_u64(&mut b, page.total_linked as u64);
+    next_cursor_field(&mut b, page.next_cursor.as_deref());
+    b.push(b'}');
+    b
 }
 
 /// The body of `GET /feedback/{id}/history`.

@@ -222,51 +222,6 @@ fn other(e: serde_json::Error) -> CodecError {
     CodecError::Decode(bincode::error::DecodeError::OtherString(e.to_string()))
 }
 
-/// A page body being written: `{` + the fields before the items + `"feedback":[`, the
-/// items as they come, then the fields after them.
-pub struct PageBody {
-    buf: Vec<u8>,
-    items: usize,
-}
-
-impl PageBody {
-    /// Starts a body whose object opens with `head` (the fields before `"feedback"`, each
-    /// followed by a comma, or empty), room for `limit` items reserved.
-    pub fn new(head: &[u8], limit: usize) -> PageBody {
-        let mut buf = Vec::with_capacity(64 + head.len() + limit.min(1000) * ITEM_BYTES_HINT);
-        buf.push(b'{');
-        buf.extend_from_slice(head);
-        buf.extend_from_slice(b"\"feedback\":[");
-        PageBody { buf, items: 0 }
-    }
-
-    /// Appends one item.
-    pub fn item(&mut self, f: &FeedbackView<'_>) -> Result<(), CodecError> {
-        if self.items > 0 {
-            self.buf.push(b',');
-        }
-        self.items += 1;
-        write_feedback(&mut self.buf, f)
-    }
-
-    /// Closes the item list; the caller appends the fields after it with [`PageBody::buf`]
-    /// and ends with [`PageBody::finish`].
-    pub fn close_items(&mut self) {
-        self.buf.push(b']');
-    }
-
-    /// The buffer, to append the fields after the items.
-    pub fn buf(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    /// Closes the object and hands out the body.
-    pub fn finish(mut self) -> Vec<u8> {
-        self.buf.push(b'}');
-        self.buf
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

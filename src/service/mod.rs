@@ -11,10 +11,12 @@ mod checkpoint;
 pub mod dump;
 pub mod erasure;
 pub mod follow;
+pub mod item_cache;
 pub mod kinds;
 pub mod lineage;
 pub mod metrics;
 pub mod overview;
+pub mod pages;
 pub mod placement;
 pub mod query;
 pub mod training;
@@ -457,6 +459,10 @@ pub struct Service {
     /// one that could not be finished stays counted (the graph then lacks a durable write,
     /// and no checkpoint is written).
     finishing: std::sync::atomic::AtomicUsize,
+    /// Rendered feedback items kept between pages (see `pages`).
+    items: Arc<item_cache::ItemCache>,
+    /// `[pages]`.
+    pages: pages::PagesConfig,
 }
 
 /// A write the backend is making durable: polled by the request, or, if the client hangs
@@ -587,7 +593,16 @@ impl Service {
             checkpoint_dir.as_deref(),
             vouched,
         )?;
+        // Every durable change the graph is offered drops the changed items' rendered
+        // copies (see `item_cache`).
+        let items = Arc::new(item_cache::ItemCache::new(config.pages.cache_bytes));
+        let watched = items.clone();
+        graph.watch(crate::graph::ChangeWatcher(Arc::new(
+            move |org, changes| watched.invalidate_changes(org, changes),
+        )));
         let service = Service {
+            items,
+            pages: config.pages.clone(),
             checkpoint_dir,
             finishing: std::sync::atomic::AtomicUsize::new(0),
             placement,
@@ -631,6 +646,7 @@ impl Service {
             "1 if this start read the graph from its checkpoint, 0 if it scanned the store",
             from_checkpoint,
         );
+        self.items.register(registry);
         if let Some(f) = &self.follower {
             f.register(registry);
         }
@@ -1303,23 +1319,10 @@ impl Service {
         };
         let g = self.graph.org(org).ok_or_else(not_found)?;
         let (ids, total, more) = {
-            let row = g.adapter_row(adapter_id).ok_or_else(not_found)?;
-            check_cursor(Some(&g), q.cursor.as_deref())?;
             let rows = if q.kind.is_some() { ALL_ROWS } else { limit };
-            let keep = |f: &crate::graph::FeedbackNode<'_>| !q.unused || !f.used_for_training;
-            let (page, total) = if q.include_descendants && !g.child_rows(row).is_empty() {
-                // A family: its rows are listed only when the counts kept on write
-                // cannot answer (see `OrgGraph::subtree_page`).
-                let family = || training::adapter_family(&g, row, true);
-                let page = g.subtree_page(row, family, q.cursor.as_deref(), rows, keep);
-                let total = g
-                    .subtree_linked_count(row)
-                    .unwrap_or_else(|| g.linked_count(&family()));
-                (page, total)
-            } else {
-                let page = g.linked_page(&[row], q.cursor.as_deref(), rows, keep);
-                (page, g.linked_by_id(row).len())
-            };
+            let (page, total) = self
+                .by_adapter_rows(&g, adapter_id, q, rows, usize::MAX)?
+                .unwrap_or_default();
             let ids: Vec<Arc<str>> = page
                 .rows
                 .iter()

@@ -1,0 +1,344 @@
+//! By-adapter pages made of rendered items, most of them kept from earlier pages.
+//!
+//! A page's rows come from the graph snapshot (each with its record version); each item is
+//! then taken from the [`ItemCache`] at that version, and only the items it does not hold
+//! are read from the store (in place), rendered by the caller's writer and kept for the
+//! next page. A page whose items are all held needs no store read at all: the HTTP layer
+//! first tries it right on its async thread ([`Service::by_adapter_cached_now`]: a bounded
+//! walk of the graph, lookups that never wait for a lock), and hands it to the blocking
+//! pool ([`Service::by_adapter_rendered`]) only when that cannot answer.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::item_cache::{CachedItem, ItemCache, Ticket};
+use super::{
+    ByAdapterQuery, ListQuery, Service, ServiceError, check_cursor, collect_page, effective_limit,
+    training,
+};
+use crate::graph::{LinkedPage, OrgGraph};
+use crate::store::StoreError;
+use crate::store::codec::CodecError;
+use crate::store::view::FeedbackView;
+
+/// Default of `pages.cache_bytes`: 32 MiB, about 40,000 rendered items.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
+
+/// Default of `pages.inline_rows`.
+pub const DEFAULT_INLINE_ROWS: usize = 2048;
+
+/// Feedback pages (`[pages]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagesConfig {
+    /// Bytes of rendered feedback items kept for later pages (default 32 MiB; 0 keeps
+    /// none). An entry is served only for the record version it was rendered from and is
+    /// dropped on any change to its record.
+    pub cache_bytes: u64,
+    /// Most graph rows a by-adapter page may look at to be answered on the HTTP thread
+    /// itself, from held items only, without a hand-off to the blocking pool (default
+    /// 2048; 0 sends every page to the blocking pool).
+    pub inline_rows: usize,
+}
+
+impl Default for PagesConfig {
+    fn default() -> Self {
+        PagesConfig {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            inline_rows: DEFAULT_INLINE_ROWS,
+        }
+    }
+}
+
+/// Writes one item as the page's format has it (the HTTP layer's JSON writer). Every
+/// rendered item the cache holds was written by it.
+pub type RenderItem = fn(&mut Vec<u8>, &FeedbackView<'_>) -> Result<(), CodecError>;
+
+/// A by-adapter page of rendered items, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RenderedPage {
+    /// The items, each as the writer rendered it.
+    pub items: Vec<Arc<[u8]>>,
+    /// The page size asked for (or the default).
+    pub limit: usize,
+    /// Every item linked to the adapter (or its family), whatever the filters.
+    pub total_linked: usize,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A stored record the writer could not render: corruption.
+fn corrupt(org: &str, id: &str, source: CodecError) -> StoreError {
+    StoreError::Corrupt {
+        tree: "feedback",
+        key: format!("{org}/{id}"),
+        source,
+    }
+}
+
+impl Service {
+    /// The rendered items kept between pages.
+    pub fn item_cache(&self) -> &ItemCache {
+        &self.items
+    }
+
+    /// The rows of a by-adapter page (`rows` of them at most, or every candidate) and the
+    /// adapter's `total_linked`; `None` when that would look at more than `max_rows` rows.
+    pub(super) fn by_adapter_rows(
+        &self,
+        g: &OrgGraph,
+        adapter_id: &str,
+        q: &ByAdapterQuery,
+        rows: usize,
+        max_rows: usize,
+    ) -> Result<Option<(LinkedPage, usize)>, ServiceError> {
+        let row = g
+            .adapter_row(adapter_id)
+            .ok_or_else(|| ServiceError::NotFound {
+                kind: "adapter",
+                id: adapter_id.to_owned(),
+            })?;
+        check_cursor(Some(g), q.cursor.as_deref())?;
+        let keep = |f: &crate::graph::FeedbackNode<'_>| !q.unused || !f.used_for_training;
+        if q.include_descendants && !g.child_rows(row).is_empty() {
+            // A family: its rows are listed only when the counts kept on write cannot
+            // answer (see `OrgGraph::subtree_page`).
+            let family = || training::adapter_family(g, row, true);
+            let cursor = q.cursor.as_deref();
+            let Some(page) = g.subtree_page_within(row, family, cursor, rows, keep, max_rows)
+            else {
+                return Ok(None);
+            };
+            let total = match g.subtree_linked_count(row) {
+                Some(n) => n,
+                None if max_rows == usize::MAX => g.linked_count(&family()),
+                None => return Ok(None),
+            };
+            Ok(Some((page, total)))
+        } else {
+            let cursor = q.cursor.as_deref();
+            let page = g.linked_page_within(&[row], cursor, rows, keep, max_rows);
+            Ok(page.map(|p| (p, g.linked_by_id(row).len())))
+        }
+    }
+
+    /// The by-adapter page, if it can be answered at once: every item held by the cache
+    /// at the version the graph shows, found within `pages.inline_rows` graph rows, and no
+    /// lock in the way. `Ok(None)` means "ask [`Service::by_adapter_rendered`]"; errors
+    /// (an unknown adapter, a bad cursor or limit) are the page's answer. Never waits for
+    /// a lock or does I/O: for callers on an async runtime thread.
+    pub fn by_adapter_cached_now(
+        &self,
+        org: &str,
+        adapter_id: &str,
+        q: &ByAdapterQuery,
+    ) -> Result<Option<RenderedPage>, ServiceError> {
+        let max_rows = self.pages.inline_rows;
+        if q.kind.is_some() || max_rows == 0 || !self.items.enabled() {
+            return Ok(None);
+        }
+        let limit = effective_limit(q.limit)?;
+        let g = match self.graph.try_org(org) {
+            Err(_) => return Ok(None),
+            Ok(Some(g)) => g,
+            Ok(None) => {
+                return Err(ServiceError::NotFound {
+                    kind: "adapter",
+                    id: adapter_id.to_owned(),
+                });
+            }
+        };
+        let Some((page, total)) = self.by_adapter_rows(&g, adapter_id, q, limit, max_rows)? else {
+            return Ok(None);
+        };
+        let cols = g.feedback();
+        let mut items = Vec::with_capacity(page.rows.len());
+        for &r in &page.rows {
+            let (Some(id), Some(version)) = (cols.id(r), cols.version(r)) else {
+                return Ok(None);
+            };
+            match self.items.try_get(org, id, version) {
+                Ok(Some(hit)) => items.push(hit.bytes),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(RenderedPage {
+            items,
+            limit,
+            total_linked: total,
+            next_cursor: next_cursor(&g, &page),
+        }))
+    }
+
+    /// The by-adapter page ([`Service::by_adapter`]) as rendered items: those the cache
+    /// holds at the version the graph shows, the others read from the store in place,
+    /// written by `render` and kept. Blocking (store reads).
+    pub fn by_adapter_rendered(
+        &self,
+        org: &str,
+        adapter_id: &str,
+        q: &ByAdapterQuery,
+        render: RenderItem,
+    ) -> Result<RenderedPage, ServiceError> {
+        if q.kind.is_some() {
+            // The records decide the kind: read as the list of views does.
+            let mut items: Vec<Arc<[u8]>> = Vec::new();
+            let (page, total) = self.by_adapter_with(org, adapter_id, q, &mut |v| {
+                let mut buf = Vec::with_capacity(1024);
+                render(&mut buf, v).map_err(|source| corrupt(org, v.id, source))?;
+                items.push(Arc::from(buf));
+                Ok(())
+            })?;
+            return Ok(RenderedPage {
+                items,
+                limit: page.limit,
+                total_linked: total,
+                next_cursor: page.next_cursor,
+            });
+        }
+        let limit = effective_limit(q.limit)?;
+        let g = self.graph.org(org).ok_or_else(|| ServiceError::NotFound {
+            kind: "adapter",
+            id: adapter_id.to_owned(),
+        })?;
+        let (page, total) = self
+            .by_adapter_rows(&g, adapter_id, q, limit, usize::MAX)?
+            .unwrap_or_default();
+        let items = self.rendered_items(org, &g, &page.rows, render)?;
+        Ok(RenderedPage {
+            items,
+            limit,
+            total_linked: total,
+            next_cursor: next_cursor(&g, &page),
+        })
+    }
+
+    /// The page [`Service::list`] answers, as rendered items (kept ones where held, see
+    /// [`Service::by_adapter_rendered`]). `total_linked` is left at 0. Blocking.
+    pub fn list_rendered(
+        &self,
+        org: &str,
+        q: &ListQuery,
+        render: RenderItem,
+    ) -> Result<RenderedPage, ServiceError> {
+        if q.kind.is_some() {
+            // The records decide the kind: read as the list of views does.
+            let mut items: Vec<Arc<[u8]>> = Vec::new();
+            let page = self.list_with(org, q, &mut |v| {
+                let mut buf = Vec::with_capacity(1024);
+                render(&mut buf, v).map_err(|source| corrupt(org, v.id, source))?;
+                items.push(Arc::from(buf));
+                Ok(())
+            })?;
+            return Ok(RenderedPage {
+                items,
+                limit: page.limit,
+                total_linked: 0,
+                next_cursor: page.next_cursor,
+            });
+        }
+        let limit = effective_limit(q.limit)?;
+        let snapshot = self.graph.org(org);
+        check_cursor(snapshot.as_deref(), q.cursor.as_deref())?;
+        let Some(g) = snapshot else {
+            return Ok(RenderedPage {
+                limit,
+                ..RenderedPage::default()
+            });
+        };
+        let (ids, more) = collect_page(&g, q, limit);
+        let rows: Vec<u32> = ids.iter().filter_map(|id| g.feedback_row(id)).collect();
+        let items = self.rendered_items(org, &g, &rows, render)?;
+        Ok(RenderedPage {
+            items,
+            limit,
+            total_linked: 0,
+            next_cursor: if more {
+                ids.last().map(|id| id.to_string())
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The items of `rows` rendered: from the cache at the graph's version where held,
+    /// else read from the store (one pass, in order), rendered and kept.
+    fn rendered_items(
+        &self,
+        org: &str,
+        g: &OrgGraph,
+        rows: &[u32],
+        render: RenderItem,
+    ) -> Result<Vec<Arc<[u8]>>, ServiceError> {
+        let cols = g.feedback();
+        let mut slots: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(rows.len());
+        // The items to read: where they go, their id, the ticket taken before the read.
+        let mut misses: Vec<(usize, &str, Ticket)> = Vec::new();
+        for &r in rows {
+            let Some(id) = cols.id(r) else {
+                continue;
+            };
+            let held = cols
+                .version(r)
+                .and_then(|version| self.items.get(org, id, version));
+            match held {
+                Some(hit) => slots.push(Some(hit.bytes)),
+                None => {
+                    misses.push((slots.len(), id, self.items.ticket(org, id)));
+                    slots.push(None);
+                }
+            }
+        }
+        if !misses.is_empty() {
+            let ids: Vec<&str> = misses.iter().map(|m| m.1).collect();
+            let mut read: Vec<(u64, CachedItem)> = Vec::with_capacity(ids.len());
+            let mut missing: Option<usize> = None;
+            self.store.for_each_feedback_view(org, &ids, &mut |v| {
+                let Some(v) = v else {
+                    missing.get_or_insert(read.len());
+                    return Ok(());
+                };
+                if missing.is_some() {
+                    return Ok(());
+                }
+                let mut buf = Vec::with_capacity(1024);
+                render(&mut buf, v).map_err(|source| corrupt(org, v.id, source))?;
+                read.push((
+                    v.version,
+                    CachedItem {
+                        kind: v.kind,
+                        bytes: Arc::from(buf),
+                    },
+                ));
+                Ok(())
+            })?;
+            if let Some(i) = missing {
+                // The graph only holds ids whose records are durable; a miss means the
+                // store lost a record the index has, which is corruption, not a 404.
+                let id = ids.get(i).copied().unwrap_or_default();
+                return Err(ServiceError::Store(corrupt(org, id, CodecError::Empty)));
+            }
+            // Kept only now that the read is durable (the store settles reads before it
+            // returns them).
+            for ((at, id, ticket), (version, item)) in misses.into_iter().zip(read) {
+                if let Some(slot) = slots.get_mut(at) {
+                    *slot = Some(item.bytes.clone());
+                }
+                self.items.insert(ticket, org, id, version, item);
+            }
+        }
+        Ok(slots.into_iter().flatten().collect())
+    }
+}
+
+/// The cursor of the page after `page`: its last id, when more rows follow.
+fn next_cursor(g: &OrgGraph, page: &LinkedPage) -> Option<String> {
+    if !page.more {
+        return None;
+    }
+    page.rows
+        .last()
+        .and_then(|&r| g.feedback().id(r))
+        .map(str::to_owned)
+}
