@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::graphs::{fingerprints, populated};
@@ -293,22 +291,7 @@ async fn a_clean_stop_checkpoints_and_only_a_sound_vouched_file_is_read() {
 
 /// Starts `feedgraph serve` on `dir`; returns the child and its address once ready.
 async fn serve(dir: &Path) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_feedgraph"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("feedgraph listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = common::spawn_serve(dir, &[]);
     let client = reqwest::Client::new();
     for _ in 0..1000 {
         if let Ok(r) = client.get(format!("{addr}/readyz")).send().await

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -443,28 +441,15 @@ async fn an_event_of_a_server_killed_before_delivery_is_delivered_after_restart(
     let url = format!("http://{addr}/hook");
     let dir = tempfile::tempdir().unwrap();
     let serve = |dir: &std::path::Path| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_feedgraph"))
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .env("FEEDGRAPH__WEBHOOKS__ALLOW_PRIVATE", "true")
-            .env("FEEDGRAPH__WEBHOOKS__ALLOW_HTTP", "true")
-            .env("FEEDGRAPH__WEBHOOKS__POLL_MS", "20")
-            .env("FEEDGRAPH__WEBHOOKS__RETRY_BASE_MS", "20")
-            .env("FEEDGRAPH__WEBHOOKS__RETRY_MAX_MS", "100")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let base = first
-            .strip_prefix("feedgraph listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_owned();
-        std::thread::spawn(move || for _ in lines {});
-        (child, base)
+        let envs = [
+            ("FEEDGRAPH__WEBHOOKS__ALLOW_PRIVATE", "true"),
+            ("FEEDGRAPH__WEBHOOKS__ALLOW_HTTP", "true"),
+            ("FEEDGRAPH__WEBHOOKS__POLL_MS", "20"),
+            ("FEEDGRAPH__WEBHOOKS__RETRY_BASE_MS", "20"),
+            ("FEEDGRAPH__WEBHOOKS__RETRY_MAX_MS", "100"),
+        ]
+        .map(|(k, v)| (k, v.to_owned()));
+        common::spawn_serve(dir, &envs)
     };
     let client = reqwest::Client::new();
     let ready = |base: String| {

@@ -173,3 +173,33 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free local port")
 }
+
+/// Starts the `feedgraph` binary serving `dir` on a port of its choosing, with `envs` set
+/// (and `RUST_LOG=warn`). Returns the child and the base URL from its first line; the rest
+/// of its output is drained on a thread. It may not be ready yet: poll `/readyz`.
+pub fn spawn_serve(dir: &Path, envs: &[(&str, String)]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_feedgraph"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the feedgraph binary starts");
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("the server printed nothing"));
+    let base = first
+        .strip_prefix("feedgraph listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    (child, base)
+}
