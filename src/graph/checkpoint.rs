@@ -39,14 +39,14 @@ use crate::model::{FeedbackType, LinkSource, ValidationStatus};
 use crate::store::Lease;
 
 /// The checkpoint's file name in the data directory.
-pub const FILE_NAME: &str = "graph.ckpt";
+pub const FILE_NAME: &str = crate::store::compact::GRAPH_CHECKPOINT_FILE;
 
 /// The first bytes of a checkpoint file.
 const MAGIC: [u8; 8] = *b"FGGRAPH\0";
 
 /// The layout this build writes and reads. Bump it whenever the layout or the meaning of a
 /// field changes: a file of another version is not read (the store is scanned instead).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Elements converted per chunk while reading or writing a column.
 const CHUNK: usize = 16 * 1024;
@@ -478,15 +478,51 @@ fn write_err(source: std::io::Error) -> CheckpointError {
     }
 }
 
+/// Per symbol (index = symbol number - 1): 1 if anything in the graph refers to it, else
+/// 0. These are every place a graph keeps a [`Sym`]: the feedback's symbol columns, the
+/// adapters' id, version and base model, and the per-model counters and day series.
+fn used_symbols(g: &OrgGraph) -> Vec<u32> {
+    let mut used = vec![0u32; g.strings.strings.len()];
+    let mut mark = |s: Option<Sym>| {
+        if let Some(u) = s.and_then(|s| used.get_mut(s.0.get() as usize - 1)) {
+            *u = 1;
+        }
+    };
+    let f = &g.feedback;
+    for col in [
+        &f.model_version,
+        &f.adapter_id,
+        &f.adapter_version,
+        &f.user_id,
+        &f.session_id,
+        &f.interaction_id,
+    ] {
+        col.iter().for_each(|&s| mark(s));
+    }
+    for a in &g.adapters {
+        mark(Some(a.id));
+        mark(a.version);
+        mark(a.base_model);
+    }
+    g.counters.models.keys().for_each(|&m| mark(Some(m)));
+    g.counters.days.models.keys().for_each(|&m| mark(Some(m)));
+    used
+}
+
 /// Writes one org's graph.
 fn write_org(out: &mut Out, name: &str, g: &OrgGraph) -> Result<(), CheckpointError> {
     let io = write_err;
     out.bytes(name.as_bytes()).map_err(io)?;
-    // The interner: each string's end in one text.
+    // The interner: each string's end in one text. A string nothing refers to any more
+    // (a user, session or interaction id of an item since erased) is written empty and
+    // marked unused, so that erased text never reaches the file.
+    let used = used_symbols(g);
     let mut text = String::new();
     let mut ends = Vec::with_capacity(g.strings.strings.len());
-    for s in &g.strings.strings {
-        text.push_str(s);
+    for (s, &u) in g.strings.strings.iter().zip(&used) {
+        if u != 0 {
+            text.push_str(s);
+        }
         ends.push(
             u32::try_from(text.len())
                 .map_err(|_| CheckpointError::TooLarge("interned text".into()))?,
@@ -494,6 +530,7 @@ fn write_org(out: &mut Out, name: &str, g: &OrgGraph) -> Result<(), CheckpointEr
     }
     out.col(ends.into_iter()).map_err(io)?;
     out.bytes(text.as_bytes()).map_err(io)?;
+    out.col(used.into_iter()).map_err(io)?;
     drop(text);
     // Nodes, then edges in the order they were added (their ids).
     let nodes = g
@@ -790,6 +827,12 @@ fn read_org(i: &mut In) -> Result<(String, OrgGraph), CheckpointError> {
     // The interner.
     let ends: Vec<u32> = i.col()?;
     let text = i.string()?;
+    let used: Vec<u32> = i.col()?;
+    if used.len() != ends.len() {
+        return Err(malformed(
+            "the interner's used marks do not match its strings",
+        ));
+    }
     let mut strings = Interner {
         map: FxHashMap::with_capacity_and_hasher(ends.len(), Default::default()),
         strings: Vec::with_capacity(ends.len()),
@@ -803,7 +846,10 @@ fn read_org(i: &mut In) -> Result<(String, OrgGraph), CheckpointError> {
         let arc: Arc<str> = Arc::from(s);
         strings.strings.push(arc.clone());
         let sym = u32_sym(k as u32 + 1).ok_or_else(|| malformed("too many symbols"))?;
-        strings.map.insert(arc, sym);
+        // An unused symbol keeps its number, blank, and is found by no lookup.
+        if used.get(k).is_some_and(|&u| u != 0) {
+            strings.map.insert(arc, sym);
+        }
     }
     drop(text);
     let symbols = strings.strings.len();

@@ -71,6 +71,20 @@ pub(super) fn open_graph(
     }
 }
 
+/// Removes the checkpoint file in `data_dir`, if any: once the store is open the file is
+/// never used again (the store hands its id out once), and it may hold strings that
+/// later erasures take out of the store. A failure is logged; the file stays unused.
+pub(super) fn discard_file(data_dir: &Path) {
+    let path = checkpoint::path_in(data_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove the used graph checkpoint")
+        }
+    }
+}
+
 impl Service {
     /// Whether the graph was read from a checkpoint at start-up.
     pub fn graph_from_checkpoint(&self) -> bool {

@@ -593,6 +593,11 @@ impl Service {
             checkpoint_dir.as_deref(),
             vouched,
         )?;
+        if config.storage.backend == BackendKind::Sled {
+            // Read or not, the file is stale now (the store vouches for it once): it goes,
+            // so that no text erased from here on outlives the erasure in it.
+            checkpoint::discard_file(&config.data_dir);
+        }
         // Every durable change the graph is offered drops the changed items' rendered
         // copies (see `item_cache`).
         let items = Arc::new(item_cache::ItemCache::new(config.pages.cache_bytes));

@@ -313,8 +313,24 @@ pub fn compact(data_dir: &Path, config: &StorageConfig) -> Result<CompactReport,
         )));
     }
     let store = super::SledStore::open(data_dir, config)?;
-    store.rewrite()
+    let report = store.rewrite()?;
+    // Opening the store made any graph checkpoint stale (the store vouches for it once),
+    // and it may hold strings erased since it was written: it goes with the old bytes.
+    match std::fs::remove_file(data_dir.join(GRAPH_CHECKPOINT_FILE)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(StoreError::Backend(format!(
+                "removing the stale graph checkpoint: {source}"
+            )));
+        }
+    }
+    Ok(report)
 }
+
+/// The graph checkpoint's file name in the data directory (written by
+/// `graph::checkpoint`; the store only removes it).
+pub const GRAPH_CHECKPOINT_FILE: &str = "graph.ckpt";
 
 #[cfg(test)]
 mod tests {
