@@ -107,6 +107,8 @@ impl Service {
             }
         }
         // A failed commit indexes nothing, as for a single submit.
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let written = Arc::clone(&self.store)
             .submit_many(actor.clone(), valid)
             .await?;

@@ -13,7 +13,6 @@
 //! the orgs the writer served); PostgreSQL keeps its own start-up.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Service;
@@ -101,8 +100,9 @@ impl Service {
         let started = Instant::now();
         sled.seal();
         // Writes the store took before the seal are applied to the graph by their callers
-        // once durable: make them durable, then wait until the graph has seen no new change
-        // for a while and no abandoned write is being finished.
+        // once durable: make them durable, then wait until no write is between its store
+        // call and its graph change (every writer counts itself in before its store call,
+        // `InFlight`) and the graph has seen no new change for a while.
         if let Err(e) = sled.make_durable() {
             tracing::warn!(error = %e, "no graph checkpoint: the store could not sync");
             return None;
@@ -111,8 +111,7 @@ impl Service {
         loop {
             let before = self.graph.changes_offered();
             std::thread::sleep(QUIET);
-            if self.finishing.load(Ordering::SeqCst) == 0 && self.graph.changes_offered() == before
-            {
+            if self.in_flight.count() == 0 && self.graph.changes_offered() == before {
                 break;
             }
             if Instant::now() > deadline {
@@ -135,7 +134,7 @@ impl Service {
         }
         // Nothing can have changed (the store is sealed); if the graph did anyway, the
         // checkpoint may lack it: take it back.
-        if self.graph.changes_offered() != offered || self.finishing.load(Ordering::SeqCst) != 0 {
+        if self.graph.changes_offered() != offered || self.in_flight.count() != 0 {
             tracing::warn!("the graph changed while it was saved; graph checkpoint withdrawn");
             if let Err(e) = sled.withdraw_graph_checkpoint() {
                 tracing::error!(error = %e, "could not withdraw the graph checkpoint");
@@ -151,5 +150,71 @@ impl Service {
             "graph checkpoint written"
         );
         Some(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, ChangeAction, Feedback};
+
+    fn has(service: &Service, org: &str, id: &str) -> bool {
+        service
+            .graph
+            .org(org)
+            .is_some_and(|g| g.feedback().row_of(id).is_some())
+    }
+
+    /// A writer whose thread stalls after its store call, longer than the stop's quiet
+    /// window and the whole checkpoint write, must still be in the checkpoint: the stop
+    /// waits for it rather than saving a graph that lacks an acknowledged write.
+    #[test]
+    fn a_stop_waits_for_a_write_between_its_store_call_and_the_graph()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let actor = Actor::new("acme", "u1");
+        let service = Service::open(&config)?;
+        let first = Feedback::sample("fb_first", "acme");
+        let late = Feedback::sample("fb_late", "acme");
+        let changes = service.store.write(&actor, &mut |tx| {
+            tx.insert_feedback(&first, ChangeAction::Submit)
+        })?;
+        service.graph.apply("acme", &changes).wait();
+
+        // The stalled writer: counted in, stored, not yet offered to the graph.
+        let guard = service.in_flight.enter();
+        let changes = service.store.write(&actor, &mut |tx| {
+            tx.insert_feedback(&late, ChangeAction::Submit)
+        })?;
+        let written = std::thread::scope(|s| {
+            let stop = s.spawn(|| service.checkpoint_graph());
+            // Long past the quiet window (50 ms) and a checkpoint of two items.
+            std::thread::sleep(Duration::from_millis(600));
+            service.graph.apply("acme", &changes).wait();
+            drop(guard);
+            stop.join()
+        });
+        let written = written.map_err(|_| "the stop panicked")?;
+        assert!(
+            written.is_some(),
+            "the checkpoint is written once the writer is done"
+        );
+        drop(service);
+
+        let reopened = Service::open(&config)?;
+        assert!(
+            reopened.graph_from_checkpoint(),
+            "the start reads the checkpoint"
+        );
+        assert!(has(&reopened, "acme", "fb_first"));
+        assert!(
+            has(&reopened, "acme", "fb_late"),
+            "the stalled write is in it"
+        );
+        Ok(())
     }
 }

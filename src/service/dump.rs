@@ -548,6 +548,8 @@ impl Service {
             links: Vec::new(),
             feedback,
         };
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let staged = std::thread::scope(|scope| {
             let loads_something = !changes.adapters.is_empty() || !changes.feedback.is_empty();
             let staged = (loads_something && self.graph.org(org).is_none())

@@ -227,6 +227,8 @@ impl Service {
         let mut items = 0u64;
         for ids in job.item_ids.chunks(chunk) {
             let mut counted = (0u64, 0u64);
+            // Counted until the graph has been offered the change (see `InFlight`).
+            let _in_flight = self.in_flight.enter();
             let changes = self.store.write(&actor, &mut |tx| {
                 counted = (0, 0);
                 for id in ids {

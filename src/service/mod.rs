@@ -455,10 +455,10 @@ pub struct Service {
     last_vacuum: parking_lot::Mutex<Option<std::time::Instant>>,
     /// Where the graph checkpoint is written at a clean stop (`None`: it is not).
     checkpoint_dir: Option<std::path::PathBuf>,
-    /// Writes whose client left, being finished by a task of their own ([`FinishOnDrop`]);
-    /// one that could not be finished stays counted (the graph then lacks a durable write,
-    /// and no checkpoint is written).
-    finishing: std::sync::atomic::AtomicUsize,
+    /// Writes between their store call and the offer of their change to the graph, those
+    /// whose client left and which a task of their own finishes ([`FinishOnDrop`])
+    /// included; a clean stop's checkpoint waits until there are none.
+    in_flight: InFlight,
     /// Rendered feedback items kept between pages (see `pages`).
     items: Arc<item_cache::ItemCache>,
     /// `[pages]`.
@@ -512,6 +512,46 @@ impl<'a, T: Indexed> FinishOnDrop<'a, T> {
     }
 }
 
+/// Counts the writes between their store call and the offer of their change to the graph.
+/// A write takes [`InFlight::enter`] before it calls the store and holds the guard until
+/// the graph has been offered its change; a clean stop seals the store, then waits for the
+/// count to reach zero before it saves the graph ([`Service::checkpoint_graph`]), so the
+/// checkpoint holds every write the store took, however long a writer's thread stalled
+/// between the two steps.
+#[derive(Debug, Default)]
+struct InFlight(std::sync::atomic::AtomicUsize);
+
+impl InFlight {
+    /// Counts a write in until the returned guard is dropped.
+    fn enter(&self) -> InFlightGuard<'_> {
+        self.add();
+        InFlightGuard(self)
+    }
+
+    fn add(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn sub(&self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Writes counted in now.
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// One write counted in [`InFlight`] until dropped.
+#[must_use = "the write is counted only while the guard lives"]
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.sub();
+    }
+}
+
 impl<T: Indexed> Drop for FinishOnDrop<'_, T> {
     fn drop(&mut self) {
         let Some(pending) = self.pending.take() else {
@@ -519,9 +559,8 @@ impl<T: Indexed> Drop for FinishOnDrop<'_, T> {
         };
         let service = Arc::clone(self.service);
         let org = std::mem::take(&mut self.org);
-        service
-            .finishing
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Counted before this returns: the caller's own count ends with it.
+        service.in_flight.add();
         let finish = async move {
             match pending.await {
                 Ok(written) => {
@@ -532,9 +571,7 @@ impl<T: Indexed> Drop for FinishOnDrop<'_, T> {
                 }
                 Err(e) => tracing::error!("a write whose client left was not made durable: {e}"),
             }
-            service
-                .finishing
-                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            service.in_flight.sub();
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -609,7 +646,7 @@ impl Service {
             items,
             pages: config.pages.clone(),
             checkpoint_dir,
-            finishing: std::sync::atomic::AtomicUsize::new(0),
+            in_flight: InFlight::default(),
             placement,
             follower,
             store,
@@ -682,6 +719,8 @@ impl Service {
     pub fn submit(&self, actor: &Actor, new: NewFeedback) -> Result<Feedback, ServiceError> {
         check_org(&actor.org)?;
         let fb = self.prepare(new, None, None, &actor.org, None)?;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let changes = self.store.write(actor, &mut |tx| {
             tx.insert_feedback(&fb, ChangeAction::Submit)
         })?;
@@ -700,6 +739,8 @@ impl Service {
         key: Option<IdempotencyKey>,
     ) -> Result<(Feedback, bool), ServiceError> {
         let (fb, org, key) = self.begin_submit(actor, new, key, None)?;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let inserted = self.store.submit_blocking(actor, &fb, key.as_ref())?;
         let (feedback, replay, applied) = self.finish_submit(&org, inserted)?;
         applied.wait();
@@ -728,6 +769,8 @@ impl Service {
                 .next(),
         };
         let (fb, org, key) = self.begin_submit(actor, new, key, config)?;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let unfinished = FinishOnDrop {
             service: self,
             org,
@@ -1183,6 +1226,8 @@ impl Service {
     ) -> Result<LinkOutcome, ServiceError> {
         check_org(&actor.org)?;
         let link = self.new_link(feedback_id, adapter_id, metadata)?;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let linked = self.store.link_blocking(actor, &link)?;
         self.graph.apply(&actor.org, &linked.changes).wait();
         Ok(LinkOutcome {
@@ -1206,6 +1251,8 @@ impl Service {
     ) -> Result<LinkOutcome, ServiceError> {
         check_org(&actor.org)?;
         let link = self.new_link(feedback_id, adapter_id, metadata)?;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let unfinished = FinishOnDrop {
             service: self,
             org: actor.org.clone(),
@@ -1347,6 +1394,8 @@ impl Service {
         check_org(&actor.org)?;
         let adapter = self.new_adapter(actor, new)?;
         let mut outcome = AdapterOutcome::Unchanged;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let changes = self.store.write(actor, &mut |tx| {
             outcome = crate::store::create_adapter_in(tx, &adapter)?.1;
             Ok(())
@@ -1589,6 +1638,8 @@ impl Service {
     ) -> Result<ImportSummary, (usize, ServiceError)> {
         let mut summary = ImportSummary::default();
         let mut failed_line = 0;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let written = self.store.write(actor, &mut |tx: &mut dyn WriteTx| {
             summary = ImportSummary::default();
             for (line, op) in chunk {

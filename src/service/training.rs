@@ -397,6 +397,8 @@ impl Service {
             return Ok(None);
         }
         let mut claimed: Option<Batch> = None;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let changes = self.store.write(actor, &mut |tx| {
             claimed = None;
             // Candidates another claimer (another replica) holds right now are skipped,
@@ -598,6 +600,8 @@ impl Service {
             _ => None,
         };
         let mut outcome: Option<Batch> = None;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let changes = self.store.write(actor, &mut |tx| {
             outcome = None;
             // The batch and its items are read under their locks, inside the write: a
@@ -705,6 +709,8 @@ impl Service {
         let _claiming = lock.lock();
         let now = now_millis();
         let mut outcome: Option<Batch> = None;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let changes = self.store.write(actor, &mut |tx| {
             outcome = None;
             // Read under the batch's lock, inside the write (see commit).
@@ -783,6 +789,8 @@ impl Service {
         let now = now_millis();
         let mut out = Vec::with_capacity(ids.len());
         let mut marked: Option<u64> = None;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let changes = self.store.write(actor, &mut |tx| {
             out.clear();
             marked = None;
@@ -1078,6 +1086,8 @@ impl Service {
         }
         let now = now_millis();
         let mut updated = None;
+        // Counted until the graph has been offered the change (see `InFlight`).
+        let _in_flight = self.in_flight.enter();
         let changes = self.store.write(actor, &mut |tx| {
             updated = tx.update_feedback(id, now, &mut |cur| {
                 let old = cur.feedback.validation_status;
