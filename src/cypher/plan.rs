@@ -1019,7 +1019,7 @@ pub enum Sink {
 }
 
 /// Counting rows grouped by two nodes (or by expressions of them), done by the pair
-/// grouper (`pair_group.rs`) instead of hashing every row: the segment's operators are a
+/// grouper (`exec/pair_group.rs`) instead of hashing every row: the segment's operators are a
 /// [`Op::Scan`], two [`Op::Expand`]s and filters; each row's pair of nodes is packed into an
 /// integer with its position in the row order, the integers are sorted and runs counted.
 #[derive(Debug, Clone, PartialEq)]
