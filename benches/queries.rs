@@ -27,6 +27,7 @@ fn open() -> (Service, String, Option<tempfile::TempDir>) {
     config.query.max_rows = 50_000_000;
     config.query.max_work = u64::MAX / 4;
     config.query.max_memory_bytes = u64::MAX / 4;
+    config.query.max_memory_total_bytes = 0;
     config.query.timeout_ms = 600_000;
     config.query.max_depth = 30;
     match std::env::var_os("FEEDGRAPH_BENCH_DATA") {

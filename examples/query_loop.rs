@@ -39,6 +39,7 @@ fn main() {
     config.query.max_rows = 50_000_000;
     config.query.max_work = u64::MAX / 4;
     config.query.max_memory_bytes = u64::MAX / 4;
+    config.query.max_memory_total_bytes = 0;
     config.query.timeout_ms = 600_000;
     config.query.max_depth = 30;
     config.data_dir = std::env::var_os("FEEDGRAPH_BENCH_DATA")

@@ -289,6 +289,10 @@ pub struct QueryConfig {
     /// Memory one query may hold, in bytes (an estimate: built lists and strings, bound and
     /// collected values, sort/group/DISTINCT state, the result's rows and JSON size).
     pub max_memory_bytes: u64,
+    /// Memory every running query may hold together, in bytes of the same estimate; a
+    /// query that would take more answers 429 (the server is busy: retry). 0 = no bound
+    /// beyond `max_memory_bytes` per query.
+    pub max_memory_total_bytes: u64,
     /// Queries of one org that may run at once; more answer 429 (0 = no limit).
     pub max_concurrent_per_org: usize,
     /// Queries of all orgs that may run at once, each on a blocking thread holding up to
@@ -315,6 +319,7 @@ impl Default for QueryConfig {
             max_work: 50_000_000,
             max_depth: 30,
             max_memory_bytes: 256 * 1024 * 1024,
+            max_memory_total_bytes: 1024 * 1024 * 1024,
             max_concurrent_per_org: 4,
             max_concurrent_total: 16,
             stream_batch_rows: 8192,

@@ -466,3 +466,78 @@ async fn busy_orgs_cannot_take_the_servers_last_query_slots() {
     }
     assert_healthy(&server).await;
 }
+
+/// The value of an unlabelled sample in the server's `/metrics`.
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = server.get_open("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_together_cannot_hold_more_than_the_servers_memory_pool() {
+    // Each query may hold 256 MiB, all of them together 40 MiB. A list of a million values
+    // is about 24-32 MB of the estimate: one fits, two do not.
+    let server = server_with(|c| {
+        c.query.max_memory_total_bytes = 40 << 20;
+        c.query.timeout_ms = 3_600_000;
+        c.query.max_work = u64::MAX / 4;
+    })
+    .await;
+    let big = "WITH range(1,1000000) AS r RETURN size(r) AS n";
+    let (status, body) = query(&server, "globex", big).await;
+    assert_eq!(status, 200, "alone it fits: {}", short(&body));
+    assert_eq!(body["rows"], json!([[1000000]]));
+    let reserved = "feedgraph_query_memory_reserved_bytes";
+    assert_eq!(
+        metric(&server, reserved).await,
+        0.0,
+        "a finished query gave all back"
+    );
+
+    // A slow query (another org's) holds its million values for as long as its client stays.
+    let mut slow = SlowQueries {
+        server: &server,
+        streams: Vec::new(),
+    };
+    slow.send("acme");
+    let started = Instant::now();
+    let details = loop {
+        let (status, body) = query(&server, "globex", big).await;
+        if status == 429 {
+            break error_details(&body);
+        }
+        assert_eq!(status, 200, "{}", short(&body));
+        assert!(started.elapsed() < PATIENCE, "the pool never refused");
+        slow.resend_answered();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        details.contains("max_memory_total") && details.contains("query.max_memory_total_bytes"),
+        "{details}"
+    );
+    assert!(metric(&server, reserved).await >= 20.0 * 1024.0 * 1024.0);
+    // Small queries still run beside it.
+    let (status, body) = query(&server, "globex", "RETURN 1 AS one").await;
+    assert_eq!(status, 200, "{}", short(&body));
+
+    // Hanging up ends the slow query and gives its memory back.
+    drop(slow);
+    let hung_up = Instant::now();
+    loop {
+        let (status, body) = query(&server, "globex", big).await;
+        if status == 200 {
+            assert_eq!(body["rows"], json!([[1000000]]));
+            break;
+        }
+        assert_eq!(status, 429, "{}", short(&body));
+        assert!(
+            hung_up.elapsed() < PATIENCE,
+            "the memory was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&server, reserved).await, 0.0);
+    assert_healthy(&server).await;
+}

@@ -188,6 +188,7 @@ fn limits() -> QueryLimits {
         max_work: 20_000,
         max_depth: 6,
         max_memory: 16 << 20,
+        memory_pool: None,
     }
 }
 

@@ -21,10 +21,20 @@
 //!
 //! The counters are `Cell`s: a budget belongs to one query on one thread, and expressions
 //! are evaluated through shared references.
+//!
+//! Across queries, a [`MemoryPool`] bounds what every running query holds together
+//! (`query.max_memory_total_bytes`): a budget reserves pool bytes a mebibyte at a time as its
+//! charges grow past what it reserved, and gives them all back when the query ends. A query
+//! that cannot reserve stops with [`Limit::MaxMemoryTotal`] (the server is busy: retry),
+//! so many big queries at once cannot take more memory than the operator allowed, while one
+//! query alone may still use its own `max_memory_bytes`.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::QueryLimits;
 use super::error::{CypherError, Fail, Limit};
@@ -45,6 +55,72 @@ pub(crate) fn string_work(bytes: u64) -> u64 {
 /// The configuration key of the memory limit, named in its error.
 pub const MEMORY_KEY: &str = "query.max_memory_bytes";
 
+/// The configuration key of the server-wide memory limit, named in its error.
+pub const MEMORY_TOTAL_KEY: &str = "query.max_memory_total_bytes";
+
+/// What a budget reserves from the pool at a time: large enough that a query reserves a
+/// handful of times, small enough that small queries leave the pool to big ones.
+const POOL_CHUNK: u64 = 1 << 20;
+
+/// The memory every running query holds together, in bytes of the budgets' estimate,
+/// bounded by `max` (see the module docs). One per server; queries share it through
+/// [`QueryLimits::memory_pool`].
+#[derive(Debug)]
+pub struct MemoryPool {
+    /// Bytes reserved now; a gauge, so `/metrics` reads the same counter.
+    held: Gauge<u64, AtomicU64>,
+    max: u64,
+}
+
+impl MemoryPool {
+    /// A pool of `max` bytes.
+    pub fn new(max: u64) -> Self {
+        MemoryPool {
+            held: Gauge::default(),
+            max,
+        }
+    }
+
+    /// The bytes running queries have reserved now.
+    pub fn held(&self) -> u64 {
+        self.held.get()
+    }
+
+    /// A handle on the reserved bytes, for `/metrics`.
+    pub fn gauge(&self) -> Gauge<u64, AtomicU64> {
+        self.held.clone()
+    }
+
+    /// The pool's size.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// Takes `bytes` from the pool if they fit.
+    fn reserve(&self, bytes: u64) -> bool {
+        self.held
+            .inner()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&want| want <= self.max)
+            })
+            .is_ok()
+    }
+
+    /// Returns `bytes` taken earlier.
+    fn give_back(&self, bytes: u64) {
+        self.held.inner().fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Two pools are equal only when they are the same pool (limits compare by identity).
+impl PartialEq for MemoryPool {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for MemoryPool {}
+
 /// The resource budget of one query run (see the module docs).
 pub(crate) struct Budget<'c> {
     work: Cell<u64>,
@@ -60,6 +136,11 @@ pub(crate) struct Budget<'c> {
     streamed: Cell<bool>,
     started: Instant,
     cancel: Option<&'c AtomicBool>,
+    /// The server's pool, if there is one.
+    pool: Option<Arc<MemoryPool>>,
+    /// Bytes this query took from the pool; `u64::MAX` without a pool, so that charges
+    /// never ask it.
+    reserved: Cell<u64>,
 }
 
 impl<'c> Budget<'c> {
@@ -77,6 +158,12 @@ impl<'c> Budget<'c> {
             streamed: Cell::new(false),
             started,
             cancel,
+            reserved: Cell::new(if limits.memory_pool.is_some() {
+                0
+            } else {
+                u64::MAX
+            }),
+            pool: limits.memory_pool.clone(),
         }
     }
 
@@ -161,7 +248,32 @@ impl<'c> Budget<'c> {
         if m > self.max_mem {
             return Err(self.memory_error(m));
         }
+        if m > self.reserved.get() {
+            self.reserve(m)?;
+        }
         self.mem.set(m);
+        Ok(())
+    }
+
+    /// Reserves pool bytes until `wanted` are covered (in whole chunks).
+    #[cold]
+    fn reserve(&self, wanted: u64) -> Result<(), Fail> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let have = self.reserved.get();
+        let more = wanted.div_ceil(POOL_CHUNK).saturating_mul(POOL_CHUNK) - have;
+        if !pool.reserve(more) {
+            return Err(CypherError::limit(
+                Limit::MaxMemoryTotal,
+                format!(
+                    "the server's running queries together hold nearly {} bytes of memory, the most they may ({MEMORY_TOTAL_KEY}); this query needed {wanted}; retry shortly",
+                    pool.max()
+                ),
+            )
+            .into());
+        }
+        self.reserved.set(have + more);
         Ok(())
     }
 
@@ -224,6 +336,9 @@ impl<'c> Budget<'c> {
         if want > self.max_mem {
             return Err(self.memory_error(want));
         }
+        if want > self.reserved.get() {
+            self.reserve(want)?;
+        }
         self.mem.set(want);
         Ok(())
     }
@@ -281,6 +396,15 @@ impl<'c> Budget<'c> {
             n = n.saturating_add(self.heap_bytes(v)?);
         }
         Ok(n)
+    }
+}
+
+impl Drop for Budget<'_> {
+    /// The query is over: its reservation goes back to the pool.
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.give_back(self.reserved.get());
+        }
     }
 }
 
@@ -355,5 +479,51 @@ mod tests {
             3 * VALUE_BYTES + 2 * (2 * VALUE_BYTES + 4)
         );
         assert_eq!(b.heap_bytes(&Value::Int(3)).unwrap(), 0);
+    }
+    #[test]
+    fn budgets_share_the_pool_and_give_it_back() {
+        let pool = Arc::new(MemoryPool::new(4 * POOL_CHUNK));
+        let l = QueryLimits {
+            memory_pool: Some(Arc::clone(&pool)),
+            ..limits(100 * POOL_CHUNK, u64::MAX)
+        };
+        let a = Budget::new(&l, Instant::now(), None);
+        let b = Budget::new(&l, Instant::now(), None);
+        // A small charge reserves one chunk.
+        assert!(a.charge(10).is_ok());
+        assert_eq!(pool.held(), POOL_CHUNK);
+        // Charges within the reservation do not touch the pool.
+        assert!(a.charge(POOL_CHUNK - 10).is_ok());
+        assert_eq!(pool.held(), POOL_CHUNK);
+        assert!(a.charge(2 * POOL_CHUNK).is_ok());
+        assert_eq!(pool.held(), 3 * POOL_CHUNK);
+        // b fits in what is left, then not.
+        assert!(b.charge(POOL_CHUNK).is_ok());
+        let over = b.charge(1).err().map(|f| f.to_string()).unwrap_or_default();
+        assert!(over.contains("max_memory_total"), "{over}");
+        assert!(over.contains(MEMORY_TOTAL_KEY), "{over}");
+        // keep() asks the pool too.
+        let m = b.mark();
+        assert!(b.keep(m, POOL_CHUNK).is_err());
+        // a ends: its chunks go back and b can take them.
+        drop(a);
+        assert_eq!(pool.held(), POOL_CHUNK);
+        assert!(b.charge(2 * POOL_CHUNK).is_ok());
+        drop(b);
+        assert_eq!(pool.held(), 0);
+    }
+
+    #[test]
+    fn without_a_pool_only_the_query_limit_applies() {
+        let l = limits(10 * POOL_CHUNK, u64::MAX);
+        let b = Budget::new(&l, Instant::now(), None);
+        assert!(b.charge(9 * POOL_CHUNK).is_ok());
+        let over = b
+            .charge(2 * POOL_CHUNK)
+            .err()
+            .map(|f| f.to_string())
+            .unwrap_or_default();
+        assert!(over.contains("max_memory"), "{over}");
+        assert!(!over.contains("max_memory_total"), "{over}");
     }
 }

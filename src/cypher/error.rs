@@ -80,6 +80,9 @@ pub enum Limit {
     /// Queries of all orgs running at once (`query.max_concurrent_total`); the caller
     /// should retry shortly.
     MaxConcurrentTotal,
+    /// Memory every running query holds together (`query.max_memory_total_bytes`); the
+    /// caller should retry shortly.
+    MaxMemoryTotal,
 }
 
 impl Limit {
@@ -93,6 +96,7 @@ impl Limit {
             Limit::MaxMemory => "max_memory",
             Limit::MaxConcurrent => "max_concurrent_per_org",
             Limit::MaxConcurrentTotal => "max_concurrent_total",
+            Limit::MaxMemoryTotal => "max_memory_total",
         }
     }
 }

@@ -135,7 +135,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Query(
                 q @ crate::cypher::CypherError::LimitExceeded {
                     limit:
-                        crate::cypher::Limit::MaxConcurrent | crate::cypher::Limit::MaxConcurrentTotal,
+                        crate::cypher::Limit::MaxConcurrent
+                        | crate::cypher::Limit::MaxConcurrentTotal
+                        | crate::cypher::Limit::MaxMemoryTotal,
                     ..
                 },
             ) => ApiError::TooManyRequests {

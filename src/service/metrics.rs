@@ -81,7 +81,8 @@ impl QueryMetrics {
         registry.register(
             "feedgraph_query_limit_hits",
             "Graph queries stopped or refused by a limit (timeout, max_rows, max_work, \
-             max_depth, max_memory, max_concurrent_per_org, max_concurrent_total)",
+             max_depth, max_memory, max_concurrent_per_org, max_concurrent_total, \
+             max_memory_total)",
             self.limits.clone(),
         );
         registry.register(

@@ -662,6 +662,11 @@ impl Service {
                 max_work: config.query.max_work,
                 max_depth: config.query.max_depth,
                 max_memory: config.query.max_memory_bytes,
+                memory_pool: (config.query.max_memory_total_bytes > 0).then(|| {
+                    Arc::new(crate::cypher::MemoryPool::new(
+                        config.query.max_memory_total_bytes,
+                    ))
+                }),
             },
             query_gate: query::QueryGate::with_plan_cache(
                 config.query.max_concurrent_per_org,
@@ -689,6 +694,14 @@ impl Service {
             from_checkpoint,
         );
         self.items.register(registry);
+        if let Some(pool) = &self.query_limits.memory_pool {
+            registry.register_with_unit(
+                "feedgraph_query_memory_reserved",
+                "Memory the running queries have reserved together (query.max_memory_total_bytes bounds it)",
+                prometheus_client::registry::Unit::Bytes,
+                pool.gauge(),
+            );
+        }
         if let Some(f) = &self.follower {
             f.register(registry);
         }
