@@ -34,6 +34,7 @@ use super::columns::{Bits, FeedbackColumns};
 use super::counts::{Counters, Counts, Day, DayCounters, DaySeries};
 use super::ids::{self, FeedbackIds, Order};
 use super::pages::{FamilyCounts, FamilyState};
+use super::sparse::{Tail, U64Col};
 use super::{AdapterNode, EdgeData, EdgeKind, Interner, NodeRef, OrgGraph, Sym};
 use crate::model::{FeedbackType, LinkSource, ValidationStatus};
 use crate::store::Lease;
@@ -46,7 +47,7 @@ const MAGIC: [u8; 8] = *b"FGGRAPH\0";
 
 /// The layout this build writes and reads. Bump it whenever the layout or the meaning of a
 /// field changes: a file of another version is not read (the store is scanned instead).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Elements converted per chunk while reading or writing a column.
 const CHUNK: usize = 16 * 1024;
@@ -482,7 +483,7 @@ fn write_err(source: std::io::Error) -> CheckpointError {
 /// 0. These are every place a graph keeps a [`Sym`]: the feedback's symbol columns, the
 /// adapters' id, version and base model, and the per-model counters and day series.
 fn used_symbols(g: &OrgGraph) -> Vec<u32> {
-    let mut used = vec![0u32; g.strings.strings.len()];
+    let mut used = vec![0u32; g.strings.len()];
     let mut mark = |s: Option<Sym>| {
         if let Some(u) = s.and_then(|s| used.get_mut(s.0.get() as usize - 1)) {
             *u = 1;
@@ -497,7 +498,7 @@ fn used_symbols(g: &OrgGraph) -> Vec<u32> {
         &f.session_id,
         &f.interaction_id,
     ] {
-        col.iter().for_each(|&s| mark(s));
+        col.stored().iter().for_each(|&s| mark(s));
     }
     for a in &g.adapters {
         mark(Some(a.id));
@@ -518,8 +519,8 @@ fn write_org(out: &mut Out, name: &str, g: &OrgGraph) -> Result<(), CheckpointEr
     // marked unused, so that erased text never reaches the file.
     let used = used_symbols(g);
     let mut text = String::new();
-    let mut ends = Vec::with_capacity(g.strings.strings.len());
-    for (s, &u) in g.strings.strings.iter().zip(&used) {
+    let mut ends = Vec::with_capacity(g.strings.len());
+    for (s, &u) in g.strings.iter().zip(&used) {
         if u != 0 {
             text.push_str(s);
         }
@@ -657,13 +658,14 @@ fn write_columns(out: &mut Out, f: &FeedbackColumns) -> Result<(), CheckpointErr
     for bits in [&f.used, &f.has_correction, &f.has_comment, &f.has_score] {
         out.col(bits.words.iter().copied()).map_err(io)?;
     }
-    for col in [
-        &f.training_batch_id,
-        &f.created_at,
-        &f.updated_at,
-        &f.version,
-    ] {
-        out.col(col.iter().copied()).map_err(io)?;
+    out.col(f.created_at.iter().copied()).map_err(io)?;
+    for col in [&f.training_batch_id, &f.updated_after, &f.version] {
+        out.col(col.small.stored().iter().copied()).map_err(io)?;
+        out.len(col.big.len()).map_err(io)?;
+        for (r, v) in &col.big {
+            out.u32(*r).map_err(io)?;
+            out.u64(*v).map_err(io)?;
+        }
     }
     for col in [
         &f.model_version,
@@ -673,9 +675,10 @@ fn write_columns(out: &mut Out, f: &FeedbackColumns) -> Result<(), CheckpointErr
         &f.session_id,
         &f.interaction_id,
     ] {
-        out.col(col.iter().map(|&s| sym_u32(s))).map_err(io)?;
+        out.col(col.stored().iter().map(|&s| sym_u32(s)))
+            .map_err(io)?;
     }
-    out.col(f.score.iter().map(|s| s.to_bits())).map_err(io)?;
+    out.col(f.score.stored().iter().copied()).map_err(io)?;
     out.len(f.leases.len()).map_err(io)?;
     for (r, l) in &f.leases {
         out.u32(*r).map_err(io)?;
@@ -760,25 +763,45 @@ fn read_columns(i: &mut In, nodes: &[NodeRef]) -> Result<FeedbackColumns, Checkp
         Ok(Bits { words })
     };
     let (used, has_correction, has_comment, has_score) = (bits()?, bits()?, bits()?, bits()?);
-    let mut u64s = || -> Result<Vec<u64>, CheckpointError> {
-        let v: Vec<u64> = i.col()?;
-        if v.len() != n {
-            return Err(malformed("a column of another length than the rows"));
+    let created_at: Vec<u64> = i.col()?;
+    if created_at.len() != n {
+        return Err(malformed("a column of another length than the rows"));
+    }
+    let mut narrow = || -> Result<U64Col, CheckpointError> {
+        let small: Vec<u32> = i.col()?;
+        if small.len() > n {
+            return Err(malformed("a column longer than the rows"));
         }
-        Ok(v)
+        let mut big = FxHashMap::default();
+        for _ in 0..i.len(12)? {
+            let r = i.u32()?;
+            big.insert(r, i.u64()?);
+        }
+        let col = U64Col {
+            small: Tail { values: small },
+            big,
+        };
+        if !col.consistent() {
+            return Err(malformed("a narrow column's wide values do not match it"));
+        }
+        Ok(col)
     };
-    let (training_batch_id, created_at, updated_at, version) = (u64s()?, u64s()?, u64s()?, u64s()?);
-    let mut syms = || -> Result<Vec<Option<Sym>>, CheckpointError> {
+    let (training_batch_id, updated_after, version) = (narrow()?, narrow()?, narrow()?);
+    let mut syms = || -> Result<Tail<Option<Sym>>, CheckpointError> {
         let v: Vec<u32> = i.col()?;
-        if v.len() != n {
-            return Err(malformed("a symbol column of another length than the rows"));
+        if v.len() > n {
+            return Err(malformed("a symbol column longer than the rows"));
         }
-        Ok(v.into_iter().map(u32_sym).collect())
+        Ok(Tail {
+            values: v.into_iter().map(u32_sym).collect(),
+        })
     };
     let (model_version, adapter_id, adapter_version) = (syms()?, syms()?, syms()?);
     let (user_id, session_id, interaction_id) = (syms()?, syms()?, syms()?);
-    let score: Vec<f64> = i.col::<u64>()?.into_iter().map(f64::from_bits).collect();
-    if feedback_type.len() != n || status.len() != n || score.len() != n {
+    let score = Tail {
+        values: i.col::<u64>()?,
+    };
+    if feedback_type.len() != n || status.len() != n || score.values.len() > n {
         return Err(malformed("a column of another length than the rows"));
     }
     let mut leases = FxHashMap::default();
@@ -807,7 +830,7 @@ fn read_columns(i: &mut In, nodes: &[NodeRef]) -> Result<FeedbackColumns, Checkp
         has_comment,
         training_batch_id,
         created_at,
-        updated_at,
+        updated_after,
         version,
         model_version,
         adapter_id,
@@ -819,6 +842,23 @@ fn read_columns(i: &mut In, nodes: &[NodeRef]) -> Result<FeedbackColumns, Checkp
         has_score,
         leases,
     })
+}
+
+/// Reads a map keyed by model symbol, as `Out` writes the per-model counters and day
+/// series: the number of entries (each at least `min_bytes` in the file), then each
+/// model's symbol and its value, read by `value`.
+fn read_per_model<T>(
+    i: &mut In,
+    min_bytes: usize,
+    value: impl Fn(&mut In) -> Result<T, CheckpointError>,
+) -> Result<FxHashMap<Sym, T>, CheckpointError> {
+    let n = i.len(min_bytes)?;
+    let mut map = FxHashMap::with_capacity_and_hasher(n, Default::default());
+    for _ in 0..n {
+        let m = u32_sym(i.u32()?).ok_or_else(|| malformed("a model without a symbol"))?;
+        map.insert(m, value(i)?);
+    }
+    Ok(map)
 }
 
 /// Reads one org's graph.
@@ -833,26 +873,24 @@ fn read_org(i: &mut In) -> Result<(String, OrgGraph), CheckpointError> {
             "the interner's used marks do not match its strings",
         ));
     }
-    let mut strings = Interner {
-        map: FxHashMap::with_capacity_and_hasher(ends.len(), Default::default()),
-        strings: Vec::with_capacity(ends.len()),
-    };
+    let mut strings = Interner::with_capacity(ends.len(), text.len());
     let mut start = 0usize;
     for (k, &end) in ends.iter().enumerate() {
         let s = text
             .get(start..end as usize)
             .ok_or_else(|| malformed("an interned string out of bounds"))?;
         start = end as usize;
-        let arc: Arc<str> = Arc::from(s);
-        strings.strings.push(arc.clone());
-        let sym = u32_sym(k as u32 + 1).ok_or_else(|| malformed("too many symbols"))?;
         // An unused symbol keeps its number, blank, and is found by no lookup.
-        if used.get(k).is_some_and(|&u| u != 0) {
-            strings.map.insert(arc, sym);
-        }
+        let used = used.get(k).is_some_and(|&u| u != 0);
+        strings
+            .push(s, used)
+            .ok_or_else(|| malformed("an interned string written twice"))?;
+    }
+    if u32::try_from(ends.len()).is_err() {
+        return Err(malformed("too many symbols"));
     }
     drop(text);
-    let symbols = strings.strings.len();
+    let symbols = strings.len();
     let sym_ok = |s: Option<Sym>| s.is_none_or(|s| s.0.get() as usize <= symbols);
     // Nodes and edges.
     let nodes: Vec<NodeRef> = i.col::<u32>()?.into_iter().map(u32_node).collect();
@@ -904,7 +942,7 @@ fn read_org(i: &mut In) -> Result<(String, OrgGraph), CheckpointError> {
         &feedback.session_id,
         &feedback.interaction_id,
     ] {
-        if !col.iter().all(|&s| sym_ok(s)) {
+        if !col.stored().iter().all(|&s| sym_ok(s)) {
             return Err(malformed("a symbol past the interner's end"));
         }
     }
@@ -974,12 +1012,7 @@ fn read_org(i: &mut In) -> Result<(String, OrgGraph), CheckpointError> {
     for _ in 0..na {
         counter_adapters.push(i.counts()?);
     }
-    let n_models = i.len(92)?;
-    let mut models = FxHashMap::with_capacity_and_hasher(n_models, Default::default());
-    for _ in 0..n_models {
-        let m = u32_sym(i.u32()?).ok_or_else(|| malformed("a model without a symbol"))?;
-        models.insert(m, i.counts()?);
-    }
+    let models = read_per_model(i, 92, In::counts)?;
     let day_org = i.series()?;
     let n_day_adapters = i.len(8)?;
     if n_day_adapters > na {
@@ -989,12 +1022,7 @@ fn read_org(i: &mut In) -> Result<(String, OrgGraph), CheckpointError> {
     for _ in 0..n_day_adapters {
         day_adapters.push(i.series()?);
     }
-    let n_day_models = i.len(12)?;
-    let mut day_models = FxHashMap::with_capacity_and_hasher(n_day_models, Default::default());
-    for _ in 0..n_day_models {
-        let m = u32_sym(i.u32()?).ok_or_else(|| malformed("a model without a symbol"))?;
-        day_models.insert(m, i.series()?);
-    }
+    let day_models = read_per_model(i, 12, In::series)?;
     let family_counts: Vec<u64> = i.col()?;
     if family_counts.len() > na {
         return Err(malformed("more subtree counts than adapters"));
@@ -1179,6 +1207,22 @@ mod tests {
             f.session_id = Some(format!("s{}", i % 7));
             f.model_version = Some(["m1", "m2"][i % 2].into());
             f.score = (i % 3 == 0).then_some(i as f64 / 3.0);
+            // Values the narrow and tail columns keep beside their 4-byte slots or leave
+            // out: past 32 bits, a change before the creation, a negative zero score, a
+            // property only some late rows have.
+            f.version = [1, 3, u64::from(u32::MAX), u64::MAX][i % 4];
+            f.training_batch_id = [0, 0, 9, 1 << 40][i % 4];
+            f.updated_at = match i % 5 {
+                0 => f.created_at,
+                1 => f.created_at + 5,
+                2 => f.created_at.wrapping_sub(7),
+                _ => f.created_at + (1 << 36),
+            };
+            if i == 38 {
+                f.score = Some(-0.0);
+            }
+            f.interaction_id = (i > 30 && i % 2 == 0).then(|| format!("x{i}"));
+            f.adapter_version = (i % 11 == 3).then(|| "v2".into());
             let lease = (i % 4 == 0).then_some(Lease {
                 batch_id: 7,
                 expires_at: 1_000 + i as u64,
@@ -1225,12 +1269,15 @@ mod tests {
         assert_eq!(g.counters().adapters, want.counters().adapters);
         for r in 0..want.feedback().len() as u32 {
             assert_eq!(g.feedback().get(r), want.feedback().get(r), "row {r}");
+            let bits = |g: &OrgGraph| g.feedback().score(r).map(f64::to_bits);
+            assert_eq!(bits(g), bits(&want), "score bits of row {r}");
         }
         assert_eq!(g.family.counts, want.family.counts);
         let newest: Vec<u32> = g.feedback_newest_first(None).collect();
         assert_eq!(newest, want.feedback_newest_first(None).collect::<Vec<_>>());
         for r in 0..want.adapters().len() as u32 {
             assert_eq!(g.feedback_in(r), want.feedback_in(r));
+            assert_eq!(g.linked_by_id(r), want.linked_by_id(r));
             assert_eq!(g.child_rows(r), want.child_rows(r));
             let edges = |g: &OrgGraph| {
                 g.edges(NodeRef::Adapter(r), petgraph::Direction::Incoming)

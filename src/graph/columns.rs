@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 
 use super::Sym;
 use super::ids::{FeedbackIds, IdWalk};
+use super::sparse::{Tail, U64Col};
 use crate::model::{FeedbackType, Millis, ValidationStatus};
 use crate::store::Lease;
 
@@ -151,17 +152,20 @@ pub struct FeedbackColumns {
     pub(super) used: Bits,
     pub(super) has_correction: Bits,
     pub(super) has_comment: Bits,
-    pub(super) training_batch_id: Vec<u64>,
+    /// 0 (none) for most items until training uses them.
+    pub(super) training_batch_id: U64Col,
     pub(super) created_at: Vec<Millis>,
-    pub(super) updated_at: Vec<Millis>,
-    pub(super) version: Vec<u64>,
-    pub(super) model_version: Vec<Option<Sym>>,
-    pub(super) adapter_id: Vec<Option<Sym>>,
-    pub(super) adapter_version: Vec<Option<Sym>>,
-    pub(super) user_id: Vec<Option<Sym>>,
-    pub(super) session_id: Vec<Option<Sym>>,
-    pub(super) interaction_id: Vec<Option<Sym>>,
-    pub(super) score: Vec<f64>,
+    /// `updated_at - created_at` (wrapping): 0 for an item never changed.
+    pub(super) updated_after: U64Col,
+    pub(super) version: U64Col,
+    pub(super) model_version: Tail<Option<Sym>>,
+    pub(super) adapter_id: Tail<Option<Sym>>,
+    pub(super) adapter_version: Tail<Option<Sym>>,
+    pub(super) user_id: Tail<Option<Sym>>,
+    pub(super) session_id: Tail<Option<Sym>>,
+    pub(super) interaction_id: Tail<Option<Sym>>,
+    /// The score's bits (of 0.0 where `has_score` is off).
+    pub(super) score: Tail<u64>,
     pub(super) has_score: Bits,
     pub(super) leases: FxHashMap<u32, Lease>,
 }
@@ -189,7 +193,7 @@ impl FeedbackColumns {
         self.status.shrink_to_fit();
         self.training_batch_id.shrink_to_fit();
         self.created_at.shrink_to_fit();
-        self.updated_at.shrink_to_fit();
+        self.updated_after.shrink_to_fit();
         self.version.shrink_to_fit();
         self.model_version.shrink_to_fit();
         self.adapter_id.shrink_to_fit();
@@ -218,19 +222,24 @@ impl FeedbackColumns {
         self.node.push(node);
         self.feedback_type.push(p.feedback_type);
         self.status.push(p.status);
-        self.training_batch_id.push(p.training_batch_id);
         self.created_at.push(p.created_at);
-        self.updated_at.push(p.updated_at);
-        self.version.push(p.version);
-        self.model_version.push(p.model_version);
-        self.adapter_id.push(p.adapter_id);
-        self.adapter_version.push(p.adapter_version);
-        self.user_id.push(p.user_id);
-        self.session_id.push(p.session_id);
-        self.interaction_id.push(p.interaction_id);
-        self.score.push(0.0);
+        self.set_sparse(r, p);
         self.set_flags(r, p);
         r
+    }
+
+    /// The sparse and narrow columns of row `r` (whose `created_at` is set).
+    fn set_sparse(&mut self, r: u32, p: &FeedbackProps) {
+        self.training_batch_id.set(r, p.training_batch_id);
+        self.updated_after
+            .set(r, p.updated_at.wrapping_sub(p.created_at));
+        self.version.set(r, p.version);
+        self.model_version.set(r, p.model_version);
+        self.adapter_id.set(r, p.adapter_id);
+        self.adapter_version.set(r, p.adapter_version);
+        self.user_id.set(r, p.user_id);
+        self.session_id.set(r, p.session_id);
+        self.interaction_id.set(r, p.interaction_id);
     }
 
     /// Overwrites the properties of row `r` (its node and id stay).
@@ -241,16 +250,8 @@ impl FeedbackColumns {
         }
         self.feedback_type[i] = p.feedback_type;
         self.status[i] = p.status;
-        self.training_batch_id[i] = p.training_batch_id;
         self.created_at[i] = p.created_at;
-        self.updated_at[i] = p.updated_at;
-        self.version[i] = p.version;
-        self.model_version[i] = p.model_version;
-        self.adapter_id[i] = p.adapter_id;
-        self.adapter_version[i] = p.adapter_version;
-        self.user_id[i] = p.user_id;
-        self.session_id[i] = p.session_id;
-        self.interaction_id[i] = p.interaction_id;
+        self.set_sparse(r, p);
         self.set_flags(r, p);
     }
 
@@ -260,9 +261,7 @@ impl FeedbackColumns {
         self.has_correction.set(r, p.has_correction);
         self.has_comment.set(r, p.has_comment);
         self.has_score.set(r, p.score.is_some());
-        if let Some(s) = self.score.get_mut(r as usize) {
-            *s = p.score.unwrap_or(0.0);
-        }
+        self.score.set(r, p.score.unwrap_or(0.0).to_bits());
         match p.lease {
             Some(l) => {
                 self.leases.insert(r, l);
@@ -286,20 +285,21 @@ impl FeedbackColumns {
     /// Every property of row `r` but its node and id.
     pub fn props(&self, r: u32) -> Option<FeedbackProps> {
         let i = r as usize;
+        let created_at = *self.created_at.get(i)?;
         Some(FeedbackProps {
             feedback_type: *self.feedback_type.get(i)?,
             status: *self.status.get(i)?,
             used_for_training: self.used.get(r),
-            training_batch_id: *self.training_batch_id.get(i)?,
-            created_at: *self.created_at.get(i)?,
-            updated_at: *self.updated_at.get(i)?,
-            version: *self.version.get(i)?,
-            model_version: *self.model_version.get(i)?,
-            adapter_id: *self.adapter_id.get(i)?,
-            adapter_version: *self.adapter_version.get(i)?,
-            user_id: *self.user_id.get(i)?,
-            session_id: *self.session_id.get(i)?,
-            interaction_id: *self.interaction_id.get(i)?,
+            training_batch_id: self.training_batch_id.get(r),
+            created_at,
+            updated_at: created_at.wrapping_add(self.updated_after.get(r)),
+            version: self.version.get(r),
+            model_version: self.model_version.get(r),
+            adapter_id: self.adapter_id.get(r),
+            adapter_version: self.adapter_version.get(r),
+            user_id: self.user_id.get(r),
+            session_id: self.session_id.get(r),
+            interaction_id: self.interaction_id.get(r),
             score: self.score(r),
             has_correction: self.has_correction.get(r),
             has_comment: self.has_comment.get(r),
@@ -372,17 +372,17 @@ impl FeedbackColumns {
         v(&self.node)
             + v(&self.feedback_type)
             + v(&self.status)
-            + v(&self.training_batch_id)
+            + self.training_batch_id.heap_bytes()
             + v(&self.created_at)
-            + v(&self.updated_at)
-            + v(&self.version)
-            + v(&self.model_version)
-            + v(&self.adapter_id)
-            + v(&self.adapter_version)
-            + v(&self.user_id)
-            + v(&self.session_id)
-            + v(&self.interaction_id)
-            + v(&self.score)
+            + self.updated_after.heap_bytes()
+            + self.version.heap_bytes()
+            + self.model_version.heap_bytes()
+            + self.adapter_id.heap_bytes()
+            + self.adapter_version.heap_bytes()
+            + self.user_id.heap_bytes()
+            + self.session_id.heap_bytes()
+            + self.interaction_id.heap_bytes()
+            + self.score.heap_bytes()
             + self.used.heap_bytes()
             + self.has_correction.heap_bytes()
             + self.has_comment.heap_bytes()
@@ -417,7 +417,12 @@ impl FeedbackColumns {
     /// The consuming batch of row `r` (0 = none).
     #[inline]
     pub fn training_batch_id(&self, r: u32) -> Option<u64> {
-        self.training_batch_id.get(r as usize).copied()
+        self.exists(r).then(|| self.training_batch_id.get(r))
+    }
+
+    #[inline]
+    fn exists(&self, r: u32) -> bool {
+        (r as usize) < self.created_at.len()
     }
 
     /// Created, ms.
@@ -429,13 +434,14 @@ impl FeedbackColumns {
     /// Last changed, ms.
     #[inline]
     pub fn updated_at(&self, r: u32) -> Option<Millis> {
-        self.updated_at.get(r as usize).copied()
+        let created = *self.created_at.get(r as usize)?;
+        Some(created.wrapping_add(self.updated_after.get(r)))
     }
 
     /// Record version.
     #[inline]
     pub fn version(&self, r: u32) -> Option<u64> {
-        self.version.get(r as usize).copied()
+        self.exists(r).then(|| self.version.get(r))
     }
 
     /// An interned property of row `r` (`None` if absent or past the end).
@@ -449,14 +455,14 @@ impl FeedbackColumns {
             SymCol::SessionId => &self.session_id,
             SymCol::InteractionId => &self.interaction_id,
         };
-        col.get(r as usize).copied().flatten()
+        col.get(r)
     }
 
     /// The score of row `r`, if it has one.
     #[inline]
     pub fn score(&self, r: u32) -> Option<f64> {
         if self.has_score.get(r) {
-            self.score.get(r as usize).copied()
+            Some(f64::from_bits(self.score.get(r)))
         } else {
             None
         }

@@ -332,7 +332,16 @@ impl GraphIndex {
         let graphs = super::checkpoint::read(data_dir, id)?;
         let orgs: HashMap<String, Arc<OrgSlot>> = graphs
             .into_iter()
-            .map(|(org, g)| (org, Arc::new(OrgSlot::new(g))))
+            .map(|(org, g)| {
+                tracing::debug!(
+                    org = %org,
+                    feedback = g.feedback.len(),
+                    edges = g.edge_count(),
+                    heap = ?g.heap_report(),
+                    "org graph loaded"
+                );
+                (org, Arc::new(OrgSlot::new(g)))
+            })
             .collect();
         tracing::info!(
             orgs = orgs.len(),

@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
-use std::sync::Arc;
 
 pub use petgraph::Direction;
 use petgraph::graph::{EdgeIndex, Graph, NodeIndex};
@@ -38,76 +37,23 @@ mod counts;
 mod equivalence;
 mod ids;
 mod index;
+mod interner;
 mod memory;
 mod pages;
 mod sessions;
+mod sparse;
 
 pub use columns::{Bits, FeedbackColumns, FeedbackNode, FeedbackProps, SymCol};
 
 pub use counts::{Counters, Counts, DAY_MS, Day, DayCounters, DaySeries, SCORE_SCALE};
 pub use index::{Applied, ChangeWatcher, GraphIndex, WouldBlock};
+pub use interner::Interner;
 pub use memory::resident_kib;
 pub use pages::LinkedPage;
 
 /// An interned string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sym(NonZeroU32);
-
-/// Maps strings to [`Sym`]s and back; each distinct string is stored once.
-#[derive(Debug, Default, Clone)]
-pub struct Interner {
-    map: FxHashMap<Arc<str>, Sym>,
-    strings: Vec<Arc<str>>,
-}
-
-impl Interner {
-    /// The symbol of `s`, adding it if new.
-    pub fn intern(&mut self, s: &str) -> Sym {
-        if let Some(&sym) = self.map.get(s) {
-            return sym;
-        }
-        let arc: Arc<str> = Arc::from(s);
-        self.strings.push(arc.clone());
-        // `strings.len()` is at least 1 here, so the symbol is never zero.
-        let sym = Sym(NonZeroU32::MIN.saturating_add(self.strings.len() as u32 - 1));
-        self.map.insert(arc, sym);
-        sym
-    }
-
-    /// Estimated heap bytes: the strings, their list and the map.
-    pub fn heap_bytes(&self) -> usize {
-        self.strings.capacity() * 16
-            + self.map.capacity() * 21
-            + self
-                .strings
-                .iter()
-                .map(|s| (16 + s.len()).div_ceil(16) * 16)
-                .sum::<usize>()
-    }
-
-    /// Number of strings interned (symbols are `1..=len`).
-    pub fn len(&self) -> usize {
-        self.strings.len()
-    }
-
-    /// True if nothing was interned.
-    pub fn is_empty(&self) -> bool {
-        self.strings.is_empty()
-    }
-
-    /// The symbol of `s` if it was ever interned.
-    pub fn get(&self, s: &str) -> Option<Sym> {
-        self.map.get(s).copied()
-    }
-
-    /// The string of a symbol.
-    pub fn resolve(&self, sym: Sym) -> &str {
-        self.strings
-            .get(sym.0.get() as usize - 1)
-            .map(|s| &**s)
-            .unwrap_or("")
-    }
-}
 
 /// The indexed properties of a record's leading fields, its strings interned in `strings`.
 /// `hint` gives a symbol likely to be the one of a column (the previous row's), which is
@@ -275,7 +221,9 @@ pub struct OrgGraph {
     children_in: Vec<Vec<u32>>,
     /// Per adapter row: the same feedback rows as `feedback_in`, ordered by feedback id
     /// (ids are time-ordered), so a by-adapter page starts where its cursor points and reads
-    /// only the rows it returns.
+    /// only the rows it returns. Empty while that order is `feedback_in`'s own (links
+    /// added newest item last, as a start-up build adds them all): then `feedback_in` is
+    /// the list, and a link that breaks the order makes the copy.
     linked_by_id: Vec<Vec<u32>>,
     /// Counts per org, adapter and model, kept up to date on every change.
     counters: Counters,
@@ -336,9 +284,10 @@ impl OrgGraph {
     /// The same rows as [`OrgGraph::feedback_in`], ordered by feedback id, oldest first:
     /// binary-search a cursor, walk back for newest first.
     pub fn linked_by_id(&self, adapter_row: u32) -> &[u32] {
-        self.linked_by_id
-            .get(adapter_row as usize)
-            .map_or(&[], Vec::as_slice)
+        match self.linked_by_id.get(adapter_row as usize) {
+            Some(own) if !own.is_empty() => own,
+            _ => self.feedback_in(adapter_row),
+        }
     }
 
     /// The counts of the org, of each adapter's linked items and of each model version.
@@ -675,9 +624,16 @@ impl OrgGraph {
     /// doubling vector holds up to twice what it needs).
     fn shrink_to_fit(&mut self) {
         self.graph.shrink_to_fit();
+        self.strings.shrink_to_fit();
         self.feedback.shrink_to_fit();
         self.adapters.shrink_to_fit();
         self.sessions.shrink_to_fit();
+        // A list in id order that is `feedback_in` in the same order is not kept twice.
+        for (own, added) in self.linked_by_id.iter_mut().zip(&self.feedback_in) {
+            if !own.is_empty() && own == added {
+                *own = Vec::new();
+            }
+        }
         for lists in [
             &mut self.feedback_in,
             &mut self.children_in,
@@ -719,28 +675,45 @@ impl OrgGraph {
     /// Records a new FEEDBACK_FOR edge from feedback row `f` to adapter row `a` in the
     /// typed lists and the adapter's counts (the petgraph edge is added by the caller).
     fn note_link(&mut self, f: u32, a: u32) {
-        if let Some(list) = self.feedback_in.get_mut(a as usize) {
-            list.push(f);
-        }
+        self.note_link_lists(f, a);
+        self.family_note_link(f, a);
+    }
+
+    /// [`OrgGraph::note_link`]'s typed lists and counts.
+    fn note_link_lists(&mut self, f: u32, a: u32) {
         let feedback = &self.feedback;
-        if let (Some(list), Some(item), Some(id)) = (
+        let (Some(added), Some(list)) = (
+            self.feedback_in.get_mut(a as usize),
             self.linked_by_id.get_mut(a as usize),
-            feedback.props(f),
-            feedback.id(f),
-        ) {
-            // Links mostly arrive newest item last (always, in a start-up build, where rows
-            // come in id order): then one comparison with the last entry makes it a push,
-            // instead of a binary search that compares a string at every step.
-            let newest = list.last().and_then(|&x| feedback.id(x));
-            if newest.is_none_or(|last| last < id) {
+        ) else {
+            return;
+        };
+        let (Some(item), Some(id)) = (feedback.props(f), feedback.id(f)) else {
+            added.push(f);
+            return;
+        };
+        // Links mostly arrive newest item last (always, in a start-up build, where rows
+        // come in id order): then one comparison with the last entry makes it a push,
+        // instead of a binary search that compares a string at every step. While the id
+        // order is the order of `added` (`list` empty, shared), such a link keeps it so.
+        let shared = list.is_empty();
+        let last = if shared { added.last() } else { list.last() };
+        let in_order = last
+            .and_then(|&x| feedback.id(x))
+            .is_none_or(|last| last < id);
+        if shared && !in_order {
+            list.clone_from(added);
+        }
+        added.push(f);
+        if !(shared && in_order) {
+            if in_order {
                 list.push(f);
             } else {
                 let at = list.partition_point(|&x| feedback.id(x).is_some_and(|other| other < id));
                 list.insert(at, f);
             }
-            self.counters.link(a, &item);
         }
-        self.family_note_link(f, a);
+        self.counters.link(a, &item);
     }
 
     /// Adds a FEEDBACK_FOR edge if absent. Returns false if either end is unknown.
