@@ -8,10 +8,11 @@
 //! The two by-adapter rows ask for the listing's first page again and again, so after the
 //! first request the server answers them from its kept items (`pages.cache_bytes`): they
 //! say what a repeated page costs. The two `(cursor walk)` rows say what a page read for
-//! the first time costs: each connection follows the `next_cursor` of its previous page
-//! (back to the first page after the last), the connections starting evenly spaced over
-//! the hottest adapter's items, so an item comes round again only after every other
-//! item of the listing was read (more than the default cache holds, at 1M and 100k). The
+//! the first time costs: the listing is cut into one stretch per connection (at ids spread
+//! evenly over the hottest adapter's items), and each connection follows the
+//! `next_cursor` of its previous page through its own stretch, again and again, so an item
+//! comes round again only after the whole listing was read (more than the default cache
+//! holds at 1M; at 100k the hottest adapter's items fit in it). The
 //! share of items the server found kept during a walk row (its
 //! `feedgraph_page_item_cache_hits`/`_misses`) is printed to stderr.
 //!
@@ -377,9 +378,13 @@ struct ReadRow {
     walk: Option<Walk>,
 }
 
-/// A cursor walk through a by-adapter listing: connection `c` of `conns` starts below
-/// `starts[c * starts.len() / conns]` (ids newest first) and then follows each page's
-/// `next_cursor`, back to the first page after the last.
+/// A cursor walk through a by-adapter listing. The listing is cut into `conns` stretches
+/// at `starts[c * starts.len() / conns]` (ids newest first); connection `c` walks its own
+/// stretch, from just below its start, following each page's `next_cursor`, and goes back
+/// to its start once a page reaches the next stretch (or the listing's end). No two
+/// connections read the same items (a faster one cannot trail a slower one through items
+/// it just read), and an item comes round again only after every connection walked its
+/// whole stretch: after the whole listing was read.
 struct Walk {
     /// Each target's URL of the listing's first page.
     urls: Vec<String>,
@@ -391,9 +396,17 @@ impl Walk {
     /// The requests of a walk at `conns` connections, and the reader of their answers.
     fn at(&self, conns: usize) -> (MakeRequest, OnBody) {
         let n = self.starts.len();
-        let cursors: Arc<Vec<std::sync::Mutex<Option<String>>>> = Arc::new(
+        let start = |c: usize| self.starts.get(c * n / conns.max(1)).cloned();
+        // Each connection's stretch: its start and the next connection's (None: the end).
+        let bounds: Arc<Vec<(Option<String>, Option<String>)>> = Arc::new(
             (0..conns)
-                .map(|c| std::sync::Mutex::new(self.starts.get(c * n / conns.max(1)).cloned()))
+                .map(|c| (start(c), if c + 1 < conns { start(c + 1) } else { None }))
+                .collect(),
+        );
+        let cursors: Arc<Vec<std::sync::Mutex<Option<String>>>> = Arc::new(
+            bounds
+                .iter()
+                .map(|(from, _)| std::sync::Mutex::new(from.clone()))
                 .collect(),
         );
         let (urls, token, cur) = (self.urls.clone(), self.token.clone(), cursors.clone());
@@ -406,8 +419,11 @@ impl Walk {
             }
         });
         let on_body: OnBody = Arc::new(move |c, body| {
+            let (from, to) = &bounds[c];
+            let next =
+                next_cursor(body).filter(|next| to.as_deref().is_none_or(|to| next.as_str() > to));
             if let Ok(mut g) = cursors[c].lock() {
-                *g = next_cursor(body);
+                *g = next.or_else(|| from.clone());
             }
         });
         (make, on_body)
