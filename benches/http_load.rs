@@ -5,6 +5,17 @@
 //! `base_model` with `include_descendants=true`, `GET /feedback/stats`,
 //! `GET /adapters/{hottest}/lineage`, and durable `POST /feedback/{id}/link`.
 //!
+//! The two by-adapter rows ask for the listing's first page again and again, so after the
+//! first request the server answers them from its kept items (`pages.cache_bytes`): they
+//! say what a repeated page costs. The two `(cursor walk)` rows say what a page read for
+//! the first time costs: the listing is cut into one stretch per connection (at ids spread
+//! evenly over the hottest adapter's items), and each connection follows the
+//! `next_cursor` of its previous page through its own stretch, again and again, so an item
+//! comes round again only after the whole listing was read (more than the default cache
+//! holds at 1M; at 100k the hottest adapter's items fit in it). The
+//! share of items the server found kept during a walk row (its
+//! `feedgraph_page_item_cache_hits`/`_misses`) is printed to stderr.
+//!
 //! Full run: `cargo bench --bench http_load -- [--secs 5] [--rounds 5] [--conns 1,16,64,256]
 //! [--read-secs S] [--read-conns 1,16,64] [--only TEXT] [--targets URL,URL...]`. `--only`
 //! keeps the rows whose
@@ -166,6 +177,10 @@ fn spawn(args: &[&str], dir: &std::path::Path) -> Server {
 type MakeRequest =
     Arc<dyn Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync>;
 
+/// Called with connection `c`'s answer body after each expected status (a cursor walk
+/// takes its next cursor from it).
+type OnBody = Arc<dyn Fn(usize, &[u8]) + Send + Sync>;
+
 #[derive(Default)]
 struct Run {
     ok: usize,
@@ -202,12 +217,20 @@ impl Run {
     }
 }
 
-/// Drives `conns` connections for `secs`; `make` builds request number `n` of a connection.
-async fn drive(conns: usize, secs: f64, expect: u16, make: MakeRequest) -> Run {
+/// Drives `conns` connections for `secs`; `make` builds request number `n` of a connection,
+/// `on_body` (if any) reads each expected answer.
+async fn drive(
+    conns: usize,
+    secs: f64,
+    expect: u16,
+    make: MakeRequest,
+    on_body: Option<OnBody>,
+) -> Run {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for c in 0..conns {
         let make = make.clone();
+        let on_body = on_body.clone();
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
@@ -221,7 +244,10 @@ async fn drive(conns: usize, secs: f64, expect: u16, make: MakeRequest) -> Run {
                 n += 1;
                 match r {
                     Ok(r) if r.status().as_u16() == expect => {
-                        let _ = r.bytes().await;
+                        let body = r.bytes().await;
+                        if let (Some(f), Ok(b)) = (&on_body, &body) {
+                            f(c, b);
+                        }
                         run.ok += 1;
                         run.lat_us
                             .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
@@ -328,14 +354,129 @@ const BY_FAMILY: &str = "GET /feedback/by-adapter/base_model?limit=100&include_d
 const STATS: &str = "GET /feedback/stats";
 const LINEAGE: &str = "GET /adapters/{hottest}/lineage";
 const LINK: &str = "POST /feedback/{id}/link (durable)";
+const WALK_ADAPTER: &str = "GET /feedback/by-adapter/{hottest}?limit=100 (cursor walk)";
+const WALK_FAMILY: &str =
+    "GET /feedback/by-adapter/base_model?limit=100&include_descendants=true (cursor walk)";
 /// The labels of the rows on the loaded org, in the order they run.
-const READ_ROWS: [&str; 6] = [BY_ID, BY_ADAPTER, BY_FAMILY, STATS, LINEAGE, LINK];
+const READ_ROWS: [&str; 8] = [
+    BY_ID,
+    BY_ADAPTER,
+    BY_FAMILY,
+    WALK_ADAPTER,
+    WALK_FAMILY,
+    STATS,
+    LINEAGE,
+    LINK,
+];
 
 /// A GET or POST of the loaded org, measured at each of `--read-conns`.
 struct ReadRow {
     what: &'static str,
     expect: u16,
     make: MakeRequest,
+    /// A cursor walk: `make` and `on_body` are built for each connection count instead.
+    walk: Option<Walk>,
+}
+
+/// A cursor walk through a by-adapter listing. The listing is cut into `conns` stretches
+/// at `starts[c * starts.len() / conns]` (ids newest first); connection `c` walks its own
+/// stretch, from just below its start, following each page's `next_cursor`, and goes back
+/// to its start once a page reaches the next stretch (or the listing's end). No two
+/// connections read the same items (a faster one cannot trail a slower one through items
+/// it just read), and an item comes round again only after every connection walked its
+/// whole stretch: after the whole listing was read.
+struct Walk {
+    /// Each target's URL of the listing's first page.
+    urls: Vec<String>,
+    token: Arc<String>,
+    starts: Arc<Vec<String>>,
+}
+
+impl Walk {
+    /// The requests of a walk at `conns` connections, and the reader of their answers.
+    fn at(&self, conns: usize) -> (MakeRequest, OnBody) {
+        let n = self.starts.len();
+        let start = |c: usize| self.starts.get(c * n / conns.max(1)).cloned();
+        // Each connection's stretch: its start and the next connection's (None: the end).
+        let bounds: Arc<Vec<(Option<String>, Option<String>)>> = Arc::new(
+            (0..conns)
+                .map(|c| (start(c), if c + 1 < conns { start(c + 1) } else { None }))
+                .collect(),
+        );
+        let cursors: Arc<Vec<std::sync::Mutex<Option<String>>>> = Arc::new(
+            bounds
+                .iter()
+                .map(|(from, _)| std::sync::Mutex::new(from.clone()))
+                .collect(),
+        );
+        let (urls, token, cur) = (self.urls.clone(), self.token.clone(), cursors.clone());
+        let make: MakeRequest = Arc::new(move |cl, c, _n| {
+            let req = cl.get(&urls[c % urls.len()]).bearer_auth(token.as_str());
+            let cursor = cur[c].lock().map(|g| g.clone()).unwrap_or_default();
+            match cursor {
+                Some(at) => req.query(&[("cursor", at)]),
+                None => req,
+            }
+        });
+        let on_body: OnBody = Arc::new(move |c, body| {
+            let (from, to) = &bounds[c];
+            let next =
+                next_cursor(body).filter(|next| to.as_deref().is_none_or(|to| next.as_str() > to));
+            if let Ok(mut g) = cursors[c].lock() {
+                *g = next.or_else(|| from.clone());
+            }
+        });
+        (make, on_body)
+    }
+}
+
+/// The `next_cursor` of a page body (its last field; `None` on the last page).
+fn next_cursor(body: &[u8]) -> Option<String> {
+    const FIELD: &[u8] = b",\"next_cursor\":\"";
+    let tail = &body[body.len().saturating_sub(512)..];
+    let found = tail
+        .windows(FIELD.len())
+        .rposition(|w| w == FIELD)
+        .and_then(|at| tail.get(at + FIELD.len()..))
+        .and_then(|rest| Some(&rest[..rest.iter().position(|&b| b == b'"')?]));
+    match found {
+        Some(id) if !id.contains(&b'\\') => std::str::from_utf8(id).ok().map(str::to_owned),
+        // An escaped or very long id, or none near the end (the last page): serde_json
+        // reads the body.
+        _ => {
+            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+            v["next_cursor"].as_str().map(str::to_owned)
+        }
+    }
+}
+
+/// The server's item cache hits and misses so far, summed over `bases` (`None` if
+/// `/metrics` does not answer).
+async fn cache_counts(c: &reqwest::Client, bases: &[String]) -> Option<(f64, f64)> {
+    let (mut hits, mut misses) = (0.0, 0.0);
+    for b in bases {
+        let text = c
+            .get(format!("{b}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(name), Some(v)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let v: f64 = v.parse().unwrap_or(0.0);
+            match name {
+                "feedgraph_page_item_cache_hits_total" => hits += v,
+                "feedgraph_page_item_cache_misses_total" => misses += v,
+                _ => {}
+            }
+        }
+    }
+    Some((hits, misses))
 }
 
 /// Asks the server something the rows need; panics on failure (a bench's set-up).
@@ -362,6 +503,32 @@ async fn hottest_adapter(c: &reqwest::Client, base: &str, token: &str) -> String
         .as_str()
         .expect("the org has linked feedback")
         .to_owned()
+}
+
+/// The ids of the items linked to `adapter`, newest first (the starts of the walks).
+async fn linked_ids(c: &reqwest::Client, base: &str, token: &str, adapter: &str) -> Vec<String> {
+    let body = serde_json::json!({
+        "query": "MATCH (f:Feedback)-[:FEEDBACK_FOR]->(a:Adapter) WHERE a.id = $a RETURN f.id",
+        "params": {"a": adapter},
+    });
+    let v = fetch_json(
+        c.post(format!("{base}/api/v1/llm/graph/query"))
+            .bearer_auth(token)
+            .json(&body),
+        "linked ids query",
+    )
+    .await;
+    let mut ids: Vec<String> = v["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| r[0].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    assert!(!ids.is_empty(), "adapter {adapter} has no linked feedback");
+    ids
 }
 
 /// Up to 1000 feedback ids of the token's org (its newest page).
@@ -391,6 +558,7 @@ fn read_rows(
     token: &Arc<String>,
     hot: &str,
     ids: &Arc<Vec<String>>,
+    starts: &Arc<Vec<String>>,
 ) -> Vec<ReadRow> {
     let get = |what: &'static str, path: String| -> ReadRow {
         let t = token.clone();
@@ -402,12 +570,26 @@ fn read_rows(
             what,
             expect: 200,
             make: Arc::new(move |cl, c, _n| cl.get(&urls[c % urls.len()]).bearer_auth(t.as_str())),
+            walk: None,
         }
+    };
+    let walk = |what: &'static str, path: String| -> ReadRow {
+        let mut row = get(what, path.clone());
+        row.walk = Some(Walk {
+            urls: bases
+                .iter()
+                .map(|b| format!("{b}/api/v1/llm{path}"))
+                .collect(),
+            token: token.clone(),
+            starts: starts.clone(),
+        });
+        row
     };
     let (t, bs, ids2) = (token.clone(), bases.clone(), ids.clone());
     let by_id = ReadRow {
         what: BY_ID,
         expect: 200,
+        walk: None,
         make: Arc::new(move |cl, c, n| {
             let id = &ids2[(c * 7919 + n) % ids2.len()];
             let b = &bs[c % bs.len()];
@@ -424,6 +606,7 @@ fn read_rows(
     let link = ReadRow {
         what: LINK,
         expect: 201,
+        walk: None,
         make: Arc::new(move |cl, c, _n| {
             let b = &bs[c % bs.len()];
             let k = next.fetch_add(1, Ordering::Relaxed);
@@ -440,6 +623,14 @@ fn read_rows(
         get(BY_ADAPTER, format!("/feedback/by-adapter/{hot}?limit=100")),
         get(
             BY_FAMILY,
+            "/feedback/by-adapter/base_model?limit=100&include_descendants=true".into(),
+        ),
+        walk(
+            WALK_ADAPTER,
+            format!("/feedback/by-adapter/{hot}?limit=100"),
+        ),
+        walk(
+            WALK_FAMILY,
             "/feedback/by-adapter/base_model?limit=100&include_descendants=true".into(),
         ),
         get(STATS, "/feedback/stats".into()),
@@ -544,7 +735,7 @@ fn main() {
                             .body(body(c, n))
                     });
                     let secs = o.secs / o.rounds as f64;
-                    total.add(drive(conns, secs, 201, make).await);
+                    total.add(drive(conns, secs, 201, make, None).await);
                 }
             }
             for ((what, _), total) in rows.iter().zip(totals.iter_mut()) {
@@ -563,12 +754,17 @@ fn main() {
                 Err(_) => hottest_adapter(&c, &targets[0], &read_token).await,
             };
             let ids = Arc::new(feedback_ids(&c, &targets[0], &read_token).await);
+            let starts = if [WALK_ADAPTER, WALK_FAMILY].iter().any(|w| o.wants(w)) {
+                linked_ids(&c, &targets[0], &read_token, &hot).await
+            } else {
+                Vec::new()
+            };
             eprintln!(
                 "http_load: reading org '{}' of {}, $hottest = {hot}",
                 data.org,
                 data.dir.display()
             );
-            read_rows(&targets, &read_token, &hot, &ids)
+            read_rows(&targets, &read_token, &hot, &ids, &Arc::new(starts))
         };
         // Every read row at every connection count first, the link row after them all.
         let (links, gets): (Vec<&ReadRow>, Vec<&ReadRow>) =
@@ -576,9 +772,29 @@ fn main() {
         for group in [gets, links] {
             for &conns in &o.read_conns {
                 for row in &group {
-                    if o.wants(row.what) {
-                        let mut run = drive(conns, o.read_secs, row.expect, row.make.clone()).await;
+                    if !o.wants(row.what) {
+                        continue;
+                    }
+                    let Some(walk) = &row.walk else {
+                        let make = row.make.clone();
+                        let mut run = drive(conns, o.read_secs, row.expect, make, None).await;
                         println!("{}", run.row(row.what, conns));
+                        continue;
+                    };
+                    let (make, on_body) = walk.at(conns);
+                    let before = cache_counts(&c, &targets).await;
+                    let mut run =
+                        drive(conns, o.read_secs, row.expect, make, Some(on_body)).await;
+                    println!("{}", run.row(row.what, conns));
+                    if let (Some((h0, m0)), Some((h1, m1))) =
+                        (before, cache_counts(&c, &targets).await)
+                    {
+                        let (h, m) = (h1 - h0, m1 - m0);
+                        eprintln!(
+                            "http_load: {} at {conns}: {h:.0} items kept, {m:.0} read ({:.1}% kept)",
+                            row.what,
+                            100.0 * h / (h + m).max(1.0)
+                        );
                     }
                 }
             }

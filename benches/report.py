@@ -153,6 +153,23 @@ def main():
     print("HTTP (`cargo bench --bench http_load -- --secs 10 --read-secs 5` on the loaded directory: the ceiling and the durable submits (to another org) 10 s per row and connection count, in 5 rounds that alternate them; then the reads of the loaded org and the durable links 5 s each; client and server on the same 2 cores):\n")
     with open(os.path.join(a.work, "http.md")) as f:
         print(f.read())
+    # The cursor-walk rows: how many of their items the server found kept (a first-time
+    # page reads them all from the store), from the bench's own report on stderr.
+    err = os.path.join(a.work, "http_load.err")
+    kept = []
+    if os.path.exists(err):
+        with open(err) as f:
+            kept = [line.strip()[len("http_load: "):] for line in f
+                    if line.startswith("http_load: ") and "% kept)" in line]
+    print("The by-adapter rows without `(cursor walk)` ask for the listing's first page again "
+          "and again (after the first request its items are kept: `pages.cache_bytes`); the "
+          "`(cursor walk)` rows follow each page's `next_cursor` from starts spread evenly over "
+          "the hottest adapter's items, so they measure pages read for the first time.")
+    if kept:
+        print("Items of the walk rows the server found kept, against read from the store:\n")
+        for line in kept:
+            print(f"- {line}")
+    print()
 
 
 if __name__ == "__main__":

@@ -246,3 +246,112 @@ fn an_erased_item_is_no_longer_kept() {
     let page = s.by_adapter_rendered("acme", "ad-1", &q, render).unwrap();
     assert!(!String::from_utf8_lossy(&page.items[0]).contains("tangerine-42"));
 }
+
+/// Walks every page of `path` (which has `?limit=`), following `next_cursor`; every item
+/// must be what `GET /feedback/{id}` answers. Returns the ids in page order.
+async fn walk(s: &TestServer, token: &str, path: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let at = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let (st, body) = raw(s, token, &at).await;
+        assert_eq!(st, 200, "{at}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        for item in v["feedback"].as_array().unwrap() {
+            let id = item["id"].as_str().unwrap();
+            let (st, one) = s.get(token, &format!("/feedback/{id}")).await;
+            assert_eq!(st, 200);
+            assert_eq!(item, &one, "{at}: item {id} is not the stored one");
+            ids.push(id.to_owned());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+/// Pages read from the store (nothing kept), whose records lie next to each other (every
+/// item of the org) or far apart (one in seven, one in fifty), at several page sizes,
+/// walked with their cursors: each item is the stored one, none is missing or repeated.
+#[tokio::test]
+async fn close_and_scattered_pages_read_from_the_store_are_the_stored_items() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limit.enabled = false;
+        c.pages.cache_bytes = 0;
+        c.pages.inline_rows = 0;
+    })
+    .await;
+    let user = s.token("acme", "ana", Role::User);
+    let other = s.token("acme2", "bo", Role::User);
+    let mut all = Vec::new();
+    let (mut sevenths, mut fiftieths) = (Vec::new(), Vec::new());
+    for i in 0..260 {
+        let body = json!({"type": "positive", "question": format!("Question number {i} here"),
+                          "answer": format!("An answer long enough, number {i}"),
+                          "adapter_id": "every", "metadata": {"n": i}});
+        let (st, b) = s.post(&user, "/feedback", &body).await;
+        assert_eq!(st, 201, "{b}");
+        let id = b["id"].as_str().unwrap().to_owned();
+        if i % 7 == 0 {
+            let (st, b) = s
+                .post(
+                    &user,
+                    &format!("/feedback/{id}/link"),
+                    &json!({"adapter_id": "seventh"}),
+                )
+                .await;
+            assert_eq!(st, 201, "{b}");
+            sevenths.push(id.clone());
+        }
+        if i % 50 == 3 {
+            let (st, b) = s
+                .post(
+                    &user,
+                    &format!("/feedback/{id}/link"),
+                    &json!({"adapter_id": "fiftieth"}),
+                )
+                .await;
+            assert_eq!(st, 201, "{b}");
+            fiftieths.push(id.clone());
+        }
+        // Another org's records between this org's in time (never in its pages).
+        if i % 3 == 0 {
+            let (st, b) = s.post(&other, "/feedback", &body).await;
+            assert_eq!(st, 201, "{b}");
+        }
+        all.push(id);
+    }
+    for want in [&mut all, &mut sevenths, &mut fiftieths] {
+        want.reverse();
+    }
+    for limit in [100, 7, 1000] {
+        let got = walk(
+            &s,
+            &user,
+            &format!("/feedback/by-adapter/every?limit={limit}"),
+        )
+        .await;
+        assert_eq!(got, all, "every, limit {limit}");
+        let got = walk(
+            &s,
+            &user,
+            &format!("/feedback/by-adapter/seventh?limit={limit}"),
+        )
+        .await;
+        assert_eq!(got, sevenths, "seventh, limit {limit}");
+        let got = walk(
+            &s,
+            &user,
+            &format!("/feedback/by-adapter/fiftieth?limit={limit}"),
+        )
+        .await;
+        assert_eq!(got, fiftieths, "fiftieth, limit {limit}");
+        let got = walk(&s, &user, &format!("/feedback?limit={limit}")).await;
+        assert_eq!(got, all, "list, limit {limit}");
+    }
+    s.stop().await;
+}

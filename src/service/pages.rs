@@ -68,6 +68,37 @@ pub struct RenderedPage {
     pub next_cursor: Option<String>,
 }
 
+/// Room for one rendered item in the buffer items are written into (a typical item is
+/// under 1 KiB; a longer one grows it).
+const SCRATCH_BYTES: usize = 1024;
+
+/// `v` written by `render` into `scratch` (cleared first) and copied out as an item. A
+/// record the writer cannot render is corruption.
+fn rendered(
+    org: &str,
+    v: &FeedbackView<'_>,
+    render: RenderItem,
+    scratch: &mut Vec<u8>,
+) -> Result<Arc<[u8]>, StoreError> {
+    scratch.clear();
+    render(scratch, v).map_err(|source| corrupt(org, v.id, source))?;
+    Ok(Arc::from(scratch.as_slice()))
+}
+
+/// An emitter that renders every item it is handed onto `items` (pages filtered by kind,
+/// whose records decide which items are on the page).
+fn keep_all<'a>(
+    org: &'a str,
+    render: RenderItem,
+    items: &'a mut Vec<Arc<[u8]>>,
+) -> impl FnMut(&FeedbackView<'_>) -> Result<(), StoreError> + 'a {
+    let mut scratch = Vec::with_capacity(SCRATCH_BYTES);
+    move |v| {
+        items.push(rendered(org, v, render, &mut scratch)?);
+        Ok(())
+    }
+}
+
 /// A stored record the writer could not render: corruption.
 fn corrupt(org: &str, id: &str, source: CodecError) -> StoreError {
     StoreError::Corrupt {
@@ -184,12 +215,8 @@ impl Service {
         if q.kind.is_some() {
             // The records decide the kind: read as the list of views does.
             let mut items: Vec<Arc<[u8]>> = Vec::new();
-            let (page, total) = self.by_adapter_with(org, adapter_id, q, &mut |v| {
-                let mut buf = Vec::with_capacity(1024);
-                render(&mut buf, v).map_err(|source| corrupt(org, v.id, source))?;
-                items.push(Arc::from(buf));
-                Ok(())
-            })?;
+            let (page, total) =
+                self.by_adapter_with(org, adapter_id, q, &mut keep_all(org, render, &mut items))?;
             return Ok(RenderedPage {
                 items,
                 limit: page.limit,
@@ -225,12 +252,7 @@ impl Service {
         if q.kind.is_some() {
             // The records decide the kind: read as the list of views does.
             let mut items: Vec<Arc<[u8]>> = Vec::new();
-            let page = self.list_with(org, q, &mut |v| {
-                let mut buf = Vec::with_capacity(1024);
-                render(&mut buf, v).map_err(|source| corrupt(org, v.id, source))?;
-                items.push(Arc::from(buf));
-                Ok(())
-            })?;
+            let page = self.list_with(org, q, &mut keep_all(org, render, &mut items))?;
             return Ok(RenderedPage {
                 items,
                 limit: page.limit,
@@ -294,6 +316,7 @@ impl Service {
             let ids: Vec<&str> = misses.iter().map(|m| m.1).collect();
             let mut read: Vec<(u64, CachedItem)> = Vec::with_capacity(ids.len());
             let mut missing: Option<usize> = None;
+            let mut scratch = Vec::with_capacity(SCRATCH_BYTES);
             self.store.for_each_feedback_view(org, &ids, &mut |v| {
                 let Some(v) = v else {
                     missing.get_or_insert(read.len());
@@ -302,13 +325,11 @@ impl Service {
                 if missing.is_some() {
                     return Ok(());
                 }
-                let mut buf = Vec::with_capacity(1024);
-                render(&mut buf, v).map_err(|source| corrupt(org, v.id, source))?;
                 read.push((
                     v.version,
                     CachedItem {
                         kind: v.kind,
-                        bytes: Arc::from(buf),
+                        bytes: rendered(org, v, render, &mut scratch)?,
                     },
                 ));
                 Ok(())

@@ -57,6 +57,7 @@ use codec::CodecError;
 
 mod backup;
 mod link_append;
+mod page_read;
 mod rewrite;
 mod sled_outbox;
 
@@ -2068,11 +2069,14 @@ impl Backend for SledStore {
         f: &mut dyn FnMut(Option<&FeedbackView<'_>>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.durable_read(|s| {
+            let values = page_read::read_many(&s.t().feedback, org, ids)?;
             let mut key = Vec::new();
-            for id in ids {
-                keys::record_into(&mut key, org, id);
-                match s.t().feedback.get(&key)? {
-                    Some(bytes) => s.with_feedback_view(&key, &bytes, &mut *f)?,
+            for (id, value) in ids.iter().zip(values) {
+                match value {
+                    Some(bytes) => {
+                        keys::record_into(&mut key, org, id);
+                        s.with_feedback_view(&key, &bytes, &mut *f)?
+                    }
                     None => f(None)?,
                 }
             }
