@@ -547,6 +547,7 @@ impl Service {
             adapters,
             links: Vec::new(),
             feedback,
+            linked_only: false,
         };
         let staged = std::thread::scope(|scope| {
             let loads_something = !changes.adapters.is_empty() || !changes.feedback.is_empty();
