@@ -204,3 +204,67 @@ fn an_edge_that_existed_is_in_the_graph_when_its_answer_comes() {
     assert_eq!(out.link, edge);
     assert_eq!(listed(&s, "early_lora"), vec![fb.id.clone()]);
 }
+
+/// The graph's `version` of item `id` (not the store's).
+fn graph_version(s: &Service, id: &str) -> u64 {
+    let mut params = serde_json::Map::new();
+    params.insert("id".into(), serde_json::json!(id));
+    let out = s
+        .query(
+            "acme",
+            "MATCH (f:Feedback) WHERE f.id = $id RETURN f.version",
+            &params,
+        )
+        .unwrap();
+    let rows = serde_json::to_value(&out.rows).unwrap();
+    rows[0][0].as_u64().unwrap()
+}
+
+#[test]
+fn concurrent_links_on_one_item_keep_every_edge_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (threads, each) = (6, 25);
+    let id = {
+        let s = std::sync::Arc::new(open(dir.path()));
+        let fb = s
+            .submit(&actor("acme"), item("Who links me?", "Everyone at once."))
+            .unwrap();
+        // The first update writes out the creation entry; the later ones go in place,
+        // each reading the record before its lock and again under it.
+        s.link(&actor("acme"), &fb.id, Some("first_lora".into()), None)
+            .unwrap();
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (s, id) = (s.clone(), fb.id.clone());
+                std::thread::spawn(move || {
+                    for n in 0..each {
+                        let name = format!("lora_{t}_{n:02}");
+                        let out = s.link(&actor("acme"), &id, Some(name), None).unwrap();
+                        assert!(out.created);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let versions = 2 + (threads * each) as u64;
+        assert_eq!(s.get("acme", &fb.id).unwrap().version, versions);
+        assert_eq!(graph_version(&s, &fb.id), versions);
+        assert_eq!(adapters_of(&s, &fb.id).len(), 1 + threads * each);
+        for t in 0..threads {
+            for n in 0..each {
+                let name = format!("lora_{t}_{n:02}");
+                assert_eq!(listed(&s, &name), vec![fb.id.clone()], "{name}");
+            }
+        }
+        let history = s.history("acme", &fb.id).unwrap();
+        let got: Vec<u64> = history.iter().map(|h| h.version).collect();
+        assert_eq!(got, (1..=versions).collect::<Vec<_>>());
+        fb.id
+    };
+    // The stored records alone give the same after a reopen.
+    let s = open(dir.path());
+    assert_eq!(adapters_of(&s, &id).len(), 1 + threads * each);
+    assert_eq!(graph_version(&s, &id), 2 + (threads * each) as u64);
+}

@@ -255,6 +255,16 @@ impl FeedbackColumns {
         self.set_flags(r, p);
     }
 
+    /// Moves row `r`'s `version` and `updated_at` (a change that touched nothing else of
+    /// the item, such as a new edge); no other column, and no count, depends on them.
+    pub(super) fn set_version(&mut self, r: u32, version: u64, updated_at: Millis) {
+        let i = r as usize;
+        if let (Some(v), Some(u)) = (self.version.get_mut(i), self.updated_at.get_mut(i)) {
+            *v = version;
+            *u = updated_at;
+        }
+    }
+
     /// The bit columns, the score and the lease of row `r` (which exists).
     fn set_flags(&mut self, r: u32, p: &FeedbackProps) {
         self.used.set(r, p.used_for_training);

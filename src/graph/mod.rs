@@ -728,12 +728,26 @@ impl OrgGraph {
         ) else {
             return false;
         };
-        if self.find_edge(from, to, EdgeKind::FeedbackFor).is_none() {
+        if !self.linked_to(f, a) {
             let data = Self::link_data(l.created_at, l.source, !l.metadata.is_empty());
             self.add_edge(from, to, data);
             self.note_link(f, a);
         }
         true
+    }
+
+    /// Whether feedback row `f` has a FEEDBACK_FOR edge to adapter row `a`: a binary
+    /// search of the adapter's id-ordered list, which holds exactly the rows linked to it
+    /// ([`OrgGraph::note_link`] keeps it with every edge added; these edges are never
+    /// removed). Walking the item's edges instead would cost a step per edge, each a jump
+    /// through petgraph's edge array, and an item can have hundreds.
+    fn linked_to(&self, f: u32, a: u32) -> bool {
+        let list = self.linked_by_id(a);
+        let Some(id) = self.feedback.id(f) else {
+            return false;
+        };
+        list.binary_search_by(|&x| self.feedback.id(x).unwrap_or_default().cmp(id))
+            .is_ok()
     }
 
     /// A canonical, order-independent rendering of the whole graph, for equality checks.
@@ -866,12 +880,32 @@ impl OrgGraph {
             self.upsert_adapter(a);
         }
         for r in &changes.feedback {
+            if changes.linked_only && self.bump_linked(&r.feedback) {
+                continue;
+            }
             self.upsert_feedback_leased(&r.feedback, r.lease);
         }
         for l in &changes.links {
             self.add_link(l);
         }
         self.family_refresh();
+    }
+
+    /// For a record that is its version before plus new edges (see
+    /// [`ChangeSet::linked_only`]): if the graph holds that version before, moves the
+    /// row's `version` and `updated_at` and returns true; every other property, and so
+    /// every count, stays as it is. Returns false (the caller upserts the whole record)
+    /// when the row is missing or at another version: a change of the item not applied
+    /// yet, or one applied already.
+    fn bump_linked(&mut self, f: &Feedback) -> bool {
+        let Some(r) = self.feedback_row(&f.id) else {
+            return false;
+        };
+        if self.feedback.version(r) != f.version.checked_sub(1) {
+            return false;
+        }
+        self.feedback.set_version(r, f.version, f.updated_at);
+        true
     }
 
     /// Adds the FEEDBACK_FOR edges stored inside the changed records (bulk loads).
@@ -888,7 +922,7 @@ impl OrgGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Metadata;
+    use crate::model::{Metadata, ValidationStatus};
 
     fn adapter(id: &str, parent: Option<&str>, record_version: u64) -> Adapter {
         Adapter {
@@ -1009,5 +1043,102 @@ mod tests {
             before.keys().all(|k| k < added[0]),
             "a fresh id, not a reused one"
         );
+    }
+
+    fn linked_only(f: &Feedback, adapter: &str) -> ChangeSet {
+        ChangeSet {
+            feedback: vec![crate::store::FeedbackRecord {
+                lease: None,
+                links: vec![link(&f.id, adapter)],
+                feedback: f.clone(),
+            }],
+            links: vec![link(&f.id, adapter)],
+            linked_only: true,
+            ..ChangeSet::default()
+        }
+    }
+
+    #[test]
+    fn a_linked_only_record_moves_only_the_version_of_the_row_before_it() {
+        let mut g = OrgGraph::default();
+        let mut f = Feedback::sample("f1", "t");
+        f.version = 2;
+        g.upsert_feedback(&f);
+        let r = g.feedback_row("f1").unwrap();
+        // The version after, with an edge: version and updated_at move, the rest stays.
+        let mut next = f.clone();
+        next.version = 3;
+        next.updated_at = 50;
+        g.apply_changes(&linked_only(&next, "a"));
+        assert_eq!(g.feedback().version(r), Some(3));
+        assert_eq!(g.feedback().updated_at(r), Some(50));
+        let a = g.adapter_row("a").unwrap();
+        assert_eq!(g.linked_by_id(a), &[r]);
+        assert_eq!(g.counters().adapters[a as usize].approved, 1);
+        assert_eq!(g.counters().org.total, 1);
+        // Two versions ahead: a change in between (here the status) is not in the graph
+        // yet, so the whole record is taken, with its counts.
+        let mut later = next.clone();
+        later.version = 5;
+        later.updated_at = 70;
+        later.validation_status = ValidationStatus::Rejected;
+        g.apply_changes(&linked_only(&later, "b"));
+        assert_eq!(g.feedback().version(r), Some(5));
+        let props = g.feedback().props(r).unwrap();
+        assert_eq!(props.status, ValidationStatus::Rejected);
+        assert_eq!(g.counters().org.rejected, 1);
+        assert_eq!(g.counters().org.approved, 0);
+        assert_eq!(g.counters().adapters[a as usize].rejected, 1);
+        let b = g.adapter_row("b").unwrap();
+        assert_eq!(g.counters().adapters[b as usize].rejected, 1);
+        // One the graph is past already changes nothing.
+        let mut stale = next.clone();
+        stale.version = 4;
+        stale.updated_at = 60;
+        g.apply_changes(&linked_only(&stale, "c"));
+        assert_eq!(g.feedback().version(r), Some(5));
+        assert_eq!(g.feedback().updated_at(r), Some(70));
+        assert_eq!(
+            g.feedback().props(r).unwrap().status,
+            ValidationStatus::Rejected
+        );
+        check_lists(&g);
+    }
+
+    #[test]
+    fn a_link_applied_again_adds_no_second_edge() {
+        let mut g = OrgGraph::default();
+        // Items in an order that is not their id order, each linked to two adapters and
+        // some to many: every edge once, however often it is applied.
+        let ids: Vec<String> = [7, 3, 9, 1, 5, 8, 2, 6, 4, 0]
+            .iter()
+            .map(|n| format!("f{n}"))
+            .collect();
+        for id in &ids {
+            g.upsert_feedback(&Feedback::sample(id, "t"));
+        }
+        for _ in 0..3 {
+            for (n, id) in ids.iter().enumerate() {
+                assert!(g.add_link(&link(id, "a")));
+                assert!(g.add_link(&link(id, "b")));
+                for k in 0..n {
+                    assert!(g.add_link(&link(id, &format!("c{k}"))));
+                }
+            }
+        }
+        let want = 2 * ids.len() + (0..ids.len()).sum::<usize>();
+        assert_eq!(g.edge_count(), want);
+        let a = g.adapter_row("a").unwrap();
+        let by_id: Vec<&str> = g
+            .linked_by_id(a)
+            .iter()
+            .filter_map(|&r| g.feedback().id(r))
+            .collect();
+        assert_eq!(
+            by_id,
+            ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9"]
+        );
+        assert_eq!(g.counters().adapters[a as usize].total, 10);
+        check_lists(&g);
     }
 }

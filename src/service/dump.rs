@@ -547,6 +547,7 @@ impl Service {
             adapters,
             links: Vec::new(),
             feedback,
+            linked_only: false,
         };
         // Counted until the graph has been offered the change (see `InFlight`).
         let _in_flight = self.in_flight.enter();

@@ -788,6 +788,12 @@ pub struct ChangeSet {
     pub adapters: Vec<Adapter>,
     /// New FEEDBACK_FOR edges.
     pub links: Vec<FeedbackLink>,
+    /// Each record of `feedback` is its version before (`version - 1`) with the edges of
+    /// `links` added and only its `version` and `updated_at` moved: what a link's in-place
+    /// append writes. The graph then moves those two columns of a row that holds the
+    /// version before, without working the row's properties and counts out again; a row at
+    /// any other version takes the whole record as usual.
+    pub linked_only: bool,
 }
 
 impl ChangeSet {

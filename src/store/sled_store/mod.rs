@@ -293,6 +293,14 @@ pub fn decode_stored_value(tree: &str, bytes: &[u8]) -> Result<(), StoreError> {
     }
 }
 
+/// A feedback record as a link read it before taking the record's stripe lock: its bytes,
+/// and their parts when in the current format (see [`SledStore::link_in_place`]).
+#[derive(Clone, Copy)]
+struct Seen<'b, 'p> {
+    bytes: &'b [u8],
+    parts: Option<&'p link_append::RecordParts<'b>>,
+}
+
 fn stripe_of(org: &str, id: &str) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -928,20 +936,32 @@ impl SledStore {
                 id: link.feedback_id.clone(),
             });
         };
-        if let Some(existed) = self.existing_link(&fkey, &seen, link)? {
+        // Read once here; the locked read below reuses the parts when the bytes are the
+        // same (the common case: nobody changed the item meanwhile).
+        let parts =
+            link_append::RecordParts::read(&seen).map_err(|source| StoreError::Corrupt {
+                tree: "feedback",
+                key: keys::display(&fkey),
+                source,
+            })?;
+        if let Some(existed) = self.existing_link(&fkey, &seen, parts.as_ref(), link)? {
             return Ok((existed, false));
         }
-        drop(seen);
         let _write = self.begin_write()?;
         let mut changes = ChangeSet::default();
         // The adapter before the record's stripe (the lock order of `insert_record`).
         let adapter = self.ensure_adapter(actor, &link.adapter_id, link.created_at, false)?;
         let wrote_adapter = adapter.is_some();
         changes.adapters.extend(adapter);
-        if let Some(mut linked) = self.link_in_place(actor, &fkey, link)? {
+        let seen = Seen {
+            bytes: &seen,
+            parts: parts.as_ref(),
+        };
+        if let Some(mut linked) = self.link_in_place(actor, &fkey, link, seen)? {
             let wrote = wrote_adapter || linked.created;
             changes.feedback.append(&mut linked.changes.feedback);
             changes.links.append(&mut linked.changes.links);
+            changes.linked_only = linked.changes.linked_only;
             linked.changes = changes;
             return Ok((linked, wrote));
         }
@@ -983,7 +1003,8 @@ impl SledStore {
         Ok((linked, wrote))
     }
 
-    /// If the stored record `bytes` (under `key`) has an edge to `link`'s adapter already,
+    /// If the stored record `bytes` (under `key`, read in place as `parts` when in the
+    /// current format) has an edge to `link`'s adapter already,
     /// what a link answers: that edge as first made, and for the graph the edge and the
     /// item as read. The graph may not show them yet (the request that made the edge can
     /// still be waiting for its sync); applying them again is harmless (graph changes are
@@ -992,14 +1013,10 @@ impl SledStore {
         &self,
         key: &[u8],
         bytes: &[u8],
+        parts: Option<&link_append::RecordParts<'_>>,
         link: &FeedbackLink,
     ) -> Result<Option<Linked>, StoreError> {
-        let corrupt = |source| StoreError::Corrupt {
-            tree: "feedback",
-            key: keys::display(key),
-            source,
-        };
-        if let Some(parts) = link_append::RecordParts::read(bytes).map_err(corrupt)?
+        if let Some(parts) = parts
             && !parts.has_link(&link.adapter_id)
         {
             return Ok(None);
@@ -1032,6 +1049,7 @@ impl SledStore {
                 feedback: vec![record],
                 adapters: Vec::new(),
                 links: vec![edge],
+                linked_only: false,
             },
         })
     }
@@ -1045,6 +1063,7 @@ impl SledStore {
         actor: &Actor,
         key: &[u8],
         link: &FeedbackLink,
+        seen: Seen<'_, '_>,
     ) -> Result<Option<Linked>, StoreError> {
         if self
             .hooks
@@ -1066,8 +1085,17 @@ impl SledStore {
                 id: link.feedback_id.clone(),
             });
         };
-        let Some(parts) = link_append::RecordParts::read(&bytes).map_err(corrupt)? else {
-            return Ok(None);
+        let reread;
+        let parts = match seen.parts {
+            // The same bytes as read before the lock: the same parts.
+            Some(parts) if *bytes == *seen.bytes => parts,
+            _ => {
+                reread = link_append::RecordParts::read(&bytes).map_err(corrupt)?;
+                match &reread {
+                    Some(parts) => parts,
+                    None => return Ok(None),
+                }
+            }
         };
         if parts.has_link(&link.adapter_id) {
             // Made by another request since this one looked.
@@ -1103,6 +1131,9 @@ impl SledStore {
                 feedback: vec![next],
                 adapters: Vec::new(),
                 links: vec![link.clone()],
+                // The item is the stored one with the edge appended and its version and
+                // `updated_at` moved (`RecordParts::with_link`), nothing else.
+                linked_only: true,
             },
         }))
     }
