@@ -477,8 +477,9 @@ async fn metric(server: &TestServer, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_together_cannot_hold_more_than_the_servers_memory_pool() {
-    // Each query may hold 256 MiB, all of them together 40 MiB. A list of a million values
-    // is about 24-32 MB of the estimate: one fits, two do not.
+    // Each query may hold 256 MiB, all of them together 40 MiB, one org 30 MiB, and every
+    // query its first MiB without drawing on the pool. A list of a million values is
+    // about 24-32 MB of the estimate: one fits, two do not.
     let server = server_with(|c| {
         c.query.max_memory_total_bytes = 40 << 20;
         c.query.timeout_ms = 3_600_000;
@@ -518,8 +519,23 @@ async fn queries_together_cannot_hold_more_than_the_servers_memory_pool() {
         "{details}"
     );
     assert!(metric(&server, reserved).await >= 20.0 * 1024.0 * 1024.0);
-    // Small queries still run beside it.
+    assert!(
+        details.contains("the server's running queries"),
+        "{details}"
+    );
+    // Small queries still run beside it, and a medium one fits in what is left.
     let (status, body) = query(&server, "globex", "RETURN 1 AS one").await;
+    assert_eq!(status, 200, "{}", short(&body));
+    let medium = "WITH range(1,250000) AS r RETURN size(r) AS n";
+    let (status, body) = query(&server, "globex", medium).await;
+    assert_eq!(status, 200, "{}", short(&body));
+    // The slow query's own org may hold three quarters of the pool (30 MiB), not all of
+    // it: a second big query of acme is refused by the org's share, and a small one runs.
+    let (status, body) = query(&server, "acme", big).await;
+    assert_eq!(status, 429, "{}", short(&body));
+    let details = error_details(&body);
+    assert!(details.contains("this org's running queries"), "{details}");
+    let (status, body) = query(&server, "acme", "RETURN 1 AS one").await;
     assert_eq!(status, 200, "{}", short(&body));
 
     // Hanging up ends the slow query and gives its memory back.

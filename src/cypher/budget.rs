@@ -62,14 +62,33 @@ pub const MEMORY_TOTAL_KEY: &str = "query.max_memory_total_bytes";
 /// handful of times, small enough that small queries leave the pool to big ones.
 const POOL_CHUNK: u64 = 1 << 20;
 
+/// What every query may hold without drawing on the pool (see [`MemoryPool`]).
+pub const POOL_FREE: u64 = POOL_CHUNK;
+
 /// The memory every running query holds together, in bytes of the budgets' estimate,
-/// bounded by `max` (see the module docs). One per server; queries share it through
-/// [`QueryLimits::memory_pool`].
+/// bounded by `max` (see the module docs). One per server; each query draws on it through
+/// its org's [`PoolShare`] in [`QueryLimits::memory_pool`].
+///
+/// Two rules keep one tenant from shutting the others out: no org may hold more than
+/// three quarters of the pool (the rest stays for the other orgs), and a query's first
+/// [`POOL_FREE`] bytes are not drawn from it at all, so small queries always run (they
+/// are bounded by `query.max_concurrent_total` instead).
 #[derive(Debug)]
 pub struct MemoryPool {
     /// Bytes reserved now; a gauge, so `/metrics` reads the same counter.
     held: Gauge<u64, AtomicU64>,
     max: u64,
+    /// Bytes each org with a reservation holds (touched once per reserved mebibyte and at
+    /// the end of a query that reserved, never per charge).
+    orgs: parking_lot::Mutex<std::collections::HashMap<Arc<str>, u64>>,
+}
+
+/// Why a reservation was refused.
+enum Refused {
+    /// The org holds its three quarters of the pool.
+    Org,
+    /// The pool is full.
+    Pool,
 }
 
 impl MemoryPool {
@@ -78,6 +97,7 @@ impl MemoryPool {
         MemoryPool {
             held: Gauge::default(),
             max,
+            orgs: parking_lot::Mutex::default(),
         }
     }
 
@@ -96,20 +116,51 @@ impl MemoryPool {
         self.max
     }
 
-    /// Takes `bytes` from the pool if they fit.
-    fn reserve(&self, bytes: u64) -> bool {
+    /// The most one org may hold: three quarters of the pool.
+    pub fn org_max(&self) -> u64 {
+        self.max - self.max / 4
+    }
+
+    /// Takes `bytes` from the pool for `org` if they fit both rules.
+    fn reserve(&self, org: &Arc<str>, bytes: u64) -> Result<(), Refused> {
+        let mut orgs = self.orgs.lock();
+        let mine = orgs.get(org).copied().unwrap_or(0);
+        if mine.saturating_add(bytes) > self.org_max() {
+            return Err(Refused::Org);
+        }
         self.held
             .inner()
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 held.checked_add(bytes).filter(|&want| want <= self.max)
             })
-            .is_ok()
+            .map_err(|_| Refused::Pool)?;
+        orgs.insert(Arc::clone(org), mine + bytes);
+        Ok(())
     }
 
-    /// Returns `bytes` taken earlier.
-    fn give_back(&self, bytes: u64) {
+    /// Returns `bytes` that `org` took earlier.
+    fn give_back(&self, org: &Arc<str>, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut orgs = self.orgs.lock();
+        if let Some(mine) = orgs.get_mut(org) {
+            *mine = mine.saturating_sub(bytes);
+            if *mine == 0 {
+                orgs.remove(org);
+            }
+        }
         self.held.inner().fetch_sub(bytes, Ordering::AcqRel);
     }
+}
+
+/// One org's draw on the server's [`MemoryPool`]: what a query's limits carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolShare {
+    /// The server's pool.
+    pub pool: Arc<MemoryPool>,
+    /// The org whose query draws on it.
+    pub org: Arc<str>,
 }
 
 /// Two pools are equal only when they are the same pool (limits compare by identity).
@@ -136,10 +187,10 @@ pub(crate) struct Budget<'c> {
     streamed: Cell<bool>,
     started: Instant,
     cancel: Option<&'c AtomicBool>,
-    /// The server's pool, if there is one.
-    pool: Option<Arc<MemoryPool>>,
-    /// Bytes this query took from the pool; `u64::MAX` without a pool, so that charges
-    /// never ask it.
+    /// The org's share of the server's pool, if there is one.
+    pool: Option<PoolShare>,
+    /// Bytes this query may hold without asking the pool again: [`POOL_FREE`] plus what
+    /// it took from the pool; `u64::MAX` without a pool, so that charges never ask it.
     reserved: Cell<u64>,
 }
 
@@ -159,7 +210,7 @@ impl<'c> Budget<'c> {
             started,
             cancel,
             reserved: Cell::new(if limits.memory_pool.is_some() {
-                0
+                POOL_FREE
             } else {
                 u64::MAX
             }),
@@ -258,23 +309,35 @@ impl<'c> Budget<'c> {
     /// Reserves pool bytes until `wanted` are covered (in whole chunks).
     #[cold]
     fn reserve(&self, wanted: u64) -> Result<(), Fail> {
-        let Some(pool) = &self.pool else {
+        let Some(share) = &self.pool else {
             return Ok(());
         };
         let have = self.reserved.get();
         let more = wanted.div_ceil(POOL_CHUNK).saturating_mul(POOL_CHUNK) - have;
-        if !pool.reserve(more) {
-            return Err(CypherError::limit(
-                Limit::MaxMemoryTotal,
-                format!(
-                    "the server's running queries together hold nearly {} bytes of memory, the most they may ({MEMORY_TOTAL_KEY}); this query needed {wanted}; retry shortly",
-                    pool.max()
-                ),
-            )
-            .into());
+        match share.pool.reserve(&share.org, more) {
+            Ok(()) => {
+                self.reserved.set(have + more);
+                Ok(())
+            }
+            Err(why) => {
+                let held = match why {
+                    Refused::Org => format!(
+                        "this org's running queries together hold nearly {} bytes, the most one org may (three quarters of {MEMORY_TOTAL_KEY} = {})",
+                        share.pool.org_max(),
+                        share.pool.max()
+                    ),
+                    Refused::Pool => format!(
+                        "the server's running queries together hold nearly {} bytes, the most they may ({MEMORY_TOTAL_KEY})",
+                        share.pool.max()
+                    ),
+                };
+                Err(CypherError::limit(
+                    Limit::MaxMemoryTotal,
+                    format!("{held}; this query needed {wanted}; retry shortly"),
+                )
+                .into())
+            }
         }
-        self.reserved.set(have + more);
-        Ok(())
     }
 
     #[cold]
@@ -402,8 +465,10 @@ impl<'c> Budget<'c> {
 impl Drop for Budget<'_> {
     /// The query is over: its reservation goes back to the pool.
     fn drop(&mut self) {
-        if let Some(pool) = &self.pool {
-            pool.give_back(self.reserved.get());
+        if let Some(share) = &self.pool {
+            share
+                .pool
+                .give_back(&share.org, self.reserved.get().saturating_sub(POOL_FREE));
         }
     }
 }
@@ -480,37 +545,62 @@ mod tests {
         );
         assert_eq!(b.heap_bytes(&Value::Int(3)).unwrap(), 0);
     }
-    #[test]
-    fn budgets_share_the_pool_and_give_it_back() {
-        let pool = Arc::new(MemoryPool::new(4 * POOL_CHUNK));
-        let l = QueryLimits {
-            memory_pool: Some(Arc::clone(&pool)),
+    fn share(pool: &Arc<MemoryPool>, org: &str) -> QueryLimits {
+        QueryLimits {
+            memory_pool: Some(PoolShare {
+                pool: Arc::clone(pool),
+                org: Arc::from(org),
+            }),
             ..limits(100 * POOL_CHUNK, u64::MAX)
-        };
-        let a = Budget::new(&l, Instant::now(), None);
-        let b = Budget::new(&l, Instant::now(), None);
-        // A small charge reserves one chunk.
-        assert!(a.charge(10).is_ok());
-        assert_eq!(pool.held(), POOL_CHUNK);
-        // Charges within the reservation do not touch the pool.
-        assert!(a.charge(POOL_CHUNK - 10).is_ok());
-        assert_eq!(pool.held(), POOL_CHUNK);
-        assert!(a.charge(2 * POOL_CHUNK).is_ok());
-        assert_eq!(pool.held(), 3 * POOL_CHUNK);
-        // b fits in what is left, then not.
-        assert!(b.charge(POOL_CHUNK).is_ok());
-        let over = b.charge(1).err().map(|f| f.to_string()).unwrap_or_default();
-        assert!(over.contains("max_memory_total"), "{over}");
-        assert!(over.contains(MEMORY_TOTAL_KEY), "{over}");
-        // keep() asks the pool too.
-        let m = b.mark();
-        assert!(b.keep(m, POOL_CHUNK).is_err());
-        // a ends: its chunks go back and b can take them.
-        drop(a);
-        assert_eq!(pool.held(), POOL_CHUNK);
-        assert!(b.charge(2 * POOL_CHUNK).is_ok());
-        drop(b);
+        }
+    }
+
+    fn refusal(r: Result<(), Fail>) -> String {
+        r.err().map(|f| f.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn budgets_share_the_pool_fairly_and_give_it_back() {
+        // 8 chunks in all; one org may hold 6.
+        let pool = Arc::new(MemoryPool::new(8 * POOL_CHUNK));
+        let (la, lb, lc) = (share(&pool, "a"), share(&pool, "b"), share(&pool, "c"));
+        let a1 = Budget::new(&la, Instant::now(), None);
+        let a2 = Budget::new(&la, Instant::now(), None);
+        let b1 = Budget::new(&lb, Instant::now(), None);
+        // A query's first mebibyte is its own.
+        assert!(a1.charge(10).is_ok());
         assert_eq!(pool.held(), 0);
+        // Past it, whole chunks are drawn, and charges within them do not ask again.
+        assert!(a1.charge(POOL_CHUNK).is_ok());
+        assert_eq!(pool.held(), POOL_CHUNK);
+        assert!(a1.charge(POOL_CHUNK - 20).is_ok());
+        assert_eq!(pool.held(), POOL_CHUNK);
+        assert!(a1.charge(4 * POOL_CHUNK).is_ok());
+        assert_eq!(pool.held(), 5 * POOL_CHUNK);
+        // Org a reaches its three quarters with a second query, and no further.
+        assert!(a2.charge(2 * POOL_CHUNK).is_ok());
+        assert_eq!(pool.held(), 6 * POOL_CHUNK);
+        let over = refusal(a2.charge(POOL_CHUNK));
+        assert!(over.contains("max_memory_total"), "{over}");
+        assert!(over.contains("this org's"), "{over}");
+        // The last quarter is there for org b, then the pool is full.
+        assert!(b1.charge(3 * POOL_CHUNK).is_ok());
+        assert_eq!(pool.held(), 8 * POOL_CHUNK);
+        let over = refusal(b1.charge(POOL_CHUNK));
+        assert!(over.contains("the server's running queries"), "{over}");
+        assert!(over.contains(MEMORY_TOTAL_KEY), "{over}");
+        let m = b1.mark();
+        assert!(b1.keep(m, POOL_CHUNK).is_err(), "keep() asks the pool too");
+        // A small query runs with the pool full.
+        let c1 = Budget::new(&lc, Instant::now(), None);
+        assert!(c1.charge(POOL_CHUNK / 2).is_ok());
+        // a1 ends: its chunks go back, and b can take them.
+        drop(a1);
+        assert_eq!(pool.held(), 3 * POOL_CHUNK);
+        assert!(b1.charge(POOL_CHUNK).is_ok());
+        drop((a2, b1, c1));
+        assert_eq!(pool.held(), 0);
+        assert!(pool.orgs.lock().is_empty());
     }
 
     #[test]

@@ -71,7 +71,7 @@ mod planner;
 mod rows;
 mod value;
 
-pub use budget::{MEMORY_KEY, MEMORY_TOTAL_KEY, MemoryPool};
+pub use budget::{MEMORY_KEY, MEMORY_TOTAL_KEY, MemoryPool, POOL_FREE, PoolShare};
 pub use cache::{CacheOutcome, MAX_CACHED_TEXT, PlanCache};
 pub use error::{CypherError, Limit, Position};
 pub use rows::Rows;
@@ -167,9 +167,10 @@ pub struct QueryLimits {
     /// the cap with more to follow is an error, not a silent cut). Values above 1000 act as
     /// 1000, since the traversal recurses once per relationship.
     pub max_depth: u32,
-    /// The server's pool that bounds what every running query holds together
-    /// (`query.max_memory_total_bytes`); `None`: no bound beyond `max_memory`.
-    pub memory_pool: Option<std::sync::Arc<MemoryPool>>,
+    /// The query's org's share of the server's pool that bounds what every running query
+    /// holds together (`query.max_memory_total_bytes`); `None`: no bound beyond
+    /// `max_memory`.
+    pub memory_pool: Option<PoolShare>,
 }
 
 impl Default for QueryLimits {

@@ -288,6 +288,8 @@ pub struct Service {
     limits: FieldLimits,
     claim_locks: parking_lot::Mutex<HashMap<String, Arc<parking_lot::Mutex<()>>>>,
     query_limits: crate::cypher::QueryLimits,
+    /// What all running queries may hold together (`query.max_memory_total_bytes`).
+    memory_pool: Option<Arc<crate::cypher::MemoryPool>>,
     query_gate: query::QueryGate,
     query_metrics: metrics::QueryMetrics,
     /// The orgs this replica serves.
@@ -385,12 +387,14 @@ impl Service {
                 max_work: config.query.max_work,
                 max_depth: config.query.max_depth,
                 max_memory: config.query.max_memory_bytes,
-                memory_pool: (config.query.max_memory_total_bytes > 0).then(|| {
-                    Arc::new(crate::cypher::MemoryPool::new(
-                        config.query.max_memory_total_bytes,
-                    ))
-                }),
+                // Each query draws on the pool through its org's share (`limits_for`).
+                memory_pool: None,
             },
+            memory_pool: (config.query.max_memory_total_bytes > 0).then(|| {
+                Arc::new(crate::cypher::MemoryPool::new(
+                    config.query.max_memory_total_bytes,
+                ))
+            }),
             query_gate: query::QueryGate::with_plan_cache(
                 config.query.max_concurrent_per_org,
                 config.query.max_concurrent_total,
@@ -417,7 +421,7 @@ impl Service {
             from_checkpoint,
         );
         self.items.register(registry);
-        if let Some(pool) = &self.query_limits.memory_pool {
+        if let Some(pool) = &self.memory_pool {
             registry.register_with_unit(
                 "feedgraph_query_memory_reserved",
                 "Memory the running queries have reserved together (query.max_memory_total_bytes bounds it)",

@@ -215,6 +215,18 @@ impl Service {
         &self.query_limits
     }
 
+    /// The limits of one query of `org`: the configured ones, drawing on the server's
+    /// memory pool through the org's share.
+    fn limits_for(&self, org: &str) -> QueryLimits {
+        QueryLimits {
+            memory_pool: self.memory_pool.as_ref().map(|pool| cypher::PoolShare {
+                pool: std::sync::Arc::clone(pool),
+                org: std::sync::Arc::from(org),
+            }),
+            ..self.query_limits.clone()
+        }
+    }
+
     /// Runs a read-only query on `org`'s graph. An org without data answers every query
     /// as if its graph were empty.
     pub fn query(
@@ -264,7 +276,7 @@ impl Service {
             store: self.store.as_ref(),
             org,
         };
-        let limits = &self.query_limits;
+        let limits = &self.limits_for(org);
         let plans = &self.query_gate.plans;
         let (result, outcome) = match self.graph.org(org) {
             Some(g) => {
@@ -301,7 +313,7 @@ impl Service {
                 store: self.store.as_ref(),
                 org,
             };
-            let limits = &self.query_limits;
+            let limits = &self.limits_for(org);
             // An org without data answers as if its graph were empty.
             let graph = self.graph.org(org).unwrap_or_default();
             let plans = &self.query_gate.plans;
