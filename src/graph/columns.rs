@@ -258,11 +258,12 @@ impl FeedbackColumns {
     /// Moves row `r`'s `version` and `updated_at` (a change that touched nothing else of
     /// the item, such as a new edge); no other column, and no count, depends on them.
     pub(super) fn set_version(&mut self, r: u32, version: u64, updated_at: Millis) {
-        let i = r as usize;
-        if let (Some(v), Some(u)) = (self.version.get_mut(i), self.updated_at.get_mut(i)) {
-            *v = version;
-            *u = updated_at;
-        }
+        let Some(&created_at) = self.created_at.get(r as usize) else {
+            return;
+        };
+        self.version.set(r, version);
+        self.updated_after
+            .set(r, updated_at.wrapping_sub(created_at));
     }
 
     /// The bit columns, the score and the lease of row `r` (which exists).

@@ -468,7 +468,7 @@ mod tests {
                             // sort before the seed, so the copy passes them early rather
                             // than chase them.
                             let key = format!("a/{i:06}/{t}");
-                            if i % 64 == 0 {
+                            if i.is_multiple_of(64) {
                                 std::thread::sleep(Duration::from_micros(200));
                             }
                             {
