@@ -329,27 +329,15 @@ async fn close_and_scattered_pages_read_from_the_store_are_the_stored_items() {
         want.reverse();
     }
     for limit in [100, 7, 1000] {
-        let got = walk(
-            &s,
-            &user,
-            &format!("/feedback/by-adapter/every?limit={limit}"),
-        )
-        .await;
-        assert_eq!(got, all, "every, limit {limit}");
-        let got = walk(
-            &s,
-            &user,
-            &format!("/feedback/by-adapter/seventh?limit={limit}"),
-        )
-        .await;
-        assert_eq!(got, sevenths, "seventh, limit {limit}");
-        let got = walk(
-            &s,
-            &user,
-            &format!("/feedback/by-adapter/fiftieth?limit={limit}"),
-        )
-        .await;
-        assert_eq!(got, fiftieths, "fiftieth, limit {limit}");
+        for (adapter, want) in [
+            ("every", &all),
+            ("seventh", &sevenths),
+            ("fiftieth", &fiftieths),
+        ] {
+            let path = format!("/feedback/by-adapter/{adapter}?limit={limit}");
+            let got = walk(&s, &user, &path).await;
+            assert_eq!(&got, want, "{adapter}, limit {limit}");
+        }
         let got = walk(&s, &user, &format!("/feedback?limit={limit}")).await;
         assert_eq!(got, all, "list, limit {limit}");
     }
