@@ -296,27 +296,16 @@ async fn close_and_scattered_pages_read_from_the_store_are_the_stored_items() {
         let (st, b) = s.post(&user, "/feedback", &body).await;
         assert_eq!(st, 201, "{b}");
         let id = b["id"].as_str().unwrap().to_owned();
-        if i % 7 == 0 {
-            let (st, b) = s
-                .post(
-                    &user,
-                    &format!("/feedback/{id}/link"),
-                    &json!({"adapter_id": "seventh"}),
-                )
-                .await;
-            assert_eq!(st, 201, "{b}");
-            sevenths.push(id.clone());
-        }
-        if i % 50 == 3 {
-            let (st, b) = s
-                .post(
-                    &user,
-                    &format!("/feedback/{id}/link"),
-                    &json!({"adapter_id": "fiftieth"}),
-                )
-                .await;
-            assert_eq!(st, 201, "{b}");
-            fiftieths.push(id.clone());
+        for (linked, adapter, list) in [
+            (i % 7 == 0, "seventh", &mut sevenths),
+            (i % 50 == 3, "fiftieth", &mut fiftieths),
+        ] {
+            if linked {
+                let path = format!("/feedback/{id}/link");
+                let (st, b) = s.post(&user, &path, &json!({"adapter_id": adapter})).await;
+                assert_eq!(st, 201, "{b}");
+                list.push(id.clone());
+            }
         }
         // Another org's records between this org's in time (never in its pages).
         if i % 3 == 0 {
