@@ -7,14 +7,17 @@
 //!
 //! The two by-adapter rows ask for the listing's first page again and again, so after the
 //! first request the server answers them from its kept items (`pages.cache_bytes`): they
-//! say what a repeated page costs. The two `(cursor walk)` rows say what a page read for
-//! the first time costs: the listing is cut into one stretch per connection (at ids spread
+//! say what a repeated page costs. The two `(cursor walk)` rows say what a page not kept
+//! in memory costs: the listing is cut into one stretch per connection (at ids spread
 //! evenly over the hottest adapter's items), and each connection follows the
 //! `next_cursor` of its previous page through its own stretch, again and again, so an item
 //! comes round again only after the whole listing was read (more than the default cache
-//! holds at 1M; at 100k the hottest adapter's items fit in it). The
-//! share of items the server found kept during a walk row (its
-//! `feedgraph_page_item_cache_hits`/`_misses`) is printed to stderr.
+//! holds at 1M; at 100k the hottest adapter's items fit in it). Such a walk makes the
+//! hottest adapter's run due (`service::runs`), so after its first second or so its items
+//! come from the run rather than the store. The share of items the server found kept,
+//! read from runs and read from the store during a walk row (its
+//! `feedgraph_page_item_cache_hits`/`_misses` and `feedgraph_page_run_hits`) is printed to
+//! stderr.
 //!
 //! Full run: `cargo bench --bench http_load -- [--secs 5] [--rounds 5] [--conns 1,16,64,256]
 //! [--read-secs S] [--read-conns 1,16,64] [--only TEXT] [--targets URL,URL...]`. `--only`
@@ -450,10 +453,11 @@ fn next_cursor(body: &[u8]) -> Option<String> {
     }
 }
 
-/// The server's item cache hits and misses so far, summed over `bases` (`None` if
+/// The server's item cache hits and misses, and its adapter run hits (items the cache
+/// missed that a run held), so far, summed over `bases` (`None` if
 /// `/metrics` does not answer).
-async fn cache_counts(c: &reqwest::Client, bases: &[String]) -> Option<(f64, f64)> {
-    let (mut hits, mut misses) = (0.0, 0.0);
+async fn cache_counts(c: &reqwest::Client, bases: &[String]) -> Option<(f64, f64, f64)> {
+    let (mut hits, mut misses, mut runs) = (0.0, 0.0, 0.0);
     for b in bases {
         let text = c
             .get(format!("{b}/metrics"))
@@ -472,11 +476,12 @@ async fn cache_counts(c: &reqwest::Client, bases: &[String]) -> Option<(f64, f64
             match name {
                 "feedgraph_page_item_cache_hits_total" => hits += v,
                 "feedgraph_page_item_cache_misses_total" => misses += v,
+                "feedgraph_page_run_hits_total" => runs += v,
                 _ => {}
             }
         }
     }
-    Some((hits, misses))
+    Some((hits, misses, runs))
 }
 
 /// Asks the server something the rows need; panics on failure (a bench's set-up).
@@ -786,14 +791,17 @@ fn main() {
                     let mut run =
                         drive(conns, o.read_secs, row.expect, make, Some(on_body)).await;
                     println!("{}", run.row(row.what, conns));
-                    if let (Some((h0, m0)), Some((h1, m1))) =
+                    if let (Some((h0, m0, r0)), Some((h1, m1, r1))) =
                         (before, cache_counts(&c, &targets).await)
                     {
-                        let (h, m) = (h1 - h0, m1 - m0);
+                        let (h, m, r) = (h1 - h0, m1 - m0, r1 - r0);
                         eprintln!(
-                            "http_load: {} at {conns}: {h:.0} items kept, {m:.0} read ({:.1}% kept)",
+                            "http_load: {} at {conns}: {h:.0} items kept, {r:.0} from adapter runs, \
+                             {:.0} read from the store ({:.1}% kept, {:.1}% from runs)",
                             row.what,
-                            100.0 * h / (h + m).max(1.0)
+                            (m - r).max(0.0),
+                            100.0 * h / (h + m).max(1.0),
+                            100.0 * r / (h + m).max(1.0)
                         );
                     }
                 }

@@ -160,13 +160,16 @@ def main():
     if os.path.exists(err):
         with open(err) as f:
             kept = [line.strip()[len("http_load: "):] for line in f
-                    if line.startswith("http_load: ") and "% kept)" in line]
+                    if line.startswith("http_load: ") and "% kept" in line]
     print("The by-adapter rows without `(cursor walk)` ask for the listing's first page again "
           "and again (after the first request its items are kept: `pages.cache_bytes`); the "
           "`(cursor walk)` rows follow each page's `next_cursor` from starts spread evenly over "
-          "the hottest adapter's items, so they measure pages read for the first time.")
+          "the hottest adapter's items, so they measure pages not kept in memory: read from the "
+          "store, or from the adapter's run once the walk made it due (`pages.runs_min_items`, "
+          "`pages.runs_after_reads`; the walk at one connection is the first to page through "
+          "the adapter, so its rows include the reads before the run was built).")
     if kept:
-        print("Items of the walk rows the server found kept, against read from the store:\n")
+        print("Items of the walk rows the server found kept, read from adapter runs, and read from the store:\n")
         for line in kept:
             print(f"- {line}")
     print()

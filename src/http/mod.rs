@@ -529,6 +529,7 @@ pub async fn start(
                     }
                     spawn_retention(&service);
                     crate::service::erasure::spawn_rewriter(&service);
+                    crate::service::runs::spawn_builder(&service, render::write_feedback);
                     let _ = state.service.set(service);
                     tracing::info!("store open and graph built; ready");
                     Ok(())

@@ -22,6 +22,7 @@ pub mod overview;
 pub mod pages;
 pub mod placement;
 pub mod query;
+pub mod runs;
 pub mod training;
 mod verify;
 
@@ -308,6 +309,9 @@ pub struct Service {
     in_flight: InFlight,
     /// Rendered feedback items kept between pages (see `pages`).
     items: Arc<item_cache::ItemCache>,
+    /// The biggest adapters' items, rendered and laid out newest first on disk (see
+    /// `runs`).
+    runs: Arc<runs::Runs>,
     /// `[pages]`.
     pages: pages::PagesConfig,
 }
@@ -363,12 +367,23 @@ impl Service {
         // Every durable change the graph is offered drops the changed items' rendered
         // copies (see `item_cache`).
         let items = Arc::new(item_cache::ItemCache::new(config.pages.cache_bytes));
-        let watched = items.clone();
+        // Likewise their copies in the adapter runs (see `runs`).
+        let runs = Arc::new(runs::Runs::new(
+            runs::runs_dir(&config.data_dir),
+            config.pages.runs_min_items,
+            config.pages.runs_after_reads,
+            config.pages.runs_max_bytes,
+        ));
+        let (watched, watched_runs) = (items.clone(), runs.clone());
         graph.watch(crate::graph::ChangeWatcher(Arc::new(
-            move |org, changes| watched.invalidate_changes(org, changes),
+            move |org, changes| {
+                watched.invalidate_changes(org, changes);
+                watched_runs.invalidate_changes(org, changes);
+            },
         )));
         let service = Service {
             items,
+            runs,
             pages: config.pages.clone(),
             checkpoint_dir,
             in_flight: InFlight::default(),
@@ -421,6 +436,7 @@ impl Service {
             from_checkpoint,
         );
         self.items.register(registry);
+        self.runs.register(registry);
         if let Some(pool) = &self.memory_pool {
             registry.register_with_unit(
                 "feedgraph_query_memory_reserved",

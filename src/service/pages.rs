@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::item_cache::{CachedItem, ItemCache, Ticket};
+use super::runs::Want;
 use super::{
     ByAdapterQuery, ListQuery, Service, ServiceError, check_cursor, collect_page, effective_limit,
     training,
@@ -40,6 +41,16 @@ pub struct PagesConfig {
     /// itself, from held items only, without a hand-off to the blocking pool (default
     /// 2048; 0 sends every page to the blocking pool).
     pub inline_rows: usize,
+    /// Adapters holding at least this many items get a run once clients page through
+    /// them: their items rendered and laid out newest first in a scratch file under
+    /// `<data_dir>/runs`, so that a page of them not read before is one file read instead
+    /// of a store lookup per item (default 5,000; 0 builds none). See `service::runs`.
+    pub runs_min_items: usize,
+    /// Items of such an adapter its pages read from the store before its run is built
+    /// (default 1,000).
+    pub runs_after_reads: u64,
+    /// The most disk an org's runs may take (default 1 GiB).
+    pub runs_max_bytes: u64,
 }
 
 impl Default for PagesConfig {
@@ -47,6 +58,9 @@ impl Default for PagesConfig {
         PagesConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             inline_rows: DEFAULT_INLINE_ROWS,
+            runs_min_items: super::runs::DEFAULT_MIN_ITEMS,
+            runs_after_reads: super::runs::DEFAULT_AFTER_READS,
+            runs_max_bytes: super::runs::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -67,6 +81,9 @@ pub struct RenderedPage {
     /// Pass as `cursor` for the next page; `None` on the last page.
     pub next_cursor: Option<String>,
 }
+
+/// One rendered item of a page.
+type Item = Arc<[u8]>;
 
 /// Room for one rendered item in the buffer items are written into (a typical item is
 /// under 1 KiB; a longer one grows it).
@@ -232,7 +249,14 @@ impl Service {
         let (page, total) = self
             .by_adapter_rows(&g, adapter_id, q, limit, usize::MAX)?
             .unwrap_or_default();
-        let items = self.rendered_items(org, &g, &page.rows, render)?;
+        let (items, from_store) = self.rendered_items(org, &g, &page.rows, render)?;
+        // A client paging through one big adapter's items not held: its run is due.
+        if let Some(row) = g.adapter_row(adapter_id)
+            && (!q.include_descendants || g.child_rows(row).is_empty())
+        {
+            let linked = g.linked_by_id(row).len();
+            self.runs.note_reads(org, row, linked, from_store as u64);
+        }
         Ok(RenderedPage {
             items,
             limit,
@@ -271,7 +295,7 @@ impl Service {
         };
         let (ids, more) = collect_page(&g, q, limit);
         let rows: Vec<u32> = ids.iter().filter_map(|id| g.feedback_row(id)).collect();
-        let items = self.rendered_items(org, &g, &rows, render)?;
+        let (items, _) = self.rendered_items(org, &g, &rows, render)?;
         Ok(RenderedPage {
             items,
             limit,
@@ -285,33 +309,65 @@ impl Service {
     }
 
     /// The items of `rows` rendered: from the cache at the graph's version where held,
-    /// else read from the store (one pass, in order), rendered and kept.
+    /// else from an adapter run at that version (see `runs`), else read from the store
+    /// (one pass, in order) and rendered; each one not held is then kept. Also says how
+    /// many items were read from the store.
     fn rendered_items(
         &self,
         org: &str,
         g: &OrgGraph,
         rows: &[u32],
         render: RenderItem,
-    ) -> Result<Vec<Arc<[u8]>>, ServiceError> {
+    ) -> Result<(Vec<Item>, usize), ServiceError> {
         let cols = g.feedback();
-        let mut slots: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(rows.len());
-        // The items to read: where they go, their id, the ticket taken before the read.
-        let mut misses: Vec<(usize, &str, Ticket)> = Vec::new();
+        let mut slots: Vec<Option<Item>> = Vec::with_capacity(rows.len());
+        // The items not held: where they go, their row, id and version (if the graph has
+        // one), the ticket taken before the read.
+        let mut wanted: Vec<(usize, u32, &str, Option<u64>, Ticket)> = Vec::new();
         for &r in rows {
             let Some(id) = cols.id(r) else {
                 continue;
             };
-            let held = cols
-                .version(r)
-                .and_then(|version| self.items.get(org, id, version));
-            match held {
+            let version = cols.version(r);
+            match version.and_then(|version| self.items.get(org, id, version)) {
                 Some(hit) => slots.push(Some(hit.bytes)),
                 None => {
-                    misses.push((slots.len(), id, self.items.ticket(org, id)));
+                    wanted.push((slots.len(), r, id, version, self.items.ticket(org, id)));
                     slots.push(None);
                 }
             }
         }
+        // Then from the adapter runs, at the graph's version; the rest from the store.
+        let mut misses: Vec<(usize, &str, Ticket)> = Vec::with_capacity(wanted.len());
+        if !wanted.is_empty() {
+            let wants: Vec<Want<'_>> = wanted
+                .iter()
+                .filter_map(|&(_, row, id, version, _)| {
+                    Some(Want {
+                        row,
+                        id,
+                        version: version?,
+                    })
+                })
+                .collect();
+            let mut from_runs = self.runs.read(org, &wants).into_iter();
+            for (at, _, id, version, ticket) in wanted {
+                let got = match version {
+                    Some(_) => from_runs.next().flatten(),
+                    None => None,
+                };
+                match (got, version) {
+                    (Some(item), Some(version)) => {
+                        if let Some(slot) = slots.get_mut(at) {
+                            *slot = Some(item.bytes.clone());
+                        }
+                        self.items.insert(ticket, org, id, version, item);
+                    }
+                    _ => misses.push((at, id, ticket)),
+                }
+            }
+        }
+        let from_store = misses.len();
         if !misses.is_empty() {
             let ids: Vec<&str> = misses.iter().map(|m| m.1).collect();
             let mut read: Vec<(u64, CachedItem)> = Vec::with_capacity(ids.len());
@@ -349,7 +405,7 @@ impl Service {
                 self.items.insert(ticket, org, id, version, item);
             }
         }
-        Ok(slots.into_iter().flatten().collect())
+        Ok((slots.into_iter().flatten().collect(), from_store))
     }
 }
 

@@ -1,0 +1,217 @@
+//! By-adapter pages served from an adapter run (`service::runs`: a big adapter's items
+//! rendered newest first in a scratch file, built once clients page through it) are the
+//! stored items: after the run is built, and after a review, a training mark, a link and
+//! an erasure, every item of every page is what `GET /feedback/{id}` answers, the walk
+//! is the same listing as before the run, and the erased text is in no page and in no
+//! run file.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::TestServer;
+use feedgraph::http::auth::Role;
+use serde_json::{Value, json};
+
+/// The value of an unlabelled series on `/metrics` (0 if absent).
+async fn metric(s: &TestServer, name: &str) -> u64 {
+    let text = s.get_open("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Every page of `path` (which has `?limit=`), following `next_cursor`; every item must
+/// be what `GET /feedback/{id}` answers. Returns the items in page order and the bodies.
+async fn walk(s: &TestServer, token: &str, path: &str) -> (Vec<Value>, String) {
+    let mut items = Vec::new();
+    let mut bodies = String::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let at = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let r = s
+            .client
+            .get(s.url(&at))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{at}");
+        let body = r.text().await.unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        for item in v["feedback"].as_array().unwrap() {
+            let id = item["id"].as_str().unwrap();
+            let (st, one) = s.get(token, &format!("/feedback/{id}")).await;
+            assert_eq!(st, 200);
+            assert_eq!(item, &one, "{at}: item {id} is not the stored one");
+            items.push(item.clone());
+        }
+        bodies.push_str(&body);
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return (items, bodies),
+        }
+    }
+}
+
+/// Every byte of the run files under the server's data directory, as text.
+fn run_files(s: &TestServer) -> String {
+    let mut all = String::new();
+    if let Ok(dir) = std::fs::read_dir(s.dir.path().join("runs")) {
+        for f in dir.flatten() {
+            all.push_str(&String::from_utf8_lossy(&std::fs::read(f.path()).unwrap()));
+        }
+    }
+    all
+}
+
+async fn wait_for_builds(s: &TestServer, at_least: u64) {
+    for _ in 0..200 {
+        if metric(s, "feedgraph_page_run_builds_total").await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no adapter run was built within 10 s");
+}
+
+fn id_of(v: &Value) -> &str {
+    v["id"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn pages_read_from_a_run_are_the_stored_items_through_changes() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limit.enabled = false;
+        // Nothing kept in memory: every item comes from the run or the store.
+        c.pages.cache_bytes = 0;
+        c.pages.runs_min_items = 40;
+        c.pages.runs_after_reads = 40;
+    })
+    .await;
+    let user = s.token("acme", "ana", Role::User);
+    let admin = s.token("acme", "root", Role::Admin);
+    let trainer = s.token("acme", "tim", Role::Trainer);
+    // 60 items of `big`, one in three of the org, and an adapter too small for a run.
+    let mut big = Vec::new();
+    for i in 0..180 {
+        let adapter = match i % 3 {
+            0 => "big",
+            1 if i < 60 => "small",
+            _ => "other",
+        };
+        let body = json!({"type": if i % 6 == 0 { "negative" } else { "positive" },
+                          "question": format!("Question {i}: the plum-{i}-phrase lives here"),
+                          "answer": format!("An answer long enough to pass the rules, number {i}"),
+                          "correction": if i % 6 == 0 { Some("A corrected answer") } else { None },
+                          "adapter_id": adapter});
+        let (st, b) = s.post(&user, "/feedback", &body).await;
+        assert_eq!(st, 201, "{b}");
+        if adapter == "big" {
+            big.push(b["id"].as_str().unwrap().to_owned());
+        }
+    }
+    big.reverse();
+    let path = "/feedback/by-adapter/big?limit=7";
+    // Read from the store: the walk itself makes the run due.
+    let (before, _) = walk(&s, &user, path).await;
+    assert_eq!(before.iter().map(id_of).collect::<Vec<_>>(), big);
+    assert_eq!(metric(&s, "feedgraph_page_run_hits_total").await, 0);
+    wait_for_builds(&s, 1).await;
+    assert!(metric(&s, "feedgraph_page_run_slots").await >= 60);
+    assert!(run_files(&s).contains("plum-0-phrase"));
+
+    // The same listing, now from the run.
+    let (after, _) = walk(&s, &user, path).await;
+    assert_eq!(after, before);
+    assert!(metric(&s, "feedgraph_page_run_hits_total").await >= 60);
+    let (small, _) = walk(&s, &user, "/feedback/by-adapter/small?limit=100").await;
+    assert_eq!(small.len(), 20);
+
+    // A review, a training mark and a link: the pages show each item as stored.
+    let (reviewed, used, linked) = (&big[1], &big[2], &big[3]);
+    let (st, b) = s
+        .patch(
+            &admin,
+            &format!("/feedback/{reviewed}"),
+            &json!({"validation_status": "rejected", "reason": "checked"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s
+        .post(&trainer, "/feedback/mark-used", &json!({"ids": [used]}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s
+        .post(
+            &user,
+            &format!("/feedback/{linked}/link"),
+            &json!({"adapter_id": "small", "metadata": {"why": "moved"}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let hits = metric(&s, "feedgraph_page_run_hits_total").await;
+    let (now, _) = walk(&s, &user, path).await;
+    let find = |id: &str| now.iter().find(|v| id_of(v) == id).unwrap().clone();
+    assert_eq!(find(reviewed)["validation_status"], "rejected");
+    assert_eq!(find(used)["used_for_training"], true);
+    assert_eq!(now.len(), 60);
+    let served = metric(&s, "feedgraph_page_run_hits_total").await - hits;
+    assert_eq!(
+        served, 57,
+        "the three changed items come from the store, the others from the run"
+    );
+
+    // An erasure: the text is in no page and no longer in the run file.
+    let erased = &big[5];
+    let n = big.len() - 1 - 5;
+    let phrase = format!("plum-{}-phrase", n * 3);
+    assert!(run_files(&s).contains(&phrase), "{phrase} was in the run");
+    let (st, b) = s
+        .post(&admin, &format!("/feedback/{erased}/erase"), &json!({}))
+        .await;
+    assert!(st == 200 || st == 201, "{st} {b}");
+    assert!(
+        !run_files(&s).contains(&phrase),
+        "the run still holds the erased text"
+    );
+    let (now, bodies) = walk(&s, &user, path).await;
+    assert!(!bodies.contains(&phrase));
+    assert_eq!(
+        now.iter().find(|v| id_of(v) == erased).unwrap()["question"],
+        ""
+    );
+    s.stop().await;
+}
+
+/// With runs off (`pages.runs_min_items = 0`) nothing is built or written, and the pages
+/// are the same.
+#[tokio::test]
+async fn no_run_is_built_when_runs_are_off() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limit.enabled = false;
+        c.pages.cache_bytes = 0;
+        c.pages.runs_min_items = 0;
+        c.pages.runs_after_reads = 1;
+    })
+    .await;
+    let user = s.token("acme", "ana", Role::User);
+    for i in 0..30 {
+        let body = json!({"type": "positive", "question": format!("Question number {i} here"),
+                          "answer": format!("An answer long enough, number {i}"), "adapter_id": "ad-1"});
+        let (st, b) = s.post(&user, "/feedback", &body).await;
+        assert_eq!(st, 201, "{b}");
+    }
+    let (first, _) = walk(&s, &user, "/feedback/by-adapter/ad-1?limit=4").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (again, _) = walk(&s, &user, "/feedback/by-adapter/ad-1?limit=4").await;
+    assert_eq!(first, again);
+    assert_eq!(first.len(), 30);
+    assert_eq!(metric(&s, "feedgraph_page_run_builds_total").await, 0);
+    assert!(run_files(&s).is_empty());
+    s.stop().await;
+}
