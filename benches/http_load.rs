@@ -453,8 +453,8 @@ fn next_cursor(body: &[u8]) -> Option<String> {
     }
 }
 
-/// The server's item cache hits and misses, and its adapter run hits (items the cache
-/// missed that a run held), so far, summed over `bases` (`None` if
+/// The server's item cache hits and misses (every miss is then read from an adapter run
+/// or the store), and its adapter run hits, so far, summed over `bases` (`None` if
 /// `/metrics` does not answer).
 async fn cache_counts(c: &reqwest::Client, bases: &[String]) -> Option<(f64, f64, f64)> {
     let (mut hits, mut misses, mut runs) = (0.0, 0.0, 0.0);

@@ -166,7 +166,7 @@ impl ItemCache {
         );
         registry.register(
             "feedgraph_page_item_cache_misses",
-            "Feedback page items not kept at the version asked for (read from the store)",
+            "Feedback page items not kept at the version asked for (read from an adapter run or the store)",
             self.misses.clone(),
         );
         registry.register(
@@ -212,11 +212,12 @@ impl ItemCache {
         }
         let hash = key_hash(org, id);
         let mut shard = self.shards[Self::shard_of(hash)].map.lock();
-        self.lookup(&mut shard, hash, org, id, version)
+        self.lookup(&mut shard, hash, org, id, version, true)
     }
 
     /// [`ItemCache::get`] without waiting: [`Busy`] when another thread holds the shard's
-    /// lock (for callers on an async runtime thread).
+    /// lock (for callers on an async runtime thread). Counts neither hits nor misses: the
+    /// caller counts the hits of a page it answers ([`ItemCache::count_hits`]).
     pub fn try_get(&self, org: &str, id: &str, version: u64) -> Result<Option<CachedItem>, Busy> {
         if !self.enabled() {
             return Ok(None);
@@ -226,7 +227,13 @@ impl ItemCache {
             .map
             .try_lock()
             .ok_or(Busy)?;
-        Ok(self.lookup(&mut shard, hash, org, id, version))
+        Ok(self.lookup(&mut shard, hash, org, id, version, false))
+    }
+
+    /// Counts `n` hits of lookups made with [`ItemCache::try_get`], which counts nothing
+    /// itself (a page it cannot answer whole is asked again through [`ItemCache::get`]).
+    pub fn count_hits(&self, n: usize) {
+        self.hits.inc_by(n as u64);
     }
 
     fn lookup(
@@ -236,15 +243,20 @@ impl ItemCache {
         org: &str,
         id: &str,
         version: u64,
+        count: bool,
     ) -> Option<CachedItem> {
         match shard.map.get_mut(&hash) {
             Some(e) if e.version == version && &*e.id == id && &*e.org == org => {
                 e.referenced = true;
-                self.hits.inc();
+                if count {
+                    self.hits.inc();
+                }
                 Some(e.item.clone())
             }
             _ => {
-                self.misses.inc();
+                if count {
+                    self.misses.inc();
+                }
                 None
             }
         }

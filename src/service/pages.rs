@@ -211,6 +211,7 @@ impl Service {
                 _ => return Ok(None),
             }
         }
+        self.items.count_hits(items.len());
         Ok(Some(RenderedPage {
             items,
             limit,
