@@ -332,3 +332,46 @@ async fn close_and_scattered_pages_read_from_the_store_are_the_stored_items() {
     }
     s.stop().await;
 }
+
+/// A client walking a listing with its cursors does not fill the cache with items it will
+/// not ask for again: an item read for a page that continues a cursor is kept only when
+/// the page is read again; an adapter's first page is kept at once.
+#[tokio::test]
+async fn a_cursor_walk_keeps_its_items_only_when_a_page_is_read_again() {
+    let s = TestServer::start_with(|c| c.rate_limit.enabled = false).await;
+    let user = s.token("acme", "ana", Role::User);
+    for i in 0..30 {
+        let body = json!({"type": "positive", "question": format!("Question number {i} here"),
+                          "answer": format!("An answer long enough, number {i}"), "adapter_id": "ad-1"});
+        let (st, b) = s.post(&user, "/feedback", &body).await;
+        assert_eq!(st, 201, "{b}");
+    }
+    let entries = "feedgraph_page_item_cache_entries";
+    let (_, first) = page(&s, &user, "/feedback/by-adapter/ad-1?limit=10").await;
+    assert_eq!(
+        metric(&s, entries).await,
+        10,
+        "the first page is kept at once"
+    );
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = format!("/feedback/by-adapter/ad-1?limit=10&cursor={cursor}");
+    let (st, once) = raw(&s, &user, &second).await;
+    assert_eq!(st, 200);
+    assert_eq!(metric(&s, entries).await, 10, "a walk's page is not kept");
+    assert_eq!(
+        metric(&s, "feedgraph_page_item_cache_passed_over_total").await,
+        10
+    );
+    // Read again: kept now, and served from the cache the time after.
+    let (_, twice) = raw(&s, &user, &second).await;
+    assert_eq!(metric(&s, entries).await, 20);
+    let hits = metric(&s, "feedgraph_page_item_cache_hits_total").await;
+    let (_, thrice) = raw(&s, &user, &second).await;
+    assert_eq!(
+        metric(&s, "feedgraph_page_item_cache_hits_total").await,
+        hits + 10
+    );
+    assert_eq!(once, twice);
+    assert_eq!(once, thrice);
+    s.stop().await;
+}

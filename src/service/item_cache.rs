@@ -22,11 +22,18 @@
 //! The entries are spread over shards, each behind its own short lock (held for a hash
 //! lookup or an insert, never across I/O). Eviction is a clock: entries are queued in
 //! insertion order, and one that was served since it last came round gets another turn.
+//!
+//! A client walking a listing bigger than the cache with its cursors would otherwise evict
+//! everything kept, page after page, for items it never asks for again (at 1M the hottest
+//! adapter's items take three times the default budget). So an item read for a page that
+//! continues a cursor is kept only on its second read within a while ([`ItemCache::admit`]:
+//! a small table of fingerprints of items read once); an adapter's first page, the one
+//! dashboards ask again and again, is kept on its first read.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
@@ -38,6 +45,9 @@ use crate::store::ChangeSet;
 
 /// How many shards the entries are spread over.
 const SHARDS: usize = 64;
+
+/// Fingerprints of items read once for a cursor page (see [`ItemCache::admit`]): 256 KiB.
+const SEEN_SLOTS: usize = 1 << 16;
 
 /// What an entry costs beyond its bytes (the map slot, the clock slot, the key).
 const ENTRY_OVERHEAD: usize = 96;
@@ -132,6 +142,9 @@ pub struct ItemCache {
     invalidations: Counter,
     entries: Gauge,
     bytes: Gauge,
+    /// Items read for a cursor page and not kept: where their fingerprint went.
+    seen: Box<[AtomicU32]>,
+    passed_over: Counter,
 }
 
 fn key_hash(org: &str, id: &str) -> u64 {
@@ -154,7 +167,26 @@ impl ItemCache {
             invalidations: Counter::default(),
             entries: Gauge::default(),
             bytes: Gauge::default(),
+            seen: (0..SEEN_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            passed_over: Counter::default(),
         }
+    }
+
+    /// Whether an item of `org` read for a page that continues a cursor is to be kept: yes
+    /// when it was read so before and its fingerprint is still in the table (a page asked
+    /// again), else its fingerprint is put there and it is passed over (a walk moving on).
+    /// Lossy both ways (another item may take the slot, or share it): it only decides what
+    /// is worth keeping, never what is served.
+    pub fn admit(&self, org: &str, id: &str) -> bool {
+        let h = key_hash(org, id);
+        let slot = &self.seen[(h >> 48) as usize % SEEN_SLOTS];
+        let fingerprint = (h as u32) | 1;
+        if slot.swap(fingerprint, Ordering::Relaxed) == fingerprint {
+            slot.store(0, Ordering::Relaxed);
+            return true;
+        }
+        self.passed_over.inc();
+        false
     }
 
     /// Adds the cache's instruments to `registry` (see `/metrics`).
@@ -168,6 +200,11 @@ impl ItemCache {
             "feedgraph_page_item_cache_misses",
             "Feedback page items not kept at the version asked for (read from an adapter run or the store)",
             self.misses.clone(),
+        );
+        registry.register(
+            "feedgraph_page_item_cache_passed_over",
+            "Feedback page items read for a cursor page the first time and not kept (a walk)",
+            self.passed_over.clone(),
         );
         registry.register(
             "feedgraph_page_item_cache_invalidations",
@@ -512,5 +549,16 @@ mod tests {
         assert!(c.get("o", "f", 1).is_none());
         assert!(matches!(c.try_get("o", "f", 1), Ok(None)));
         assert_eq!(c.stats().entries, 0);
+    }
+
+    #[test]
+    fn an_item_read_for_a_walk_is_admitted_on_its_second_read() {
+        let c = ItemCache::new(1 << 20);
+        assert!(!c.admit("o", "f1"), "first read: passed over");
+        assert!(!c.admit("o", "f2"));
+        assert!(c.admit("o", "f1"), "second read: kept");
+        assert!(!c.admit("o", "f1"), "the fingerprint was used up");
+        assert!(!c.admit("p", "f2"), "another org's item");
+        assert_eq!(c.passed_over.get(), 4);
     }
 }

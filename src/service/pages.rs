@@ -250,7 +250,8 @@ impl Service {
         let (page, total) = self
             .by_adapter_rows(&g, adapter_id, q, limit, usize::MAX)?
             .unwrap_or_default();
-        let (items, from_store) = self.rendered_items(org, &g, &page.rows, render)?;
+        let walking = q.cursor.is_some();
+        let (items, from_store) = self.rendered_items(org, &g, &page.rows, walking, render)?;
         // A client paging through one big adapter's items not held: its run is due.
         if let Some(row) = g.adapter_row(adapter_id)
             && (!q.include_descendants || g.child_rows(row).is_empty())
@@ -296,7 +297,7 @@ impl Service {
         };
         let (ids, more) = collect_page(&g, q, limit);
         let rows: Vec<u32> = ids.iter().filter_map(|id| g.feedback_row(id)).collect();
-        let (items, _) = self.rendered_items(org, &g, &rows, render)?;
+        let (items, _) = self.rendered_items(org, &g, &rows, q.cursor.is_some(), render)?;
         Ok(RenderedPage {
             items,
             limit,
@@ -311,13 +312,15 @@ impl Service {
 
     /// The items of `rows` rendered: from the cache at the graph's version where held,
     /// else from an adapter run at that version (see `runs`), else read from the store
-    /// (one pass, in order) and rendered; each one not held is then kept. Also says how
-    /// many items were read from the store.
+    /// (one pass, in order) and rendered; each one not held is then kept, or, on a page
+    /// that continues a cursor (`walking`), only if [`ItemCache::admit`] says so. Also says
+    /// how many items were read from the store.
     fn rendered_items(
         &self,
         org: &str,
         g: &OrgGraph,
         rows: &[u32],
+        walking: bool,
         render: RenderItem,
     ) -> Result<(Vec<Item>, usize), ServiceError> {
         let cols = g.feedback();
@@ -362,7 +365,9 @@ impl Service {
                         if let Some(slot) = slots.get_mut(at) {
                             *slot = Some(item.bytes.clone());
                         }
-                        self.items.insert(ticket, org, id, version, item);
+                        if !walking || self.items.admit(org, id) {
+                            self.items.insert(ticket, org, id, version, item);
+                        }
                     }
                     _ => misses.push((at, id, ticket)),
                 }
@@ -403,7 +408,9 @@ impl Service {
                 if let Some(slot) = slots.get_mut(at) {
                     *slot = Some(item.bytes.clone());
                 }
-                self.items.insert(ticket, org, id, version, item);
+                if !walking || self.items.admit(org, id) {
+                    self.items.insert(ticket, org, id, version, item);
+                }
             }
         }
         Ok((slots.into_iter().flatten().collect(), from_store))
