@@ -58,14 +58,22 @@ async fn walk(s: &TestServer, token: &str, path: &str) -> (Vec<Value>, String) {
     }
 }
 
-/// Every byte of the run files under the server's data directory, as text.
+/// Every byte of the run files under the server's data directory (`runs/<pid>/...`), as
+/// text.
 fn run_files(s: &TestServer) -> String {
-    let mut all = String::new();
-    if let Ok(dir) = std::fs::read_dir(s.dir.path().join("runs")) {
-        for f in dir.flatten() {
-            all.push_str(&String::from_utf8_lossy(&std::fs::read(f.path()).unwrap()));
+    fn read(dir: &std::path::Path, all: &mut String) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    read(&e.path(), all);
+                } else if let Ok(bytes) = std::fs::read(e.path()) {
+                    all.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
         }
     }
+    let mut all = String::new();
+    read(&s.dir.path().join("runs"), &mut all);
     all
 }
 
@@ -213,5 +221,84 @@ async fn no_run_is_built_when_runs_are_off() {
     assert_eq!(first.len(), 30);
     assert_eq!(metric(&s, "feedgraph_page_run_builds_total").await, 0);
     assert!(run_files(&s).is_empty());
+    s.stop().await;
+}
+
+/// Submits `n` items of org `token`'s linked to `adapter`, then walks its pages once (10
+/// items a page), which makes its run due.
+async fn fill_and_walk(s: &TestServer, token: &str, adapter: &str, n: usize) {
+    for i in 0..n {
+        let body = json!({"type": "positive", "question": format!("Question {i} for {adapter} here"),
+                          "answer": format!("An answer long enough, number {i}"), "adapter_id": adapter});
+        let (st, b) = s.post(token, "/feedback", &body).await;
+        assert_eq!(st, 201, "{b}");
+    }
+    let (items, _) = walk(
+        s,
+        token,
+        &format!("/feedback/by-adapter/{adapter}?limit=10"),
+    )
+    .await;
+    assert_eq!(items.len(), n);
+}
+
+/// Runs never take the room the store needs: with less free space than
+/// `pages.runs_min_free_bytes` nothing is built or written.
+#[tokio::test]
+async fn no_run_is_built_without_room_on_the_disk() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limit.enabled = false;
+        c.pages.cache_bytes = 0;
+        c.pages.runs_min_items = 20;
+        c.pages.runs_after_reads = 20;
+        c.pages.runs_min_free_bytes = 1 << 62;
+    })
+    .await;
+    let user = s.token("acme", "ana", Role::User);
+    fill_and_walk(&s, &user, "ad-1", 40).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(&s, "feedgraph_page_run_builds_total").await, 0);
+    assert!(run_files(&s).is_empty());
+    s.stop().await;
+}
+
+/// `pages.runs_max_bytes` bounds the runs of all orgs together: a second org's run is cut
+/// short to what the first left, and still serves the stored items.
+#[tokio::test]
+async fn runs_of_all_orgs_stay_within_runs_max_bytes() {
+    const MAX: u64 = 40_000;
+    let s = TestServer::start_with(|c| {
+        c.rate_limit.enabled = false;
+        c.pages.cache_bytes = 0;
+        c.pages.runs_min_items = 20;
+        c.pages.runs_after_reads = 20;
+        c.pages.runs_max_bytes = MAX;
+    })
+    .await;
+    let acme = s.token("acme", "ana", Role::User);
+    let other = s.token("globex", "gus", Role::User);
+    // About 500 bytes an item: acme's run takes about 30 kB, globex's is cut short.
+    fill_and_walk(&s, &acme, "ad-1", 60).await;
+    wait_for_builds(&s, 1).await;
+    let first = metric(&s, "feedgraph_page_run_bytes").await;
+    assert!(first > 20_000 && first <= MAX, "{first}");
+    fill_and_walk(&s, &other, "ad-1", 60).await;
+    wait_for_builds(&s, 2).await;
+    let both = metric(&s, "feedgraph_page_run_bytes").await;
+    assert!(both > first && both <= MAX, "{first} then {both}");
+    let on_disk: u64 = std::fs::read_dir(s.dir.path().join("runs"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|f| f.metadata().unwrap().len())
+        .sum();
+    assert_eq!(on_disk, both);
+    // The cut-short run serves what it holds; the rest comes from the store.
+    let (items, _) = walk(&s, &other, "/feedback/by-adapter/ad-1?limit=10").await;
+    assert_eq!(items.len(), 60);
+    // Not built again and again for being short.
+    let builds = metric(&s, "feedgraph_page_run_builds_total").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metric(&s, "feedgraph_page_run_builds_total").await, builds);
     s.stop().await;
 }

@@ -373,12 +373,15 @@ impl Service {
             config.pages.runs_min_items,
             config.pages.runs_after_reads,
             config.pages.runs_max_bytes,
+            config.pages.runs_min_free_bytes,
         ));
         let (watched, watched_runs) = (items.clone(), runs.clone());
+        // The runs first: a page that looks an item up after the cache dropped it must not
+        // find its slot still alive and keep the old bytes again.
         graph.watch(crate::graph::ChangeWatcher(Arc::new(
             move |org, changes| {
-                watched.invalidate_changes(org, changes);
                 watched_runs.invalidate_changes(org, changes);
+                watched.invalidate_changes(org, changes);
             },
         )));
         let service = Service {

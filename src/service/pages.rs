@@ -49,8 +49,11 @@ pub struct PagesConfig {
     /// Items of such an adapter its pages read from the store before its run is built
     /// (default 1,000).
     pub runs_after_reads: u64,
-    /// The most disk an org's runs may take (default 1 GiB).
+    /// The most disk all runs together may take (default 1 GiB).
     pub runs_max_bytes: u64,
+    /// A run is not built, or stops growing, when the data directory's file system would
+    /// have less than this free (default 2 GiB): runs never take the room the store needs.
+    pub runs_min_free_bytes: u64,
 }
 
 impl Default for PagesConfig {
@@ -61,6 +64,7 @@ impl Default for PagesConfig {
             runs_min_items: super::runs::DEFAULT_MIN_ITEMS,
             runs_after_reads: super::runs::DEFAULT_AFTER_READS,
             runs_max_bytes: super::runs::DEFAULT_MAX_BYTES,
+            runs_min_free_bytes: super::runs::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
