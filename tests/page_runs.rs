@@ -9,54 +9,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::pages::{metric, submit_linked, walk};
 use common::server::TestServer;
 use feedgraph::http::auth::Role;
 use serde_json::{Value, json};
-
-/// The value of an unlabelled series on `/metrics` (0 if absent).
-async fn metric(s: &TestServer, name: &str) -> u64 {
-    let text = s.get_open("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
-/// Every page of `path` (which has `?limit=`), following `next_cursor`; every item must
-/// be what `GET /feedback/{id}` answers. Returns the items in page order and the bodies.
-async fn walk(s: &TestServer, token: &str, path: &str) -> (Vec<Value>, String) {
-    let mut items = Vec::new();
-    let mut bodies = String::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let at = match &cursor {
-            Some(c) => format!("{path}&cursor={c}"),
-            None => path.to_owned(),
-        };
-        let r = s
-            .client
-            .get(s.url(&at))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{at}");
-        let body = r.text().await.unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap();
-        for item in v["feedback"].as_array().unwrap() {
-            let id = item["id"].as_str().unwrap();
-            let (st, one) = s.get(token, &format!("/feedback/{id}")).await;
-            assert_eq!(st, 200);
-            assert_eq!(item, &one, "{at}: item {id} is not the stored one");
-            items.push(item.clone());
-        }
-        bodies.push_str(&body);
-        match v["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return (items, bodies),
-        }
-    }
-}
 
 /// Every byte of the run files under the server's data directory (`runs/<pid>/...`), as
 /// text.
@@ -229,12 +185,7 @@ async fn no_run_is_built_when_runs_are_off() {
 /// Submits `n` items of org `token`'s linked to `adapter`, then walks its pages once (10
 /// items a page), which makes its run due.
 async fn fill_and_walk(s: &TestServer, token: &str, adapter: &str, n: usize) {
-    for i in 0..n {
-        let body = json!({"type": "positive", "question": format!("Question {i} for {adapter} here"),
-                          "answer": format!("An answer long enough, number {i}"), "adapter_id": adapter});
-        let (st, b) = s.post(token, "/feedback", &body).await;
-        assert_eq!(st, 201, "{b}");
-    }
+    submit_linked(s, token, adapter, n).await;
     let (items, _) = walk(
         s,
         token,

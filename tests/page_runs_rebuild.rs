@@ -12,52 +12,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::pages::{metric, submit_linked, walk};
 use common::server::TestServer;
 use feedgraph::http::auth::Role;
-use serde_json::{Value, json};
-
-/// The value of an unlabelled series on `/metrics` (0 if absent).
-async fn metric(s: &TestServer, name: &str) -> u64 {
-    let text = s.get_open("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
 
 async fn builds(s: &TestServer) -> u64 {
     metric(s, "feedgraph_page_run_builds_total").await
-}
-
-/// Submits `n` items linked to `adapter`.
-async fn submit(s: &TestServer, token: &str, adapter: &str, n: usize) {
-    for i in 0..n {
-        let body = json!({"type": "positive",
-                          "question": format!("Question {i} for {adapter}, long enough to count"),
-                          "answer": format!("An answer long enough to pass the rules, number {i}"),
-                          "adapter_id": adapter});
-        let (st, b) = s.post(token, "/feedback", &body).await;
-        assert_eq!(st, 201, "{b}");
-    }
-}
-
-/// Reads every page of `adapter` (10 items a page).
-async fn read_all(s: &TestServer, token: &str, adapter: &str) -> usize {
-    let mut cursor: Option<String> = None;
-    let mut n = 0;
-    loop {
-        let mut path = format!("/feedback/by-adapter/{adapter}?limit=10");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let (st, v): (u16, Value) = s.get(token, &path).await;
-        assert_eq!(st, 200, "{v}");
-        n += v["feedback"].as_array().unwrap().len();
-        match v["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return n,
-        }
-    }
 }
 
 /// The build count once it stopped moving for 1.5 s (at most 20 s).
@@ -89,10 +49,22 @@ async fn a_run_cut_short_by_runs_max_bytes_is_not_written_again_and_again() {
     })
     .await;
     let user = s.token("acme", "ana", Role::User);
-    submit(&s, &user, "first", 30).await;
-    submit(&s, &user, "second", 30).await;
-    assert_eq!(read_all(&s, &user, "first").await, 30);
-    assert_eq!(read_all(&s, &user, "second").await, 30);
+    submit_linked(&s, &user, "first", 30).await;
+    submit_linked(&s, &user, "second", 30).await;
+    assert_eq!(
+        walk(&s, &user, "/feedback/by-adapter/first?limit=10")
+            .await
+            .0
+            .len(),
+        30
+    );
+    assert_eq!(
+        walk(&s, &user, "/feedback/by-adapter/second?limit=10")
+            .await
+            .0
+            .len(),
+        30
+    );
     // The first build, and the one for the second adapter joining.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let before = builds(&s).await;
@@ -121,16 +93,28 @@ async fn one_new_item_does_not_rewrite_the_whole_run() {
     })
     .await;
     let user = s.token("acme", "ana", Role::User);
-    submit(&s, &user, "left", 30).await;
-    submit(&s, &user, "right", 30).await;
-    assert_eq!(read_all(&s, &user, "left").await, 30);
-    assert_eq!(read_all(&s, &user, "right").await, 30);
+    submit_linked(&s, &user, "left", 30).await;
+    submit_linked(&s, &user, "right", 30).await;
+    assert_eq!(
+        walk(&s, &user, "/feedback/by-adapter/left?limit=10")
+            .await
+            .0
+            .len(),
+        30
+    );
+    assert_eq!(
+        walk(&s, &user, "/feedback/by-adapter/right?limit=10")
+            .await
+            .0
+            .len(),
+        30
+    );
     let settled = settled_builds(&s).await;
     assert!(settled >= 1, "no run was built");
     // Four new items, one at a time, each 1/60 of the run: no slot dies and the counts
     // move by 4/60, far from a quarter. Each makes the other adapter the bigger one.
     for side in ["right", "left", "right", "left"] {
-        submit(&s, &user, side, 1).await;
+        submit_linked(&s, &user, side, 1).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     let after = builds(&s).await;

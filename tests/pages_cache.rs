@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::pages::metric;
 use common::server::TestServer;
 use feedgraph::http::auth::Role;
 use feedgraph::service::ByAdapterQuery;
@@ -23,15 +24,6 @@ async fn raw(s: &TestServer, token: &str, path: &str) -> (u16, String) {
         .unwrap();
     let status = r.status().as_u16();
     (status, r.text().await.unwrap())
-}
-
-/// The value of an unlabelled series on `/metrics` (0 if absent).
-async fn metric(s: &TestServer, name: &str) -> u64 {
-    let text = s.get_open("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 /// Asks for `path` twice: the second answer comes from the kept items and must be the
@@ -247,31 +239,14 @@ fn an_erased_item_is_no_longer_kept() {
     assert!(!String::from_utf8_lossy(&page.items[0]).contains("tangerine-42"));
 }
 
-/// Walks every page of `path` (which has `?limit=`), following `next_cursor`; every item
-/// must be what `GET /feedback/{id}` answers. Returns the ids in page order.
+/// The ids of every page of `path` in page order ([`common::pages::walk`]: every item
+/// must be what `GET /feedback/{id}` answers).
 async fn walk(s: &TestServer, token: &str, path: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let at = match &cursor {
-            Some(c) => format!("{path}&cursor={c}"),
-            None => path.to_owned(),
-        };
-        let (st, body) = raw(s, token, &at).await;
-        assert_eq!(st, 200, "{at}: {body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        for item in v["feedback"].as_array().unwrap() {
-            let id = item["id"].as_str().unwrap();
-            let (st, one) = s.get(token, &format!("/feedback/{id}")).await;
-            assert_eq!(st, 200);
-            assert_eq!(item, &one, "{at}: item {id} is not the stored one");
-            ids.push(id.to_owned());
-        }
-        match v["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return ids,
-        }
-    }
+    let (items, _) = common::pages::walk(s, token, path).await;
+    items
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Pages read from the store (nothing kept), whose records lie next to each other (every

@@ -11,6 +11,7 @@
 
 pub mod disk;
 pub mod graphs;
+pub mod pages;
 #[path = "../support/postgres.rs"]
 pub mod postgres;
 pub mod server;
