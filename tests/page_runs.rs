@@ -166,12 +166,7 @@ async fn no_run_is_built_when_runs_are_off() {
     })
     .await;
     let user = s.token("acme", "ana", Role::User);
-    for i in 0..30 {
-        let body = json!({"type": "positive", "question": format!("Question number {i} here"),
-                          "answer": format!("An answer long enough, number {i}"), "adapter_id": "ad-1"});
-        let (st, b) = s.post(&user, "/feedback", &body).await;
-        assert_eq!(st, 201, "{b}");
-    }
+    common::pages::submit_linked(&s, &user, "ad-1", 30).await;
     let (first, _) = walk(&s, &user, "/feedback/by-adapter/ad-1?limit=4").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (again, _) = walk(&s, &user, "/feedback/by-adapter/ad-1?limit=4").await;

@@ -190,12 +190,7 @@ async fn pages_without_the_cache_are_the_same() {
     })
     .await;
     let user = s.token("acme", "ana", Role::User);
-    for i in 0..3 {
-        let body = json!({"type": "positive", "question": format!("Question number {i} here"),
-                          "answer": format!("An answer long enough, number {i}"), "adapter_id": "ad-1"});
-        let (st, b) = s.post(&user, "/feedback", &body).await;
-        assert_eq!(st, 201, "{b}");
-    }
+    common::pages::submit_linked(&s, &user, "ad-1", 3).await;
     let (_, p) = page(&s, &user, "/feedback/by-adapter/ad-1?limit=2").await;
     assert_eq!(p["count"], 2);
     assert_eq!(metric(&s, "feedgraph_page_item_cache_hits_total").await, 0);
@@ -315,12 +310,7 @@ async fn close_and_scattered_pages_read_from_the_store_are_the_stored_items() {
 async fn a_cursor_walk_keeps_its_items_only_when_a_page_is_read_again() {
     let s = TestServer::start_with(|c| c.rate_limit.enabled = false).await;
     let user = s.token("acme", "ana", Role::User);
-    for i in 0..30 {
-        let body = json!({"type": "positive", "question": format!("Question number {i} here"),
-                          "answer": format!("An answer long enough, number {i}"), "adapter_id": "ad-1"});
-        let (st, b) = s.post(&user, "/feedback", &body).await;
-        assert_eq!(st, 201, "{b}");
-    }
+    common::pages::submit_linked(&s, &user, "ad-1", 30).await;
     let entries = "feedgraph_page_item_cache_entries";
     let (_, first) = page(&s, &user, "/feedback/by-adapter/ad-1?limit=10").await;
     assert_eq!(
