@@ -411,3 +411,54 @@ async fn the_cli_erases_a_user_on_a_stopped_server() {
     assert_eq!(listed["erasures"][0]["id"], receipt["id"]);
     s.stop().await;
 }
+
+/// A link made to an erased item keeps no metadata (an erased item keeps no free text):
+/// neither the answer, nor the graph, nor the stored edge shows what the request sent,
+/// whichever way the store writes the link (the item's first update, or a later one).
+#[tokio::test]
+async fn a_link_to_an_erased_item_keeps_and_answers_no_metadata() {
+    let s = TestServer::start().await;
+    let user = s.token("acme", "alice", Role::User);
+    let admin = s.token("acme", "root", Role::Admin);
+    for relinked_before in [false, true] {
+        let m = marker("l");
+        let item = submit(&s, &user, &body(&m, "u-l", "s-l", "ad-1", false), None).await;
+        let id = item["id"].as_str().unwrap().to_owned();
+        if relinked_before {
+            let (st, b) = s
+                .post(
+                    &user,
+                    &format!("/feedback/{id}/link"),
+                    &json!({"adapter_id": "ad-2"}),
+                )
+                .await;
+            assert_eq!(st, 201, "{b}");
+        }
+        let (st, b) = s
+            .post(&admin, &format!("/feedback/{id}/erase"), &json!({}))
+            .await;
+        assert!(st == 200 || st == 201, "{st} {b}");
+        let secret = format!("after erasure {m}");
+        let (st, answer) = s
+            .post(
+                &user,
+                &format!("/feedback/{id}/link"),
+                &json!({"adapter_id": "ad-3", "metadata": {"note": secret}}),
+            )
+            .await;
+        assert_eq!(st, 201, "{answer}");
+        assert!(
+            !text_of(&answer).contains(&secret),
+            "the answer shows metadata that is not stored: {answer}"
+        );
+        let in_graph = link_metadata(&s, &user).await;
+        assert!(
+            !in_graph.contains(&secret),
+            "the graph holds it: {in_graph}"
+        );
+        // Stored as the graph has it: a fresh server reads the same.
+        let (_, history) = s.get(&user, &format!("/feedback/{id}/history")).await;
+        assert!(!text_of(&history).contains(&secret), "{history}");
+    }
+    s.stop().await;
+}

@@ -980,10 +980,18 @@ impl SledStore {
         )?;
         let linked = match (updated, existing) {
             (Some(next), _) => {
-                changes.links.push(link.clone());
+                // The edge as stored: an erased item's edge keeps no metadata
+                // (`rules::add_link`), so neither the graph nor the answer may show it.
+                let stored = next
+                    .links
+                    .iter()
+                    .find(|l| l.adapter_id == link.adapter_id)
+                    .cloned()
+                    .unwrap_or_else(|| link.clone());
+                changes.links.push(stored.clone());
                 changes.feedback.push(next);
                 Linked {
-                    link: link.clone(),
+                    link: stored,
                     created: true,
                     changes,
                 }
