@@ -16,14 +16,14 @@
 //! - **A slot is served only at the version the page's graph snapshot names.** Every
 //!   change to an item bumps its version, so a stale slot is a miss (the item is read from
 //!   the store), never a wrong answer.
-//! - **Every change to an item a run holds kills its slot and overwrites its bytes with
-//!   zeros** ([`Runs::invalidate_changes`], from the graph index's watch hook on every
-//!   replica, before the graph shows the change), so an erased text does not outlive its
-//!   erasure here. A reader checks the slot again after its read, so it never serves the
-//!   zeros. The hook kills slots before the item cache drops its entries, so a page cannot
+//! - **Every change to an item a run holds kills its slot, and an erasure also overwrites
+//!   its bytes with zeros** ([`Runs::invalidate_changes`], from the graph index's watch
+//!   hook on every replica, before the graph shows the change), so an erased text does not
+//!   outlive its erasure here; other changes do no I/O on the writer's thread. A reader
+//!   checks the slot again after its read, so it never serves the zeros. The hook kills slots before the item cache drops its entries, so a page cannot
 //!   put a dying slot's bytes back into the cache. A change made while a run is being
-//!   built is remembered, and its slot killed in the new run before the run is put in
-//!   place.
+//!   built is remembered, and its slot killed and blanked in the new run before the run is
+//!   put in place.
 //! - **The file is scratch**: never read after a restart, deleted when its run is replaced
 //!   or dropped; synced only when an erasure finishes, so its zeros are on the disk before
 //!   the receipt. Each process keeps its runs in `<data_dir>/runs/<pid>` and at start-up
@@ -76,8 +76,11 @@ pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 /// Default of `pages.runs_min_free_bytes`: 2 GiB.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 2 << 30;
 
-/// The version of a killed slot (no record has it).
+/// The version of a killed slot whose bytes are still in the file (no record has it).
 const DEAD: u64 = u64::MAX;
+
+/// The version of a killed slot whose bytes were overwritten with zeros.
+const BLANK: u64 = u64::MAX - 1;
 
 /// Slots closer than this in the file are read together (reading the bytes between
 /// costs less than another system call).
@@ -139,15 +142,31 @@ impl Drop for OrgRuns {
 }
 
 impl OrgRuns {
-    /// Kills the slot of `id` (if held and alive) and zeroes its bytes in the file.
-    fn kill(&self, id: &str) -> std::io::Result<bool> {
+    /// Kills the slot of `id` (if held), and with `blank` also overwrites its bytes in the
+    /// file with zeros (an erased item: its text must not stay on the disk). Other changes
+    /// only kill, with no I/O on the writer's thread.
+    fn kill(&self, id: &str, blank: bool) -> std::io::Result<()> {
         let Some(s) = self.slots.get(&id_hash(id)) else {
-            return Ok(false);
+            return Ok(());
         };
-        if s.version.swap(DEAD, Ordering::AcqRel) == DEAD {
-            return Ok(false);
+        if !blank {
+            let killed = s
+                .version
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                    (v != DEAD && v != BLANK).then_some(DEAD)
+                });
+            if killed.is_ok() {
+                self.dead.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(());
         }
-        self.dead.fetch_add(1, Ordering::Relaxed);
+        let was = s.version.swap(BLANK, Ordering::AcqRel);
+        if was == BLANK {
+            return Ok(());
+        }
+        if was != DEAD {
+            self.dead.fetch_add(1, Ordering::Relaxed);
+        }
         self.blanked.store(true, Ordering::Release);
         const ZEROS: [u8; 4096] = [0; 4096];
         let mut at = s.offset;
@@ -157,7 +176,7 @@ impl OrgRuns {
             self.file.write_all_at(&ZEROS[..n], at)?;
             at += n as u64;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Whether the run no longer pays for itself against what `wanted` (sorted by row)
@@ -388,30 +407,37 @@ impl Runs {
         }
     }
 
-    /// Kills the slots of every item `changes` touches (see the module's rules). Called by
-    /// the graph index for every durable change, before the graph shows it; quick (a hash
-    /// lookup per item, and a write of zeros to the page cache for an item held).
+    /// Kills the slots of every item `changes` touches (see the module's rules), and
+    /// blanks those of erased items. Called by the graph index for every durable change,
+    /// before the graph shows it; quick (a hash lookup per item, and for an erased item
+    /// held a write of zeros to the page cache).
     pub fn invalidate_changes(&self, org: &str, changes: &ChangeSet) {
+        // (id, erased) of every item changed.
         let ids = || {
             changes
                 .feedback
                 .iter()
-                .map(|r| r.feedback.id.as_str())
-                .chain(changes.links.iter().map(|l| l.feedback_id.as_str()))
+                .map(|r| (r.feedback.id.as_str(), r.feedback.is_erased()))
+                .chain(
+                    changes
+                        .links
+                        .iter()
+                        .map(|l| (l.feedback_id.as_str(), false)),
+                )
         };
         if self.building_any.load(Ordering::Acquire) {
             let mut building = self.building.lock();
             if let Some((o, changed)) = building.as_mut()
                 && o.as_ref() == org
             {
-                changed.extend(ids().map(Box::from));
+                changed.extend(ids().map(|(id, _)| Box::from(id)));
             }
         }
         let Some(runs) = self.org(org) else {
             return;
         };
-        for id in ids() {
-            if let Err(e) = runs.kill(id) {
+        for (id, erased) in ids() {
+            if let Err(e) = runs.kill(id, erased) {
                 // The bytes of a changed item could not be overwritten: the whole run goes
                 // (its file is deleted), so they do not stay readable.
                 tracing::warn!(org, error = %e, "cannot blank an item in its adapter run; run dropped");
@@ -549,8 +575,10 @@ impl Runs {
         let changed = building.take().map(|b| b.1).unwrap_or_default();
         self.building_any.store(false, Ordering::Release);
         for id in &changed {
-            // On failure the run is dropped unseen, its file deleted.
-            runs.kill(id)?;
+            // Blanked whatever the change was (it is not known here, and the new run may
+            // hold an erased item's text read before its erasure). On failure the run is
+            // dropped unseen, its file deleted.
+            runs.kill(id, true)?;
         }
         self.set(org, Some(runs));
         drop(building);

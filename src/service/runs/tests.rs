@@ -48,6 +48,20 @@ fn link_change(id: &str) -> ChangeSet {
     }
 }
 
+/// A change that erased item `id`.
+fn erasure_change(id: &str) -> ChangeSet {
+    let mut f = crate::model::Feedback::sample(id, "o");
+    f.erase_content(1, "tester");
+    ChangeSet {
+        feedback: vec![crate::store::FeedbackRecord {
+            lease: None,
+            links: Vec::new(),
+            feedback: f,
+        }],
+        ..ChangeSet::default()
+    }
+}
+
 fn text(item: &Option<CachedItem>) -> Option<String> {
     item.as_ref()
         .map(|i| String::from_utf8(i.bytes.to_vec()).unwrap())
@@ -84,13 +98,19 @@ fn a_slot_is_served_only_at_its_row_and_version_and_never_after_a_change() {
     );
     assert_eq!(runs.stats().hits, 2);
 
-    // A change to f1 kills its slot and blanks its bytes in the file.
+    // A link to f1 kills its slot (no I/O: its bytes stay)...
     runs.invalidate_changes("o", &link_change("f1"));
     assert!(runs.read("o", &[want("f1", 1, 3)])[0].is_none());
     let path = runs.org("o").unwrap().path.clone();
-    let on_disk = std::fs::read(&path).unwrap();
-    assert!(!String::from_utf8_lossy(&on_disk).contains("first"));
-    assert!(String::from_utf8_lossy(&on_disk).contains("second"));
+    let on_disk = || String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+    assert!(on_disk().contains("first"));
+    // ...its erasure, after, blanks them, and an erasure of a live slot kills and blanks.
+    runs.invalidate_changes("o", &erasure_change("f1"));
+    runs.invalidate_changes("o", &erasure_change("f3"));
+    assert!(!on_disk().contains("first"));
+    assert!(!on_disk().contains("third"));
+    assert!(on_disk().contains("second"));
+    assert!(runs.read("o", &[want("f3", 3, 7)])[0].is_none());
     assert_eq!(
         text(&runs.read("o", &[want("f2", 2, 1)])[0]).as_deref(),
         Some(ITEMS[1].3)
