@@ -156,6 +156,11 @@ impl Service {
                         let Ok(len) = u32::try_from(scratch.len()) else {
                             return Ok(());
                         };
+                        if slots.contains_key(&id_hash(v.id)) {
+                            // Another id with the same hash holds the slot: this item is
+                            // left to the store, and its bytes out of the file.
+                            return Ok(());
+                        }
                         if offset + u64::from(len) > budget {
                             full = true;
                             return Ok(());

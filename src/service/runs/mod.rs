@@ -25,12 +25,14 @@
 //!   built is remembered, and its slot killed and blanked in the new run before the run is
 //!   put in place.
 //! - **The file is scratch**: never read after a restart, deleted when its run is replaced
-//!   or dropped; synced only when an erasure finishes, so its zeros are on the disk before
-//!   the receipt. Each process keeps its runs in `<data_dir>/runs/<pid>` and at start-up
-//!   deletes what processes no longer running left there.
+//!   or dropped; synced only after an erasure wrote zeros into it (before the graph shows
+//!   the erasure), or after an install blanked items changed during its build. Each process
+//!   keeps its runs in a directory of its own under `<data_dir>/runs`, holding a lock file
+//!   while it lives, and at start-up deletes every directory whose lock nobody holds.
 //! - **Runs never take the store's room**: all orgs' runs together stay within
-//!   `pages.runs_max_bytes` (a run is cut short where it reaches it), and no run is built
-//!   or grown while the file system has less than `pages.runs_min_free_bytes` free.
+//!   `pages.runs_max_bytes` (a run is cut short where it reaches it; an org's old run stays
+//!   on disk until its rebuild is installed), and no run is built or grown while the file
+//!   system has less than `pages.runs_min_free_bytes` free.
 //!
 //! Runs are built on demand: an adapter holding at least `pages.runs_min_items` items gets
 //! one once pages have read `pages.runs_after_reads` of its items from the store (a client
@@ -114,7 +116,8 @@ struct Slot {
     len: u32,
     offset: u64,
     kind: FeedbackKind,
-    /// The record version the bytes were rendered from; [`DEAD`] once the item changed.
+    /// The record version the bytes were rendered from; [`DEAD`] once the item changed,
+    /// [`BLANK`] once its bytes were overwritten with zeros (it was erased).
     version: AtomicU64,
 }
 
@@ -167,7 +170,6 @@ impl OrgRuns {
         if was != DEAD {
             self.dead.fetch_add(1, Ordering::Relaxed);
         }
-        self.blanked.store(true, Ordering::Release);
         const ZEROS: [u8; 4096] = [0; 4096];
         let mut at = s.offset;
         let end = s.offset + u64::from(s.len);
@@ -176,6 +178,8 @@ impl OrgRuns {
             self.file.write_all_at(&ZEROS[..n], at)?;
             at += n as u64;
         }
+        // After the zeros are written: a sync that saw the flag covers them.
+        self.blanked.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -238,8 +242,11 @@ type Building = (Box<str>, Vec<Box<str>>);
 /// Every org's runs, the settings they are built by, and their counters.
 #[derive(Debug)]
 pub struct Runs {
-    /// This process's own directory under `<data_dir>/runs`.
+    /// This process's own directory under `<data_dir>/runs` (made at the first build).
     dir: PathBuf,
+    /// The lock file of `dir`, held while this process lives: what tells other processes
+    /// the directory is in use (see [`remove_left_over`]).
+    lock: std::sync::OnceLock<File>,
     min_items: usize,
     after_reads: u64,
     max_bytes: u64,
@@ -273,7 +280,8 @@ impl Runs {
     ) -> Runs {
         remove_left_over(&base);
         Runs {
-            dir: base.join(std::process::id().to_string()),
+            dir: base.join(format!("{}-{}", std::process::id(), unique_suffix())),
+            lock: std::sync::OnceLock::new(),
             min_items,
             after_reads,
             max_bytes,
@@ -314,7 +322,7 @@ impl Runs {
         );
         registry.register_with_unit(
             "feedgraph_page_run",
-            "Disk used by adapter run files (pages.runs_max_bytes bounds each org's)",
+            "Disk used by adapter run files (pages.runs_max_bytes bounds all orgs' together)",
             Unit::Bytes,
             self.bytes.clone(),
         );
@@ -436,7 +444,9 @@ impl Runs {
         let Some(runs) = self.org(org) else {
             return;
         };
+        let mut blanked = false;
         for (id, erased) in ids() {
+            blanked |= erased;
             if let Err(e) = runs.kill(id, erased) {
                 // The bytes of a changed item could not be overwritten: the whole run goes
                 // (its file is deleted), so they do not stay readable.
@@ -444,6 +454,12 @@ impl Runs {
                 self.set(org, None);
                 return;
             }
+        }
+        // An erasure's zeros reach the disk before the graph shows it, on every replica
+        // (a follower applying another process's erasure included).
+        if blanked && let Err(e) = runs.sync_blanked() {
+            tracing::warn!(org, error = %e, "cannot sync an adapter run; run dropped");
+            self.set(org, None);
         }
     }
 
@@ -573,14 +589,18 @@ impl Runs {
         let runs = Arc::new(runs);
         let mut building = self.building.lock();
         let changed = building.take().map(|b| b.1).unwrap_or_default();
-        self.building_any.store(false, Ordering::Release);
         for id in &changed {
             // Blanked whatever the change was (it is not known here, and the new run may
             // hold an erased item's text read before its erasure). On failure the run is
             // dropped unseen, its file deleted.
             runs.kill(id, true)?;
         }
+        if !changed.is_empty() {
+            runs.file.sync_data()?;
+        }
         self.set(org, Some(runs));
+        // Only now: a hook that sees no build in progress finds the new run in place.
+        self.building_any.store(false, Ordering::Release);
         drop(building);
         self.builds.inc();
         Ok(())
@@ -595,7 +615,16 @@ impl Runs {
 
     /// A new file for a run of `org`.
     fn create_file(&self) -> std::io::Result<(File, PathBuf)> {
-        std::fs::create_dir_all(&self.dir)?;
+        if self.lock.get().is_none() {
+            std::fs::create_dir_all(&self.dir)?;
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.dir.join(LOCK_FILE))?;
+            lock.lock()?;
+            let _ = self.lock.set(lock);
+        }
         let n = self.next_file.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("run-{n}"));
         let file = std::fs::OpenOptions::new()
@@ -624,32 +653,59 @@ pub fn runs_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("runs")
 }
 
-/// Deletes what processes no longer running left under `base`: directories named by the
-/// pid of a process that is gone (or of this one: a leftover of an earlier process), and
-/// anything else. Another live process's runs (a CLI command beside a server, replicas
-/// sharing a data directory on one machine) are left alone.
+/// The lock file each process's runs directory holds, locked while the process lives.
+const LOCK_FILE: &str = "lock";
+
+/// A suffix no other process starting now picks (with the pid: two containers may both be
+/// pid 1 on one shared volume).
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Deletes what processes no longer running left under `base`: every directory whose lock
+/// file no process holds (or that has none), and anything that is not a directory. The
+/// runs of a live process (a server beside a CLI command, replicas sharing a data
+/// directory, in containers or not) hold their lock and are left alone.
 fn remove_left_over(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
-    let me = std::process::id();
     for e in entries.flatten() {
         let path = e.path();
-        let live = e
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-            .is_some_and(|pid| pid != me && Path::new(&format!("/proc/{pid}")).exists());
-        if live {
-            continue;
-        }
-        let gone = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
+        let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let lock = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path.join(LOCK_FILE));
+            match lock.map(|f| (f.try_lock(), f)) {
+                // Held by a live process.
+                Ok((Err(std::fs::TryLockError::WouldBlock), _)) => continue,
+                Ok((Err(std::fs::TryLockError::Error(e)), _)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot tell whether adapter runs are in use; left");
+                    continue;
+                }
+                // Taken (its process is gone) or missing: stale.
+                Ok((Ok(()), _held)) => std::fs::remove_dir_all(&path),
+                Err(_) => std::fs::remove_dir_all(&path),
+            }
         } else {
             std::fs::remove_file(&path)
         };
         if let Err(e) = gone {
             tracing::warn!(path = %path.display(), error = %e, "cannot delete a stale adapter run");
+        }
+    }
+}
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        // The run files go with their runs; the directory and its lock go here.
+        self.orgs.get_mut().clear();
+        if self.lock.get().is_some()
+            && let Err(e) = std::fs::remove_dir_all(&self.dir)
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot delete the adapter runs directory");
         }
     }
 }

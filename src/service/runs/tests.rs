@@ -330,3 +330,41 @@ fn an_item_erased_during_a_build_is_never_served_from_the_installed_run() {
         served.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn left_overs_go_and_a_live_process_runs_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("runs");
+    // A live process's directory: its lock is held (here by this test).
+    let live = base.join("77-1");
+    std::fs::create_dir_all(&live).unwrap();
+    let held = std::fs::File::create(live.join(LOCK_FILE)).unwrap();
+    held.lock().unwrap();
+    std::fs::write(live.join("run-0"), b"live").unwrap();
+    // A process gone: its lock file is there but nobody holds it; an older layout with
+    // none; a stray file.
+    let gone = base.join("1-2");
+    std::fs::create_dir_all(&gone).unwrap();
+    std::fs::File::create(gone.join(LOCK_FILE)).unwrap();
+    std::fs::write(gone.join("run-3"), b"erased words").unwrap();
+    let old = base.join("12");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("run-0"), b"old").unwrap();
+    std::fs::write(base.join("run-9"), b"stray").unwrap();
+
+    let runs = Runs::new(base.clone(), 1, 1, 1 << 20, 0);
+    assert!(live.join("run-0").exists());
+    assert!(!gone.exists());
+    assert!(!old.exists());
+    assert!(!base.join("run-9").exists());
+    // This process's own directory is made, locked, at its first file, and goes with it.
+    let (_, path) = runs.create_file().unwrap();
+    let own = path.parent().unwrap().to_owned();
+    assert!(matches!(
+        std::fs::File::open(own.join(LOCK_FILE)).unwrap().try_lock(),
+        Err(std::fs::TryLockError::WouldBlock)
+    ));
+    drop(runs);
+    assert!(!own.exists());
+    assert!(live.exists());
+}
