@@ -64,11 +64,7 @@ impl Service {
         Ok(ViewPage {
             count,
             limit,
-            next_cursor: if more {
-                last.map(|id| id.to_string())
-            } else {
-                None
-            },
+            next_cursor: cursor_after(more, last.as_deref()),
         })
     }
 

@@ -171,6 +171,11 @@ pub struct ViewPage {
     pub next_cursor: Option<String>,
 }
 
+/// The `next_cursor` of a page whose last id is `last`: that id when more rows follow.
+fn cursor_after(more: bool, last: Option<&str>) -> Option<String> {
+    more.then(|| last.map(str::to_owned)).flatten()
+}
+
 /// Takes each item of a page read in place; an error stops the page.
 pub type EmitView<'e> = dyn FnMut(&FeedbackView<'_>) -> Result<(), StoreError> + 'e;
 
@@ -931,11 +936,7 @@ impl Service {
         let page = ViewPage {
             count,
             limit,
-            next_cursor: if more {
-                last.map(|id| id.to_string())
-            } else {
-                None
-            },
+            next_cursor: cursor_after(more, last.as_deref()),
         };
         Ok((page, total))
     }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::item_cache::{CachedItem, ItemCache, Ticket};
 use super::runs::Want;
 use super::{
-    ByAdapterQuery, ListQuery, Service, ServiceError, check_cursor, collect_page, effective_limit,
-    training,
+    ByAdapterQuery, ListQuery, Service, ServiceError, check_cursor, collect_page, cursor_after,
+    effective_limit, training,
 };
 use crate::graph::{LinkedPage, OrgGraph};
 use crate::store::StoreError;
@@ -306,11 +306,7 @@ impl Service {
             items,
             limit,
             total_linked: 0,
-            next_cursor: if more {
-                ids.last().map(|id| id.to_string())
-            } else {
-                None
-            },
+            next_cursor: cursor_after(more, ids.last().map(|id| &**id)),
         })
     }
 
